@@ -1,0 +1,44 @@
+"""The aiohttp application: health routes now; webhooks, OAuth and admin API later."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from syncd.config import Config
+from syncd.daemon import Daemon
+
+CONFIG = web.AppKey("config", Config)
+DAEMON = web.AppKey("daemon", Daemon)
+
+
+def build_app(config: Config) -> web.Application:
+    """Return the application; the daemon starts and stops with it."""
+    app = web.Application()
+    app[CONFIG] = config
+    app[DAEMON] = Daemon(config)
+    app.cleanup_ctx.append(_daemon)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def _daemon(app: web.Application) -> AsyncIterator[None]:
+    daemon = app[DAEMON]
+    await daemon.start()
+    yield
+    await daemon.stop()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: store open, broker connected, rules loaded (503 naming what is not)."""
+    checks = request.app[DAEMON].ready
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return web.json_response(body, status=200 if ready else 503)

@@ -1,0 +1,94 @@
+"""The command line: run, check, rules graph."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from aiohttp import web
+
+from syncd import logs
+from syncd.app import build_app
+from syncd.config import Config, load_config
+from syncd.exceptions import ConfigError
+from syncd.machine import mermaid
+from syncd.rules import load_rules
+
+_CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=Path("syncd.toml"),
+    show_default=True,
+    help="syncd.toml to use.",
+)
+
+
+@click.group()
+@click.version_option(package_name="syncd")
+def main() -> None:
+    """Keep a CRM on an MQTT bus and QuickBooks Online in two-way sync."""
+
+
+@main.command()
+@_CONFIG
+def run(config_path: Path) -> None:
+    """Run the daemon until SIGTERM or SIGINT (SIGHUP reloads the rules)."""
+    config = _load(config_path, exit_code=2)
+    logs.setup(config.log_level, config.log_format)
+    web.run_app(
+        build_app(config),
+        host=config.http.host,
+        port=config.http.port,
+        print=None,
+        shutdown_timeout=config.drain_seconds,
+    )
+
+
+@main.command()
+@_CONFIG
+def check(config_path: Path) -> None:
+    """Validate syncd.toml and every rules file; list every problem (exit 1)."""
+    config = _load(config_path, exit_code=1)
+    for tenant in config.tenants.values():
+        click.echo(f"ok: tenant {tenant.id}: {tenant.rules_path}")
+    click.echo(f"ok: {config_path}")
+
+
+@main.group()
+def rules() -> None:
+    """Look at rules files."""
+
+
+@rules.command()
+@_CONFIG
+@click.option("--tenant", help="Draw this tenant's rules (default: the first).")
+@click.argument("rules_file", required=False, type=click.Path(path_type=Path))
+def graph(config_path: Path, tenant: str | None, rules_file: Path | None) -> None:
+    """Print the state machine of a rules file as a Mermaid diagram."""
+    try:
+        if rules_file is None:
+            config = load_config(config_path, os.environ)
+            chosen = config.tenants.get(tenant) if tenant else None
+            chosen = chosen or next(iter(config.tenants.values()))
+            rules_file = chosen.rules_path
+        click.echo(mermaid(load_rules(rules_file)))
+    except ConfigError as exc:
+        _fail(exc, 1)
+
+
+def _load(path: Path, exit_code: int) -> Config:
+    try:
+        return load_config(path, os.environ)
+    except ConfigError as exc:
+        _fail(exc, exit_code)
+
+
+def _fail(exc: ConfigError, exit_code: int) -> NoReturn:
+    for problem in exc.problems:
+        click.echo(f"error: {problem}", err=True)
+    click.echo(f"{len(exc.problems)} problem(s) found", err=True)
+    sys.exit(exit_code)

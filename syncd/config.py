@@ -1,0 +1,238 @@
+"""syncd.toml + SYNCD_* secrets from the environment → frozen Config."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from syncd.const import DEFAULT_MAX_PAYLOAD_BYTES, TENANT_ID_RE
+from syncd.exceptions import ConfigError
+from syncd.rules import Rules, load_rules
+from syncd.tables import TableReader
+
+_SECTIONS = {"mqtt", "http", "store", "qbo", "log", "shutdown", "tenants"}
+_MQTT_KEYS = {"url", "client_id", "topic_prefix", "session_expiry", "receive_maximum"}
+_MQTT_KEYS |= {"keepalive", "max_payload_bytes"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Secrets:
+    """Secrets from the environment; never printed (repr hides them)."""
+
+    values: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def get(self, name: str) -> str | None:
+        """Return the secret `SYNCD_<name>` or None."""
+        return self.values.get(f"SYNCD_{name}") or None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttConfig:
+    """The broker connection."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    client_id: str = "syncd"
+    topic_prefix: str = "syncd"
+    session_expiry: int = 7 * 24 * 3600  # how long the broker queues for us while down
+    receive_maximum: int = 1000  # un-acked window; Mosquitto uses 20 when unset
+    keepalive: int = 30
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpConfig:
+    """The HTTP listener."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QboConfig:
+    """QuickBooks Online settings (used by the QBO sync)."""
+
+    environment: str = "production"
+    base_url: str = ""
+    reconcile_interval: int = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tenant:
+    """One CRM company and its rules."""
+
+    id: str
+    rules_path: Path
+    rules: Rules
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Everything syncd runs with."""
+
+    path: Path
+    mqtt: MqttConfig
+    http: HttpConfig
+    store_path: Path
+    qbo: QboConfig
+    log_level: str = "info"
+    log_format: str = "auto"
+    drain_seconds: float = 10.0
+    tenants: Mapping[str, Tenant]
+    secrets: Secrets = field(default_factory=Secrets)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate syncd.toml and every rules file it names."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    return parse_config(data, path, environ or {})
+
+
+def parse_config(
+    data: dict[str, Any], path: Path, environ: Mapping[str, str]
+) -> Config:
+    """Validate parsed syncd.toml; raise ConfigError listing every problem."""
+    r = TableReader(str(path))
+    r.table(data, "", _SECTIONS)
+    log = r.sub(data, "", "log", {"level", "format"})
+    shutdown = r.sub(data, "", "shutdown", {"drain_seconds"})
+    config = Config(
+        path=path,
+        mqtt=_mqtt(r, data),
+        http=_http(r, data),
+        store_path=_store(r, data, path.parent),
+        qbo=_qbo(r, data),
+        log_level=r.text(log, "log", "level", "info", ("debug", "info", "warning")),
+        log_format=r.text(log, "log", "format", "auto", ("auto", "json", "console")),
+        drain_seconds=float(r.integer(shutdown, "shutdown", "drain_seconds", 10)),
+        tenants=_tenants(r, data, path.parent),
+        secrets=Secrets(
+            values={k: v for k, v in environ.items() if k.startswith("SYNCD_")}
+        ),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def _mqtt(r: TableReader, data: dict[str, Any]) -> MqttConfig:
+    t = r.sub(data, "", "mqtt", _MQTT_KEYS)
+    url = urlsplit(r.text(t, "mqtt", "url", "mqtt://127.0.0.1:1883"))
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        r.problem(
+            "mqtt.url", 'must look like "mqtt://host:1883" or "mqtts://host:8883"'
+        )
+    prefix = r.text(t, "mqtt", "topic_prefix", "syncd")
+    if not prefix or any(c in prefix for c in "+#") or prefix.strip("/") != prefix:
+        r.problem("mqtt.topic_prefix", f"{prefix!r} is not a usable topic prefix")
+    return MqttConfig(
+        host=url.hostname or "127.0.0.1",
+        port=_port(r, url, 8883 if url.scheme == "mqtts" else 1883),
+        tls=url.scheme == "mqtts",
+        client_id=r.text(t, "mqtt", "client_id", "syncd"),
+        topic_prefix=prefix,
+        session_expiry=r.integer(t, "mqtt", "session_expiry", 7 * 24 * 3600, low=1),
+        receive_maximum=r.integer(t, "mqtt", "receive_maximum", 1000, low=1),
+        keepalive=r.integer(t, "mqtt", "keepalive", 30, low=5),
+        max_payload_bytes=r.integer(
+            t, "mqtt", "max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES, low=1024
+        ),
+    )
+
+
+def _port(r: TableReader, url: Any, default: int) -> int:
+    try:
+        return int(url.port or default)
+    except ValueError:
+        r.problem("mqtt.url", "has a port that is not a number")
+        return default
+
+
+def _http(r: TableReader, data: dict[str, Any]) -> HttpConfig:
+    t = r.sub(data, "", "http", {"listen", "public_url"})
+    listen = r.text(t, "http", "listen", "127.0.0.1:8080")
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        r.problem("http.listen", f'{listen!r} is not "host:port"')
+        host, port = "127.0.0.1", "8080"
+    return HttpConfig(
+        host=host.strip("[]"),
+        port=int(port),
+        public_url=r.text(t, "http", "public_url", ""),
+    )
+
+
+def _store(r: TableReader, data: dict[str, Any], base: Path) -> Path:
+    t = r.sub(data, "", "store", {"url"})
+    url = r.text(t, "store", "url", "sqlite:syncd.db")
+    scheme, _, rest = url.partition(":")
+    if scheme != "sqlite" or not rest:
+        r.problem(
+            "store.url", f"{url!r}: only sqlite:PATH or sqlite:///ABSOLUTE/PATH yet"
+        )
+        return base / "syncd.db"
+    if rest.startswith("///"):
+        return Path("/" + rest[3:])
+    return base / rest.removeprefix("//")
+
+
+def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
+    t = r.sub(data, "", "qbo", {"environment", "base_url", "reconcile_interval"})
+    return QboConfig(
+        environment=r.text(
+            t, "qbo", "environment", "production", ("production", "sandbox")
+        ),
+        base_url=r.text(t, "qbo", "base_url", ""),
+        reconcile_interval=r.integer(t, "qbo", "reconcile_interval", 300, low=10),
+    )
+
+
+def _tenants(r: TableReader, data: dict[str, Any], base: Path) -> dict[str, Tenant]:
+    raw = data.get("tenants", [])
+    if not isinstance(raw, list):
+        r.problem("tenants", "must be an array of tables: [[tenants]]")
+        return {}
+    tenants: dict[str, Tenant] = {}
+    for n, entry in enumerate(raw):
+        key = f"tenants[{n}]"
+        t = r.table(entry, key, {"id", "rules"})
+        tenant_id = r.text(t, key, "id")
+        rules_path = base / r.text(t, key, "rules", "rules/default.toml")
+        if tenant_id and not TENANT_ID_RE.match(tenant_id):
+            r.problem(f"{key}.id", f"{tenant_id!r} must match [A-Za-z0-9_-]{{1,64}}")
+        if tenant_id in tenants:
+            r.problem(f"{key}.id", f"tenant {tenant_id!r} is declared twice")
+        try:
+            rules = load_rules(rules_path)
+        except ConfigError as exc:
+            r.problems.extend(exc.problems)
+            continue
+        tenants[tenant_id] = Tenant(id=tenant_id, rules_path=rules_path, rules=rules)
+    if not raw:
+        r.problem("tenants", "declare at least one [[tenants]]")
+    return tenants
+
+
+def reload_rules(config: Config) -> dict[str, Rules]:
+    """Re-read every tenant's rules; raise ConfigError and change nothing if any is bad."""
+    problems: list[str] = []
+    fresh: dict[str, Rules] = {}
+    for tenant in config.tenants.values():
+        try:
+            fresh[tenant.id] = load_rules(tenant.rules_path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return fresh

@@ -1,0 +1,46 @@
+"""Names and defaults fixed by the contract: topics, message types, limits."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+TENANT_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_MESSAGE_ID_LEN: Final = 128
+MAX_INVOICE_ID_LEN: Final = 128
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 256 * 1024
+
+# The message types a CRM may publish (contract: "CRM → syncd").
+CRM_TYPES: Final = frozenset(
+    {
+        "invoice.upserted",
+        "invoice.deleted",
+        "payment.recorded",
+        "contact.upserted",
+        "command.sync",
+        "command.send",
+        "command.void",
+        "command.delete",
+        "command.refresh",
+        "command.link",
+        "command.unlink",
+    }
+)
+
+# syncd → CRM topics, below "<prefix>/<tenant>/".
+TOPIC_STATE: Final = "sync/invoice/{invoice_id}"
+TOPIC_REJECTED: Final = "out/input/rejected"
+TOPIC_SET_STATUS: Final = "out/invoice/set_status"
+TOPIC_SYNC_FAILED: Final = "out/sync/failed"
+TOPIC_STATUS: Final = "status"  # below "<prefix>/" only
+
+TYPE_SYNC_STATE: Final = "invoice.sync_state"
+TYPE_REJECTED: Final = "input.rejected"
+
+QBO_EVENTS: Final = (
+    "invoice_updated",
+    "payment_created",
+    "payment_created_partial",
+    "invoice_voided",
+    "invoice_deleted",
+)

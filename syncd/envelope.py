@@ -1,0 +1,113 @@
+"""Raw MQTT message → validated Envelope, or a refusal a person can read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from syncd.const import CRM_TYPES, MAX_MESSAGE_ID_LEN
+from syncd.exceptions import InvalidMessageError
+from syncd.models import Envelope, RawMessage
+from syncd.payloads import check_data
+
+
+def topic_parts(topic: str, prefix: str) -> tuple[str, str] | None:
+    """Split `P/T/crm/a/b` into (tenant, "a.b"); None when the topic is not one."""
+    rest = topic.removeprefix(prefix + "/")
+    tenant, _, tail = rest.partition("/")
+    kind, _, path = tail.partition("/")
+    if rest == topic or kind != "crm" or not tenant or not path:
+        return None
+    return tenant, path.replace("/", ".")
+
+
+def parse(raw: RawMessage, prefix: str, max_bytes: int) -> Envelope:
+    """Validate one message; raise InvalidMessageError with the reason."""
+    parts = topic_parts(raw.topic, prefix)
+    if parts is None:
+        raise InvalidMessageError(f"topic {raw.topic!r} is not {prefix}/<tenant>/crm/…")
+    tenant, topic_type = parts
+    body = _decode(raw.payload, max_bytes)
+    message_id = _message_id(body)
+    _check_type(body.get("type"), topic_type, message_id)
+    if body.get("tenant") != tenant:
+        raise InvalidMessageError(
+            f"tenant {body.get('tenant')!r} disagrees with the topic's {tenant!r}",
+            message_id,
+        )
+    occurred_at = _occurred_at(body.get("occurred_at"), message_id)
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise InvalidMessageError("data must be an object", message_id)
+    check_data(topic_type, data, message_id)
+    return Envelope(
+        id=message_id,
+        type=topic_type,
+        tenant=tenant,
+        occurred_at=occurred_at,
+        data=data,
+        topic=raw.topic,
+        payload=raw.payload,
+    )
+
+
+def readable_id(payload: bytes, max_bytes: int) -> str | None:
+    """Return the envelope id of a refused message if it can be read at all."""
+    try:
+        return _message_id(_decode(payload, max_bytes))
+    except InvalidMessageError:
+        return None
+
+
+def _decode(payload: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(payload) > max_bytes:
+        raise InvalidMessageError(
+            f"payload is {len(payload)} bytes, over the limit of {max_bytes} bytes"
+        )
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessageError(
+            f"payload is not valid UTF-8 (byte {exc.start}: {exc.reason})"
+        ) from exc
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessageError(f"payload is not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise InvalidMessageError("payload must be a JSON object (the envelope)")
+    return body
+
+
+def _message_id(body: dict[str, Any]) -> str:
+    value = body.get("id")
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_MESSAGE_ID_LEN:
+        raise InvalidMessageError("id must be a string of 1 to 128 characters")
+    return value
+
+
+def _check_type(value: Any, topic_type: str, message_id: str) -> None:
+    if topic_type not in CRM_TYPES:
+        known = ", ".join(sorted(CRM_TYPES))
+        raise InvalidMessageError(
+            f"unknown message type {topic_type!r} (known: {known})", message_id
+        )
+    if value != topic_type:
+        raise InvalidMessageError(
+            f"type {value!r} disagrees with the topic's {topic_type!r}", message_id
+        )
+
+
+def _occurred_at(value: Any, message_id: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise InvalidMessageError(
+            'occurred_at must be an ISO 8601 time with a zone, e.g. "2026-11-22T10:15:00Z"',
+            message_id,
+        )
+    return when

@@ -1,0 +1,72 @@
+"""Outbound MQTT messages, one builder per kind (contract: "syncd → CRM")."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from syncd.const import TOPIC_REJECTED, TOPIC_STATE, TYPE_REJECTED, TYPE_SYNC_STATE
+from syncd.models import Invoice, Outbound
+
+
+def envelope(
+    message_type: str,
+    tenant: str,
+    data: dict[str, Any],
+    now: datetime,
+    causation_id: str | None,
+) -> bytes:
+    """Serialise one envelope with a fresh id (stable across republishing)."""
+    body: dict[str, Any] = {
+        "id": f"evt-{uuid.uuid4().hex}",
+        "type": message_type,
+        "tenant": tenant,
+        "occurred_at": now.isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
+    if causation_id is not None:
+        body["causation_id"] = causation_id
+    return orjson.dumps(body)
+
+
+def sync_state(
+    prefix: str, invoice: Invoice, now: datetime, causation_id: str | None
+) -> Outbound:
+    """The retained latest word on one invoice (HS3)."""
+    data = {
+        "invoice_id": invoice.invoice_id,
+        "sync_state": invoice.sync_state.value,
+        "status": invoice.status,
+        "version": invoice.version,
+        "qbo_id": invoice.qbo_id,
+        "qbo_doc_number": invoice.qbo_doc_number,
+        "qbo_status": invoice.qbo_status,
+        "balance": invoice.balance,
+        "total": invoice.total,
+        "last_synced_at": invoice.last_synced_at.isoformat()
+        if invoice.last_synced_at
+        else None,
+        "error": invoice.error,
+    }
+    topic = f"{prefix}/{invoice.tenant}/" + TOPIC_STATE.format(
+        invoice_id=invoice.invoice_id
+    )
+    payload = envelope(TYPE_SYNC_STATE, invoice.tenant, data, now, causation_id)
+    return Outbound(topic=topic, payload=payload, retain=True)
+
+
+def rejected(
+    prefix: str,
+    tenant: str,
+    topic: str,
+    message_id: str | None,
+    reason: str,
+    now: datetime,
+) -> Outbound:
+    """A refused message: its topic, its id if readable, and why."""
+    data = {"topic": topic, "message_id": message_id, "reason": reason}
+    payload = envelope(TYPE_REJECTED, tenant, data, now, message_id)
+    return Outbound(topic=f"{prefix}/{tenant}/{TOPIC_REJECTED}", payload=payload)

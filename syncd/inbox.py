@@ -1,0 +1,203 @@
+"""Inbound CRM messages: validate, dedupe, decide, and commit a batch in one transaction.
+
+The broker is the durable inbox until the ack: the MQTT link acknowledges a batch only
+after `Inbox.handle` returns, i.e. after the ledger row of every message and all of its
+effects (invoice state, history, failures, outbound messages) are committed together.
+A crash anywhere before that commit leaves every message un-acked, and the broker
+redelivers it; the ledger turns a redelivery of a committed message into a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from syncd import envelope, events, sync
+from syncd.const import TENANT_ID_RE
+from syncd.exceptions import InvalidMessageError
+from syncd.models import ChangeSet, Envelope, Invoice, LedgerEntry, Outcome, RawMessage
+from syncd.rulebook import RuleBook
+from syncd.store import Store
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class Inbox:
+    """Turns batches of raw MQTT messages into committed ChangeSets."""
+
+    def __init__(
+        self,
+        store: Store,
+        rulebook: RuleBook,
+        *,
+        prefix: str,
+        max_payload_bytes: int,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._rulebook = rulebook
+        self._prefix = prefix
+        self._max_bytes = max_payload_bytes
+        self._clock = clock
+
+    async def handle(self, batch: list[RawMessage]) -> ChangeSet:
+        """Process a batch; return once its effects are committed."""
+        now = self._clock()
+        changes = ChangeSet()
+        accepted: list[Envelope] = []
+        refused: list[_Refusal] = []
+        for raw in batch:
+            self._accept(raw, accepted, refused)
+        seen = await self._seen(accepted, refused)
+        for refusal in refused:
+            self._refuse(refusal, seen, now, changes)
+        fresh = _unseen(accepted, seen)
+        invoices = await self._load(fresh)
+        for env in fresh:
+            with bound_contextvars(
+                tenant=env.tenant, message_id=env.id, invoice=env.data.get("invoice_id")
+            ):
+                await self._route(env, now, changes, invoices)
+        await self._store.commit(changes)
+        return changes
+
+    def _accept(
+        self, raw: RawMessage, accepted: list[Envelope], refused: list[_Refusal]
+    ) -> None:
+        try:
+            env = envelope.parse(raw, self._prefix, self._max_bytes)
+        except InvalidMessageError as exc:
+            refused.append(self._refusal(raw, exc))
+            return
+        if self._rulebook.machine(env.tenant) is None:
+            reason = f"tenant {env.tenant!r} is not served by this syncd"
+            refused.append(self._refusal(raw, InvalidMessageError(reason, env.id)))
+        else:
+            accepted.append(env)
+
+    def _refusal(self, raw: RawMessage, exc: InvalidMessageError) -> _Refusal:
+        rest = raw.topic.removeprefix(self._prefix + "/")
+        tenant = rest.split("/", 1)[0] if rest != raw.topic else ""
+        message_id = exc.message_id or envelope.readable_id(
+            raw.payload, self._max_bytes
+        )
+        return _Refusal(
+            raw=raw, tenant=tenant, message_id=message_id, reason=exc.reason
+        )
+
+    async def _seen(
+        self, accepted: list[Envelope], refused: list[_Refusal]
+    ) -> set[tuple[str, str]]:
+        keys = [(env.tenant, env.id) for env in accepted]
+        keys += [(r.tenant, r.message_id) for r in refused if r.message_id]
+        return await self._store.known_messages(keys) if keys else set()
+
+    def _refuse(
+        self, r: _Refusal, seen: set[tuple[str, str]], now: datetime, changes: ChangeSet
+    ) -> None:
+        key = (r.tenant, r.message_id or "")
+        if r.message_id and key in seen:
+            return  # a redelivery of a message already refused
+        log.warning(
+            "message_rejected",
+            topic=r.raw.topic,
+            message_id=r.message_id,
+            reason=r.reason,
+        )
+        if not TENANT_ID_RE.match(r.tenant):
+            return  # no topic of that tenant can be written: the log line is all
+        changes.outbox.append(
+            events.rejected(
+                self._prefix, r.tenant, r.raw.topic, r.message_id, r.reason, now
+            )
+        )
+        if r.message_id:
+            seen.add(key)
+            changes.ledger.append(
+                LedgerEntry(
+                    tenant=r.tenant,
+                    message_id=r.message_id,
+                    topic=r.raw.topic,
+                    type="?",
+                    outcome=Outcome.REJECTED,
+                    reason=r.reason,
+                    received_at=now,
+                    payload=r.raw.payload,
+                )
+            )
+
+    async def _load(self, fresh: list[Envelope]) -> dict[tuple[str, str], Invoice]:
+        wanted: dict[str, list[str]] = {}
+        for env in fresh:
+            if env.type == "invoice.upserted":
+                wanted.setdefault(env.tenant, []).append(env.data["invoice_id"])
+        loaded: dict[tuple[str, str], Invoice] = {}
+        for tenant, ids in wanted.items():
+            found = await self._store.load_invoices(tenant, sorted(set(ids)))
+            loaded.update(((tenant, i), inv) for i, inv in found.items())
+        return loaded
+
+    async def _route(
+        self,
+        env: Envelope,
+        now: datetime,
+        changes: ChangeSet,
+        invoices: dict[tuple[str, str], Invoice],
+    ) -> None:
+        machine = self._rulebook.machine(env.tenant)
+        if machine is None:  # rules reloaded without this tenant since _accept
+            return
+        if env.type != "invoice.upserted":
+            _defer(env, now, changes)
+            return
+        key = (env.tenant, env.data["invoice_id"])
+        ctx = sync.Context(
+            envelope=env, machine=machine, prefix=self._prefix, now=now, changes=changes
+        )
+        invoice = await sync.apply_upsert(ctx, invoices.get(key))
+        if invoice is not None:
+            invoices[key] = invoice
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Refusal:
+    raw: RawMessage
+    tenant: str
+    message_id: str | None
+    reason: str
+
+
+def _unseen(accepted: list[Envelope], seen: set[tuple[str, str]]) -> list[Envelope]:
+    """Drop messages whose id the ledger (or this batch) already holds."""
+    fresh: list[Envelope] = []
+    for env in accepted:
+        key = (env.tenant, env.id)
+        if key in seen:
+            log.info("duplicate_ignored", tenant=env.tenant, message_id=env.id)
+            continue
+        seen.add(key)
+        fresh.append(env)
+    return fresh
+
+
+def _defer(env: Envelope, now: datetime, changes: ChangeSet) -> None:
+    """Keep a valid message whose handler a later part of syncd provides: nothing lost."""
+    log.info("message_deferred", type=env.type)
+    changes.ledger.append(
+        LedgerEntry(
+            tenant=env.tenant,
+            message_id=env.id,
+            topic=env.topic,
+            type=env.type,
+            outcome=Outcome.DEFERRED,
+            reason=f"{env.type} is kept until QBO sync handles it",
+            received_at=now,
+            payload=env.payload,
+        )
+    )

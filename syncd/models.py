@@ -1,0 +1,147 @@
+"""Value objects that flow between inbox, machine, store and publisher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class SyncState(StrEnum):
+    """Where syncd stands with the QBO copy of an invoice (not a CRM status)."""
+
+    NOT_SYNCED = "not_synced"
+    PENDING = "pending"
+    SYNCED = "synced"
+    FAILED = "failed"
+    OUT_OF_DATE = "out_of_date"
+
+
+class Outcome(StrEnum):
+    """What became of one inbound message, as the ledger records it."""
+
+    APPLIED = "applied"
+    IGNORED = "ignored"
+    REFUSED = "refused"
+    REJECTED = "rejected"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawMessage:
+    """One MQTT message as received, before any validation."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """A validated inbound message (contract: Envelope)."""
+
+    id: str
+    type: str
+    tenant: str
+    occurred_at: datetime
+    data: dict[str, Any]
+    topic: str
+    payload: bytes = field(repr=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class Invoice:
+    """An invoice as syncd keeps it: CRM status and snapshot, beside its sync state."""
+
+    tenant: str
+    invoice_id: str
+    status: str
+    version: int
+    data: dict[str, Any]
+    sync_state: SyncState = SyncState.NOT_SYNCED
+    qbo_id: str | None = None
+    qbo_doc_number: str | None = None
+    qbo_status: str | None = None
+    balance: str | None = None
+    last_synced_at: datetime | None = None
+    error: str | None = None
+    updated_at: datetime
+
+    @property
+    def total(self) -> str | None:
+        """The CRM total, a decimal string."""
+        total = self.data.get("total")
+        return total if isinstance(total, str) else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEntry:
+    """One status move of one invoice, with its cause."""
+
+    tenant: str
+    invoice_id: str
+    from_status: str | None
+    to_status: str
+    cause: str
+    event_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """Something that did not happen, kept for the admin's failed-syncs panel (HS2)."""
+
+    tenant: str
+    invoice_id: str | None
+    operation: str
+    code: str
+    message: str
+    event_id: str | None
+    at: datetime
+    attempts: int = 1
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outbound:
+    """An MQTT message to publish after the transaction that caused it commits."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerEntry:
+    """The processed-message ledger row: one per envelope id and tenant (dedupe)."""
+
+    tenant: str
+    message_id: str
+    topic: str
+    type: str
+    outcome: Outcome
+    reason: str
+    received_at: datetime
+    payload: bytes | None = None
+
+
+@dataclass(slots=True)
+class ChangeSet:
+    """Everything one batch changes, written by the store in one transaction."""
+
+    ledger: list[LedgerEntry] = field(default_factory=list)
+    invoices: dict[tuple[str, str], Invoice] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    outbox: list[Outbound] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxRow:
+    """A stored outbound message waiting for its PUBACK."""
+
+    seq: int
+    topic: str
+    payload: bytes
+    retain: bool

@@ -1,0 +1,198 @@
+"""The MQTT link: one persistent v5 session, manual acks after commit, reconnect forever.
+
+aiomqtt 2 hides manual acks; paho's handle (`client._client`) has them (aiomqtt #345).
+A new aiomqtt Client per connection: message ids are per connection, so a message read
+on one connection must never be acked on the next, and aiomqtt's queue is not cleared
+between connections. Whatever was not acked is redelivered by the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from syncd.config import MqttConfig, Secrets
+from syncd.const import TOPIC_STATUS
+from syncd.models import RawMessage
+
+log = structlog.get_logger(__name__)
+
+BatchHandler = Callable[[list[RawMessage]], Awaitable[object]]
+_MAX_BATCH = 500
+_BACKOFF_FIRST, _BACKOFF_CAP = 0.2, 30.0
+
+
+class MqttLink:
+    """Owns the broker connection: intake into a batch handler, and publishing."""
+
+    def __init__(
+        self, config: MqttConfig, secrets: Secrets, handler: BatchHandler
+    ) -> None:
+        self._config = config
+        self._secrets = secrets
+        self._handler = handler
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self._intake_open = True
+        self._closing = asyncio.Event()
+        self._consumer: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        self.status_topic = f"{config.topic_prefix}/{TOPIC_STATUS}"
+
+    async def run(self) -> None:
+        """Connect, serve and reconnect with capped jittered backoff until closed."""
+        delay = _BACKOFF_FIRST
+        while not self._closing.is_set():
+            client = self._new_client()
+            try:
+                async with client:
+                    delay = _BACKOFF_FIRST
+                    await self._serve(client)
+            except aiomqtt.MqttError as exc:
+                self._lost(exc)
+            except Exception:
+                # the batch was not committed, so it was not acked: the broker redelivers
+                log.exception("intake_failed")
+            finally:
+                self._client = None
+                self.connected.clear()
+            if not self._closing.is_set():
+                await self._sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 -- jitter
+                delay = min(delay * 2, _BACKOFF_CAP)
+
+    async def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Publish at QoS 1 and wait for the PUBACK; raise MqttError when not possible."""
+        client = self._client
+        if client is None:
+            raise aiomqtt.MqttError("not connected to the broker")
+        await client.publish(topic, payload, qos=1, retain=retain)
+
+    async def stop_intake(self) -> None:
+        """Take no new messages; let the batch being committed finish and be acked."""
+        self._intake_open = False
+        if self._consumer is not None:
+            self._consumer.cancel()
+        if self._inflight is not None:
+            with contextlib.suppress(Exception):
+                await self._inflight
+
+    async def close(self) -> None:
+        """Publish `offline`, disconnect cleanly and end `run`."""
+        self._closing.set()
+
+    def _new_client(self) -> aiomqtt.Client:
+        c = self._config
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = c.session_expiry
+        props.ReceiveMaximum = c.receive_maximum
+        client = aiomqtt.Client(
+            c.host,
+            c.port,
+            identifier=c.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,  # with SessionExpiryInterval: the broker keeps our queue
+            properties=props,
+            keepalive=c.keepalive,
+            username=self._secrets.get("MQTT_USERNAME"),
+            password=self._secrets.get("MQTT_PASSWORD"),
+            tls_context=ssl.create_default_context() if c.tls else None,
+            will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
+        )
+        client._client.manual_ack_set(
+            True
+        )  # before connecting: the queue flushes at once
+        client.pending_calls_threshold = 100_000
+        return client
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        await client.publish(self.status_topic, b"online", qos=1, retain=True)
+        if self._intake_open:
+            await client.subscribe(f"{self._config.topic_prefix}/+/crm/#", qos=1)
+        self._client = client
+        self.connected.set()
+        log.info("mqtt_connected", host=self._config.host, port=self._config.port)
+        self._consumer = None
+        if self._intake_open:
+            self._consumer = asyncio.create_task(
+                self._consume(client), name="syncd.intake"
+            )
+        try:
+            await self._until_closed(client, self._consumer)
+        finally:
+            if self._consumer is not None:
+                self._consumer.cancel()
+        self._client = None
+        await client.publish(self.status_topic, b"offline", qos=1, retain=True)
+
+    async def _until_closed(
+        self, client: aiomqtt.Client, consumer: asyncio.Task[None] | None
+    ) -> None:
+        """Return when closing; raise when the connection or the intake fails."""
+        closing = asyncio.ensure_future(self._closing.wait())
+        lost: asyncio.Future[None] = client._disconnected
+        waiting: set[asyncio.Future[Any]] = {closing, lost}
+        if consumer is not None:
+            waiting.add(consumer)
+        try:
+            while not closing.done():
+                done, _ = await asyncio.wait(
+                    waiting, return_when=asyncio.FIRST_COMPLETED
+                )
+                if lost in done:
+                    cause = lost.exception()
+                    raise aiomqtt.MqttError(f"connection lost: {cause}")
+                if consumer is not None and consumer in done:
+                    waiting.discard(consumer)
+                    if not consumer.cancelled():
+                        consumer.result()  # raises what ended the intake
+        finally:
+            closing.cancel()
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        messages = client.messages
+        while self._intake_open:
+            batch = [await anext(messages)]
+            while len(messages) and len(batch) < _MAX_BATCH:
+                batch.append(await anext(messages))
+            self._inflight = asyncio.create_task(
+                self._process(client, batch), name="syncd.intake.batch"
+            )
+            # shielded: stopping intake must not cut a commit between store and ack
+            await asyncio.shield(self._inflight)
+
+    async def _process(
+        self, client: aiomqtt.Client, batch: list[aiomqtt.Message]
+    ) -> None:
+        now = datetime.now(UTC)
+        raw = [
+            RawMessage(topic=m.topic.value, payload=_bytes(m.payload), received_at=now)
+            for m in batch
+        ]
+        await self._handler(raw)
+        for m in batch:
+            if m.qos > 0:
+                client._client.ack(m.mid, m.qos)
+
+    def _lost(self, exc: Exception) -> None:
+        if self.connected.is_set() or not self._closing.is_set():
+            log.warning("mqtt_disconnected", error=str(exc))
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
+
+def _bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload).encode() if payload is not None else b""

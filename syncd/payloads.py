@@ -1,0 +1,234 @@
+"""Shape checks for the `data` of each CRM message type, with reasons a person reads.
+
+Each check returns None when the value is fine, or what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from syncd.const import MAX_INVOICE_ID_LEN
+from syncd.exceptions import InvalidMessageError
+
+Check = Callable[[Any], str | None]
+Spec = Mapping[str, tuple[Check, bool]]  # field → (check, required)
+
+_MONEY_RE = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_PAYMENT_KINDS = ("invoice", "order_form", "subscription", "membership", "booking")
+
+
+def text(value: Any) -> str | None:
+    """Any string."""
+    return None if isinstance(value, str) else f"must be a string, not {_show(value)}"
+
+
+def ident(value: Any) -> str | None:
+    """An id that can stand in a topic: 1-128 chars, no '/', '+', '#'."""
+    if not isinstance(value, str):
+        return f"must be a string, not {_show(value)}"
+    if not 0 < len(value) <= MAX_INVOICE_ID_LEN or any(c in value for c in "/+#\0"):
+        return "must be 1-128 characters without '/', '+', '#'"
+    return None
+
+
+def version(value: Any) -> str | None:
+    """A non-negative integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"must be a whole number of 0 or more, not {_show(value)}"
+    return None
+
+
+def money(value: Any) -> str | None:
+    """A decimal string: money is never a float."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return f'must be a decimal string such as "{value}", not the number {value}'
+    if not isinstance(value, str) or not _MONEY_RE.match(value):
+        return f'must be a decimal string such as "199.50", not {_show(value)}'
+    try:
+        Decimal(value)
+    except InvalidOperation:  # pragma: no cover - the pattern already excludes these
+        return f"{value!r} is not a decimal number"
+    return None
+
+
+def currency(value: Any) -> str | None:
+    """An ISO 4217 code."""
+    if not isinstance(value, str) or not _CURRENCY_RE.match(value):
+        return f'must be a 3-letter currency code such as "USD", not {_show(value)}'
+    return None
+
+
+def day(value: Any) -> str | None:
+    """An ISO 8601 date."""
+    if isinstance(value, str):
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return None
+    return f'must be a date such as "2026-11-22", not {_show(value)}'
+
+
+def table(spec: Spec) -> Check:
+    """An object whose fields follow `spec`."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return f"must be an object, not {_show(value)}"
+        return _fields(value, spec)
+
+    return check
+
+
+def items(inner: Check) -> Check:
+    """A list whose items pass `inner`."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list):
+            return f"must be a list, not {_show(value)}"
+        for n, item in enumerate(value):
+            problem = inner(item)
+            if problem:
+                return f"[{n}]{_sep(problem)}{problem}"
+        return None
+
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    """One of the given strings."""
+
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        return f"must be one of {', '.join(choices)}, not {_show(value)}"
+
+    return check
+
+
+def text_map(value: Any) -> str | None:
+    """An object of strings (custom fields)."""
+    if not isinstance(value, dict) or not all(
+        isinstance(v, str) for v in value.values()
+    ):
+        return "must be an object whose values are strings"
+    return None
+
+
+def _fields(value: dict[str, Any], spec: Spec) -> str | None:
+    for name, (check, required) in spec.items():
+        if name not in value or value[name] is None:
+            if required:
+                return f".{name} is missing"
+            continue
+        problem = check(value[name])
+        if problem:
+            return f".{name}{_sep(problem)}{problem}"
+    return None
+
+
+def _sep(problem: str) -> str:
+    return "" if problem.startswith((".", "[")) else " "
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return repr(value[:40])
+    return "a list" if isinstance(value, list) else "an object"
+
+
+ADDRESS = table({k: (text, False) for k in ("line1", "line2", "city", "postal_code")})
+CUSTOMER = table(
+    {
+        "contact_id": (ident, False),
+        "name": (text, False),
+        "email": (text, False),
+        "billing_email": (text, False),
+        "address": (ADDRESS, False),
+        "tax_id": (text, False),
+        "currency": (currency, False),
+    }
+)
+LINE = table(
+    {
+        "description": (text, False),
+        "item": (text, False),
+        "quantity": (money, False),
+        "unit_price": (money, False),
+        "discount": (money, False),
+        "tax": (text, False),
+        "amount": (money, False),
+    }
+)
+INVOICE: Spec = {
+    "invoice_id": (ident, True),
+    "version": (version, True),
+    "status": (text, True),
+    "number": (text, False),
+    "currency": (currency, False),
+    "issue_date": (day, False),
+    "due_date": (day, False),
+    "customer": (CUSTOMER, False),
+    "lines": (items(LINE), False),
+    "discount": (table({"percent": (money, False), "amount": (money, False)}), False),
+    "total": (money, False),
+    "custom_fields": (text_map, False),
+    "deal_id": (text, False),
+}
+_INVOICE_REF: Spec = {"invoice_id": (ident, True)}
+DATA_SPECS: Mapping[str, Spec] = {
+    "invoice.upserted": INVOICE,
+    "invoice.deleted": {"invoice_id": (ident, True), "version": (version, False)},
+    "payment.recorded": {
+        "payment_id": (ident, True),
+        "invoice_id": (ident, False),
+        "customer": (CUSTOMER, True),
+        "amount": (money, True),
+        "currency": (currency, True),
+        "date": (day, True),
+        "method": (text, False),
+        "kind": (one_of(*_PAYMENT_KINDS), True),
+    },
+    "contact.upserted": {
+        "contact_id": (ident, True),
+        "name": (text, True),
+        "email": (text, False),
+        "address": (ADDRESS, False),
+        "tax_id": (text, False),
+        "currency": (currency, False),
+    },
+    "command.sync": _INVOICE_REF,
+    "command.send": _INVOICE_REF,
+    "command.void": _INVOICE_REF,
+    "command.delete": _INVOICE_REF,
+    "command.refresh": {
+        "invoice_id": (ident, False),
+        "contact_id": (ident, False),
+        "from": (day, False),
+        "to": (day, False),
+    },
+    "command.link": {"qbo_invoice_id": (ident, True), "deal_id": (ident, True)},
+    "command.unlink": {"qbo_invoice_id": (ident, True), "deal_id": (ident, False)},
+}
+
+
+def check_data(message_type: str, data: dict[str, Any], message_id: str) -> None:
+    """Raise InvalidMessageError naming the first field that is wrong."""
+    problem = _fields(data, DATA_SPECS[message_type])
+    refresh = message_type == "command.refresh"
+    if problem is None and refresh and not {"invoice_id", "contact_id"} & data.keys():
+        problem = " needs invoice_id, or contact_id with from and to"
+    if problem:
+        raise InvalidMessageError(f"data{problem}", message_id)

@@ -1,0 +1,272 @@
+"""rules/*.toml → frozen Rules: statuses, allowed moves, sync triggers, QBO event map.
+
+Validation proves before deploy what the rival products only warn about in prose (RO7):
+every status that `sync.*` or `qbo_events` names must be reachable through the moves.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from syncd.const import QBO_EVENTS
+from syncd.exceptions import ConfigError
+from syncd.tables import TableReader
+
+_SECTIONS = {"statuses", "moves", "sync", "qbo_events", "customers", "items", "taxes"}
+_SECTIONS |= {"payments", "fields", "reviews"}
+_SYNC_LISTS = ("on", "send_on", "void_on", "delete_on")
+_MATCH = ("display_name", "email", "display_name_then_email")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncRules:
+    """When an invoice goes to QBO, and which invoices may (RO3, HS1, HL8)."""
+
+    on: tuple[str, ...] = ()
+    send_on: tuple[str, ...] = ()
+    void_on: tuple[str, ...] = ()
+    delete_on: tuple[str, ...] = ()
+    since: str = "connection"
+    min_total: Decimal | None = None
+    currencies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rules:
+    """One tenant's validated rules."""
+
+    source: str
+    statuses: tuple[str, ...]
+    initial: str
+    final: frozenset[str]
+    moves: Mapping[str, tuple[str, ...]]
+    sync: SyncRules = field(default_factory=SyncRules)
+    qbo_events: Mapping[str, str] = field(default_factory=dict)
+    customers: Mapping[str, Any] = field(default_factory=dict)
+    items: Mapping[str, Any] = field(default_factory=dict)
+    taxes: Mapping[str, Any] = field(default_factory=dict)
+    payments: Mapping[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    reviews: Mapping[str, Any] = field(default_factory=dict)
+
+    def allows(self, source: str, dest: str) -> bool:
+        """Tell whether the rules allow the move `source` → `dest`."""
+        return dest in self.moves.get(source, ())
+
+    def reachable(self) -> frozenset[str]:
+        """Return the statuses an invoice can reach from the initial status."""
+        return _reachable(self.initial, self.moves)
+
+    def explain_refusal(self, source: str, dest: str) -> str:
+        """Say, for a person, why `source` → `dest` is refused and what to change."""
+        if source in self.final:
+            return (
+                f"the rules ({self.source}) refuse {source} → {dest}: "
+                f"{source!r} is final, no move leaves it"
+            )
+        allowed = ", ".join(self.moves.get(source, ())) or "nothing"
+        return (
+            f"the rules ({self.source}) refuse {source} → {dest}: from {source!r} "
+            f"they allow {allowed}; add {dest!r} to [moves] {source} to allow it"
+        )
+
+
+def load_rules(path: Path, label: str | None = None) -> Rules:
+    """Read and validate one rules file; raise ConfigError listing every problem."""
+    source = label or str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
+    return parse_rules(data, source)
+
+
+def parse_rules(data: dict[str, Any], source: str) -> Rules:
+    """Validate parsed TOML; raise ConfigError listing every problem."""
+    r = TableReader(source)
+    r.table(data, "", _SECTIONS)
+    statuses, initial, final = _statuses(r, data)
+    known = set(statuses)
+    moves = _moves(r, data, known, final)
+    rules = Rules(
+        source=source,
+        statuses=statuses,
+        initial=initial,
+        final=frozenset(final),
+        moves=MappingProxyType(moves),
+        sync=_sync(r, data, known),
+        qbo_events=MappingProxyType(_qbo_events(r, data, known)),
+        **_plain_sections(r, data),
+    )
+    _check_reachable(r, rules)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return rules
+
+
+def _statuses(
+    r: TableReader, data: dict[str, Any]
+) -> tuple[tuple[str, ...], str, set[str]]:
+    t = r.sub(data, "", "statuses", {"all", "initial", "final"})
+    statuses = r.texts(t, "statuses", "all")
+    if not statuses:
+        r.problem("statuses.all", "must list at least one status")
+    if len(set(statuses)) != len(statuses):
+        r.problem("statuses.all", "lists a status twice")
+    known = set(statuses)
+    initial = r.text(t, "statuses", "initial", default=statuses[0] if statuses else "")
+    if statuses and initial not in known:
+        r.problem("statuses.initial", f"unknown status {initial!r}")
+    final = set(r.texts(t, "statuses", "final"))
+    for name in sorted(final - known):
+        r.problem("statuses.final", f"unknown status {name!r}")
+    if initial in final:
+        r.problem("statuses.initial", f"{initial!r} is also final: nothing could move")
+    return statuses, initial, final
+
+
+def _moves(
+    r: TableReader, data: dict[str, Any], known: set[str], final: set[str]
+) -> dict[str, tuple[str, ...]]:
+    table = r.sub(data, "", "moves", None)
+    moves: dict[str, tuple[str, ...]] = {}
+    for source in table:
+        key = f"moves.{source}"
+        dests = r.texts(table, "moves", source)
+        if source not in known:
+            r.problem(key, f"unknown status {source!r}")
+        if source in final and dests:
+            r.problem(key, f"{source!r} is final: no move may leave it")
+        for dest in dests:
+            if dest not in known:
+                r.problem(key, f"unknown status {dest!r}")
+            if dest == source:
+                r.problem(key, f"a move from {source!r} to itself is not a move")
+        moves[source] = tuple(dict.fromkeys(dests))
+    return moves
+
+
+def _sync(r: TableReader, data: dict[str, Any], known: set[str]) -> SyncRules:
+    lists = {*_SYNC_LISTS, "since"}
+    t = r.sub(data, "", "sync", {*lists, "filters"})
+    chosen = {name: r.texts(t, "sync", name) for name in _SYNC_LISTS}
+    for name, values in chosen.items():
+        for value in values:
+            if value not in known:
+                r.problem(f"sync.{name}", f"unknown status {value!r}")
+    since = r.text(t, "sync", "since", default="connection")
+    if since not in ("connection", "all"):
+        try:
+            date.fromisoformat(since)
+        except ValueError:
+            r.problem("sync.since", f'{since!r} is not "connection", "all" or a date')
+    filters = r.sub(t, "sync", "filters", {"min_total", "currencies"})
+    return SyncRules(
+        **chosen,
+        since=since,
+        min_total=r.money(filters, "sync.filters", "min_total", ""),
+        currencies=r.texts(filters, "sync.filters", "currencies"),
+    )
+
+
+def _qbo_events(
+    r: TableReader, data: dict[str, Any], known: set[str]
+) -> dict[str, str]:
+    t = r.sub(data, "", "qbo_events", set(QBO_EVENTS))
+    events = {name: r.text(t, "qbo_events", name, default="") for name in QBO_EVENTS}
+    for name, status in events.items():
+        if status and status not in known:
+            r.problem(f"qbo_events.{name}", f"unknown status {status!r}")
+    return events
+
+
+def _plain_sections(
+    r: TableReader, data: dict[str, Any]
+) -> dict[str, Mapping[str, Any]]:
+    """Sections later features read; their keys and types are checked here."""
+    c = r.sub(data, "", "customers", {"match", "create_missing", "push_updates"})
+    i = r.sub(data, "", "items", {"on_missing", "income_account"})
+    t = r.sub(data, "", "taxes", {"default", "map"})
+    p = r.sub(data, "", "payments", {"deposit_account"})
+    f = r.sub(data, "", "fields", {"due_days", "custom"})
+    v = r.sub(data, "", "reviews", {"on_first_payment"})
+    sections: dict[str, dict[str, Any]] = {
+        "customers": {
+            "match": r.text(c, "customers", "match", "display_name", _MATCH),
+            "create_missing": r.flag(c, "customers", "create_missing", True),
+            "push_updates": r.flag(c, "customers", "push_updates", False),
+        },
+        "items": {
+            "on_missing": r.text(
+                i, "items", "on_missing", "create", ("create", "fail")
+            ),
+            "income_account": r.text(i, "items", "income_account", "Services"),
+        },
+        "taxes": {
+            "default": r.text(t, "taxes", "default", "NON"),
+            "map": r.text_map(t, "taxes", "map"),
+        },
+        "payments": {
+            "deposit_account": r.text(
+                p, "payments", "deposit_account", "Undeposited Funds"
+            )
+        },
+        "fields": {
+            "due_days": r.integer(f, "fields", "due_days", 30),
+            "custom": r.text_map(f, "fields", "custom"),
+        },
+        "reviews": {
+            "on_first_payment": r.flag(v, "reviews", "on_first_payment", False)
+        },
+    }
+    return {name: MappingProxyType(value) for name, value in sections.items()}
+
+
+def _check_reachable(r: TableReader, rules: Rules) -> None:
+    """RO7: a status named by sync.* or qbo_events must be reachable by some move."""
+    if rules.initial not in rules.statuses:
+        return
+    reachable = rules.reachable()
+    named = [(f"sync.{n}", s) for n in _SYNC_LISTS for s in getattr(rules.sync, n)]
+    named += [(f"qbo_events.{n}", s) for n, s in rules.qbo_events.items() if s]
+    for key, status in named:
+        if status in rules.statuses and status not in reachable:
+            r.problem(
+                key,
+                f"{status!r} cannot be reached from {rules.initial!r} by any move "
+                "in [moves], so this would never happen",
+            )
+        elif key.startswith("qbo_events.") and status in reachable:
+            _check_event_target(r, rules, key, status)
+
+
+def _check_event_target(r: TableReader, rules: Rules, key: str, status: str) -> None:
+    """A QBO event happens to a synced invoice: some synced status must move there."""
+    synced: set[str] = set()
+    for start in rules.sync.on or rules.reachable():
+        synced |= _reachable(start, rules.moves)
+    if not any(rules.allows(s, status) for s in synced):
+        r.problem(
+            key,
+            f"no status a synced invoice can be in ({', '.join(sorted(synced))}) "
+            f"has {status!r} in its [moves], so this mapping would always be refused",
+        )
+
+
+def _reachable(initial: str, moves: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
+    seen, todo = {initial}, [initial]
+    while todo:
+        for dest in moves.get(todo.pop(), ()):
+            if dest not in seen:
+                seen.add(dest)
+                todo.append(dest)
+    return frozenset(seen)

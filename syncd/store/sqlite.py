@@ -1,0 +1,371 @@
+"""SQLite store: one aiosqlite writer, WAL, `BEGIN IMMEDIATE`, versioned migrations.
+
+The only module with SQL. `synchronous=FULL` because a commit here precedes the MQTT ack:
+an acknowledged message must survive a power cut, not only a process crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from syncd.exceptions import StoreError
+from syncd.models import (
+    ChangeSet,
+    Failure,
+    HistoryEntry,
+    Invoice,
+    LedgerEntry,
+    OutboxRow,
+    Outcome,
+    SyncState,
+)
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE messages (
+        tenant TEXT NOT NULL, message_id TEXT NOT NULL, topic TEXT NOT NULL,
+        type TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL,
+        received_at TEXT NOT NULL, payload BLOB,
+        PRIMARY KEY (tenant, message_id)) WITHOUT ROWID;
+    CREATE INDEX messages_deferred ON messages (outcome) WHERE outcome = 'deferred';
+    CREATE TABLE invoices (
+        tenant TEXT NOT NULL, invoice_id TEXT NOT NULL, status TEXT NOT NULL,
+        version INTEGER NOT NULL, sync_state TEXT NOT NULL, data BLOB NOT NULL,
+        qbo_id TEXT, qbo_doc_number TEXT, qbo_status TEXT, balance TEXT,
+        last_synced_at TEXT, error TEXT, updated_at TEXT NOT NULL,
+        PRIMARY KEY (tenant, invoice_id)) WITHOUT ROWID;
+    CREATE INDEX invoices_sync_state ON invoices (tenant, sync_state);
+    CREATE TABLE history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+        invoice_id TEXT NOT NULL, from_status TEXT, to_status TEXT NOT NULL,
+        cause TEXT NOT NULL, event_id TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE INDEX history_invoice ON history (tenant, invoice_id, seq);
+    CREATE TABLE failures (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, invoice_id TEXT,
+        operation TEXT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
+        attempts INTEGER NOT NULL, retryable INTEGER NOT NULL, event_id TEXT,
+        at TEXT NOT NULL, resolved_at TEXT);
+    CREATE INDEX failures_tenant ON failures (tenant, seq);
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+        payload BLOB NOT NULL, retain INTEGER NOT NULL);
+    """,
+)
+
+_INVOICE_COLS = (
+    "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
+    "qbo_status, balance, last_synced_at, error, updated_at"
+)
+_CHUNK = 500  # stays far below SQLite's bound-parameter limit
+
+
+class SqliteStore:
+    """The Store on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()  # one writer; reads never see a half-done batch
+
+    @property
+    def is_open(self) -> bool:
+        """Tell whether the store can be used."""
+        return self._db is not None
+
+    async def open(self) -> None:
+        """Open the file (creating its folder) and migrate it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
+                await db.execute(f"PRAGMA {pragma}")
+            await _migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        """Close the connection (an unclosed aiosqlite thread hangs process exit)."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            async with self._lock:
+                await db.close()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        db = self._conn()
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._conn()
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the store is closed")
+        return self._db
+
+    async def known_messages(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Return which (tenant, message id) pairs the ledger already holds."""
+        found: set[tuple[str, str]] = set()
+        async with self._read() as db:
+            for chunk in _chunks(keys, _CHUNK // 2):
+                where = " OR ".join(["(tenant = ? AND message_id = ?)"] * len(chunk))
+                params = [v for key in chunk for v in key]
+                sql = f"SELECT tenant, message_id FROM messages WHERE {where}"
+                async with db.execute(sql, params) as cur:
+                    found.update((t, m) for t, m in await cur.fetchall())
+        return found
+
+    async def load_invoices(self, tenant: str, ids: list[str]) -> dict[str, Invoice]:
+        """Return the stored invoices among `ids` of `tenant`."""
+        found: dict[str, Invoice] = {}
+        async with self._read() as db:
+            for chunk in _chunks(ids, _CHUNK):
+                marks = ",".join("?" * len(chunk))
+                sql = (
+                    f"SELECT {_INVOICE_COLS} FROM invoices "
+                    f"WHERE tenant = ? AND invoice_id IN ({marks})"
+                )
+                async with db.execute(sql, [tenant, *chunk]) as cur:
+                    for row in await cur.fetchall():
+                        found[row[1]] = _invoice(row)
+        return found
+
+    async def commit(self, changes: ChangeSet) -> None:
+        """Write a whole ChangeSet in one transaction."""
+        async with self._tx() as db:
+            await db.executemany(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_ledger_row(e) for e in changes.ledger],
+            )
+            await db.executemany(
+                f"INSERT OR REPLACE INTO invoices ({_INVOICE_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_invoice_row(i) for i in changes.invoices.values()],
+            )
+            await db.executemany(
+                "INSERT INTO history (tenant, invoice_id, from_status, to_status, cause,"
+                " event_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [_history_row(h) for h in changes.history],
+            )
+            await db.executemany(
+                "INSERT INTO failures (tenant, invoice_id, operation, code, message,"
+                " attempts, retryable, event_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_failure_row(f) for f in changes.failures],
+            )
+            await db.executemany(
+                "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, ?)",
+                [(o.topic, o.payload, int(o.retain)) for o in changes.outbox],
+            )
+
+    async def pending_outbox(self, limit: int) -> list[OutboxRow]:
+        """Return the oldest unpublished messages, in order."""
+        sql = "SELECT seq, topic, payload, retain FROM outbox ORDER BY seq LIMIT ?"
+        async with self._read() as db, db.execute(sql, (limit,)) as cur:
+            rows = await cur.fetchall()
+        return [
+            OutboxRow(seq=s, topic=t, payload=p, retain=bool(r)) for s, t, p, r in rows
+        ]
+
+    async def outbox_done(self, seqs: list[int]) -> None:
+        """Forget published messages."""
+        async with self._tx() as db:
+            await db.executemany(
+                "DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs]
+            )
+
+    async def invoice(self, tenant: str, invoice_id: str) -> Invoice | None:
+        """Return one invoice."""
+        return (await self.load_invoices(tenant, [invoice_id])).get(invoice_id)
+
+    async def history(self, tenant: str, invoice_id: str) -> list[HistoryEntry]:
+        """Return one invoice's moves, oldest first."""
+        sql = (
+            "SELECT from_status, to_status, cause, event_id, at FROM history "
+            "WHERE tenant = ? AND invoice_id = ? ORDER BY seq"
+        )
+        async with self._read() as db, db.execute(sql, (tenant, invoice_id)) as cur:
+            rows = await cur.fetchall()
+        return [
+            HistoryEntry(
+                tenant=tenant,
+                invoice_id=invoice_id,
+                from_status=f,
+                to_status=t,
+                cause=c,
+                event_id=e,
+                at=datetime.fromisoformat(a),
+            )
+            for f, t, c, e, a in rows
+        ]
+
+    async def failures(self, tenant: str) -> list[Failure]:
+        """Return a tenant's failures, oldest first."""
+        sql = (
+            "SELECT invoice_id, operation, code, message, attempts, retryable, event_id,"
+            " at FROM failures WHERE tenant = ? ORDER BY seq"
+        )
+        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+            rows = await cur.fetchall()
+        return [
+            Failure(
+                tenant=tenant,
+                invoice_id=i,
+                operation=o,
+                code=c,
+                message=m,
+                attempts=n,
+                retryable=bool(r),
+                event_id=e,
+                at=datetime.fromisoformat(a),
+            )
+            for i, o, c, m, n, r, e, a in rows
+        ]
+
+    async def ledger(self, tenant: str, message_id: str) -> LedgerEntry | None:
+        """Return what became of one inbound message."""
+        sql = (
+            "SELECT topic, type, outcome, reason, received_at, payload FROM messages"
+            " WHERE tenant = ? AND message_id = ?"
+        )
+        async with self._read() as db, db.execute(sql, (tenant, message_id)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        topic, kind, outcome, reason, received_at, payload = row
+        return LedgerEntry(
+            tenant=tenant,
+            message_id=message_id,
+            topic=topic,
+            type=kind,
+            outcome=Outcome(outcome),
+            reason=reason,
+            received_at=datetime.fromisoformat(received_at),
+            payload=payload,
+        )
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
+    )
+    async with db.execute("SELECT value FROM meta WHERE key = 'schema_version'") as cur:
+        row = await cur.fetchone()
+    current = int(row[0]) if row else 0
+    if current > len(MIGRATIONS):
+        raise StoreError(
+            f"the database has schema {current}, newer than this syncd knows "
+            f"({len(MIGRATIONS)}): run a newer syncd"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        await db.executescript(
+            f"BEGIN IMMEDIATE; {MIGRATIONS[version - 1]}; "
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', "
+            f"'{version}'); COMMIT;"
+        )
+
+
+def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+def _ledger_row(e: LedgerEntry) -> tuple[Any, ...]:
+    return (
+        e.tenant,
+        e.message_id,
+        e.topic,
+        e.type,
+        e.outcome.value,
+        e.reason,
+        e.received_at.isoformat(),
+        e.payload,
+    )
+
+
+def _invoice_row(i: Invoice) -> tuple[Any, ...]:
+    return (
+        i.tenant,
+        i.invoice_id,
+        i.status,
+        i.version,
+        i.sync_state.value,
+        orjson.dumps(i.data),
+        i.qbo_id,
+        i.qbo_doc_number,
+        i.qbo_status,
+        i.balance,
+        _iso(i.last_synced_at),
+        i.error,
+        i.updated_at.isoformat(),
+    )
+
+
+def _invoice(row: Any) -> Invoice:
+    (tenant, invoice_id, status, version, sync_state, data, qbo_id, doc, qbo_status,
+     balance, last_synced_at, error, updated_at) = row  # fmt: skip
+    return Invoice(
+        tenant=tenant,
+        invoice_id=invoice_id,
+        status=status,
+        version=version,
+        sync_state=SyncState(sync_state),
+        data=orjson.loads(data),
+        qbo_id=qbo_id,
+        qbo_doc_number=doc,
+        qbo_status=qbo_status,
+        balance=balance,
+        last_synced_at=datetime.fromisoformat(last_synced_at)
+        if last_synced_at
+        else None,
+        error=error,
+        updated_at=datetime.fromisoformat(updated_at),
+    )
+
+
+def _history_row(h: HistoryEntry) -> tuple[Any, ...]:
+    return (
+        h.tenant,
+        h.invoice_id,
+        h.from_status,
+        h.to_status,
+        h.cause,
+        h.event_id,
+        h.at.isoformat(),
+    )
+
+
+def _failure_row(f: Failure) -> tuple[Any, ...]:
+    return (
+        f.tenant,
+        f.invoice_id,
+        f.operation,
+        f.code,
+        f.message,
+        f.attempts,
+        int(f.retryable),
+        f.event_id,
+        f.at.isoformat(),
+    )

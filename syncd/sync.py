@@ -1,0 +1,166 @@
+"""The core: a CRM invoice snapshot → checked status move → changes for one transaction.
+
+Pure apart from the state machine (which does no I/O): it reads the invoice as loaded,
+and appends ledger rows, invoice state, history, failures and outbound messages to the
+ChangeSet that the inbox commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from syncd import events
+from syncd.machine import InvoiceMachine
+from syncd.models import (
+    ChangeSet,
+    Envelope,
+    Failure,
+    HistoryEntry,
+    Invoice,
+    LedgerEntry,
+    Outcome,
+)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    """What one message is handled with."""
+
+    envelope: Envelope
+    machine: InvoiceMachine
+    prefix: str
+    now: datetime
+    changes: ChangeSet
+
+
+async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
+    """Apply one `invoice.upserted`; return the invoice as it now stands."""
+    data = ctx.envelope.data
+    status, version = data["status"], data["version"]
+    rules = ctx.machine.rules
+    if status not in rules.statuses:
+        known = ", ".join(rules.statuses)
+        _reject(ctx, f"status {status!r} is not in the rules ({rules.source}): {known}")
+        return current
+    if current is not None and version <= current.version:
+        reason = f"version {version} is not newer than the applied {current.version}"
+        log.info("stale_snapshot_ignored", version=version, applied=current.version)
+        _ledger(ctx, Outcome.IGNORED, reason)
+        return current
+    from_status = current.status if current else None
+    if not await _allowed(ctx, from_status, status):
+        return current
+    invoice = _updated(ctx, current, status, version)
+    if from_status != status:
+        _record_move(ctx, from_status, status)
+    ctx.changes.invoices[(invoice.tenant, invoice.invoice_id)] = invoice
+    ctx.changes.outbox.append(
+        events.sync_state(ctx.prefix, invoice, ctx.now, ctx.envelope.id)
+    )
+    _ledger(ctx, Outcome.APPLIED, f"{from_status or 'new'} → {status}")
+    return invoice
+
+
+async def _allowed(ctx: Context, from_status: str | None, status: str) -> bool:
+    machine = ctx.machine
+    if from_status is None:
+        if machine.can_start_in(status):
+            return True
+        reason = (
+            f"a new invoice cannot start in {status!r}: the rules "
+            f"({machine.rules.source}) reach no such status from "
+            f"{machine.rules.initial!r}"
+        )
+    elif from_status == status or await machine.move(
+        ctx.envelope.data["invoice_id"], from_status, status
+    ):
+        return True
+    else:
+        reason = machine.rules.explain_refusal(from_status, status)
+    _refuse(ctx, from_status, status, reason)
+    return False
+
+
+def _updated(
+    ctx: Context, current: Invoice | None, status: str, version: int
+) -> Invoice:
+    env = ctx.envelope
+    if current is None:
+        return Invoice(
+            tenant=env.tenant,
+            invoice_id=env.data["invoice_id"],
+            status=status,
+            version=version,
+            data=env.data,
+            updated_at=ctx.now,
+        )
+    current.status, current.version, current.data = status, version, env.data
+    current.updated_at = ctx.now
+    return current
+
+
+def _record_move(ctx: Context, from_status: str | None, status: str) -> None:
+    env = ctx.envelope
+    ctx.changes.history.append(
+        HistoryEntry(
+            tenant=env.tenant,
+            invoice_id=env.data["invoice_id"],
+            from_status=from_status,
+            to_status=status,
+            cause=f"crm {env.type}" if from_status else f"crm {env.type} (created)",
+            event_id=env.id,
+            at=ctx.now,
+        )
+    )
+    log.info("status_moved", from_status=from_status, to_status=status)
+
+
+def _refuse(ctx: Context, from_status: str | None, status: str, reason: str) -> None:
+    env = ctx.envelope
+    ctx.changes.failures.append(
+        Failure(
+            tenant=env.tenant,
+            invoice_id=env.data["invoice_id"],
+            operation="status_move",
+            code="move_refused",
+            message=reason,
+            event_id=env.id,
+            at=ctx.now,
+        )
+    )
+    log.warning(
+        "move_refused", from_status=from_status, to_status=status, reason=reason
+    )
+    _ledger(ctx, Outcome.REFUSED, reason)
+    ctx.changes.outbox.append(
+        events.rejected(ctx.prefix, env.tenant, env.topic, env.id, reason, ctx.now)
+    )
+
+
+def _reject(ctx: Context, reason: str) -> None:
+    env = ctx.envelope
+    log.warning("message_rejected", reason=reason)
+    _ledger(ctx, Outcome.REJECTED, reason)
+    ctx.changes.outbox.append(
+        events.rejected(ctx.prefix, env.tenant, env.topic, env.id, reason, ctx.now)
+    )
+
+
+def _ledger(ctx: Context, outcome: Outcome, reason: str) -> None:
+    env = ctx.envelope
+    ctx.changes.ledger.append(
+        LedgerEntry(
+            tenant=env.tenant,
+            message_id=env.id,
+            topic=env.topic,
+            type=env.type,
+            outcome=outcome,
+            reason=reason,
+            received_at=ctx.now,
+        )
+    )
