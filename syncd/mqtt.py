@@ -12,24 +12,26 @@ import asyncio
 import contextlib
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from syncd.config import MqttConfig, Secrets
 from syncd.const import TOPIC_STATUS
-from syncd.models import RawMessage
+from syncd.models import OutboxRow, RawMessage
 
 log = structlog.get_logger(__name__)
 
 BatchHandler = Callable[[list[RawMessage]], Awaitable[object]]
 _MAX_BATCH = 500
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.2, 30.0
+_PUBLISH_TIMEOUT = 10.0
 
 
 class MqttLink:
@@ -76,6 +78,31 @@ class MqttLink:
         if client is None:
             raise aiomqtt.MqttError("not connected to the broker")
         await client.publish(topic, payload, qos=1, retain=retain)
+
+    async def publish_many(self, messages: Sequence[OutboxRow]) -> int:
+        """Publish in order at QoS 1; return how many from the start were acked.
+
+        One waiter for the whole batch instead of aiomqtt's task per publish: it hooks
+        aiomqtt's PUBACK table (`_pending_publishes`), which calls `.set()` per mid.
+        """
+        client = self._client
+        if client is None:
+            return 0  # the publisher waits for `connected` and tries again
+        acks = _BatchAcks()
+        mids: list[int] = []
+        try:
+            for m in messages:
+                info = client._client.publish(m.topic, m.payload, 1, m.retain)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                mids.append(info.mid)
+                client._pending_publishes[info.mid] = acks.waiter(info.mid)  # type: ignore[assignment]
+            with contextlib.suppress(TimeoutError):
+                await acks.wait(len(mids), _PUBLISH_TIMEOUT)
+        finally:
+            for mid in mids:
+                client._pending_publishes.pop(mid, None)
+        return acks.acked_prefix(mids)
 
     async def stop_intake(self) -> None:
         """Take no new messages; let the batch being committed finish and be acked."""
@@ -160,10 +187,12 @@ class MqttLink:
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         messages = client.messages
+        queue: asyncio.Queue[aiomqtt.Message] = client._queue
         while self._intake_open:
             batch = [await anext(messages)]
-            while len(messages) and len(batch) < _MAX_BATCH:
-                batch.append(await anext(messages))
+            # take what has already arrived without a task per message: group commit
+            while not queue.empty() and len(batch) < _MAX_BATCH:
+                batch.append(queue.get_nowait())
             self._inflight = asyncio.create_task(
                 self._process(client, batch), name="syncd.intake.batch"
             )
@@ -190,6 +219,46 @@ class MqttLink:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
+
+
+class _BatchAcks:
+    """Counts PUBACKs of one batch; aiomqtt calls `.set()` on each waiter."""
+
+    def __init__(self) -> None:
+        self.acked: set[int] = set()
+        self._all = asyncio.Event()
+        self._expected = 0
+
+    def waiter(self, mid: int) -> _Waiter:
+        return _Waiter(self, mid)
+
+    def ack(self, mid: int) -> None:
+        self.acked.add(mid)
+        if len(self.acked) >= self._expected:
+            self._all.set()
+
+    async def wait(self, expected: int, seconds: float) -> None:
+        self._expected = expected
+        if len(self.acked) >= expected:
+            return
+        async with asyncio.timeout(seconds):
+            await self._all.wait()
+
+    def acked_prefix(self, mids: list[int]) -> int:
+        for n, mid in enumerate(mids):
+            if mid not in self.acked:
+                return n
+        return len(mids)
+
+
+class _Waiter:
+    __slots__ = ("_acks", "_mid")
+
+    def __init__(self, acks: _BatchAcks, mid: int) -> None:
+        self._acks, self._mid = acks, mid
+
+    def set(self) -> None:
+        self._acks.ack(self._mid)
 
 
 def _bytes(payload: Any) -> bytes:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Protocol
 
 import structlog
 
+from syncd.models import OutboxRow
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -25,8 +27,8 @@ class Link(Protocol):
 
     connected: asyncio.Event
 
-    async def publish(self, topic: str, payload: bytes, retain: bool) -> None:
-        """Publish at QoS 1 and wait for the broker's ack."""
+    async def publish_many(self, messages: Sequence[OutboxRow]) -> int:
+        """Publish in order at QoS 1; return how many from the start were acked."""
 
 
 class Publisher:
@@ -61,17 +63,11 @@ class Publisher:
         rows = await self._store.pending_outbox(_BATCH)
         if not rows:
             return 0
-        results = await asyncio.gather(
-            *(self._link.publish(r.topic, r.payload, r.retain) for r in rows),
-            return_exceptions=True,
-        )
-        done: list[int] = []
-        for row, result in zip(rows, results, strict=True):
-            if isinstance(result, BaseException):
-                # later rows go again after this one: a retained state must not regress
-                log.warning("publish_retry", topic=row.topic, error=str(result))
-                break
-            done.append(row.seq)
+        acked = await self._link.publish_many(rows)
+        if acked < len(rows):
+            # the rest go again, in order: a retained state must never regress
+            log.warning("publish_incomplete", acked=acked, pending=len(rows) - acked)
+        done = [row.seq for row in rows[:acked]]
         if done:
             await self._store.outbox_done(done)
         self.last_run_ok = len(done) == len(rows)

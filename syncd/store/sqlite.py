@@ -124,14 +124,20 @@ class SqliteStore:
 
     async def known_messages(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (tenant, message id) pairs the ledger already holds."""
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, message_id in keys:
+            by_tenant.setdefault(tenant, []).append(message_id)
         found: set[tuple[str, str]] = set()
         async with self._read() as db:
-            for chunk in _chunks(keys, _CHUNK // 2):
-                where = " OR ".join(["(tenant = ? AND message_id = ?)"] * len(chunk))
-                params = [v for key in chunk for v in key]
-                sql = f"SELECT tenant, message_id FROM messages WHERE {where}"
-                async with db.execute(sql, params) as cur:
-                    found.update((t, m) for t, m in await cur.fetchall())
+            for tenant, ids in by_tenant.items():
+                for chunk in _chunks(ids, _CHUNK):
+                    marks = ",".join("?" * len(chunk))
+                    sql = (
+                        "SELECT message_id FROM messages "
+                        f"WHERE tenant = ? AND message_id IN ({marks})"
+                    )
+                    async with db.execute(sql, [tenant, *chunk]) as cur:
+                        found.update((tenant, m) for (m,) in await cur.fetchall())
         return found
 
     async def load_invoices(self, tenant: str, ids: list[str]) -> dict[str, Invoice]:

@@ -1,0 +1,140 @@
+"""Core throughput: N invoice.upserted moves through a real broker into syncd and back.
+
+Prints the raw broker rate (QoS 1 publish → receive, no syncd) measured the same way,
+then syncd's end-to-end rate (publish → committed → retained state message received)
+with p50/p99 latency. Every message is durable (SQLite, synchronous=FULL) before its ack.
+
+    python -m benchmarks.bench_core [--messages 20000] [--invoices 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+
+from tests.mosquitto import Broker
+from tests.syncd_process import SyncdProcess, write_config
+
+_WINDOW = 200  # publishes in flight from the CRM side
+
+
+def _moves(count: int, invoices: int) -> list[tuple[str, bytes]]:
+    """draft → open → draft → open …, versions growing, spread over `invoices`."""
+    out = []
+    for n in range(count):
+        inv, step = n % invoices, n // invoices
+        status = "draft" if step % 2 == 0 else "open"
+        env = {
+            "id": f"bench-{n}",
+            "type": "invoice.upserted",
+            "tenant": "acme",
+            "occurred_at": "2026-11-22T10:15:00Z",
+            "data": {"invoice_id": f"INV-{inv}", "version": step + 1, "status": status,
+                     "currency": "USD", "total": "120.00"},
+        }  # fmt: skip
+        out.append(("syncd/acme/crm/invoice/upserted", json.dumps(env).encode()))
+    return out
+
+
+async def _publish_all(client: aiomqtt.Client, messages, sent_at: dict[str, float]):
+    for start in range(0, len(messages), _WINDOW):
+        chunk = messages[start : start + _WINDOW]
+        now = time.perf_counter()
+        for n in range(start, start + len(chunk)):
+            sent_at[f"bench-{n}"] = now
+        await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in chunk))
+
+
+async def raw_rate(port: int, count: int) -> float:
+    """QoS 1 publish → receive loop through the broker alone."""
+    messages = [("bench/raw", b"x" * 200) for _ in range(count)]
+    async with (
+        aiomqtt.Client("127.0.0.1", port, identifier="raw-sub") as sub,
+        aiomqtt.Client("127.0.0.1", port, identifier="raw-pub") as pub,
+    ):
+        pub.pending_calls_threshold = 100_000
+        await sub.subscribe("bench/raw", qos=1)
+        start = time.perf_counter()
+        received = 0
+
+        async def consume() -> None:
+            nonlocal received
+            async for _ in sub.messages:
+                received += 1
+                if received == count:
+                    return
+
+        consumer = asyncio.create_task(consume())
+        await _publish_all(pub, messages, {})
+        await asyncio.wait_for(consumer, 120)
+        return count / (time.perf_counter() - start)
+
+
+async def syncd_rate(port: int, count: int, invoices: int) -> tuple[float, list[float]]:
+    """Publish moves; wait for each one's state message; return rate and latencies."""
+    messages = _moves(count, invoices)
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    async with (
+        aiomqtt.Client("127.0.0.1", port, identifier="bench-sub") as sub,
+        aiomqtt.Client("127.0.0.1", port, identifier="bench-pub") as pub,
+    ):
+        pub.pending_calls_threshold = 100_000
+        await sub.subscribe("syncd/acme/sync/invoice/#", qos=1)
+        await sub.subscribe("syncd/acme/out/#", qos=1)
+
+        async def consume() -> None:
+            async for m in sub.messages:
+                body = json.loads(m.payload)  # type: ignore[arg-type]
+                cause = body.get("causation_id")
+                if cause in sent_at:
+                    latencies.append(time.perf_counter() - sent_at.pop(cause))
+                    if len(latencies) == count:
+                        return
+
+        consumer = asyncio.create_task(consume())
+        start = time.perf_counter()
+        await _publish_all(pub, messages, sent_at)
+        await asyncio.wait_for(consumer, 300)
+        return count / (time.perf_counter() - start), latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--invoices", type=int, default=1_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Broker(Path(tmp) / "broker")
+        broker.start()
+        try:
+            raw = asyncio.run(raw_rate(broker.port, args.messages))
+            workdir = Path(tmp) / "syncd"
+            workdir.mkdir()
+            syncd = SyncdProcess(write_config(workdir, broker.port))
+            syncd.start()
+            try:
+                rate, lat = asyncio.run(
+                    syncd_rate(broker.port, args.messages, args.invoices)
+                )
+            finally:
+                syncd.stop()
+        finally:
+            broker.stop()
+    q = statistics.quantiles(lat, n=100)
+    print(f"messages: {args.messages} over {args.invoices} invoices")
+    print(f"raw broker QoS1 publish→receive: {raw:,.0f} msg/s")
+    print(f"syncd end to end (publish → commit → state received): {rate:,.0f} events/s")
+    print(f"syncd / raw: {rate / raw:.0%}")
+    print(f"latency p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from hypothesis import settings
+
+from tests.mosquitto import Broker
+from tests.syncd_process import SyncdProcess, write_config
+
+settings.register_profile("ci", max_examples=200, deadline=None)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.load_profile("ci")
+
+structlog.configure(
+    processors=[structlog.processors.KeyValueRenderer()],
+    cache_logger_on_first_use=False,
+)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def syncd(tmp_path: Path, broker: Broker) -> Iterator[SyncdProcess]:
+    workdir = tmp_path / "syncd"
+    workdir.mkdir()
+    proc = SyncdProcess(write_config(workdir, broker.port))
+    proc.start()
+    yield proc
+    if proc.proc is not None:
+        proc.stop()

@@ -1,0 +1,103 @@
+"""A CRM of the tests: publishes envelopes and collects what syncd publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.payload)
+
+
+def envelope(
+    tenant: str, message_type: str, data: dict[str, Any], message_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": message_id or f"msg-{next(_ids)}",
+        "type": message_type,
+        "tenant": tenant,
+        "occurred_at": "2026-11-22T10:15:00Z",
+        "data": data,
+    }
+
+
+def invoice(invoice_id: str, version: int, status: str, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "invoice_id": invoice_id,
+        "version": version,
+        "status": status,
+        "currency": "USD",
+        "total": "199.50",
+        "lines": [{"description": "Ticket #42", "item": "Consulting",
+                   "quantity": "2", "unit_price": "100.00"}],
+    }  # fmt: skip
+    data.update(extra)
+    return data
+
+
+class Crm:
+    """Connects to the broker, subscribes to everything syncd says."""
+
+    def __init__(self, port: int, prefix: str = "syncd") -> None:
+        self.port = port
+        self.prefix = prefix
+        self.received: list[Received] = []
+        self._client = aiomqtt.Client("127.0.0.1", port, identifier=f"crm-{next(_ids)}")
+        self._task: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()
+
+    async def __aenter__(self) -> Crm:
+        await self._client.__aenter__()
+        await self._client.subscribe(f"{self.prefix}/#", qos=1)
+        self._task = asyncio.create_task(self._collect())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self._client.__aexit__(None, None, None)
+
+    async def _collect(self) -> None:
+        async for m in self._client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else b""
+            self.received.append(Received(m.topic.value, payload, m.retain))
+            self._arrived.set()
+
+    async def publish_raw(self, topic: str, payload: bytes) -> None:
+        await self._client.publish(topic, payload, qos=1)
+
+    async def send(
+        self, tenant: str, message_type: str, data: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
+        env = envelope(tenant, message_type, data, **kw)
+        topic = f"{self.prefix}/{tenant}/crm/" + message_type.replace(".", "/")
+        await self.publish_raw(topic, json.dumps(env).encode())
+        return env
+
+    def on(self, suffix: str) -> list[Received]:
+        return [r for r in self.received if r.topic.endswith(suffix)]
+
+    async def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float = 15
+    ) -> list[Received]:
+        async with asyncio.timeout(timeout):
+            while not predicate(self.received):
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.received
