@@ -26,7 +26,7 @@ _WINDOW = 200  # publishes in flight from the CRM side
 
 
 def _moves(count: int, invoices: int) -> list[tuple[str, bytes]]:
-    """draft → open → draft → open …, versions growing, spread over `invoices`."""
+    """Draft → open → draft → open …, versions growing, spread over `invoices`."""
     out = []
     for n in range(count):
         inv, step = n % invoices, n // invoices
@@ -92,7 +92,7 @@ async def syncd_rate(port: int, count: int, invoices: int) -> tuple[float, list[
 
         async def consume() -> None:
             async for m in sub.messages:
-                body = json.loads(m.payload)  # type: ignore[arg-type]
+                body = json.loads(m.payload)
                 cause = body.get("causation_id")
                 if cause in sent_at:
                     latencies.append(time.perf_counter() - sent_at.pop(cause))

@@ -16,7 +16,10 @@ RULES = Path(__file__).resolve().parent.parent / "rules" / "default.toml"
 
 
 def write_config(
-    workdir: Path, broker_port: int, tenants: dict[str, Path] | None = None, **extra: str
+    workdir: Path,
+    broker_port: int,
+    tenants: dict[str, Path] | None = None,
+    **extra: str,
 ) -> Path:
     http_port = free_port()
     tenants = tenants or {"acme": RULES}
@@ -66,7 +69,7 @@ class SyncdProcess:
     def get(self, path: str) -> tuple[int, bytes]:
         url = f"http://127.0.0.1:{self.http_port}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 -- loopback
+            with urllib.request.urlopen(url, timeout=2) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -105,4 +108,6 @@ class SyncdProcess:
         self.proc = None
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )

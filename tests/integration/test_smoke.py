@@ -8,6 +8,8 @@ async def test_a_move_is_applied_and_published(broker, syncd):
     async with Crm(broker.port) as crm:
         await crm.send("acme", "invoice.upserted", invoice("INV-1", 1, "draft"))
         await crm.send("acme", "invoice.upserted", invoice("INV-1", 2, "open"))
-        await crm.wait_for(lambda r: len([m for m in r if "sync/invoice/INV-1" in m.topic]) >= 2)
+        await crm.wait_for(
+            lambda r: len([m for m in r if "sync/invoice/INV-1" in m.topic]) >= 2
+        )
     states = [m.body["data"]["status"] for m in crm.on("sync/invoice/INV-1")]
     assert states == ["draft", "open"]

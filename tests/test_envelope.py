@@ -1,0 +1,173 @@
+"""Bad input is refused with a reason a person understands, never a crash."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from syncd.envelope import parse, readable_id, topic_parts
+from syncd.exceptions import InvalidMessageError
+from syncd.models import RawMessage
+from tests.crm import envelope, invoice
+
+TOPIC = "syncd/acme/crm/invoice/upserted"
+LIMIT = 256 * 1024
+
+
+def _raw(payload: bytes | dict[str, Any], topic: str = TOPIC) -> RawMessage:
+    if isinstance(payload, dict):
+        payload = json.dumps(payload).encode()
+    return RawMessage(topic=topic, payload=payload, received_at=datetime.now(UTC))
+
+
+def _good() -> dict[str, Any]:
+    return envelope("acme", "invoice.upserted", invoice("INV-1", 1, "draft"), "m-1")
+
+
+def _refusal(raw: RawMessage) -> InvalidMessageError:
+    with pytest.raises(InvalidMessageError) as info:
+        parse(raw, "syncd", LIMIT)
+    return info.value
+
+
+def test_a_good_message_parses():
+    """The contract's envelope parses into its parts."""
+    env = parse(_raw(_good()), "syncd", LIMIT)
+    assert (env.id, env.type, env.tenant) == ("m-1", "invoice.upserted", "acme")
+    assert env.data["invoice_id"] == "INV-1"
+    assert env.occurred_at.tzinfo is not None
+
+
+def _mutated(path: str, value: Any) -> dict[str, Any]:
+    body = _good()
+    target: Any = body
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    if value is _DELETE:
+        del target[keys[-1]]
+    else:
+        target[keys[-1]] = value
+    return body
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "reason"),
+    [
+        ("id", _DELETE, "id must be a string"),
+        ("id", 7, "id must be a string"),
+        ("id", "x" * 129, "id must be a string of 1 to 128"),
+        ("type", "invoice.deleted", "type 'invoice.deleted' disagrees with the topic"),
+        ("tenant", "other", "tenant 'other' disagrees with the topic's 'acme'"),
+        ("occurred_at", "yesterday", "occurred_at must be an ISO 8601 time"),
+        ("occurred_at", "2026-11-22T10:15:00", "occurred_at must be an ISO 8601 time"),
+        ("data", [], "data must be an object"),
+        ("data.invoice_id", _DELETE, "data.invoice_id is missing"),
+        (
+            "data.invoice_id",
+            "a/b",
+            "data.invoice_id must be 1-128 characters without '/'",
+        ),
+        ("data.version", "7", "data.version must be a whole number"),
+        ("data.version", -1, "data.version must be a whole number"),
+        ("data.version", True, "data.version must be a whole number"),
+        ("data.status", 3, "data.status must be a string"),
+        (
+            "data.total",
+            199.5,
+            'data.total must be a decimal string such as "199.5", not the number',
+        ),
+        ("data.total", "19,50", "data.total must be a decimal string"),
+        ("data.currency", "usd", "data.currency must be a 3-letter currency code"),
+        ("data.issue_date", "22/11/2026", "data.issue_date must be a date"),
+        (
+            "data.lines.0.unit_price",
+            100.0,
+            "data.lines[0].unit_price must be a decimal string",
+        ),
+        ("data.lines", {}, "data.lines must be a list"),
+        ("data.customer", "Acme", "data.customer must be an object"),
+        (
+            "data.custom_fields",
+            {"po": 7},
+            "data.custom_fields must be an object whose values",
+        ),
+    ],
+)
+def test_each_bad_field_is_named(path, value, reason):
+    """Missing or mistyped fields, floats for money, topic disagreements: each named."""
+    refusal = _refusal(_raw(_mutated(path, value)))
+    assert reason in refusal.reason
+    if path != "id":
+        assert refusal.message_id == "m-1"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not json", "payload is not JSON"),
+        (b"\xff\xfe{}", "payload is not valid UTF-8 (byte 0"),
+        (b"[1, 2]", "payload must be a JSON object"),
+        (b"", "payload is not JSON"),
+        (
+            b"x" * (LIMIT + 1),
+            f"payload is {LIMIT + 1} bytes, over the limit of {LIMIT}",
+        ),
+    ],
+)
+def test_unreadable_payloads_are_refused(payload, reason):
+    """Non-JSON, invalid UTF-8, non-objects and oversized payloads are refused."""
+    assert reason in _refusal(_raw(payload)).reason
+
+
+def test_unknown_type_is_refused_with_the_known_ones():
+    """A type syncd does not know is refused, listing those it does."""
+    body = envelope("acme", "invoice.archived", {"invoice_id": "x"}, "m-2")
+    refusal = _refusal(_raw(body, "syncd/acme/crm/invoice/archived"))
+    assert "unknown message type 'invoice.archived'" in refusal.reason
+    assert "invoice.upserted" in refusal.reason
+
+
+@pytest.mark.parametrize(
+    ("message_type", "data", "reason"),
+    [
+        ("payment.recorded", {"payment_id": "p"}, "data.customer is missing"),
+        (
+            "payment.recorded",
+            {"payment_id": "p", "customer": {}, "amount": 5.0, "currency": "USD",
+             "date": "2026-11-22", "kind": "invoice"},
+            "data.amount must be a decimal string",
+        ),
+        ("command.sync", {}, "data.invoice_id is missing"),
+        ("command.refresh", {}, "needs invoice_id, or contact_id"),
+        ("command.link", {"qbo_invoice_id": "1"}, "data.deal_id is missing"),
+    ],
+)  # fmt: skip
+def test_other_types_are_checked_too(message_type, data, reason):
+    """Every contract type's data is checked, not only invoices."""
+    topic = "syncd/acme/crm/" + message_type.replace(".", "/")
+    body = envelope("acme", message_type, data, "m-3")
+    assert reason in _refusal(_raw(body, topic)).reason
+
+
+def test_topic_parts():
+    """Topics split into tenant and dotted type; others are not CRM topics."""
+    assert topic_parts("syncd/acme/crm/command/sync", "syncd") == (
+        "acme",
+        "command.sync",
+    )
+    assert topic_parts("a/b/syncd/acme/crm/x", "a/b/syncd") == ("acme", "crm.x"[4:])
+    assert topic_parts("syncd/acme/crm", "syncd") is None
+    assert topic_parts("other/acme/crm/x", "syncd") is None
+
+
+def test_readable_id_recovers_the_id_when_it_can():
+    """A refused message's id is quoted back when it can be read at all."""
+    assert readable_id(json.dumps({"id": "abc"}).encode(), LIMIT) == "abc"
+    assert readable_id(b"junk", LIMIT) is None

@@ -1,0 +1,123 @@
+"""The SQLite store: migrations, one-transaction commits, outbox order, real files."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+
+from syncd.exceptions import StoreError
+from syncd.models import (
+    ChangeSet,
+    HistoryEntry,
+    Invoice,
+    LedgerEntry,
+    Outbound,
+    Outcome,
+)
+from syncd.store.sqlite import MIGRATIONS, SqliteStore
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def _ledger(message_id: str, tenant: str = "acme") -> LedgerEntry:
+    return LedgerEntry(
+        tenant=tenant, message_id=message_id, topic="t", type="invoice.upserted",
+        outcome=Outcome.APPLIED, reason="", received_at=NOW,
+    )  # fmt: skip
+
+
+async def test_migrations_set_the_schema_version_and_use_wal(tmp_path):
+    """A new file is migrated to the latest schema, in WAL mode."""
+    store = SqliteStore(tmp_path / "s" / "syncd.db")
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(tmp_path / "s" / "syncd.db")
+    version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    assert int(version[0]) == len(MIGRATIONS)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path):
+    """A database from a newer syncd is not touched."""
+    store = SqliteStore(tmp_path / "syncd.db")
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(tmp_path / "syncd.db")
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer than this syncd"):
+        await SqliteStore(tmp_path / "syncd.db").open()
+
+
+async def test_a_change_set_commits_whole_or_not_at_all(tmp_path):
+    """A failing row rolls back every other row of the same ChangeSet."""
+    store = SqliteStore(tmp_path / "syncd.db")
+    await store.open()
+    await store.commit(ChangeSet(ledger=[_ledger("m-1")]))
+    invoice = Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=1,
+        data={},
+        updated_at=NOW,
+    )
+    broken = ChangeSet(
+        ledger=[_ledger("m-2"), _ledger("m-1")],  # m-1 again: primary key violation
+        invoices={("acme", "I-1"): invoice},
+        outbox=[Outbound(topic="x", payload=b"y")],
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.commit(broken)
+    assert await store.known_messages([("acme", "m-1"), ("acme", "m-2")]) == {
+        ("acme", "m-1")
+    }
+    assert await store.invoice("acme", "I-1") is None
+    assert await store.pending_outbox(10) == []
+    await store.close()
+
+
+async def test_round_trip_and_tenant_isolation(tmp_path):
+    """What is committed reads back, and only under its own tenant."""
+    store = SqliteStore(tmp_path / "syncd.db")
+    await store.open()
+    invoice = Invoice(
+        tenant="acme", invoice_id="I-1", status="open", version=3,
+        data={"total": "10.00"}, updated_at=NOW,
+    )  # fmt: skip
+    move = HistoryEntry(
+        tenant="acme", invoice_id="I-1", from_status="draft", to_status="open",
+        cause="crm", event_id="m-1", at=NOW,
+    )  # fmt: skip
+    await store.commit(
+        ChangeSet(
+            ledger=[_ledger("m-1")], invoices={("acme", "I-1"): invoice}, history=[move]
+        )
+    )
+    loaded = await store.invoice("acme", "I-1")
+    assert loaded is not None
+    assert (loaded.status, loaded.version, loaded.total) == ("open", 3, "10.00")
+    assert await store.invoice("other", "I-1") is None
+    assert await store.history("acme", "I-1") == [move]
+    assert await store.known_messages([("other", "m-1")]) == set()
+    await store.close()
+
+
+async def test_outbox_keeps_order_and_forgets_published_rows(tmp_path):
+    """Pending rows come back oldest first; done rows never come back."""
+    store = SqliteStore(tmp_path / "syncd.db")
+    await store.open()
+    await store.commit(
+        ChangeSet(outbox=[Outbound(topic=f"t/{n}", payload=b"p") for n in range(5)])
+    )
+    rows = await store.pending_outbox(3)
+    assert [r.topic for r in rows] == ["t/0", "t/1", "t/2"]
+    await store.outbox_done([r.seq for r in rows[:2]])
+    assert [r.topic for r in await store.pending_outbox(10)] == ["t/2", "t/3", "t/4"]
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.pending_outbox(1)
