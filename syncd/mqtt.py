@@ -47,6 +47,7 @@ class MqttLink:
         self.connected = asyncio.Event()
         self._intake_open = True
         self._closing = asyncio.Event()
+        self._failing = False
         self._consumer: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[None] | None = None
         self.status_topic = f"{config.topic_prefix}/{TOPIC_STATUS}"
@@ -148,6 +149,7 @@ class MqttLink:
         self._client = client
         self.connected.set()
         log.info("mqtt_connected", host=self._config.host, port=self._config.port)
+        self._failing = False
         self._consumer = None
         if self._intake_open:
             self._consumer = asyncio.create_task(
@@ -213,8 +215,14 @@ class MqttLink:
                 client._client.ack(m.mid, m.qos)
 
     def _lost(self, exc: Exception) -> None:
-        if self.connected.is_set() or not self._closing.is_set():
+        """Log the first failure of a streak as a warning, the repeats at debug."""
+        if self._closing.is_set():
+            return
+        if self._failing:
+            log.debug("mqtt_connect_failed", error=str(exc))
+        else:
             log.warning("mqtt_disconnected", error=str(exc))
+            self._failing = True
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,8 @@ class Broker:
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             f"log_dest file {workdir}/mosquitto.log\n"
+            # as root, mosquitto would switch to its own user, which cannot write here
+            + ("user root\n" if os.geteuid() == 0 else "")
         )
 
     def start(self) -> None:

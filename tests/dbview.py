@@ -1,0 +1,51 @@
+"""Read syncd's SQLite file from a test, as an operator would (read-only, beside WAL)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+
+class DbView:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+
+    def status(self, tenant: str, invoice_id: str) -> tuple[str, int] | None:
+        rows = self.query(
+            "SELECT status, version FROM invoices WHERE tenant = ? AND invoice_id = ?",
+            tenant,
+            invoice_id,
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def history(self, tenant: str, invoice_id: str) -> list[tuple[Any, ...]]:
+        return self.query(
+            "SELECT from_status, to_status, event_id FROM history "
+            "WHERE tenant = ? AND invoice_id = ? ORDER BY seq",
+            tenant,
+            invoice_id,
+        )
+
+    def outcomes(self, tenant: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT message_id, outcome FROM messages WHERE tenant = ?", tenant
+        )
+        return dict(rows)
+
+    def failures(self, tenant: str) -> list[tuple[Any, ...]]:
+        return self.query(
+            "SELECT invoice_id, operation, code, message, event_id FROM failures "
+            "WHERE tenant = ? ORDER BY seq",
+            tenant,
+        )
+
+    def outbox_size(self) -> int:
+        return int(self.query("SELECT count(*) FROM outbox")[0][0])
