@@ -152,7 +152,7 @@ async def test_status_online_then_offline_on_stop_and_on_kill(tmp_path, broker):
             await c.subscribe("syncd/status", qos=1)
             async with asyncio.timeout(5):
                 async for m in c.messages:
-                    return bytes(m.payload).decode()  # type: ignore[arg-type]
+                    return bytes(m.payload).decode()
         raise AssertionError("no retained status")
 
     proc.start()
