@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from urllib.parse import urlsplit
 from syncd.const import DEFAULT_MAX_PAYLOAD_BYTES, TENANT_ID_RE
 from syncd.exceptions import ConfigError
 from syncd.rules import Rules, load_rules
-from syncd.tables import TableReader
+from syncd.tables import TableReader, read_toml
 
 _SECTIONS = {"mqtt", "http", "store", "qbo", "log", "shutdown", "tenants"}
 _MQTT_KEYS = {"url", "client_id", "topic_prefix", "session_expiry", "receive_maximum"}
@@ -90,13 +89,7 @@ class Config:
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate syncd.toml and every rules file it names."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
-    return parse_config(data, path, environ or {})
+    return parse_config(read_toml(path, str(path)), path, environ or {})
 
 
 def parse_config(

@@ -39,13 +39,7 @@ class InvoiceMachine:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self._machine = AsyncMachine(
-            model=None,
-            states=_states(rules),
-            transitions=_transitions(rules),
-            initial=rules.initial,
-            auto_transitions=False,
-            queued="model",
-            send_event=True,
+            model=None, queued="model", send_event=True, **_definition(rules)
         )
         self._free: list[InvoiceModel] = []
 
@@ -93,25 +87,21 @@ def mermaid(rules: Rules) -> str:
     """Draw the rules' state machine as Mermaid stateDiagram-v2 text."""
     model = InvoiceModel("graph")
     GraphMachine(
-        model=model,
-        states=_states(rules),
-        transitions=_transitions(rules),
-        initial=rules.initial,
-        auto_transitions=False,
-        graph_engine="mermaid",
-        title=rules.source,
+        model=model, graph_engine="mermaid", title=rules.source, **_definition(rules)
     )
     graph: Any = model.get_graph()  # type: ignore[attr-defined]  # bound by GraphMachine
     return str(graph.draw(None))
 
 
-def _states(rules: Rules) -> list[dict[str, Any]]:
-    return [{"name": s, "final": s in rules.final} for s in rules.statuses]
-
-
-def _transitions(rules: Rules) -> list[dict[str, str]]:
-    return [
-        {"trigger": trigger_name(dest), "source": source, "dest": dest}
-        for source, dests in rules.moves.items()
-        for dest in dests
-    ]
+def _definition(rules: Rules) -> dict[str, Any]:
+    """The machine's states and moves, from the rules; no automatic `to_*` triggers."""
+    return {
+        "states": [{"name": s, "final": s in rules.final} for s in rules.statuses],
+        "transitions": [
+            {"trigger": trigger_name(dest), "source": source, "dest": dest}
+            for source, dests in rules.moves.items()
+            for dest in dests
+        ],
+        "initial": rules.initial,
+        "auto_transitions": False,
+    }

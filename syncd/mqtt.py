@@ -73,13 +73,6 @@ class MqttLink:
                 await self._sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 -- jitter
                 delay = min(delay * 2, _BACKOFF_CAP)
 
-    async def publish(self, topic: str, payload: bytes, retain: bool) -> None:
-        """Publish at QoS 1 and wait for the PUBACK; raise MqttError when not possible."""
-        client = self._client
-        if client is None:
-            raise aiomqtt.MqttError("not connected to the broker")
-        await client.publish(topic, payload, qos=1, retain=retain)
-
     async def publish_many(self, messages: Sequence[OutboxRow]) -> int:
         """Publish in order at QoS 1; return how many from the start were acked.
 

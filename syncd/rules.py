@@ -6,7 +6,6 @@ every status that `sync.*` or `qbo_events` names must be reachable through the m
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,7 +16,7 @@ from typing import Any
 
 from syncd.const import QBO_EVENTS
 from syncd.exceptions import ConfigError
-from syncd.tables import TableReader
+from syncd.tables import TableReader, read_toml
 
 _SECTIONS = {"statuses", "moves", "sync", "qbo_events", "customers", "items", "taxes"}
 _SECTIONS |= {"payments", "fields", "reviews"}
@@ -81,13 +80,7 @@ class Rules:
 def load_rules(path: Path, label: str | None = None) -> Rules:
     """Read and validate one rules file; raise ConfigError listing every problem."""
     source = label or str(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
-    return parse_rules(data, source)
+    return parse_rules(read_toml(path, source), source)
 
 
 def parse_rules(data: dict[str, Any], source: str) -> Rules:

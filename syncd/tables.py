@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import tomllib
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
+from syncd.exceptions import ConfigError
+
 _MISSING: Any = object()
+
+
+def read_toml(path: Path, source: str) -> dict[str, Any]:
+    """Parse a TOML file; raise ConfigError naming `source` when it cannot."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
 
 
 class TableReader:
