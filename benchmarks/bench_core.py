@@ -19,36 +19,45 @@ from pathlib import Path
 
 import aiomqtt
 
+from tests.crm import NODELAY
 from tests.mosquitto import Broker
 from tests.syncd_process import SyncdProcess, write_config
 
 _WINDOW = 200  # publishes in flight from the CRM side
 
 
-def _moves(count: int, invoices: int) -> list[tuple[str, bytes]]:
+def _moves(count: int, invoices: int, tag: str = "") -> list[tuple[str, bytes]]:
     """Draft → open → draft → open …, versions growing, spread over `invoices`."""
     out = []
     for n in range(count):
         inv, step = n % invoices, n // invoices
         status = "draft" if step % 2 == 0 else "open"
         env = {
-            "id": f"bench-{n}",
+            "id": f"bench{tag}-{n}",
             "type": "invoice.upserted",
             "tenant": "acme",
             "occurred_at": "2026-11-22T10:15:00Z",
-            "data": {"invoice_id": f"INV-{inv}", "version": step + 1, "status": status,
+            "data": {"invoice_id": f"INV{tag}-{inv}", "version": step + 1, "status": status,
                      "currency": "USD", "total": "120.00"},
         }  # fmt: skip
         out.append(("syncd/acme/crm/invoice/upserted", json.dumps(env).encode()))
     return out
 
 
-async def _publish_all(client: aiomqtt.Client, messages, sent_at: dict[str, float]):
-    for start in range(0, len(messages), _WINDOW):
-        chunk = messages[start : start + _WINDOW]
+async def _publish_all(
+    client: aiomqtt.Client, messages, sent_at: dict[str, float], rate: float = 0
+):
+    """Publish with 200 in flight; at `rate` messages/s when given, else flat out."""
+    window = _WINDOW if not rate else max(1, int(rate / 100))
+    began = time.perf_counter()
+    for start in range(0, len(messages), window):
+        chunk = messages[start : start + window]
+        if rate:
+            await asyncio.sleep(max(0.0, began + start / rate - time.perf_counter()))
         now = time.perf_counter()
-        for n in range(start, start + len(chunk)):
-            sent_at[f"bench-{n}"] = now
+        for _, payload in chunk:
+            if payload.startswith(b"{"):
+                sent_at[json.loads(payload)["id"]] = now
         await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in chunk))
 
 
@@ -56,8 +65,12 @@ async def raw_rate(port: int, count: int) -> float:
     """QoS 1 publish → receive loop through the broker alone."""
     messages = [("bench/raw", b"x" * 200) for _ in range(count)]
     async with (
-        aiomqtt.Client("127.0.0.1", port, identifier="raw-sub") as sub,
-        aiomqtt.Client("127.0.0.1", port, identifier="raw-pub") as pub,
+        aiomqtt.Client(
+            "127.0.0.1", port, identifier="raw-sub", socket_options=NODELAY
+        ) as sub,
+        aiomqtt.Client(
+            "127.0.0.1", port, identifier="raw-pub", socket_options=NODELAY
+        ) as pub,
     ):
         pub.pending_calls_threshold = 100_000
         await sub.subscribe("bench/raw", qos=1)
@@ -77,14 +90,20 @@ async def raw_rate(port: int, count: int) -> float:
         return count / (time.perf_counter() - start)
 
 
-async def syncd_rate(port: int, count: int, invoices: int) -> tuple[float, list[float]]:
+async def syncd_rate(
+    port: int, count: int, invoices: int, rate: float = 0, tag: str = ""
+) -> tuple[float, list[float]]:
     """Publish moves; wait for each one's state message; return rate and latencies."""
-    messages = _moves(count, invoices)
+    messages = _moves(count, invoices, tag)
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     async with (
-        aiomqtt.Client("127.0.0.1", port, identifier="bench-sub") as sub,
-        aiomqtt.Client("127.0.0.1", port, identifier="bench-pub") as pub,
+        aiomqtt.Client(
+            "127.0.0.1", port, identifier="bench-sub", socket_options=NODELAY
+        ) as sub,
+        aiomqtt.Client(
+            "127.0.0.1", port, identifier="bench-pub", socket_options=NODELAY
+        ) as pub,
     ):
         pub.pending_calls_threshold = 100_000
         await sub.subscribe("syncd/acme/sync/invoice/#", qos=1)
@@ -101,7 +120,7 @@ async def syncd_rate(port: int, count: int, invoices: int) -> tuple[float, list[
 
         consumer = asyncio.create_task(consume())
         start = time.perf_counter()
-        await _publish_all(pub, messages, sent_at)
+        await _publish_all(pub, messages, sent_at, rate)
         await asyncio.wait_for(consumer, 300)
         return count / (time.perf_counter() - start), latencies
 
@@ -110,9 +129,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--invoices", type=int, default=1_000)
+    parser.add_argument("--paced-rate", type=float, default=1_000, help="msg/s")
+    parser.add_argument(
+        "--broker-nagle",
+        action="store_true",
+        help="leave Mosquitto's set_tcp_nodelay at its default (false)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        broker = Broker(Path(tmp) / "broker")
+        broker = Broker(Path(tmp) / "broker", nodelay=not args.broker_nagle)
         broker.start()
         try:
             raw = asyncio.run(raw_rate(broker.port, args.messages))
@@ -124,16 +149,28 @@ def main() -> None:
                 rate, lat = asyncio.run(
                     syncd_rate(broker.port, args.messages, args.invoices)
                 )
+                paced = args.messages // 4
+                _, paced_lat = asyncio.run(
+                    syncd_rate(broker.port, paced, args.invoices, args.paced_rate, "p")
+                )
             finally:
                 syncd.stop()
         finally:
             broker.stop()
     q = statistics.quantiles(lat, n=100)
     print(f"messages: {args.messages} over {args.invoices} invoices")
+    print(
+        f"broker: mosquitto, set_tcp_nodelay {'false' if args.broker_nagle else 'true'}"
+    )
     print(f"raw broker QoS1 publish→receive: {raw:,.0f} msg/s")
     print(f"syncd end to end (publish → commit → state received): {rate:,.0f} events/s")
     print(f"syncd / raw: {rate / raw:.0%}")
-    print(f"latency p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
+    print(f"latency flat out: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
+    q = statistics.quantiles(paced_lat, n=100)
+    print(
+        f"latency at {args.paced_rate:,.0f} msg/s: "
+        f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ which measured as half the cost of a move, so a slot is attached once and reused
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from transitions import MachineError
@@ -22,6 +24,24 @@ from syncd.rules import Rules
 def trigger_name(dest: str) -> str:
     """Return the trigger that moves an invoice into `dest` (prefixed: no collisions)."""
     return f"to_{dest}"
+
+
+class _Machine(AsyncMachine):
+    """AsyncMachine that skips `asyncio.gather` when a stage has no callbacks.
+
+    A move with no callbacks still passes through about eight callback stages, each a
+    `gather()` of nothing; skipping those measured as a tenth of syncd's CPU per event.
+    Stages that do have callbacks run exactly as in AsyncMachine.
+    """
+
+    @staticmethod
+    async def await_all(
+        callables: list[Callable[..., Coroutine[Any, Any, bool | None]]],
+    ) -> list[bool | None]:
+        """Run the callables concurrently, as AsyncMachine does; nothing to do is free."""
+        if not callables:
+            return []
+        return list(await asyncio.gather(*[func() for func in callables]))
 
 
 class InvoiceModel:
@@ -38,7 +58,7 @@ class InvoiceMachine:
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
-        self._machine = AsyncMachine(
+        self._machine = _Machine(
             model=None, queued="model", send_event=True, **_definition(rules)
         )
         self._free: list[InvoiceModel] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import aiomqtt
 
 _ids = itertools.count(1)
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
 @dataclass
@@ -58,7 +60,9 @@ class Crm:
         self.port = port
         self.prefix = prefix
         self.received: list[Received] = []
-        self._client = aiomqtt.Client("127.0.0.1", port, identifier=f"crm-{next(_ids)}")
+        self._client = aiomqtt.Client(
+            "127.0.0.1", port, identifier=f"crm-{next(_ids)}", socket_options=NODELAY
+        )
         self._task: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
 
