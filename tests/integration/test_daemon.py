@@ -142,7 +142,7 @@ async def test_tenants_have_their_own_rules_and_nothing_crosses(tmp_path, broker
 
 
 async def test_status_online_then_offline_on_stop_and_on_kill(tmp_path, broker):
-    """P/status is retained: online while up, offline on SIGTERM and (as will) on SIGKILL."""
+    """P/status is retained: online while up, offline on SIGTERM, SIGINT and (will) SIGKILL."""
     workdir = tmp_path / "s"
     workdir.mkdir()
     proc = SyncdProcess(write_config(workdir, broker.port))
@@ -161,6 +161,11 @@ async def test_status_online_then_offline_on_stop_and_on_kill(tmp_path, broker):
     assert await status() == "offline"
     proc.start()
     assert await status() == "online"
+    proc.signal(signal.SIGINT)
+    assert proc.stop() == 0
+    assert await status() == "offline"
+    assert proc.log().count('"event":"syncd_stopped"') == 2
+    proc.start()
     proc.kill()
     await asyncio.sleep(0.5)
     assert await status() == "offline"
