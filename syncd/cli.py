@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import click
+import structlog
 from aiohttp import web
 
 from syncd import logs
@@ -16,6 +19,8 @@ from syncd.config import Config, load_config
 from syncd.exceptions import ConfigError
 from syncd.machine import mermaid
 from syncd.rules import load_rules
+
+log = structlog.get_logger(__name__)
 
 _CONFIG = click.option(
     "--config",
@@ -39,13 +44,38 @@ def run(config_path: Path) -> None:
     """Run the daemon until SIGTERM or SIGINT (SIGHUP reloads the rules)."""
     config = _load(config_path, exit_code=2)
     logs.setup(config.log_level, config.log_format)
+    loop = asyncio.new_event_loop()
+    _stop_once_on_signals(loop)
     web.run_app(
         build_app(config),
         host=config.http.host,
         port=config.http.port,
         print=None,
         shutdown_timeout=config.drain_seconds,
+        handle_signals=False,
+        loop=loop,
     )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)  # all is flushed and closed: just exit 0
+
+
+def _stop_once_on_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """SIGTERM/SIGINT start a graceful stop; repeats (a supervisor insisting) are ignored.
+
+    aiohttp's own handlers would raise again mid-drain and cut the outbox flush short.
+    """
+    stopping = False
+
+    def handler() -> None:
+        nonlocal stopping
+        if stopping:
+            log.info("already_stopping")
+            return
+        stopping = True
+        raise web.GracefulExit
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handler)
 
 
 @main.command()
