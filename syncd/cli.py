@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from syncd import logs
-from syncd.app import build_app
+from syncd.app import DAEMON, build_app
 from syncd.config import Config, load_config
 from syncd.exceptions import ConfigError
 from syncd.machine import mermaid
@@ -46,8 +46,9 @@ def run(config_path: Path) -> None:
     logs.setup(config.log_level, config.log_format)
     loop = asyncio.new_event_loop()
     _stop_once_on_signals(loop)
+    app = build_app(config)
     web.run_app(
-        build_app(config),
+        app,
         host=config.http.host,
         port=config.http.port,
         print=None,
@@ -56,7 +57,9 @@ def run(config_path: Path) -> None:
         loop=loop,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)  # all is flushed and closed: just exit 0
+        signal.signal(sig, signal.SIG_IGN)  # all is flushed and closed: just exit
+    if app[DAEMON].crashed:
+        sys.exit(1)
 
 
 def _stop_once_on_signals(loop: asyncio.AbstractEventLoop) -> None:

@@ -43,6 +43,7 @@ class Daemon:
         self.link = MqttLink(config.mqtt, config.secrets, self._on_batch)
         self.publisher = Publisher(self.store, self.link)
         self._tasks: list[asyncio.Task[None]] = []
+        self.crashed = False
 
     @property
     def ready(self) -> dict[str, bool]:
@@ -61,7 +62,7 @@ class Daemon:
             asyncio.create_task(self.publisher.run(), name="syncd.publisher"),
         ]
         for task in self._tasks:
-            task.add_done_callback(_exit_if_crashed)
+            task.add_done_callback(self._exit_if_crashed)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
         log.info("syncd_started", tenants=sorted(self.config.tenants))
 
@@ -73,7 +74,7 @@ class Daemon:
         flushed = await self.publisher.drain(self.config.drain_seconds)
         await self.link.close()
         for task in self._tasks:
-            task.remove_done_callback(_exit_if_crashed)
+            task.remove_done_callback(self._exit_if_crashed)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.store.close()
         log.info("syncd_stopped", outbox_flushed=flushed)
@@ -94,10 +95,10 @@ class Daemon:
         await self.inbox.handle(batch)
         self.publisher.wake()
 
-
-def _exit_if_crashed(task: asyncio.Task[None]) -> None:
-    """A loop that dies is a bug: say so and stop; the supervisor restarts syncd."""
-    if task.cancelled() or task.exception() is None:
-        return
-    log.critical("loop_crashed", task=task.get_name(), exc_info=task.exception())
-    os.kill(os.getpid(), signal.SIGTERM)
+    def _exit_if_crashed(self, task: asyncio.Task[None]) -> None:
+        """A loop that dies is a bug: say so and stop (exit 1); the supervisor restarts."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.critical("loop_crashed", task=task.get_name(), exc_info=task.exception())
+        self.crashed = True
+        os.kill(os.getpid(), signal.SIGTERM)
