@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 import structlog
@@ -89,6 +89,74 @@ def check(config_path: Path) -> None:
     for tenant in config.tenants.values():
         click.echo(f"ok: tenant {tenant.id}: {tenant.rules_path}")
     click.echo(f"ok: {config_path}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option(
+    "--client-id",
+    default="sandbox-client",
+    envvar="SYNCD_QBO_CLIENT_ID",
+    show_default=True,
+)
+@click.option(
+    "--client-secret", default="sandbox-secret", envvar="SYNCD_QBO_CLIENT_SECRET"
+)
+@click.option(
+    "--verifier-token", default="sandbox-verifier", envvar="SYNCD_QBO_VERIFIER_TOKEN"
+)
+@click.option("--webhook-url", default=None, help="Where change notifications go.")
+@click.option(
+    "--webhook-format",
+    type=click.Choice(["legacy", "cloudevents"]),
+    default="legacy",
+    show_default=True,
+)
+@click.option(
+    "--webhook-delay", default=0.2, show_default=True, help="Batching window, seconds."
+)
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(path_type=Path),
+    help="Keep companies in this file.",
+)
+@click.option(
+    "--time-scale",
+    default=1.0,
+    show_default=True,
+    help="60 = a minute of QBO per second.",
+)
+@click.option(
+    "--token-ttl",
+    default=3600,
+    show_default=True,
+    help="Access token lifetime, seconds.",
+)
+@click.option(
+    "--per-minute",
+    default=500,
+    show_default=True,
+    help="Requests per realm per minute.",
+)
+@click.option(
+    "--concurrent", default=10, show_default=True, help="Requests per realm at once."
+)
+def sandbox(**options: Any) -> None:
+    """Serve the QBO sandbox: QBO's API, Intuit's OAuth and webhooks, on this machine."""
+    from syncd.sandbox.server import build_app as build_sandbox
+    from syncd.sandbox.state import SandboxConfig
+    from syncd.sandbox.throttle import Limits
+
+    logs.setup("info", "auto")
+    host, port = options.pop("host"), options.pop("port")
+    limits = Limits(
+        per_minute=options.pop("per_minute"), concurrent=options.pop("concurrent")
+    )
+    options["access_ttl"] = options.pop("token_ttl")
+    config = SandboxConfig(limits=limits, **options)
+    web.run_app(build_sandbox(config), host=host, port=port, print=None)
 
 
 @main.group()

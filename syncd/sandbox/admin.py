@@ -1,0 +1,185 @@
+"""The sandbox's own API (`/_sandbox/…`, clearly not QBO's): a person in QBO, and faults.
+
+A bookkeeper's actions (a payment received, an invoice voided or created by hand, a
+customer added, multicurrency switched on) change the company and notify webhooks exactly
+as QBO's UI would; the API's requests can be inspected and faults injected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from syncd.sandbox import faults, operations
+from syncd.sandbox.api import (
+    SANDBOX,
+    body_of,
+    company_of,
+    entity_of,
+    envelope,
+    json_response,
+)
+
+PREFIX = "/_sandbox"
+
+
+def routes(app: web.Application) -> None:
+    """Add the admin routes."""
+    r = app.router
+    r.add_get(PREFIX + "/realms", list_realms)
+    r.add_post(PREFIX + "/realms", new_realm)
+    r.add_post(PREFIX + "/realms/{realm}/multicurrency", multicurrency)
+    r.add_get(PREFIX + "/realms/{realm}/{entity}/{id}", read)
+    r.add_post(PREFIX + "/realms/{realm}/{entity}", create)
+    r.add_post(PREFIX + "/realms/{realm}/{entity}/{id}", change)
+    r.add_post(PREFIX + "/realms/{realm}/{entity}/{id}/{action}", act)
+    r.add_get(PREFIX + "/requests", requests)
+    r.add_delete(PREFIX + "/requests", clear_requests)
+    r.add_get(PREFIX + "/faults", get_faults)
+    r.add_put(PREFIX + "/faults", put_faults)
+    r.add_post(PREFIX + "/tokens/expire", expire_tokens)
+    r.add_get(PREFIX + "/webhooks", webhooks)
+
+
+async def list_realms(request: web.Request) -> web.Response:
+    """The companies that exist."""
+    companies = request.app[SANDBOX].companies.values()
+    return json_response(
+        [
+            {"realmId": c.realm_id, "objects": {e: len(t) for e, t in c.tables.items()}}
+            for c in companies
+        ]
+    )
+
+
+async def new_realm(request: web.Request) -> web.Response:
+    """A new company (as a new QBO sandbox company)."""
+    company = request.app[SANDBOX].new_company()
+    return json_response({"realmId": company.realm_id}, 201)
+
+
+async def multicurrency(request: web.Request) -> web.Response:
+    """Switch multicurrency on (only possible in QBO's UI, and never off again)."""
+    company = company_of(request)
+    prefs = company.tables["Preferences"]["1"]
+    prefs["CurrencyPrefs"]["MultiCurrencyEnabled"] = True
+    company.save("Preferences", prefs, "Update")
+    return json_response(envelope("Preferences", prefs))
+
+
+async def read(request: web.Request) -> web.Response:
+    """Read any object without a token."""
+    entity = entity_of(request.match_info["entity"])
+    return json_response(
+        envelope(
+            entity,
+            operations.read(company_of(request), entity, request.match_info["id"]),
+        )
+    )
+
+
+async def create(request: web.Request) -> web.Response:
+    """Create as a bookkeeper would (a payment received, an invoice by hand, …)."""
+    entity = entity_of(request.match_info["entity"])
+    obj = operations.create(
+        company_of(request), entity, await body_of(request), allow_dup=True
+    )
+    return json_response(envelope(entity, obj), 201)
+
+
+async def change(request: web.Request) -> web.Response:
+    """Edit fields as a bookkeeper would: a sparse update at the current SyncToken."""
+    company = company_of(request)
+    entity = entity_of(request.match_info["entity"])
+    current = operations.read(company, entity, request.match_info["id"])
+    body = {
+        **await body_of(request),
+        "Id": current["Id"],
+        "SyncToken": current["SyncToken"],
+        "sparse": True,
+    }
+    return json_response(
+        envelope(entity, operations.update(company, entity, body, allow_dup=True))
+    )
+
+
+async def act(request: web.Request) -> web.Response:
+    """`void`, `delete` or `send` an object as a bookkeeper would."""
+    company = company_of(request)
+    entity = entity_of(request.match_info["entity"])
+    current = operations.read(company, entity, request.match_info["id"])
+    key = {"Id": current["Id"], "SyncToken": current["SyncToken"]}
+    action = request.match_info["action"]
+    if action == "void":
+        result = operations.void(company, entity, key)
+    elif action == "delete":
+        result = operations.delete(company, entity, key)
+    elif action == "send":
+        result = operations.send(
+            company, entity, current["Id"], request.query.get("sendTo")
+        )
+    else:
+        raise faults.unsupported(f"unknown action {action!r}: void, delete or send")
+    return json_response(envelope(entity, result))
+
+
+async def requests(request: web.Request) -> web.Response:
+    """Every API request received (newest last), optionally for one realm."""
+    realm = request.query.get("realm")
+    entries = [
+        e for e in request.app[SANDBOX].requests if realm is None or e["realm"] == realm
+    ]
+    return json_response(entries)
+
+
+async def clear_requests(request: web.Request) -> web.Response:
+    """Forget the request log."""
+    request.app[SANDBOX].requests.clear()
+    return web.Response(status=204)
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    """The fault rates in force."""
+    sandbox = request.app[SANDBOX]
+    return json_response(
+        {
+            "api": dataclasses.asdict(sandbox.faults),
+            "webhooks": dataclasses.asdict(sandbox.notifier.faults),
+        }
+    )
+
+
+async def put_faults(request: web.Request) -> web.Response:
+    """Set fault rates: `{"seed": 1, "api": {"rate_429": 0.2}, "webhooks": {"drop": 0.5}}`."""
+    sandbox = request.app[SANDBOX]
+    body = await body_of(request)
+    try:
+        sandbox.faults = dataclasses.replace(
+            sandbox.faults, **_floats(body.get("api", {}))
+        )
+        sandbox.notifier.faults = dataclasses.replace(
+            sandbox.notifier.faults, **_floats(body.get("webhooks", {}))
+        )
+    except TypeError as exc:
+        raise faults.validation("2010", "Unknown fault", str(exc)) from exc
+    if "seed" in body:
+        sandbox.seed(int(body["seed"]))
+    return await get_faults(request)
+
+
+async def expire_tokens(request: web.Request) -> web.Response:
+    """Make access tokens expire now (optionally one realm's)."""
+    body = await body_of(request) if request.can_read_body else {}
+    count = request.app[SANDBOX].oauth.expire_access(body.get("realm"))
+    return json_response({"expired": count})
+
+
+async def webhooks(request: web.Request) -> web.Response:
+    """Every webhook delivery with its attempts and statuses."""
+    return json_response([d.report() for d in request.app[SANDBOX].notifier.deliveries])
+
+
+def _floats(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()}

@@ -1,0 +1,123 @@
+"""Everything the sandbox holds: companies, the app's OAuth, limits, webhooks, faults."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syncd.sandbox.company import Company
+from syncd.sandbox.oauth import OAuthServer
+from syncd.sandbox.throttle import Limits, Throttle
+from syncd.sandbox.webhooks import Notifier
+
+
+@dataclass
+class ApiFaults:
+    """Rates (0..1) of injected API faults; `seed` makes a run repeatable."""
+
+    rate_429: float = 0.0
+    rate_5xx: float = 0.0
+    slow: float = 0.0
+    slow_seconds: float = 5.0
+    # the write is committed, then the answer is held back (the client times out)
+    slow_after_commit: float = 0.0
+
+
+@dataclass
+class SandboxConfig:
+    """How `syncd sandbox` was started."""
+
+    client_id: str = "sandbox-client"
+    client_secret: str = "sandbox-secret"  # noqa: S105 -- a sandbox default, not a secret
+    verifier_token: str = "sandbox-verifier"  # noqa: S105 -- likewise
+    webhook_url: str | None = None
+    webhook_format: str = "legacy"
+    webhook_delay: float = 0.2
+    access_ttl: int = 3600
+    time_scale: float = 1.0
+    state_file: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+
+
+class Sandbox:
+    """The sandbox's state, shared by the API, OAuth and admin routes."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        config.limits.time_scale = config.time_scale
+        self.config = config
+        self.oauth = OAuthServer(
+            config.client_id, config.client_secret, config.access_ttl
+        )
+        self.throttle = Throttle(config.limits)
+        self.notifier = Notifier(
+            config.webhook_url, config.verifier_token, config.webhook_format,
+            config.webhook_delay, config.time_scale,
+        )  # fmt: skip
+        self.companies: dict[str, Company] = {}
+        self.faults = ApiFaults()
+        self.rng = random.Random(0)  # noqa: S311 -- fault rolls, not secrets
+        self.requests: list[dict[str, Any]] = []
+        self._next_realm = 9130350000000001
+        self.load()
+
+    def new_company(self, realm_id: str | None = None) -> Company:
+        """A fresh company, like a new QBO sandbox company."""
+        if realm_id is None:
+            realm_id = str(self._next_realm)
+            self._next_realm += 1
+        company = Company(realm_id, self.notifier.notify)
+        self.companies[realm_id] = company
+        return company
+
+    def seed(self, seed: int) -> None:
+        """Make fault rolls repeatable."""
+        self.rng.seed(seed)
+        self.notifier.rng.seed(seed)
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """Remember a request for the admin API (the last 10,000)."""
+        entry["at"] = time.time()
+        self.requests.append(entry)
+        if len(self.requests) > 10_000:
+            del self.requests[:1000]
+
+    def save(self) -> None:
+        """Write companies and tokens to the state file, if one is set."""
+        path = self.config.state_file
+        if path is None:
+            return
+        listeners = {r: c.listener for r, c in self.companies.items()}
+        for company in self.companies.values():
+            company.listener = None  # the notifier is not state
+        try:
+            oauth = {
+                k: getattr(self.oauth, k)
+                for k in ("codes", "grants", "superseded", "access")
+            }
+            data = {
+                "companies": self.companies,
+                "oauth": oauth,
+                "next": self._next_realm,
+            }
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps(data))
+            tmp.replace(path)
+        finally:
+            for realm, company in self.companies.items():
+                company.listener = listeners[realm]
+
+    def load(self) -> None:
+        """Read the state file, if one is set and exists."""
+        path = self.config.state_file
+        if path is None or not path.exists():
+            return
+        data = pickle.loads(path.read_bytes())  # noqa: S301 -- our own file
+        self.companies = data["companies"]
+        for company in self.companies.values():
+            company.listener = self.notifier.notify
+        self.oauth.__dict__.update(data["oauth"])
+        self._next_realm = data["next"]
