@@ -92,9 +92,9 @@ async def _api_gate(request: web.Request, handler: api.Handler) -> web.StreamRes
     if realm is None or not request.path.startswith("/v3/"):
         return await handler(request)
     sandbox = request.app[SANDBOX]
-    await _inject(sandbox)
     sandbox.oauth.check(request.headers.get("Authorization"), realm)
     with sandbox.throttle.request(realm, batch=request.path.endswith("/batch")):
+        await _inject(sandbox)  # inside: a slow request holds its concurrency slot
         return await handler(request)
 
 

@@ -1,0 +1,130 @@
+"""An official-style QBO client (python-quickbooks + intuit-oauth) works unchanged.
+
+The only settings are where Intuit lives: the discovery document's URL for intuit-oauth
+and the API origin for python-quickbooks.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlparse
+
+import pypdf
+import pytest
+import requests
+from intuitlib.client import AuthClient
+from intuitlib.enums import Scopes
+from quickbooks import QuickBooks
+from quickbooks.batch import batch_create
+from quickbooks.cdc import change_data_capture
+from quickbooks.exceptions import QuickbooksException
+from quickbooks.objects.base import Ref
+from quickbooks.objects.customer import Customer
+from quickbooks.objects.detailline import SalesItemLine, SalesItemLineDetail
+from quickbooks.objects.invoice import Invoice
+from quickbooks.objects.item import Item
+from quickbooks.objects.payment import Payment, PaymentLine
+
+from tests.sandbox_process import CLIENT_ID, CLIENT_SECRET, REDIRECT, SandboxProcess
+
+
+@pytest.fixture(autouse=True)
+def _plain_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    # oauthlib insists on https unless told this is a local test (its documented switch)
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+
+def _connect(sandbox: SandboxProcess) -> tuple[AuthClient, QuickBooks]:
+    auth = AuthClient(CLIENT_ID, CLIENT_SECRET, REDIRECT,
+                      environment=sandbox.origin + "/.well-known/openid_configuration")  # fmt: skip
+    url = auth.get_authorization_url([Scopes.ACCOUNTING])
+    callback = requests.get(url, allow_redirects=False, timeout=10).headers["Location"]
+    params = parse_qs(urlparse(callback).query)
+    assert params["state"] == [auth.state_token]
+    auth.get_bearer_token(params["code"][0], realm_id=params["realmId"][0])
+    client = QuickBooks(auth_client=auth, refresh_token=auth.refresh_token,
+                        company_id=auth.realm_id, minorversion=75)  # fmt: skip
+    client.api_url_v3 = sandbox.origin + "/v3"
+    return auth, client
+
+
+def test_common_flows_through_python_quickbooks(sandbox: SandboxProcess):
+    """OAuth, customers, items, invoices, payments, queries, batch, CDC, void, send, PDF, refresh."""
+    auth, client = _connect(sandbox)
+    customer = Customer()
+    customer.DisplayName = "Official Client Co"
+    customer = customer.save(qb=client)
+    assert customer.Id and str(customer.SyncToken) == "0"
+    item = Item()
+    item.Name, item.Type = "Widget service", "Service"
+    item.IncomeAccountRef = Ref()
+    item.IncomeAccountRef.value = "1"
+    item = item.save(qb=client)
+
+    invoice = Invoice()
+    line = SalesItemLine()
+    line.Amount = 120
+    line.SalesItemLineDetail = SalesItemLineDetail()
+    line.SalesItemLineDetail.ItemRef = item.to_ref()
+    invoice.Line.append(line)
+    invoice.CustomerRef = customer.to_ref()
+    invoice = invoice.save(qb=client)
+    assert float(invoice.TotalAmt) == 120 and invoice.DocNumber
+
+    found = Customer.filter(DisplayName="Official Client Co", qb=client)
+    assert [c.Id for c in found] == [customer.Id]
+    assert Invoice.count(qb=client) == 1
+
+    payment = Payment()
+    payment.TotalAmt = 120
+    payment.CustomerRef = customer.to_ref()
+    pay_line = PaymentLine()
+    pay_line.Amount = 120
+    pay_line.LinkedTxn.append(invoice.to_linked_txn())
+    payment.Line.append(pay_line)
+    payment = payment.save(qb=client)
+    assert float(Invoice.get(invoice.Id, qb=client).Balance) == 0
+
+    extra = [Customer.from_json({"DisplayName": f"Batch {n}"}) for n in range(3)]
+    result = batch_create(extra, qb=client)
+    assert len(result.successes) == 3 and not result.faults
+
+    since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    changes = change_data_capture([Invoice, Customer], since, qb=client)
+    assert len(changes.Customer) == 4
+
+    second = Invoice.from_json({"CustomerRef": {"value": customer.Id},
+                                "Line": [{"DetailType": "SalesItemLineDetail", "Amount": 10,
+                                          "SalesItemLineDetail": {"ItemRef": {"value": item.Id}}}]})  # fmt: skip
+    second = second.save(qb=client)
+    second.send(qb=client, send_to="ap@official.test")
+    assert Invoice.get(second.Id, qb=client).EmailStatus == "EmailSent"
+    pdf = second.download_pdf(qb=client)
+    assert (
+        pypdf.PdfReader(io.BytesIO(pdf))
+        .pages[0]
+        .extract_text()
+        .startswith("Sandbox Company")
+    )
+    second = Invoice.get(second.Id, qb=client)
+    second.void(qb=client)
+    assert float(Invoice.get(second.Id, qb=client).TotalAmt) == 0
+
+    old_refresh = auth.refresh_token
+    auth.refresh()
+    assert auth.refresh_token != old_refresh
+    assert Customer.get(customer.Id, qb=client).DisplayName == "Official Client Co"
+
+
+def test_faults_reach_the_client_as_its_exceptions(sandbox: SandboxProcess):
+    """QBO faults parse into python-quickbooks' own exceptions (codes intact)."""
+    _, client = _connect(sandbox)
+    first = Customer()
+    first.DisplayName = "Twin"
+    first.save(qb=client)
+    twin = Customer()
+    twin.DisplayName = "Twin"
+    with pytest.raises(QuickbooksException) as info:
+        twin.save(qb=client)
+    assert info.value.error_code == 6240
