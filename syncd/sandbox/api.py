@@ -166,7 +166,7 @@ async def handle_query(request: web.Request) -> web.Response:
 def run_query(company: Company, text: str) -> dict[str, Any]:
     """Parse and run one statement against a company."""
     parsed = query.parse(text)
-    return query.run(parsed, list(company.tables[parsed.entity].values()))
+    return query.run(parsed, company.tables[parsed.entity])
 
 
 async def handle_batch(request: web.Request) -> web.Response:

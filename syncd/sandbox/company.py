@@ -27,6 +27,8 @@ ENTITIES = {
     "term": "Term",
     "vendor": "Vendor",
 }
+_NAME_SPACE = {"Customer": "people", "Vendor": "people", "Employee": "people",
+               "Item": "Item", "Account": "Account"}  # fmt: skip
 # CDC does not cover these (qbo.md §2 TaxCode)
 NOT_IN_CDC = {"TaxCode", "TaxRate"}
 HOME_CURRENCY = {"value": "USD", "name": "United States Dollar"}
@@ -69,6 +71,10 @@ class Company:
         self.listener = listener
         self._next_id = 1
         self.next_doc_number = 1001
+        # lower-cased unique names → "Entity:Id" (DisplayName across customers, vendors
+        # and employees; Item and Account names among their own)
+        self.names: dict[tuple[str, str], str] = {}
+        self._name_of: dict[str, tuple[str, str]] = {}
         self.emails_today = 0
         _seed(self)
 
@@ -109,8 +115,26 @@ class Company:
             obj.setdefault("MetaData", {"CreateTime": stamp})["LastUpdatedTime"] = stamp
         obj["domain"], obj["sparse"] = "QBO", False
         self.tables[entity][obj["Id"]] = obj
+        self._index_name(entity, obj)
         self._log(entity, obj["Id"], operation, now)
         return obj
+
+    def name_owner(self, entity: str, name: str) -> str | None:
+        """Return "Entity:Id" of the object holding a unique name, if any."""
+        return self.names.get((_NAME_SPACE.get(entity, entity), name.strip().lower()))
+
+    def _index_name(self, entity: str, obj: dict[str, Any]) -> None:
+        if entity not in _NAME_SPACE:
+            return
+        field = "Name" if entity in ("Item", "Account") else "DisplayName"
+        owner = f"{entity}:{obj['Id']}"
+        old = self._name_of.pop(owner, None)
+        if old is not None and self.names.get(old) == owner:
+            del self.names[old]
+        if obj.get(field):
+            key = (_NAME_SPACE[entity], str(obj[field]).strip().lower())
+            self.names[key] = owner
+            self._name_of[owner] = key
 
     def touch(self, entity: str, obj: dict[str, Any]) -> None:
         """Record a change QBO makes itself (a payment moves an invoice's balance)."""
@@ -146,6 +170,7 @@ def _seed(company: Company) -> None:
         obj["MetaData"] = {"CreateTime": stamp, "LastUpdatedTime": stamp}
         obj.setdefault("Id", company.new_id())
         company.tables[entity][obj["Id"]] = obj
+        company._index_name(entity, obj)
 
     accounts = [
         ("Services", "Revenue", "Income", "ServiceFeeIncome"),

@@ -43,14 +43,14 @@ def prepare_customer(
 
 def _unique_display_name(company: Company, name: str, own_id: str | None) -> None:
     """DisplayName is unique across customers, vendors and employees (case-blind)."""
-    wanted = name.strip().lower()
-    for entity in ("Customer", "Vendor", "Employee"):
-        for other in company.tables[entity].values():
-            if (
-                other["Id"] != own_id
-                and str(other.get("DisplayName", "")).strip().lower() == wanted
-            ):
-                raise faults.duplicate_name()
+    if _taken(company, "Customer", name, own_id):
+        raise faults.duplicate_name()
+
+
+def _taken(company: Company, entity: str, name: str, own_id: str | None) -> bool:
+    """Whether another object holds this unique name (an index, not a scan)."""
+    owner = company.name_owner(entity, name)
+    return owner is not None and owner.split(":", 1)[1] != own_id
 
 
 def _currency(
@@ -82,12 +82,8 @@ def prepare_item(
     """Check and complete an Item (Service items need an income account)."""
     if not obj.get("Name"):
         raise faults.required("Name")
-    for other in company.tables["Item"].values():
-        if (
-            other["Id"] != obj.get("Id")
-            and other["Name"].lower() == obj["Name"].lower()
-        ):
-            raise faults.duplicate_name()
+    if _taken(company, "Item", obj["Name"], obj.get("Id")):
+        raise faults.duplicate_name()
     obj.setdefault("Type", "Service")
     if obj["Type"] in ("Service", "NonInventory") and not obj.get("IncomeAccountRef"):
         raise faults.required("IncomeAccountRef")
@@ -114,16 +110,12 @@ def prepare_account(
         raise faults.validation(
             "6010", "Invalid account type", "AccountType or AccountSubType is required"
         )
-    for other in company.tables["Account"].values():
-        if (
-            other["Id"] != obj.get("Id")
-            and other["Name"].lower() == obj["Name"].lower()
-        ):
-            raise faults.validation(
-                "6240",
-                "Duplicate Name Exists Error",
-                "Another account is already using this name. Please use a different name.",
-            )
+    if _taken(company, "Account", obj["Name"], obj.get("Id")):
+        raise faults.validation(
+            "6240",
+            "Duplicate Name Exists Error",
+            "Another account is already using this name. Please use a different name.",
+        )
     obj.setdefault("AccountType", "Income")
     obj.setdefault("SubAccount", False)
     obj["FullyQualifiedName"] = obj["Name"]

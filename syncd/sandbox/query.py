@@ -73,9 +73,9 @@ def parse(text: str) -> Query:
     return query
 
 
-def run(query: Query, objects: list[dict[str, Any]]) -> dict[str, Any]:
-    """Apply a parsed query to an entity's objects; return the QueryResponse."""
-    rows = [o for o in objects if _matches(o, query)]
+def run(query: Query, table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Apply a parsed query to an entity's objects (by Id); return the QueryResponse."""
+    rows = [o for o in _candidates(query, table) if _matches(o, query)]
     if query.count:
         return {"totalCount": len(rows)}
     for path, descending in reversed(query.order):
@@ -93,6 +93,15 @@ def run(query: Query, objects: list[dict[str, Any]]) -> dict[str, Any]:
     if query.entity in _WITH_TOTAL:
         response["totalCount"] = len(rows)
     return response
+
+
+def _candidates(query: Query, table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """`Id = …` and `Id IN (…)` look objects up instead of scanning them all."""
+    for condition in query.where:
+        if condition.path.lower() == "id" and condition.op in ("=", "IN"):
+            found = (table.get(str(v)) for v in condition.values)
+            return [o for o in found if o is not None]
+    return list(table.values())
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -233,6 +242,9 @@ def _lookup(obj: dict[str, Any], path: str) -> Any:
     for part in path.split("."):
         if not isinstance(current, dict):
             return None
+        if part in current:
+            current = current[part]
+            continue
         key = next((k for k in current if k.lower() == part.lower()), None)
         if key is None:
             return None

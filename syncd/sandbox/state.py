@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import random
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +88,7 @@ class Sandbox:
             del self.requests[:1000]
 
     def save(self) -> None:
-        """Write companies and tokens to the state file, if one is set."""
+        """Write companies and tokens to the SQLite state file, if one is set."""
         path = self.config.state_file
         if path is None:
             return
@@ -98,26 +100,35 @@ class Sandbox:
                 k: getattr(self.oauth, k)
                 for k in ("codes", "grants", "superseded", "access")
             }
-            data = {
-                "companies": self.companies,
-                "oauth": oauth,
-                "next": self._next_realm,
-            }
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(pickle.dumps(data))
-            tmp.replace(path)
+            rows = [
+                (f"company:{r}", pickle.dumps(c)) for r, c in self.companies.items()
+            ]
+            rows += [
+                ("oauth", pickle.dumps(oauth)),
+                ("next_realm", pickle.dumps(self._next_realm)),
+            ]
         finally:
             for realm, company in self.companies.items():
                 company.listener = listeners[realm]
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB)"
+            )
+            db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", rows)
 
     def load(self) -> None:
-        """Read the state file, if one is set and exists."""
+        """Read the SQLite state file, if one is set and exists."""
         path = self.config.state_file
         if path is None or not path.exists():
             return
-        data = pickle.loads(path.read_bytes())  # noqa: S301 -- our own file
-        self.companies = data["companies"]
-        for company in self.companies.values():
-            company.listener = self.notifier.notify
-        self.oauth.__dict__.update(data["oauth"])
-        self._next_realm = data["next"]
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            rows = dict(db.execute("SELECT key, value FROM state").fetchall())
+        for key, blob in rows.items():
+            value = pickle.loads(blob)  # noqa: S301 -- the sandbox's own file
+            if key.startswith("company:"):
+                value.listener = self.notifier.notify
+                self.companies[value.realm_id] = value
+            elif key == "oauth":
+                self.oauth.__dict__.update(value)
+            elif key == "next_realm":
+                self._next_realm = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -102,3 +103,32 @@ async def test_revoke_ends_api_access_and_refresh(qbo: Connection):
         expect=400,
     )
     assert refused["error"] == "invalid_grant"
+
+
+async def test_state_file_keeps_companies_and_tokens_across_restarts(tmp_path, http):
+    """With --state, a company and its tokens survive a sandbox restart (SQLite file)."""
+    state = tmp_path / "sandbox.db"
+    process = SandboxProcess(tmp_path, "--state", str(state))
+    await asyncio.to_thread(process.start)
+    try:
+        qbo = await Connection(http, process.origin).connect()
+        customer = await qbo.customer("Survivor Co")
+        await asyncio.sleep(1.2)  # saved every second and on stop
+    finally:
+        process.stop()
+    port = process.port
+    again = SandboxProcess(tmp_path, "--state", str(state))
+    again.port, again.origin = port, f"http://127.0.0.1:{port}"
+    await asyncio.to_thread(again.start)
+    try:
+        found = (await qbo.call("GET", f"customer/{customer['Id']}"))["Customer"]
+        assert found["DisplayName"] == "Survivor Co"
+        fresh = await qbo.token_call(
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": qbo.tokens["refresh_token"],
+            }
+        )
+        assert fresh["access_token"]
+    finally:
+        again.stop()

@@ -238,3 +238,28 @@ async def test_cdc_answers_at_most_1000_objects(qbo: Connection):
         "GET", "cdc", params={"entities": "Customer", "changedSince": before}
     )
     assert len(answer["CDCResponse"][0]["QueryResponse"][0]["Customer"]) == 1000
+
+
+async def test_delayed_deliveries_arrive_out_of_order(tmp_path, receiver, http):
+    """Faults: a delayed delivery lets later ones overtake it (events out of sequence)."""
+    hook, url = receiver
+    process = await _sandbox(tmp_path, url, "legacy")
+    try:
+        qbo = await Connection(http, process.origin).connect()
+        await qbo.admin(
+            "PUT", "faults", {"webhooks": {"delay": 1.0, "delay_seconds": 0.8}}
+        )
+        first = await qbo.customer("First")
+        await asyncio.sleep(0.3)
+        await qbo.admin("PUT", "faults", {"webhooks": {"delay": 0.0}})
+        second = await qbo.customer("Second")
+        await hook.wait(2)
+        order = [
+            json.loads(b)["eventNotifications"][0]["dataChangeEvent"]["entities"][0][
+                "id"
+            ]
+            for _, b in hook.calls
+        ]
+        assert order == [second["Id"], first["Id"]]
+    finally:
+        process.stop()
