@@ -48,10 +48,14 @@ async def run(origin: str, count: int, in_flight: int) -> dict[str, float]:
             in_flight,
             lambda n: qbo.create("Customer", {"DisplayName": f"Bench {n}"}),
         )
+        by_id = {"query": f"select * from Customer where Id = '{customer['Id']}'"}
         rates["query SELECT … WHERE Id ="] = await _rate(
-            count // 5, in_flight,
-            lambda n: qbo.call("GET", "query", params={"query": f"select * from Customer where Id = '{customer['Id']}'"}),
-        )  # fmt: skip
+            count, in_flight, lambda n: qbo.call("GET", "query", params=by_id)
+        )
+        scan = {"query": "select * from Customer where DisplayName like 'Bench 1%'"}
+        rates[f"query LIKE over {count} customers"] = await _rate(
+            count // 50, in_flight, lambda n: qbo.call("GET", "query", params=scan)
+        )
         return rates
 
 
