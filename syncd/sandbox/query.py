@@ -35,6 +35,14 @@ class Condition:
     path: str
     op: str
     values: list[Any]
+    pattern: re.Pattern[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.op == "LIKE":  # '%' is the only wildcard
+            parts = str(self.values[0]).split("%")
+            self.pattern = re.compile(
+                ".*".join(re.escape(p) for p in parts), re.I | re.S
+            )
 
 
 @dataclass
@@ -271,9 +279,8 @@ def _holds(actual: Any, condition: Condition) -> bool:
     if condition.op == "IN":
         return any(_compare(actual, v) == 0 for v in condition.values)
     expected = condition.values[0]
-    if condition.op == "LIKE":
-        pattern = "^" + ".*".join(re.escape(p) for p in str(expected).split("%")) + "$"
-        return re.match(pattern, str(actual), re.I | re.S) is not None
+    if condition.pattern is not None:
+        return condition.pattern.fullmatch(str(actual)) is not None
     result = _compare(actual, expected)
     if result is None:
         return False
