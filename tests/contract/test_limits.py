@@ -97,3 +97,32 @@ async def test_injected_faults_are_seeded(qbo: Connection):
         await qbo.admin("PUT", "faults", {"api": {"rate_429": 0, "rate_5xx": 0}})
     assert first == second
     assert {200, 429, 500} <= set(first)
+
+
+async def test_batch_requests_have_their_own_minute_quota(qbo: Connection):
+    """§6: 40 batch requests a minute per realm; the 41st gets 429."""
+    request = {"BatchItemRequest": [{"bId": "1", "Query": "select count(*) from Item"}]}
+    for _ in range(40):
+        await qbo.call("POST", "batch", request)
+    fault = await qbo.call("POST", "batch", request, expect=429)
+    assert fault["Fault"]["Error"][0]["code"] == "3001"
+    await qbo.call("GET", "preferences")  # plain requests still pass
+
+
+async def test_slow_after_commit_means_it_happened_anyway(qbo: Connection):
+    """Fault: the write commits, the answer is late; the client times out, QBO has it."""
+    await qbo.admin(
+        "PUT", "faults", {"api": {"slow_after_commit": 1.0, "slow_seconds": 1.0}}
+    )
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await qbo.customer("Late Answer Co")
+    finally:
+        await qbo.admin("PUT", "faults", {"api": {"slow_after_commit": 0.0}})
+    found = await qbo.call(
+        "GET",
+        "query",
+        params={"query": "select * from Customer where DisplayName = 'Late Answer Co'"},
+    )
+    assert len(found["QueryResponse"]["Customer"]) == 1
