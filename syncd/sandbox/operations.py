@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from syncd.sandbox import faults, names, transactions
+from syncd.sandbox import faults, names, payments, transactions
 from syncd.sandbox.company import Company
 
 Prepare = Callable[[Company, dict[str, Any], dict[str, Any] | None], None]
@@ -17,7 +17,7 @@ _PREPARE: dict[str, Prepare] = {
     "Account": names.prepare_account,
     "Invoice": lambda c, o, e: transactions.prepare_sale(c, o, e, "Invoice"),
     "SalesReceipt": lambda c, o, e: transactions.prepare_sale(c, o, e, "SalesReceipt"),
-    "Payment": transactions.prepare_payment,
+    "Payment": payments.prepare_payment,
 }
 WRITABLE = set(_PREPARE)
 # fields QBO sets itself; a client's values for them are ignored
@@ -46,9 +46,9 @@ def create(
     obj["Id"] = company.new_id()
     company.save(entity, obj, "Create")
     if entity == "Payment":
-        transactions.apply_payment(company, obj, +1)
+        payments.apply_payment(company, obj, +1)
     if entity == "Invoice":
-        transactions.refresh_balance(company, obj["CustomerRef"]["value"])
+        payments.refresh_balance(company, obj["CustomerRef"]["value"])
     return copy.deepcopy(obj)
 
 
@@ -71,18 +71,18 @@ def update(
     for key in ("Id", "SyncToken", "MetaData"):
         obj[key] = current[key]
     if entity == "Payment":
-        transactions.apply_payment(company, current, -1)
+        payments.apply_payment(company, current, -1)
     obj["_allow_duplicate_doc_number"] = allow_dup
     try:
         _PREPARE[entity](company, obj, current)
     except faults.QboFault:
         if entity == "Payment":
-            transactions.apply_payment(company, current, +1)
+            payments.apply_payment(company, current, +1)
         raise
     obj.pop("_allow_duplicate_doc_number", None)
     company.save(entity, obj, "Update")
     if entity == "Payment":
-        transactions.apply_payment(company, obj, +1)
+        payments.apply_payment(company, obj, +1)
     _refresh(company, obj)
     return copy.deepcopy(obj)
 
@@ -95,9 +95,9 @@ def delete(company: Company, entity: str, body: dict[str, Any]) -> dict[str, Any
         )
     current = _current(company, entity, body)
     if entity == "Invoice":
-        transactions.detach_invoice(company, current)
+        payments.detach_invoice(company, current)
     if entity == "Payment":
-        transactions.apply_payment(company, current, -1)
+        payments.apply_payment(company, current, -1)
     company.remove(entity, current["Id"])
     _refresh(company, current)
     return {"Id": current["Id"], "status": "Deleted", "domain": "QBO"}
@@ -111,11 +111,11 @@ def void(company: Company, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     if current.get("PrivateNote", "").startswith("Voided"):
         raise faults.business("This transaction has already been voided.")
     if entity == "Payment":
-        transactions.apply_payment(company, current, -1)
-        transactions.void_payment(current)
+        payments.apply_payment(company, current, -1)
+        payments.void_payment(current)
     else:
         if entity == "Invoice":
-            transactions.detach_invoice(company, current)
+            payments.detach_invoice(company, current)
         transactions.void_sale(current)
     company.save(entity, current, "Void")
     _refresh(company, current)
@@ -170,4 +170,4 @@ def _writable(entity: str) -> None:
 def _refresh(company: Company, obj: dict[str, Any]) -> None:
     customer = (obj.get("CustomerRef") or {}).get("value")
     if customer:
-        transactions.refresh_balance(company, customer)
+        payments.refresh_balance(company, customer)

@@ -25,7 +25,7 @@ def prepare_sale(
     """Check and complete an Invoice or SalesReceipt: lines, discount, tax, totals."""
     customer = ref_to(company, "Customer", obj.get("CustomerRef"), "CustomerRef")
     obj["CustomerRef"] = {"value": customer["Id"], "name": customer["DisplayName"]}
-    _currency(company, obj, customer)
+    check_currency(company, obj, customer)
     lines = obj.get("Line")
     if not isinstance(lines, list) or not any(_is_sale_line(line) for line in lines):
         raise faults.required("Line")
@@ -124,7 +124,7 @@ def _discount_line(
         amount = money(found[0].get("Amount", 0))
     detail.setdefault(
         "DiscountAccountRef",
-        {"value": _account_id(company, "Discounts given"), "name": "Discounts given"},
+        {"value": account_id(company, "Discounts given"), "name": "Discounts given"},
     )
     return {
         "Amount": amount,
@@ -177,7 +177,9 @@ def _tax(
     return total
 
 
-def _currency(company: Company, obj: dict[str, Any], customer: dict[str, Any]) -> None:
+def check_currency(
+    company: Company, obj: dict[str, Any], customer: dict[str, Any]
+) -> None:
     """A transaction's currency is its customer's (one currency per customer)."""
     theirs = customer["CurrencyRef"]["value"]
     wanted = (obj.get("CurrencyRef") or {}).get("value") or theirs
@@ -275,98 +277,16 @@ def _invoice_fields(obj: dict[str, Any], existing: dict[str, Any] | None) -> Non
 def _receipt_fields(company: Company, obj: dict[str, Any]) -> None:
     obj["Balance"] = Decimal(0)
     ref = obj.get("DepositToAccountRef") or {
-        "value": _account_id(company, "Undeposited Funds")
+        "value": account_id(company, "Undeposited Funds")
     }
     account = ref_to(company, "Account", ref, "DepositToAccountRef")
     obj["DepositToAccountRef"] = {"value": account["Id"], "name": account["Name"]}
 
 
-def _account_id(company: Company, name: str) -> str:
+def account_id(company: Company, name: str) -> str:
+    """The Id of a seeded account, by name."""
     accounts = company.tables["Account"].values()
     return str(next(a["Id"] for a in accounts if a["Name"] == name))
-
-
-def prepare_payment(
-    company: Company, obj: dict[str, Any], existing: dict[str, Any] | None
-) -> None:
-    """Check a Payment; its lines apply amounts to invoices (links made in apply_payment)."""
-    customer = ref_to(company, "Customer", obj.get("CustomerRef"), "CustomerRef")
-    obj["CustomerRef"] = {"value": customer["Id"], "name": customer["DisplayName"]}
-    if obj.get("TotalAmt") is None:
-        raise faults.required("TotalAmt")
-    obj["TotalAmt"] = money(obj["TotalAmt"])
-    _currency(company, obj, customer)
-    obj.setdefault("TxnDate", local_date().isoformat())
-    ref = obj.get("DepositToAccountRef") or {
-        "value": _account_id(company, "Undeposited Funds")
-    }
-    account = ref_to(company, "Account", ref, "DepositToAccountRef")
-    obj["DepositToAccountRef"] = {"value": account["Id"], "name": account["Name"]}
-    obj.setdefault("ProcessPayment", False)
-    lines: list[dict[str, Any]] = []
-    for line in obj.get("Line") or []:
-        links = [t for t in line.get("LinkedTxn", []) if t.get("TxnType") == "Invoice"]
-        if not links:
-            continue
-        invoice = company.get("Invoice", str(links[0].get("TxnId")))
-        if invoice is None:
-            raise faults.invalid_reference("Invoice", links[0].get("TxnId"))
-        if invoice["CustomerRef"]["value"] != customer["Id"]:
-            raise faults.business(
-                "A payment can only be applied to the customer's own invoices."
-            )
-        lines.append(
-            {
-                "Amount": money(line.get("Amount", 0)),
-                "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
-            }
-        )
-    applied = sum((ln["Amount"] for ln in lines), Decimal(0))
-    if applied > obj["TotalAmt"]:
-        raise faults.business(
-            "The amount applied to invoices is more than the payment's total."
-        )
-    obj["Line"] = lines
-    obj["UnappliedAmt"] = money(obj["TotalAmt"] - applied)
-
-
-def apply_payment(company: Company, payment: dict[str, Any], sign: int) -> None:
-    """Apply (sign=1) or take back (sign=-1) a payment's lines on its invoices."""
-    for line in payment.get("Line", []):
-        invoice = company.get("Invoice", line["LinkedTxn"][0]["TxnId"])
-        if invoice is None:
-            continue
-        amount = money(line["Amount"])
-        if sign > 0 and amount > invoice["Balance"]:
-            raise faults.business(
-                f"The payment is more than the open balance of invoice {invoice['DocNumber']}."
-            )
-        invoice["Balance"] = money(invoice["Balance"] - sign * amount)
-        link = {"TxnId": payment["Id"], "TxnType": "Payment"}
-        invoice["LinkedTxn"] = [t for t in invoice["LinkedTxn"] if t != link]
-        if sign > 0:
-            invoice["LinkedTxn"].append(link)
-        company.touch("Invoice", invoice)
-    refresh_balance(company, payment["CustomerRef"]["value"])
-
-
-def detach_invoice(company: Company, invoice: dict[str, Any]) -> None:
-    """A voided or deleted invoice's payments become unapplied credit."""
-    for link in invoice.get("LinkedTxn", []):
-        if link["TxnType"] != "Payment":
-            continue
-        payment = company.get("Payment", link["TxnId"])
-        if payment is None:
-            continue
-        kept = [
-            ln for ln in payment["Line"] if ln["LinkedTxn"][0]["TxnId"] != invoice["Id"]
-        ]
-        payment["Line"] = kept
-        payment["UnappliedAmt"] = money(
-            payment["TotalAmt"] - sum((ln["Amount"] for ln in kept), Decimal(0))
-        )
-        company.touch("Payment", payment)
-    invoice["LinkedTxn"] = []
 
 
 def void_sale(obj: dict[str, Any]) -> None:
@@ -379,30 +299,6 @@ def void_sale(obj: dict[str, Any]) -> None:
         obj["TxnTaxDetail"] = {"TotalTax": Decimal(0)}
     note = obj.get("PrivateNote") or ""
     obj["PrivateNote"] = f"Voided{' - ' + note if note else ''}"
-
-
-def void_payment(obj: dict[str, Any]) -> None:
-    """A voided payment: zero amounts, "Voided" note (qbo.md §2 Payment)."""
-    obj["TotalAmt"] = Decimal(0)
-    obj["UnappliedAmt"] = Decimal(0)
-    obj["Line"] = []
-    obj["PrivateNote"] = "Voided"
-
-
-def refresh_balance(company: Company, customer_id: str) -> None:
-    """A customer's Balance is the sum of their open invoices."""
-    customer = company.get("Customer", customer_id)
-    if customer is None:
-        return
-    total = sum(
-        (
-            i["Balance"]
-            for i in company.tables["Invoice"].values()
-            if i["CustomerRef"]["value"] == customer_id
-        ),
-        Decimal(0),
-    )
-    customer["Balance"] = customer["BalanceWithJobs"] = money(total)
 
 
 def mark_sent(obj: dict[str, Any], send_to: str | None) -> None:
