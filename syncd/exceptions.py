@@ -1,9 +1,15 @@
 """The whole exception tree of syncd, each class named for what it asks of the caller.
 
-SyncdError                 base; never raised itself
-├── ConfigError            syncd.toml or rules invalid; .problems lists every one
-├── InvalidMessageError    an inbound message fails validation: refuse, never retry
-└── StoreError             the store cannot be used: crash, the supervisor restarts
+SyncdError                  base; never raised itself
+├── ConfigError             syncd.toml or rules invalid; .problems lists every one
+├── InvalidMessageError     an inbound message fails validation: refuse, never retry
+├── StoreError              the store cannot be used: crash, the supervisor restarts
+└── QboError                raised only by syncd.qbo; .code and .detail from QBO
+    ├── QboTransientError   network, timeout, 5xx, 429 (.retry_after): retry later
+    ├── QboAuthError        refresh refused / grant revoked: pause the realm, reconnect
+    ├── QboStaleError       stale SyncToken (5010): re-read and retry
+    ├── QboNotFoundError    the object is gone (610): follow the rules
+    └── QboRejectedError    validation or business fault: fix the data, then retry
 """
 
 from __future__ import annotations
@@ -32,3 +38,49 @@ class InvalidMessageError(SyncdError):
 
 class StoreError(SyncdError):
     """The store is unusable (newer schema, corrupt file, disk full)."""
+
+
+class QboError(SyncdError):
+    """QBO refused or could not be reached; `code`/`detail` are QBO's when it said."""
+
+    retryable = False
+
+    def __init__(self, message: str, code: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.detail = detail
+
+
+class QboTransientError(QboError):
+    """Try again later (network, timeout, 5xx, 429); `retry_after` seconds if known."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        code: str = "",
+        detail: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code, detail)
+        self.retry_after = retry_after
+
+
+class QboAuthError(QboError):
+    """The company must be reconnected: the grant is gone or refused."""
+
+
+class QboStaleError(QboError):
+    """Someone changed the object since it was read: re-read, re-plan, retry."""
+
+    retryable = True
+
+
+class QboNotFoundError(QboError):
+    """The object does not exist in QBO (deleted, or never there)."""
+
+
+class QboRejectedError(QboError):
+    """QBO refused the data (validation or business rule): fix it, then retry."""

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import structlog
 from hypothesis import settings
 
 from tests.mosquitto import Broker
+from tests.sandbox_process import SandboxProcess
 from tests.syncd_process import SyncdProcess, write_config
 
 settings.register_profile("ci", max_examples=200, deadline=None)
@@ -37,3 +39,18 @@ def syncd(tmp_path: Path, broker: Broker) -> Iterator[SyncdProcess]:
     yield proc
     if proc.proc is not None:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """One QBO sandbox process for the suite; every test connects its own company."""
+    process = SandboxProcess(Path(tmp_path_factory.mktemp("sandbox")))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

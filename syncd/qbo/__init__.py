@@ -1,0 +1,30 @@
+"""syncd's QBO client library.
+
+It imports only the stdlib, aiohttp, authlib, simplejson and syncd.exceptions.
+"""
+
+from __future__ import annotations
+
+from syncd.qbo.auth import (
+    App,
+    Endpoints,
+    QboAuth,
+    TokenStore,
+    authorize_url,
+    exchange_code,
+    revoke,
+)
+from syncd.qbo.client import QboClient
+from syncd.qbo.throttle import RealmLimiter
+
+__all__ = [
+    "App",
+    "Endpoints",
+    "QboAuth",
+    "QboClient",
+    "RealmLimiter",
+    "TokenStore",
+    "authorize_url",
+    "exchange_code",
+    "revoke",
+]

@@ -1,0 +1,179 @@
+"""Intuit OAuth 2.0 on aiohttp with authlib's protocol helpers.
+
+Intuit rotates refresh tokens and a superseded one answers `invalid_grant`, so every new
+token is persisted (through the TokenStore) BEFORE it is used, and refreshes of one realm
+are single-flight under a lock: one refresher per realm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
+
+from syncd.exceptions import QboAuthError, QboTransientError
+from syncd.qbo.errors import map_errors
+
+SCOPE = "com.intuit.quickbooks.accounting"
+_INTUIT = {
+    "authorize": "https://appcenter.intuit.com/connect/oauth2",
+    "token": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    "revoke": "https://developer.api.intuit.com/v2/oauth2/tokens/revoke",
+}
+_API = {
+    "production": "https://quickbooks.api.intuit.com",
+    "sandbox": "https://sandbox-quickbooks.api.intuit.com",
+}
+REFRESH_LEEWAY = 300  # seconds before expiry when a token is refreshed
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where Intuit is: its real hosts, or one `base_url` (syncd's QBO sandbox)."""
+
+    authorize: str
+    token: str
+    revoke: str
+    api: str
+
+    @classmethod
+    def for_environment(cls, environment: str, base_url: str = "") -> Endpoints:
+        """Intuit's hosts for `environment`, or every path on `base_url`."""
+        if base_url:
+            base = base_url.rstrip("/")
+            return cls(base + "/connect/oauth2", base + "/oauth2/v1/tokens/bearer",
+                       base + "/v2/oauth2/tokens/revoke", base)  # fmt: skip
+        return cls(
+            _INTUIT["authorize"], _INTUIT["token"], _INTUIT["revoke"], _API[environment]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """The app's credentials as Intuit issued them."""
+
+    client_id: str
+    client_secret: str
+    redirect_uri: str
+
+
+class TokenStore(Protocol):
+    """Where a realm's latest tokens are kept (encrypted at rest)."""
+
+    async def save_token(
+        self, tenant: str, realm_id: str, token: dict[str, Any]
+    ) -> None:
+        """Persist the latest token set of a tenant's realm."""
+
+
+def authorize_url(endpoints: Endpoints, app: App, state: str) -> str:
+    """The consent URL the admin's browser goes to."""
+    url: str = prepare_grant_uri(
+        endpoints.authorize, app.client_id, "code", app.redirect_uri, SCOPE, state
+    )
+    return url
+
+
+async def exchange_code(
+    http: aiohttp.ClientSession, endpoints: Endpoints, app: App, code: str
+) -> dict[str, Any]:
+    """Trade an authorization code for the first token set."""
+    body = prepare_token_request(
+        "authorization_code", code=code, redirect_uri=app.redirect_uri
+    )
+    return await _token_call(http, endpoints, app, body)
+
+
+async def revoke(
+    http: aiohttp.ClientSession, endpoints: Endpoints, app: App, token: str
+) -> None:
+    """Revoke a refresh token (ends the company's grant)."""
+    headers = {"Authorization": aiohttp.encode_basic_auth(app.client_id, app.client_secret),
+               "Accept": "application/json"}  # fmt: skip
+    with map_errors():
+        async with http.post(
+            endpoints.revoke, json={"token": token}, headers=headers
+        ) as r:
+            if r.status >= 500:
+                raise QboTransientError(f"revoke failed with HTTP {r.status}")
+
+
+async def _token_call(
+    http: aiohttp.ClientSession, endpoints: Endpoints, app: App, body: str
+) -> dict[str, Any]:
+    headers = {
+        "Authorization": aiohttp.encode_basic_auth(app.client_id, app.client_secret),
+        "Accept": "application/json",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    with map_errors():
+        async with http.post(endpoints.token, data=body, headers=headers) as r:
+            data = await r.json(content_type=None)
+            status = r.status
+    if status >= 500:
+        raise QboTransientError(f"Intuit's token endpoint answered HTTP {status}")
+    if status != 200 or not isinstance(data, dict) or "access_token" not in data:
+        error = data.get("error", "unknown") if isinstance(data, dict) else "unknown"
+        raise QboAuthError(
+            f"Intuit refused the token request ({error}): reconnect needed", error
+        )
+    data["expires_at"] = int(time.time()) + int(data.get("expires_in", 3600))
+    return dict(data)
+
+
+class QboAuth:
+    """One realm's bearer tokens: refreshed ahead of expiry, single-flight, persisted first."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        endpoints: Endpoints,
+        app: App,
+        *,
+        tenant: str,
+        realm_id: str,
+        token: dict[str, Any],
+        store: TokenStore,
+    ) -> None:
+        self._http, self._endpoints, self._app = http, endpoints, app
+        self.tenant, self.realm_id = tenant, realm_id
+        self._token = token
+        self._store = store
+        self._lock = asyncio.Lock()
+        self.refreshes = 0
+
+    async def bearer(self) -> str:
+        """The Authorization header value, refreshing first when due."""
+        async with self._lock:
+            if self._token.get("expires_at", 0) - REFRESH_LEEWAY <= time.time():
+                await self._refresh()
+            return f"Bearer {self._token['access_token']}"
+
+    def rejected(self, header: str) -> None:
+        """QBO said 401 to `header`: refresh before the next call, unless already done.
+
+        Many calls may fail on the same dead token at once; only a report about the
+        current token marks it, so they share one refresh.
+        """
+        if header == f"Bearer {self._token['access_token']}":
+            self._token["expires_at"] = 0
+
+    async def _refresh(self) -> None:
+        body = prepare_token_request(
+            "refresh_token", refresh_token=self._token["refresh_token"]
+        )
+        fresh = await _token_call(self._http, self._endpoints, self._app, body)
+        fresh.setdefault("refresh_token", self._token["refresh_token"])
+        # the old refresh token may already be dead: the new one is saved before any use
+        await self._store.save_token(self.tenant, self.realm_id, fresh)
+        self._token = fresh
+        self.refreshes += 1
+
+    @property
+    def refresh_token(self) -> str:
+        """The current refresh token (for revoke)."""
+        return str(self._token["refresh_token"])

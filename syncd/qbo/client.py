@@ -1,0 +1,196 @@
+"""QboClient: typed calls on QBO's Accounting API over an injected aiohttp session.
+
+Every write carries a `requestid` (QBO replays the first answer for a repeated id);
+transient failures retry briefly in the call (never a 429: Intuit asks for a minute's
+pause, which the durable job retry gives); a 401 forces one token refresh and one retry.
+Amounts travel as exact decimals (simplejson with Decimal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import simplejson
+
+from syncd.exceptions import QboAuthError, QboTransientError
+from syncd.qbo.auth import QboAuth
+from syncd.qbo.errors import fault_of, from_response, map_errors
+from syncd.qbo.throttle import RealmLimiter
+
+MINOR_VERSION = "75"
+_ATTEMPTS = 3
+_TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+class QboClient:
+    """One realm's API."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        api_base: str,
+        auth: QboAuth,
+        limiter: RealmLimiter | None = None,
+    ) -> None:
+        self._http = http
+        self._base = f"{api_base.rstrip('/')}/v3/company/{auth.realm_id}"
+        self._auth = auth
+        self._limiter = limiter or RealmLimiter()
+        self.calls: dict[str, int] = {"read": 0, "write": 0}
+
+    @property
+    def realm_id(self) -> str:
+        """The company this client talks to."""
+        return self._auth.realm_id
+
+    async def create(
+        self, entity: str, body: dict[str, Any], request_id: str
+    ) -> dict[str, Any]:
+        """Create an object; return it as QBO stored it."""
+        return await self._write(entity, body, request_id)
+
+    async def update(
+        self, entity: str, body: dict[str, Any], request_id: str
+    ) -> dict[str, Any]:
+        """Update (sparse when `body["sparse"]`); `Id` and `SyncToken` must be in `body`."""
+        return await self._write(entity, body, request_id)
+
+    async def void(
+        self, entity: str, key: dict[str, str], request_id: str
+    ) -> dict[str, Any]:
+        """Void an Invoice (`operation=void`) or a Payment/SalesReceipt (`include=void`)."""
+        if entity == "Invoice":
+            return await self._write(entity, key, request_id, {"operation": "void"})
+        body = {**key, "sparse": True}
+        return await self._write(
+            entity, body, request_id, {"operation": "update", "include": "void"}
+        )
+
+    async def delete(
+        self, entity: str, key: dict[str, str], request_id: str
+    ) -> dict[str, Any]:
+        """Delete a transaction (`operation=delete`)."""
+        return await self._write(entity, key, request_id, {"operation": "delete"})
+
+    async def send(
+        self, entity: str, entity_id: str, send_to: str | None = None
+    ) -> dict[str, Any]:
+        """Have QBO e-mail the invoice."""
+        params = {"sendTo": send_to} if send_to else {}
+        path = f"{entity.lower()}/{entity_id}/send"
+        body = await self._call("POST", path, params=params, data=b"", kind="write",
+                                content_type="application/octet-stream")  # fmt: skip
+        return dict(body[entity])
+
+    async def read(self, entity: str, entity_id: str) -> dict[str, Any]:
+        """Read one object."""
+        body = await self._call("GET", f"{entity.lower()}/{entity_id}", kind="read")
+        return dict(body[entity])
+
+    async def query(self, statement: str) -> dict[str, Any]:
+        """Run one query statement; return its QueryResponse."""
+        body = await self._call(
+            "GET", "query", params={"query": statement}, kind="read"
+        )
+        return dict(body.get("QueryResponse") or {})
+
+    async def preferences(self) -> dict[str, Any]:
+        """The company's preferences (home currency, multicurrency, custom fields)."""
+        body = await self._call("GET", "preferences", kind="read")
+        return dict(body["Preferences"])
+
+    async def pdf(self, entity: str, entity_id: str) -> bytes:
+        """The PDF QBO renders for an invoice or sales receipt."""
+        data: bytes = await self._call("GET", f"{entity.lower()}/{entity_id}/pdf", kind="read",
+                                       accept="application/pdf", raw=True)  # fmt: skip
+        return data
+
+    async def _write(
+        self,
+        entity: str,
+        body: dict[str, Any],
+        request_id: str,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        data = simplejson.dumps(body, use_decimal=True).encode()
+        query = {"requestid": request_id[:50], **(params or {})}
+        answer = await self._call(
+            "POST", entity.lower(), params=query, data=data, kind="write"
+        )
+        return dict(answer[entity])
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        kind: str,
+        params: dict[str, str] | None = None,
+        data: bytes | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        raw: bool = False,
+    ) -> Any:
+        refreshed = False
+        for attempt in range(1, _ATTEMPTS + 1):
+            header = await self._auth.bearer()
+            try:
+                request = (method, path, kind, params, data, content_type, accept, raw)
+                return await self._once(*request, authorization=header)
+            except QboAuthError:
+                if refreshed:
+                    raise
+                refreshed = (
+                    True  # one refresh, one retry: the token may have died early
+                )
+                self._auth.rejected(header)
+            except QboTransientError as exc:
+                if exc.retry_after or attempt == _ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0.2, 0.5) * 2**attempt)  # noqa: S311 -- jitter
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(
+        self, method: str, path: str, kind: str, params: dict[str, str] | None, data: bytes | None,
+        content_type: str, accept: str, raw: bool, *, authorization: str,
+    ) -> Any:  # fmt: skip
+        headers = {"Authorization": authorization, "Accept": accept}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        query = {"minorversion": MINOR_VERSION, **(params or {})}
+        async with self._limiter.slot():
+            self.calls[kind] += 1
+            with map_errors():
+                url = f"{self._base}/{path}"
+                async with self._http.request(method, url, params=query, data=data,
+                                              headers=headers, timeout=_TIMEOUT) as r:  # fmt: skip
+                    status, payload, ctype = r.status, await r.read(), r.content_type
+        if raw and status == 200 and ctype != "application/json":
+            return payload
+        body = _parse(payload)
+        error = from_response(status, body) if status != 200 else fault_of(body)
+        if error is not None:
+            raise error
+        return body
+
+
+def _parse(payload: bytes) -> Any:
+    try:
+        return simplejson.loads(payload, use_decimal=True)
+    except (ValueError, UnicodeDecodeError):
+        return {
+            "Fault": {
+                "Error": [
+                    {"code": "", "Message": payload[:200].decode("utf-8", "replace")}
+                ]
+            }
+        }
+
+
+def money(value: Any) -> Decimal:
+    """QBO amounts as Decimal (they arrive as exact decimals already)."""
+    return value if isinstance(value, Decimal) else Decimal(str(value))

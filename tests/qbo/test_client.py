@@ -1,0 +1,231 @@
+"""syncd's QBO client against the sandbox over real HTTP: calls, errors, tokens, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import aiohttp
+import pytest
+
+import syncd.qbo
+from syncd.exceptions import (
+    QboAuthError,
+    QboNotFoundError,
+    QboRejectedError,
+    QboStaleError,
+    QboTransientError,
+)
+from syncd.qbo import (
+    App,
+    Endpoints,
+    QboAuth,
+    QboClient,
+    RealmLimiter,
+    authorize_url,
+    exchange_code,
+)
+from tests.sandbox_process import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    REDIRECT,
+    Connection,
+    SandboxProcess,
+)
+
+APP = App(CLIENT_ID, CLIENT_SECRET, REDIRECT)
+
+
+class MemoryTokens:
+    def __init__(self) -> None:
+        self.saved: list[dict[str, Any]] = []
+
+    async def save_token(
+        self, tenant: str, realm_id: str, token: dict[str, Any]
+    ) -> None:
+        self.saved.append(token)
+
+
+async def connect(
+    http: aiohttp.ClientSession, origin: str, limiter: RealmLimiter | None = None
+):
+    endpoints = Endpoints.for_environment("sandbox", origin)
+    async with http.get(
+        authorize_url(endpoints, APP, "st-1"), allow_redirects=False
+    ) as r:
+        callback = parse_qs(urlparse(r.headers["Location"]).query)
+    token = await exchange_code(http, endpoints, APP, callback["code"][0])
+    store = MemoryTokens()
+    auth = QboAuth(
+        http,
+        endpoints,
+        APP,
+        tenant="acme",
+        realm_id=callback["realmId"][0],
+        token=token,
+        store=store,
+    )
+    return QboClient(http, endpoints.api, auth, limiter), auth, store
+
+
+def test_public_names():
+    """The qbo package's public surface is what its __all__ says."""
+    assert sorted(syncd.qbo.__all__) == sorted(
+        [
+            "App",
+            "Endpoints",
+            "QboAuth",
+            "QboClient",
+            "RealmLimiter",
+            "TokenStore",
+            "authorize_url",
+            "exchange_code",
+            "revoke",
+        ]
+    )
+
+
+def test_endpoints_default_to_intuits_hosts():
+    """Without base_url the client talks to Intuit's production or sandbox hosts."""
+    assert (
+        Endpoints.for_environment("production").api
+        == "https://quickbooks.api.intuit.com"
+    )
+    sandbox = Endpoints.for_environment("sandbox")
+    assert sandbox.api == "https://sandbox-quickbooks.api.intuit.com"
+    assert sandbox.token == "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+
+
+async def test_writes_reads_and_exact_money(sandbox: SandboxProcess, http):
+    """Create, sparse update, query, send, void, delete, PDF; amounts stay Decimal."""
+    client, _, _ = await connect(http, sandbox.origin)
+    customer = await client.create("Customer", {"DisplayName": "Client Co"}, "r-1")
+    item = await client.create(
+        "Item", {"Name": "Work", "IncomeAccountRef": {"value": "1"}}, "r-2"
+    )
+    line = {
+        "DetailType": "SalesItemLineDetail",
+        "Amount": Decimal("0.10"),
+        "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}},
+    }
+    body = {
+        "CustomerRef": {"value": customer["Id"]},
+        "Line": [line, {**line, "Amount": Decimal("0.20")}],
+    }
+    invoice = await client.create("Invoice", body, "r-3")
+    assert invoice["TotalAmt"] == Decimal("0.30")  # never 0.30000000000000004
+    updated = await client.update(
+        "Invoice",
+        {"Id": invoice["Id"], "SyncToken": "0", "sparse": True, "PrivateNote": "n"},
+        "r-4",
+    )
+    assert updated["SyncToken"] == "1"
+    rows = await client.query(f"select * from Invoice where Id = '{invoice['Id']}'")
+    assert rows["Invoice"][0]["PrivateNote"] == "n"
+    sent = await client.send("Invoice", invoice["Id"], "ap@client.test")
+    assert sent["EmailStatus"] == "EmailSent"
+    assert (await client.pdf("Invoice", invoice["Id"])).startswith(b"%PDF-")
+    voided = await client.void(
+        "Invoice", {"Id": invoice["Id"], "SyncToken": sent["SyncToken"]}, "r-5"
+    )
+    assert voided["TotalAmt"] == 0
+    again = await client.create("Invoice", body, "r-6")
+    deleted = await client.delete(
+        "Invoice", {"Id": again["Id"], "SyncToken": "0"}, "r-7"
+    )
+    assert deleted["status"] == "Deleted"
+    prefs = await client.preferences()
+    assert prefs["CurrencyPrefs"]["HomeCurrency"] == {"value": "USD"}
+
+
+async def test_requestid_makes_a_repeated_create_the_same_object(sandbox, http):
+    """A retried write with the same requestid does not create a second object."""
+    client, _, _ = await connect(http, sandbox.origin)
+    first = await client.create("Customer", {"DisplayName": "Once Co"}, "same-id")
+    second = await client.create("Customer", {"DisplayName": "Once Co"}, "same-id")
+    assert first["Id"] == second["Id"]
+
+
+async def test_faults_become_errors_that_say_what_to_do(sandbox, http):
+    """6240 → rejected, 5010 → stale, 610 → not found; codes and details kept."""
+    client, _, _ = await connect(http, sandbox.origin)
+    customer = await client.create("Customer", {"DisplayName": "Dup Co"}, "a")
+    with pytest.raises(QboRejectedError) as rejected:
+        await client.create("Customer", {"DisplayName": "Dup Co"}, "b")
+    assert rejected.value.code == "6240"
+    assert not rejected.value.retryable
+    await client.update(
+        "Customer",
+        {"Id": customer["Id"], "SyncToken": "0", "sparse": True, "Notes": "x"},
+        "c",
+    )
+    with pytest.raises(QboStaleError) as stale:
+        await client.update(
+            "Customer",
+            {"Id": customer["Id"], "SyncToken": "0", "sparse": True, "Notes": "y"},
+            "d",
+        )
+    assert stale.value.code == "5010"
+    with pytest.raises(QboNotFoundError):
+        await client.read("Invoice", "999999")
+
+
+async def test_throttle_and_server_errors_are_transient(sandbox, http):
+    """429 → transient with a minute's pause; 5xx retried in the call, then transient."""
+    client, _, _ = await connect(http, sandbox.origin)
+    admin = Connection(http, sandbox.origin)
+    await admin.admin("PUT", "faults", {"seed": 1, "api": {"rate_429": 1.0}})
+    try:
+        with pytest.raises(QboTransientError) as throttled:
+            await client.preferences()
+        assert (throttled.value.code, throttled.value.retry_after) == ("3001", 60.0)
+        assert client.calls["read"] == 1  # no in-call retry of a 429
+        await admin.admin("PUT", "faults", {"api": {"rate_429": 0.0, "rate_5xx": 1.0}})
+        with pytest.raises(QboTransientError):
+            await client.preferences()
+        assert client.calls["read"] == 1 + 3
+    finally:
+        await admin.admin("PUT", "faults", {"api": {"rate_429": 0.0, "rate_5xx": 0.0}})
+
+
+async def test_expired_tokens_refresh_once_and_are_saved_first(sandbox, http):
+    """Ten calls on an expired token make one refresh; the new token is stored."""
+    client, auth, store = await connect(http, sandbox.origin)
+    old_refresh = auth.refresh_token
+    await Connection(http, sandbox.origin).admin(
+        "POST", "tokens/expire", {"realm": client.realm_id}
+    )
+    await asyncio.gather(*(client.preferences() for _ in range(10)))
+    assert auth.refreshes == 1
+    assert [t["refresh_token"] for t in store.saved] == [auth.refresh_token]
+    assert auth.refresh_token != old_refresh
+
+
+async def test_a_revoked_grant_is_an_auth_error(sandbox, http):
+    """After revoke, calls fail with QboAuthError: reconnect needed."""
+    client, auth, _ = await connect(http, sandbox.origin)
+    await syncd.qbo.revoke(
+        http,
+        Endpoints.for_environment("sandbox", sandbox.origin),
+        APP,
+        auth.refresh_token,
+    )
+    with pytest.raises(QboAuthError, match="reconnect needed"):
+        await client.preferences()
+
+
+async def test_the_limiter_keeps_under_the_quota(tmp_path, http):
+    """A client limited to the realm's quota never meets a 429."""
+    tight = SandboxProcess(tmp_path, "--per-minute", "5", "--time-scale", "60")
+    await asyncio.to_thread(tight.start)
+    try:
+        client, _, _ = await connect(
+            http, tight.origin, RealmLimiter(per_minute=5, window=1.05)
+        )
+        for _ in range(12):
+            await client.preferences()
+        assert client.calls["read"] == 12
+    finally:
+        tight.stop()
