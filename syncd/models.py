@@ -61,11 +61,15 @@ class Invoice:
     data: dict[str, Any]
     sync_state: SyncState = SyncState.NOT_SYNCED
     qbo_id: str | None = None
+    qbo_sync_token: str | None = None
     qbo_doc_number: str | None = None
     qbo_status: str | None = None
     balance: str | None = None
     last_synced_at: datetime | None = None
     error: str | None = None
+    pushed_hash: str | None = (
+        None  # of the last body written to QBO: no call if unchanged
+    )
     updated_at: datetime
 
     @property
@@ -126,6 +130,57 @@ class LedgerEntry:
     payload: bytes | None = None
 
 
+class JobStatus(StrEnum):
+    """Where a QBO job stands.
+
+    `in_flight` is the intent ledger: committed before the call, so after a crash its
+    outcome is unclear and QBO is asked before retrying.
+    """
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(slots=True, kw_only=True)
+class Job:
+    """One QBO write to make for one invoice (or payment), durable until done."""
+
+    tenant: str
+    invoice_id: str
+    kind: str  # invoice.push, invoice.send, invoice.void, invoice.delete
+    id: int | None = None
+    status: JobStatus = JobStatus.PENDING
+    attempts: int = 0
+    next_attempt_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+    last_error: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class Connection:
+    """A tenant's QBO company and the app's tokens for it (decrypted only in memory)."""
+
+    tenant: str
+    realm_id: str
+    status: str  # connected, needs_reconnect
+    token: dict[str, Any] = field(repr=False)
+    preferences: dict[str, Any] = field(default_factory=dict)
+    connected_at: datetime
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Link:
+    """A CRM thing (customer, item) known to be a QBO object."""
+
+    tenant: str
+    kind: str  # customer, item
+    key: str
+    qbo_id: str
+
+
 @dataclass(slots=True)
 class ChangeSet:
     """Everything one batch changes, written by the store in one transaction."""
@@ -135,6 +190,8 @@ class ChangeSet:
     history: list[HistoryEntry] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     outbox: list[Outbound] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)  # new (id None) or updated
+    links: list[Link] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import orjson
 
 from syncd.exceptions import StoreError
 from syncd.models import (
@@ -25,53 +24,25 @@ from syncd.models import (
     LedgerEntry,
     OutboxRow,
     Outcome,
-    SyncState,
 )
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE messages (
-        tenant TEXT NOT NULL, message_id TEXT NOT NULL, topic TEXT NOT NULL,
-        type TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL,
-        received_at TEXT NOT NULL, payload BLOB,
-        PRIMARY KEY (tenant, message_id)) WITHOUT ROWID;
-    CREATE INDEX messages_deferred ON messages (outcome) WHERE outcome = 'deferred';
-    CREATE TABLE invoices (
-        tenant TEXT NOT NULL, invoice_id TEXT NOT NULL, status TEXT NOT NULL,
-        version INTEGER NOT NULL, sync_state TEXT NOT NULL, data BLOB NOT NULL,
-        qbo_id TEXT, qbo_doc_number TEXT, qbo_status TEXT, balance TEXT,
-        last_synced_at TEXT, error TEXT, updated_at TEXT NOT NULL,
-        PRIMARY KEY (tenant, invoice_id)) WITHOUT ROWID;
-    CREATE INDEX invoices_sync_state ON invoices (tenant, sync_state);
-    CREATE TABLE history (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
-        invoice_id TEXT NOT NULL, from_status TEXT, to_status TEXT NOT NULL,
-        cause TEXT NOT NULL, event_id TEXT NOT NULL, at TEXT NOT NULL);
-    CREATE INDEX history_invoice ON history (tenant, invoice_id, seq);
-    CREATE TABLE failures (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, invoice_id TEXT,
-        operation TEXT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
-        attempts INTEGER NOT NULL, retryable INTEGER NOT NULL, event_id TEXT,
-        at TEXT NOT NULL, resolved_at TEXT);
-    CREATE INDEX failures_tenant ON failures (tenant, seq);
-    CREATE TABLE outbox (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
-        payload BLOB NOT NULL, retain INTEGER NOT NULL);
-    """,
-)
+from syncd.secrets import Cipher
+from syncd.store import rows
+from syncd.store.qbo_tables import QboTables, write_jobs, write_links
+from syncd.store.schema import MIGRATIONS
 
 _INVOICE_COLS = (
     "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
-    "qbo_status, balance, last_synced_at, error, updated_at"
+    "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_hash"
 )
 _CHUNK = 500  # stays far below SQLite's bound-parameter limit
 
 
-class SqliteStore:
+class SqliteStore(QboTables):
     """The Store on one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cipher: Cipher | None = None) -> None:
         self.path = path
+        self.cipher = cipher
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one writer; reads never see a half-done batch
 
@@ -152,7 +123,7 @@ class SqliteStore:
                 )
                 async with db.execute(sql, [tenant, *chunk]) as cur:
                     for row in await cur.fetchall():
-                        found[row[1]] = _invoice(row)
+                        found[row[1]] = rows.invoice(row)
         return found
 
     async def commit(self, changes: ChangeSet) -> None:
@@ -160,27 +131,29 @@ class SqliteStore:
         async with self._tx() as db:
             await db.executemany(
                 "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [_ledger_row(e) for e in changes.ledger],
+                [rows.ledger_row(e) for e in changes.ledger],
             )
             await db.executemany(
                 f"INSERT OR REPLACE INTO invoices ({_INVOICE_COLS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_invoice_row(i) for i in changes.invoices.values()],
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [rows.invoice_row(i) for i in changes.invoices.values()],
             )
             await db.executemany(
                 "INSERT INTO history (tenant, invoice_id, from_status, to_status, cause,"
                 " event_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [_history_row(h) for h in changes.history],
+                [rows.history_row(h) for h in changes.history],
             )
             await db.executemany(
                 "INSERT INTO failures (tenant, invoice_id, operation, code, message,"
                 " attempts, retryable, event_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_failure_row(f) for f in changes.failures],
+                [rows.failure_row(f) for f in changes.failures],
             )
             await db.executemany(
                 "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, ?)",
                 [(o.topic, o.payload, int(o.retain)) for o in changes.outbox],
             )
+            await write_jobs(db, changes.jobs)
+            await write_links(db, changes.links)
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Return the oldest unpublished messages, in order."""
@@ -292,86 +265,3 @@ async def _migrate(db: aiosqlite.Connection) -> None:
 def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when else None
-
-
-def _ledger_row(e: LedgerEntry) -> tuple[Any, ...]:
-    return (
-        e.tenant,
-        e.message_id,
-        e.topic,
-        e.type,
-        e.outcome.value,
-        e.reason,
-        e.received_at.isoformat(),
-        e.payload,
-    )
-
-
-def _invoice_row(i: Invoice) -> tuple[Any, ...]:
-    return (
-        i.tenant,
-        i.invoice_id,
-        i.status,
-        i.version,
-        i.sync_state.value,
-        orjson.dumps(i.data),
-        i.qbo_id,
-        i.qbo_doc_number,
-        i.qbo_status,
-        i.balance,
-        _iso(i.last_synced_at),
-        i.error,
-        i.updated_at.isoformat(),
-    )
-
-
-def _invoice(row: Any) -> Invoice:
-    (tenant, invoice_id, status, version, sync_state, data, qbo_id, doc, qbo_status,
-     balance, last_synced_at, error, updated_at) = row  # fmt: skip
-    return Invoice(
-        tenant=tenant,
-        invoice_id=invoice_id,
-        status=status,
-        version=version,
-        sync_state=SyncState(sync_state),
-        data=orjson.loads(data),
-        qbo_id=qbo_id,
-        qbo_doc_number=doc,
-        qbo_status=qbo_status,
-        balance=balance,
-        last_synced_at=datetime.fromisoformat(last_synced_at)
-        if last_synced_at
-        else None,
-        error=error,
-        updated_at=datetime.fromisoformat(updated_at),
-    )
-
-
-def _history_row(h: HistoryEntry) -> tuple[Any, ...]:
-    return (
-        h.tenant,
-        h.invoice_id,
-        h.from_status,
-        h.to_status,
-        h.cause,
-        h.event_id,
-        h.at.isoformat(),
-    )
-
-
-def _failure_row(f: Failure) -> tuple[Any, ...]:
-    return (
-        f.tenant,
-        f.invoice_id,
-        f.operation,
-        f.code,
-        f.message,
-        f.attempts,
-        int(f.retryable),
-        f.event_id,
-        f.at.isoformat(),
-    )

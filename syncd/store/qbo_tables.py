@@ -1,0 +1,197 @@
+"""SQL for QBO connections, one-time OAuth states, jobs and links (mixed into SqliteStore)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from syncd.models import Connection, Job, JobStatus, Link
+from syncd.secrets import Cipher
+from syncd.store import rows
+
+_JOB_COLS = (
+    "tenant, invoice_id, kind, status, attempts, next_attempt_at, payload, last_error"
+)
+
+
+class QboTables:
+    """Connections (tokens sealed), OAuth states, the jobs queue and links."""
+
+    cipher: Cipher | None
+
+    def _tx(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        raise NotImplementedError  # pragma: no cover -- provided by SqliteStore
+
+    def _read(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        raise NotImplementedError  # pragma: no cover -- provided by SqliteStore
+
+    def _sealer(self) -> Cipher:
+        if self.cipher is None:
+            from syncd.exceptions import ConfigError
+
+            raise ConfigError(
+                ["SYNCD_SECRET_KEY is needed to keep QBO tokens (encrypted)"]
+            )
+        return self.cipher
+
+    async def connection(self, tenant: str) -> Connection | None:
+        """Return the tenant's QBO connection."""
+        sql = ("SELECT realm_id, status, token, preferences, connected_at, error "
+               "FROM connections WHERE tenant = ?")  # fmt: skip
+        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        realm_id, status, token, prefs, connected_at, error = row
+        return Connection(
+            tenant=tenant, realm_id=realm_id, status=status, token=self._sealer().open(token),
+            preferences=orjson.loads(prefs), connected_at=datetime.fromisoformat(connected_at),
+            error=error,
+        )  # fmt: skip
+
+    async def save_connection(self, conn: Connection) -> None:
+        """Insert or replace a connection (token sealed)."""
+        sealed = self._sealer().seal(conn.token)
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO connections VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conn.tenant,
+                    conn.realm_id,
+                    conn.status,
+                    sealed,
+                    orjson.dumps(conn.preferences),
+                    conn.connected_at.isoformat(),
+                    conn.error,
+                ),
+            )
+
+    async def save_token(
+        self, tenant: str, realm_id: str, token: dict[str, Any]
+    ) -> None:
+        """TokenStore: persist a rotated token set before it is used."""
+        sealed = self._sealer().seal(token)
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE connections SET token = ?, status = 'connected', error = NULL "
+                "WHERE tenant = ? AND realm_id = ?",
+                (sealed, tenant, realm_id),
+            )
+
+    async def set_connection_status(
+        self, tenant: str, status: str, error: str | None
+    ) -> None:
+        """Mark a connection (e.g. needs_reconnect after invalid_grant)."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE connections SET status = ?, error = ? WHERE tenant = ?",
+                (status, error, tenant),
+            )
+
+    async def delete_connection(self, tenant: str) -> None:
+        """Forget a tenant's connection (after revoke)."""
+        async with self._tx() as db:
+            await db.execute("DELETE FROM connections WHERE tenant = ?", (tenant,))
+
+    async def linked_invoices(self, tenant: str) -> int:
+        """How many of the tenant's invoices have a QBO copy."""
+        sql = "SELECT count(*) FROM invoices WHERE tenant = ? AND qbo_id IS NOT NULL"
+        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def unlink_invoices(self, tenant: str) -> None:
+        """Forget QBO ids (the admin switched the tenant to another company)."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE invoices SET qbo_id = NULL, qbo_sync_token = NULL, pushed_hash = NULL, "
+                "sync_state = 'not_synced' WHERE tenant = ?",
+                (tenant,),
+            )
+            await db.execute("DELETE FROM links WHERE tenant = ?", (tenant,))
+
+    async def new_state(
+        self, state: str, tenant: str, force: bool, now: datetime
+    ) -> None:
+        """Remember a one-time OAuth state."""
+        async with self._tx() as db:
+            await db.execute("INSERT INTO oauth_states VALUES (?, ?, ?, ?)",
+                             (state, tenant, int(force), now.isoformat()))  # fmt: skip
+
+    async def take_state(self, state: str) -> tuple[str, bool, datetime] | None:
+        """Consume a one-time OAuth state: (tenant, force, created) or None."""
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT tenant, force, created_at FROM oauth_states WHERE state = ?",
+                (state,),
+            ) as cur:
+                row = await cur.fetchone()
+            await db.execute("DELETE FROM oauth_states WHERE state = ?", (state,))
+        return (row[0], bool(row[1]), datetime.fromisoformat(row[2])) if row else None
+
+    async def due_jobs(self, now: datetime, limit: int) -> list[Job]:
+        """Jobs to run now, never ahead of an earlier unfinished job of the same invoice.
+
+        In-flight jobs are due too: a crash left their outcome unclear.
+        """
+        sql = (
+            f"SELECT id, {_JOB_COLS} FROM jobs j WHERE j.status IN ('pending', 'in_flight') "
+            "AND j.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs e WHERE "
+            "e.tenant = j.tenant AND e.invoice_id = j.invoice_id AND e.id < j.id "
+            "AND e.status IN ('pending', 'in_flight')) ORDER BY j.id LIMIT ?"
+        )
+        async with self._read() as db, db.execute(sql, (now.isoformat(), limit)) as cur:
+            return [rows.job(r) for r in await cur.fetchall()]
+
+    async def start_job(self, job: Job) -> None:
+        """Record the intent before the call: in flight, one more attempt."""
+        job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
+        async with self._tx() as db:
+            await db.execute("UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
+                             (job.status.value, job.attempts, job.id))  # fmt: skip
+
+    async def jobs(self, tenant: str) -> list[Job]:
+        """Every job of a tenant, oldest first."""
+        sql = f"SELECT id, {_JOB_COLS} FROM jobs WHERE tenant = ? ORDER BY id"
+        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+            return [rows.job(r) for r in await cur.fetchall()]
+
+    async def link(self, tenant: str, kind: str, key: str) -> str | None:
+        """The QBO id a CRM customer or item is linked to."""
+        sql = "SELECT qbo_id FROM links WHERE tenant = ? AND kind = ? AND key = ?"
+        async with self._read() as db, db.execute(sql, (tenant, kind, key)) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+
+async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
+    """New jobs (a pending one of the same kind for the invoice absorbs them), updates."""
+    new = [rows.job_row(j) for j in jobs if j.id is None]
+    await db.executemany(
+        f"INSERT OR IGNORE INTO jobs ({_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", new
+    )
+    for job in (j for j in jobs if j.id is not None):
+        await db.execute(
+            "UPDATE jobs SET status = ?, attempts = ?, next_attempt_at = ?, payload = ?, "
+            "last_error = ? WHERE id = ?",
+            (
+                job.status.value,
+                job.attempts,
+                job.next_attempt_at.isoformat(),
+                orjson.dumps(job.payload),
+                job.last_error,
+                job.id,
+            ),
+        )
+
+
+async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
+    """Remember customer and item links."""
+    await db.executemany(
+        "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?)",
+        [(k.tenant, k.kind, k.key, k.qbo_id) for k in links],
+    )

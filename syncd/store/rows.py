@@ -1,0 +1,121 @@
+"""Rows ↔ models for the SQLite store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from syncd.models import (
+    Failure,
+    HistoryEntry,
+    Invoice,
+    Job,
+    JobStatus,
+    LedgerEntry,
+    SyncState,
+)
+
+
+def iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+def ledger_row(e: LedgerEntry) -> tuple[Any, ...]:
+    return (
+        e.tenant,
+        e.message_id,
+        e.topic,
+        e.type,
+        e.outcome.value,
+        e.reason,
+        e.received_at.isoformat(),
+        e.payload,
+    )
+
+
+def invoice_row(i: Invoice) -> tuple[Any, ...]:
+    return (
+        i.tenant,
+        i.invoice_id,
+        i.status,
+        i.version,
+        i.sync_state.value,
+        orjson.dumps(i.data),
+        i.qbo_id,
+        i.qbo_doc_number,
+        i.qbo_status,
+        i.balance,
+        iso(i.last_synced_at),
+        i.error,
+        i.updated_at.isoformat(),
+        i.qbo_sync_token,
+        i.pushed_hash,
+    )
+
+
+def invoice(row: Any) -> Invoice:
+    (tenant, invoice_id, status, version, sync_state, data, qbo_id, doc, qbo_status,
+     balance, last_synced_at, error, updated_at, sync_token, pushed_hash) = row  # fmt: skip
+    return Invoice(
+        tenant=tenant,
+        invoice_id=invoice_id,
+        status=status,
+        version=version,
+        sync_state=SyncState(sync_state),
+        data=orjson.loads(data),
+        qbo_id=qbo_id,
+        qbo_doc_number=doc,
+        qbo_status=qbo_status,
+        balance=balance,
+        last_synced_at=datetime.fromisoformat(last_synced_at)
+        if last_synced_at
+        else None,
+        error=error,
+        updated_at=datetime.fromisoformat(updated_at),
+        qbo_sync_token=sync_token,
+        pushed_hash=pushed_hash,
+    )
+
+
+def history_row(h: HistoryEntry) -> tuple[Any, ...]:
+    return (
+        h.tenant,
+        h.invoice_id,
+        h.from_status,
+        h.to_status,
+        h.cause,
+        h.event_id,
+        h.at.isoformat(),
+    )
+
+
+def failure_row(f: Failure) -> tuple[Any, ...]:
+    return (
+        f.tenant,
+        f.invoice_id,
+        f.operation,
+        f.code,
+        f.message,
+        f.attempts,
+        int(f.retryable),
+        f.event_id,
+        f.at.isoformat(),
+    )
+
+
+def job_row(j: Job) -> tuple[Any, ...]:
+    return (
+        j.tenant, j.invoice_id, j.kind, j.status.value, j.attempts,
+        j.next_attempt_at.isoformat(), orjson.dumps(j.payload), j.last_error,
+    )  # fmt: skip
+
+
+def job(row: Any) -> Job:
+    job_id, tenant, invoice_id, kind, status, attempts, next_at, payload, error = row
+    return Job(
+        id=job_id, tenant=tenant, invoice_id=invoice_id, kind=kind, status=JobStatus(status),
+        attempts=attempts, next_attempt_at=datetime.fromisoformat(next_at),
+        payload=orjson.loads(payload), last_error=error,
+    )  # fmt: skip

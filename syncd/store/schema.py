@@ -1,0 +1,59 @@
+"""The store's schema, as an ordered list of migrations (SQLite dialect)."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE messages (
+        tenant TEXT NOT NULL, message_id TEXT NOT NULL, topic TEXT NOT NULL,
+        type TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL,
+        received_at TEXT NOT NULL, payload BLOB,
+        PRIMARY KEY (tenant, message_id)) WITHOUT ROWID;
+    CREATE INDEX messages_deferred ON messages (outcome) WHERE outcome = 'deferred';
+    CREATE TABLE invoices (
+        tenant TEXT NOT NULL, invoice_id TEXT NOT NULL, status TEXT NOT NULL,
+        version INTEGER NOT NULL, sync_state TEXT NOT NULL, data BLOB NOT NULL,
+        qbo_id TEXT, qbo_doc_number TEXT, qbo_status TEXT, balance TEXT,
+        last_synced_at TEXT, error TEXT, updated_at TEXT NOT NULL,
+        PRIMARY KEY (tenant, invoice_id)) WITHOUT ROWID;
+    CREATE INDEX invoices_sync_state ON invoices (tenant, sync_state);
+    CREATE TABLE history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+        invoice_id TEXT NOT NULL, from_status TEXT, to_status TEXT NOT NULL,
+        cause TEXT NOT NULL, event_id TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE INDEX history_invoice ON history (tenant, invoice_id, seq);
+    CREATE TABLE failures (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, invoice_id TEXT,
+        operation TEXT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
+        attempts INTEGER NOT NULL, retryable INTEGER NOT NULL, event_id TEXT,
+        at TEXT NOT NULL, resolved_at TEXT);
+    CREATE INDEX failures_tenant ON failures (tenant, seq);
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+        payload BLOB NOT NULL, retain INTEGER NOT NULL);
+    """,
+    # 2: QBO connections, OAuth states, jobs (the intent ledger), links
+    """
+    ALTER TABLE invoices ADD COLUMN qbo_sync_token TEXT;
+    ALTER TABLE invoices ADD COLUMN pushed_hash TEXT;
+    CREATE TABLE connections (
+        tenant TEXT PRIMARY KEY, realm_id TEXT NOT NULL, status TEXT NOT NULL,
+        token BLOB NOT NULL, preferences BLOB NOT NULL, connected_at TEXT NOT NULL,
+        error TEXT);
+    CREATE TABLE oauth_states (
+        state TEXT PRIMARY KEY, tenant TEXT NOT NULL, force INTEGER NOT NULL,
+        created_at TEXT NOT NULL);
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+        invoice_id TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+        attempts INTEGER NOT NULL, next_attempt_at TEXT NOT NULL, payload BLOB NOT NULL,
+        last_error TEXT);
+    CREATE INDEX jobs_due ON jobs (status, next_attempt_at);
+    CREATE INDEX jobs_invoice ON jobs (tenant, invoice_id, id);
+    CREATE UNIQUE INDEX jobs_one_pending ON jobs (tenant, invoice_id, kind)
+        WHERE status = 'pending';
+    CREATE TABLE links (
+        tenant TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, qbo_id TEXT NOT NULL,
+        PRIMARY KEY (tenant, kind, key)) WITHOUT ROWID;
+    """,
+)
