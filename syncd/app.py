@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from syncd import web_oauth
 from syncd.config import Config
 from syncd.daemon import Daemon
 
@@ -15,9 +16,12 @@ DAEMON = web.AppKey("daemon", Daemon)
 
 def build_app(config: Config) -> web.Application:
     """Return the application; the daemon starts and stops with it."""
-    app = web.Application()
+    app = web.Application(middlewares=[web_oauth.admin_auth])
     app[CONFIG] = config
-    app[DAEMON] = Daemon(config)
+    app[DAEMON] = daemon = Daemon(config)
+    app[web_oauth.CONNECTIONS] = daemon.connections
+    app[web_oauth.ADMIN_TOKEN] = config.secrets.get("ADMIN_TOKEN") or ""
+    web_oauth.routes(app)
     app.cleanup_ctx.append(_daemon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

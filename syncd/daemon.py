@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 import structlog
 
 from syncd.config import Config, reload_rules
+from syncd.connections import Connections
 from syncd.exceptions import ConfigError
 from syncd.inbox import Inbox
 from syncd.models import RawMessage
 from syncd.mqtt import MqttLink
 from syncd.outbox import Publisher
 from syncd.rulebook import RuleBook
+from syncd.secrets import Cipher
 from syncd.store.sqlite import SqliteStore
 
 log = structlog.get_logger(__name__)
@@ -31,7 +33,9 @@ class Daemon:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = SqliteStore(config.store_path)
+        key = config.secrets.get("SECRET_KEY")
+        self.store = SqliteStore(config.store_path, Cipher(key) if key else None)
+        self.connections = Connections(config, self.store)
         self.rulebook = RuleBook({t.id: t.rules for t in config.tenants.values()})
         self.inbox = Inbox(
             self.store,
@@ -57,6 +61,7 @@ class Daemon:
     async def start(self) -> None:
         """Open the store, then connect and start publishing."""
         await self.store.open()
+        await self.connections.open()
         self._tasks = [
             asyncio.create_task(self.link.run(), name="syncd.mqtt"),
             asyncio.create_task(self.publisher.run(), name="syncd.publisher"),
@@ -76,6 +81,7 @@ class Daemon:
         for task in self._tasks:
             task.remove_done_callback(self._exit_if_crashed)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.connections.close()
         await self.store.close()
         log.info("syncd_stopped", outbox_flushed=flushed)
 

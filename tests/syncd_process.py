@@ -31,6 +31,7 @@ def write_config(
         extra.get("mqtt", ""),
         "[http]",
         f'listen = "127.0.0.1:{http_port}"',
+        f'public_url = "http://127.0.0.1:{http_port}"',
         "[store]",
         f'url = "sqlite:///{workdir}/syncd.db"',
         "[log]",
@@ -38,6 +39,12 @@ def write_config(
         "[shutdown]",
         "drain_seconds = 5",
     ]
+    if "qbo_base_url" in extra:
+        lines += [
+            "[qbo]",
+            'environment = "sandbox"',
+            f'base_url = "{extra["qbo_base_url"]}"',
+        ]
     for tenant, rules in tenants.items():
         lines += ["[[tenants]]", f'id = "{tenant}"', f'rules = "{rules}"']
     path = workdir / "syncd.toml"
@@ -48,8 +55,9 @@ def write_config(
 class SyncdProcess:
     """Start, stop, kill and restart one syncd."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = config.parent / "syncd.log"
         text = config.read_text()
@@ -61,7 +69,7 @@ class SyncdProcess:
                 [sys.executable, "-m", "syncd", "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         if wait_ready:
             self.wait_ready()
@@ -111,3 +119,13 @@ class SyncdProcess:
         return (
             self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         )
+
+
+ADMIN = "admin-token-for-tests"
+QBO_ENV = {
+    "SYNCD_QBO_CLIENT_ID": "test-client",
+    "SYNCD_QBO_CLIENT_SECRET": "test-secret",
+    "SYNCD_QBO_VERIFIER_TOKEN": "test-verifier",
+    "SYNCD_SECRET_KEY": "9NJgLNRlbDDB6IqH-EdCEssmMUdKBIpBJqgqktEXT4g=",
+    "SYNCD_ADMIN_TOKEN": ADMIN,
+}

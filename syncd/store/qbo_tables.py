@@ -82,6 +82,14 @@ class QboTables:
                 (sealed, tenant, realm_id),
             )
 
+    async def set_preferences(self, tenant: str, preferences: dict[str, Any]) -> None:
+        """Keep what was read of the company (home currency, multicurrency)."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE connections SET preferences = ? WHERE tenant = ?",
+                (orjson.dumps(preferences), tenant),
+            )
+
     async def set_connection_status(
         self, tenant: str, status: str, error: str | None
     ) -> None:

@@ -1,0 +1,84 @@
+"""HTTP routes for connecting QBO: /oauth/connect, /oauth/callback, disconnect; admin auth."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from syncd.connections import ConnectError, Connections
+from syncd.exceptions import ConfigError, QboError
+
+CONNECTIONS = web.AppKey("connections", Connections)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def routes(app: web.Application) -> None:
+    """Add the OAuth and connection routes."""
+    app.router.add_get("/oauth/connect", connect)
+    app.router.add_get("/oauth/callback", callback)
+    app.router.add_post("/api/tenants/{tenant}/disconnect", disconnect)
+    app.router.add_get("/api/tenants/{tenant}/connection", connection)
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`/api/*`, `/` and `/oauth/connect` need `Authorization: Bearer <SYNCD_ADMIN_TOKEN>`."""
+    guarded = request.path.startswith("/api/") or request.path in (
+        "/",
+        "/oauth/connect",
+    )
+    if guarded:
+        expected = request.app.get(ADMIN_TOKEN, "")
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        given = given or request.query.get("access_token", "")
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            return web.json_response({"error": "admin token required"}, status=401)
+    return await handler(request)
+
+
+async def connect(request: web.Request) -> web.StreamResponse:
+    """Send the admin's browser to Intuit's consent page (one-time `state`)."""
+    tenant = request.query.get("tenant", "")
+    try:
+        url = await request.app[CONNECTIONS].start(
+            tenant, request.query.get("force") == "1"
+        )
+    except ConnectError as exc:
+        return web.json_response({"error": exc.reason}, status=exc.status)
+    except ConfigError as exc:
+        return web.json_response({"error": "; ".join(exc.problems)}, status=503)
+    raise web.HTTPFound(url)
+
+
+async def callback(request: web.Request) -> web.StreamResponse:
+    """Intuit redirects here: trade the code, connect the tenant to `realmId`."""
+    try:
+        conn = await request.app[CONNECTIONS].finish(dict(request.query))
+    except ConnectError as exc:
+        return web.json_response({"error": exc.reason}, status=exc.status)
+    except QboError as exc:
+        return web.json_response(
+            {"error": f"QuickBooks refused the connection: {exc}"}, status=502
+        )
+    body = {"tenant": conn.tenant, "realm_id": conn.realm_id, "status": conn.status,
+            "preferences": conn.preferences}  # fmt: skip
+    return web.json_response(body)
+
+
+async def disconnect(request: web.Request) -> web.StreamResponse:
+    """Revoke and forget the tenant's QBO connection."""
+    done = await request.app[CONNECTIONS].disconnect(request.match_info["tenant"])
+    return web.json_response({"disconnected": done}, status=200 if done else 404)
+
+
+async def connection(request: web.Request) -> web.StreamResponse:
+    """The tenant's connection status (never its tokens)."""
+    conn = await request.app[CONNECTIONS].status(request.match_info["tenant"])
+    if conn is None:
+        return web.json_response({"connected": False}, status=404)
+    return web.json_response({"connected": conn.status == "connected", "realm_id": conn.realm_id,
+                              "status": conn.status, "error": conn.error,
+                              "preferences": conn.preferences})  # fmt: skip

@@ -1,0 +1,99 @@
+"""Connecting a tenant to QBO (OD1, RO1, HL9, PD1) through syncd's HTTP, into the sandbox."""
+
+from __future__ import annotations
+
+import sqlite3
+from urllib.parse import parse_qs, urlparse
+
+import aiohttp
+import pytest
+
+from tests.sandbox_process import Connection, SandboxProcess
+from tests.syncd_process import ADMIN, QBO_ENV, SyncdProcess, write_config
+
+
+@pytest.fixture
+def connected_syncd(tmp_path, broker, sandbox: SandboxProcess):
+    workdir = tmp_path / "s"
+    workdir.mkdir()
+    proc = SyncdProcess(
+        write_config(workdir, broker.port, qbo_base_url=sandbox.origin), env=QBO_ENV
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+async def connect(
+    http: aiohttp.ClientSession, syncd: SyncdProcess, query: str = ""
+) -> tuple[int, dict]:
+    """Walk the browser's path: syncd → Intuit (the sandbox) → syncd's callback."""
+    base = f"http://127.0.0.1:{syncd.http_port}"
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with http.get(
+        f"{base}/oauth/connect?tenant=acme{query}",
+        headers=headers,
+        allow_redirects=False,
+    ) as r:
+        assert r.status == 302, await r.text()
+        consent = r.headers["Location"]
+    realm = parse_qs(query.lstrip("&")).get("realm", [None])[0]
+    if realm:
+        consent += f"&realmId={realm}"
+    async with http.get(consent, allow_redirects=False) as r:
+        callback = r.headers["Location"]
+    assert urlparse(callback).path == "/oauth/callback"
+    async with http.get(callback) as r:
+        return r.status, await r.json()
+
+
+async def test_connect_stores_tokens_sealed_and_reads_preferences(
+    http, connected_syncd
+):
+    """OD1: connect through /oauth/connect → consent → /oauth/callback; tokens encrypted."""
+    status, body = await connect(http, connected_syncd)
+    assert status == 200, body
+    assert body["tenant"] == "acme"
+    assert body["preferences"] == {"home_currency": "USD", "multicurrency": False}
+    db = sqlite3.connect(connected_syncd.config.parent / "syncd.db")
+    [(realm, token)] = db.execute("SELECT realm_id, token FROM connections").fetchall()
+    db.close()
+    assert realm == body["realm_id"]
+    assert b"access_token" not in token and b"RT1-" not in token
+
+
+async def test_connect_needs_the_admin_token_and_a_fresh_state(http, connected_syncd):
+    """/oauth/connect wants the admin token; a forged or replayed state is refused."""
+    base = f"http://127.0.0.1:{connected_syncd.http_port}"
+    async with http.get(
+        f"{base}/oauth/connect?tenant=acme", allow_redirects=False
+    ) as r:
+        assert r.status == 401
+    async with http.get(f"{base}/oauth/callback?code=x&state=forged&realmId=1") as r:
+        assert r.status == 400
+        assert "state" in (await r.json())["error"]
+
+
+async def test_switching_company_and_disconnect(http, connected_syncd, sandbox):
+    """RO1: reconnecting the same realm is fine; disconnect revokes (HL9)."""
+    status, first = await connect(http, connected_syncd)
+    assert status == 200
+    status, same = await connect(http, connected_syncd, f"&realm={first['realm_id']}")
+    assert (status, same["realm_id"]) == (200, first["realm_id"])
+    base = f"http://127.0.0.1:{connected_syncd.http_port}"
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with http.get(f"{base}/api/tenants/acme/connection", headers=headers) as r:
+        assert (await r.json())["connected"] is True
+    async with http.post(f"{base}/api/tenants/acme/disconnect", headers=headers) as r:
+        assert (await r.json()) == {"disconnected": True}
+    async with http.get(f"{base}/api/tenants/acme/connection", headers=headers) as r:
+        assert r.status == 404
+    assert '"event":"qbo_disconnected"' in connected_syncd.log()
+    assert "qbo_revoke_failed" not in connected_syncd.log()
+    requests = await Connection(http, sandbox.origin).admin(
+        "GET", f"requests?realm={first['realm_id']}"
+    )
+    assert [r["path"].rsplit("/", 1)[1] for r in requests] == [
+        "preferences",
+        "preferences",
+    ]
