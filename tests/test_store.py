@@ -16,7 +16,8 @@ from syncd.models import (
     Outbound,
     Outcome,
 )
-from syncd.store.sqlite import MIGRATIONS, SqliteStore
+from syncd.store.schema import MIGRATIONS
+from syncd.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

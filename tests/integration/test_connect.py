@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
@@ -26,7 +27,7 @@ def connected_syncd(tmp_path, broker, sandbox: SandboxProcess):
 
 async def connect(
     http: aiohttp.ClientSession, syncd: SyncdProcess, query: str = ""
-) -> tuple[int, dict]:
+) -> tuple[int, Any]:
     """Walk the browser's path: syncd → Intuit (the sandbox) → syncd's callback."""
     base = f"http://127.0.0.1:{syncd.http_port}"
     headers = {"Authorization": f"Bearer {ADMIN}"}
