@@ -13,6 +13,7 @@ from syncd.config import Config, reload_rules
 from syncd.connections import Connections
 from syncd.exceptions import ConfigError
 from syncd.inbox import Inbox
+from syncd.jobs import JobWorker
 from syncd.models import RawMessage
 from syncd.mqtt import MqttLink
 from syncd.outbox import Publisher
@@ -46,6 +47,9 @@ class Daemon:
         )
         self.link = MqttLink(config.mqtt, config.secrets, self._on_batch)
         self.publisher = Publisher(self.store, self.link)
+        self.jobs = JobWorker(self.store, self.connections, self.rulebook,
+                              prefix=config.mqtt.topic_prefix, clock=utc_now,
+                              on_commit=self.publisher.wake)  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
         self.crashed = False
 
@@ -65,6 +69,7 @@ class Daemon:
         self._tasks = [
             asyncio.create_task(self.link.run(), name="syncd.mqtt"),
             asyncio.create_task(self.publisher.run(), name="syncd.publisher"),
+            asyncio.create_task(self.jobs.run(), name="syncd.jobs"),
         ]
         for task in self._tasks:
             task.add_done_callback(self._exit_if_crashed)
@@ -75,6 +80,7 @@ class Daemon:
         """Stop intake, finish the batch in hand, flush the outbox, close everything."""
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await self.link.stop_intake()
+        self.jobs.stop()
         self.publisher.stop()
         flushed = await self.publisher.drain(self.config.drain_seconds)
         await self.link.close()
@@ -98,8 +104,10 @@ class Daemon:
         log.info("rules_reloaded", tenants=sorted(fresh))
 
     async def _on_batch(self, batch: list[RawMessage]) -> None:
-        await self.inbox.handle(batch)
+        changes = await self.inbox.handle(batch)
         self.publisher.wake()
+        if changes.jobs:
+            self.jobs.wake()
 
     def _exit_if_crashed(self, task: asyncio.Task[None]) -> None:
         """A loop that dies is a bug: say so and stop (exit 1); the supervisor restarts."""

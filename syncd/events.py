@@ -70,3 +70,14 @@ def rejected(
     data = {"topic": topic, "message_id": message_id, "reason": reason}
     payload = envelope(TYPE_REJECTED, tenant, data, now, message_id)
     return Outbound(topic=f"{prefix}/{tenant}/{TOPIC_REJECTED}", payload=payload)
+
+
+def sync_failed(
+    prefix: str,
+    tenant: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> Outbound:
+    """A sync that failed (HS2): invoice, operation, QBO code and message, attempts."""
+    payload = envelope("sync.failed", tenant, data, now, None)
+    return Outbound(topic=f"{prefix}/{tenant}/out/sync/failed", payload=payload)

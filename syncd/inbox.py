@@ -25,6 +25,14 @@ from syncd.store import Store
 
 log = structlog.get_logger(__name__)
 
+_HANDLED = {
+    "invoice.upserted",
+    "command.sync",
+    "command.send",
+    "command.void",
+    "command.delete",
+}
+
 Clock = Callable[[], datetime]
 
 
@@ -54,17 +62,20 @@ class Inbox:
         refused: list[_Refusal] = []
         for raw in batch:
             self._accept(raw, accepted, refused)
-        seen = await self._seen(accepted, refused)
-        for refusal in refused:
-            self._refuse(refusal, seen, now, changes)
-        fresh = _unseen(accepted, seen)
-        invoices = await self._load(fresh)
-        for env in fresh:
-            with bound_contextvars(
-                tenant=env.tenant, message_id=env.id, invoice=env.data.get("invoice_id")
-            ):
-                await self._route(env, now, changes, invoices)
-        await self._store.commit(changes)
+        async with self._store.write_lock:
+            seen = await self._seen(accepted, refused)
+            for refusal in refused:
+                self._refuse(refusal, seen, now, changes)
+            fresh = _unseen(accepted, seen)
+            invoices = await self._load(fresh)
+            for env in fresh:
+                with bound_contextvars(
+                    tenant=env.tenant,
+                    message_id=env.id,
+                    invoice=env.data.get("invoice_id"),
+                ):
+                    await self._route(env, now, changes, invoices)
+            await self._store.commit(changes)
         return changes
 
     def _accept(
@@ -135,7 +146,7 @@ class Inbox:
     async def _load(self, fresh: list[Envelope]) -> dict[tuple[str, str], Invoice]:
         wanted: dict[str, list[str]] = {}
         for env in fresh:
-            if env.type == "invoice.upserted":
+            if env.type in _HANDLED:
                 wanted.setdefault(env.tenant, []).append(env.data["invoice_id"])
         loaded: dict[tuple[str, str], Invoice] = {}
         for tenant, ids in wanted.items():
@@ -153,13 +164,16 @@ class Inbox:
         machine = self._rulebook.machine(env.tenant)
         if machine is None:  # rules reloaded without this tenant since _accept
             return
-        if env.type != "invoice.upserted":
+        if env.type not in _HANDLED:
             _defer(env, now, changes)
             return
         key = (env.tenant, env.data["invoice_id"])
         ctx = sync.Context(
             envelope=env, machine=machine, prefix=self._prefix, now=now, changes=changes
         )
+        if env.type != "invoice.upserted":
+            await sync.apply_command(ctx, invoices.get(key))
+            return
         invoice = await sync.apply_upsert(ctx, invoices.get(key))
         if invoice is not None:
             invoices[key] = invoice

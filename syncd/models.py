@@ -67,9 +67,9 @@ class Invoice:
     balance: str | None = None
     last_synced_at: datetime | None = None
     error: str | None = None
-    pushed_hash: str | None = (
-        None  # of the last body written to QBO: no call if unchanged
-    )
+    # the last body written to QBO: an unchanged snapshot makes no call, a changed one
+    # sends only the fields that differ
+    pushed_body: dict[str, Any] | None = None
     updated_at: datetime
 
     @property

@@ -20,9 +20,12 @@ from syncd.models import (
     Failure,
     HistoryEntry,
     Invoice,
+    Job,
     LedgerEntry,
     Outcome,
+    SyncState,
 )
+from syncd.rules import Rules
 
 log = structlog.get_logger(__name__)
 
@@ -58,12 +61,65 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
     invoice = _updated(ctx, current, status, version)
     if from_status != status:
         _record_move(ctx, from_status, status)
+    enqueue(ctx, invoice, _jobs_for_move(rules, invoice, entered=from_status != status))
     ctx.changes.invoices[(invoice.tenant, invoice.invoice_id)] = invoice
     ctx.changes.outbox.append(
         events.sync_state(ctx.prefix, invoice, ctx.now, ctx.envelope.id)
     )
     _ledger(ctx, Outcome.APPLIED, f"{from_status or 'new'} → {status}")
     return invoice
+
+
+def _jobs_for_move(rules: Rules, invoice: Invoice, *, entered: bool) -> list[str]:
+    """What QBO must do after a snapshot (RO3, HS1, HL5, OD5, OD6, PD7)."""
+    sync, status = rules.sync, invoice.status
+    kinds: list[str] = []
+    if status in sync.on and (entered or invoice.qbo_id):
+        kinds.append("invoice.push")  # entering a sync status, or an edit while synced
+    elif (
+        invoice.qbo_id
+        and not entered
+        and status not in (*sync.void_on, *sync.delete_on)
+    ):
+        kinds.append("invoice.push")  # later edits update the same QBO invoice
+    if entered and status in sync.send_on:
+        kinds += ["invoice.push", "invoice.send"]
+    if entered and status in sync.void_on:
+        kinds.append("invoice.void")
+    if entered and status in sync.delete_on:
+        kinds.append("invoice.delete")
+    return list(dict.fromkeys(kinds))
+
+
+def enqueue(ctx: Context, invoice: Invoice, kinds: list[str]) -> None:
+    """Add QBO jobs in the same transaction as the change that calls for them."""
+    for kind in kinds:
+        ctx.changes.jobs.append(Job(tenant=invoice.tenant, invoice_id=invoice.invoice_id,
+                                    kind=kind, next_attempt_at=ctx.now))  # fmt: skip
+    if kinds and invoice.sync_state != SyncState.FAILED:
+        invoice.sync_state = SyncState.PENDING
+
+
+async def apply_command(ctx: Context, current: Invoice | None) -> None:
+    """`command.sync` / `send` / `void` / `delete`: the manual buttons (RO3, OD4, PD7)."""
+    kinds = {
+        "command.sync": ["invoice.push"],
+        "command.send": ["invoice.push", "invoice.send"],
+        "command.void": ["invoice.void"],
+        "command.delete": ["invoice.delete"],
+    }[ctx.envelope.type]
+    if current is None:
+        _reject(
+            ctx,
+            f"unknown invoice {ctx.envelope.data['invoice_id']!r}: send invoice.upserted first",
+        )
+        return
+    enqueue(ctx, current, kinds)
+    ctx.changes.invoices[(current.tenant, current.invoice_id)] = current
+    ctx.changes.outbox.append(
+        events.sync_state(ctx.prefix, current, ctx.now, ctx.envelope.id)
+    )
+    _ledger(ctx, Outcome.APPLIED, f"{ctx.envelope.type}: {', '.join(kinds)} queued")
 
 
 async def _allowed(ctx: Context, from_status: str | None, status: str) -> bool:

@@ -57,9 +57,16 @@ async def test_allowed_move_is_applied_recorded_and_published(inbox, store):
     changes = await inbox.handle([upsert("I-1", 2, "open", mid="m-2")])
     stored = await store.invoice("acme", "I-1")
     assert stored is not None
+    # open is a sync.on status: a QBO push is queued in the same transaction (RO3)
     assert (stored.status, stored.version, stored.sync_state) == (
-        "open", 2, SyncState.NOT_SYNCED
-    )  # fmt: skip
+        "open",
+        2,
+        SyncState.PENDING,
+    )
+    jobs = await store.jobs("acme")
+    assert [(j.invoice_id, j.kind, j.status.value) for j in jobs] == [
+        ("I-1", "invoice.push", "pending")
+    ]
     history = await store.history("acme", "I-1")
     assert [(h.from_status, h.to_status, h.event_id) for h in history] == [
         (None, "draft", "m-1"),
@@ -69,7 +76,7 @@ async def test_allowed_move_is_applied_recorded_and_published(inbox, store):
     assert state["type"] == "invoice.sync_state"
     assert state["causation_id"] == "m-2"
     assert state["data"]["status"] == "open"
-    assert state["data"]["sync_state"] == "not_synced"
+    assert state["data"]["sync_state"] == "pending"
     assert state["data"]["total"] == "199.50"
     assert [o.retain for o in changes.outbox] == [True]
 
@@ -189,7 +196,9 @@ async def test_bad_input_does_not_block_the_rest_of_the_batch(inbox, store):
 
 async def test_other_types_are_kept_not_dropped(inbox, store):
     """Types handled by later parts (payments, commands) are stored with their payload."""
-    message = raw("acme", "command.sync", {"invoice_id": "I-1"}, mid="c-1")
+    message = raw("acme", "payment.recorded", {"payment_id": "P-1", "customer": {"name": "A"},
+                  "amount": "5.00", "currency": "USD", "date": "2026-11-22", "kind": "booking"},
+                  mid="c-1")  # fmt: skip
     await inbox.handle([message])
     ledger = await store.ledger("acme", "c-1")
     assert ledger is not None

@@ -7,6 +7,7 @@ ChangeSet and is written in one transaction, so implementations stay small.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from syncd.models import (
@@ -23,6 +24,8 @@ __all__ = ["Store"]
 
 class Store(Protocol):
     """What the inbox, the publisher and the admin side read and write."""
+
+    write_lock: asyncio.Lock  # held from reading an invoice to committing its change
 
     async def open(self) -> None:
         """Open the database and run pending migrations."""

@@ -116,7 +116,7 @@ class QboTables:
         """Forget QBO ids (the admin switched the tenant to another company)."""
         async with self._tx() as db:
             await db.execute(
-                "UPDATE invoices SET qbo_id = NULL, qbo_sync_token = NULL, pushed_hash = NULL, "
+                "UPDATE invoices SET qbo_id = NULL, qbo_sync_token = NULL, pushed_body = NULL, "
                 "sync_state = 'not_synced' WHERE tenant = ?",
                 (tenant,),
             )

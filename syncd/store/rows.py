@@ -51,13 +51,13 @@ def invoice_row(i: Invoice) -> tuple[Any, ...]:
         i.error,
         i.updated_at.isoformat(),
         i.qbo_sync_token,
-        i.pushed_hash,
+        orjson.dumps(i.pushed_body) if i.pushed_body is not None else None,
     )
 
 
 def invoice(row: Any) -> Invoice:
     (tenant, invoice_id, status, version, sync_state, data, qbo_id, doc, qbo_status,
-     balance, last_synced_at, error, updated_at, sync_token, pushed_hash) = row  # fmt: skip
+     balance, last_synced_at, error, updated_at, sync_token, pushed) = row  # fmt: skip
     return Invoice(
         tenant=tenant,
         invoice_id=invoice_id,
@@ -75,7 +75,7 @@ def invoice(row: Any) -> Invoice:
         error=error,
         updated_at=datetime.fromisoformat(updated_at),
         qbo_sync_token=sync_token,
-        pushed_hash=pushed_hash,
+        pushed_body=orjson.loads(pushed) if pushed else None,
     )
 
 

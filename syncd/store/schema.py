@@ -35,7 +35,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: QBO connections, OAuth states, jobs (the intent ledger), links
     """
     ALTER TABLE invoices ADD COLUMN qbo_sync_token TEXT;
-    ALTER TABLE invoices ADD COLUMN pushed_hash TEXT;
+    ALTER TABLE invoices ADD COLUMN pushed_body BLOB;
     CREATE TABLE connections (
         tenant TEXT PRIMARY KEY, realm_id TEXT NOT NULL, status TEXT NOT NULL,
         token BLOB NOT NULL, preferences BLOB NOT NULL, connected_at TEXT NOT NULL,

@@ -32,7 +32,7 @@ from syncd.store.schema import MIGRATIONS
 
 _INVOICE_COLS = (
     "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
-    "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_hash"
+    "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body"
 )
 _CHUNK = 500  # stays far below SQLite's bound-parameter limit
 
@@ -45,6 +45,9 @@ class SqliteStore(QboTables):
         self.cipher = cipher
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one writer; reads never see a half-done batch
+        # held from reading an invoice to committing its change, by whoever changes it
+        # (the inbox, the job worker): no update is lost between them
+        self.write_lock = asyncio.Lock()
 
     @property
     def is_open(self) -> bool:

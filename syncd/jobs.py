@@ -1,0 +1,225 @@
+"""The job worker: runs due QBO jobs in order per invoice, retries durably, never doubles.
+
+A job is marked in flight (committed) before its QBO call, and its results (invoice ids,
+sync state, failures, MQTT messages) are committed together after it, so a crash between
+the two leaves an in-flight job whose handler checks QBO before writing again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from syncd import events
+from syncd.connections import Connections
+from syncd.exceptions import QboAuthError, QboError, QboTransientError
+from syncd.models import ChangeSet, Failure, Invoice, Job, JobStatus, SyncState
+from syncd.push import HANDLERS, JobContext
+from syncd.resolve import ResolveError
+from syncd.rulebook import RuleBook
+from syncd.store.sqlite import SqliteStore
+
+log = structlog.get_logger(__name__)
+
+BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS = 2.0, 300.0, 8
+WAIT_FOR_CONNECTION = timedelta(seconds=30)
+
+
+_QBO_SIDE = ("qbo_id", "qbo_sync_token", "qbo_doc_number", "qbo_status", "balance",
+             "sync_state", "error", "last_synced_at", "pushed_body")  # fmt: skip
+
+
+def _take_qbo_side(fresh: Invoice, worked: Invoice) -> None:
+    for name in _QBO_SIDE:
+        setattr(fresh, name, getattr(worked, name))
+
+
+class JobWorker:
+    """Claims due jobs and runs them one at a time (QBO's limits are per realm anyway)."""
+
+    def __init__(
+        self, store: SqliteStore, connections: Connections, rulebook: RuleBook, *,
+        prefix: str, clock: Callable[[], datetime], on_commit: Callable[[], None],
+    ) -> None:  # fmt: skip
+        self._store, self._connections, self._rulebook = store, connections, rulebook
+        self._prefix, self._clock, self._on_commit = prefix, clock, on_commit
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        """New jobs were committed."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End `run` after the current job."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run due jobs until stopped; one failing job never ends the loop."""
+        while not self._stopping.is_set():
+            ran = 0
+            try:
+                ran = await self.run_once()
+            except Exception:
+                log.exception("job_loop_failed")
+            if not ran:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                self._wake.clear()
+
+    async def run_once(self, limit: int = 20) -> int:
+        """Run the jobs due now; return how many ran."""
+        jobs = await self._store.due_jobs(self._clock(), limit)
+        for job in jobs:
+            if self._stopping.is_set():
+                break
+            with bound_contextvars(
+                tenant=job.tenant, invoice=job.invoice_id, job=job.kind
+            ):
+                await asyncio.shield(self._run(job))
+        return len(jobs)
+
+    async def _run(self, job: Job) -> None:
+        invoice = await self._store.invoice(job.tenant, job.invoice_id)
+        machine = self._rulebook.machine(job.tenant)
+        client = await self._connections.client(job.tenant)
+        conn = await self._store.connection(job.tenant) if client else None
+        changes = ChangeSet()
+        if invoice is None or machine is None:
+            self._finish(
+                job, changes, JobStatus.FAILED, "the invoice or its tenant is gone"
+            )
+        elif client is None or conn is None:
+            self._postpone(
+                job,
+                invoice,
+                changes,
+                "waiting for a QBO connection (connect or reconnect the tenant)",
+            )
+        else:
+            unclear = job.status == JobStatus.IN_FLIGHT
+            await self._store.start_job(job)
+            ctx = JobContext(job=job, invoice=invoice, client=client, connection=conn,
+                             rules=machine.rules, store=self._store, now=self._clock(),
+                             unclear=unclear, changes=changes)  # fmt: skip
+            await self._attempt(ctx)
+        async with self._store.write_lock:
+            if invoice is not None:
+                # the CRM side may have moved on during the QBO call: keep its fields
+                fresh = await self._store.invoice(job.tenant, job.invoice_id) or invoice
+                _take_qbo_side(fresh, invoice)
+                changes.invoices[(fresh.tenant, fresh.invoice_id)] = fresh
+                changes.outbox.append(
+                    events.sync_state(self._prefix, fresh, self._clock(), None)
+                )
+            await self._store.commit(changes)
+        self._on_commit()
+
+    async def _attempt(self, ctx: JobContext) -> None:
+        job, inv = ctx.job, ctx.invoice
+        try:
+            await HANDLERS[job.kind](ctx)
+        except QboAuthError as exc:
+            await self._connections.needs_reconnect(job.tenant, str(exc))
+            self._fail(
+                ctx,
+                "reconnect_needed",
+                f"reconnect needed: {exc.message}",
+                retryable=True,
+            )
+            self._postpone(
+                job, inv, ctx.changes, "paused: the QBO company must be reconnected"
+            )
+        except QboTransientError as exc:
+            self._retry(ctx, exc, exc.retry_after)
+        except QboError as exc:
+            if exc.retryable:
+                self._retry(ctx, exc, None)
+            else:
+                self._fail(
+                    ctx, exc.code or type(exc).__name__, exc.message, retryable=False
+                )
+                self._finish(job, ctx.changes, JobStatus.FAILED, exc.message)
+        except ResolveError as exc:
+            self._fail(ctx, "not_resolved", str(exc), retryable=False)
+            self._finish(job, ctx.changes, JobStatus.FAILED, str(exc))
+        else:
+            self._succeeded(ctx)
+
+    def _succeeded(self, ctx: JobContext) -> None:
+        if ctx.note:
+            ctx.invoice.error = ctx.note
+            self._say(ctx, "note", ctx.note, retryable=False)
+        log.info("job_done", qbo_id=ctx.invoice.qbo_id, attempts=ctx.job.attempts)
+        self._finish(ctx.job, ctx.changes, JobStatus.DONE, None)
+
+    def _retry(self, ctx: JobContext, exc: QboError, after: float | None) -> None:
+        job = ctx.job
+        if job.attempts >= MAX_ATTEMPTS:
+            self._fail(
+                ctx,
+                exc.code or "transient",
+                f"gave up after {job.attempts} attempts: {exc.message}",
+                retryable=True,
+            )
+            self._finish(job, ctx.changes, JobStatus.FAILED, exc.message)
+            return
+        delay = after or min(CAP_SECONDS, BASE_SECONDS * 2 ** (job.attempts - 1))
+        delay += random.uniform(0, delay / 4)  # noqa: S311 -- jitter, not secrecy
+        job.status, job.last_error = JobStatus.PENDING, exc.message
+        job.next_attempt_at = self._clock() + timedelta(seconds=delay)
+        ctx.invoice.sync_state, ctx.invoice.error = (
+            SyncState.PENDING,
+            f"retrying: {exc.message}",
+        )
+        ctx.changes.jobs.append(job)
+        log.warning(
+            "job_retry", error=exc.message, attempts=job.attempts, delay=round(delay, 1)
+        )
+
+    def _postpone(
+        self, job: Job, invoice: Invoice, changes: ChangeSet, reason: str
+    ) -> None:
+        job.status, job.last_error = JobStatus.PENDING, reason
+        job.next_attempt_at = self._clock() + WAIT_FOR_CONNECTION
+        invoice.sync_state, invoice.error = SyncState.PENDING, reason
+        changes.jobs.append(job)
+
+    def _fail(
+        self, ctx: JobContext, code: str, message: str, *, retryable: bool
+    ) -> None:
+        """A failure record and an `…/out/sync/failed` message (HS2)."""
+        inv = ctx.invoice
+        inv.sync_state, inv.error = SyncState.FAILED, message
+        ctx.changes.failures.append(Failure(
+            tenant=ctx.job.tenant, invoice_id=inv.invoice_id, operation=ctx.job.kind, code=code,
+            message=message, event_id=None, at=self._clock(), attempts=ctx.job.attempts,
+            retryable=retryable,
+        ))  # fmt: skip
+        self._say(ctx, code, message, retryable=retryable)
+        log.error("job_failed", code=code, error=message)
+
+    def _say(
+        self, ctx: JobContext, code: str, message: str, *, retryable: bool
+    ) -> None:
+        data: dict[str, Any] = {
+            "invoice_id": ctx.invoice.invoice_id, "operation": ctx.job.kind, "code": code,
+            "message": message, "attempts": ctx.job.attempts, "retryable": retryable,
+        }  # fmt: skip
+        ctx.changes.outbox.append(
+            events.sync_failed(self._prefix, ctx.job.tenant, data, self._clock())
+        )
+
+    def _finish(
+        self, job: Job, changes: ChangeSet, status: JobStatus, error: str | None
+    ) -> None:
+        job.status, job.last_error = status, error
+        changes.jobs.append(job)

@@ -1,0 +1,240 @@
+"""QBO job handlers for invoices: push (create or sparse update), send, void, delete.
+
+No duplicates, provably (HS11, OD5): a create carries a requestid stable for the
+invoice, and a job whose outcome is unclear (it was in flight when syncd stopped) first
+looks for its own earlier write in QBO by the marker syncd leaves in PrivateNote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from syncd import mapping, resolve
+from syncd.exceptions import QboStaleError
+from syncd.models import ChangeSet, Connection, Failure, Invoice, Job, SyncState
+from syncd.qbo import QboClient
+from syncd.rules import Rules
+from syncd.store.sqlite import SqliteStore
+
+
+@dataclass(slots=True, kw_only=True)
+class JobContext:
+    """Everything one job runs with; handlers fill `changes`."""
+
+    job: Job
+    invoice: Invoice
+    client: QboClient
+    connection: Connection
+    rules: Rules
+    store: SqliteStore
+    now: datetime
+    unclear: bool  # the job was in flight before: its write may have happened
+    changes: ChangeSet
+    note: str | None = (
+        None  # said to the CRM when nothing failed but something is worth saying
+    )
+
+
+async def push_invoice(ctx: JobContext) -> None:
+    """Create the QBO invoice, or update it with only what changed (OD4, OD5, HL5)."""
+    inv, tenant = ctx.invoice, ctx.job.tenant
+    reason = ineligible(inv.data, ctx.rules, ctx.connection)
+    if reason:
+        ctx.note = reason
+        return
+    crm_customer = inv.data.get("customer") or {}
+    names = mapping.item_names(inv.data)
+    client, store, rules, changes = ctx.client, ctx.store, ctx.rules, ctx.changes
+    resolved = mapping.Resolved(
+        customer_id=await resolve.customer(
+            client, store, tenant, rules, crm_customer, changes
+        ),
+        items=await resolve.items(client, store, tenant, rules, names, changes),
+        custom_fields=ctx.connection.preferences.get("custom_fields", {}),
+    )
+    body = mapping.invoice_body(tenant, inv.data, ctx.rules, resolved)
+    if inv.qbo_id is None and ctx.unclear:
+        await _adopt_earlier_write(ctx, resolved.customer_id)
+    if inv.qbo_id is None:
+        created = await ctx.client.create(
+            "Invoice", body, resolve.request_id(tenant, inv.invoice_id, "create")
+        )
+        _record(ctx, created, body)
+        return
+    diff = mapping.changed_fields(body, inv.pushed_body)
+    if not diff:
+        return  # an unchanged snapshot makes no call
+    updated = await _sparse_update(ctx, diff)
+    _record(ctx, updated, body)
+
+
+async def _adopt_earlier_write(ctx: JobContext, customer_id: str) -> None:
+    """After an unclear outcome, find the invoice this job may already have created."""
+    marker = mapping.marker(ctx.job.tenant, ctx.invoice.invoice_id)
+    rows = await ctx.client.query(
+        f"select * from Invoice where CustomerRef = {resolve.quote(customer_id)}"
+    )
+    for found in rows.get("Invoice", []):
+        if found.get("PrivateNote") == marker:
+            ctx.invoice.qbo_id = str(found["Id"])
+            ctx.invoice.qbo_sync_token = str(found["SyncToken"])
+            return
+
+
+async def _sparse_update(ctx: JobContext, diff: dict[str, Any]) -> dict[str, Any]:
+    inv = ctx.invoice
+    for attempt in range(2):
+        body = {
+            "Id": inv.qbo_id,
+            "SyncToken": inv.qbo_sync_token,
+            "sparse": True,
+            **diff,
+        }
+        rid = resolve.request_id(
+            ctx.job.tenant, inv.invoice_id, "update", str(inv.version), str(attempt)
+        )
+        try:
+            return await ctx.client.update("Invoice", body, rid)
+        except QboStaleError:
+            if attempt:
+                raise
+            # someone edited it in QBO since our write: take its SyncToken and apply ours
+            current = await ctx.client.read("Invoice", str(inv.qbo_id))
+            inv.qbo_sync_token = str(current["SyncToken"])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _record(ctx: JobContext, answer: dict[str, Any], body: dict[str, Any]) -> None:
+    """Keep Id/SyncToken from the write's answer (no read after write), check totals."""
+    inv = ctx.invoice
+    apply_answer(inv, answer, ctx.now)
+    inv.pushed_body = mapping.canonical(body)
+    crm_total, qbo_total = inv.data.get("total"), Decimal(str(answer.get("TotalAmt")))
+    if crm_total is not None and mapping.money(crm_total) != qbo_total:
+        # never silently different books (HL6): both figures, and what to look at
+        message = (
+            f"QBO computed a total of {qbo_total} but the CRM total is {crm_total}: "
+            "check the tax codes and discounts mapped for this invoice"
+        )
+        inv.sync_state, inv.error = SyncState.FAILED, message
+        ctx.changes.failures.append(Failure(
+            tenant=ctx.job.tenant, invoice_id=inv.invoice_id, operation=ctx.job.kind,
+            code="total_mismatch", message=message, event_id=None, at=ctx.now,
+            attempts=ctx.job.attempts,
+        ))  # fmt: skip
+
+
+def apply_answer(inv: Invoice, answer: dict[str, Any], now: datetime) -> None:
+    """QBO's answer onto the invoice: ids, doc number, QBO status, balance."""
+    inv.qbo_id = str(answer["Id"])
+    inv.qbo_sync_token = str(answer["SyncToken"])
+    inv.qbo_doc_number = answer.get("DocNumber")
+    inv.balance = (
+        str(answer.get("Balance")) if answer.get("Balance") is not None else None
+    )
+    inv.qbo_status = qbo_status(answer, now.date())
+    inv.sync_state, inv.error, inv.last_synced_at = SyncState.SYNCED, None, now
+
+
+def qbo_status(obj: dict[str, Any], today: date) -> str:
+    """QBO's view of an invoice, derived as qbo.md §9 says."""
+    total, balance = (
+        Decimal(str(obj.get("TotalAmt", 0))),
+        Decimal(str(obj.get("Balance", 0))),
+    )
+    if "Voided" in str(obj.get("PrivateNote", "")) and not total:
+        return "voided"
+    if total > 0 and balance == 0:
+        return "paid"
+    if 0 < balance < total:
+        return "partially_paid"
+    due = obj.get("DueDate")
+    if balance > 0 and due and date.fromisoformat(due) < today:
+        return "overdue"
+    return "open"
+
+
+def ineligible(data: dict[str, Any], rules: Rules, conn: Connection) -> str | None:
+    """Why the filters keep this invoice out of QBO (HS1, HL8), or None."""
+    sync = rules.sync
+    total = data.get("total")
+    if (
+        sync.min_total is not None
+        and total is not None
+        and mapping.money(total) < sync.min_total
+    ):
+        return f"not synced: total {total} is below [sync.filters] min_total {sync.min_total}"
+    if (
+        sync.currencies
+        and data.get("currency")
+        and data["currency"] not in sync.currencies
+    ):
+        return f"not synced: currency {data['currency']} is not in [sync.filters] currencies"
+    since = _since(sync.since, conn)
+    issued = data.get("issue_date") or str(data.get("created_at") or "")[:10]
+    if since is not None and issued and date.fromisoformat(issued) < since:
+        return f"not synced: issued {issued}, before [sync] since ({since.isoformat()})"
+    return None
+
+
+def _since(value: str, conn: Connection) -> date | None:
+    if value == "all":
+        return None
+    if value == "connection":
+        return conn.connected_at.date()
+    return date.fromisoformat(value)
+
+
+async def send_invoice(ctx: JobContext) -> None:
+    """Have QBO e-mail the invoice (OD6); without a billing e-mail, copy only (OD9)."""
+    inv = ctx.invoice
+    email = (inv.data.get("customer") or {}).get("billing_email")
+    if inv.qbo_id is None:
+        ctx.note = (
+            "not e-mailed: the invoice is not in QBO (not eligible, or its copy failed)"
+        )
+        return
+    if not email:
+        ctx.note = "copied to QBO but not e-mailed: the CRM invoice has no billing e-mail (OD9)"
+        return
+    sent = await ctx.client.send("Invoice", inv.qbo_id, email)
+    apply_answer(inv, sent, ctx.now)
+
+
+async def void_invoice(ctx: JobContext) -> None:
+    """Void the QBO invoice (final, PD7)."""
+    inv = ctx.invoice
+    if inv.qbo_id is None or inv.qbo_status == "voided":
+        return
+    key = {"Id": inv.qbo_id, "SyncToken": str(inv.qbo_sync_token)}
+    voided = await ctx.client.void(
+        "Invoice", key, resolve.request_id(ctx.job.tenant, inv.invoice_id, "void")
+    )
+    apply_answer(inv, voided, ctx.now)
+
+
+async def delete_invoice(ctx: JobContext) -> None:
+    """Delete the QBO invoice (PD7); the link is forgotten with it."""
+    inv = ctx.invoice
+    if inv.qbo_id is None:
+        return
+    key = {"Id": inv.qbo_id, "SyncToken": str(inv.qbo_sync_token)}
+    await ctx.client.delete(
+        "Invoice", key, resolve.request_id(ctx.job.tenant, inv.invoice_id, "delete")
+    )
+    inv.qbo_status, inv.sync_state, inv.last_synced_at = (
+        "deleted",
+        SyncState.SYNCED,
+        ctx.now,
+    )
+
+
+HANDLERS = {
+    "invoice.push": push_invoice,
+    "invoice.send": send_invoice,
+    "invoice.void": void_invoice,
+    "invoice.delete": delete_invoice,
+}
