@@ -155,7 +155,9 @@ class JobWorker:
             self._succeeded(ctx)
 
     def _succeeded(self, ctx: JobContext) -> None:
-        if ctx.note:
+        if ctx.problem:
+            self._fail(ctx, *ctx.problem, retryable=False)
+        elif ctx.note:
             ctx.invoice.error = ctx.note
             self._say(ctx, "note", ctx.note, retryable=False)
         log.info("job_done", qbo_id=ctx.invoice.qbo_id, attempts=ctx.job.attempts)

@@ -14,7 +14,7 @@ from typing import Any
 
 from syncd import mapping, resolve
 from syncd.exceptions import QboStaleError
-from syncd.models import ChangeSet, Connection, Failure, Invoice, Job, SyncState
+from syncd.models import ChangeSet, Connection, Invoice, Job, SyncState
 from syncd.qbo import QboClient
 from syncd.rules import Rules
 from syncd.store.sqlite import SqliteStore
@@ -33,9 +33,10 @@ class JobContext:
     now: datetime
     unclear: bool  # the job was in flight before: its write may have happened
     changes: ChangeSet
-    note: str | None = (
-        None  # said to the CRM when nothing failed but something is worth saying
-    )
+    # said to the CRM when nothing failed but something is worth saying
+    note: str | None = None
+    # (code, message): the write happened but is wrong; the invoice is marked failed
+    problem: tuple[str, str] | None = None
 
 
 async def push_invoice(ctx: JobContext) -> None:
@@ -119,12 +120,7 @@ def _record(ctx: JobContext, answer: dict[str, Any], body: dict[str, Any]) -> No
             f"QBO computed a total of {qbo_total} but the CRM total is {crm_total}: "
             "check the tax codes and discounts mapped for this invoice"
         )
-        inv.sync_state, inv.error = SyncState.FAILED, message
-        ctx.changes.failures.append(Failure(
-            tenant=ctx.job.tenant, invoice_id=inv.invoice_id, operation=ctx.job.kind,
-            code="total_mismatch", message=message, event_id=None, at=ctx.now,
-            attempts=ctx.job.attempts,
-        ))  # fmt: skip
+        ctx.problem = ("total_mismatch", message)
 
 
 def apply_answer(inv: Invoice, answer: dict[str, Any], now: datetime) -> None:

@@ -1,0 +1,180 @@
+"""Outbound sync end to end: MQTT → syncd → the QBO sandbox, asserted through QBO's API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.crm import Crm, invoice
+from tests.integration.test_connect import connect
+from tests.sandbox_process import Connection, SandboxProcess
+from tests.syncd_process import QBO_ENV, SyncdProcess, write_config
+
+TODAY = datetime.now(UTC).date()
+
+
+class Setup:
+    def __init__(
+        self, syncd: SyncdProcess, qbo: Connection, crm: Crm, realm: str
+    ) -> None:
+        self.syncd, self.qbo, self.crm, self.realm = syncd, qbo, crm, realm
+
+    async def qbo_rows(self, statement: str) -> list[dict[str, Any]]:
+        answer = await self.qbo.call("GET", "query", params={"query": statement})
+        rows = list(answer["QueryResponse"].values())
+        return rows[0] if rows and isinstance(rows[0], list) else []
+
+    async def state(
+        self, invoice_id: str, predicate, timeout: float = 15
+    ) -> dict[str, Any]:
+        """Wait for a retained state message of the invoice that satisfies `predicate`."""
+        topic = f"sync/invoice/{invoice_id}"
+        await self.crm.wait_for(
+            lambda r: any(predicate(m.body["data"]) for m in self.crm.on(topic)),
+            timeout,
+        )
+        found: list[dict[str, Any]] = [
+            m.body["data"] for m in self.crm.on(topic) if predicate(m.body["data"])
+        ]
+        return found[-1]
+
+    async def writes(self) -> list[dict[str, Any]]:
+        log = await self.qbo.admin("GET", f"requests?realm={self.realm}")
+        return [r for r in log if r["method"] == "POST"]
+
+
+@pytest.fixture
+async def setup(
+    tmp_path, broker, sandbox: SandboxProcess, http
+) -> AsyncIterator[Setup]:
+    workdir = tmp_path / "s"
+    workdir.mkdir()
+    proc = SyncdProcess(
+        write_config(workdir, broker.port, qbo_base_url=sandbox.origin), env=QBO_ENV
+    )
+    await asyncio.to_thread(proc.start)
+    try:
+        status, body = await connect(http, proc)
+        assert status == 200, body
+        # the test reads QBO as the app would: its own token on the same company
+        qbo = await Connection(http, sandbox.origin).connect(realm=body["realm_id"])
+        async with Crm(broker.port) as crm:
+            yield Setup(proc, qbo, crm, body["realm_id"])
+    finally:
+        proc.stop()
+
+
+def _invoice(version: int, status: str, **extra: Any) -> dict[str, Any]:
+    data = invoice("INV-1", version, status, number="1001", issue_date=TODAY.isoformat(), total="200.00",
+                   customer={"contact_id": "C-9", "name": "Acme Ltd", "billing_email": "ap@acme.test"},
+                   lines=[{"description": "Ticket #42: fix login", "item": "Consulting",
+                           "quantity": "2", "unit_price": "100.00"}])  # fmt: skip
+    data.update(extra)
+    return data
+
+
+async def test_open_invoice_is_created_once_with_its_lines(setup: Setup):
+    """RO3, OD4, OD8, HL5: entering a sync status creates the QBO invoice; lines keep descriptions."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "draft"))
+    await setup.crm.send("acme", "invoice.upserted", _invoice(2, "open"))
+    state = await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    assert (state["qbo_doc_number"], state["total"], state["balance"], state["qbo_status"]) == (
+        "1001", "200.00", "200.00", "open")  # fmt: skip
+    [qbo] = await setup.qbo_rows("select * from Invoice")
+    assert qbo["Id"] == state["qbo_id"]
+    line = qbo["Line"][0]
+    assert line["Description"] == "Ticket #42: fix login"
+    assert line["SalesItemLineDetail"]["ItemRef"]["name"] == "Consulting"
+    assert qbo["CustomerRef"]["name"] == "Acme Ltd"
+    assert qbo["TotalAmt"] == Decimal("200.00")
+    assert (
+        qbo["DueDate"] == (TODAY + timedelta(days=30)).isoformat()
+    )  # PD2: issue + due_days
+    assert qbo["PrivateNote"] == "syncd:acme:INV-1"
+    invoice_writes = [w for w in await setup.writes() if w["path"].endswith("/invoice")]
+    assert len(invoice_writes) == 1  # steady state: one write, no read after it
+
+
+async def test_edits_update_the_same_invoice_and_unchanged_makes_no_call(setup: Setup):
+    """OD5: a later edit updates the same QBO invoice (sparse); an unchanged snapshot calls nothing."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    lines = [
+        {
+            "description": "Ticket #42: fix login",
+            "item": "Consulting",
+            "quantity": "3",
+            "unit_price": "100.00",
+        }
+    ]
+    await setup.crm.send(
+        "acme", "invoice.upserted", _invoice(2, "open", lines=lines, total="300.00")
+    )
+    await setup.state(
+        "INV-1",
+        lambda d: (
+            d["sync_state"] == "synced"
+            and d["total"] == "300.00"
+            and d["balance"] == "300.00"
+        ),
+    )
+    before = len(await setup.writes())
+    await setup.crm.send(
+        "acme", "invoice.upserted", _invoice(3, "open", lines=lines, total="300.00")
+    )
+    await asyncio.sleep(1.0)
+    assert len(await setup.writes()) == before
+    rows = await setup.qbo_rows("select * from Invoice")
+    assert len(rows) == 1
+    assert rows[0]["TotalAmt"] == Decimal("300.00")
+    assert rows[0]["SyncToken"] == "1"
+
+
+async def test_command_sync_send_and_void(setup: Setup):
+    """RO3 manual sync; OD6 send e-mails through QBO; PD7 void is final."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "draft"))
+    await setup.crm.send("acme", "command.sync", {"invoice_id": "INV-1"})
+    synced = await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    await setup.crm.send("acme", "command.send", {"invoice_id": "INV-1"})
+    await setup.crm.wait_for(lambda r: True)
+    for _ in range(50):
+        [row] = await setup.qbo_rows("select * from Invoice")
+        if row.get("EmailStatus") == "EmailSent":
+            break
+        await asyncio.sleep(0.1)
+    assert row["BillEmail"] == {"Address": "ap@acme.test"}
+    await setup.crm.send("acme", "command.void", {"invoice_id": "INV-1"})
+    voided = await setup.state("INV-1", lambda d: d["qbo_status"] == "voided")
+    assert voided["qbo_id"] == synced["qbo_id"]
+    [row] = await setup.qbo_rows("select * from Invoice")
+    assert row["TotalAmt"] == 0
+
+
+async def test_totals_that_differ_fail_loudly(setup: Setup):
+    """HL6: QBO's TotalAmt must equal the CRM total to the cent, else the sync fails with both."""
+    await setup.crm.send(
+        "acme", "invoice.upserted", _invoice(1, "open", total="199.50")
+    )
+    failed = await setup.state("INV-1", lambda d: d["sync_state"] == "failed")
+    assert "200.00" in failed["error"] and "199.50" in failed["error"]
+    await setup.crm.wait_for(lambda r: bool(setup.crm.on("acme/out/sync/failed")))
+    [message] = setup.crm.on("acme/out/sync/failed")
+    assert message.body["data"]["code"] == "total_mismatch"
+
+
+async def test_invoices_issued_before_the_connection_stay_out(setup: Setup):
+    """HL8: with since = "connection", older invoices are not synced, and the state says why."""
+    old = (TODAY - timedelta(days=40)).isoformat()
+    await setup.crm.send(
+        "acme", "invoice.upserted", _invoice(1, "open", issue_date=old)
+    )
+    state = await setup.state(
+        "INV-1", lambda d: "before [sync] since" in (d["error"] or "")
+    )
+    assert state["qbo_id"] is None
+    assert await setup.qbo_rows("select * from Invoice") == []
