@@ -8,6 +8,7 @@ are forgotten, so nothing is written to the wrong books).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,6 +52,7 @@ class Connections:
             config.qbo.environment, config.qbo.base_url
         )
         self._clients: dict[str, QboClient] = {}
+        self.on_connected: Callable[[], None] = lambda: None
         self._limiters: dict[str, RealmLimiter] = {}
 
     async def open(self) -> None:
@@ -119,6 +121,8 @@ class Connections:
         self._clients.pop(tenant, None)
         conn.preferences = await self._read_preferences(tenant)
         await self._store.set_preferences(tenant, conn.preferences)
+        await self._store.jobs_due_now(tenant, datetime.now(UTC))
+        self.on_connected()
         log.info("qbo_connected", tenant=tenant, realm=realm_id)
         return conn
 

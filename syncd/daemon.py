@@ -50,6 +50,7 @@ class Daemon:
         self.jobs = JobWorker(self.store, self.connections, self.rulebook,
                               prefix=config.mqtt.topic_prefix, clock=utc_now,
                               on_commit=self.publisher.wake)  # fmt: skip
+        self.connections.on_connected = self.jobs.wake
         self._tasks: list[asyncio.Task[None]] = []
         self.crashed = False
 

@@ -40,6 +40,7 @@ def routes(app: web.Application) -> None:
     r.add_get(PREFIX + "/faults", get_faults)
     r.add_put(PREFIX + "/faults", put_faults)
     r.add_post(PREFIX + "/tokens/expire", expire_tokens)
+    r.add_post(PREFIX + "/tokens/revoke-all", revoke_tokens)
     r.add_get(PREFIX + "/webhooks", webhooks)
 
 
@@ -174,6 +175,13 @@ async def expire_tokens(request: web.Request) -> web.Response:
     body = await body_of(request) if request.can_read_body else {}
     count = request.app[SANDBOX].oauth.expire_access(body.get("realm"))
     return json_response({"expired": count})
+
+
+async def revoke_tokens(request: web.Request) -> web.Response:
+    """Revoke every grant (optionally one realm's): as if the company disconnected the app."""
+    body = await body_of(request) if request.can_read_body else {}
+    count = request.app[SANDBOX].oauth.revoke_all(body.get("realm"))
+    return json_response({"revoked": count})
 
 
 async def webhooks(request: web.Request) -> web.Response:

@@ -125,6 +125,18 @@ class OAuthServer:
                 count += 1
         return count
 
+    def revoke_all(self, realm_id: str | None = None) -> int:
+        """Revoke every grant (of one realm); return how many."""
+        grants = {id(t.grant): t.grant for t in self.access.values()} | {
+            id(g): g for g in self.grants.values()
+        }
+        count = 0
+        for grant in grants.values():
+            if realm_id is None or grant.realm_id == realm_id:
+                grant.revoked = True
+                count += 1
+        return count
+
     def _client(self, authorization: str | None) -> None:
         expected = base64.b64encode(
             f"{self.client_id}:{self.client_secret}".encode()

@@ -162,6 +162,14 @@ class QboTables:
             await db.execute("UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
                              (job.status.value, job.attempts, job.id))  # fmt: skip
 
+    async def jobs_due_now(self, tenant: str, now: datetime) -> None:
+        """Make a tenant's waiting jobs due (its company was just reconnected)."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = 'pending'",
+                (now.isoformat(), tenant),
+            )
+
     async def jobs(self, tenant: str) -> list[Job]:
         """Every job of a tenant, oldest first."""
         sql = f"SELECT id, {_JOB_COLS} FROM jobs WHERE tenant = ? ORDER BY id"

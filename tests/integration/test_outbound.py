@@ -43,6 +43,12 @@ class Setup:
         ]
         return found[-1]
 
+    async def fresh_reader(self) -> None:
+        """The test's own QBO access, after a test killed every token of the company."""
+        self.qbo = await Connection(self.qbo.session, self.qbo.origin).connect(
+            realm=self.realm
+        )
+
     async def writes(self) -> list[dict[str, Any]]:
         log = await self.qbo.admin("GET", f"requests?realm={self.realm}")
         return [r for r in log if r["method"] == "POST"]

@@ -1,0 +1,76 @@
+"""The fault matrix (HS11, OD5): whatever fails when, one QBO invoice per CRM invoice."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.integration.test_outbound import Setup, _invoice
+from tests.integration.test_outbound import setup as setup  # the fixture
+
+
+async def _one_invoice(setup: Setup) -> dict:
+    rows = await setup.qbo_rows("select * from Invoice")
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+async def test_sigkill_while_qbo_holds_the_answer(setup: Setup):
+    """SIGKILL between send and commit: after restart, the same invoice, not a second one."""
+    await setup.qbo.admin(
+        "PUT", "faults", {"api": {"slow_after_commit": 1.0, "slow_seconds": 3}}
+    )
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    for _ in range(100):  # wait until QBO has the invoice but syncd has no answer yet
+        if await setup.qbo_rows("select * from Invoice"):
+            break
+        await asyncio.sleep(0.05)
+    setup.syncd.kill()
+    await setup.qbo.admin("PUT", "faults", {"api": {"slow_after_commit": 0.0}})
+    await asyncio.to_thread(setup.syncd.start)
+    state = await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    qbo = await _one_invoice(setup)
+    assert state["qbo_id"] == qbo["Id"]
+
+
+async def test_429_and_5xx_storms_end_in_one_invoice(setup: Setup):
+    """A storm of 429s and 5xx: retried durably (QBO asks a minute after a 429; 5xx fast)."""
+    await setup.qbo.admin("PUT", "faults", {"seed": 3, "api": {"rate_5xx": 0.6}})
+    try:
+        for n in range(1, 4):
+            await setup.crm.send(
+                "acme", "invoice.upserted", _invoice(n, "open", total="200.00")
+            )
+        state = await setup.state(
+            "INV-1", lambda d: d["sync_state"] == "synced", timeout=40
+        )
+    finally:
+        await setup.qbo.admin("PUT", "faults", {"api": {"rate_5xx": 0.0}})
+    assert state["qbo_id"] == (await _one_invoice(setup))["Id"]
+
+
+async def test_expired_access_token_refreshes_and_goes_on(setup: Setup):
+    """An access token dead before its time: one refresh, the write goes through."""
+    await setup.qbo.admin("POST", "tokens/expire", {"realm": setup.realm})
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    await setup.fresh_reader()
+    await _one_invoice(setup)
+
+
+async def test_a_revoked_grant_pauses_and_says_reconnect(setup: Setup, http):
+    """invalid_grant: the realm pauses, `…/out/sync/failed` says reconnect; nothing is lost."""
+    from tests.integration.test_connect import connect
+
+    await _revoke_all(setup)
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.crm.wait_for(lambda r: any("reconnect needed" in m.body["data"]["message"]
+                                           for m in setup.crm.on("acme/out/sync/failed")))  # fmt: skip
+    status, _ = await connect(http, setup.syncd, f"&realm={setup.realm}")
+    assert status == 200
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced", timeout=60)
+    await setup.fresh_reader()
+    await _one_invoice(setup)
+
+
+async def _revoke_all(setup: Setup) -> None:
+    await setup.qbo.admin("POST", "tokens/revoke-all", {"realm": setup.realm})
