@@ -8,7 +8,7 @@ from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
 
 
-async def _one_invoice(setup: Setup) -> dict:
+async def _one_invoice(setup: Setup) -> dict[str, object]:
     rows = await setup.qbo_rows("select * from Invoice")
     assert len(rows) == 1, rows
     return rows[0]
