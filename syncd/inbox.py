@@ -31,6 +31,7 @@ _HANDLED = {
     "command.send",
     "command.void",
     "command.delete",
+    "payment.recorded",
 }
 
 Clock = Callable[[], datetime]
@@ -146,7 +147,7 @@ class Inbox:
     async def _load(self, fresh: list[Envelope]) -> dict[tuple[str, str], Invoice]:
         wanted: dict[str, list[str]] = {}
         for env in fresh:
-            if env.type in _HANDLED:
+            if env.type in _HANDLED and env.data.get("invoice_id"):
                 wanted.setdefault(env.tenant, []).append(env.data["invoice_id"])
         loaded: dict[tuple[str, str], Invoice] = {}
         for tenant, ids in wanted.items():
@@ -167,10 +168,13 @@ class Inbox:
         if env.type not in _HANDLED:
             _defer(env, now, changes)
             return
-        key = (env.tenant, env.data["invoice_id"])
+        key = (env.tenant, str(env.data.get("invoice_id")))
         ctx = sync.Context(
             envelope=env, machine=machine, prefix=self._prefix, now=now, changes=changes
         )
+        if env.type == "payment.recorded":
+            sync.apply_payment(ctx, invoices.get(key))
+            return
         if env.type != "invoice.upserted":
             await sync.apply_command(ctx, invoices.get(key))
             return

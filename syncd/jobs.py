@@ -22,6 +22,7 @@ from syncd.connections import Connections
 from syncd.exceptions import QboAuthError, QboError, QboTransientError
 from syncd.models import ChangeSet, Failure, Invoice, Job, JobStatus, SyncState
 from syncd.push import HANDLERS, JobContext
+from syncd.push_payments import push_payment, push_receipt
 from syncd.resolve import ResolveError
 from syncd.rulebook import RuleBook
 from syncd.store.sqlite import SqliteStore
@@ -36,9 +37,23 @@ _QBO_SIDE = ("qbo_id", "qbo_sync_token", "qbo_doc_number", "qbo_status", "balanc
              "sync_state", "error", "last_synced_at", "pushed_body")  # fmt: skip
 
 
+def _no_invoice(job: Job, now: datetime) -> Invoice:
+    """A sales receipt has no CRM invoice: handlers get a placeholder, never stored."""
+    return Invoice(tenant=job.tenant, invoice_id=job.invoice_id, status="", version=0,
+                   data={}, updated_at=now)  # fmt: skip
+
+
 def _take_qbo_side(fresh: Invoice, worked: Invoice) -> None:
     for name in _QBO_SIDE:
         setattr(fresh, name, getattr(worked, name))
+
+
+def _handler(kind: str) -> Any:
+    """`payment.push:<id>` is one job per payment; others are named by their kind."""
+    base = kind.split(":", 1)[0]
+    return {**HANDLERS, "payment.push": push_payment, "receipt.push": push_receipt}[
+        base
+    ]
 
 
 class JobWorker:
@@ -89,6 +104,8 @@ class JobWorker:
 
     async def _run(self, job: Job) -> None:
         invoice = await self._store.invoice(job.tenant, job.invoice_id)
+        if job.kind.startswith("receipt.") and invoice is None:
+            invoice = _no_invoice(job, self._clock())
         machine = self._rulebook.machine(job.tenant)
         client = await self._connections.client(job.tenant)
         conn = await self._store.connection(job.tenant) if client else None
@@ -112,7 +129,7 @@ class JobWorker:
                              unclear=unclear, changes=changes)  # fmt: skip
             await self._attempt(ctx)
         async with self._store.write_lock:
-            if invoice is not None:
+            if invoice is not None and not job.kind.startswith("receipt."):
                 # the CRM side may have moved on during the QBO call: keep its fields
                 fresh = await self._store.invoice(job.tenant, job.invoice_id) or invoice
                 _take_qbo_side(fresh, invoice)
@@ -126,7 +143,7 @@ class JobWorker:
     async def _attempt(self, ctx: JobContext) -> None:
         job, inv = ctx.job, ctx.invoice
         try:
-            await HANDLERS[job.kind](ctx)
+            await _handler(job.kind)(ctx)
         except QboAuthError as exc:
             await self._connections.needs_reconnect(job.tenant, str(exc))
             self._fail(

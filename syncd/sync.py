@@ -122,6 +122,31 @@ async def apply_command(ctx: Context, current: Invoice | None) -> None:
     _ledger(ctx, Outcome.APPLIED, f"{ctx.envelope.type}: {', '.join(kinds)} queued")
 
 
+def apply_payment(ctx: Context, invoice: Invoice | None) -> None:
+    """`payment.recorded`: a QBO Payment for an invoice (HL5), else a Sales Receipt (HL3)."""
+    data, tenant = ctx.envelope.data, ctx.envelope.tenant
+    if data.get("invoice_id"):
+        if invoice is None:
+            _reject(
+                ctx,
+                f"unknown invoice {data['invoice_id']!r}: the payment needs its invoice first",
+            )
+            return
+        # one job per payment, queued behind the invoice's own jobs
+        target, kind = invoice.invoice_id, f"payment.push:{data['payment_id']}"
+    else:
+        target, kind = f"receipt:{data['payment_id']}", "receipt.push"
+    job = Job(
+        tenant=tenant,
+        invoice_id=target,
+        kind=kind,
+        next_attempt_at=ctx.now,
+        payload=data,
+    )
+    ctx.changes.jobs.append(job)
+    _ledger(ctx, Outcome.APPLIED, f"{job.kind} queued")
+
+
 async def _allowed(ctx: Context, from_status: str | None, status: str) -> bool:
     machine = ctx.machine
     if from_status is None:

@@ -259,6 +259,8 @@ def _lookup(obj: dict[str, Any], path: str) -> Any:
         current = current[key]
     if isinstance(current, dict) and "value" in current:
         return current["value"]
+    if isinstance(current, dict) and "Address" in current:
+        return current["Address"]  # PrimaryEmailAddr compares by its address
     return current
 
 

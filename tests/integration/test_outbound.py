@@ -184,3 +184,55 @@ async def test_invoices_issued_before_the_connection_stay_out(setup: Setup):
     )
     assert state["qbo_id"] is None
     assert await setup.qbo_rows("select * from Invoice") == []
+
+
+async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setup):
+    """HL5, RO4: a payment of a synced invoice is a QBO Payment on it (partial leaves the
+    balance); HL3: a payment with no invoice is a Sales Receipt, customer matched by e-mail."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    payment = {"payment_id": "P-1", "invoice_id": "INV-1", "customer": {"name": "Acme Ltd"},
+               "amount": "50.00", "currency": "USD", "date": TODAY.isoformat(), "method": "card",
+               "kind": "invoice"}  # fmt: skip
+    await setup.crm.send("acme", "payment.recorded", payment)
+    state = await setup.state("INV-1", lambda d: d["balance"] == "150.00")
+    assert state["qbo_status"] == "partially_paid"
+    [qbo_invoice] = await setup.qbo_rows("select * from Invoice")
+    assert qbo_invoice["Balance"] == Decimal("150.00")
+    [qbo_payment] = await setup.qbo_rows("select * from Payment")
+    assert qbo_payment["Line"][0]["LinkedTxn"] == [
+        {"TxnId": qbo_invoice["Id"], "TxnType": "Invoice"}
+    ]
+    assert qbo_payment["DepositToAccountRef"]["name"] == "Undeposited Funds"
+    await setup.crm.send(
+        "acme", "payment.recorded", {**payment, "payment_id": "P-2", "amount": "150.00"}
+    )
+    paid = await setup.state("INV-1", lambda d: d["balance"] == "0.00")
+    assert paid["qbo_status"] == "paid"
+    booking = {"payment_id": "B-7", "customer": {"name": "Walk In", "email": "walk@in.test"},
+               "amount": "35.00", "currency": "USD", "date": TODAY.isoformat(), "kind": "booking"}  # fmt: skip
+    await setup.crm.send("acme", "payment.recorded", booking)
+    for _ in range(100):
+        receipts = await setup.qbo_rows("select * from SalesReceipt")
+        if receipts:
+            break
+        await asyncio.sleep(0.1)
+    [receipt] = receipts
+    assert receipt["TotalAmt"] == Decimal("35.00")
+    assert receipt["Line"][0]["SalesItemLineDetail"]["ItemRef"]["name"] == "Booking"
+    [customer] = await setup.qbo_rows(
+        "select * from Customer where DisplayName = 'Walk In'"
+    )
+    assert customer["PrimaryEmailAddr"] == {"Address": "walk@in.test"}
+    assert len(await setup.qbo_rows("select * from Payment")) == 2
+    known = await setup.qbo.customer(
+        "Known Person", PrimaryEmailAddr={"Address": "known@in.test"}
+    )
+    await setup.crm.send("acme", "payment.recorded", {**booking, "payment_id": "B-8",
+                         "customer": {"name": "Someone Else", "email": "known@in.test"}})  # fmt: skip
+    for _ in range(100):
+        receipts = await setup.qbo_rows("select * from SalesReceipt")
+        if len(receipts) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert receipts[1]["CustomerRef"]["value"] == known["Id"]  # HL4: matched by e-mail

@@ -1,0 +1,117 @@
+"""QBO job handlers for CRM payments.
+
+A payment of a synced invoice becomes a QBO Payment linked to it (HL5, RO4); a payment
+with no invoice (order form, subscription, membership, booking) a Sales Receipt (HL3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import Any
+
+from syncd import mapping, resolve
+from syncd.exceptions import QboTransientError
+from syncd.push import JobContext, qbo_status
+from syncd.rules import Rules
+
+
+def payment_marker(tenant: str, payment_id: str) -> str:
+    """The PrivateNote syncd leaves on a Payment or Sales Receipt it wrote."""
+    return f"syncd:{tenant}:payment:{payment_id}"
+
+
+async def push_payment(ctx: JobContext) -> None:
+    """A QBO Payment applied to the invoice's QBO copy, deposited per the rules."""
+    inv, pay = ctx.invoice, ctx.job.payload
+    if inv.qbo_id is None or inv.pushed_body is None:
+        # the invoice's own push comes first (same queue); if it has not made it, wait
+        raise QboTransientError(f"invoice {inv.invoice_id} is not in QBO yet")
+    amount = mapping.money(pay["amount"])
+    customer_id = str(inv.pushed_body["CustomerRef"]["value"])
+    marker = payment_marker(ctx.job.tenant, pay["payment_id"])
+    if ctx.unclear and await _already_written(ctx, "Payment", customer_id, marker):
+        _apply_to_invoice(ctx, amount)
+        return
+    body: dict[str, Any] = {
+        "CustomerRef": {"value": customer_id},
+        "TotalAmt": amount,
+        "TxnDate": pay["date"],
+        "PaymentRefNum": str(pay["payment_id"])[:21],
+        "PrivateNote": marker,
+        "DepositToAccountRef": {"value": await _account(ctx, ctx.rules)},
+        "Line": [
+            {
+                "Amount": amount,
+                "LinkedTxn": [{"TxnId": inv.qbo_id, "TxnType": "Invoice"}],
+            }
+        ],
+    }
+    await ctx.client.create(
+        "Payment",
+        body,
+        resolve.request_id(ctx.job.tenant, "payment", pay["payment_id"]),
+    )
+    _apply_to_invoice(ctx, amount)
+
+
+def _apply_to_invoice(ctx: JobContext, amount: Decimal) -> None:
+    """No read after write: the invoice's balance is known from the payment applied."""
+    inv = ctx.invoice
+    balance = mapping.money(inv.balance or "0") - amount
+    inv.balance = str(balance)
+    total = mapping.money(inv.data.get("total") or str(balance + amount))
+    inv.qbo_status = qbo_status({"TotalAmt": total, "Balance": balance}, ctx.now.date())
+    inv.qbo_sync_token = None  # QBO bumped it when the payment moved the balance
+
+
+async def push_receipt(ctx: JobContext) -> None:
+    """A QBO Sales Receipt for a payment with no invoice (order form, subscription…)."""
+    pay, tenant = ctx.job.payload, ctx.job.tenant
+    # HL3/HL4: a payment's customer is matched (or created) by e-mail
+    by_email = dataclasses.replace(
+        ctx.rules, customers={**ctx.rules.customers, "match": "email"}
+    )
+    customer_id = await resolve.customer(
+        ctx.client, ctx.store, tenant, by_email, pay["customer"], ctx.changes
+    )
+    marker = payment_marker(tenant, pay["payment_id"])
+    if ctx.unclear and await _already_written(ctx, "SalesReceipt", customer_id, marker):
+        return
+    item_name = str(pay["kind"]).replace("_", " ").capitalize()
+    items = await resolve.items(
+        ctx.client, ctx.store, tenant, ctx.rules, [item_name], ctx.changes
+    )
+    amount = mapping.money(pay["amount"])
+    body: dict[str, Any] = {
+        "CustomerRef": {"value": customer_id},
+        "TxnDate": pay["date"],
+        "PaymentRefNum": str(pay["payment_id"])[:21],
+        "PrivateNote": marker,
+        "CurrencyRef": {"value": pay["currency"]},
+        "DepositToAccountRef": {"value": await _account(ctx, ctx.rules)},
+        "Line": [{"DetailType": "SalesItemLineDetail", "Amount": amount,
+                  "Description": f"{item_name} {pay['payment_id']}",
+                  "SalesItemLineDetail": {"ItemRef": {"value": items[item_name]}}}],
+    }  # fmt: skip
+    await ctx.client.create(
+        "SalesReceipt", body, resolve.request_id(tenant, "receipt", pay["payment_id"])
+    )
+
+
+async def _already_written(
+    ctx: JobContext, entity: str, customer_id: str, marker: str
+) -> bool:
+    rows = await ctx.client.query(
+        f"select * from {entity} where CustomerRef = {resolve.quote(customer_id)}"
+    )
+    return any(found.get("PrivateNote") == marker for found in rows.get(entity, []))
+
+
+async def _account(ctx: JobContext, rules: Rules) -> str:
+    """The deposit account (RO4), by name or Id."""
+    wanted = str(rules.payments.get("deposit_account", "Undeposited Funds"))
+    rows = await ctx.client.query(
+        f"select * from Account where Name = {resolve.quote(wanted)}"
+    )
+    return str(rows["Account"][0]["Id"]) if rows.get("Account") else wanted
