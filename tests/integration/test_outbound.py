@@ -187,8 +187,11 @@ async def test_invoices_issued_before_the_connection_stay_out(setup: Setup):
 
 
 async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setup):
-    """HL5, RO4: a payment of a synced invoice is a QBO Payment on it (partial leaves the
-    balance); HL3: a payment with no invoice is a Sales Receipt, customer matched by e-mail."""
+    """HL5, RO4, HL3, HL4: Payments on the synced invoice, Sales Receipts without one.
+
+    A partial payment leaves the right balance; a payment with no invoice is a Sales
+    Receipt whose customer is matched (or created) by e-mail.
+    """
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
     payment = {"payment_id": "P-1", "invoice_id": "INV-1", "customer": {"name": "Acme Ltd"},
