@@ -6,12 +6,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from syncd import web_oauth
+from syncd import admin, web_oauth
+from syncd.appkeys import CONFIG, DAEMON
 from syncd.config import Config
 from syncd.daemon import Daemon
-
-CONFIG = web.AppKey("config", Config)
-DAEMON = web.AppKey("daemon", Daemon)
 
 
 def build_app(config: Config) -> web.Application:
@@ -22,6 +20,7 @@ def build_app(config: Config) -> web.Application:
     app[web_oauth.CONNECTIONS] = daemon.connections
     app[web_oauth.ADMIN_TOKEN] = config.secrets.get("ADMIN_TOKEN") or ""
     web_oauth.routes(app)
+    admin.routes(app)
     app.cleanup_ctx.append(_daemon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -14,7 +14,8 @@ import structlog
 from aiohttp import web
 
 from syncd import logs
-from syncd.app import DAEMON, build_app
+from syncd.app import build_app
+from syncd.appkeys import DAEMON
 from syncd.config import Config, load_config
 from syncd.exceptions import ConfigError
 from syncd.machine import mermaid

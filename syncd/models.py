@@ -105,6 +105,8 @@ class Failure:
     at: datetime
     attempts: int = 1
     retryable: bool = False
+    id: int | None = None
+    resolved_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

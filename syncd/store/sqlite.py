@@ -202,13 +202,14 @@ class SqliteStore(QboTables):
     async def failures(self, tenant: str) -> list[Failure]:
         """Return a tenant's failures, oldest first."""
         sql = (
-            "SELECT invoice_id, operation, code, message, attempts, retryable, event_id,"
-            " at FROM failures WHERE tenant = ? ORDER BY seq"
+            "SELECT seq, invoice_id, operation, code, message, attempts, retryable, event_id,"
+            " at, resolved_at FROM failures WHERE tenant = ? ORDER BY seq"
         )
         async with self._read() as db, db.execute(sql, (tenant,)) as cur:
             rows = await cur.fetchall()
         return [
             Failure(
+                id=seq,
                 tenant=tenant,
                 invoice_id=i,
                 operation=o,
@@ -218,9 +219,35 @@ class SqliteStore(QboTables):
                 retryable=bool(r),
                 event_id=e,
                 at=datetime.fromisoformat(a),
+                resolved_at=datetime.fromisoformat(done) if done else None,
             )
-            for i, o, c, m, n, r, e, a in rows
+            for seq, i, o, c, m, n, r, e, a, done in rows
         ]
+
+    async def resolve_failure(
+        self, tenant: str, failure_id: int, now: datetime
+    ) -> None:
+        """Mark a failure handled (retried, or fixed by the admin)."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE failures SET resolved_at = ? WHERE tenant = ? AND seq = ?",
+                (now.isoformat(), tenant, failure_id),
+            )
+
+    async def invoices(
+        self, tenant: str, sync_state: str | None = None
+    ) -> list[Invoice]:
+        """A tenant's invoices (optionally in one sync state), newest change first."""
+        sql = f"SELECT {_INVOICE_COLS} FROM invoices WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        if sync_state:
+            sql += " AND sync_state = ?"
+            params.append(sync_state)
+        async with (
+            self._read() as db,
+            db.execute(sql + " ORDER BY updated_at DESC", params) as cur,
+        ):
+            return [rows.invoice(r) for r in await cur.fetchall()]
 
     async def ledger(self, tenant: str, message_id: str) -> LedgerEntry | None:
         """Return what became of one inbound message."""

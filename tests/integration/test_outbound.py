@@ -13,7 +13,7 @@ import pytest
 from tests.crm import Crm, invoice
 from tests.integration.test_connect import connect
 from tests.sandbox_process import Connection, SandboxProcess
-from tests.syncd_process import QBO_ENV, SyncdProcess, write_config
+from tests.syncd_process import ADMIN, QBO_ENV, RULES, SyncdProcess, write_config
 
 TODAY = datetime.now(UTC).date()
 
@@ -56,13 +56,19 @@ class Setup:
 
 @pytest.fixture
 async def setup(
-    tmp_path, broker, sandbox: SandboxProcess, http
+    request, tmp_path, broker, sandbox: SandboxProcess, http
 ) -> AsyncIterator[Setup]:
+    """Syncd connected to a fresh sandbox company; `@pytest.mark.rules(old, new)` edits the rules."""
     workdir = tmp_path / "s"
     workdir.mkdir()
-    proc = SyncdProcess(
-        write_config(workdir, broker.port, qbo_base_url=sandbox.origin), env=QBO_ENV
-    )
+    tenants = None
+    marker = request.node.get_closest_marker("rules")
+    if marker is not None:
+        rules = tmp_path / "rules.toml"
+        rules.write_text(RULES.read_text().replace(*marker.args))
+        tenants = {"acme": rules}
+    config = write_config(workdir, broker.port, tenants, qbo_base_url=sandbox.origin)
+    proc = SyncdProcess(config, env=QBO_ENV)
     await asyncio.to_thread(proc.start)
     try:
         status, body = await connect(http, proc)
@@ -239,3 +245,52 @@ async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setu
             break
         await asyncio.sleep(0.1)
     assert receipts[1]["CustomerRef"]["value"] == known["Id"]  # HL4: matched by e-mail
+
+
+async def test_pdf_route_streams_qbos_pdf(setup: Setup, http):
+    """HS8: the admin route streams the QBO PDF of a synced invoice (admin token needed)."""
+    import io
+
+    import pypdf
+
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    url = (
+        f"http://127.0.0.1:{setup.syncd.http_port}/api/tenants/acme/invoices/INV-1/pdf"
+    )
+    async with http.get(url) as r:
+        assert r.status == 401
+    async with http.get(url, headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+        assert r.content_type == "application/pdf"
+        text = pypdf.PdfReader(io.BytesIO(await r.read())).pages[0].extract_text()
+    assert "Invoice 1001" in text
+
+
+@pytest.mark.rules('on_missing = "create"', 'on_missing = "fail"')
+async def test_a_failure_is_listed_and_its_retry_works_once_fixed(setup: Setup, http):
+    """PD3 + HS2: a missing item fails clearly; after the admin adds it, a retry syncs."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    failed = await setup.state("INV-1", lambda d: d["sync_state"] == "failed")
+    assert "no item named 'Consulting'" in failed["error"]
+    base = f"http://127.0.0.1:{setup.syncd.http_port}/api/tenants/acme"
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with http.get(f"{base}/failures", headers=headers) as r:
+        [failure] = await r.json()
+    assert (failure["operation"], failure["code"], failure["retryable"]) == (
+        "invoice.push",
+        "not_resolved",
+        False,
+    )
+    await setup.qbo.create(
+        "Item", {"Name": "Consulting", "IncomeAccountRef": {"value": "1"}}
+    )
+    async with http.post(
+        f"{base}/failures/{failure['id']}/retry", headers=headers
+    ) as r:
+        assert r.status == 202
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    async with http.get(f"{base}/invoices?sync_state=synced", headers=headers) as r:
+        assert [i["invoice_id"] for i in await r.json()] == ["INV-1"]
+    async with http.get(f"{base}/invoices/INV-1", headers=headers) as r:
+        detail = await r.json()
+    assert [(h["from"], h["to"]) for h in detail["history"]] == [(None, "open")]

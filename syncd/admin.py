@@ -1,0 +1,142 @@
+"""The admin API (contract: HTTP): invoices, the QBO PDF, failures and their retry.
+
+Invoices come with their transition history; failures are the failed-syncs panel (HS2);
+the PDF is QBO's own (HS8). Every route needs the admin token (web_oauth.admin_auth).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from syncd import events
+from syncd.appkeys import DAEMON
+from syncd.exceptions import QboError
+from syncd.models import ChangeSet, Failure, Invoice, Job, SyncState
+
+
+def routes(app: web.Application) -> None:
+    """Add the admin API routes."""
+    base = "/api/tenants/{tenant}"
+    app.router.add_get(base + "/invoices", list_invoices)
+    app.router.add_get(base + "/invoices/{invoice}", get_invoice)
+    app.router.add_get(base + "/invoices/{invoice}/pdf", invoice_pdf)
+    app.router.add_get(base + "/failures", list_failures)
+    app.router.add_post(base + "/failures/{failure}/retry", retry_failure)
+
+
+def _state(inv: Invoice) -> dict[str, Any]:
+    return {
+        "invoice_id": inv.invoice_id, "status": inv.status, "version": inv.version,
+        "sync_state": inv.sync_state.value, "qbo_id": inv.qbo_id,
+        "qbo_doc_number": inv.qbo_doc_number, "qbo_status": inv.qbo_status,
+        "balance": inv.balance, "total": inv.total, "error": inv.error,
+        "last_synced_at": inv.last_synced_at.isoformat() if inv.last_synced_at else None,
+        "updated_at": inv.updated_at.isoformat(),
+    }  # fmt: skip
+
+
+def _failure(f: Failure) -> dict[str, Any]:
+    return {
+        "id": f.id, "invoice_id": f.invoice_id, "operation": f.operation, "code": f.code,
+        "message": f.message, "attempts": f.attempts, "retryable": f.retryable,
+        "at": f.at.isoformat(), "resolved_at": f.resolved_at.isoformat() if f.resolved_at else None,
+    }  # fmt: skip
+
+
+async def list_invoices(request: web.Request) -> web.Response:
+    """Invoices with their sync state (`?sync_state=failed` for the failed ones)."""
+    store = request.app[DAEMON].store
+    found = await store.invoices(
+        request.match_info["tenant"], request.query.get("sync_state")
+    )
+    return web.json_response([_state(i) for i in found])
+
+
+async def get_invoice(request: web.Request) -> web.Response:
+    """One invoice: its state and its transition history."""
+    store = request.app[DAEMON].store
+    tenant, invoice_id = request.match_info["tenant"], request.match_info["invoice"]
+    inv = await store.invoice(tenant, invoice_id)
+    if inv is None:
+        return web.json_response({"error": "no such invoice"}, status=404)
+    history = [
+        {"from": h.from_status, "to": h.to_status, "cause": h.cause, "event_id": h.event_id,
+         "at": h.at.isoformat()}
+        for h in await store.history(tenant, invoice_id)
+    ]  # fmt: skip
+    return web.json_response({**_state(inv), "history": history})
+
+
+async def invoice_pdf(request: web.Request) -> web.StreamResponse:
+    """The QBO PDF of a synced invoice, streamed from QBO (HS8, PD7)."""
+    daemon = request.app[DAEMON]
+    tenant, invoice_id = request.match_info["tenant"], request.match_info["invoice"]
+    inv = await daemon.store.invoice(tenant, invoice_id)
+    client = await daemon.connections.client(tenant)
+    if inv is None or inv.qbo_id is None:
+        return web.json_response({"error": "the invoice is not in QBO"}, status=404)
+    if client is None:
+        return web.json_response(
+            {"error": "the tenant is not connected to QBO"}, status=409
+        )
+    try:
+        pdf = await client.pdf("Invoice", inv.qbo_id)
+    except QboError as exc:
+        return web.json_response({"error": exc.message}, status=502)
+    headers = {
+        "Content-Disposition": f'inline; filename="invoice-{inv.qbo_doc_number or inv.qbo_id}.pdf"'
+    }
+    return web.Response(body=pdf, content_type="application/pdf", headers=headers)
+
+
+async def list_failures(request: web.Request) -> web.Response:
+    """The failed-syncs panel (HS2): every failure, unresolved ones first."""
+    found = await request.app[DAEMON].store.failures(request.match_info["tenant"])
+    found.sort(key=lambda f: (f.resolved_at is not None, -(f.id or 0)))
+    return web.json_response([_failure(f) for f in found])
+
+
+async def retry_failure(request: web.Request) -> web.Response:
+    """Queue the failed operation again (after the admin fixed its cause)."""
+    daemon = request.app[DAEMON]
+    tenant = request.match_info["tenant"]
+    wanted = request.match_info["failure"]
+    failure = next(
+        (f for f in await daemon.store.failures(tenant) if str(f.id) == wanted), None
+    )
+    if failure is None or failure.invoice_id is None:
+        return web.json_response({"error": "no such failure"}, status=404)
+    if "." not in failure.operation or failure.operation == "status_move":
+        return web.json_response(
+            {
+                "error": "a refused status move is fixed in the CRM or the rules, not retried"
+            },
+            status=409,
+        )
+    now = datetime.now(UTC)
+    async with daemon.store.write_lock:
+        inv = await daemon.store.invoice(tenant, failure.invoice_id)
+        changes = ChangeSet(jobs=[Job(tenant=tenant, invoice_id=failure.invoice_id,
+                                      kind=failure.operation, next_attempt_at=now)])  # fmt: skip
+        if inv is not None:
+            inv.sync_state, inv.error = (
+                SyncState.PENDING,
+                "retry requested by the admin",
+            )
+            inv.pushed_body = (
+                None  # write everything again: the admin may have fixed QBO
+            )
+            changes.invoices[(tenant, inv.invoice_id)] = inv
+            changes.outbox.append(
+                events.sync_state(daemon.config.mqtt.topic_prefix, inv, now, None)
+            )
+        await daemon.store.commit(changes)
+        await daemon.store.resolve_failure(tenant, int(wanted), now)
+    daemon.jobs.wake()
+    daemon.publisher.wake()
+    return web.json_response(
+        {"queued": failure.operation, "invoice_id": failure.invoice_id}, status=202
+    )
