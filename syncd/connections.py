@@ -34,6 +34,21 @@ log = structlog.get_logger(__name__)
 STATE_TTL = timedelta(minutes=10)
 
 
+def custom_field_ids(prefs: dict[str, Any]) -> dict[str, str]:
+    """Sales-form custom field names → DefinitionId, from Preferences.SalesFormsPrefs."""
+    found: dict[str, str] = {}
+    for group in prefs.get("SalesFormsPrefs", {}).get("CustomField", []):
+        for entry in group.get("CustomField", []):
+            name = str(entry.get("Name", ""))
+            if name.startswith("SalesFormsPrefs.SalesCustomName") and entry.get(
+                "StringValue"
+            ):
+                found[str(entry["StringValue"])] = name.removeprefix(
+                    "SalesFormsPrefs.SalesCustomName"
+                )
+    return found
+
+
 class ConnectError(Exception):
     """A connect or callback that cannot go on; `reason` is for the admin."""
 
@@ -146,9 +161,15 @@ class Connections:
             return {}
         prefs = await client.preferences()
         currency = prefs.get("CurrencyPrefs", {})
+        # OD2: what the company has, read once here so syncs need no look-ups for it
+        taxes = await client.query("select * from TaxCode maxresults 1000")
+        accounts = await client.query("select * from Account maxresults 1000")
         return {
             "home_currency": currency.get("HomeCurrency", {}).get("value", "USD"),
             "multicurrency": bool(currency.get("MultiCurrencyEnabled")),
+            "custom_fields": custom_field_ids(prefs),
+            "tax_codes": {t["Name"]: str(t["Id"]) for t in taxes.get("TaxCode", [])},
+            "accounts": {a["Name"]: str(a["Id"]) for a in accounts.get("Account", [])},
         }
 
     async def disconnect(self, tenant: str) -> bool:

@@ -55,6 +55,7 @@ async def push_invoice(ctx: JobContext) -> None:
         ),
         items=await resolve.items(client, store, tenant, rules, names, changes),
         custom_fields=ctx.connection.preferences.get("custom_fields", {}),
+        tax_codes=ctx.connection.preferences.get("tax_codes", {}),
     )
     body = mapping.invoice_body(tenant, inv.data, ctx.rules, resolved)
     if inv.qbo_id is None and ctx.unclear:

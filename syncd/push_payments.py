@@ -111,6 +111,9 @@ async def _already_written(
 async def _account(ctx: JobContext, rules: Rules) -> str:
     """The deposit account (RO4), by name or Id."""
     wanted = str(rules.payments.get("deposit_account", "Undeposited Funds"))
+    known = ctx.connection.preferences.get("accounts", {})
+    if wanted in known or wanted in known.values():
+        return str(known.get(wanted, wanted))
     rows = await ctx.client.query(
         f"select * from Account where Name = {resolve.quote(wanted)}"
     )

@@ -41,6 +41,8 @@ def from_response(status: int, body: Any) -> QboError:
         fault.get("detail", ""),
     )
     text = f"QBO {code or status}: {message}".strip()
+    if detail and detail != message:
+        text = f"{text} ({detail})"  # QBO's Detail says what exactly is wrong
     if status == 429 or code == "3001":
         return QboTransientError(text, code, detail, retry_after=THROTTLE_PAUSE)
     if status >= 500 or code == "10000":

@@ -55,7 +55,11 @@ async def test_connect_stores_tokens_sealed_and_reads_preferences(
     status, body = await connect(http, connected_syncd)
     assert status == 200, body
     assert body["tenant"] == "acme"
-    assert body["preferences"] == {"home_currency": "USD", "multicurrency": False}
+    prefs = body["preferences"]
+    assert (prefs["home_currency"], prefs["multicurrency"]) == ("USD", False)
+    assert prefs["custom_fields"]["PO Number"] == "1"  # OD2: read once at connection
+    assert prefs["tax_codes"]["TAX"] == "TAX"
+    assert prefs["accounts"]["Undeposited Funds"]
     db = sqlite3.connect(connected_syncd.config.parent / "syncd.db")
     [(realm, token)] = db.execute("SELECT realm_id, token FROM connections").fetchall()
     db.close()

@@ -294,3 +294,59 @@ async def test_a_failure_is_listed_and_its_retry_works_once_fixed(setup: Setup, 
     async with http.get(f"{base}/invoices/INV-1", headers=headers) as r:
         detail = await r.json()
     assert [(h["from"], h["to"]) for h in detail["history"]] == [(None, "open")]
+
+
+async def test_money_taxes_discounts_custom_fields_currency(setup: Setup):
+    """RO5, HS10, HS9, PD4: taxes, discounts, custom fields and currency.
+
+    The tax table maps CRM taxes to QBO codes; one invoice-level discount, line discounts
+    folded in; custom fields by name; the currency must be the customer's (else a clear
+    failure).
+    """
+    lines = [
+        {
+            "description": "Work",
+            "item": "Consulting",
+            "quantity": "2",
+            "unit_price": "100.00",
+            "tax": "VAT20",
+        },
+        {
+            "description": "Setup",
+            "item": "Setup",
+            "quantity": "1",
+            "unit_price": "50.00",
+            "discount": "10.00",
+        },
+    ]
+    data = _invoice(1, "open", lines=lines, discount={"percent": "5"}, total="228.00",
+                    custom_fields={"po_number": "PO-77"})  # fmt: skip
+    await setup.crm.send("acme", "invoice.upserted", data)
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    [qbo] = await setup.qbo_rows("select * from Invoice")
+    sales = [ln for ln in qbo["Line"] if ln["DetailType"] == "SalesItemLineDetail"]
+    assert [ln["Amount"] for ln in sales] == [Decimal("200.00"), Decimal("40.00")]
+    assert sales[0]["SalesItemLineDetail"]["TaxCodeRef"] == {"value": "TAX"}
+    assert sales[1]["SalesItemLineDetail"]["TaxCodeRef"] == {"value": "NON"}
+    [discount] = [ln for ln in qbo["Line"] if ln["DetailType"] == "DiscountLineDetail"]
+    assert discount["Amount"] == Decimal("12.00")
+    assert qbo["TotalAmt"] == Decimal("228.00")
+    assert qbo["CustomField"] == [
+        {
+            "DefinitionId": "1",
+            "Name": "PO Number",
+            "Type": "StringType",
+            "StringValue": "PO-77",
+        }
+    ]
+    euro = _invoice(1, "open", currency="EUR")
+    euro["invoice_id"] = "INV-2"
+    euro["customer"] = {
+        **euro["customer"],
+        "contact_id": "C-10",
+        "name": "Euro Co",
+        "currency": "EUR",
+    }
+    await setup.crm.send("acme", "invoice.upserted", euro)
+    failed = await setup.state("INV-2", lambda d: d["sync_state"] == "failed")
+    assert "Multicurrency is not enabled" in failed["error"]
