@@ -60,6 +60,8 @@ class QboConfig:
     environment: str = "production"
     base_url: str = ""
     reconcile_interval: int = 300
+    request_timeout: float = 30.0  # seconds for one QBO call
+    throttle_pause: float = 60.0  # Intuit asks for a minute's pause after a 429
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,13 +183,18 @@ def _store(r: TableReader, data: dict[str, Any], base: Path) -> Path:
 
 
 def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
-    t = r.sub(data, "", "qbo", {"environment", "base_url", "reconcile_interval"})
+    t = r.sub(
+        data, "", "qbo",
+        {"environment", "base_url", "reconcile_interval", "request_timeout", "throttle_pause"},
+    )  # fmt: skip
     return QboConfig(
         environment=r.text(
             t, "qbo", "environment", "production", ("production", "sandbox")
         ),
         base_url=r.text(t, "qbo", "base_url", ""),
         reconcile_interval=r.integer(t, "qbo", "reconcile_interval", 300, low=10),
+        request_timeout=float(r.integer(t, "qbo", "request_timeout", 30, low=1)),
+        throttle_pause=float(r.integer(t, "qbo", "throttle_pause", 60, low=1)),
     )
 
 

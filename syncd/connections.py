@@ -206,7 +206,11 @@ class Connections:
         auth = QboAuth(self._http, self.endpoints, self.app, tenant=tenant, realm_id=conn.realm_id,
                        token=conn.token, store=self._store)  # fmt: skip
         limiter = self._limiters.setdefault(conn.realm_id, RealmLimiter())
-        client = QboClient(self._http, self.endpoints.api, auth, limiter)
+        qbo = self._config.qbo
+        client = QboClient(
+            self._http, self.endpoints.api, auth, limiter,
+            timeout=qbo.request_timeout, throttle_pause=qbo.throttle_pause,
+        )  # fmt: skip
         self._clients[tenant] = client
         return client
 

@@ -44,6 +44,7 @@ def write_config(
             "[qbo]",
             'environment = "sandbox"',
             f'base_url = "{extra["qbo_base_url"]}"',
+            extra.get("qbo", ""),
         ]
     for tenant, rules in tenants.items():
         lines += ["[[tenants]]", f'id = "{tenant}"', f'rules = "{rules}"']

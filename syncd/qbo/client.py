@@ -18,12 +18,11 @@ import simplejson
 
 from syncd.exceptions import QboAuthError, QboTransientError
 from syncd.qbo.auth import QboAuth
-from syncd.qbo.errors import fault_of, from_response, map_errors
+from syncd.qbo.errors import THROTTLE_PAUSE, fault_of, from_response, map_errors
 from syncd.qbo.throttle import RealmLimiter
 
 MINOR_VERSION = "75"
 _ATTEMPTS = 3
-_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 class QboClient:
@@ -35,8 +34,13 @@ class QboClient:
         api_base: str,
         auth: QboAuth,
         limiter: RealmLimiter | None = None,
+        *,
+        timeout: float = 30.0,
+        throttle_pause: float = THROTTLE_PAUSE,
     ) -> None:
         self._http = http
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._throttle_pause = throttle_pause
         self._base = f"{api_base.rstrip('/')}/v3/company/{auth.realm_id}"
         self._auth = auth
         self._limiter = limiter or RealmLimiter()
@@ -166,13 +170,22 @@ class QboClient:
             self.calls[kind] += 1
             with map_errors():
                 url = f"{self._base}/{path}"
-                async with self._http.request(method, url, params=query, data=data,
-                                              headers=headers, timeout=_TIMEOUT) as r:  # fmt: skip
+                request = self._http.request(
+                    method,
+                    url,
+                    params=query,
+                    data=data,
+                    headers=headers,
+                    timeout=self._timeout,
+                )
+                async with request as r:
                     status, payload, ctype = r.status, await r.read(), r.content_type
         if raw and status == 200 and ctype != "application/json":
             return payload
         body = _parse(payload)
         error = from_response(status, body) if status != 200 else fault_of(body)
+        if isinstance(error, QboTransientError) and error.retry_after:
+            error.retry_after = self._throttle_pause
         if error is not None:
             raise error
         return body

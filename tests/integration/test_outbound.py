@@ -67,7 +67,11 @@ async def setup(
         rules = tmp_path / "rules.toml"
         rules.write_text(RULES.read_text().replace(*marker.args))
         tenants = {"acme": rules}
-    config = write_config(workdir, broker.port, tenants, qbo_base_url=sandbox.origin)
+    qbo_marker = request.node.get_closest_marker("qbo")
+    extra = {"qbo": qbo_marker.args[0]} if qbo_marker else {}
+    config = write_config(
+        workdir, broker.port, tenants, qbo_base_url=sandbox.origin, **extra
+    )
     proc = SyncdProcess(config, env=QBO_ENV)
     await asyncio.to_thread(proc.start)
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
 
@@ -74,3 +76,33 @@ async def test_a_revoked_grant_pauses_and_says_reconnect(setup: Setup, http):
 
 async def _revoke_all(setup: Setup) -> None:
     await setup.qbo.admin("POST", "tokens/revoke-all", {"realm": setup.realm})
+
+
+@pytest.mark.qbo("throttle_pause = 1")
+async def test_a_429_storm_ends_in_one_invoice(setup: Setup):
+    """429s (QBO asks for a pause, here shortened): durable retries, one invoice."""
+    await setup.qbo.admin("PUT", "faults", {"seed": 5, "api": {"rate_429": 0.7}})
+    try:
+        await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+        state = await setup.state(
+            "INV-1", lambda d: d["sync_state"] == "synced", timeout=40
+        )
+    finally:
+        await setup.qbo.admin("PUT", "faults", {"api": {"rate_429": 0.0}})
+    assert state["qbo_id"] == (await _one_invoice(setup))["Id"]
+
+
+@pytest.mark.qbo("request_timeout = 1")
+async def test_a_timeout_after_qbo_committed_is_not_a_second_invoice(setup: Setup):
+    """QBO commits but answers too late: the retry's requestid gets the first answer back."""
+    await setup.qbo.admin(
+        "PUT", "faults", {"api": {"slow_after_commit": 1.0, "slow_seconds": 2}}
+    )
+    try:
+        await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+        state = await setup.state(
+            "INV-1", lambda d: d["sync_state"] == "synced", timeout=30
+        )
+    finally:
+        await setup.qbo.admin("PUT", "faults", {"api": {"slow_after_commit": 0.0}})
+    assert state["qbo_id"] == (await _one_invoice(setup))["Id"]
