@@ -32,6 +32,7 @@ _HANDLED = {
     "command.void",
     "command.delete",
     "payment.recorded",
+    "contact.upserted",
 }
 
 Clock = Callable[[], datetime]
@@ -174,6 +175,9 @@ class Inbox:
         )
         if env.type == "payment.recorded":
             sync.apply_payment(ctx, invoices.get(key))
+            return
+        if env.type == "contact.upserted":
+            sync.apply_contact(ctx)
             return
         if env.type != "invoice.upserted":
             await sync.apply_command(ctx, invoices.get(key))

@@ -22,13 +22,14 @@ from syncd.connections import Connections
 from syncd.exceptions import QboAuthError, QboError, QboTransientError
 from syncd.models import ChangeSet, Failure, Invoice, Job, JobStatus, SyncState
 from syncd.push import HANDLERS, JobContext
-from syncd.push_payments import push_payment, push_receipt
+from syncd.push_payments import push_customer, push_payment, push_receipt
 from syncd.resolve import ResolveError
 from syncd.rulebook import RuleBook
 from syncd.store.sqlite import SqliteStore
 
 log = structlog.get_logger(__name__)
 
+_NO_INVOICE = ("receipt.", "customer.")  # jobs about no CRM invoice
 BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS = 2.0, 300.0, 8
 WAIT_FOR_CONNECTION = timedelta(seconds=30)
 
@@ -51,9 +52,12 @@ def _take_qbo_side(fresh: Invoice, worked: Invoice) -> None:
 def _handler(kind: str) -> Any:
     """`payment.push:<id>` is one job per payment; others are named by their kind."""
     base = kind.split(":", 1)[0]
-    return {**HANDLERS, "payment.push": push_payment, "receipt.push": push_receipt}[
-        base
-    ]
+    extra = {
+        "payment.push": push_payment,
+        "receipt.push": push_receipt,
+        "customer.push": push_customer,
+    }
+    return {**HANDLERS, **extra}[base]
 
 
 class JobWorker:
@@ -104,7 +108,7 @@ class JobWorker:
 
     async def _run(self, job: Job) -> None:
         invoice = await self._store.invoice(job.tenant, job.invoice_id)
-        if job.kind.startswith("receipt.") and invoice is None:
+        if job.kind.startswith(_NO_INVOICE) and invoice is None:
             invoice = _no_invoice(job, self._clock())
         machine = self._rulebook.machine(job.tenant)
         client = await self._connections.client(job.tenant)
@@ -129,7 +133,7 @@ class JobWorker:
                              unclear=unclear, changes=changes)  # fmt: skip
             await self._attempt(ctx)
         async with self._store.write_lock:
-            if invoice is not None and not job.kind.startswith("receipt."):
+            if invoice is not None and not job.kind.startswith(_NO_INVOICE):
                 # the CRM side may have moved on during the QBO call: keep its fields
                 fresh = await self._store.invoice(job.tenant, job.invoice_id) or invoice
                 _take_qbo_side(fresh, invoice)

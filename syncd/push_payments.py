@@ -118,3 +118,40 @@ async def _account(ctx: JobContext, rules: Rules) -> str:
         f"select * from Account where Name = {resolve.quote(wanted)}"
     )
     return str(rows["Account"][0]["Id"]) if rows.get("Account") else wanted
+
+
+async def push_customer(ctx: JobContext) -> None:
+    """PD5: push a linked customer's changed e-mail, address and tax id to QBO."""
+    contact, tenant = ctx.job.payload, ctx.job.tenant
+    qbo_id = await ctx.store.link(tenant, "customer", str(contact["contact_id"]))
+    if qbo_id is None:
+        return  # not linked yet: the first invoice's sync will create or match it
+    current = await ctx.client.read("Customer", qbo_id)
+    wanted: dict[str, Any] = {}
+    if contact.get("email"):
+        wanted["PrimaryEmailAddr"] = {"Address": contact["email"]}
+    if contact.get("tax_id"):
+        wanted["PrimaryTaxIdentifier"] = contact["tax_id"]
+    address = contact.get("address") or {}
+    if address:
+        wanted["BillAddr"] = {k: v for k, v in {
+            "Line1": address.get("line1"), "City": address.get("city"),
+            "PostalCode": address.get("postal_code"), "Country": address.get("country"),
+        }.items() if v}  # fmt: skip
+    changed = {k: v for k, v in wanted.items() if _differs(current.get(k), v)}
+    if not changed:
+        return
+    body = {"Id": qbo_id, "SyncToken": current["SyncToken"], "sparse": True, **changed}
+    await ctx.client.update(
+        "Customer",
+        body,
+        resolve.request_id(
+            tenant, "contact", str(contact["contact_id"]), str(current["SyncToken"])
+        ),
+    )
+
+
+def _differs(current: Any, wanted: Any) -> bool:
+    if isinstance(wanted, dict) and isinstance(current, dict):
+        return any(current.get(k) != v for k, v in wanted.items())
+    return bool(current != wanted)

@@ -147,6 +147,24 @@ def apply_payment(ctx: Context, invoice: Invoice | None) -> None:
     _ledger(ctx, Outcome.APPLIED, f"{job.kind} queued")
 
 
+def apply_contact(ctx: Context) -> None:
+    """`contact.upserted`: push changed details to QBO when the rules allow (PD5)."""
+    data, tenant = ctx.envelope.data, ctx.envelope.tenant
+    if not ctx.machine.rules.customers.get("push_updates", False):
+        _ledger(ctx, Outcome.IGNORED, "[customers] push_updates is off")
+        return
+    target = f"contact:{data['contact_id']}"
+    job = Job(
+        tenant=tenant,
+        invoice_id=target,
+        kind="customer.push",
+        next_attempt_at=ctx.now,
+        payload=data,
+    )
+    ctx.changes.jobs.append(job)
+    _ledger(ctx, Outcome.APPLIED, "customer.push queued")
+
+
 async def _allowed(ctx: Context, from_status: str | None, status: str) -> bool:
     machine = ctx.machine
     if from_status is None:

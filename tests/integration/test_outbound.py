@@ -354,3 +354,62 @@ async def test_money_taxes_discounts_custom_fields_currency(setup: Setup):
     await setup.crm.send("acme", "invoice.upserted", euro)
     failed = await setup.state("INV-2", lambda d: d["sync_state"] == "failed")
     assert "Multicurrency is not enabled" in failed["error"]
+
+
+@pytest.mark.rules("push_updates = false", "push_updates = true")
+async def test_contact_changes_are_pushed_when_allowed(setup: Setup):
+    """PD5: a linked customer's new e-mail and address reach QBO (only what differs)."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    contact = {"contact_id": "C-9", "name": "Acme Ltd", "email": "billing@acme.test",
+               "address": {"line1": "1 Main St", "city": "Springfield"}}  # fmt: skip
+    await setup.crm.send("acme", "contact.upserted", contact)
+    for _ in range(100):
+        [customer] = await setup.qbo_rows(
+            "select * from Customer where DisplayName = 'Acme Ltd'"
+        )
+        if customer.get("PrimaryEmailAddr"):
+            break
+        await asyncio.sleep(0.1)
+    assert customer["PrimaryEmailAddr"] == {"Address": "billing@acme.test"}
+    assert customer["BillAddr"]["City"] == "Springfield"
+
+
+async def test_send_without_a_billing_email_copies_and_says_so(setup: Setup):
+    """OD9: sending needs a billing e-mail; without one the invoice is only copied."""
+    data = _invoice(1, "sent")
+    data["customer"] = {"contact_id": "C-9", "name": "Acme Ltd"}
+    await setup.crm.send("acme", "invoice.upserted", data)
+    await setup.crm.wait_for(lambda r: bool(setup.crm.on("acme/out/sync/failed")))
+    [note] = setup.crm.on("acme/out/sync/failed")
+    assert "not e-mailed" in note.body["data"]["message"]
+    [row] = await setup.qbo_rows("select * from Invoice")
+    assert row["EmailStatus"] == "NotSet"
+
+
+async def test_an_inactive_namesake_gets_a_distinct_display_name(setup: Setup):
+    """OD7: QBO display names are unique even across inactive names: a new one is distinct."""
+    old = await setup.qbo.customer("Acme Ltd")
+    await setup.qbo.call(
+        "POST",
+        "customer",
+        {"Id": old["Id"], "SyncToken": "0", "sparse": True, "Active": False},
+    )
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    [row] = await setup.qbo_rows("select * from Invoice")
+    assert row["CustomerRef"]["name"] == "Acme Ltd (C-9)"
+
+
+async def test_switching_to_another_company_is_refused_while_linked(setup: Setup, http):
+    """RO1: with invoices linked to one company, connecting another is refused unless forced."""
+    from tests.integration.test_connect import connect
+
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    status, body = await connect(http, setup.syncd)
+    assert status == 409
+    assert "would split the books" in body["error"]
+    status, body = await connect(http, setup.syncd, "&force=1")
+    assert status == 200
+    assert body["realm_id"] != setup.realm
