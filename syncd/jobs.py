@@ -97,9 +97,19 @@ class JobWorker:
     async def run_once(self, limit: int = 20) -> int:
         """Run the jobs due now; return how many ran."""
         jobs = await self._store.due_jobs(self._clock(), limit)
+        waiting: set[str] = set()
         for job in jobs:
             if self._stopping.is_set():
                 break
+            if job.tenant in waiting:
+                continue
+            if await self._connections.client(job.tenant) is None:
+                # not connected (or paused): every job of the tenant waits, in one write
+                waiting.add(job.tenant)
+                until = self._clock() + WAIT_FOR_CONNECTION
+                count = await self._store.postpone_jobs(job.tenant, until)
+                log.warning("qbo_not_connected", tenant=job.tenant, jobs_waiting=count)
+                continue
             with bound_contextvars(
                 tenant=job.tenant, invoice=job.invoice_id, job=job.kind
             ):

@@ -162,6 +162,16 @@ class QboTables:
             await db.execute("UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
                              (job.status.value, job.attempts, job.id))  # fmt: skip
 
+    async def postpone_jobs(self, tenant: str, until: datetime) -> int:
+        """Make a tenant's due jobs wait (its company is not connected); return how many."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = 'pending' "
+                "AND next_attempt_at < ?",
+                (until.isoformat(), tenant, until.isoformat()),
+            )
+            return int(cur.rowcount)
+
     async def jobs_due_now(self, tenant: str, now: datetime) -> None:
         """Make a tenant's waiting jobs due (its company was just reconnected)."""
         async with self._tx() as db:
