@@ -413,3 +413,26 @@ async def test_switching_to_another_company_is_refused_while_linked(setup: Setup
     status, body = await connect(http, setup.syncd, "&force=1")
     assert status == 200
     assert body["realm_id"] != setup.realm
+
+
+@pytest.mark.rules("currencies = []            # [] = any", 'currencies = ["USD"]')
+async def test_filters_decide_eligibility(setup: Setup):
+    """HS1: invoices below min_total or in another currency stay out of QBO, and say why."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open", total="0.00",
+                         lines=[{"description": "Free", "item": "Consulting", "quantity": "1", "unit_price": "0.00"}]))  # fmt: skip
+    small = await setup.state("INV-1", lambda d: "min_total" in (d["error"] or ""))
+    assert small["qbo_id"] is None
+    other = _invoice(1, "open", currency="EUR")
+    other["invoice_id"] = "INV-2"
+    await setup.crm.send("acme", "invoice.upserted", other)
+    euro = await setup.state("INV-2", lambda d: "currencies" in (d["error"] or ""))
+    assert euro["qbo_id"] is None
+    assert await setup.qbo_rows("select * from Invoice") == []
+    await setup.crm.send(
+        "acme", "invoice.upserted", {**_invoice(1, "open"), "invoice_id": "INV-3"}
+    )
+    await setup.state("INV-3", lambda d: d["sync_state"] == "synced")
+    [item] = await setup.qbo_rows("select * from Item where Name = 'Consulting'")
+    assert (
+        item["IncomeAccountRef"]["name"] == "Services"
+    )  # OD2/OD3: the rules' income account
