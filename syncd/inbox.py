@@ -33,6 +33,7 @@ _HANDLED = {
     "command.delete",
     "payment.recorded",
     "contact.upserted",
+    "invoice.deleted",
 }
 
 Clock = Callable[[], datetime]
@@ -178,6 +179,9 @@ class Inbox:
             return
         if env.type == "contact.upserted":
             sync.apply_contact(ctx)
+            return
+        if env.type == "invoice.deleted":
+            sync.apply_deleted(ctx, invoices.get(key))
             return
         if env.type != "invoice.upserted":
             await sync.apply_command(ctx, invoices.get(key))

@@ -147,6 +147,21 @@ def apply_payment(ctx: Context, invoice: Invoice | None) -> None:
     _ledger(ctx, Outcome.APPLIED, f"{job.kind} queued")
 
 
+def apply_deleted(ctx: Context, current: Invoice | None) -> None:
+    """`invoice.deleted`: delete the QBO copy, or void it, as the rules say (PD7)."""
+    sync = ctx.machine.rules.sync
+    if current is None or current.qbo_id is None:
+        _ledger(ctx, Outcome.IGNORED, "the invoice has no QBO copy")
+        return
+    kind = "invoice.delete" if sync.delete_on or not sync.void_on else "invoice.void"
+    enqueue(ctx, current, [kind])
+    ctx.changes.invoices[(current.tenant, current.invoice_id)] = current
+    ctx.changes.outbox.append(
+        events.sync_state(ctx.prefix, current, ctx.now, ctx.envelope.id)
+    )
+    _ledger(ctx, Outcome.APPLIED, f"{kind} queued")
+
+
 def apply_contact(ctx: Context) -> None:
     """`contact.upserted`: push changed details to QBO when the rules allow (PD5)."""
     data, tenant = ctx.envelope.data, ctx.envelope.tenant

@@ -436,3 +436,15 @@ async def test_filters_decide_eligibility(setup: Setup):
     assert (
         item["IncomeAccountRef"]["name"] == "Services"
     )  # OD2/OD3: the rules' income account
+
+
+async def test_invoice_deleted_in_the_crm_deletes_the_qbo_copy(setup: Setup):
+    """PD7: `invoice.deleted` deletes the QBO invoice (delete_on is set in the rules)."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    await setup.crm.send(
+        "acme", "invoice.deleted", {"invoice_id": "INV-1", "version": 2}
+    )
+    gone = await setup.state("INV-1", lambda d: d["qbo_status"] == "deleted")
+    assert gone["sync_state"] == "synced"
+    assert await setup.qbo_rows("select * from Invoice") == []
