@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from syncd import admin, web_oauth
+from syncd import admin, web_oauth, webhook
 from syncd.appkeys import CONFIG, DAEMON
 from syncd.config import Config
 from syncd.daemon import Daemon
@@ -21,6 +21,7 @@ def build_app(config: Config) -> web.Application:
     app[web_oauth.ADMIN_TOKEN] = config.secrets.get("ADMIN_TOKEN") or ""
     web_oauth.routes(app)
     admin.routes(app)
+    webhook.routes(app)
     app.cleanup_ctx.append(_daemon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -12,6 +12,7 @@ import structlog
 from syncd.config import Config, reload_rules
 from syncd.connections import Connections
 from syncd.exceptions import ConfigError
+from syncd.inbound import InboundWorker
 from syncd.inbox import Inbox
 from syncd.jobs import JobWorker
 from syncd.models import RawMessage
@@ -50,6 +51,9 @@ class Daemon:
         self.jobs = JobWorker(self.store, self.connections, self.rulebook,
                               prefix=config.mqtt.topic_prefix, clock=utc_now,
                               on_commit=self.publisher.wake)  # fmt: skip
+        self.inbound = InboundWorker(self.store, self.connections, self.rulebook,
+                                     prefix=config.mqtt.topic_prefix, clock=utc_now,
+                                     on_commit=self.publisher.wake)  # fmt: skip
         self.connections.on_connected = self.jobs.wake
         self._tasks: list[asyncio.Task[None]] = []
         self.crashed = False
@@ -71,6 +75,7 @@ class Daemon:
             asyncio.create_task(self.link.run(), name="syncd.mqtt"),
             asyncio.create_task(self.publisher.run(), name="syncd.publisher"),
             asyncio.create_task(self.jobs.run(), name="syncd.jobs"),
+            asyncio.create_task(self.inbound.run(), name="syncd.inbound"),
         ]
         for task in self._tasks:
             task.add_done_callback(self._exit_if_crashed)
@@ -82,6 +87,7 @@ class Daemon:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await self.link.stop_intake()
         self.jobs.stop()
+        self.inbound.stop()
         self.publisher.stop()
         flushed = await self.publisher.drain(self.config.drain_seconds)
         await self.link.close()

@@ -81,3 +81,19 @@ def sync_failed(
     """A sync that failed (HS2): invoice, operation, QBO code and message, attempts."""
     payload = envelope("sync.failed", tenant, data, now, None)
     return Outbound(topic=f"{prefix}/{tenant}/out/sync/failed", payload=payload)
+
+
+def set_status(
+    prefix: str, tenant: str, data: dict[str, Any], now: datetime
+) -> Outbound:
+    """A QBO event moved the invoice (RO6): `{invoice_id, from, to, reason}`."""
+    payload = envelope("invoice.set_status", tenant, data, now, None)
+    return Outbound(topic=f"{prefix}/{tenant}/out/invoice/set_status", payload=payload)
+
+
+def payment_received(
+    prefix: str, tenant: str, data: dict[str, Any], now: datetime
+) -> Outbound:
+    """A QBO payment on a synced invoice (OD10, HS5)."""
+    payload = envelope("payment.received", tenant, data, now, None)
+    return Outbound(topic=f"{prefix}/{tenant}/out/payment/received", payload=payload)

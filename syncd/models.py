@@ -194,6 +194,9 @@ class ChangeSet:
     outbox: list[Outbound] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)  # new (id None) or updated
     links: list[Link] = field(default_factory=list)
+    # QBO webhooks: stored bodies now processed, and the event keys now applied
+    inbound_done: list[int] = field(default_factory=list)
+    inbound_events: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

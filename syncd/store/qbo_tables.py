@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from syncd.models import Connection, Job, JobStatus, Link
+from syncd.models import Connection, Invoice, Job, JobStatus, Link
 from syncd.secrets import Cipher
 from syncd.store import rows
 
+INVOICE_COLS = (
+    "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
+    "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body"
+)
 _JOB_COLS = (
     "tenant, invoice_id, kind, status, attempts, next_attempt_at, payload, last_error"
 )
@@ -186,6 +190,54 @@ class QboTables:
         async with self._read() as db, db.execute(sql, (tenant,)) as cur:
             return [rows.job(r) for r in await cur.fetchall()]
 
+    async def tenant_of_realm(self, realm_id: str) -> str | None:
+        """The tenant connected to a QBO company."""
+        sql = "SELECT tenant FROM connections WHERE realm_id = ?"
+        async with self._read() as db, db.execute(sql, (realm_id,)) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def invoice_by_qbo_id(self, tenant: str, qbo_id: str) -> Invoice | None:
+        """The CRM invoice whose QBO copy has this Id."""
+        sql = "SELECT invoice_id FROM invoices WHERE tenant = ? AND qbo_id = ?"
+        async with self._read() as db, db.execute(sql, (tenant, qbo_id)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        async with (
+            self._read() as db,
+            db.execute(
+                "SELECT "
+                + INVOICE_COLS
+                + " FROM invoices WHERE tenant = ? AND invoice_id = ?",
+                (tenant, row[0]),
+            ) as cur,
+        ):
+            found = await cur.fetchone()
+        return rows.invoice(found) if found else None
+
+    async def store_inbound(self, body: bytes, now: datetime) -> None:
+        """Keep a webhook body before answering 200 (processed later)."""
+        async with self._tx() as db:
+            await db.execute("INSERT INTO inbound (body, received_at) VALUES (?, ?)",
+                             (body, now.isoformat()))  # fmt: skip
+
+    async def pending_inbound(self, limit: int) -> list[tuple[int, bytes]]:
+        """Stored webhook bodies not processed yet, oldest first."""
+        sql = "SELECT seq, body FROM inbound WHERE done = 0 ORDER BY seq LIMIT ?"
+        async with self._read() as db, db.execute(sql, (limit,)) as cur:
+            return [(int(s), bytes(b)) for s, b in await cur.fetchall()]
+
+    async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
+        """Which of these event keys were not applied yet."""
+        if not keys:
+            return set()
+        marks = ",".join("?" * len(keys))
+        sql = f"SELECT key FROM inbound_events WHERE realm_id = ? AND key IN ({marks})"
+        async with self._read() as db, db.execute(sql, [realm_id, *keys]) as cur:
+            seen = {str(k) for (k,) in await cur.fetchall()}
+        return set(keys) - seen
+
     async def link(self, tenant: str, kind: str, key: str) -> str | None:
         """The QBO id a CRM customer or item is linked to."""
         sql = "SELECT qbo_id FROM links WHERE tenant = ? AND kind = ? AND key = ?"
@@ -221,3 +273,15 @@ async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
         "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?)",
         [(k.tenant, k.kind, k.key, k.qbo_id) for k in links],
     )
+
+
+async def write_inbound(
+    db: aiosqlite.Connection, done: list[int], keys: list[tuple[str, str]]
+) -> None:
+    """Mark webhook bodies processed and remember the events they applied."""
+    await db.executemany(
+        "UPDATE inbound SET done = 1 WHERE seq = ?", [(s,) for s in done]
+    )
+    now = datetime.now(UTC).isoformat()
+    await db.executemany("INSERT OR IGNORE INTO inbound_events VALUES (?, ?, ?)",
+                         [(realm, key, now) for realm, key in keys])  # fmt: skip

@@ -56,4 +56,14 @@ MIGRATIONS: tuple[str, ...] = (
         tenant TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, qbo_id TEXT NOT NULL,
         PRIMARY KEY (tenant, kind, key)) WITHOUT ROWID;
     """,
+    # 3: QBO webhooks, stored before they are answered, and the events already applied
+    """
+    CREATE TABLE inbound (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL, received_at TEXT NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX inbound_pending ON inbound (done, seq);
+    CREATE TABLE inbound_events (
+        realm_id TEXT NOT NULL, key TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (realm_id, key)) WITHOUT ROWID;
+    """,
 )

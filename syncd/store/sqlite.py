@@ -27,7 +27,7 @@ from syncd.models import (
 )
 from syncd.secrets import Cipher
 from syncd.store import rows
-from syncd.store.qbo_tables import QboTables, write_jobs, write_links
+from syncd.store.qbo_tables import QboTables, write_inbound, write_jobs, write_links
 from syncd.store.schema import MIGRATIONS
 
 _INVOICE_COLS = (
@@ -157,6 +157,7 @@ class SqliteStore(QboTables):
             )
             await write_jobs(db, changes.jobs)
             await write_links(db, changes.links)
+            await write_inbound(db, changes.inbound_done, changes.inbound_events)
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Return the oldest unpublished messages, in order."""

@@ -1,0 +1,263 @@
+"""QBO → CRM: stored webhooks → fetch what changed → the rules' QBO events → checked moves.
+
+Per batch of stored webhook bodies: repeats are dropped (CloudEvents id, or entity, id,
+operation and time), every changed invoice and payment of a realm is fetched with one
+`Id IN (…)` query per entity, and each synced invoice's QBO view is compared with the
+one syncd last knew: a void, a deletion, a balance paid down (fully or partly), or another
+edit. Each maps through `[qbo_events]` to a CRM status; a move the rules allow is applied,
+recorded and published as `…/out/invoice/set_status`, a refused one is a failure naming the
+move and the rule to change (RO6, RO7, DC4). syncd's own writes coming back (the SyncToken
+it wrote, or a payment it wrote) are not bounced to the CRM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from syncd import events
+from syncd.connections import Connections
+from syncd.exceptions import QboError
+from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice
+from syncd.push import qbo_status
+from syncd.qbo import QboClient, webhooks
+from syncd.resolve import quote
+from syncd.rulebook import RuleBook
+from syncd.store.sqlite import SqliteStore
+
+log = structlog.get_logger(__name__)
+
+
+class InboundWorker:
+    """Applies stored QBO webhooks, in order, each event once."""
+
+    def __init__(
+        self, store: SqliteStore, connections: Connections, rulebook: RuleBook, *,
+        prefix: str, clock: Callable[[], datetime], on_commit: Callable[[], None],
+    ) -> None:  # fmt: skip
+        self._store, self._connections, self._rulebook = store, connections, rulebook
+        self._prefix, self._clock, self._on_commit = prefix, clock, on_commit
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        """A webhook was stored."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End `run` after the current batch."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Process stored webhooks until stopped; a failing batch waits and is retried."""
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("inbound_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 5.0)
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Process the stored webhook bodies waiting now; return how many."""
+        pending = await self._store.pending_inbound(50)
+        if not pending:
+            return 0
+        by_realm: dict[str, list[webhooks.Notification]] = {}
+        for _, body in pending:
+            for note in webhooks.parse(body):
+                by_realm.setdefault(note.realm_id, []).append(note)
+        changes = ChangeSet(inbound_done=[seq for seq, _ in pending])
+        for realm, notes in by_realm.items():
+            if not await self._realm(realm, notes, changes):
+                return 0  # QBO not reachable now: the bodies stay stored, tried again later
+        await self._store.commit(changes)
+        self._on_commit()
+        return len(pending)
+
+    async def _realm(
+        self, realm: str, notes: list[webhooks.Notification], changes: ChangeSet
+    ) -> bool:
+        tenant = await self._store.tenant_of_realm(realm)
+        if tenant is None:
+            log.warning("webhook_unknown_realm", realm=realm, notifications=len(notes))
+            return True  # no tenant holds it: logged and dropped
+        fresh = await self._store.new_events(realm, [n.key for n in notes])
+        notes = [n for n in notes if n.key in fresh]
+        changes.inbound_events += [(realm, n.key) for n in notes]
+        client = await self._connections.client(tenant)
+        if client is None or not notes:
+            return client is not None or not notes
+        try:
+            invoices, deleted, payments = await self._fetch(client, notes)
+        except QboError as exc:
+            log.warning("inbound_fetch_failed", tenant=tenant, error=exc.message)
+            return False
+        async with self._store.write_lock:
+            for qbo_id, obj in invoices.items():
+                await self._invoice(tenant, qbo_id, obj, changes)
+            for qbo_id in deleted:
+                await self._invoice(tenant, qbo_id, None, changes)
+            for payment in payments:
+                await self._payment_received(tenant, payment, changes)
+        return True
+
+    async def _fetch(self, client: QboClient, notes: list[webhooks.Notification]) -> tuple[
+        dict[str, dict[str, Any]], set[str], list[dict[str, Any]]
+    ]:  # fmt: skip
+        """One query per entity for everything changed (coalesced: each Id once)."""
+        wanted = {
+            n.id for n in notes if n.entity == "Invoice" and n.operation != "Delete"
+        }
+        deleted = {
+            n.id for n in notes if n.entity == "Invoice" and n.operation == "Delete"
+        }
+        paid = {
+            n.id for n in notes if n.entity == "Payment" and n.operation == "Create"
+        }
+        invoices = await _by_ids(client, "Invoice", wanted)
+        payments = list((await _by_ids(client, "Payment", paid)).values())
+        # a payment moves its invoices' balances: fetch those too (one more query at most)
+        linked = {
+            t["TxnId"]
+            for p in payments
+            for line in p.get("Line", [])
+            for t in line.get("LinkedTxn", [])
+            if t.get("TxnType") == "Invoice"
+        } - set(invoices)
+        invoices.update(await _by_ids(client, "Invoice", linked))
+        return invoices, deleted - set(invoices), payments
+
+    async def _invoice(
+        self, tenant: str, qbo_id: str, obj: dict[str, Any] | None, changes: ChangeSet
+    ) -> None:
+        inv = await self._store.invoice_by_qbo_id(tenant, qbo_id)
+        machine = self._rulebook.machine(tenant)
+        if inv is None or machine is None:
+            return  # not one of ours (invoices created in QBO: issue 6 continues)
+        key = (tenant, inv.invoice_id)
+        inv = changes.invoices.get(key, inv)
+        event = _classify(inv, obj, self._clock())
+        _take_qbo_view(inv, obj, self._clock())
+        if event is not None:
+            await self._move(inv, event, machine, changes)
+        changes.invoices[key] = inv
+        changes.outbox.append(events.sync_state(self._prefix, inv, self._clock(), None))
+
+    async def _move(
+        self, inv: Invoice, event: str, machine: Any, changes: ChangeSet
+    ) -> None:
+        """Map a QBO event to a CRM status and check the move (RO6, RO7, DC4)."""
+        target = machine.rules.qbo_events.get(event, "")
+        if not target or target == inv.status:
+            return
+        now, source = self._clock(), inv.status
+        if await machine.move(inv.invoice_id, source, target):
+            inv.status = target
+            changes.history.append(HistoryEntry(
+                tenant=inv.tenant, invoice_id=inv.invoice_id, from_status=source,
+                to_status=target, cause=f"qbo {event}", event_id=f"qbo:{inv.qbo_id}", at=now,
+            ))  # fmt: skip
+            data = {"invoice_id": inv.invoice_id, "from": source, "to": target,
+                    "reason": f"QBO: {event}"}  # fmt: skip
+            changes.outbox.append(
+                events.set_status(self._prefix, inv.tenant, data, now)
+            )
+            log.info(
+                "qbo_event_applied",
+                qbo_event=event,
+                from_status=source,
+                to_status=target,
+            )
+            return
+        refusal = machine.rules.explain_refusal(source, target)
+        reason = f"QBO {event}: {refusal} (or change [qbo_events] {event})"
+        changes.failures.append(Failure(
+            tenant=inv.tenant, invoice_id=inv.invoice_id, operation="qbo_event",
+            code="move_refused", message=reason, event_id=None, at=now,
+        ))  # fmt: skip
+        data = {"invoice_id": inv.invoice_id, "operation": "qbo_event", "code": "move_refused",
+                "message": reason, "attempts": 1, "retryable": False}  # fmt: skip
+        changes.outbox.append(events.sync_failed(self._prefix, inv.tenant, data, now))
+        log.warning("qbo_event_refused", qbo_event=event, reason=reason)
+
+    async def _payment_received(
+        self, tenant: str, payment: dict[str, Any], changes: ChangeSet
+    ) -> None:
+        """OD10, HS5: a QBO payment on a synced invoice goes to the CRM (not syncd's own)."""
+        if str(payment.get("PrivateNote", "")).startswith("syncd:"):
+            return
+        for line in payment.get("Line", []):
+            for txn in line.get("LinkedTxn", []):
+                inv = await self._store.invoice_by_qbo_id(tenant, str(txn.get("TxnId")))
+                if inv is None or txn.get("TxnType") != "Invoice":
+                    continue
+                data = _payment_data(inv.invoice_id, payment, line)
+                changes.outbox.append(
+                    events.payment_received(self._prefix, tenant, data, self._clock())
+                )
+
+
+def _payment_data(
+    invoice_id: str, payment: dict[str, Any], line: dict[str, Any]
+) -> dict[str, Any]:
+    """Source, date, amount, status and a link to the payment in QBO (HS5)."""
+    return {
+        "invoice_id": invoice_id,
+        "payment_id": payment["Id"],
+        "source": "quickbooks",
+        "amount": str(line.get("Amount")),
+        "currency": (payment.get("CurrencyRef") or {}).get("value"),
+        "date": payment.get("TxnDate"),
+        "method": (payment.get("PaymentMethodRef") or {}).get("name"),
+        "status": "received" if payment.get("TotalAmt") else "voided",
+        "qbo_link": f"https://app.qbo.intuit.com/app/recvpayment?txnId={payment['Id']}",
+    }
+
+
+async def _by_ids(
+    client: QboClient, entity: str, ids: set[str]
+) -> dict[str, dict[str, Any]]:
+    if not ids:
+        return {}
+    listed = ", ".join(quote(i) for i in sorted(ids))
+    rows = await client.query(
+        f"select * from {entity} where Id in ({listed}) maxresults 1000"
+    )
+    return {str(r["Id"]): r for r in rows.get(entity, [])}
+
+
+def _classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | None:
+    """What happened in QBO, as a `[qbo_events]` key; None for syncd's own write."""
+    if obj is None:
+        return "invoice_deleted" if inv.qbo_status != "deleted" else None
+    if str(obj.get("SyncToken")) == str(inv.qbo_sync_token):
+        return None  # the write syncd itself made, coming back
+    view = qbo_status(obj, now.date())
+    if view == "voided":
+        return "invoice_voided" if inv.qbo_status != "voided" else None
+    balance, known = (
+        Decimal(str(obj.get("Balance", 0))),
+        Decimal(str(inv.balance or obj.get("TotalAmt", 0))),
+    )
+    if balance < known:
+        return "payment_created" if balance == 0 else "payment_created_partial"
+    return "invoice_updated"
+
+
+def _take_qbo_view(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> None:
+    """Keep QBO's view current on the state message, whatever the rules say."""
+    if obj is None:
+        inv.qbo_status = "deleted"
+        return
+    inv.qbo_status = qbo_status(obj, now.date())
+    inv.balance = str(obj.get("Balance"))
+    inv.qbo_sync_token = str(obj.get("SyncToken"))

@@ -1,0 +1,71 @@
+"""QBO webhooks: the `intuit-signature` check and both payload formats, parsed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import simplejson
+
+_OPERATIONS = {"created": "Create", "updated": "Update", "deleted": "Delete", "voided": "Void",
+               "emailed": "Emailed", "merged": "Merge"}  # fmt: skip
+_ENTITIES = {"invoice": "Invoice", "payment": "Payment", "customer": "Customer",
+             "salesreceipt": "SalesReceipt", "item": "Item", "account": "Account"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One entity change QBO told us about; `key` is what makes a repeat a repeat."""
+
+    realm_id: str
+    entity: str
+    id: str
+    operation: str
+    at: str
+    key: str
+
+
+def verify(body: bytes, signature: str | None, verifier: str) -> bool:
+    """base64(HMAC-SHA256(verifier token, raw body)) compared in constant time."""
+    if not signature or not verifier:
+        return False
+    expected = base64.b64encode(
+        hmac.new(verifier.encode(), body, hashlib.sha256).digest()
+    )
+    return hmac.compare_digest(expected, signature.strip().encode())
+
+
+def parse(body: bytes) -> list[Notification]:
+    """Legacy `eventNotifications` or a CloudEvents array; ValueError when neither."""
+    data = simplejson.loads(body)
+    if isinstance(data, dict) and "eventNotifications" in data:
+        return [n for note in data["eventNotifications"] for n in _legacy(note)]
+    if isinstance(data, list):
+        return [_cloud_event(event) for event in data]
+    raise ValueError("neither eventNotifications nor a CloudEvents array")
+
+
+def _legacy(note: dict[str, Any]) -> list[Notification]:
+    realm = str(note["realmId"])
+    out = []
+    for e in note.get("dataChangeEvent", {}).get("entities", []):
+        key = f"{e['name']}:{e['id']}:{e['operation']}:{e.get('lastUpdated', '')}"
+        out.append(Notification(realm, str(e["name"]), str(e["id"]), str(e["operation"]),
+                                str(e.get("lastUpdated", "")), key))  # fmt: skip
+    return out
+
+
+def _cloud_event(event: dict[str, Any]) -> Notification:
+    """`qbo.<entity>.<past-tense op>.v1`; the CloudEvents id repeats on redelivery."""
+    _, entity, op, *_ = str(event["type"]).split(".")
+    return Notification(
+        realm_id=str(event["intuitaccountid"]),
+        entity=_ENTITIES.get(entity, entity.capitalize()),
+        id=str(event["intuitentityid"]),
+        operation=_OPERATIONS.get(op, op.capitalize()),
+        at=str(event.get("time", "")),
+        key=str(event["id"]),
+    )

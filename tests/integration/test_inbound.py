@@ -1,0 +1,140 @@
+"""Inbound: QBO webhooks back to the CRM as checked transitions (RO6, RO7, DC4, OD10, HS5)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.crm import Crm
+from tests.integration.test_connect import connect
+from tests.integration.test_outbound import Setup, _invoice
+from tests.sandbox_process import VERIFIER, Connection, SandboxProcess
+from tests.syncd_process import QBO_ENV, SyncdProcess, write_config
+
+
+@pytest.fixture
+async def wired(tmp_path, broker, http) -> AsyncIterator[Setup]:
+    """Syncd and a sandbox whose webhooks go to syncd's /webhooks/qbo."""
+    sandbox = SandboxProcess(tmp_path)
+    workdir = tmp_path / "s"
+    workdir.mkdir()
+    syncd = SyncdProcess(
+        write_config(workdir, broker.port, qbo_base_url=sandbox.origin), env=QBO_ENV
+    )
+    sandbox.args = ("--webhook-url", f"http://127.0.0.1:{syncd.http_port}/webhooks/qbo",
+                    "--webhook-delay", "0.05")  # fmt: skip
+    await asyncio.to_thread(sandbox.start)
+    await asyncio.to_thread(syncd.start)
+    try:
+        status, body = await connect(http, syncd)
+        assert status == 200, body
+        qbo = await Connection(http, sandbox.origin).connect(realm=body["realm_id"])
+        async with Crm(broker.port) as crm:
+            yield Setup(syncd, qbo, crm, body["realm_id"])
+    finally:
+        syncd.stop()
+        sandbox.stop()
+
+
+async def _synced_invoice(s: Setup) -> dict[str, Any]:
+    await s.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await s.state("INV-1", lambda d: d["sync_state"] == "synced")
+    [row] = await s.qbo_rows("select * from Invoice")
+    return row
+
+
+async def _pay(s: Setup, invoice: dict[str, Any], amount: str) -> None:
+    """A bookkeeper records a payment in QBO."""
+    body = {"CustomerRef": invoice["CustomerRef"], "TotalAmt": amount,
+            "Line": [{"Amount": amount, "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}]}  # fmt: skip
+    await s.qbo.admin("POST", f"realms/{s.realm}/payment", body, expect=201)
+
+
+async def test_a_payment_in_qbo_moves_the_crm_invoice(wired: Setup):
+    """RO6 + OD10/HS5: partial then full payment → partially_paid, paid; payments reported."""
+    invoice = await _synced_invoice(wired)
+    await _pay(wired, invoice, "50.00")
+    await wired.crm.wait_for(
+        lambda r: len(wired.crm.on("acme/out/invoice/set_status")) >= 1
+    )
+    first = wired.crm.on("acme/out/invoice/set_status")[0].body["data"]
+    assert (first["invoice_id"], first["from"], first["to"]) == (
+        "INV-1",
+        "open",
+        "partially_paid",
+    )
+    await _pay(wired, invoice, "150.00")
+    await wired.crm.wait_for(
+        lambda r: len(wired.crm.on("acme/out/invoice/set_status")) >= 2
+    )
+    second = wired.crm.on("acme/out/invoice/set_status")[1].body["data"]
+    assert (second["from"], second["to"]) == ("partially_paid", "paid")
+    state = await wired.state("INV-1", lambda d: d["status"] == "paid")
+    assert (state["qbo_status"], state["balance"]) == ("paid", "0.00")
+    await wired.crm.wait_for(
+        lambda r: len(wired.crm.on("acme/out/payment/received")) >= 2
+    )
+    amounts = [
+        m.body["data"]["amount"] for m in wired.crm.on("acme/out/payment/received")
+    ]
+    assert amounts == ["50.00", "150.00"]
+    assert (
+        wired.crm.on("acme/out/payment/received")[0]
+        .body["data"]["qbo_link"]
+        .startswith("https://")
+    )
+
+
+async def test_a_refused_mapping_is_a_failure_and_no_set_status(wired: Setup):
+    """RO7, DC4: a QBO void mapped to a move the rules forbid (paid → voided) is refused."""
+    invoice = await _synced_invoice(wired)
+    await _pay(wired, invoice, "200.00")
+    await wired.state("INV-1", lambda d: d["status"] == "paid")
+    await wired.qbo.admin("POST", f"realms/{wired.realm}/invoice/{invoice['Id']}/void")
+    await wired.crm.wait_for(lambda r: any(m.body["data"]["operation"] == "qbo_event"
+                                           for m in wired.crm.on("acme/out/sync/failed")))  # fmt: skip
+    [failed] = [
+        m
+        for m in wired.crm.on("acme/out/sync/failed")
+        if m.body["data"]["operation"] == "qbo_event"
+    ]
+    assert "paid → voided" in failed.body["data"]["message"]
+    assert "[qbo_events] invoice_voided" in failed.body["data"]["message"]
+    assert [
+        m.body["data"]["to"] for m in wired.crm.on("acme/out/invoice/set_status")
+    ] == ["paid"]
+    state = await wired.state("INV-1", lambda d: d["qbo_status"] == "voided")
+    assert state["status"] == "paid"
+
+
+async def test_syncds_own_writes_do_not_echo(wired: Setup):
+    """An invoice syncd wrote comes back as a webhook: nothing is sent to the CRM."""
+    await _synced_invoice(wired)
+    await asyncio.sleep(1.0)  # the webhook of syncd's own create has come and gone
+    assert wired.crm.on("acme/out/invoice/set_status") == []
+    deliveries = await wired.qbo.admin("GET", "webhooks")
+    assert deliveries and all(d["delivered"] for d in deliveries)
+
+
+async def test_forged_signatures_are_refused(wired: Setup, http):
+    """A webhook without the right intuit-signature gets 401 and changes nothing."""
+    url = f"http://127.0.0.1:{wired.syncd.http_port}/webhooks/qbo"
+    body = json.dumps({"eventNotifications": [{"realmId": wired.realm, "dataChangeEvent": {
+        "entities": [{"name": "Invoice", "id": "1", "operation": "Void", "lastUpdated": "x"}]}}]}).encode()  # fmt: skip
+    async with http.post(url, data=body, headers={"intuit-signature": "Zm9yZ2Vk"}) as r:
+        assert r.status == 401
+    async with http.post(url, data=body) as r:
+        assert r.status == 401
+    good = base64.b64encode(
+        hmac.new(VERIFIER.encode(), body, hashlib.sha256).digest()
+    ).decode()
+    async with http.post(url, data=body, headers={"intuit-signature": good}) as r:
+        assert r.status == 200
+    assert '"event":"webhook_bad_signature"' in wired.syncd.log()
