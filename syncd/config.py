@@ -192,7 +192,7 @@ def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
             t, "qbo", "environment", "production", ("production", "sandbox")
         ),
         base_url=r.text(t, "qbo", "base_url", ""),
-        reconcile_interval=r.integer(t, "qbo", "reconcile_interval", 300, low=10),
+        reconcile_interval=r.integer(t, "qbo", "reconcile_interval", 300, low=1),
         request_timeout=float(r.integer(t, "qbo", "request_timeout", 30, low=1)),
         throttle_pause=float(r.integer(t, "qbo", "throttle_pause", 60, low=1)),
     )

@@ -18,6 +18,7 @@ from syncd.jobs import JobWorker
 from syncd.models import RawMessage
 from syncd.mqtt import MqttLink
 from syncd.outbox import Publisher
+from syncd.reconcile import Reconciler
 from syncd.rulebook import RuleBook
 from syncd.secrets import Cipher
 from syncd.store.sqlite import SqliteStore
@@ -54,6 +55,8 @@ class Daemon:
         self.inbound = InboundWorker(self.store, self.connections, self.rulebook,
                                      prefix=config.mqtt.topic_prefix, clock=utc_now,
                                      on_commit=self.publisher.wake)  # fmt: skip
+        self.reconciler = Reconciler(config, self.store, self.connections, self.inbound,
+                                     utc_now, self.publisher.wake)  # fmt: skip
         self.connections.on_connected = self.jobs.wake
         self._tasks: list[asyncio.Task[None]] = []
         self.crashed = False
@@ -76,6 +79,7 @@ class Daemon:
             asyncio.create_task(self.publisher.run(), name="syncd.publisher"),
             asyncio.create_task(self.jobs.run(), name="syncd.jobs"),
             asyncio.create_task(self.inbound.run(), name="syncd.inbound"),
+            asyncio.create_task(self.reconciler.run(), name="syncd.reconcile"),
         ]
         for task in self._tasks:
             task.add_done_callback(self._exit_if_crashed)
@@ -88,6 +92,7 @@ class Daemon:
         await self.link.stop_intake()
         self.jobs.stop()
         self.inbound.stop()
+        self.reconciler.stop()
         self.publisher.stop()
         flushed = await self.publisher.drain(self.config.drain_seconds)
         await self.link.close()

@@ -102,13 +102,27 @@ class InboundWorker:
             log.warning("inbound_fetch_failed", tenant=tenant, error=exc.message)
             return False
         async with self._store.write_lock:
-            for qbo_id, obj in invoices.items():
-                await self._invoice(tenant, qbo_id, obj, changes)
-            for qbo_id in deleted:
-                await self._invoice(tenant, qbo_id, None, changes)
-            for payment in payments:
-                await self._payment_received(tenant, payment, changes)
+            await self.apply(tenant, invoices, deleted, payments, changes)
         return True
+
+    async def apply(
+        self, tenant: str, invoices: dict[str, dict[str, Any]], deleted: set[str],
+        payments: list[dict[str, Any]], changes: ChangeSet,
+    ) -> None:  # fmt: skip
+        """Apply QBO's current objects (from webhooks or CDC); the caller holds the lock."""
+        for qbo_id, obj in invoices.items():
+            await self._invoice(tenant, qbo_id, obj, changes)
+        for qbo_id in deleted:
+            await self._invoice(tenant, qbo_id, None, changes)
+        realm = (await self._store.connection(tenant) or _NoConn).realm_id
+        keys = [f"payment-received:{p['Id']}" for p in payments]
+        fresh = await self._store.new_events(realm, keys)
+        for payment, key in zip(payments, keys, strict=True):
+            if key in fresh and (realm, key) not in changes.inbound_events:
+                changes.inbound_events.append(
+                    (realm, key)
+                )  # reported once, whatever told us
+                await self._payment_received(tenant, payment, changes)
 
     async def _fetch(self, client: QboClient, notes: list[webhooks.Notification]) -> tuple[
         dict[str, dict[str, Any]], set[str], list[dict[str, Any]]
@@ -204,6 +218,10 @@ class InboundWorker:
                 changes.outbox.append(
                     events.payment_received(self._prefix, tenant, data, self._clock())
                 )
+
+
+class _NoConn:
+    realm_id = ""
 
 
 def _payment_data(

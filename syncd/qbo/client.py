@@ -102,6 +102,19 @@ class QboClient:
         )
         return dict(body.get("QueryResponse") or {})
 
+    async def cdc(
+        self, entities: list[str], changed_since: str
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Change data capture: objects of `entities` changed since (≤ 30 days, ≤ 1,000)."""
+        params = {"entities": ",".join(entities), "changedSince": changed_since}
+        body = await self._call("GET", "cdc", params=params, kind="read")
+        found: dict[str, list[dict[str, Any]]] = {}
+        for response in body.get("CDCResponse", []):
+            for part in response.get("QueryResponse", []):
+                for entity in entities:
+                    found.setdefault(entity, []).extend(part.get(entity, []))
+        return found
+
     async def preferences(self) -> dict[str, Any]:
         """The company's preferences (home currency, multicurrency, custom fields)."""
         body = await self._call("GET", "preferences", kind="read")

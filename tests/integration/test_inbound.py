@@ -138,3 +138,39 @@ async def test_forged_signatures_are_refused(wired: Setup, http):
     async with http.post(url, data=body, headers={"intuit-signature": good}) as r:
         assert r.status == 200
     assert '"event":"webhook_bad_signature"' in wired.syncd.log()
+
+
+@pytest.fixture
+async def unwired(tmp_path, broker, sandbox, http) -> AsyncIterator[Setup]:
+    """Syncd reconciling every second; the sandbox sends no webhooks at all."""
+    workdir = tmp_path / "s"
+    workdir.mkdir()
+    config = write_config(
+        workdir, broker.port, qbo_base_url=sandbox.origin, qbo="reconcile_interval = 1"
+    )
+    syncd = SyncdProcess(config, env=QBO_ENV)
+    await asyncio.to_thread(syncd.start)
+    try:
+        status, body = await connect(http, syncd)
+        assert status == 200, body
+        qbo = await Connection(http, sandbox.origin).connect(realm=body["realm_id"])
+        async with Crm(broker.port) as crm:
+            yield Setup(syncd, qbo, crm, body["realm_id"])
+    finally:
+        syncd.stop()
+
+
+async def test_without_webhooks_cdc_still_converges(unwired: Setup):
+    """Webhooks are not a source of truth: with none at all, CDC brings QBO's changes."""
+    invoice = await _synced_invoice(unwired)
+    await _pay(unwired, invoice, "200.00")
+    await unwired.crm.wait_for(
+        lambda r: bool(unwired.crm.on("acme/out/invoice/set_status")), timeout=20
+    )
+    [moved] = unwired.crm.on("acme/out/invoice/set_status")
+    assert (moved.body["data"]["from"], moved.body["data"]["to"]) == ("open", "paid")
+    await asyncio.sleep(2.5)  # more passes: nothing is applied or reported twice
+    assert len(unwired.crm.on("acme/out/invoice/set_status")) == 1
+    assert len(unwired.crm.on("acme/out/payment/received")) == 1
+    log = await unwired.qbo.admin("GET", f"requests?realm={unwired.realm}")
+    assert any(r["path"].endswith("/cdc") for r in log)
