@@ -21,12 +21,13 @@ from typing import Any
 
 import structlog
 
-from syncd import events
+from syncd import events, qbo_news
 from syncd.connections import Connections
 from syncd.exceptions import QboError
 from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice
 from syncd.push import qbo_status
 from syncd.qbo import QboClient, webhooks
+from syncd.qbo_news import QboChanges
 from syncd.resolve import quote
 from syncd.rulebook import RuleBook
 from syncd.store.sqlite import SqliteStore
@@ -97,66 +98,121 @@ class InboundWorker:
         if client is None or not notes:
             return client is not None or not notes
         try:
-            invoices, deleted, payments = await self._fetch(client, notes)
+            found = await self._fetch(client, notes)
         except QboError as exc:
             log.warning("inbound_fetch_failed", tenant=tenant, error=exc.message)
             return False
         async with self._store.write_lock:
-            await self.apply(tenant, invoices, deleted, payments, changes)
+            await self.apply(tenant, found, changes)
         return True
 
-    async def apply(
-        self, tenant: str, invoices: dict[str, dict[str, Any]], deleted: set[str],
-        payments: list[dict[str, Any]], changes: ChangeSet,
-    ) -> None:  # fmt: skip
+    async def apply(self, tenant: str, found: QboChanges, changes: ChangeSet) -> None:
         """Apply QBO's current objects (from webhooks or CDC); the caller holds the lock."""
-        for qbo_id, obj in invoices.items():
-            await self._invoice(tenant, qbo_id, obj, changes)
-        for qbo_id in deleted:
-            await self._invoice(tenant, qbo_id, None, changes)
         realm = (await self._store.connection(tenant) or _NoConn).realm_id
-        keys = [f"payment-received:{p['Id']}" for p in payments]
+        keys = [f"payment-received:{p['Id']}" for p in found.payments]
+        keys += [f"first-payment:{p['CustomerRef']['value']}" for p in found.payments]
+        keys += [f"contact-created:{c['Id']}" for c in found.customers]
+        keys += [f"invoice-imported:{i}" for i in found.invoices]
         fresh = await self._store.new_events(realm, keys)
-        for payment, key in zip(payments, keys, strict=True):
-            if key in fresh and (realm, key) not in changes.inbound_events:
-                changes.inbound_events.append(
-                    (realm, key)
-                )  # reported once, whatever told us
+        for qbo_id, obj in found.invoices.items():
+            await self._invoice(tenant, qbo_id, obj, changes, (realm, fresh))
+        for qbo_id in found.deleted:
+            await self._invoice(tenant, qbo_id, None, changes, (realm, fresh))
+        for payment in found.payments:
+            if str(payment.get("PrivateNote", "")).startswith("syncd:"):
+                continue  # syncd's own payment, coming back
+            if qbo_news.first_time(
+                f"payment-received:{payment['Id']}", realm, fresh, changes
+            ):
                 await self._payment_received(tenant, payment, changes)
+            await self._maybe_review(tenant, payment, realm, fresh, changes)
+        for customer in found.customers:
+            await self._maybe_contact(tenant, customer, realm, fresh, changes)
 
-    async def _fetch(self, client: QboClient, notes: list[webhooks.Notification]) -> tuple[
-        dict[str, dict[str, Any]], set[str], list[dict[str, Any]]
-    ]:  # fmt: skip
+    async def _maybe_review(
+        self,
+        tenant: str,
+        payment: dict[str, Any],
+        realm: str,
+        fresh: set[str],
+        changes: ChangeSet,
+    ) -> None:
+        machine = self._rulebook.machine(tenant)
+        if machine is None or not machine.rules.reviews.get("on_first_payment", False):
+            return
+        key = f"first-payment:{payment['CustomerRef']['value']}"
+        if qbo_news.first_time(key, realm, fresh, changes):
+            changes.outbox.append(
+                qbo_news.review_requested(self._prefix, tenant, payment, self._clock())
+            )
+
+    async def _maybe_contact(
+        self,
+        tenant: str,
+        customer: dict[str, Any],
+        realm: str,
+        fresh: set[str],
+        changes: ChangeSet,
+    ) -> None:
+        if await self._store.linked_to(tenant, "customer", str(customer["Id"])):
+            return  # a customer syncd itself created or matched
+        if qbo_news.first_time(
+            f"contact-created:{customer['Id']}", realm, fresh, changes
+        ):
+            changes.outbox.append(
+                qbo_news.contact_created(self._prefix, tenant, customer, self._clock())
+            )
+
+    async def _fetch(
+        self, client: QboClient, notes: list[webhooks.Notification]
+    ) -> QboChanges:
         """One query per entity for everything changed (coalesced: each Id once)."""
-        wanted = {
-            n.id for n in notes if n.entity == "Invoice" and n.operation != "Delete"
-        }
-        deleted = {
-            n.id for n in notes if n.entity == "Invoice" and n.operation == "Delete"
-        }
-        paid = {
-            n.id for n in notes if n.entity == "Payment" and n.operation == "Create"
-        }
-        invoices = await _by_ids(client, "Invoice", wanted)
-        payments = list((await _by_ids(client, "Payment", paid)).values())
+
+        def ids(entity: str, *operations: str) -> set[str]:
+            return {
+                n.id for n in notes if n.entity == entity and n.operation in operations
+            }
+
+        found = QboChanges()
+        found.invoices = await _by_ids(
+            client, "Invoice", ids("Invoice", "Create", "Update", "Void", "Emailed")
+        )
+        found.payments = list(
+            (await _by_ids(client, "Payment", ids("Payment", "Create"))).values()
+        )
+        found.customers = list(
+            (await _by_ids(client, "Customer", ids("Customer", "Create"))).values()
+        )
         # a payment moves its invoices' balances: fetch those too (one more query at most)
         linked = {
             t["TxnId"]
-            for p in payments
+            for p in found.payments
             for line in p.get("Line", [])
             for t in line.get("LinkedTxn", [])
             if t.get("TxnType") == "Invoice"
-        } - set(invoices)
-        invoices.update(await _by_ids(client, "Invoice", linked))
-        return invoices, deleted - set(invoices), payments
+        } - set(found.invoices)
+        found.invoices.update(await _by_ids(client, "Invoice", linked))
+        found.deleted = ids("Invoice", "Delete") - set(found.invoices)
+        return found
 
     async def _invoice(
-        self, tenant: str, qbo_id: str, obj: dict[str, Any] | None, changes: ChangeSet
-    ) -> None:
+        self, tenant: str, qbo_id: str, obj: dict[str, Any] | None, changes: ChangeSet,
+        news: tuple[str, set[str]],
+    ) -> None:  # fmt: skip
         inv = await self._store.invoice_by_qbo_id(tenant, qbo_id)
         machine = self._rulebook.machine(tenant)
-        if inv is None or machine is None:
-            return  # not one of ours (invoices created in QBO: issue 6 continues)
+        if machine is None:
+            return
+        if inv is None:
+            # created in QBO (by a person), not by syncd: the CRM sees it, linked to no deal
+            ours = obj is None or str(obj.get("PrivateNote", "")).startswith("syncd:")
+            if not ours and qbo_news.first_time(
+                f"invoice-imported:{qbo_id}", *news, changes
+            ):
+                changes.outbox.append(
+                    qbo_news.imported(self._prefix, tenant, obj or {}, self._clock())
+                )
+            return
         key = (tenant, inv.invoice_id)
         inv = changes.invoices.get(key, inv)
         event = _classify(inv, obj, self._clock())
@@ -207,8 +263,6 @@ class InboundWorker:
         self, tenant: str, payment: dict[str, Any], changes: ChangeSet
     ) -> None:
         """OD10, HS5: a QBO payment on a synced invoice goes to the CRM (not syncd's own)."""
-        if str(payment.get("PrivateNote", "")).startswith("syncd:"):
-            return
         for line in payment.get("Line", []):
             for txn in line.get("LinkedTxn", []):
                 inv = await self._store.invoice_by_qbo_id(tenant, str(txn.get("TxnId")))

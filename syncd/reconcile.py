@@ -24,6 +24,7 @@ from syncd.exceptions import QboError
 from syncd.inbound import InboundWorker
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient
+from syncd.qbo_news import QboChanges
 from syncd.store.sqlite import SqliteStore
 
 log = structlog.get_logger(__name__)
@@ -73,11 +74,11 @@ class Reconciler:
         seen = 0
         while True:
             started = self._clock()
-            invoices, deleted, payments, newest = await _changes(client, since, started)
-            seen += len(invoices) + len(deleted) + len(payments)
+            found, newest = await _changes(client, since, started)
+            seen += len(found.invoices) + len(found.deleted) + len(found.payments)
             changes = ChangeSet()
             async with self._store.write_lock:
-                await self._inbound.apply(tenant, invoices, deleted, payments, changes)
+                await self._inbound.apply(tenant, found, changes)
                 await self._store.commit(changes)
             saturated = newest is not None
             since = newest if newest is not None else started - SAFETY
@@ -90,38 +91,43 @@ class Reconciler:
                 return seen
 
 
-async def _changes(client: QboClient, since: datetime, now: datetime) -> tuple[
-    dict[str, dict[str, Any]], set[str], list[dict[str, Any]], datetime | None
-]:  # fmt: skip
-    """Invoices, deleted invoice Ids and payments changed since `since`.
-
-    The last item is the time to go on from when the answer was saturated, else None.
-    """
+async def _changes(
+    client: QboClient, since: datetime, now: datetime
+) -> tuple[QboChanges, datetime | None]:
+    """What changed since `since`; and, when the answer was saturated, where to go on."""
     if since < now - timedelta(days=CDC_DAYS - 1):
         log.warning("reconcile_gap_beyond_cdc", since=since.isoformat())
-        return await _by_queries(client, since)
-    answer = await client.cdc(["Invoice", "Payment"], _stamp(since))
-    invoices = {
-        str(o["Id"]): o
-        for o in answer.get("Invoice", [])
-        if o.get("status") != "Deleted"
-    }
-    deleted = {
-        str(o["Id"]) for o in answer.get("Invoice", []) if o.get("status") == "Deleted"
-    }
-    payments = [o for o in answer.get("Payment", []) if o.get("status") != "Deleted"]
-    everything = answer.get("Invoice", []) + answer.get("Payment", [])
+        return await _by_queries(client, since), None
+    answer = await client.cdc(["Invoice", "Payment", "Customer"], _stamp(since))
+    found = QboChanges(
+        invoices={
+            str(o["Id"]): o
+            for o in answer.get("Invoice", [])
+            if o.get("status") != "Deleted"
+        },
+        deleted={
+            str(o["Id"])
+            for o in answer.get("Invoice", [])
+            if o.get("status") == "Deleted"
+        },
+        payments=[o for o in answer.get("Payment", []) if o.get("status") != "Deleted"],
+        customers=[c for c in answer.get("Customer", []) if _created_since(c, since)],
+    )
+    everything = [o for objs in answer.values() for o in objs]
     newest = None
     if len(everything) >= CDC_MAX:
         newest = max(
             datetime.fromisoformat(o["MetaData"]["LastUpdatedTime"]) for o in everything
         )
-    return invoices, deleted, payments, newest
+    return found, newest
 
 
-async def _by_queries(client: QboClient, since: datetime) -> tuple[
-    dict[str, dict[str, Any]], set[str], list[dict[str, Any]], datetime | None
-]:  # fmt: skip
+def _created_since(obj: dict[str, Any], since: datetime) -> bool:
+    created = (obj.get("MetaData") or {}).get("CreateTime")
+    return isinstance(created, str) and datetime.fromisoformat(created) >= since
+
+
+async def _by_queries(client: QboClient, since: datetime) -> QboChanges:
     """Beyond CDC's window: every invoice and payment updated since, page by page."""
     stamp = _stamp(since)
     found: dict[str, list[dict[str, Any]]] = {}
@@ -137,8 +143,9 @@ async def _by_queries(client: QboClient, since: datetime) -> tuple[
             if len(page) < 1000:
                 break
             start += 1000
-    invoices = {str(o["Id"]): o for o in found["Invoice"]}
-    return invoices, set(), found["Payment"], None
+    return QboChanges(
+        invoices={str(o["Id"]): o for o in found["Invoice"]}, payments=found["Payment"]
+    )
 
 
 def _stamp(when: datetime) -> str:

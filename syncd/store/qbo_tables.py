@@ -238,6 +238,12 @@ class QboTables:
             seen = {str(k) for (k,) in await cur.fetchall()}
         return set(keys) - seen
 
+    async def linked_to(self, tenant: str, kind: str, qbo_id: str) -> bool:
+        """Whether syncd linked a CRM customer or item to this QBO object."""
+        sql = "SELECT 1 FROM links WHERE tenant = ? AND kind = ? AND qbo_id = ?"
+        async with self._read() as db, db.execute(sql, (tenant, kind, qbo_id)) as cur:
+            return await cur.fetchone() is not None
+
     async def link(self, tenant: str, kind: str, key: str) -> str | None:
         """The QBO id a CRM customer or item is linked to."""
         sql = "SELECT qbo_id FROM links WHERE tenant = ? AND kind = ? AND key = ?"

@@ -16,20 +16,25 @@ from tests.crm import Crm
 from tests.integration.test_connect import connect
 from tests.integration.test_outbound import Setup, _invoice
 from tests.sandbox_process import VERIFIER, Connection, SandboxProcess
-from tests.syncd_process import QBO_ENV, SyncdProcess, write_config
+from tests.syncd_process import QBO_ENV, RULES, SyncdProcess, write_config
 
 
-@pytest.fixture
-async def wired(tmp_path, broker, http) -> AsyncIterator[Setup]:
-    """Syncd and a sandbox whose webhooks go to syncd's /webhooks/qbo."""
+@pytest.fixture(params=["legacy", "cloudevents"])
+async def wired(request, tmp_path, broker, http) -> AsyncIterator[Setup]:
+    """Syncd and a sandbox whose webhooks (each format) go to syncd's /webhooks/qbo."""
     sandbox = SandboxProcess(tmp_path)
     workdir = tmp_path / "s"
     workdir.mkdir()
-    syncd = SyncdProcess(
-        write_config(workdir, broker.port, qbo_base_url=sandbox.origin), env=QBO_ENV
-    )
+    tenants = None
+    marker = request.node.get_closest_marker("rules")
+    if marker is not None:
+        rules = tmp_path / "rules.toml"
+        rules.write_text(RULES.read_text().replace(*marker.args))
+        tenants = {"acme": rules}
+    config = write_config(workdir, broker.port, tenants, qbo_base_url=sandbox.origin)
+    syncd = SyncdProcess(config, env=QBO_ENV)
     sandbox.args = ("--webhook-url", f"http://127.0.0.1:{syncd.http_port}/webhooks/qbo",
-                    "--webhook-delay", "0.05")  # fmt: skip
+                    "--webhook-delay", "0.05", "--webhook-format", request.param)  # fmt: skip
     await asyncio.to_thread(sandbox.start)
     await asyncio.to_thread(syncd.start)
     try:
@@ -174,3 +179,59 @@ async def test_without_webhooks_cdc_still_converges(unwired: Setup):
     assert len(unwired.crm.on("acme/out/payment/received")) == 1
     log = await unwired.qbo.admin("GET", f"requests?realm={unwired.realm}")
     assert any(r["path"].endswith("/cdc") for r in log)
+
+
+async def test_duplicated_and_delayed_webhooks_apply_once(wired: Setup):
+    """At-least-once delivery: duplicates and late repeats change nothing twice."""
+    invoice = await _synced_invoice(wired)
+    await wired.qbo.admin("PUT", "faults", {"webhooks": {"duplicate": 1.0}})
+    await _pay(wired, invoice, "200.00")
+    await wired.crm.wait_for(
+        lambda r: bool(wired.crm.on("acme/out/invoice/set_status"))
+    )
+    await asyncio.sleep(1.0)
+    assert len(wired.crm.on("acme/out/invoice/set_status")) == 1
+    assert len(wired.crm.on("acme/out/payment/received")) == 1
+    deliveries = await wired.qbo.admin("GET", "webhooks")
+    assert (
+        sum(d["attempts"] for d in deliveries) > len(deliveries) or len(deliveries) >= 2
+    )
+
+
+async def test_invoices_and_customers_created_in_qbo_reach_the_crm(wired: Setup):
+    """HS3, HS4: an invoice made by hand in QBO → imported, no deal; HL1: new customer."""
+    customer = (await wired.qbo.admin("POST", f"realms/{wired.realm}/customer",
+                                      {"DisplayName": "Walk-in Client", "PrimaryEmailAddr": {"Address": "w@c.test"}},
+                                      expect=201))["Customer"]  # fmt: skip
+    item = await wired.qbo.item("Repairs")
+    line = {"DetailType": "SalesItemLineDetail", "Amount": 75, "Description": "Fix",
+            "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}  # fmt: skip
+    await wired.qbo.admin("POST", f"realms/{wired.realm}/invoice",
+                          {"CustomerRef": {"value": customer["Id"]}, "Line": [line]}, expect=201)  # fmt: skip
+    await wired.crm.wait_for(lambda r: bool(wired.crm.on("acme/out/invoice/imported"))
+                             and bool(wired.crm.on("acme/out/contact/created")))  # fmt: skip
+    [imported] = wired.crm.on("acme/out/invoice/imported")
+    data = imported.body["data"]
+    assert (data["total"], data["deal_id"], data["customer"]["name"]) == (
+        "75.00",
+        None,
+        "Walk-in Client",
+    )
+    [created] = wired.crm.on("acme/out/contact/created")
+    assert (created.body["data"]["name"], created.body["data"]["email"]) == (
+        "Walk-in Client",
+        "w@c.test",
+    )
+
+
+@pytest.mark.rules("on_first_payment = false", "on_first_payment = true")
+async def test_first_payment_asks_for_a_review(wired: Setup):
+    """HL2: a customer's first QBO payment requests a review (once)."""
+    invoice = await _synced_invoice(wired)
+    await _pay(wired, invoice, "50.00")
+    await _pay(wired, invoice, "50.00")
+    await wired.crm.wait_for(
+        lambda r: len(wired.crm.on("acme/out/payment/received")) >= 2
+    )
+    [review] = wired.crm.on("acme/out/review/requested")
+    assert review.body["data"]["name"] == "Acme Ltd"
