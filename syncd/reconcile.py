@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import structlog
 
+from syncd import events
 from syncd.config import Config
 from syncd.connections import Connections
 from syncd.exceptions import QboError
@@ -88,7 +89,29 @@ class Reconciler:
             conn.preferences["reconciled_to"] = since.isoformat()
             self._on_commit()
             if not saturated:
+                await self._overdue(tenant)
                 return seen
+
+    async def _overdue(self, tenant: str) -> None:
+        """QBO's view changes as days pass: an open balance past its due date is overdue."""
+        today, changes = self._clock().date(), ChangeSet()
+        async with self._store.write_lock:
+            for inv in await self._store.invoices(tenant, "synced"):
+                due = (inv.pushed_body or {}).get("DueDate") or inv.data.get("due_date")
+                if (
+                    inv.qbo_status in ("open", "partially_paid")
+                    and due
+                    and date.fromisoformat(due) < today
+                ):
+                    inv.qbo_status = "overdue"
+                    changes.invoices[(tenant, inv.invoice_id)] = inv
+                    changes.outbox.append(
+                        events.sync_state(
+                            self._config.mqtt.topic_prefix, inv, self._clock(), None
+                        )
+                    )
+            if changes.invoices:
+                await self._store.commit(changes)
 
 
 async def _changes(

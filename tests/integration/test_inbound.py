@@ -235,3 +235,17 @@ async def test_first_payment_asks_for_a_review(wired: Setup):
     )
     [review] = wired.crm.on("acme/out/review/requested")
     assert review.body["data"]["name"] == "Acme Ltd"
+
+
+async def test_a_balance_past_due_shows_overdue(unwired: Setup):
+    """QBO's view (qbo.md §9): an open balance past its due date is overdue."""
+    from datetime import UTC, datetime, timedelta
+
+    past = (datetime.now(UTC).date() - timedelta(days=3)).isoformat()
+    await unwired.crm.send(
+        "acme", "invoice.upserted", _invoice(1, "open", due_date=past)
+    )
+    state = await unwired.state(
+        "INV-1", lambda d: d["qbo_status"] == "overdue", timeout=20
+    )
+    assert state["sync_state"] == "synced"
