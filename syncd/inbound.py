@@ -12,9 +12,6 @@ it wrote, or a payment it wrote) are not bounced to the CRM.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,50 +19,21 @@ from typing import Any
 import structlog
 
 from syncd import events, qbo_news
-from syncd.connections import Connections
 from syncd.exceptions import QboError
 from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice
 from syncd.push import qbo_status
 from syncd.qbo import QboClient, webhooks
 from syncd.qbo_news import QboChanges
 from syncd.resolve import quote
-from syncd.rulebook import RuleBook
-from syncd.store.sqlite import SqliteStore
+from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
 
 
-class InboundWorker:
+class InboundWorker(LoopWorker):
     """Applies stored QBO webhooks, in order, each event once."""
 
-    def __init__(
-        self, store: SqliteStore, connections: Connections, rulebook: RuleBook, *,
-        prefix: str, clock: Callable[[], datetime], on_commit: Callable[[], None],
-    ) -> None:  # fmt: skip
-        self._store, self._connections, self._rulebook = store, connections, rulebook
-        self._prefix, self._clock, self._on_commit = prefix, clock, on_commit
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-
-    def wake(self) -> None:
-        """A webhook was stored."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        """End `run` after the current batch."""
-        self._stopping.set()
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Process stored webhooks until stopped; a failing batch waits and is retried."""
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("inbound_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 5.0)
-            self._wake.clear()
+    idle = 5.0  # webhooks wake it; the wait only retries what QBO could not answer
 
     async def run_once(self) -> int:
         """Process the stored webhook bodies waiting now; return how many."""

@@ -8,9 +8,7 @@ the two leaves an in-flight job whose handler checks QBO before writing again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,14 +16,12 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from syncd import events
-from syncd.connections import Connections
 from syncd.exceptions import QboAuthError, QboError, QboTransientError
 from syncd.models import ChangeSet, Failure, Invoice, Job, JobStatus, SyncState
 from syncd.push import HANDLERS, JobContext
 from syncd.push_payments import push_customer, push_payment, push_receipt
 from syncd.resolve import ResolveError
-from syncd.rulebook import RuleBook
-from syncd.store.sqlite import SqliteStore
+from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
 
@@ -60,39 +56,8 @@ def _handler(kind: str) -> Any:
     return {**HANDLERS, **extra}[base]
 
 
-class JobWorker:
+class JobWorker(LoopWorker):
     """Claims due jobs and runs them one at a time (QBO's limits are per realm anyway)."""
-
-    def __init__(
-        self, store: SqliteStore, connections: Connections, rulebook: RuleBook, *,
-        prefix: str, clock: Callable[[], datetime], on_commit: Callable[[], None],
-    ) -> None:  # fmt: skip
-        self._store, self._connections, self._rulebook = store, connections, rulebook
-        self._prefix, self._clock, self._on_commit = prefix, clock, on_commit
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-
-    def wake(self) -> None:
-        """New jobs were committed."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        """End `run` after the current job."""
-        self._stopping.set()
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Run due jobs until stopped; one failing job never ends the loop."""
-        while not self._stopping.is_set():
-            ran = 0
-            try:
-                ran = await self.run_once()
-            except Exception:
-                log.exception("job_loop_failed")
-            if not ran:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
-                self._wake.clear()
 
     async def run_once(self, limit: int = 20) -> int:
         """Run the jobs due now; return how many ran."""

@@ -1,0 +1,57 @@
+"""The loop the QBO workers share: woken by commits, never ended by one bad iteration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from syncd.connections import Connections
+from syncd.rulebook import RuleBook
+from syncd.store.sqlite import SqliteStore
+
+log = structlog.get_logger(__name__)
+
+
+class LoopWorker:
+    """Runs `run_once` whenever woken (or every `idle` seconds) until stopped."""
+
+    idle = 1.0
+
+    def __init__(
+        self, store: SqliteStore, connections: Connections, rulebook: RuleBook, *,
+        prefix: str, clock: Callable[[], datetime], on_commit: Callable[[], None],
+    ) -> None:  # fmt: skip
+        self._store, self._connections, self._rulebook = store, connections, rulebook
+        self._prefix, self._clock, self._on_commit = prefix, clock, on_commit
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something to do was committed."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End `run` after the current iteration."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Do what is due now; return how much was done."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Iterate until stopped; an iteration that fails is logged and tried again."""
+        while not self._stopping.is_set():
+            done = 0
+            try:
+                done = await self.run_once()
+            except Exception:
+                log.exception("worker_iteration_failed", worker=type(self).__name__)
+            if not done:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.idle)
+                self._wake.clear()
