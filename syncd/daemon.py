@@ -120,6 +120,8 @@ class Daemon:
         self.publisher.wake()
         if changes.jobs:
             self.jobs.wake()
+        if changes.inbound_new:
+            self.inbound.wake()
 
     def _exit_if_crashed(self, task: asyncio.Task[None]) -> None:
         """A loop that dies is a bug: say so and stop (exit 1); the supervisor restarts."""

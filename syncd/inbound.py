@@ -16,6 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import structlog
 
 from syncd import events, qbo_news
@@ -41,16 +42,62 @@ class InboundWorker(LoopWorker):
         if not pending:
             return 0
         by_realm: dict[str, list[webhooks.Notification]] = {}
+        refreshes = []
         for _, body in pending:
+            if body.startswith(b'{"syncdRefresh"'):
+                refreshes.append(orjson.loads(body)["syncdRefresh"])
+                continue
             for note in webhooks.parse(body):
                 by_realm.setdefault(note.realm_id, []).append(note)
         changes = ChangeSet(inbound_done=[seq for seq, _ in pending])
+        for request in refreshes:
+            if not await self._refresh(request, changes):
+                return 0
         for realm, notes in by_realm.items():
             if not await self._realm(realm, notes, changes):
                 return 0  # QBO not reachable now: the bodies stay stored, tried again later
         await self._store.commit(changes)
         self._on_commit()
         return len(pending)
+
+    async def _refresh(self, request: dict[str, Any], changes: ChangeSet) -> bool:
+        """A CRM's `command.refresh`: one invoice, or a contact's invoices in a range."""
+        tenant = request["tenant"]
+        client = await self._connections.client(tenant)
+        if client is None:
+            return False
+        found = QboChanges()
+        try:
+            if "invoice_qbo_id" in request:
+                found.invoices = await _by_ids(
+                    client, "Invoice", {request["invoice_qbo_id"]}
+                )
+            else:
+                found.invoices = await self._contact_invoices(client, tenant, request)
+        except QboError as exc:
+            log.warning("refresh_failed", tenant=tenant, error=exc.message)
+            return False
+        async with self._store.write_lock:
+            await self.apply(tenant, found, changes, listing=True)
+        return True
+
+    async def _contact_invoices(
+        self, client: QboClient, tenant: str, request: dict[str, Any]
+    ) -> dict[str, dict[str, Any]]:
+        customer = await self._store.link(
+            tenant, "customer", str(request["contact_id"])
+        )
+        if customer is None:
+            return {}
+        where = [f"CustomerRef = {quote(customer)}"]
+        if request.get("from"):
+            where.append(f"TxnDate >= {quote(request['from'])}")
+        if request.get("to"):
+            where.append(f"TxnDate <= {quote(request['to'])}")
+        rows = await client.query(
+            f"select * from Invoice where {' and '.join(where)} maxresults 1000"
+        )
+        return {str(r["Id"]): r for r in rows.get("Invoice", [])}
 
     async def _realm(
         self, realm: str, notes: list[webhooks.Notification], changes: ChangeSet
@@ -74,14 +121,22 @@ class InboundWorker(LoopWorker):
             await self.apply(tenant, found, changes)
         return True
 
-    async def apply(self, tenant: str, found: QboChanges, changes: ChangeSet) -> None:
-        """Apply QBO's current objects (from webhooks or CDC); the caller holds the lock."""
+    async def apply(
+        self, tenant: str, found: QboChanges, changes: ChangeSet, listing: bool = False
+    ) -> None:
+        """Apply QBO's current objects (from webhooks, CDC or a refresh).
+
+        The caller holds the write lock. `listing` reports QBO-made invoices even when they
+        were reported before (a refresh asks for the list, PD8).
+        """
         realm = (await self._store.connection(tenant) or _NoConn).realm_id
         keys = [f"payment-received:{p['Id']}" for p in found.payments]
         keys += [f"first-payment:{p['CustomerRef']['value']}" for p in found.payments]
         keys += [f"contact-created:{c['Id']}" for c in found.customers]
         keys += [f"invoice-imported:{i}" for i in found.invoices]
         fresh = await self._store.new_events(realm, keys)
+        if listing:
+            fresh |= {f"invoice-imported:{i}" for i in found.invoices}
         for qbo_id, obj in found.invoices.items():
             await self._invoice(tenant, qbo_id, obj, changes, (realm, fresh))
         for qbo_id in found.deleted:

@@ -34,6 +34,7 @@ _HANDLED = {
     "payment.recorded",
     "contact.upserted",
     "invoice.deleted",
+    "command.refresh",
 }
 
 Clock = Callable[[], datetime]
@@ -182,6 +183,9 @@ class Inbox:
             return
         if env.type == "invoice.deleted":
             sync.apply_deleted(ctx, invoices.get(key))
+            return
+        if env.type == "command.refresh":
+            sync.apply_refresh(ctx, invoices.get(key))
             return
         if env.type != "invoice.upserted":
             await sync.apply_command(ctx, invoices.get(key))

@@ -196,6 +196,9 @@ class ChangeSet:
     links: list[Link] = field(default_factory=list)
     # QBO webhooks: stored bodies now processed, and the event keys now applied
     inbound_done: list[int] = field(default_factory=list)
+    inbound_new: list[bytes] = field(
+        default_factory=list
+    )  # e.g. a CRM's refresh request
     inbound_events: list[tuple[str, str]] = field(default_factory=list)
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+import orjson
 import structlog
 
 from syncd import events
@@ -160,6 +162,30 @@ def apply_deleted(ctx: Context, current: Invoice | None) -> None:
         events.sync_state(ctx.prefix, current, ctx.now, ctx.envelope.id)
     )
     _ledger(ctx, Outcome.APPLIED, f"{kind} queued")
+
+
+def apply_refresh(ctx: Context, invoice: Invoice | None) -> None:
+    """`command.refresh` (PD8): pull one invoice, or a contact's invoices in a range.
+
+    The request is queued for the inbound worker in the same transaction as the ledger.
+    """
+    data, tenant = ctx.envelope.data, ctx.envelope.tenant
+    request: dict[str, Any] = {"tenant": tenant, "message_id": ctx.envelope.id}
+    if data.get("invoice_id"):
+        if invoice is None or invoice.qbo_id is None:
+            _reject(
+                ctx, f"invoice {data['invoice_id']!r} has no QBO copy to refresh from"
+            )
+            return
+        request["invoice_qbo_id"] = invoice.qbo_id
+    else:
+        request |= {
+            "contact_id": data["contact_id"],
+            "from": data.get("from"),
+            "to": data.get("to"),
+        }
+    ctx.changes.inbound_new.append(orjson.dumps({"syncdRefresh": request}))
+    _ledger(ctx, Outcome.APPLIED, "refresh queued")
 
 
 def apply_contact(ctx: Context) -> None:

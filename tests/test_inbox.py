@@ -196,7 +196,9 @@ async def test_bad_input_does_not_block_the_rest_of_the_batch(inbox, store):
 
 async def test_other_types_are_kept_not_dropped(inbox, store):
     """Types handled by later parts (payments, commands) are stored with their payload."""
-    message = raw("acme", "command.refresh", {"invoice_id": "I-1"}, mid="c-1")
+    message = raw(
+        "acme", "command.link", {"qbo_invoice_id": "42", "deal_id": "D-1"}, mid="c-1"
+    )
     await inbox.handle([message])
     ledger = await store.ledger("acme", "c-1")
     assert ledger is not None

@@ -282,12 +282,17 @@ async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
 
 
 async def write_inbound(
-    db: aiosqlite.Connection, done: list[int], keys: list[tuple[str, str]]
+    db: aiosqlite.Connection,
+    done: list[int],
+    keys: list[tuple[str, str]],
+    new: list[bytes],
 ) -> None:
-    """Mark webhook bodies processed and remember the events they applied."""
+    """Mark webhook bodies processed, remember the events they applied, queue new ones."""
     await db.executemany(
         "UPDATE inbound SET done = 1 WHERE seq = ?", [(s,) for s in done]
     )
     now = datetime.now(UTC).isoformat()
+    await db.executemany("INSERT INTO inbound (body, received_at) VALUES (?, ?)",
+                         [(body, now) for body in new])  # fmt: skip
     await db.executemany("INSERT OR IGNORE INTO inbound_events VALUES (?, ?, ?)",
                          [(realm, key, now) for realm, key in keys])  # fmt: skip

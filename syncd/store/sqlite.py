@@ -157,7 +157,9 @@ class SqliteStore(QboTables):
             )
             await write_jobs(db, changes.jobs)
             await write_links(db, changes.links)
-            await write_inbound(db, changes.inbound_done, changes.inbound_events)
+            await write_inbound(
+                db, changes.inbound_done, changes.inbound_events, changes.inbound_new
+            )
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Return the oldest unpublished messages, in order."""

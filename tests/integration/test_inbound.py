@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from tests.crm import Crm
 from tests.integration.test_connect import connect
 from tests.integration.test_outbound import Setup, _invoice
+from tests.integration.test_outbound import setup as setup  # the fixture
 from tests.sandbox_process import VERIFIER, Connection, SandboxProcess
 from tests.syncd_process import QBO_ENV, RULES, SyncdProcess, write_config
 
@@ -249,3 +251,31 @@ async def test_a_balance_past_due_shows_overdue(unwired: Setup):
         "INV-1", lambda d: d["qbo_status"] == "overdue", timeout=20
     )
     assert state["sync_state"] == "synced"
+
+
+async def test_refresh_pulls_an_invoice_and_a_contacts_list(setup: Setup):
+    """PD8: `command.refresh` pulls one invoice now, or a contact's invoices in a range."""
+    invoice = await _synced_invoice(setup)
+    await _pay(setup, invoice, "200.00")  # no webhooks here: nothing happens by itself
+    await asyncio.sleep(0.5)
+    assert setup.crm.on("acme/out/invoice/set_status") == []
+    await setup.crm.send("acme", "command.refresh", {"invoice_id": "INV-1"})
+    await setup.crm.wait_for(
+        lambda r: bool(setup.crm.on("acme/out/invoice/set_status"))
+    )
+    assert setup.crm.on("acme/out/invoice/set_status")[0].body["data"]["to"] == "paid"
+    line = {"DetailType": "SalesItemLineDetail", "Amount": 30,
+            "SalesItemLineDetail": {"ItemRef": invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]}}  # fmt: skip
+    await setup.qbo.admin("POST", f"realms/{setup.realm}/invoice",
+                          {"CustomerRef": invoice["CustomerRef"], "Line": [line]}, expect=201)  # fmt: skip
+    # QBO dates invoices in the company's time zone (-07:00): ask from the day before
+    day = date.fromisoformat(invoice["TxnDate"])
+    span = {"from": (day - timedelta(days=1)).isoformat(), "to": day.isoformat()}
+    for _ in range(2):  # asked twice, listed twice
+        await setup.crm.send("acme", "command.refresh", {"contact_id": "C-9", **span})
+    await setup.crm.wait_for(
+        lambda r: len(setup.crm.on("acme/out/invoice/imported")) >= 2
+    )
+    assert {
+        m.body["data"]["total"] for m in setup.crm.on("acme/out/invoice/imported")
+    } == {"30.00"}
