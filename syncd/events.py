@@ -97,3 +97,15 @@ def payment_received(
     """A QBO payment on a synced invoice (OD10, HS5)."""
     payload = envelope("payment.received", tenant, data, now, None)
     return Outbound(topic=f"{prefix}/{tenant}/out/payment/received", payload=payload)
+
+
+def invoice_linked(
+    prefix: str,
+    tenant: str,
+    data: dict[str, Any],
+    now: datetime,
+    causation_id: str | None,
+) -> Outbound:
+    """A QBO-made invoice linked to a CRM deal, or unlinked (`deal_id` null)."""
+    payload = envelope("invoice.linked", tenant, data, now, causation_id)
+    return Outbound(topic=f"{prefix}/{tenant}/out/invoice/linked", payload=payload)

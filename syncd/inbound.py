@@ -232,9 +232,11 @@ class InboundWorker(LoopWorker):
             if not ours and qbo_news.first_time(
                 f"invoice-imported:{qbo_id}", *news, changes
             ):
-                changes.outbox.append(
-                    qbo_news.imported(self._prefix, tenant, obj or {}, self._clock())
+                deal = await self._store.link(tenant, "deal", qbo_id) or None
+                message = qbo_news.imported(
+                    self._prefix, tenant, obj or {}, self._clock(), deal
                 )
+                changes.outbox.append(message)
             return
         key = (tenant, inv.invoice_id)
         inv = changes.invoices.get(key, inv)

@@ -25,17 +25,6 @@ from syncd.store import Store
 
 log = structlog.get_logger(__name__)
 
-_HANDLED = {
-    "invoice.upserted",
-    "command.sync",
-    "command.send",
-    "command.void",
-    "command.delete",
-    "payment.recorded",
-    "contact.upserted",
-    "invoice.deleted",
-    "command.refresh",
-}
 
 Clock = Callable[[], datetime]
 
@@ -150,7 +139,7 @@ class Inbox:
     async def _load(self, fresh: list[Envelope]) -> dict[tuple[str, str], Invoice]:
         wanted: dict[str, list[str]] = {}
         for env in fresh:
-            if env.type in _HANDLED and env.data.get("invoice_id"):
+            if env.data.get("invoice_id"):
                 wanted.setdefault(env.tenant, []).append(env.data["invoice_id"])
         loaded: dict[tuple[str, str], Invoice] = {}
         for tenant, ids in wanted.items():
@@ -168,9 +157,6 @@ class Inbox:
         machine = self._rulebook.machine(env.tenant)
         if machine is None:  # rules reloaded without this tenant since _accept
             return
-        if env.type not in _HANDLED:
-            _defer(env, now, changes)
-            return
         key = (env.tenant, str(env.data.get("invoice_id")))
         ctx = sync.Context(
             envelope=env, machine=machine, prefix=self._prefix, now=now, changes=changes
@@ -186,6 +172,9 @@ class Inbox:
             return
         if env.type == "command.refresh":
             sync.apply_refresh(ctx, invoices.get(key))
+            return
+        if env.type in ("command.link", "command.unlink"):
+            sync.apply_link(ctx)
             return
         if env.type != "invoice.upserted":
             await sync.apply_command(ctx, invoices.get(key))
@@ -214,20 +203,3 @@ def _unseen(accepted: list[Envelope], seen: set[tuple[str, str]]) -> list[Envelo
         seen.add(key)
         fresh.append(env)
     return fresh
-
-
-def _defer(env: Envelope, now: datetime, changes: ChangeSet) -> None:
-    """Keep a valid message whose handler a later part of syncd provides: nothing lost."""
-    log.info("message_deferred", type=env.type)
-    changes.ledger.append(
-        LedgerEntry(
-            tenant=env.tenant,
-            message_id=env.id,
-            topic=env.topic,
-            type=env.type,
-            outcome=Outcome.DEFERRED,
-            reason=f"{env.type} is kept until QBO sync handles it",
-            received_at=now,
-            payload=env.payload,
-        )
-    )

@@ -25,7 +25,6 @@ class Outcome(StrEnum):
     IGNORED = "ignored"
     REFUSED = "refused"
     REJECTED = "rejected"
-    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,7 +24,13 @@ class QboChanges:
     customers: list[dict[str, Any]] = field(default_factory=list)
 
 
-def imported(prefix: str, tenant: str, obj: dict[str, Any], now: datetime) -> Outbound:
+def imported(
+    prefix: str,
+    tenant: str,
+    obj: dict[str, Any],
+    now: datetime,
+    deal_id: str | None = None,
+) -> Outbound:
     """An invoice created in QBO, shown in the CRM, linked to no deal (HS3, HS4)."""
     data = {
         "qbo_id": obj["Id"],
@@ -38,7 +44,7 @@ def imported(prefix: str, tenant: str, obj: dict[str, Any], now: datetime) -> Ou
         "due_date": obj.get("DueDate"),
         "total": str(obj.get("TotalAmt")),
         "balance": str(obj.get("Balance")),
-        "deal_id": None,
+        "deal_id": deal_id,  # none until the CRM links one (HS4)
         "lines": [
             {"description": ln.get("Description"), "amount": str(ln.get("Amount"))}
             for ln in obj.get("Line", [])

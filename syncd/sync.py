@@ -24,6 +24,7 @@ from syncd.models import (
     Invoice,
     Job,
     LedgerEntry,
+    Link,
     Outcome,
     SyncState,
 )
@@ -186,6 +187,23 @@ def apply_refresh(ctx: Context, invoice: Invoice | None) -> None:
         }
     ctx.changes.inbound_new.append(orjson.dumps({"syncdRefresh": request}))
     _ledger(ctx, Outcome.APPLIED, "refresh queued")
+
+
+def apply_link(ctx: Context) -> None:
+    """`command.link` / `command.unlink` (HS4, PD8): a QBO-made invoice and a CRM deal.
+
+    Linking is the CRM's decision, never automatic; syncd remembers it (imported and
+    refreshed invoices carry the deal) and confirms on `…/out/invoice/linked`.
+    """
+    data, tenant = ctx.envelope.data, ctx.envelope.tenant
+    deal = data.get("deal_id") if ctx.envelope.type == "command.link" else None
+    ctx.changes.links.append(Link(tenant=tenant, kind="deal", key=str(data["qbo_invoice_id"]),
+                                  qbo_id=str(deal or "")))  # fmt: skip
+    ctx.changes.outbox.append(events.invoice_linked(
+        ctx.prefix, tenant, {"qbo_invoice_id": data["qbo_invoice_id"], "deal_id": deal},
+        ctx.now, ctx.envelope.id,
+    ))  # fmt: skip
+    _ledger(ctx, Outcome.APPLIED, f"deal {deal or 'unlinked'}")
 
 
 def apply_contact(ctx: Context) -> None:

@@ -194,13 +194,15 @@ async def test_bad_input_does_not_block_the_rest_of_the_batch(inbox, store):
     assert again.outbox == []  # the refusal of a known id is not repeated on redelivery
 
 
-async def test_other_types_are_kept_not_dropped(inbox, store):
-    """Types handled by later parts (payments, commands) are stored with their payload."""
+async def test_link_is_recorded_and_confirmed(inbox, store):
+    """HS4: command.link records the deal of a QBO-made invoice and confirms it."""
     message = raw(
         "acme", "command.link", {"qbo_invoice_id": "42", "deal_id": "D-1"}, mid="c-1"
     )
-    await inbox.handle([message])
+    changes = await inbox.handle([message])
     ledger = await store.ledger("acme", "c-1")
     assert ledger is not None
-    assert ledger.outcome is Outcome.DEFERRED
-    assert ledger.payload == message.payload
+    assert ledger.outcome is Outcome.APPLIED
+    assert await store.link("acme", "deal", "42") == "D-1"
+    [linked] = published(changes, "out/invoice/linked")
+    assert linked["data"] == {"qbo_invoice_id": "42", "deal_id": "D-1"}

@@ -279,3 +279,30 @@ async def test_refresh_pulls_an_invoice_and_a_contacts_list(setup: Setup):
     assert {
         m.body["data"]["total"] for m in setup.crm.on("acme/out/invoice/imported")
     } == {"30.00"}
+
+
+async def test_link_and_unlink_a_qbo_invoice_to_a_deal(setup: Setup):
+    """HS4, PD8: a QBO-made invoice is linked to no deal until the CRM links it."""
+    invoice = await _synced_invoice(setup)
+    line = {"DetailType": "SalesItemLineDetail", "Amount": 30,
+            "SalesItemLineDetail": {"ItemRef": invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]}}  # fmt: skip
+    made = (await setup.qbo.admin("POST", f"realms/{setup.realm}/invoice",
+                                  {"CustomerRef": invoice["CustomerRef"], "Line": [line]}, expect=201))["Invoice"]  # fmt: skip
+    await setup.crm.send(
+        "acme", "command.link", {"qbo_invoice_id": made["Id"], "deal_id": "D-3"}
+    )
+    await setup.crm.wait_for(lambda r: bool(setup.crm.on("acme/out/invoice/linked")))
+    assert setup.crm.on("acme/out/invoice/linked")[0].body["data"] == {
+        "qbo_invoice_id": made["Id"],
+        "deal_id": "D-3",
+    }
+    day = date.fromisoformat(invoice["TxnDate"])
+    span = {"from": (day - timedelta(days=1)).isoformat(), "to": day.isoformat()}
+    await setup.crm.send("acme", "command.refresh", {"contact_id": "C-9", **span})
+    await setup.crm.wait_for(lambda r: bool(setup.crm.on("acme/out/invoice/imported")))
+    assert setup.crm.on("acme/out/invoice/imported")[0].body["data"]["deal_id"] == "D-3"
+    await setup.crm.send("acme", "command.unlink", {"qbo_invoice_id": made["Id"]})
+    await setup.crm.wait_for(
+        lambda r: len(setup.crm.on("acme/out/invoice/linked")) == 2
+    )
+    assert setup.crm.on("acme/out/invoice/linked")[1].body["data"]["deal_id"] is None
