@@ -21,7 +21,7 @@ import structlog
 
 from syncd import events, qbo_news
 from syncd.exceptions import QboError
-from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice
+from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice, SyncState
 from syncd.push import qbo_status
 from syncd.qbo import QboClient, webhooks
 from syncd.qbo_news import QboChanges
@@ -241,6 +241,8 @@ class InboundWorker(LoopWorker):
         key = (tenant, inv.invoice_id)
         inv = changes.invoices.get(key, inv)
         event = _classify(inv, obj, self._clock())
+        if event == "invoice_updated" and inv.sync_state == SyncState.PENDING and obj:
+            _record_conflict(inv, obj, changes, self._clock())
         _take_qbo_view(inv, obj, self._clock())
         if event is not None:
             await self._move(inv, event, machine, changes)
@@ -348,6 +350,26 @@ def _classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | 
     if balance < known:
         return "payment_created" if balance == 0 else "payment_created_partial"
     return "invoice_updated"
+
+
+def _record_conflict(
+    inv: Invoice, obj: dict[str, Any], changes: ChangeSet, now: datetime
+) -> None:
+    """Both sides changed the invoice since the last sync: record it, with both versions.
+
+    The CRM owns the content (its queued push writes the fields it changed); QBO owns
+    payments and balance.
+    """
+    changes.history.append(HistoryEntry(
+        tenant=inv.tenant, invoice_id=inv.invoice_id, from_status=inv.status,
+        to_status=inv.status, event_id=f"qbo:{obj['Id']}:{obj.get('SyncToken')}", at=now,
+        cause=(f"conflict: CRM version {inv.version} and QBO SyncToken {obj.get('SyncToken')} "
+               f"(QBO total {obj.get('TotalAmt')}, balance {obj.get('Balance')}) both changed; "
+               "the CRM's content wins, QBO's payments and balance stay"),
+    ))  # fmt: skip
+    log.warning(
+        "sync_conflict", invoice=inv.invoice_id, qbo_sync_token=obj.get("SyncToken")
+    )
 
 
 def _take_qbo_view(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> None:

@@ -35,3 +35,41 @@ async def test_open_balances_turn_overdue_when_the_day_comes(tmp_path):
     [row] = await store.pending_outbox(10)
     assert json.loads(row.payload)["data"]["qbo_status"] == "overdue"
     await store.close()
+
+
+async def test_both_sides_changed_is_recorded_as_a_conflict(tmp_path):
+    """Conflicts: a QBO edit while a CRM change waits is recorded with both versions."""
+    from syncd.inbound import InboundWorker
+    from syncd.rulebook import RuleBook
+    from syncd.rules import load_rules
+
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    invoice = Invoice(tenant="acme", invoice_id="I-1", status="open", version=4, data={},
+                      updated_at=now, sync_state=SyncState.PENDING, qbo_id="7",
+                      qbo_sync_token="0", qbo_status="open", balance="10.00")  # fmt: skip
+    await store.commit(ChangeSet(invoices={("acme", "I-1"): invoice}))
+    none: Any = None
+    rules = RuleBook({"acme": load_rules(ROOT / "rules" / "default.toml")})
+    worker = InboundWorker(
+        store, none, rules, prefix="syncd", clock=lambda: now, on_commit=lambda: None
+    )
+    changes = ChangeSet()
+    qbo = {
+        "Id": "7",
+        "SyncToken": "3",
+        "TotalAmt": "10.00",
+        "Balance": "10.00",
+        "DueDate": "2026-12-30",
+    }
+    await worker._invoice("acme", "7", qbo, changes, ("r", set()))
+    [entry] = changes.history
+    assert "conflict: CRM version 4 and QBO SyncToken 3" in entry.cause
+    assert (entry.from_status, entry.to_status) == ("open", "open")
+    synced = ChangeSet()
+    invoice.sync_state, invoice.qbo_sync_token = SyncState.SYNCED, "3"
+    await store.commit(ChangeSet(invoices={("acme", "I-1"): invoice}))
+    await worker._invoice("acme", "7", {**qbo, "SyncToken": "4"}, synced, ("r", set()))
+    assert synced.history == []  # nothing waited on the CRM side: no conflict
+    await store.close()
