@@ -31,6 +31,7 @@ from syncd.store.sqlite import SqliteStore
 log = structlog.get_logger(__name__)
 CDC_DAYS, CDC_MAX = 30, 1000
 SAFETY = timedelta(seconds=2)  # QBO and syncd clocks differ a little
+DAILY = timedelta(days=1)
 
 
 class Reconciler:
@@ -49,22 +50,36 @@ class Reconciler:
         self._stopping.set()
 
     async def run(self) -> None:
-        """A pass at start, then every interval; one failing tenant never stops the rest."""
+        """Pass at start, then every interval; sooner while webhooks fail; a day's pass daily.
+
+        The interval shrinks to a fifth while CDC keeps finding what webhooks missed. One
+        failing tenant never stops the rest.
+        """
+        last_daily = self._clock()
         while not self._stopping.is_set():
+            daily = self._clock() - last_daily >= DAILY
+            missed = 0
             for tenant in self._config.tenants:
                 try:
-                    await self.pass_for(tenant)
+                    missed += await self.pass_for(tenant, full_day=daily)
                 except QboError as exc:
                     log.warning("reconcile_failed", tenant=tenant, error=exc.message)
                 except Exception:
                     log.exception("reconcile_crashed", tenant=tenant)
+            if daily:
+                last_daily = self._clock()
+            interval = self._config.qbo.reconcile_interval
+            if missed:  # webhooks are failing: look again sooner
+                log.warning("reconcile_found_missed_changes", changes=missed)
+                interval = max(1, interval // 5)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopping.wait(), self._config.qbo.reconcile_interval
-                )
+                await asyncio.wait_for(self._stopping.wait(), interval)
 
-    async def pass_for(self, tenant: str) -> int:
-        """One CDC pass for a tenant; return how many objects it looked at."""
+    async def pass_for(self, tenant: str, full_day: bool = False) -> int:
+        """One CDC pass for a tenant (the last day's changes if `full_day`).
+
+        Returns how many changes it applied that webhooks had not (moves, failures, news).
+        """
         client = await self._connections.client(tenant)
         conn = await self._store.connection(tenant)
         if client is None or conn is None:
@@ -72,15 +87,21 @@ class Reconciler:
         since = datetime.fromisoformat(
             conn.preferences.get("reconciled_to", conn.connected_at.isoformat())
         )
-        seen = 0
+        if full_day:
+            since = min(since, self._clock() - DAILY)
+        missed = 0
         while True:
             started = self._clock()
             found, newest = await _changes(client, since, started)
-            seen += len(found.invoices) + len(found.deleted) + len(found.payments)
             changes = ChangeSet()
             async with self._store.write_lock:
                 await self._inbound.apply(tenant, found, changes)
                 await self._store.commit(changes)
+            missed += (
+                len(changes.history)
+                + len(changes.failures)
+                + sum(1 for o in changes.outbox if "/sync/invoice/" not in o.topic)
+            )
             saturated = newest is not None
             since = newest if newest is not None else started - SAFETY
             await self._store.set_preferences(
@@ -90,7 +111,7 @@ class Reconciler:
             self._on_commit()
             if not saturated:
                 await self._overdue(tenant)
-                return seen
+                return missed
 
     async def _overdue(self, tenant: str) -> None:
         """QBO's view changes as days pass: an open balance past its due date is overdue."""

@@ -181,6 +181,8 @@ async def test_without_webhooks_cdc_still_converges(unwired: Setup):
     assert len(unwired.crm.on("acme/out/payment/received")) == 1
     log = await unwired.qbo.admin("GET", f"requests?realm={unwired.realm}")
     assert any(r["path"].endswith("/cdc") for r in log)
+    # CDC found what no webhook brought: syncd looks again sooner while that lasts
+    assert '"event":"reconcile_found_missed_changes"' in unwired.syncd.log()
 
 
 async def test_duplicated_and_delayed_webhooks_apply_once(wired: Setup):
