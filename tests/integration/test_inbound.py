@@ -308,3 +308,26 @@ async def test_link_and_unlink_a_qbo_invoice_to_a_deal(setup: Setup):
         lambda r: len(setup.crm.on("acme/out/invoice/linked")) == 2
     )
     assert setup.crm.on("acme/out/invoice/linked")[1].body["data"]["deal_id"] is None
+
+
+async def test_a_late_webhook_never_moves_an_invoice_back(wired: Setup):
+    """Out-of-order delivery never moves an invoice back.
+
+    QBO's current state is fetched, so a late notification of an earlier partial payment
+    does not move a paid invoice back to partially paid.
+    """
+    invoice = await _synced_invoice(wired)
+    await wired.qbo.admin(
+        "PUT", "faults", {"webhooks": {"delay": 1.0, "delay_seconds": 1.5}}
+    )
+    await _pay(wired, invoice, "50.00")  # its webhook is held back
+    await asyncio.sleep(0.3)
+    await wired.qbo.admin("PUT", "faults", {"webhooks": {"delay": 0.0}})
+    await _pay(wired, invoice, "150.00")
+    await wired.state("INV-1", lambda d: d["status"] == "paid")
+    await asyncio.sleep(2.0)  # the late one arrives and is applied
+    moves = [m.body["data"]["to"] for m in wired.crm.on("acme/out/invoice/set_status")]
+    assert moves[-1] == "paid"
+    assert "partially_paid" not in moves[moves.index("paid") :]
+    deliveries = await wired.qbo.admin("GET", "webhooks")
+    assert all(d["delivered"] for d in deliveries)
