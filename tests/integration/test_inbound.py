@@ -145,6 +145,17 @@ async def test_forged_signatures_are_refused(wired: Setup, http):
     async with http.post(url, data=body, headers={"intuit-signature": good}) as r:
         assert r.status == 200
     assert '"event":"webhook_bad_signature"' in wired.syncd.log()
+    stranger = body.replace(wired.realm.encode(), b"999")  # a company no tenant holds
+    signed = base64.b64encode(
+        hmac.new(VERIFIER.encode(), stranger, hashlib.sha256).digest()
+    ).decode()
+    async with http.post(url, data=stranger, headers={"intuit-signature": signed}) as r:
+        assert r.status == 200
+    for _ in range(50):
+        if '"event":"webhook_unknown_realm"' in wired.syncd.log():
+            break
+        await asyncio.sleep(0.1)
+    assert '"event":"webhook_unknown_realm"' in wired.syncd.log()
 
 
 @pytest.fixture
