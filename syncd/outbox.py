@@ -39,7 +39,6 @@ class Publisher:
         self._link = link
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.last_run_ok = True
 
     def wake(self) -> None:
         """Say that new rows were committed."""
@@ -70,7 +69,6 @@ class Publisher:
         done = [row.seq for row in rows[:acked]]
         if done:
             await self._store.outbox_done(done)
-        self.last_run_ok = len(done) == len(rows)
         return len(done)
 
     async def drain(self, seconds: float) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -215,8 +214,3 @@ def _parse(payload: bytes) -> Any:
                 ]
             }
         }
-
-
-def money(value: Any) -> Decimal:
-    """QBO amounts as Decimal (they arrive as exact decimals already)."""
-    return value if isinstance(value, Decimal) else Decimal(str(value))

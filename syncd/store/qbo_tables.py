@@ -13,10 +13,6 @@ from syncd.models import Connection, Invoice, Job, JobStatus, Link
 from syncd.secrets import Cipher
 from syncd.store import rows
 
-INVOICE_COLS = (
-    "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
-    "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body"
-)
 _JOB_COLS = (
     "tenant, invoice_id, kind, status, attempts, next_attempt_at, payload, last_error"
 )
@@ -199,20 +195,10 @@ class QboTables:
 
     async def invoice_by_qbo_id(self, tenant: str, qbo_id: str) -> Invoice | None:
         """The CRM invoice whose QBO copy has this Id."""
-        sql = "SELECT invoice_id FROM invoices WHERE tenant = ? AND qbo_id = ?"
+        sql = (
+            f"SELECT {rows.INVOICE_COLS} FROM invoices WHERE tenant = ? AND qbo_id = ?"
+        )
         async with self._read() as db, db.execute(sql, (tenant, qbo_id)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        async with (
-            self._read() as db,
-            db.execute(
-                "SELECT "
-                + INVOICE_COLS
-                + " FROM invoices WHERE tenant = ? AND invoice_id = ?",
-                (tenant, row[0]),
-            ) as cur,
-        ):
             found = await cur.fetchone()
         return rows.invoice(found) if found else None
 

@@ -17,6 +17,11 @@ from syncd.models import (
     SyncState,
 )
 
+INVOICE_COLS = (
+    "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
+    "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body"
+)
+
 
 def iso(when: datetime | None) -> str | None:
     return when.isoformat() if when else None

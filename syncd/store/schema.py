@@ -62,6 +62,7 @@ MIGRATIONS: tuple[str, ...] = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL, received_at TEXT NOT NULL,
         done INTEGER NOT NULL DEFAULT 0);
     CREATE INDEX inbound_pending ON inbound (done, seq);
+    CREATE INDEX invoices_qbo_id ON invoices (tenant, qbo_id);
     CREATE TABLE inbound_events (
         realm_id TEXT NOT NULL, key TEXT NOT NULL, at TEXT NOT NULL,
         PRIMARY KEY (realm_id, key)) WITHOUT ROWID;

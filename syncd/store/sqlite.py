@@ -30,10 +30,7 @@ from syncd.store import rows
 from syncd.store.qbo_tables import QboTables, write_inbound, write_jobs, write_links
 from syncd.store.schema import MIGRATIONS
 
-_INVOICE_COLS = (
-    "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
-    "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body"
-)
+_INVOICE_COLS = rows.INVOICE_COLS
 _CHUNK = 500  # stays far below SQLite's bound-parameter limit
 
 
