@@ -67,6 +67,7 @@ class Connections:
             config.qbo.environment, config.qbo.base_url
         )
         self._clients: dict[str, QboClient] = {}
+        self._connections: dict[str, Connection] = {}  # decrypted once, with the client
         self.on_connected: Callable[[], None] = lambda: None
         self._limiters: dict[str, RealmLimiter] = {}
 
@@ -133,9 +134,10 @@ class Connections:
         conn = Connection(tenant=tenant, realm_id=realm_id, status="connected", token=token,
                           connected_at=datetime.now(UTC))  # fmt: skip
         await self._store.save_connection(conn)
-        self._clients.pop(tenant, None)
+        self._forget(tenant)
         conn.preferences = await self._read_preferences(tenant)
         await self._store.set_preferences(tenant, conn.preferences)
+        self._forget(tenant)  # the client cached while reading them holds none
         await self._store.jobs_due_now(tenant, datetime.now(UTC))
         self.on_connected()
         log.info("qbo_connected", tenant=tenant, realm=realm_id)
@@ -187,13 +189,22 @@ class Connections:
         except QboError as exc:  # forgetting it matters more than telling Intuit
             log.warning("qbo_revoke_failed", tenant=tenant, error=str(exc))
         await self._store.delete_connection(tenant)
-        self._clients.pop(tenant, None)
+        self._forget(tenant)
         log.info("qbo_disconnected", tenant=tenant, realm=conn.realm_id)
         return True
 
     async def status(self, tenant: str) -> Connection | None:
         """The stored connection."""
         return await self._store.connection(tenant)
+
+    async def connected(self, tenant: str) -> tuple[QboClient, Connection] | None:
+        """The tenant's client and connection, or None when it is not connected."""
+        client = await self.client(tenant)
+        return (client, self._connections[tenant]) if client is not None else None
+
+    def _forget(self, tenant: str) -> None:
+        self._clients.pop(tenant, None)
+        self._connections.pop(tenant, None)
 
     async def client(self, tenant: str) -> QboClient | None:
         """The tenant's client, or None when it is not connected (or needs reconnecting)."""
@@ -212,10 +223,11 @@ class Connections:
             timeout=qbo.request_timeout, throttle_pause=qbo.throttle_pause,
         )  # fmt: skip
         self._clients[tenant] = client
+        self._connections[tenant] = conn
         return client
 
     async def needs_reconnect(self, tenant: str, reason: str) -> None:
         """invalid_grant: pause the realm until the admin reconnects; nothing is lost."""
-        self._clients.pop(tenant, None)
+        self._forget(tenant)
         await self._store.set_connection_status(tenant, "needs_reconnect", reason)
         log.error("qbo_reconnect_needed", tenant=tenant, reason=reason)

@@ -78,7 +78,7 @@ class InboundWorker(LoopWorker):
             log.warning("refresh_failed", tenant=tenant, error=exc.message)
             return False
         async with self._store.write_lock:
-            await self.apply(tenant, found, changes, listing=True)
+            await self.apply(tenant, client.realm_id, found, changes, listing=True)
         return True
 
     async def _contact_invoices(
@@ -118,18 +118,22 @@ class InboundWorker(LoopWorker):
             log.warning("inbound_fetch_failed", tenant=tenant, error=exc.message)
             return False
         async with self._store.write_lock:
-            await self.apply(tenant, found, changes)
+            await self.apply(tenant, realm, found, changes)
         return True
 
     async def apply(
-        self, tenant: str, found: QboChanges, changes: ChangeSet, listing: bool = False
+        self,
+        tenant: str,
+        realm: str,
+        found: QboChanges,
+        changes: ChangeSet,
+        listing: bool = False,
     ) -> None:
         """Apply QBO's current objects (from webhooks, CDC or a refresh).
 
         The caller holds the write lock. `listing` reports QBO-made invoices even when they
         were reported before (a refresh asks for the list, PD8).
         """
-        realm = (await self._store.connection(tenant) or _NoConn).realm_id
         keys = [f"payment-received:{p['Id']}" for p in found.payments]
         keys += [f"first-payment:{p['CustomerRef']['value']}" for p in found.payments]
         keys += [f"contact-created:{c['Id']}" for c in found.customers]
@@ -299,10 +303,6 @@ class InboundWorker(LoopWorker):
                 changes.outbox.append(
                     events.payment_received(self._prefix, tenant, data, self._clock())
                 )
-
-
-class _NoConn:
-    realm_id = ""
 
 
 def _payment_data(

@@ -86,8 +86,7 @@ class JobWorker(LoopWorker):
         if job.kind.startswith(_NO_INVOICE) and invoice is None:
             invoice = _no_invoice(job, self._clock())
         machine = self._rulebook.machine(job.tenant)
-        client = await self._connections.client(job.tenant)
-        conn = await self._store.connection(job.tenant) if client else None
+        client, conn = await self._connections.connected(job.tenant) or (None, None)
         changes = ChangeSet()
         if invoice is None or machine is None:
             self._finish(

@@ -95,7 +95,7 @@ class Reconciler:
             found, newest = await _changes(client, since, started)
             changes = ChangeSet()
             async with self._store.write_lock:
-                await self._inbound.apply(tenant, found, changes)
+                await self._inbound.apply(tenant, conn.realm_id, found, changes)
                 await self._store.commit(changes)
             missed += (
                 len(changes.history)
