@@ -49,11 +49,14 @@ async def push_invoice(ctx: JobContext) -> None:
     crm_customer = inv.data.get("customer") or {}
     names = mapping.item_names(inv.data)
     client, store, rules, changes = ctx.client, ctx.store, ctx.rules, ctx.changes
+    accounts = ctx.connection.preferences.get("accounts", {})
     resolved = mapping.Resolved(
         customer_id=await resolve.customer(
             client, store, tenant, rules, crm_customer, changes
         ),
-        items=await resolve.items(client, store, tenant, rules, names, changes),
+        items=await resolve.items(
+            client, store, tenant, rules, names, changes, accounts
+        ),
         custom_fields=ctx.connection.preferences.get("custom_fields", {}),
         tax_codes=ctx.connection.preferences.get("tax_codes", {}),
     )

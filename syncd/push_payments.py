@@ -80,7 +80,13 @@ async def push_receipt(ctx: JobContext) -> None:
         return
     item_name = str(pay["kind"]).replace("_", " ").capitalize()
     items = await resolve.items(
-        ctx.client, ctx.store, tenant, ctx.rules, [item_name], ctx.changes
+        ctx.client,
+        ctx.store,
+        tenant,
+        ctx.rules,
+        [item_name],
+        ctx.changes,
+        ctx.connection.preferences.get("accounts", {}),
     )
     amount = mapping.money(pay["amount"])
     body: dict[str, Any] = {
@@ -111,13 +117,9 @@ async def _already_written(
 async def _account(ctx: JobContext, rules: Rules) -> str:
     """The deposit account (RO4), by name or Id."""
     wanted = str(rules.payments.get("deposit_account", "Undeposited Funds"))
-    known = ctx.connection.preferences.get("accounts", {})
-    if wanted in known or wanted in known.values():
-        return str(known.get(wanted, wanted))
-    rows = await ctx.client.query(
-        f"select * from Account where Name = {resolve.quote(wanted)}"
+    return await resolve.account_id(
+        ctx.client, ctx.connection.preferences.get("accounts", {}), wanted
     )
-    return str(rows["Account"][0]["Id"]) if rows.get("Account") else wanted
 
 
 async def push_customer(ctx: JobContext) -> None:

@@ -7,6 +7,7 @@ first time; creates carry a stable requestid, so a retried create is the same ob
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from syncd.exceptions import QboRejectedError
@@ -115,9 +116,10 @@ async def _create_customer(
 
 async def items(
     client: QboClient, store: SqliteStore, tenant: str, rules: Rules,
-    names: list[str], changes: ChangeSet,
+    names: list[str], changes: ChangeSet, accounts: Mapping[str, str] | None = None,
 ) -> dict[str, str]:  # fmt: skip
     """QBO Item Ids by exact name; missing ones created as Service items (or refused)."""
+    accounts = accounts or {}
     found: dict[str, str] = {}
     for name in names:
         linked = await store.link(tenant, "item", name)
@@ -126,7 +128,7 @@ async def items(
             if rows.get("Item"):
                 linked = str(rows["Item"][0]["Id"])
             else:
-                linked = await _create_item(client, tenant, rules, name)
+                linked = await _create_item(client, tenant, rules, name, accounts)
             changes.links.append(
                 Link(tenant=tenant, kind="item", key=name, qbo_id=linked)
             )
@@ -134,18 +136,26 @@ async def items(
     return found
 
 
-async def _create_item(client: QboClient, tenant: str, rules: Rules, name: str) -> str:
+async def account_id(client: QboClient, known: Mapping[str, str], wanted: str) -> str:
+    """An account's Id by name or Id: from what was read at connection (OD2), else asked."""
+    if wanted in known or wanted in known.values():
+        return str(known.get(wanted, wanted))
+    rows = await client.query(f"select * from Account where Name = {quote(wanted)}")
+    return str(rows["Account"][0]["Id"]) if rows.get("Account") else wanted
+
+
+async def _create_item(
+    client: QboClient, tenant: str, rules: Rules, name: str, accounts: Mapping[str, str]
+) -> str:
     if rules.items.get("on_missing", "create") == "fail":
         raise ResolveError(
             f'QBO has no item named {name!r} and [items] on_missing = "fail" (PD3)'
         )
     account = str(rules.items.get("income_account", "Services"))
-    rows = await client.query(f"select * from Account where Name = {quote(account)}")
-    account_id = str(rows["Account"][0]["Id"]) if rows.get("Account") else account
     body = {
         "Name": name[:100],
         "Type": "Service",
-        "IncomeAccountRef": {"value": account_id},
+        "IncomeAccountRef": {"value": await account_id(client, accounts, account)},
     }
     created = await client.create("Item", body, request_id(tenant, "item", name))
     return str(created["Id"])
