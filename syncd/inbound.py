@@ -139,10 +139,8 @@ class InboundWorker(LoopWorker):
         keys += [f"contact-created:{c['Id']}" for c in found.customers]
         keys += [f"invoice-imported:{i}" for i in found.invoices]
         fresh = await self._store.new_events(realm, keys)
-        if listing:
-            fresh |= {f"invoice-imported:{i}" for i in found.invoices}
         for qbo_id, obj in found.invoices.items():
-            await self._invoice(tenant, qbo_id, obj, changes, (realm, fresh))
+            await self._invoice(tenant, qbo_id, obj, changes, (realm, fresh), listing)
         for qbo_id in found.deleted:
             await self._invoice(tenant, qbo_id, None, changes, (realm, fresh))
         for payment in found.payments:
@@ -224,7 +222,7 @@ class InboundWorker(LoopWorker):
 
     async def _invoice(
         self, tenant: str, qbo_id: str, obj: dict[str, Any] | None, changes: ChangeSet,
-        news: tuple[str, set[str]],
+        news: tuple[str, set[str]], listing: bool = False,
     ) -> None:  # fmt: skip
         inv = await self._store.invoice_by_qbo_id(tenant, qbo_id)
         machine = self._rulebook.machine(tenant)
@@ -233,9 +231,8 @@ class InboundWorker(LoopWorker):
         if inv is None:
             # created in QBO (by a person), not by syncd: the CRM sees it, linked to no deal
             ours = obj is None or str(obj.get("PrivateNote", "")).startswith("syncd:")
-            if not ours and qbo_news.first_time(
-                f"invoice-imported:{qbo_id}", *news, changes
-            ):
+            first = qbo_news.first_time(f"invoice-imported:{qbo_id}", *news, changes)
+            if not ours and (first or listing):  # a refresh lists each time it is asked
                 deal = await self._store.link(tenant, "deal", qbo_id) or None
                 message = qbo_news.imported(
                     self._prefix, tenant, obj or {}, self._clock(), deal
