@@ -42,7 +42,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready: store open, broker connected, rules loaded (503 naming what is not)."""
-    checks = request.app[DAEMON].ready
+    daemon = request.app[DAEMON]
+    checks = daemon.ready
     ready = all(checks.values())
-    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    body: dict[str, object] = {
+        "status": "ready" if ready else "not ready",
+        "checks": checks,
+    }
+    if daemon.store.problem:
+        body["reason"] = daemon.store.problem
     return web.json_response(body, status=200 if ready else 503)

@@ -17,7 +17,7 @@ from syncd import logs
 from syncd.app import build_app
 from syncd.appkeys import DAEMON
 from syncd.config import Config, load_config
-from syncd.exceptions import ConfigError
+from syncd.exceptions import ConfigError, StoreError
 from syncd.machine import mermaid
 from syncd.rules import load_rules
 
@@ -48,15 +48,19 @@ def run(config_path: Path) -> None:
     loop = asyncio.new_event_loop()
     _stop_once_on_signals(loop)
     app = build_app(config)
-    web.run_app(
-        app,
-        host=config.http.host,
-        port=config.http.port,
-        print=None,
-        shutdown_timeout=config.drain_seconds,
-        handle_signals=False,
-        loop=loop,
-    )
+    try:
+        web.run_app(
+            app,
+            host=config.http.host,
+            port=config.http.port,
+            print=None,
+            shutdown_timeout=config.drain_seconds,
+            handle_signals=False,
+            loop=loop,
+        )
+    except StoreError as exc:  # at start: one line naming the file, no traceback
+        click.echo(f"syncd: {exc}", err=True)
+        sys.exit(1)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)  # all is flushed and closed: just exit
     if app[DAEMON].crashed:

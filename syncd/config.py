@@ -178,7 +178,7 @@ def _store(r: TableReader, data: dict[str, Any], base: Path) -> Path:
         )
         return base / "syncd.db"
     if rest.startswith("///"):
-        return Path("/" + rest[3:])
+        return Path("/" + rest[3:].lstrip("/"))  # sqlite:////abs works too
     return base / rest.removeprefix("//")
 
 

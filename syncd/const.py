@@ -7,7 +7,11 @@ from typing import Final
 
 TENANT_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_MESSAGE_ID_LEN: Final = 128
-MAX_INVOICE_ID_LEN: Final = 128
+MAX_TEXT_LEN: Final = 4000  # QBO's longest text field (a line's description)
+MAX_VERSION: Final = 2**63 - 1  # the store's INTEGER
+# any integer in a message, and how deep it may nest (orjson writes at most 254 levels)
+INT_RANGE: Final = (-(2**63), 2**63 - 1)
+MAX_DEPTH: Final = 32
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 256 * 1024
 
 # The message types a CRM may publish (contract: "CRM → syncd").

@@ -48,7 +48,7 @@ class Daemon:
             clock=utc_now,
         )
         self.link = MqttLink(config.mqtt, config.secrets, self._on_batch)
-        self.publisher = Publisher(self.store, self.link)
+        self.publisher = Publisher(self.store, self.link, config.mqtt.topic_prefix)
         self.jobs = JobWorker(self.store, self.connections, self.rulebook,
                               prefix=config.mqtt.topic_prefix, clock=utc_now,
                               on_commit=self.publisher.wake)  # fmt: skip
@@ -65,7 +65,7 @@ class Daemon:
     def ready(self) -> dict[str, bool]:
         """What /readyz reports: store open, broker connected, rules loaded."""
         return {
-            "store": self.store.is_open,
+            "store": self.store.is_open and self.store.problem is None,
             "broker": self.link.connected.is_set(),
             "rules": self.rulebook.loaded,
         }

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from syncd.const import CRM_TYPES, MAX_MESSAGE_ID_LEN
+from syncd.const import CRM_TYPES, INT_RANGE, MAX_DEPTH, MAX_MESSAGE_ID_LEN
 from syncd.exceptions import InvalidMessageError
 from syncd.models import Envelope, RawMessage
 from syncd.payloads import check_data
@@ -31,6 +31,7 @@ def parse(raw: RawMessage, prefix: str, max_bytes: int) -> Envelope:
     tenant, topic_type = parts
     body = _decode(raw.payload, max_bytes)
     message_id = _message_id(body)
+    _check_shape(body, message_id)
     _check_type(body.get("type"), topic_type, message_id)
     if body.get("tenant") != tenant:
         raise InvalidMessageError(
@@ -86,6 +87,26 @@ def _message_id(body: dict[str, Any]) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_MESSAGE_ID_LEN:
         raise InvalidMessageError("id must be a string of 1 to 128 characters")
     return value
+
+
+def _check_shape(body: dict[str, Any], message_id: str) -> None:
+    """Refuse what the store could not keep: deep nesting, integers beyond 64 bits."""
+    low, high = INT_RANGE
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise InvalidMessageError(
+                    f"the message nests deeper than {MAX_DEPTH} levels", message_id
+                )
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(value, int) and not low <= value <= high:
+            raise InvalidMessageError(
+                f"the number {value} is out of range (64-bit integers only)",
+                message_id,
+            )
 
 
 def _check_type(value: Any, topic_type: str, message_id: str) -> None:

@@ -5,6 +5,12 @@ after `Inbox.handle` returns, i.e. after the ledger row of every message and all
 effects (invoice state, history, failures, outbound messages) are committed together.
 A crash anywhere before that commit leaves every message un-acked, and the broker
 redelivers it; the ledger turns a redelivery of a committed message into a no-op.
+
+One message never stops the others: when deciding or storing a batch fails for any
+reason but an unusable store, each message is handled alone, and one that fails alone is
+recorded (ledger, failure, `…/out/input/rejected`) and acked like any refusal. A store
+that cannot be written (StoreError) fails the whole batch, un-acked: the MQTT link
+pauses intake and tries again.
 """
 
 from __future__ import annotations
@@ -18,8 +24,16 @@ from structlog.contextvars import bound_contextvars
 
 from syncd import envelope, events, sync
 from syncd.const import TENANT_ID_RE
-from syncd.exceptions import InvalidMessageError
-from syncd.models import ChangeSet, Envelope, Invoice, LedgerEntry, Outcome, RawMessage
+from syncd.exceptions import InvalidMessageError, StoreError
+from syncd.models import (
+    ChangeSet,
+    Envelope,
+    Failure,
+    Invoice,
+    LedgerEntry,
+    Outcome,
+    RawMessage,
+)
 from syncd.rulebook import RuleBook
 from syncd.store import Store
 
@@ -48,7 +62,67 @@ class Inbox:
         self._clock = clock
 
     async def handle(self, batch: list[RawMessage]) -> ChangeSet:
-        """Process a batch; return once its effects are committed."""
+        """Process a batch; return once its effects are committed.
+
+        Raises StoreError only: the store cannot be used, and nothing was committed.
+        """
+        try:
+            return await self._handle(batch)
+        except StoreError:
+            raise
+        except Exception:  # noqa: BLE001 -- whatever it was, isolate it (logged below)
+            if len(batch) == 1:
+                return await self._failed(batch[0])
+        log.warning("batch_failed_handling_each_alone", size=len(batch))
+        changes = ChangeSet()
+        for raw in batch:
+            changes.merge(await self.handle([raw]))
+        return changes
+
+    async def _failed(self, raw: RawMessage) -> ChangeSet:
+        """Record a valid message that failed alone, so that it is acked and answered."""
+        log.exception("message_failed", topic=raw.topic)
+        refusal = self._refusal(
+            raw,
+            InvalidMessageError(
+                "syncd could not process this valid message (an internal error, "
+                "recorded for the admin); it will not be retried"
+            ),
+        )
+        now = self._clock()
+        changes = ChangeSet()
+        if refusal.message_id:
+            seen = await self._store.known_messages(
+                [(refusal.tenant, refusal.message_id)]
+            )
+            if seen:
+                return changes  # committed in another try: nothing more to do
+        self._refuse(refusal, set(), now, changes, Outcome.FAILED)
+        if TENANT_ID_RE.match(refusal.tenant):
+            changes.failures.append(
+                Failure(
+                    tenant=refusal.tenant,
+                    invoice_id=None,
+                    operation="intake",
+                    code="internal_error",
+                    message=f"{refusal.reason} (topic {raw.topic!r})",
+                    event_id=refusal.message_id,
+                    at=now,
+                )
+            )
+        try:
+            await self._store.commit(changes)
+        except StoreError:
+            raise
+        except Exception:
+            # not even the record of it can be stored: the log line is all that is left
+            log.exception(
+                "message_dropped", topic=raw.topic, payload=raw.payload[:1024]
+            )
+            return ChangeSet()
+        return changes
+
+    async def _handle(self, batch: list[RawMessage]) -> ChangeSet:
         now = self._clock()
         changes = ChangeSet()
         accepted: list[Envelope] = []
@@ -103,7 +177,12 @@ class Inbox:
         return await self._store.known_messages(keys) if keys else set()
 
     def _refuse(
-        self, r: _Refusal, seen: set[tuple[str, str]], now: datetime, changes: ChangeSet
+        self,
+        r: _Refusal,
+        seen: set[tuple[str, str]],
+        now: datetime,
+        changes: ChangeSet,
+        outcome: Outcome = Outcome.REJECTED,
     ) -> None:
         key = (r.tenant, r.message_id or "")
         if r.message_id and key in seen:
@@ -129,7 +208,7 @@ class Inbox:
                     message_id=r.message_id,
                     topic=r.raw.topic,
                     type="?",
-                    outcome=Outcome.REJECTED,
+                    outcome=outcome,
                     reason=r.reason,
                     received_at=now,
                     payload=r.raw.payload,

@@ -25,6 +25,7 @@ class Outcome(StrEnum):
     IGNORED = "ignored"
     REFUSED = "refused"
     REJECTED = "rejected"
+    FAILED = "failed"  # valid, but failed while being decided or stored: isolated
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +200,21 @@ class ChangeSet:
         default_factory=list
     )  # e.g. a CRM's refresh request
     inbound_events: list[tuple[str, str]] = field(default_factory=list)
+    outbox_done: list[int] = field(default_factory=list)  # published, or parked
+
+    def merge(self, other: ChangeSet) -> None:
+        """Add what `other` changes (later changes of one invoice win)."""
+        self.ledger += other.ledger
+        self.invoices.update(other.invoices)
+        self.history += other.history
+        self.failures += other.failures
+        self.outbox += other.outbox
+        self.jobs += other.jobs
+        self.links += other.links
+        self.inbound_done += other.inbound_done
+        self.inbound_new += other.inbound_new
+        self.inbound_events += other.inbound_events
+        self.outbox_done += other.outbox_done
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,6 +14,7 @@ import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from paho.mqtt.properties import Properties
 
 from syncd.config import MqttConfig, Secrets
 from syncd.const import TOPIC_STATUS
+from syncd.exceptions import StoreError
 from syncd.models import OutboxRow, RawMessage
 
 log = structlog.get_logger(__name__)
@@ -75,11 +77,13 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self._intake_open = True
+        self._intake_stopped = asyncio.Event()
         self._closing = asyncio.Event()
         self._failing = False
         self._consumer: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[None] | None = None
         self.status_topic = f"{config.topic_prefix}/{TOPIC_STATUS}"
+        self._refusals: dict[int, str] = {}  # mid → the reason of a PUBACK that refused
 
     async def run(self) -> None:
         """Connect, serve and reconnect with capped jittered backoff until closed."""
@@ -102,15 +106,15 @@ class MqttLink:
                 await self._sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 -- jitter
                 delay = min(delay * 2, _BACKOFF_CAP)
 
-    async def publish_many(self, messages: Sequence[OutboxRow]) -> int:
-        """Publish in order at QoS 1; return how many from the start were acked.
+    async def publish_many(self, messages: Sequence[OutboxRow]) -> Published:
+        """Publish in order at QoS 1; say how many from the start the broker answered.
 
         One waiter for the whole batch instead of aiomqtt's task per publish: it hooks
         aiomqtt's PUBACK table (`_pending_publishes`), which calls `.set()` per mid.
         """
         client = self._client
         if client is None:
-            return 0  # the publisher waits for `connected` and tries again
+            return Published(0, {}, lost=False)  # the publisher waits, tries again
         acks = _BatchAcks()
         mids: list[int] = []
         try:
@@ -125,11 +129,18 @@ class MqttLink:
         finally:
             for mid in mids:
                 client._pending_publishes.pop(mid, None)
-        return acks.acked_prefix(mids)
+        acked = acks.acked_prefix(mids)
+        refused = {
+            n: self._refusals.pop(mid)
+            for n, mid in enumerate(mids[:acked])
+            if mid in self._refusals
+        }
+        return Published(acked, refused, lost=client._disconnected.done())
 
     async def stop_intake(self) -> None:
         """Take no new messages; let the batch being committed finish and be acked."""
         self._intake_open = False
+        self._intake_stopped.set()
         if self._consumer is not None:
             self._consumer.cancel()
         if self._inflight is not None:
@@ -165,6 +176,8 @@ class MqttLink:
         client._client.manual_ack_set(
             True
         )  # before connecting: the queue flushes at once
+        client._client.on_publish = self._on_puback(client._client.on_publish)
+        self._refusals.clear()  # message ids are per connection
         client.pending_calls_threshold = 100_000
         return client
 
@@ -235,10 +248,43 @@ class MqttLink:
             RawMessage(topic=m.topic.value, payload=_bytes(m.payload), received_at=now)
             for m in batch
         ]
-        await self._handler(raw)
+        await self._handle_until_stored(raw)
         for m in batch:
             if m.qos > 0:
                 client._client.ack(m.mid, m.qos)
+
+    def _on_puback(self, aiomqtt_on_publish: Any) -> Any:
+        """Note PUBACKs that refuse (reason ≥ 0x80), then let aiomqtt see them too."""
+
+        def on_publish(*args: Any) -> None:
+            _client, _userdata, mid, reason, _properties = args
+            if reason is not None and reason.is_failure:
+                self._refusals[mid] = f"{reason} (0x{reason.value:02X})"
+            aiomqtt_on_publish(*args)
+
+        return on_publish
+
+    async def _handle_until_stored(self, raw: list[RawMessage]) -> None:
+        """Hand the batch over; while the store cannot be used, pause and try again.
+
+        The batch stays un-acked meanwhile: the broker keeps it, and the rest of the
+        queue waits behind the receive window. Stopping gives up on it, still un-acked.
+        """
+        delay = _BACKOFF_FIRST
+        while True:
+            try:
+                await self._handler(raw)
+            except StoreError as exc:
+                if self._intake_stopped.is_set():
+                    raise
+                log.warning("intake_paused", reason=str(exc), retry_in=round(delay, 1))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._intake_stopped.wait(), delay)
+                delay = min(delay * 2, _BACKOFF_CAP)
+            else:
+                if delay > _BACKOFF_FIRST:
+                    log.info("intake_resumed")
+                return
 
     def _lost(self, exc: Exception) -> None:
         """Log the first failure of a streak as a warning, the repeats at debug."""
@@ -253,6 +299,15 @@ class MqttLink:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What the broker answered to a batch of publishes."""
+
+    acked: int  # how many from the start were answered
+    refused: dict[int, str]  # among those: index → why the broker refused it
+    lost: bool  # the connection fell before every answer came
 
 
 class _BatchAcks:

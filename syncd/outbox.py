@@ -2,6 +2,11 @@
 
 Rows leave the outbox only after their PUBACK. A crash between the two republishes
 them; every message carries its own envelope id, so consumers can drop the repeat.
+
+A row the broker will not take never blocks the rows behind it: one whose topic a broker
+would refuse, one whose PUBACK refuses it, and one in flight each of the last
+`STRIKES` times the broker dropped the connection are parked: taken out of the outbox
+and kept as a failure (operation `publish`) for the admin, with the reason.
 """
 
 from __future__ import annotations
@@ -9,17 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
 
-from syncd.models import OutboxRow
+from syncd.models import ChangeSet, Failure, OutboxRow
+from syncd.mqtt import Published
 from syncd.store import Store
+from syncd.topics import topic_problem
 
 log = structlog.get_logger(__name__)
 
 _BATCH = 500
 _IDLE_SECONDS = 1.0
+STRIKES = 3
 
 
 class Link(Protocol):
@@ -27,16 +36,18 @@ class Link(Protocol):
 
     connected: asyncio.Event
 
-    async def publish_many(self, messages: Sequence[OutboxRow]) -> int:
-        """Publish in order at QoS 1; return how many from the start were acked."""
+    async def publish_many(self, messages: Sequence[OutboxRow]) -> Published:
+        """Publish in order at QoS 1; say how many from the start were answered."""
 
 
 class Publisher:
     """Publishes the outbox whenever woken, or every second as a safety net."""
 
-    def __init__(self, store: Store, link: Link) -> None:
+    def __init__(self, store: Store, link: Link, prefix: str) -> None:
         self._store = store
         self._link = link
+        self._prefix = prefix
+        self._strikes: tuple[int, int] = (0, 0)  # (seq, times the link fell with it)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -62,14 +73,64 @@ class Publisher:
         rows = await self._store.pending_outbox(_BATCH)
         if not rows:
             return 0
-        acked = await self._link.publish_many(rows)
-        if acked < len(rows):
+        parked = {r.seq: p for r in rows if (p := topic_problem(r.topic)) is not None}
+        sendable = [r for r in rows if r.seq not in parked]
+        result = Published(0, {}, lost=False)
+        if sendable:
+            result = await self._link.publish_many(sendable)
+        parked.update((sendable[n].seq, why) for n, why in result.refused.items())
+        if result.acked < len(sendable):
             # the rest go again, in order: a retained state must never regress
-            log.warning("publish_incomplete", acked=acked, pending=len(rows) - acked)
-        done = [row.seq for row in rows[:acked]]
-        if done:
-            await self._store.outbox_done(done)
-        return len(done)
+            log.warning(
+                "publish_incomplete",
+                acked=result.acked,
+                pending=len(sendable) - result.acked,
+            )
+            suspect = sendable[result.acked]
+            if result.lost and self._strike(suspect):
+                parked[suspect.seq] = (
+                    f"the broker dropped the connection each of the last {STRIKES} "
+                    "times this message was sent"
+                )
+        done = [r.seq for r in sendable[: result.acked] if r.seq not in parked]
+        await self._finish(rows, done, parked)
+        return len(done) + len(parked)
+
+    def _strike(self, row: OutboxRow) -> bool:
+        """Count a lost connection against the first unanswered row; True: park it."""
+        seq, count = self._strikes
+        count = count + 1 if seq == row.seq else 1
+        self._strikes = (row.seq, count)
+        return count >= STRIKES
+
+    async def _finish(
+        self, rows: list[OutboxRow], done: list[int], parked: dict[int, str]
+    ) -> None:
+        if not parked:
+            if done:
+                await self._store.outbox_done(done)
+            return
+        now = datetime.now(UTC)
+        changes = ChangeSet(outbox_done=[*done, *parked])
+        for row in rows:
+            if row.seq in parked:
+                log.error(
+                    "publish_parked", topic=repr(row.topic), reason=parked[row.seq]
+                )
+                changes.failures.append(self._failure(row, parked[row.seq], now))
+        await self._store.commit(changes)
+
+    def _failure(self, row: OutboxRow, reason: str, now: datetime) -> Failure:
+        tenant = row.topic.removeprefix(self._prefix + "/").split("/", 1)[0]
+        return Failure(
+            tenant=tenant,
+            invoice_id=None,
+            operation="publish",
+            code="broker_refused",
+            message=f"not published to {row.topic!r}: {reason}",
+            event_id=None,
+            at=now,
+        )
 
     async def drain(self, seconds: float) -> bool:
         """Publish everything pending, for at most `seconds`; True when empty."""

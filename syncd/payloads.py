@@ -11,8 +11,9 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from syncd.const import MAX_INVOICE_ID_LEN
+from syncd.const import MAX_TEXT_LEN, MAX_VERSION
 from syncd.exceptions import InvalidMessageError
+from syncd.topics import level_problem
 
 Check = Callable[[Any], str | None]
 Spec = Mapping[str, tuple[Check, bool]]  # field → (check, required)
@@ -23,23 +24,29 @@ _PAYMENT_KINDS = ("invoice", "order_form", "subscription", "membership", "bookin
 
 
 def text(value: Any) -> str | None:
-    """Any string."""
-    return None if isinstance(value, str) else f"must be a string, not {_show(value)}"
-
-
-def ident(value: Any) -> str | None:
-    """An id that can stand in a topic: 1-128 chars, no '/', '+', '#'."""
+    """A string of at most MAX_TEXT_LEN characters."""
     if not isinstance(value, str):
         return f"must be a string, not {_show(value)}"
-    if not 0 < len(value) <= MAX_INVOICE_ID_LEN or any(c in value for c in "/+#\0"):
-        return "must be 1-128 characters without '/', '+', '#'"
+    if len(value) > MAX_TEXT_LEN:
+        return f"must be at most {MAX_TEXT_LEN} characters, not {len(value)}"
     return None
 
 
+def ident(value: Any) -> str | None:
+    """An id that can stand as one MQTT topic level (ids end up in topics)."""
+    if not isinstance(value, str):
+        return f"must be a string, not {_show(value)}"
+    return level_problem(value)
+
+
 def version(value: Any) -> str | None:
-    """A non-negative integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return f"must be a whole number of 0 or more, not {_show(value)}"
+    """A whole number the store can keep (0 to 2⁶³ - 1)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 <= value <= MAX_VERSION
+    ):
+        return f"must be a whole number from 0 to {MAX_VERSION}, not {_show(value)}"
     return None
 
 
@@ -118,6 +125,9 @@ def text_map(value: Any) -> str | None:
         isinstance(v, str) for v in value.values()
     ):
         return "must be an object whose values are strings"
+    for name, v in value.items():
+        if len(name) > MAX_TEXT_LEN or len(v) > MAX_TEXT_LEN:
+            return f".{name[:40]} must be at most {MAX_TEXT_LEN} characters"
     return None
 
 

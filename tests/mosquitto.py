@@ -27,7 +27,11 @@ class Broker:
     """One Mosquitto process with persistence, restartable on the same port."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, nodelay: bool = True
+        self,
+        workdir: Path,
+        port: int | None = None,
+        nodelay: bool = True,
+        extra_conf: str = "",
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
@@ -47,6 +51,7 @@ class Broker:
             + f"log_dest file {workdir}/mosquitto.log\n"
             # as root, mosquitto would switch to its own user, which cannot write here
             + ("user root\n" if os.geteuid() == 0 else "")
+            + extra_conf
         )
 
     def start(self) -> None:

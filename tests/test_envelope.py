@@ -69,11 +69,20 @@ _DELETE = object()
         ("occurred_at", "2026-11-22T10:15:00", "occurred_at must be an ISO 8601 time"),
         ("data", [], "data must be an object"),
         ("data.invoice_id", _DELETE, "data.invoice_id is missing"),
-        (
-            "data.invoice_id",
-            "a/b",
-            "data.invoice_id must be 1-128 characters without '/'",
-        ),
+        ("data.invoice_id", "a/b", "data.invoice_id must not contain '/'"),
+        ("data.invoice_id", "x" * 129, "data.invoice_id must be 1-128 characters"),
+        # each would become a topic level Mosquitto drops syncd for (issue 9 §4)
+        ("data.invoice_id", "CTL\u0001A", "must not contain control or non-characters"),
+        ("data.invoice_id", "a\nb", "(U+000A at character 2)"),
+        ("data.invoice_id", "a\x7fb", "(U+007F"),
+        ("data.invoice_id", "a\u0085b", "(U+0085"),
+        ("data.invoice_id", "a\uffffb", "(U+FFFF"),
+        ("data.invoice_id", "a\ufdd0b", "(U+FDD0"),
+        ("data.invoice_id", "a+b", "must not contain '+'"),
+        ("data.customer", {"contact_id": "C\u0000"}, "(U+0000"),
+        ("data.deal_id", "x" * 4001, "data.deal_id must be at most 4000 characters"),
+        ("data.version", 2**63, "the number 9223372036854775808 is out of range"),
+        ("data.custom_fields", {"po": "x" * 4001}, "data.custom_fields.po must be at"),
         ("data.version", "7", "data.version must be a whole number"),
         ("data.version", -1, "data.version must be a whole number"),
         ("data.version", True, "data.version must be a whole number"),
@@ -124,6 +133,31 @@ def test_each_bad_field_is_named(path, value, reason):
 def test_unreadable_payloads_are_refused(payload, reason):
     """Non-JSON, invalid UTF-8, non-objects and oversized payloads are refused."""
     assert reason in _refusal(_raw(payload)).reason
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    body = _mutated("data.x", 0)
+    inner: Any = []
+    for _ in range(depth - 1):
+        inner = [inner]
+    body["data"]["x"] = inner
+    return body
+
+
+def test_nesting_is_bounded_where_the_store_can_write_it():
+    """Issue 9 §2: 300 levels passed validation and then failed every commit."""
+    refusal = _refusal(_raw(_nested(300)))
+    assert "nests deeper than 32 levels" in refusal.reason
+    assert refusal.message_id == "m-1"
+    # envelope (1) → data (2) → x (3 …): 30 levels of list inside data are fine
+    parse(_raw(_nested(30)), "syncd", LIMIT)
+
+
+@pytest.mark.parametrize("number", [2**63, 2**64 - 1])  # orjson reads up to 2⁶⁴ - 1
+def test_integers_anywhere_are_bounded(number):
+    """Issue 9 §3: any integer beyond 64 bits is refused, wherever it stands."""
+    refusal = _refusal(_raw(_mutated("data.extra", number)))
+    assert f"the number {number} is out of range" in refusal.reason
 
 
 def test_unknown_type_is_refused_with_the_known_ones():

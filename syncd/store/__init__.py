@@ -26,6 +26,9 @@ class Store(Protocol):
     """What the inbox, the publisher and the admin side read and write."""
 
     write_lock: asyncio.Lock  # held from reading an invoice to committing its change
+    problem: (
+        str | None
+    )  # why the store cannot be used now (for /readyz); None when fine
 
     async def open(self) -> None:
         """Open the database and run pending migrations."""
@@ -44,7 +47,11 @@ class Store(Protocol):
         """Return the stored invoices among `ids` of `tenant`."""
 
     async def commit(self, changes: ChangeSet) -> None:
-        """Write a whole ChangeSet in one transaction."""
+        """Write a whole ChangeSet in one transaction.
+
+        Raises StoreError when the database cannot be used (read-only, corrupt, full),
+        anything else when this ChangeSet cannot be written.
+        """
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Return the oldest unpublished messages, in order."""

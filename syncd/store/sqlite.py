@@ -7,6 +7,9 @@ an acknowledged message must survive a power cut, not only a process crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -45,6 +48,7 @@ class SqliteStore(QboTables):
         # held from reading an invoice to committing its change, by whoever changes it
         # (the inbox, the job worker): no update is lost between them
         self.write_lock = asyncio.Lock()
+        self.problem: str | None = None  # why the last write failed, until one succeeds
 
     @property
     def is_open(self) -> bool:
@@ -52,13 +56,29 @@ class SqliteStore(QboTables):
         return self._db is not None
 
     async def open(self) -> None:
-        """Open the file (creating its folder) and migrate it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        """Open the file (made 0600 in a 0700 folder), check it can be used, migrate it.
+
+        Raises StoreError naming the file and what is wrong: it cannot be opened or
+        written, or fails SQLite's quick integrity check.
+        """
+        try:
+            _private_file(self.path)
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"store {self.path}: cannot be opened: {_why(exc)}"
+            ) from exc
         try:
             for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
                 await db.execute(f"PRAGMA {pragma}")
+            await _check_integrity(db)
             await _migrate(db)
+            await db.execute(  # a real write: a read-only file or folder fails here
+                "INSERT OR REPLACE INTO meta VALUES ('opened_at', datetime('now'))"
+            )
+        except (sqlite3.Error, StoreError) as exc:
+            await db.close()
+            raise StoreError(f"store {self.path}: {_why(exc)}") from exc
         except BaseException:
             await db.close()
             raise
@@ -75,18 +95,37 @@ class SqliteStore(QboTables):
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         db = self._conn()
         async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-            except BaseException:
-                await db.execute("ROLLBACK")
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    await db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                self._raise_unusable(exc)
                 raise
-            await db.execute("COMMIT")
+            self.problem = None
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            yield self._conn()
+            try:
+                yield self._conn()
+            except sqlite3.Error as exc:
+                self._raise_unusable(exc)
+                raise
+
+    def _raise_unusable(self, exc: sqlite3.Error) -> None:
+        """Raise StoreError when `exc` is about the file, not about the data written."""
+        if not isinstance(exc, sqlite3.OperationalError) and (
+            type(exc) is not sqlite3.DatabaseError
+        ):
+            return  # an IntegrityError, a bad parameter: about one write's data
+        self.problem = f"the store cannot be used: {exc}"
+        raise StoreError(self.problem) from exc
 
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
@@ -151,6 +190,9 @@ class SqliteStore(QboTables):
             await db.executemany(
                 "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, ?)",
                 [(o.topic, o.payload, int(o.retain)) for o in changes.outbox],
+            )
+            await db.executemany(
+                "DELETE FROM outbox WHERE seq = ?", [(s,) for s in changes.outbox_done]
             )
             await write_jobs(db, changes.jobs)
             await write_links(db, changes.links)
@@ -270,6 +312,30 @@ class SqliteStore(QboTables):
             received_at=datetime.fromisoformat(received_at),
             payload=payload,
         )
+
+
+def _private_file(path: Path) -> None:
+    """Create the store 0600 in a 0700 folder (it holds customer data and webhooks)."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+        if name.exists() and name.stat().st_mode & 0o077:
+            name.chmod(0o600)
+
+
+def _why(exc: BaseException) -> str:
+    """The cause in a few words (an OSError's strerror, SQLite's message)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+async def _check_integrity(db: aiosqlite.Connection) -> None:
+    async with db.execute("PRAGMA quick_check(3)") as cur:
+        problems = [" ".join(str(row[0]).split()) for row in await cur.fetchall()]
+    if problems != ["ok"]:
+        raise StoreError("fails its integrity check: " + "; ".join(problems))
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:

@@ -1,0 +1,161 @@
+"""Issue 9 §7: a store that cannot be used is said so, at start and while running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from syncd.store.sqlite import SqliteStore
+from tests.crm import Crm, invoice
+from tests.dbview import DbView
+from tests.mosquitto import Broker
+from tests.syncd_process import SyncdProcess, write_config
+from tests.test_inbox import NOW, RULES, upsert
+
+
+@contextmanager
+def immutable(*paths: Path) -> Iterator[None]:
+    """Make files unwritable even for root (chattr +i), as a read-only mount would."""
+    chattr = shutil.which("chattr") or "/usr/bin/chattr"  # Debian's e2fsprogs
+    present = [str(p) for p in paths if p.exists()]
+    subprocess.run([chattr, "+i", *present], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", *present], check=True)
+
+
+def _syncd(
+    tmp_path: Path, broker_port: int, store_url: str | None = None
+) -> SyncdProcess:
+    workdir = tmp_path / "syncd"
+    workdir.mkdir(exist_ok=True)
+    config = write_config(workdir, broker_port)
+    if store_url is not None:
+        text = config.read_text()
+        config.write_text(text.replace(f"sqlite:///{workdir}/syncd.db", store_url))
+    return SyncdProcess(config)
+
+
+def _start_fails(syncd: SyncdProcess) -> list[str]:
+    """Start syncd, expect exit 1; return what it printed."""
+    syncd.start(wait_ready=False)
+    assert syncd.proc is not None
+    assert syncd.proc.wait(timeout=20) == 1
+    syncd.proc = None
+    return syncd.log().splitlines()
+
+
+async def _filled_store(path: Path, invoices: int) -> None:
+    from syncd.inbox import Inbox
+    from syncd.rulebook import RuleBook
+
+    store = SqliteStore(path)
+    await store.open()
+    inbox = Inbox(store, RuleBook({"acme": RULES}), prefix="syncd",
+                  max_payload_bytes=256 * 1024, clock=lambda: NOW)  # fmt: skip
+    await inbox.handle(
+        [upsert(f"I-{n}", 1, "draft", mid=f"m-{n}") for n in range(invoices)]
+    )
+    await store.close()
+
+
+def test_a_store_folder_that_cannot_be_opened_is_one_line(tmp_path):
+    """Issue 9 §7: was a 59-line traceback naming no path."""
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    target = tmp_path / "blocker" / "syncd.db"
+    lines = _start_fails(_syncd(tmp_path, 1, f"sqlite:///{target}"))
+    assert lines == [f"syncd: store {target}: cannot be opened: Not a directory"]
+
+
+async def test_a_corrupt_store_is_one_line(tmp_path):
+    """Issue 9 §7: a damaged file fails the quick check at start, naming the file."""
+    path = tmp_path / "syncd" / "syncd.db"
+    path.parent.mkdir()
+    await _filled_store(path, 300)
+    page = 4096
+    with path.open("r+b") as f:
+        f.seek(page * 3)
+        f.write(b"\xa5" * page * 2)
+    [line] = _start_fails(_syncd(tmp_path, 1))
+    assert line.startswith(f"syncd: store {path}: ")
+    assert "malformed" in line or "integrity check" in line
+
+
+async def test_a_read_only_store_is_one_line(tmp_path):
+    """Issue 9 §7: was reported ready, then looped on "readonly database"."""
+    path = tmp_path / "syncd" / "syncd.db"
+    path.parent.mkdir()
+    await _filled_store(path, 1)
+    with immutable(path):
+        [line] = _start_fails(_syncd(tmp_path, 1))
+    assert line == f"syncd: store {path}: cannot be opened: Operation not permitted"
+
+
+async def test_a_store_in_a_read_only_folder_is_one_line(tmp_path):
+    """Issue 9 §7: the file opens, but SQLite cannot write beside it: the probe says so."""
+    path = tmp_path / "store" / "syncd.db"
+    path.parent.mkdir()
+    await _filled_store(path, 1)
+    syncd = _syncd(tmp_path, 1, f"sqlite:///{path}")
+    with immutable(path.parent):
+        [line] = _start_fails(syncd)
+    assert line.startswith(f"syncd: store {path}: ")
+    assert "unable to open database file" in line or "readonly" in line
+
+
+async def test_a_failing_store_pauses_intake_and_loses_nothing(
+    tmp_path, broker: Broker
+):
+    """Issue 9 §7: /readyz 503 with the reason; messages wait in the broker, then flow."""
+    syncd = _syncd(tmp_path, broker.port)
+    syncd.start()
+    path = syncd.config.parent / "syncd.db"
+    try:
+        async with Crm(broker.port) as crm:
+            await crm.send("acme", "invoice.upserted", invoice("I-1", 1, "draft"))
+            await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-1")))
+            with immutable(path, path.with_name("syncd.db-wal")):
+                sent = await crm.send(
+                    "acme", "invoice.upserted", invoice("I-2", 1, "draft")
+                )
+                status, body = 200, b""
+                for _ in range(100):
+                    status, body = syncd.get("/readyz")
+                    if status == 503:
+                        break
+                    await asyncio.sleep(0.1)
+                assert status == 503
+                ready = json.loads(body)
+                assert ready["checks"]["store"] is False
+                assert "the store cannot be used" in ready["reason"]
+                assert DbView(path).outcomes("acme").get(sent["id"]) is None
+            # writable again: the paused batch is stored and published, nothing lost
+            await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-2")), timeout=40)
+        assert DbView(path).outcomes("acme")[sent["id"]] == "applied"
+        assert syncd.get("/readyz")[0] == 200
+        log = syncd.log()
+        assert "intake_paused" in log
+        assert log.count("intake_paused") < 20  # backoff, not a busy loop
+    finally:
+        syncd.stop()
+
+
+async def test_the_store_is_private(tmp_path, broker: Broker):
+    """Issue 9 §7: customer data and webhook bodies: file 0600 in a folder 0700."""
+    target = tmp_path / "new" / "folder" / "syncd.db"
+    syncd = _syncd(tmp_path, broker.port, f"sqlite:///{target}")
+    syncd.start()
+    try:
+        assert target.stat().st_mode & 0o777 == 0o600
+        assert target.parent.stat().st_mode & 0o777 == 0o700
+        for suffix in ("-wal", "-shm"):
+            side = target.with_name(target.name + suffix)
+            assert side.stat().st_mode & 0o077 == 0, side
+    finally:
+        syncd.stop()
