@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 
 from syncd.config import Config
-from syncd.exceptions import ConfigError, QboError
+from syncd.exceptions import ConfigError, QboError, RealmTakenError
 from syncd.models import Connection
 from syncd.qbo import (
     App,
@@ -55,6 +55,16 @@ class ConnectError(Exception):
     def __init__(self, reason: str, status: int = 400) -> None:
         super().__init__(reason)
         self.reason, self.status = reason, status
+
+
+def _taken(realm_id: str, tenant: str, holder: str | None) -> ConnectError:
+    who = f"tenant {holder!r}" if holder else "another tenant"
+    return ConnectError(
+        f"QBO company {realm_id} is already connected to {who}: a company belongs to "
+        f"one tenant, so {tenant!r} was not connected. Consent with {tenant!r}'s own "
+        f"company, or disconnect {who} first.",
+        409,
+    )
 
 
 class Connections:
@@ -111,7 +121,7 @@ class Connections:
         if tenant not in self._config.tenants:
             raise ConnectError(f"tenant {tenant!r} is not served by this syncd", 404)
         state = secrets.token_urlsafe(24)
-        await self._store.new_state(state, tenant, force, datetime.now(UTC))
+        await self._store.new_state(state, tenant, force, datetime.now(UTC), STATE_TTL)
         return authorize_url(self.endpoints, self.app, state)
 
     async def finish(self, params: dict[str, str]) -> Connection:
@@ -133,7 +143,10 @@ class Connections:
         )
         conn = Connection(tenant=tenant, realm_id=realm_id, status="connected", token=token,
                           connected_at=datetime.now(UTC))  # fmt: skip
-        await self._store.save_connection(conn)
+        try:
+            await self._store.save_connection(conn)
+        except RealmTakenError as exc:  # taken between the check and now
+            raise _taken(realm_id, tenant, None) from exc
         self._forget(tenant)
         conn.preferences = await self._read_preferences(tenant)
         await self._store.set_preferences(tenant, conn.preferences)
@@ -144,6 +157,9 @@ class Connections:
         return conn
 
     async def _check_realm(self, tenant: str, realm_id: str, force: bool) -> None:
+        holder = await self._store.tenant_of_realm(realm_id)
+        if holder is not None and holder != tenant:
+            raise _taken(realm_id, tenant, holder)
         current = await self._store.connection(tenant)
         if current is None or current.realm_id == realm_id:
             return  # new, or the same company again: links stay

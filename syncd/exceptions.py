@@ -3,7 +3,8 @@
 SyncdError                  base; never raised itself
 ├── ConfigError             syncd.toml or rules invalid; .problems lists every one
 ├── InvalidMessageError     an inbound message fails validation: refuse, never retry
-├── StoreError              the store cannot be used: crash, the supervisor restarts
+├── StoreError              the store cannot be used: pause, or exit at start
+├── RealmTakenError         a QBO company is already another tenant's: refuse
 └── QboError                raised only by syncd.qbo; .code and .detail from QBO
     ├── QboTransientError   network, timeout, 5xx, 429 (.retry_after): retry later
     ├── QboAuthError        refresh refused / grant revoked: pause the realm, reconnect
@@ -38,6 +39,14 @@ class InvalidMessageError(SyncdError):
 
 class StoreError(SyncdError):
     """The store is unusable (newer schema, corrupt file, disk full)."""
+
+
+class RealmTakenError(SyncdError):
+    """A QBO company (realm) belongs to at most one tenant; another already holds it."""
+
+    def __init__(self, realm_id: str) -> None:
+        super().__init__(f"QBO company {realm_id} is connected to another tenant")
+        self.realm_id = realm_id
 
 
 class QboError(SyncdError):

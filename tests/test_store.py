@@ -122,3 +122,36 @@ async def test_outbox_keeps_order_and_forgets_published_rows(tmp_path):
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.pending_outbox(1)
+
+
+async def test_migration_4_keeps_the_first_tenant_of_a_shared_realm(tmp_path):
+    """Issue 9 §6: a store where two tenants held one company keeps only the first."""
+    path = tmp_path / "syncd.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for script in MIGRATIONS[:3]:
+        db.executescript(script)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    for tenant, realm, at in [
+        ("globex", "R1", "2026-11-20T10:00:00+00:00"),  # consented with acme's company
+        ("acme", "R1", "2026-11-01T10:00:00+00:00"),
+        ("initech", "R2", "2026-11-05T10:00:00+00:00"),
+    ]:
+        db.execute(
+            "INSERT INTO connections VALUES (?, ?, 'connected', x'00', x'7b7d', ?, NULL)",
+            (tenant, realm, at),
+        )
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.tenant_of_realm("R1") == "acme"
+        assert await store.tenant_of_realm("R2") == "initech"
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    assert sorted(db.execute("SELECT tenant FROM connections")) == [
+        ("acme",),
+        ("initech",),
+    ]
+    db.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosqlite
 import orjson
 
+from syncd.exceptions import RealmTakenError
 from syncd.models import Connection, Invoice, Job, JobStatus, Link
 from syncd.secrets import Cipher
 from syncd.store import rows
@@ -56,19 +58,22 @@ class QboTables:
     async def save_connection(self, conn: Connection) -> None:
         """Insert or replace a connection (token sealed)."""
         sealed = self._sealer().seal(conn.token)
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT OR REPLACE INTO connections VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    conn.tenant,
-                    conn.realm_id,
-                    conn.status,
-                    sealed,
-                    orjson.dumps(conn.preferences),
-                    conn.connected_at.isoformat(),
-                    conn.error,
-                ),
-            )
+        prefs, at = orjson.dumps(conn.preferences), conn.connected_at.isoformat()
+        row = (conn.tenant, conn.realm_id, conn.status, sealed, prefs, at, conn.error)
+        try:
+            async with self._tx() as db:
+                # not INSERT OR REPLACE: that would delete another tenant's row holding
+                # the same realm instead of refusing
+                await db.execute(
+                    "INSERT INTO connections VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (tenant) DO UPDATE SET realm_id = excluded.realm_id, "
+                    "status = excluded.status, token = excluded.token, "
+                    "preferences = excluded.preferences, "
+                    "connected_at = excluded.connected_at, error = excluded.error",
+                    row,
+                )
+        except sqlite3.IntegrityError as exc:
+            raise RealmTakenError(conn.realm_id) from exc
 
     async def save_token(
         self, tenant: str, realm_id: str, token: dict[str, Any]
@@ -123,10 +128,12 @@ class QboTables:
             await db.execute("DELETE FROM links WHERE tenant = ?", (tenant,))
 
     async def new_state(
-        self, state: str, tenant: str, force: bool, now: datetime
+        self, state: str, tenant: str, force: bool, now: datetime, ttl: timedelta
     ) -> None:
-        """Remember a one-time OAuth state."""
+        """Remember a one-time OAuth state; forget those older than `ttl`."""
         async with self._tx() as db:
+            await db.execute("DELETE FROM oauth_states WHERE created_at < ?",
+                             ((now - ttl).isoformat(),))  # fmt: skip
             await db.execute("INSERT INTO oauth_states VALUES (?, ?, ?, ?)",
                              (state, tenant, int(force), now.isoformat()))  # fmt: skip
 

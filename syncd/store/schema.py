@@ -67,4 +67,16 @@ MIGRATIONS: tuple[str, ...] = (
         realm_id TEXT NOT NULL, key TEXT NOT NULL, at TEXT NOT NULL,
         PRIMARY KEY (realm_id, key)) WITHOUT ROWID;
     """,
+    # 4: a QBO company belongs to one tenant. Where two held one (a second tenant could
+    # consent with the first one's company), the later connection is dropped: it was
+    # reading another tenant's books.
+    """
+    DELETE FROM connections WHERE EXISTS (
+        SELECT 1 FROM connections AS first
+        WHERE first.realm_id = connections.realm_id AND (
+            first.connected_at < connections.connected_at
+            OR (first.connected_at = connections.connected_at
+                AND first.tenant < connections.tenant)));
+    CREATE UNIQUE INDEX connections_realm ON connections (realm_id);
+    """,
 )

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 import pytest
 
+from syncd.exceptions import RealmTakenError
+from syncd.models import Connection as StoredConnection
+from syncd.secrets import Cipher
+from syncd.store.sqlite import SqliteStore
+from tests.dbview import DbView
 from tests.sandbox_process import Connection, SandboxProcess
-from tests.syncd_process import ADMIN, QBO_ENV, SyncdProcess, write_config
+from tests.syncd_process import ADMIN, QBO_ENV, RULES, SyncdProcess, write_config
 
 
 @pytest.fixture
@@ -26,13 +33,16 @@ def connected_syncd(tmp_path, broker, sandbox: SandboxProcess):
 
 
 async def connect(
-    http: aiohttp.ClientSession, syncd: SyncdProcess, query: str = ""
+    http: aiohttp.ClientSession,
+    syncd: SyncdProcess,
+    query: str = "",
+    tenant: str = "acme",
 ) -> tuple[int, Any]:
     """Walk the browser's path: syncd → Intuit (the sandbox) → syncd's callback."""
     base = f"http://127.0.0.1:{syncd.http_port}"
     headers = {"Authorization": f"Bearer {ADMIN}"}
     async with http.get(
-        f"{base}/oauth/connect?tenant=acme{query}",
+        f"{base}/oauth/connect?tenant={tenant}{query}",
         headers=headers,
         allow_redirects=False,
     ) as r:
@@ -101,3 +111,69 @@ async def test_switching_company_and_disconnect(http, connected_syncd, sandbox):
     # per connection: preferences, tax codes, accounts; nothing else was read
     paths = [r["path"].rsplit("/", 1)[1] for r in requests]
     assert paths == ["preferences", "query", "query"] * 2
+
+
+async def test_a_company_belongs_to_one_tenant(http, tmp_path, broker, sandbox):
+    """Issue 9 §6 (RO1, PD1): a second tenant consenting with acme's company is refused."""
+    workdir = tmp_path / "two"
+    workdir.mkdir()
+    tenants = {"acme": RULES, "globex": RULES}
+    config = write_config(workdir, broker.port, tenants, qbo_base_url=sandbox.origin)
+    syncd = SyncdProcess(config, env=QBO_ENV)
+    syncd.start()
+    try:
+        status, acme = await connect(http, syncd)
+        assert status == 200, acme
+        realm = acme["realm_id"]
+        status, refused = await connect(http, syncd, f"&realm={realm}", tenant="globex")
+        assert status == 409
+        assert refused["error"].startswith(
+            f"QBO company {realm} is already connected to tenant 'acme'"
+        )
+        # also when forced: force switches a tenant's own company, never takes another's
+        status, _ = await connect(
+            http, syncd, f"&realm={realm}&force=1", tenant="globex"
+        )
+        assert status == 409
+        rows = DbView(workdir / "syncd.db").query(
+            "SELECT tenant, realm_id FROM connections"
+        )
+        assert rows == [("acme", realm)]
+        # globex connects its own company without trouble
+        status, globex = await connect(http, syncd, tenant="globex")
+        assert status == 200
+        assert globex["realm_id"] != realm
+    finally:
+        syncd.stop()
+
+
+async def test_the_store_refuses_a_second_tenant_for_a_realm(tmp_path):
+    """Issue 9 §6: the database itself holds one tenant per realm (replicas to come)."""
+    store = SqliteStore(tmp_path / "syncd.db", Cipher(QBO_ENV["SYNCD_SECRET_KEY"]))
+    await store.open()
+    try:
+        now = datetime.now(UTC)
+        conn = StoredConnection(tenant="acme", realm_id="9130", status="connected",
+                          token={"access_token": "a"}, connected_at=now)  # fmt: skip
+        await store.save_connection(conn)
+        await store.save_connection(conn)  # the same tenant again: fine
+        with pytest.raises(RealmTakenError):
+            await store.save_connection(dataclasses.replace(conn, tenant="globex"))
+        assert await store.tenant_of_realm("9130") == "acme"
+    finally:
+        await store.close()
+
+
+async def test_expired_oauth_states_are_purged(tmp_path):
+    """Issue 9 §7: one-time states older than their 10 minutes do not pile up."""
+    store = SqliteStore(tmp_path / "syncd.db")
+    await store.open()
+    try:
+        now = datetime.now(UTC)
+        ttl = timedelta(minutes=10)
+        await store.new_state("old", "acme", False, now - timedelta(hours=1), ttl)
+        await store.new_state("new", "acme", False, now, ttl)
+        assert await store.take_state("old") is None
+        assert await store.take_state("new") is not None
+    finally:
+        await store.close()
