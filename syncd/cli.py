@@ -44,7 +44,7 @@ def main() -> None:
 def run(config_path: Path) -> None:
     """Run the daemon until SIGTERM or SIGINT (SIGHUP reloads the rules)."""
     config = _load(config_path, exit_code=2)
-    logs.setup(config.log_level, config.log_format)
+    logs.setup(config.log_level, config.log_format, config.secrets.redactions())
     loop = asyncio.new_event_loop()
     _stop_once_on_signals(loop)
     app = build_app(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,15 @@ _MQTT_KEYS = {"url", "client_id", "topic_prefix", "session_expiry", "receive_max
 _MQTT_KEYS |= {"keepalive", "max_payload_bytes"}
 
 
+SECRET_NAMES = (
+    "QBO_CLIENT_SECRET",
+    "QBO_VERIFIER_TOKEN",
+    "ADMIN_TOKEN",
+    "SECRET_KEY",
+    "MQTT_PASSWORD",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Secrets:
     """Secrets from the environment; never printed (repr hides them)."""
@@ -27,6 +37,14 @@ class Secrets:
     def get(self, name: str) -> str | None:
         """Return the secret `SYNCD_<name>` or None."""
         return self.values.get(f"SYNCD_{name}") or None
+
+    def redactions(self) -> list[str]:
+        """Every secret value, and the form it travels in (the Basic auth header)."""
+        found = [v for name in SECRET_NAMES if (v := self.get(name))]
+        client_id, secret = self.get("QBO_CLIENT_ID"), self.get("QBO_CLIENT_SECRET")
+        if client_id and secret:
+            found.append(base64.b64encode(f"{client_id}:{secret}".encode()).decode())
+        return found
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,9 +30,10 @@ async def receive(request: web.Request) -> web.Response:
         )
     try:
         notes = webhooks.parse(body)
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("webhook_unreadable", error=str(exc))
-        return web.json_response({"error": "not a QBO notification"}, status=400)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        reason = f"not a QBO notification ({type(exc).__name__})"
+        log.warning("webhook_unreadable", reason=reason, size=len(body))
+        return web.json_response({"error": reason}, status=400)
     await daemon.store.store_inbound(body, datetime.now(UTC))
     daemon.inbound.wake()
     log.info("webhook_received", notifications=len(notes))

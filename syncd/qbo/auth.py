@@ -8,6 +8,7 @@ are single-flight under a lock: one refresher per realm.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -112,8 +113,14 @@ async def _token_call(
     }
     with map_errors():
         async with http.post(endpoints.token, data=body, headers=headers) as r:
-            data = await r.json(content_type=None)
-            status = r.status
+            status, ctype, payload = r.status, r.content_type, await r.read()
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):  # an outage page, a proxy's error page
+        raise QboTransientError(
+            f"Intuit's token endpoint answered HTTP {status} with {ctype or 'no type'}, "
+            "not JSON: try again later"
+        ) from None
     if status >= 500:
         raise QboTransientError(f"Intuit's token endpoint answered HTTP {status}")
     if status != 200 or not isinstance(data, dict) or "access_token" not in data:
