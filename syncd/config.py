@@ -232,7 +232,7 @@ def _tenants(r: TableReader, data: dict[str, Any], base: Path) -> dict[str, Tena
         if tenant_id in tenants:
             r.problem(f"{key}.id", f"tenant {tenant_id!r} is declared twice")
         try:
-            rules = load_rules(rules_path)
+            rules = load_rules(rules_path, rules_label(rules_path))
         except ConfigError as exc:
             r.problems.extend(exc.problems)
             continue
@@ -242,13 +242,20 @@ def _tenants(r: TableReader, data: dict[str, Any], base: Path) -> dict[str, Tena
     return tenants
 
 
+def rules_label(path: Path) -> str:
+    """How rules are named in messages to the CRM: `rules/default.toml`, no server path."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def reload_rules(config: Config) -> dict[str, Rules]:
     """Re-read every tenant's rules; raise ConfigError and change nothing if any is bad."""
     problems: list[str] = []
     fresh: dict[str, Rules] = {}
     for tenant in config.tenants.values():
         try:
-            fresh[tenant.id] = load_rules(tenant.rules_path)
+            fresh[tenant.id] = load_rules(
+                tenant.rules_path, rules_label(tenant.rules_path)
+            )
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import structlog
 
+from syncd.exceptions import StoreError
 from syncd.models import ChangeSet, Failure, OutboxRow
 from syncd.mqtt import Published
 from syncd.store import Store
@@ -61,6 +62,9 @@ class Publisher:
             await self._link.connected.wait()
             try:
                 sent = await self.flush()
+            except StoreError as exc:
+                log.warning("publish_paused", reason=str(exc))
+                sent = 0
             except Exception:
                 log.exception("publish_failed")
                 sent = 0

@@ -7,7 +7,7 @@ every status that `sync.*` or `qbo_events` names must be reachable through the m
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -78,9 +78,13 @@ class Rules:
 
 
 def load_rules(path: Path, label: str | None = None) -> Rules:
-    """Read and validate one rules file; raise ConfigError listing every problem."""
-    source = label or str(path)
-    return parse_rules(read_toml(path, source), source)
+    """Read and validate one rules file; raise ConfigError listing every problem.
+
+    Problems name the file's path (for the admin); `label` names the rules in what
+    goes out to the CRM (no server paths).
+    """
+    rules = parse_rules(read_toml(path, str(path)), str(path))
+    return replace(rules, source=label) if label else rules
 
 
 def parse_rules(data: dict[str, Any], source: str) -> Rules:

@@ -10,6 +10,7 @@ from datetime import datetime
 import structlog
 
 from syncd.connections import Connections
+from syncd.exceptions import StoreError
 from syncd.rulebook import RuleBook
 from syncd.store.sqlite import SqliteStore
 
@@ -49,6 +50,12 @@ class LoopWorker:
             done = 0
             try:
                 done = await self.run_once()
+            except (
+                StoreError
+            ) as exc:  # the store's problem, said once per try, no traceback
+                log.warning(
+                    "worker_paused", worker=type(self).__name__, reason=str(exc)
+                )
             except Exception:
                 log.exception("worker_iteration_failed", worker=type(self).__name__)
             if not done:

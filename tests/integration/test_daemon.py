@@ -57,6 +57,9 @@ async def test_refused_move_is_answered_and_changes_nothing(broker, syncd):
     [rejected] = crm.on("acme/out/input/rejected")
     assert rejected.body["data"]["message_id"] == bad["id"]
     assert "draft → paid" in rejected.body["data"]["reason"]
+    # issue 9 §7: the CRM is told which rules, never the server's file paths
+    assert "the rules (rules/default.toml) refuse" in rejected.body["data"]["reason"]
+    assert str(RULES.parent.parent) not in rejected.body["data"]["reason"]
     assert rejected.body["causation_id"] == bad["id"]
     assert _states(crm, "INV-2") == ["draft"]
     assert _db(syncd).status("acme", "INV-2") == ("draft", 1)

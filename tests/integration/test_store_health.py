@@ -159,3 +159,32 @@ async def test_the_store_is_private(tmp_path, broker: Broker):
             assert side.stat().st_mode & 0o077 == 0, side
     finally:
         syncd.stop()
+
+
+async def test_a_stop_while_the_store_fails_is_prompt_and_loses_nothing(
+    tmp_path, broker: Broker
+):
+    """Issue 9 §4/§7: SIGTERM while intake is paused stops; the message waits in the broker."""
+    syncd = _syncd(tmp_path, broker.port)
+    syncd.start()
+    path = syncd.config.parent / "syncd.db"
+    try:
+        async with Crm(broker.port) as crm:
+            await crm.send("acme", "invoice.upserted", invoice("I-1", 1, "draft"))
+            await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-1")))
+            with immutable(path, path.with_name("syncd.db-wal")):
+                sent = await crm.send(
+                    "acme", "invoice.upserted", invoice("I-2", 1, "draft")
+                )
+                for _ in range(100):
+                    if "intake_paused" in syncd.log():
+                        break
+                    await asyncio.sleep(0.1)
+                assert "intake_paused" in syncd.log()
+                assert syncd.stop(timeout=20) == 0
+            assert '"event":"syncd_stopped"' in syncd.log()
+            syncd.start()
+            await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-2")))
+        assert DbView(path).outcomes("acme")[sent["id"]] == "applied"
+    finally:
+        syncd.stop()
