@@ -6,9 +6,10 @@ import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from syncd.store.sqlite import SqliteStore
 from tests.crm import Crm, invoice
@@ -109,39 +110,45 @@ async def test_a_store_in_a_read_only_folder_is_one_line(tmp_path):
     assert "unable to open database file" in line or "readonly" in line
 
 
+async def _until(predicate: Callable[[], bool], seconds: float = 10) -> None:
+    async with asyncio.timeout(seconds):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def _store_fails(syncd: SyncdProcess, crm: Crm) -> AsyncIterator[dict[str, Any]]:
+    """Run syncd, then make its store unwritable as a message comes; yield the message."""
+    path = syncd.config.parent / "syncd.db"
+    await crm.send("acme", "invoice.upserted", invoice("I-1", 1, "draft"))
+    await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-1")))
+    with immutable(path, path.with_name("syncd.db-wal")):
+        sent = await crm.send("acme", "invoice.upserted", invoice("I-2", 1, "draft"))
+        await _until(lambda: "intake_paused" in syncd.log())
+        yield sent
+
+
 async def test_a_failing_store_pauses_intake_and_loses_nothing(
     tmp_path, broker: Broker
 ):
     """Issue 9 §7: /readyz 503 with the reason; messages wait in the broker, then flow."""
     syncd = _syncd(tmp_path, broker.port)
     syncd.start()
-    path = syncd.config.parent / "syncd.db"
+    db = DbView(syncd.config.parent / "syncd.db")
     try:
         async with Crm(broker.port) as crm:
-            await crm.send("acme", "invoice.upserted", invoice("I-1", 1, "draft"))
-            await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-1")))
-            with immutable(path, path.with_name("syncd.db-wal")):
-                sent = await crm.send(
-                    "acme", "invoice.upserted", invoice("I-2", 1, "draft")
-                )
-                status, body = 200, b""
-                for _ in range(100):
-                    status, body = syncd.get("/readyz")
-                    if status == 503:
-                        break
-                    await asyncio.sleep(0.1)
+            async with _store_fails(syncd, crm) as sent:
+                status, body = syncd.get("/readyz")
                 assert status == 503
                 ready = json.loads(body)
                 assert ready["checks"]["store"] is False
                 assert "the store cannot be used" in ready["reason"]
-                assert DbView(path).outcomes("acme").get(sent["id"]) is None
+                assert db.outcomes("acme").get(sent["id"]) is None
             # writable again: the paused batch is stored and published, nothing lost
             await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-2")), timeout=40)
-        assert DbView(path).outcomes("acme")[sent["id"]] == "applied"
+        assert db.outcomes("acme")[sent["id"]] == "applied"
         assert syncd.get("/readyz")[0] == 200
-        log = syncd.log()
-        assert "intake_paused" in log
-        assert log.count("intake_paused") < 20  # backoff, not a busy loop
+        assert syncd.log().count("intake_paused") < 20  # backoff, not a busy loop
     finally:
         syncd.stop()
 
@@ -167,24 +174,14 @@ async def test_a_stop_while_the_store_fails_is_prompt_and_loses_nothing(
     """Issue 9 §4/§7: SIGTERM while intake is paused stops; the message waits in the broker."""
     syncd = _syncd(tmp_path, broker.port)
     syncd.start()
-    path = syncd.config.parent / "syncd.db"
     try:
         async with Crm(broker.port) as crm:
-            await crm.send("acme", "invoice.upserted", invoice("I-1", 1, "draft"))
-            await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-1")))
-            with immutable(path, path.with_name("syncd.db-wal")):
-                sent = await crm.send(
-                    "acme", "invoice.upserted", invoice("I-2", 1, "draft")
-                )
-                for _ in range(100):
-                    if "intake_paused" in syncd.log():
-                        break
-                    await asyncio.sleep(0.1)
-                assert "intake_paused" in syncd.log()
+            async with _store_fails(syncd, crm) as sent:
                 assert syncd.stop(timeout=20) == 0
             assert '"event":"syncd_stopped"' in syncd.log()
             syncd.start()
             await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-2")))
-        assert DbView(path).outcomes("acme")[sent["id"]] == "applied"
+        db = DbView(syncd.config.parent / "syncd.db")
+        assert db.outcomes("acme")[sent["id"]] == "applied"
     finally:
         syncd.stop()
