@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 _BATCH = 500
 _IDLE_SECONDS = 1.0
-STRIKES = 3
+STRIKES = 5  # a broker restart mid-batch is one; a poison row drops us every time
 
 
 class Link(Protocol):

@@ -147,6 +147,36 @@ async def test_an_outbox_row_the_broker_would_refuse_is_parked(tmp_path, broker)
         syncd.stop()
 
 
+async def test_a_row_the_broker_drops_syncd_for_is_parked_after_5_tries(tmp_path):
+    """Issue 9 §4: a row Mosquitto disconnects syncd for (here: over max_packet_size)."""
+    broker = Broker(tmp_path / "broker", extra_conf="max_packet_size 4096\n")
+    broker.start()
+    syncd = _syncd(tmp_path, broker)
+    db_path = syncd.config.parent / "syncd.db"
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(db_path) as db:
+        db.execute(
+            "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, 0)",
+            ("syncd/acme/out/sync/failed", b"x" * 10_000),
+        )
+    syncd.start()
+    try:
+        async with Crm(broker.port) as crm:
+            good = envelope("globex", "invoice.upserted", invoice("G-1", 1, "draft"))
+            await crm.publish_raw(GLOBEX, json.dumps(good).encode())
+            await crm.wait_for(lambda r: bool(_globex_state(crm, "G-1")), timeout=40)
+        view = DbView(db_path)
+        [failure] = view.failures("acme")
+        assert failure[1:3] == ("publish", "broker_refused")
+        assert "dropped the connection each of the last 5 times" in failure[3]
+        await _outbox_empties(view)
+    finally:
+        syncd.stop()
+        broker.stop()
+
+
 async def test_a_message_the_broker_refuses_is_parked_not_lost(tmp_path):
     """Issue 9: a PUBACK that refuses (Mosquitto ACL, 0x87) parks the row as a failure."""
     acl = tmp_path / "acl"
