@@ -99,6 +99,7 @@ class Config:
     mqtt: MqttConfig
     http: HttpConfig
     store_path: Path
+    store_check: str = "quick"  # at start: "quick" (SQLite's quick_check) or "schema"
     qbo: QboConfig
     log_level: str = "info"
     log_format: str = "auto"
@@ -120,11 +121,13 @@ def parse_config(
     r.table(data, "", _SECTIONS)
     log = r.sub(data, "", "log", {"level", "format"})
     shutdown = r.sub(data, "", "shutdown", {"drain_seconds"})
+    store_path, store_check = _store(r, data, path.parent)
     config = Config(
         path=path,
         mqtt=_mqtt(r, data),
         http=_http(r, data),
-        store_path=_store(r, data, path.parent),
+        store_path=store_path,
+        store_check=store_check,
         qbo=_qbo(r, data),
         log_level=r.text(log, "log", "level", "info", ("debug", "info", "warning")),
         log_format=r.text(log, "log", "format", "auto", ("auto", "json", "console")),
@@ -186,18 +189,19 @@ def _http(r: TableReader, data: dict[str, Any]) -> HttpConfig:
     )
 
 
-def _store(r: TableReader, data: dict[str, Any], base: Path) -> Path:
-    t = r.sub(data, "", "store", {"url"})
+def _store(r: TableReader, data: dict[str, Any], base: Path) -> tuple[Path, str]:
+    t = r.sub(data, "", "store", {"url", "check"})
+    check = r.text(t, "store", "check", "quick", ("quick", "schema"))
     url = r.text(t, "store", "url", "sqlite:syncd.db")
     scheme, _, rest = url.partition(":")
     if scheme != "sqlite" or not rest:
         r.problem(
             "store.url", f"{url!r}: only sqlite:PATH or sqlite:///ABSOLUTE/PATH yet"
         )
-        return base / "syncd.db"
+        return base / "syncd.db", check
     if rest.startswith("///"):
-        return Path("/" + rest[3:].lstrip("/"))  # sqlite:////abs works too
-    return base / rest.removeprefix("//")
+        return Path("/" + rest[3:].lstrip("/")), check  # sqlite:////abs works too
+    return base / rest.removeprefix("//"), check
 
 
 def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:

@@ -37,7 +37,9 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         key = config.secrets.get("SECRET_KEY")
-        self.store = SqliteStore(config.store_path, Cipher(key) if key else None)
+        self.store = SqliteStore(
+            config.store_path, Cipher(key) if key else None, check=config.store_check
+        )
         self.connections = Connections(config, self.store)
         self.rulebook = RuleBook({t.id: t.rules for t in config.tenants.values()})
         self.inbox = Inbox(
@@ -94,13 +96,16 @@ class Daemon:
         self.inbound.stop()
         self.reconciler.stop()
         self.publisher.stop()
-        flushed = await self.publisher.drain(self.config.drain_seconds)
-        await self.link.close()
-        for task in self._tasks:
-            task.remove_done_callback(self._exit_if_crashed)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.connections.close()
-        await self.store.close()
+        flushed = False
+        try:
+            flushed = await self.publisher.drain(self.config.drain_seconds)
+        finally:  # whatever failed above, close: an open aiosqlite thread hangs exit
+            await self.link.close()
+            for task in self._tasks:
+                task.remove_done_callback(self._exit_if_crashed)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.connections.close()
+            await self.store.close()
         log.info("syncd_stopped", outbox_flushed=flushed)
 
     def reload(self) -> None:

@@ -142,9 +142,13 @@ class Publisher:
             async with asyncio.timeout(seconds):
                 while True:
                     await self._link.connected.wait()
-                    if not await self._store.pending_outbox(1):
-                        return True
-                    await self.flush()
+                    try:
+                        if not await self._store.pending_outbox(1):
+                            return True
+                        await self.flush()
+                    except StoreError as exc:  # the rows stay for the next start
+                        log.warning("drain_stopped", reason=str(exc))
+                        return False
         return False
 
     def stop(self) -> None:

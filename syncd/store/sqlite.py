@@ -40,9 +40,14 @@ _CHUNK = 500  # stays far below SQLite's bound-parameter limit
 class SqliteStore(QboTables):
     """The Store on one SQLite file."""
 
-    def __init__(self, path: Path, cipher: Cipher | None = None) -> None:
+    def __init__(
+        self, path: Path, cipher: Cipher | None = None, check: str = "quick"
+    ) -> None:
         self.path = path
         self.cipher = cipher
+        self._check = (
+            check  # at open: "quick" reads every page, "schema" only the schema
+        )
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one writer; reads never see a half-done batch
         # held from reading an invoice to committing its change, by whoever changes it
@@ -71,7 +76,7 @@ class SqliteStore(QboTables):
         try:
             for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
                 await db.execute(f"PRAGMA {pragma}")
-            await _check_integrity(db)
+            await _check_integrity(db, self._check)
             await _migrate(db)
             await db.execute(  # a real write: a read-only file or folder fails here
                 "INSERT OR REPLACE INTO meta VALUES ('opened_at', datetime('now'))"
@@ -331,7 +336,11 @@ def _why(exc: BaseException) -> str:
     return str(exc)
 
 
-async def _check_integrity(db: aiosqlite.Connection) -> None:
+async def _check_integrity(db: aiosqlite.Connection, check: str) -> None:
+    """`quick`: SQLite's quick_check (reads the whole file); `schema`: the schema only."""
+    if check == "schema":
+        await (await db.execute("SELECT count(*) FROM sqlite_master")).close()
+        return
     async with db.execute("PRAGMA quick_check(3)") as cur:
         problems = [" ".join(str(row[0]).split()) for row in await cur.fetchall()]
     if problems != ["ok"]:

@@ -185,3 +185,17 @@ async def test_a_stop_while_the_store_fails_is_prompt_and_loses_nothing(
         assert db.outcomes("acme")[sent["id"]] == "applied"
     finally:
         syncd.stop()
+
+
+async def test_a_schema_check_still_refuses_what_is_no_database(tmp_path):
+    """Issue 9 §7: `[store] check = "schema"` (fast start on big stores) still checks."""
+    path = tmp_path / "syncd" / "syncd.db"
+    path.parent.mkdir()
+    path.write_bytes(b"not SQLite at all" * 300)
+    syncd = _syncd(tmp_path, 1)
+    text = syncd.config.read_text()
+    syncd.config.write_text(
+        text.replace('url = "sqlite:', 'check = "schema"\nurl = "sqlite:')
+    )
+    [line] = _start_fails(syncd)
+    assert line == f"syncd: store {path}: file is not a database"
