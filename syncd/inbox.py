@@ -34,6 +34,7 @@ from syncd.models import (
     Outcome,
     RawMessage,
 )
+from syncd.payloads import DATA_SPECS
 from syncd.rulebook import RuleBook
 from syncd.store import Store
 
@@ -139,7 +140,7 @@ class Inbox:
                 with bound_contextvars(
                     tenant=env.tenant,
                     message_id=env.id,
-                    invoice=env.data.get("invoice_id"),
+                    invoice=_invoice_id(env),
                 ):
                     await self._route(env, now, changes, invoices)
             await self._store.commit(changes)
@@ -218,8 +219,8 @@ class Inbox:
     async def _load(self, fresh: list[Envelope]) -> dict[tuple[str, str], Invoice]:
         wanted: dict[str, list[str]] = {}
         for env in fresh:
-            if env.data.get("invoice_id"):
-                wanted.setdefault(env.tenant, []).append(env.data["invoice_id"])
+            if invoice_id := _invoice_id(env):
+                wanted.setdefault(env.tenant, []).append(invoice_id)
         loaded: dict[tuple[str, str], Invoice] = {}
         for tenant, ids in wanted.items():
             found = await self._store.load_invoices(tenant, sorted(set(ids)))
@@ -236,7 +237,7 @@ class Inbox:
         machine = self._rulebook.machine(env.tenant)
         if machine is None:  # rules reloaded without this tenant since _accept
             return
-        key = (env.tenant, str(env.data.get("invoice_id")))
+        key = (env.tenant, _invoice_id(env) or "")
         ctx = sync.Context(
             envelope=env, machine=machine, prefix=self._prefix, now=now, changes=changes
         )
@@ -269,6 +270,17 @@ class _Refusal:
     tenant: str
     message_id: str | None
     reason: str
+
+
+def _invoice_id(env: Envelope) -> str | None:
+    """The invoice a message is about, for the types whose (validated) data names one.
+
+    Other types may carry any extra `invoice_id` (extra fields are allowed, unchecked).
+    """
+    if "invoice_id" not in DATA_SPECS[env.type]:
+        return None
+    value = env.data.get("invoice_id")
+    return value if isinstance(value, str) else None
 
 
 def _unseen(accepted: list[Envelope], seen: set[tuple[str, str]]) -> list[Envelope]:

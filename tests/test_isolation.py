@@ -140,22 +140,34 @@ def _deep(depth: int) -> Any:
 _field_values = _json | st.integers(20, 300).map(_deep) | st.just(2**63)
 
 
+# a valid `data` per type; the test overwrites some of its fields with anything
+_VALID: dict[str, dict[str, Any]] = {
+    "invoice.upserted": {"invoice_id": "I", "version": 1, "status": "draft"},
+    "invoice.deleted": {"invoice_id": "I", "version": 2},
+    "payment.recorded": {"payment_id": "P", "invoice_id": "I", "customer": {"name": "A"},
+                         "amount": "5.00", "currency": "USD", "date": "2026-11-22",
+                         "kind": "invoice"},
+    "contact.upserted": {"contact_id": "C", "name": "Acme", "email": "a@acme.test"},
+    "command.sync": {"invoice_id": "I"},
+    "command.send": {"invoice_id": "I"},
+    "command.void": {"invoice_id": "I"},
+    "command.delete": {"invoice_id": "I"},
+    "command.refresh": {"contact_id": "C", "from": "2026-11-01", "to": "2026-11-30"},
+    "command.link": {"qbo_invoice_id": "130", "deal_id": "D"},
+    "command.unlink": {"qbo_invoice_id": "130"},
+}  # fmt: skip
+_FIELDS = sorted({f for data in _VALID.values() for f in data} | {"lines", "x"})
+
+
 @st.composite
 def _messages(draw: st.DrawFn) -> list[RawMessage]:
     out = []
     for n in range(draw(st.integers(1, 4))):
-        data: dict[str, Any] = {"invoice_id": f"I-{n}", "version": 1, "status": "draft"}
-        for field in draw(
-            st.lists(
-                st.sampled_from(
-                    ["invoice_id", "version", "status", "total", "lines", "customer",
-                     "custom_fields", "deal_id", "x"]
-                ),
-                max_size=3,
-            )
-        ):  # fmt: skip
+        message_type = draw(st.sampled_from(sorted(_VALID)))
+        data = dict(_VALID[message_type])
+        for field in draw(st.lists(st.sampled_from(_FIELDS), max_size=3)):
             data[field] = draw(_field_values)
-        out.append(raw("acme", "invoice.upserted", data, f"f-{n}"))
+        out.append(raw("acme", message_type, data, f"f-{n}"))
     return out
 
 
@@ -179,3 +191,17 @@ def test_any_json_is_applied_or_refused_never_failed(batch):
                 await store.close()
 
     asyncio.run(run())
+
+
+async def test_an_extra_invoice_id_on_a_type_without_one_is_ignored(tmp_path):
+    """Found by the test above: `command.link` with a list as an extra `invoice_id`."""
+    store = SqliteStore(tmp_path / "syncd.db")
+    await store.open()
+    try:
+        data = {"qbo_invoice_id": "130", "deal_id": "D", "invoice_id": [[]]}
+        await _inbox(store).handle([raw("acme", "command.link", data, "l-1")])
+        entry = await store.ledger("acme", "l-1")
+        assert entry is not None
+        assert entry.outcome is Outcome.APPLIED
+    finally:
+        await store.close()
