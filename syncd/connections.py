@@ -15,9 +15,17 @@ from typing import Any
 import aiohttp
 import structlog
 
+from syncd import events
 from syncd.config import Config
 from syncd.exceptions import ConfigError, QboError, RealmTakenError
-from syncd.models import Connection
+from syncd.models import (
+    ChangeSet,
+    Connection,
+    HistoryEntry,
+    Invoice,
+    JobStatus,
+    SyncState,
+)
 from syncd.qbo import (
     App,
     Endpoints,
@@ -47,6 +55,15 @@ def custom_field_ids(prefs: dict[str, Any]) -> dict[str, str]:
                     "SalesFormsPrefs.SalesCustomName"
                 )
     return found
+
+
+def _set_aside(invoice: Invoice, now: datetime, *, queued: bool) -> None:
+    """Forget the invoice's QBO copy in a company the tenant left."""
+    invoice.qbo_id = invoice.qbo_sync_token = invoice.qbo_doc_number = None
+    invoice.qbo_status = invoice.balance = invoice.error = None
+    invoice.pushed_body = None
+    invoice.sync_state = SyncState.PENDING if queued else SyncState.OTHER_COMPANY
+    invoice.updated_at = now
 
 
 class ConnectError(Exception):
@@ -79,6 +96,8 @@ class Connections:
         self._clients: dict[str, QboClient] = {}
         self._connections: dict[str, Connection] = {}  # decrypted once, with the client
         self.on_connected: Callable[[], None] = lambda: None
+        self.on_published: Callable[[], None] = lambda: None  # outbox rows committed
+        self._prefix = config.mqtt.topic_prefix
         self._limiters: dict[str, RealmLimiter] = {}
 
     async def open(self) -> None:
@@ -171,7 +190,56 @@ class Connections:
                 "Connect again with force=1 to switch (the links are forgotten).",
                 409,
             )
-        await self._store.unlink_invoices(tenant)
+
+    async def _open_books(self, tenant: str, realm_id: str) -> None:
+        """Make sure nothing remembered for another company is used with `realm_id`.
+
+        The tenant's links and its invoices' QBO ids belong to the company of its books.
+        When the tenant is now connected to another one (after a disconnect, or forced),
+        they are set aside in one transaction: links forgotten; each invoice keeps its
+        history (plus a line naming the old company and QBO invoice), and is `pending`
+        when a push is queued (it goes to the new company), else `other_company`.
+        """
+        async with self._store.write_lock:  # one switch, whoever asks for the client
+            old = await self._store.books(tenant)
+            if old == realm_id:
+                return
+            changes = ChangeSet(books={tenant: realm_id})
+            if old is None and not await self._store.remembers_references(tenant):
+                await self._store.commit(changes)  # a first connection
+                return
+            now = datetime.now(UTC)
+            queued = {j.invoice_id for j in await self._store.jobs(tenant)
+                      if j.status is JobStatus.PENDING}  # fmt: skip
+            for invoice in await self._store.linked_invoices_of(tenant):
+                was = f"QBO company {old or '(an earlier one)'} as invoice {invoice.qbo_id}"
+                if invoice.qbo_doc_number:
+                    was += f" (#{invoice.qbo_doc_number})"
+                _set_aside(invoice, now, queued=invoice.invoice_id in queued)
+                if invoice.sync_state is SyncState.OTHER_COMPANY:
+                    invoice.error = (
+                        f"synced to {was}; not in company {realm_id} until a "
+                        "command.sync or a sync status pushes it there"
+                    )
+                changes.invoices[(tenant, invoice.invoice_id)] = invoice
+                changes.history.append(
+                    HistoryEntry(
+                        tenant=tenant,
+                        invoice_id=invoice.invoice_id,
+                        from_status=invoice.status,
+                        to_status=invoice.status,
+                        cause=f"qbo company switched to {realm_id}; was {was}",
+                        event_id=f"connect:{realm_id}",
+                        at=now,
+                    )
+                )
+                changes.outbox.append(
+                    events.sync_state(self._prefix, invoice, now, None)
+                )
+            await self._store.commit(changes)
+        log.warning("qbo_books_switched", tenant=tenant, old=old, new=realm_id,
+                    invoices=len(changes.invoices))  # fmt: skip
+        self.on_published()
 
     async def _read_preferences(self, tenant: str) -> dict[str, Any]:
         client = await self.client(tenant)
@@ -230,14 +298,19 @@ class Connections:
         conn = await self._store.connection(tenant)
         if conn is None or conn.status != "connected":
             return None
+        await self._open_books(tenant, conn.realm_id)
         auth = QboAuth(self._http, self.endpoints, self.app, tenant=tenant, realm_id=conn.realm_id,
                        token=conn.token, store=self._store)  # fmt: skip
         limiter = self._limiters.setdefault(conn.realm_id, RealmLimiter())
         qbo = self._config.qbo
         client = QboClient(
-            self._http, self.endpoints.api, auth, limiter,
-            timeout=qbo.request_timeout, throttle_pause=qbo.throttle_pause,
-        )  # fmt: skip
+            self._http,
+            self.endpoints.api,
+            auth,
+            limiter,
+            timeout=qbo.request_timeout,
+            throttle_pause=qbo.throttle_pause,
+        )
         self._clients[tenant] = client
         self._connections[tenant] = conn
         return client

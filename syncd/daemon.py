@@ -60,6 +60,7 @@ class Daemon:
         self.reconciler = Reconciler(config, self.store, self.connections, self.inbound,
                                      utc_now, self.publisher.wake)  # fmt: skip
         self.connections.on_connected = self.jobs.wake
+        self.connections.on_published = self.publisher.wake
         self._tasks: list[asyncio.Task[None]] = []
         self.crashed = False
 

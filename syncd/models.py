@@ -16,6 +16,9 @@ class SyncState(StrEnum):
     SYNCED = "synced"
     FAILED = "failed"
     OUT_OF_DATE = "out_of_date"
+    OTHER_COMPANY = (
+        "other_company"  # synced to a company the tenant left; not in this one
+    )
 
 
 class Outcome(StrEnum):
@@ -201,6 +204,8 @@ class ChangeSet:
     )  # e.g. a CRM's refresh request
     inbound_events: list[tuple[str, str]] = field(default_factory=list)
     outbox_done: list[int] = field(default_factory=list)  # published, or parked
+    # tenant → the QBO company its references now belong to; its links are forgotten
+    books: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: ChangeSet) -> None:
         """Add what `other` changes (later changes of one invoice win)."""
@@ -215,6 +220,7 @@ class ChangeSet:
         self.inbound_new += other.inbound_new
         self.inbound_events += other.inbound_events
         self.outbox_done += other.outbox_done
+        self.books.update(other.books)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -117,15 +117,28 @@ class QboTables:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def unlink_invoices(self, tenant: str) -> None:
-        """Forget QBO ids (the admin switched the tenant to another company)."""
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE invoices SET qbo_id = NULL, qbo_sync_token = NULL, pushed_body = NULL, "
-                "sync_state = 'not_synced' WHERE tenant = ?",
-                (tenant,),
-            )
-            await db.execute("DELETE FROM links WHERE tenant = ?", (tenant,))
+    async def books(self, tenant: str) -> str | None:
+        """The QBO company the tenant's remembered references belong to."""
+        sql = "SELECT realm_id FROM books WHERE tenant = ?"
+        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def remembers_references(self, tenant: str) -> bool:
+        """Whether any link or QBO id is remembered for the tenant."""
+        sql = (
+            "SELECT EXISTS (SELECT 1 FROM links WHERE tenant = ?) OR EXISTS "
+            "(SELECT 1 FROM invoices WHERE tenant = ? AND qbo_id IS NOT NULL)"
+        )
+        async with self._read() as db, db.execute(sql, (tenant, tenant)) as cur:
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def linked_invoices_of(self, tenant: str) -> list[Invoice]:
+        """The tenant's invoices that have a QBO copy."""
+        sql = f"SELECT {rows.INVOICE_COLS} FROM invoices WHERE tenant = ? AND qbo_id IS NOT NULL"
+        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+            return [rows.invoice(r) for r in await cur.fetchall()]
 
     async def new_state(
         self, state: str, tenant: str, force: bool, now: datetime, ttl: timedelta

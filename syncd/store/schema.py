@@ -79,4 +79,11 @@ MIGRATIONS: tuple[str, ...] = (
                 AND first.tenant < connections.tenant)));
     CREATE UNIQUE INDEX connections_realm ON connections (realm_id);
     """,
+    # 5: the QBO company a tenant's remembered references (links, invoices' QBO ids)
+    # belong to; it outlives a disconnect, so a later connection to another company
+    # starts clean instead of using the old company's ids
+    """
+    CREATE TABLE books (tenant TEXT PRIMARY KEY, realm_id TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO books SELECT tenant, realm_id FROM connections;
+    """,
 )

@@ -199,6 +199,13 @@ class SqliteStore(QboTables):
             await db.executemany(
                 "DELETE FROM outbox WHERE seq = ?", [(s,) for s in changes.outbox_done]
             )
+            for tenant, realm_id in changes.books.items():
+                await db.execute("DELETE FROM links WHERE tenant = ?", (tenant,))
+                await db.execute(
+                    "INSERT INTO books VALUES (?, ?) ON CONFLICT (tenant) "
+                    "DO UPDATE SET realm_id = excluded.realm_id",
+                    (tenant, realm_id),
+                )
             await write_jobs(db, changes.jobs)
             await write_links(db, changes.links)
             await write_inbound(
