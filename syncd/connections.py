@@ -253,6 +253,10 @@ class Connections:
         return {
             "home_currency": currency.get("HomeCurrency", {}).get("value", "USD"),
             "multicurrency": bool(currency.get("MultiCurrencyEnabled")),
+            # qbo.md §10: QBO then ignores tax codes; only a TotalTax override is honoured
+            "automated_sales_tax": bool(
+                prefs.get("TaxPrefs", {}).get("PartnerTaxEnabled")
+            ),
             "custom_fields": custom_field_ids(prefs),
             "tax_codes": {t["Name"]: str(t["Id"]) for t in taxes.get("TaxCode", [])},
             "accounts": {a["Name"]: str(a["Id"]) for a in accounts.get("Account", [])},

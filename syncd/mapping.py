@@ -29,6 +29,7 @@ class Resolved:
     custom_fields: dict[str, str] = field(
         default_factory=dict
     )  # QBO name → DefinitionId
+    automated_tax: bool = False  # the company has automated sales tax (TaxPrefs)
 
 
 def money(value: Any) -> Decimal:
@@ -59,6 +60,7 @@ def invoice_body(
         "Line": lines + ([discount] if discount else []),
         "PrivateNote": marker(tenant, data["invoice_id"]),
     }
+    _taxes(body, data, rules, resolved, lines, discount)
     if data.get("number"):
         body["DocNumber"] = str(data["number"])[:DOC_NUMBER_MAX]
     if data.get("currency"):
@@ -107,6 +109,59 @@ def _tax_code(crm_tax: Any, rules: Rules, resolved: Resolved) -> str:
         else str(rules.taxes.get("default", "NON"))
     )
     return resolved.tax_codes.get(wanted, wanted)
+
+
+def _taxes(
+    body: dict[str, Any],
+    data: dict[str, Any],
+    rules: Rules,
+    resolved: Resolved,
+    lines: list[dict[str, Any]],
+    discount: dict[str, Any] | None,
+) -> None:
+    """HL6/HL7: tell QBO the tax the CRM computed, so that the totals agree.
+
+    `after_discount`: QBO taxes before the invoice discount unless told otherwise; most
+    CRMs tax after it. `method`: `codes` lets QBO compute from the lines' codes and the
+    invoice's `code`; `override` sends the CRM's tax (total - lines + discount) as
+    `TxnTaxDetail.TotalTax`, the only thing automated sales tax honours; `auto` picks
+    `override` for companies with automated sales tax, else `codes`.
+    """
+    taxes = rules.taxes
+    if discount is not None:
+        body["ApplyTaxAfterDiscount"] = bool(taxes.get("after_discount", True))
+    method = str(taxes.get("method", "auto"))
+    if method == "auto":
+        method = "override" if resolved.automated_tax else "codes"
+    detail: dict[str, Any] = {}
+    code = str(taxes.get("code") or "")
+    if code:
+        detail["TxnTaxCodeRef"] = {"value": resolved.tax_codes.get(code, code)}
+    if method == "override":
+        tax = crm_tax(data, lines, discount)
+        if tax is not None:
+            detail["TotalTax"] = tax
+    if detail:
+        body["TxnTaxDetail"] = detail
+
+
+def crm_tax(
+    data: dict[str, Any], lines: list[dict[str, Any]], discount: dict[str, Any] | None
+) -> Decimal | None:
+    """The tax in the CRM's total: total - (lines - discount); None without a total."""
+    if not data.get("total"):
+        return None
+    subtotal = sum((line["Amount"] for line in lines), Decimal(0))
+    off = Decimal(0)
+    if discount is not None:
+        detail = discount["DiscountLineDetail"]
+        off = (
+            money(subtotal * detail["DiscountPercent"] / 100)
+            if detail.get("PercentBased")
+            else discount["Amount"]
+        )
+    tax = money(data["total"]) - (subtotal - off)
+    return tax if tax >= 0 else None
 
 
 def _discount(discount: Any) -> dict[str, Any] | None:

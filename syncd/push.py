@@ -59,6 +59,7 @@ async def push_invoice(ctx: JobContext) -> None:
         ),
         custom_fields=ctx.connection.preferences.get("custom_fields", {}),
         tax_codes=ctx.connection.preferences.get("tax_codes", {}),
+        automated_tax=bool(ctx.connection.preferences.get("automated_sales_tax")),
     )
     body = mapping.invoice_body(tenant, inv.data, ctx.rules, resolved)
     if inv.qbo_id is None and ctx.unclear:

@@ -18,6 +18,7 @@ from syncd.const import QBO_EVENTS
 from syncd.exceptions import ConfigError
 from syncd.tables import TableReader, read_toml
 
+_TAX_METHODS = ("auto", "codes", "override")
 _SECTIONS = {"statuses", "moves", "sync", "qbo_events", "customers", "items", "taxes"}
 _SECTIONS |= {"payments", "fields", "reviews"}
 _SYNC_LISTS = ("on", "send_on", "void_on", "delete_on")
@@ -192,7 +193,7 @@ def _plain_sections(
     """Sections later features read; their keys and types are checked here."""
     c = r.sub(data, "", "customers", {"match", "create_missing", "push_updates"})
     i = r.sub(data, "", "items", {"on_missing", "income_account"})
-    t = r.sub(data, "", "taxes", {"default", "map"})
+    t = r.sub(data, "", "taxes", {"default", "map", "code", "after_discount", "method"})
     p = r.sub(data, "", "payments", {"deposit_account"})
     f = r.sub(data, "", "fields", {"due_days", "custom"})
     v = r.sub(data, "", "reviews", {"on_first_payment"})
@@ -211,6 +212,9 @@ def _plain_sections(
         "taxes": {
             "default": r.text(t, "taxes", "default", "NON"),
             "map": r.text_map(t, "taxes", "map"),
+            "code": r.text(t, "taxes", "code", ""),
+            "after_discount": r.flag(t, "taxes", "after_discount", True),
+            "method": r.text(t, "taxes", "method", "auto", _TAX_METHODS),
         },
         "payments": {
             "deposit_account": r.text(

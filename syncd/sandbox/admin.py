@@ -8,11 +8,12 @@ as QBO's UI would; the API's requests can be inspected and faults injected.
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
-from syncd.sandbox import faults, operations
+from syncd.sandbox import faults, operations, transactions
 from syncd.sandbox.api import (
     SANDBOX,
     body_of,
@@ -31,6 +32,7 @@ def routes(app: web.Application) -> None:
     r.add_get(PREFIX + "/realms", list_realms)
     r.add_post(PREFIX + "/realms", new_realm)
     r.add_post(PREFIX + "/realms/{realm}/multicurrency", multicurrency)
+    r.add_post(PREFIX + "/realms/{realm}/automated-sales-tax", automated_sales_tax)
     r.add_get(PREFIX + "/realms/{realm}/{entity}/{id}", read)
     r.add_post(PREFIX + "/realms/{realm}/{entity}", create)
     r.add_post(PREFIX + "/realms/{realm}/{entity}/{id}", change)
@@ -66,6 +68,29 @@ async def multicurrency(request: web.Request) -> web.Response:
     company = company_of(request)
     prefs = company.tables["Preferences"]["1"]
     prefs["CurrencyPrefs"]["MultiCurrencyEnabled"] = True
+    company.save("Preferences", prefs, "Update")
+    return json_response(envelope("Preferences", prefs))
+
+
+async def automated_sales_tax(request: web.Request) -> web.Response:
+    """Switch automated sales tax on, at `{"rate": "7.25"}` percent for every customer.
+
+    QBO then computes tax from the customer's address and ignores the tax codes sent;
+    the sandbox stands one rate in for every address.
+    """
+    company = company_of(request)
+    body = await request.json()
+    rate = Decimal(str(body.get("rate", "7.25")))
+    found = company.find("TaxRate", Name=transactions.AST_RATE_NAME)
+    if found:
+        found[0]["RateValue"] = rate
+    else:
+        company.save("TaxRate", {
+            "Name": transactions.AST_RATE_NAME, "Active": True, "RateValue": rate,
+            "AgencyRef": {"value": "1"}, "SpecialTaxType": "NONE", "DisplayType": "ReadOnly",
+        }, "Create")  # fmt: skip
+    prefs = company.tables["Preferences"]["1"]
+    prefs["TaxPrefs"]["PartnerTaxEnabled"] = True
     company.save("Preferences", prefs, "Update")
     return json_response(envelope("Preferences", prefs))
 

@@ -41,7 +41,9 @@ def create(
     _writable(entity)
     obj = {k: copy.deepcopy(v) for k, v in body.items() if k not in _SERVER_FIELDS}
     obj["_allow_duplicate_doc_number"] = allow_dup
+    obj["_tax_override"] = transactions.tax_override(body)
     _PREPARE[entity](company, obj, None)
+    obj.pop("_tax_override", None)
     obj.pop("_allow_duplicate_doc_number", None)
     obj["Id"] = company.new_id()
     company.save(entity, obj, "Create")
@@ -73,6 +75,8 @@ def update(
     if entity == "Payment":
         payments.apply_payment(company, current, -1)
     obj["_allow_duplicate_doc_number"] = allow_dup
+    # only what this request says overrides the tax; a stored TotalTax is QBO's own
+    obj["_tax_override"] = transactions.tax_override(body)
     try:
         _PREPARE[entity](company, obj, current)
     except faults.QboFault:
@@ -80,6 +84,7 @@ def update(
             payments.apply_payment(company, current, +1)
         raise
     obj.pop("_allow_duplicate_doc_number", None)
+    obj.pop("_tax_override", None)
     company.save(entity, obj, "Update")
     if entity == "Payment":
         payments.apply_payment(company, obj, +1)

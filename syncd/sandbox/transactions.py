@@ -140,8 +140,34 @@ def _tax(
     subtotal: Decimal,
     discount: Decimal,
 ) -> Decimal:
-    """Sales tax from TxnTaxDetail.TxnTaxCodeRef over the lines coded TAX."""
+    """Sales tax: QBO's own, or the request's `TxnTaxDetail.TotalTax` (an override).
+
+    With automated sales tax (qbo.md §10) QBO ignores the tax codes of lines and
+    transaction and taxes every line at the rate of the customer's address (here: the
+    company's one "Automated Sales Tax" rate); otherwise `TxnTaxCodeRef` names the rate,
+    applied to the lines coded TAX. Either way `ApplyTaxAfterDiscount` says whether the
+    invoice-level discount comes off first.
+    """
     detail = obj.get("TxnTaxDetail") or {}
+    override = obj.pop("_tax_override", None)
+    if override is not None:
+        obj["TxnTaxDetail"] = {
+            **_kept_code(detail),
+            "TotalTax": money(override),
+            "TaxLine": [],
+        }
+        return money(override)
+    ast = automated_tax_rate(company)
+    if ast is not None:
+        taxable = sum((ln["Amount"] for ln in sales), Decimal(0))
+        if obj.get("ApplyTaxAfterDiscount") and subtotal:
+            taxable -= money(discount * taxable / subtotal)
+        total = money(taxable * ast["RateValue"] / 100)
+        obj["TxnTaxDetail"] = {"TotalTax": total, "TaxLine": [
+            {"Amount": total, "DetailType": "TaxLineDetail", "TaxLineDetail": {
+                "TaxRateRef": {"value": ast["Id"]}, "PercentBased": True,
+                "TaxPercent": ast["RateValue"], "NetAmountTaxable": taxable}}]}  # fmt: skip
+        return total
     ref = (detail.get("TxnTaxCodeRef") or {}).get("value")
     if not ref:
         obj["TxnTaxDetail"] = {"TotalTax": Decimal(0)}
@@ -175,6 +201,29 @@ def _tax(
         "TaxLine": tax_lines,
     }
     return total
+
+
+AST_RATE_NAME = "Automated Sales Tax"
+
+
+def automated_tax_rate(company: Company) -> dict[str, Any] | None:
+    """The rate automated sales tax applies, when the company has it switched on."""
+    prefs = company.tables["Preferences"]["1"]
+    if not prefs["TaxPrefs"].get("PartnerTaxEnabled"):
+        return None
+    found = company.find("TaxRate", Name=AST_RATE_NAME)
+    return found[0] if found else None
+
+
+def tax_override(body: dict[str, Any]) -> Any:
+    """The `TxnTaxDetail.TotalTax` a request sets, if it sets one."""
+    detail = body.get("TxnTaxDetail")
+    return detail.get("TotalTax") if isinstance(detail, dict) else None
+
+
+def _kept_code(detail: dict[str, Any]) -> dict[str, Any]:
+    ref = detail.get("TxnTaxCodeRef")
+    return {"TxnTaxCodeRef": ref} if ref else {}
 
 
 def check_currency(

@@ -62,10 +62,14 @@ async def setup(
     workdir = tmp_path / "s"
     workdir.mkdir()
     tenants = None
-    marker = request.node.get_closest_marker("rules")
-    if marker is not None:
+    markers = list(request.node.iter_markers("rules"))
+    if markers:
+        text = RULES.read_text()
+        for marker in markers:
+            assert marker.args[0] in text, marker.args[0]
+            text = text.replace(*marker.args)
         rules = tmp_path / "rules.toml"
-        rules.write_text(RULES.read_text().replace(*marker.args))
+        rules.write_text(text)
         tenants = {"acme": rules}
     qbo_marker = request.node.get_closest_marker("qbo")
     extra = {"qbo": qbo_marker.args[0]} if qbo_marker else {}
