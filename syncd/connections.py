@@ -191,7 +191,9 @@ class Connections:
                 409,
             )
 
-    async def _open_books(self, tenant: str, realm_id: str) -> None:
+    async def _open_books(
+        self, tenant: str, realm_id: str, connected_at: datetime
+    ) -> None:
         """Make sure nothing remembered for another company is used with `realm_id`.
 
         The tenant's links and its invoices' QBO ids belong to the company of its books.
@@ -201,10 +203,12 @@ class Connections:
         when a push is queued (it goes to the new company), else `other_company`.
         """
         async with self._store.write_lock:  # one switch, whoever asks for the client
-            old = await self._store.books(tenant)
+            books = await self._store.books(tenant)
+            old, since = books if books else (None, connected_at)
             if old == realm_id:
                 return
-            changes = ChangeSet(books={tenant: realm_id})
+            # `[sync] since = "connection"` is the tenant's first connection, to any company
+            changes = ChangeSet(books={tenant: (realm_id, since)})
             if old is None and not await self._store.remembers_references(tenant):
                 await self._store.commit(changes)  # a first connection
                 return
@@ -302,7 +306,7 @@ class Connections:
         conn = await self._store.connection(tenant)
         if conn is None or conn.status != "connected":
             return None
-        await self._open_books(tenant, conn.realm_id)
+        await self._open_books(tenant, conn.realm_id, conn.connected_at)
         auth = QboAuth(self._http, self.endpoints, self.app, tenant=tenant, realm_id=conn.realm_id,
                        token=conn.token, store=self._store)  # fmt: skip
         limiter = self._limiters.setdefault(conn.realm_id, RealmLimiter())

@@ -152,6 +152,9 @@ class JobWorker(LoopWorker):
     def _succeeded(self, ctx: JobContext) -> None:
         if ctx.problem:
             self._fail(ctx, *ctx.problem, retryable=False)
+        elif ctx.skipped:  # not a failure: the retained state says it, with the reason
+            ctx.invoice.sync_state, ctx.invoice.error = SyncState.SKIPPED, ctx.skipped
+            log.info("push_skipped", reason=ctx.skipped)
         elif ctx.note:
             ctx.invoice.error = ctx.note
             self._say(ctx, "note", ctx.note, retryable=False)

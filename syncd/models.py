@@ -16,9 +16,8 @@ class SyncState(StrEnum):
     SYNCED = "synced"
     FAILED = "failed"
     OUT_OF_DATE = "out_of_date"
-    OTHER_COMPANY = (
-        "other_company"  # synced to a company the tenant left; not in this one
-    )
+    OTHER_COMPANY = "other_company"  # synced to a company the tenant left
+    SKIPPED = "skipped"  # `[sync] since` or `[sync.filters]` keep it out of QBO
 
 
 class Outcome(StrEnum):
@@ -74,6 +73,7 @@ class Invoice:
     # sends only the fields that differ
     pushed_body: dict[str, Any] | None = None
     updated_at: datetime
+    first_seen_at: datetime | None = None  # when syncd first heard of it (HL8)
 
     @property
     def total(self) -> str | None:
@@ -174,6 +174,9 @@ class Connection:
     preferences: dict[str, Any] = field(default_factory=dict)
     connected_at: datetime
     error: str | None = None
+    since: datetime | None = (
+        None  # first connected to this company (reconnects keep it)
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,8 +207,9 @@ class ChangeSet:
     )  # e.g. a CRM's refresh request
     inbound_events: list[tuple[str, str]] = field(default_factory=list)
     outbox_done: list[int] = field(default_factory=list)  # published, or parked
-    # tenant → the QBO company its references now belong to; its links are forgotten
-    books: dict[str, str] = field(default_factory=dict)
+    # tenant → (the QBO company its references now belong to, with it since when);
+    # the tenant's links are forgotten
+    books: dict[str, tuple[str, datetime]] = field(default_factory=dict)
 
     def merge(self, other: ChangeSet) -> None:
         """Add what `other` changes (later changes of one invoice win)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -80,6 +80,19 @@ def day(value: Any) -> str | None:
         else:
             return None
     return f'must be a date such as "2026-11-22", not {_show(value)}'
+
+
+def moment(value: Any) -> str | None:
+    """An ISO 8601 time with its zone, or a date."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None or len(value) == 10:
+                return None
+    return f'must be a time with its zone such as "2026-11-22T10:15:00Z", not {_show(value)}'
 
 
 def table(spec: Spec) -> Check:
@@ -196,6 +209,7 @@ INVOICE: Spec = {
     "total": (money, False),
     "custom_fields": (text_map, False),
     "deal_id": (text, False),
+    "created_at": (moment, False),  # HL8: when the CRM created it
 }
 _INVOICE_REF: Spec = {"invoice_id": (ident, True)}
 DATA_SPECS: Mapping[str, Spec] = {

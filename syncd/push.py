@@ -8,7 +8,7 @@ looks for its own earlier write in QBO by the marker syncd leaves in PrivateNote
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -37,14 +37,16 @@ class JobContext:
     note: str | None = None
     # (code, message): the write happened but is wrong; the invoice is marked failed
     problem: tuple[str, str] | None = None
+    # why `[sync] since` / `[sync.filters]` keep the invoice out of QBO
+    skipped: str | None = None
 
 
 async def push_invoice(ctx: JobContext) -> None:
     """Create the QBO invoice, or update it with only what changed (OD4, OD5, HL5)."""
     inv, tenant = ctx.invoice, ctx.job.tenant
-    reason = ineligible(inv.data, ctx.rules, ctx.connection)
+    reason = ineligible(inv, ctx.rules, ctx.connection) if inv.qbo_id is None else None
     if reason:
-        ctx.note = reason
+        ctx.skipped = reason  # filters decide what enters QBO, not what stays current
         return
     crm_customer = inv.data.get("customer") or {}
     names = mapping.item_names(inv.data)
@@ -158,9 +160,9 @@ def qbo_status(obj: dict[str, Any], today: date) -> str:
     return "open"
 
 
-def ineligible(data: dict[str, Any], rules: Rules, conn: Connection) -> str | None:
+def ineligible(inv: Invoice, rules: Rules, conn: Connection) -> str | None:
     """Why the filters keep this invoice out of QBO (HS1, HL8), or None."""
-    sync = rules.sync
+    sync, data = rules.sync, inv.data
     total = data.get("total")
     if (
         sync.min_total is not None
@@ -174,19 +176,36 @@ def ineligible(data: dict[str, Any], rules: Rules, conn: Connection) -> str | No
         and data["currency"] not in sync.currencies
     ):
         return f"not synced: currency {data['currency']} is not in [sync.filters] currencies"
-    since = _since(sync.since, conn)
-    issued = data.get("issue_date") or str(data.get("created_at") or "")[:10]
-    if since is not None and issued and date.fromisoformat(issued) < since:
-        return f"not synced: issued {issued}, before [sync] since ({since.isoformat()})"
+    if sync.since == "all":
+        return None
+    created, told = _created(inv)
+    if sync.since == "connection":
+        since = conn.since or conn.connected_at
+        if created < since:
+            return (
+                f"not synced: {told} {_moment(created)}, before the QBO connection "
+                f'({_moment(since)}; [sync] since = "connection")'
+            )
+    elif created.date() < date.fromisoformat(sync.since):
+        return (
+            f"not synced: {told} {_moment(created)}, before [sync] since ({sync.since})"
+        )
     return None
 
 
-def _since(value: str, conn: Connection) -> date | None:
-    if value == "all":
-        return None
-    if value == "connection":
-        return conn.connected_at.date()
-    return date.fromisoformat(value)
+def _created(inv: Invoice) -> tuple[datetime, str]:
+    """When the invoice was created (HL8): the CRM's `created_at`, else first heard of."""
+    given = inv.data.get("created_at")
+    if isinstance(given, str) and given:
+        moment = datetime.fromisoformat(given)
+        if moment.tzinfo is None:  # a plain date: its start, in UTC
+            moment = moment.replace(tzinfo=UTC)
+        return moment, "created"
+    return inv.first_seen_at or inv.updated_at, "first heard of"
+
+
+def _moment(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def send_invoice(ctx: JobContext) -> None:

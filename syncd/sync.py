@@ -256,6 +256,7 @@ def _updated(
             version=version,
             data=env.data,
             updated_at=ctx.now,
+            first_seen_at=ctx.now,
         )
     current.status, current.version, current.data = status, version, env.data
     current.updated_at = ctx.now

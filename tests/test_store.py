@@ -155,3 +155,33 @@ async def test_migration_4_keeps_the_first_tenant_of_a_shared_realm(tmp_path):
         ("initech",),
     ]
     db.close()
+
+
+async def test_migration_6_dates_each_invoice_by_its_first_history_line(tmp_path):
+    """HL8: an invoice stored before first_seen_at existed gets its first move's time."""
+    path = tmp_path / "syncd.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for script in MIGRATIONS[:5]:
+        db.executescript(script)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '5')")
+    db.execute(
+        "INSERT INTO invoices (tenant, invoice_id, status, version, sync_state, data,"
+        " updated_at) VALUES ('acme', 'I-1', 'open', 2, 'pending', x'7b7d', ?)",
+        ("2026-11-20T00:00:00+00:00",),
+    )
+    for at in ("2026-11-02T09:00:00+00:00", "2026-11-01T09:00:00+00:00"):
+        db.execute(
+            "INSERT INTO history (tenant, invoice_id, from_status, to_status, cause,"
+            " event_id, at) VALUES ('acme', 'I-1', NULL, 'open', 'crm', 'e', ?)",
+            (at,),
+        )
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        invoice = await store.invoice("acme", "I-1")
+        assert invoice is not None
+        assert invoice.first_seen_at == datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    finally:
+        await store.close()

@@ -42,17 +42,18 @@ class QboTables:
 
     async def connection(self, tenant: str) -> Connection | None:
         """Return the tenant's QBO connection."""
-        sql = ("SELECT realm_id, status, token, preferences, connected_at, error "
-               "FROM connections WHERE tenant = ?")  # fmt: skip
+        sql = ("SELECT c.realm_id, status, token, preferences, connected_at, error, b.since "
+               "FROM connections c LEFT JOIN books b "
+               "ON b.tenant = c.tenant AND b.realm_id = c.realm_id WHERE c.tenant = ?")  # fmt: skip
         async with self._read() as db, db.execute(sql, (tenant,)) as cur:
             row = await cur.fetchone()
         if row is None:
             return None
-        realm_id, status, token, prefs, connected_at, error = row
+        realm_id, status, token, prefs, connected_at, error, since = row
         return Connection(
             tenant=tenant, realm_id=realm_id, status=status, token=self._sealer().open(token),
             preferences=orjson.loads(prefs), connected_at=datetime.fromisoformat(connected_at),
-            error=error,
+            error=error, since=datetime.fromisoformat(since) if since else None,
         )  # fmt: skip
 
     async def save_connection(self, conn: Connection) -> None:
@@ -117,12 +118,12 @@ class QboTables:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def books(self, tenant: str) -> str | None:
-        """The QBO company the tenant's remembered references belong to."""
-        sql = "SELECT realm_id FROM books WHERE tenant = ?"
+    async def books(self, tenant: str) -> tuple[str, datetime] | None:
+        """The QBO company the tenant's references belong to, and its first connection."""
+        sql = "SELECT realm_id, since FROM books WHERE tenant = ?"
         async with self._read() as db, db.execute(sql, (tenant,)) as cur:
             row = await cur.fetchone()
-        return str(row[0]) if row else None
+        return (str(row[0]), datetime.fromisoformat(row[1])) if row else None
 
     async def remembers_references(self, tenant: str) -> bool:
         """Whether any link or QBO id is remembered for the tenant."""

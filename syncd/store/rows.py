@@ -19,7 +19,8 @@ from syncd.models import (
 
 INVOICE_COLS = (
     "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
-    "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body"
+    "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body, "
+    "first_seen_at"
 )
 
 
@@ -57,12 +58,13 @@ def invoice_row(i: Invoice) -> tuple[Any, ...]:
         i.updated_at.isoformat(),
         i.qbo_sync_token,
         orjson.dumps(i.pushed_body) if i.pushed_body is not None else None,
+        iso(i.first_seen_at),
     )
 
 
 def invoice(row: Any) -> Invoice:
     (tenant, invoice_id, status, version, sync_state, data, qbo_id, doc, qbo_status,
-     balance, last_synced_at, error, updated_at, sync_token, pushed) = row  # fmt: skip
+     balance, last_synced_at, error, updated_at, sync_token, pushed, first_seen) = row  # fmt: skip
     return Invoice(
         tenant=tenant,
         invoice_id=invoice_id,
@@ -81,6 +83,7 @@ def invoice(row: Any) -> Invoice:
         updated_at=datetime.fromisoformat(updated_at),
         qbo_sync_token=sync_token,
         pushed_body=orjson.loads(pushed) if pushed else None,
+        first_seen_at=datetime.fromisoformat(first_seen) if first_seen else None,
     )
 
 

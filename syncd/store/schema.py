@@ -82,8 +82,18 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: the QBO company a tenant's remembered references (links, invoices' QBO ids)
     # belong to; it outlives a disconnect, so a later connection to another company
     # starts clean instead of using the old company's ids
+    # (`since`: when the tenant first connected to QBO, for `[sync] since`)
     """
-    CREATE TABLE books (tenant TEXT PRIMARY KEY, realm_id TEXT NOT NULL) WITHOUT ROWID;
-    INSERT INTO books SELECT tenant, realm_id FROM connections;
+    CREATE TABLE books (
+        tenant TEXT PRIMARY KEY, realm_id TEXT NOT NULL, since TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO books SELECT tenant, realm_id, connected_at FROM connections;
+    """,
+    # 6: when syncd first heard of each invoice (HL8, when the CRM gives no created_at)
+    """
+    ALTER TABLE invoices ADD COLUMN first_seen_at TEXT;
+    UPDATE invoices SET first_seen_at = coalesce(
+        (SELECT min(at) FROM history h
+         WHERE h.tenant = invoices.tenant AND h.invoice_id = invoices.invoice_id),
+        updated_at);
     """,
 )

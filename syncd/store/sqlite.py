@@ -179,7 +179,7 @@ class SqliteStore(QboTables):
             )
             await db.executemany(
                 f"INSERT OR REPLACE INTO invoices ({_INVOICE_COLS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [rows.invoice_row(i) for i in changes.invoices.values()],
             )
             await db.executemany(
@@ -199,12 +199,12 @@ class SqliteStore(QboTables):
             await db.executemany(
                 "DELETE FROM outbox WHERE seq = ?", [(s,) for s in changes.outbox_done]
             )
-            for tenant, realm_id in changes.books.items():
+            for tenant, (realm_id, since) in changes.books.items():
                 await db.execute("DELETE FROM links WHERE tenant = ?", (tenant,))
                 await db.execute(
-                    "INSERT INTO books VALUES (?, ?) ON CONFLICT (tenant) "
-                    "DO UPDATE SET realm_id = excluded.realm_id",
-                    (tenant, realm_id),
+                    "INSERT INTO books VALUES (?, ?, ?) ON CONFLICT (tenant) "
+                    "DO UPDATE SET realm_id = excluded.realm_id, since = excluded.since",
+                    (tenant, realm_id, since.isoformat()),
                 )
             await write_jobs(db, changes.jobs)
             await write_links(db, changes.links)

@@ -49,6 +49,14 @@ class Setup:
             realm=self.realm
         )
 
+    async def admin_invoice(self, invoice_id: str) -> tuple[str, str | None]:
+        """The sync state and reason the admin API shows."""
+        url = f"http://127.0.0.1:{self.syncd.http_port}/api/tenants/acme/invoices/{invoice_id}"
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        async with self.qbo.session.get(url, headers=headers) as r:
+            body = await r.json()
+        return body["sync_state"], body["error"]
+
     async def writes(self) -> list[dict[str, Any]]:
         log = await self.qbo.admin("GET", f"requests?realm={self.realm}")
         return [r for r in log if r["method"] == "POST"]
@@ -187,17 +195,42 @@ async def test_totals_that_differ_fail_loudly(setup: Setup):
     assert message.body["data"]["code"] == "total_mismatch"
 
 
-async def test_invoices_issued_before_the_connection_stay_out(setup: Setup):
-    """HL8: with since = "connection", older invoices are not synced, and the state says why."""
-    old = (TODAY - timedelta(days=40)).isoformat()
+async def test_only_invoices_created_since_the_connection(setup: Setup):
+    """HL8 (issue 10 §3): `since = "connection"` is about creation, not the issue date.
+
+    Created before the connection: skipped, and the state says so (never a silent
+    `pending`). Created now but dated last week: synced. No `created_at`: syncd's first
+    hearing of it counts.
+    """
+    before = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    last_week = (TODAY - timedelta(days=7)).isoformat()
     await setup.crm.send(
-        "acme", "invoice.upserted", _invoice(1, "open", issue_date=old)
+        "acme", "invoice.upserted", _invoice(1, "open", created_at=before)
     )
-    state = await setup.state(
-        "INV-1", lambda d: "before [sync] since" in (d["error"] or "")
-    )
-    assert state["qbo_id"] is None
-    assert await setup.qbo_rows("select * from Invoice") == []
+    skipped = await setup.state("INV-1", lambda d: d["sync_state"] == "skipped")
+    assert skipped["qbo_id"] is None
+    assert skipped["error"].startswith("not synced: created ")
+    assert "before the QBO connection" in skipped["error"]
+    now = datetime.now(UTC).isoformat()
+    dated = {**_invoice(1, "open", issue_date=last_week, created_at=now),
+             "invoice_id": "INV-2", "number": "1002"}  # fmt: skip
+    undated = {**_invoice(1, "open", issue_date=(TODAY - timedelta(days=40)).isoformat()),
+               "invoice_id": "INV-3", "number": "1003"}  # fmt: skip
+    for data in (dated, undated):
+        await setup.crm.send("acme", "invoice.upserted", data)
+        await setup.state(data["invoice_id"], lambda d: d["sync_state"] == "synced")
+    rows = await setup.qbo_rows("select * from Invoice")
+    assert sorted(r["DocNumber"] for r in rows) == ["1002", "1003"]
+    assert await setup.admin_invoice("INV-1") == ("skipped", skipped["error"])
+
+
+@pytest.mark.rules('since = "connection"', 'since = "2026-01-01"')
+async def test_since_a_date_counts_creation_too(setup: Setup):
+    """HL8: `since = "<date>"` keeps out what the CRM created before that day."""
+    old = {**_invoice(1, "open"), "created_at": "2025-12-31T23:59:00Z"}
+    await setup.crm.send("acme", "invoice.upserted", old)
+    skipped = await setup.state("INV-1", lambda d: d["sync_state"] == "skipped")
+    assert "before [sync] since (2026-01-01)" in skipped["error"]
 
 
 async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setup):
@@ -425,7 +458,7 @@ async def test_filters_decide_eligibility(setup: Setup):
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open", total="0.00",
                          lines=[{"description": "Free", "item": "Consulting", "quantity": "1", "unit_price": "0.00"}]))  # fmt: skip
     small = await setup.state("INV-1", lambda d: "min_total" in (d["error"] or ""))
-    assert small["qbo_id"] is None
+    assert (small["qbo_id"], small["sync_state"]) == (None, "skipped")
     other = _invoice(1, "open", currency="EUR")
     other["invoice_id"] = "INV-2"
     await setup.crm.send("acme", "invoice.upserted", other)
