@@ -7,8 +7,9 @@ are forgotten, so nothing is written to the wrong books).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ import structlog
 
 from syncd import events
 from syncd.config import Config
-from syncd.exceptions import ConfigError, QboError, RealmTakenError
+from syncd.exceptions import ConfigError, QboError, QboTransientError, RealmTakenError
 from syncd.models import (
     ChangeSet,
     Connection,
@@ -40,6 +41,8 @@ from syncd.store.sqlite import SqliteStore
 
 log = structlog.get_logger(__name__)
 STATE_TTL = timedelta(minutes=10)
+# the settings read at the callback: 8 tries, pauses 0.25 s doubling to 4 s (~16 s at most)
+SETTINGS_TRIES, SETTINGS_FIRST_PAUSE, SETTINGS_PAUSE_CAP = 8, 0.25, 4.0
 
 
 def custom_field_ids(prefs: dict[str, Any]) -> dict[str, str]:
@@ -64,6 +67,43 @@ def _set_aside(invoice: Invoice, now: datetime, *, queued: bool) -> None:
     invoice.pushed_body = None
     invoice.sync_state = SyncState.PENDING if queued else SyncState.OTHER_COMPANY
     invoice.updated_at = now
+
+
+async def read_settings(client: QboClient) -> dict[str, Any]:
+    """What the company has (OD2), read once at connection so syncs need no look-ups.
+
+    Each read is retried on QBO's transient answers (429 included, with short pauses
+    rather than the minute QBO asks for), within what a browser waits at the callback.
+    """
+    prefs = await _patiently(client.preferences)
+    taxes = await _patiently(
+        lambda: client.query("select * from TaxCode maxresults 1000")
+    )
+    accounts = await _patiently(
+        lambda: client.query("select * from Account maxresults 1000")
+    )
+    currency = prefs.get("CurrencyPrefs", {})
+    return {
+        "home_currency": currency.get("HomeCurrency", {}).get("value", "USD"),
+        "multicurrency": bool(currency.get("MultiCurrencyEnabled")),
+        # qbo.md §10: QBO then ignores tax codes; only a TotalTax override is honoured
+        "automated_sales_tax": bool(prefs.get("TaxPrefs", {}).get("PartnerTaxEnabled")),
+        "custom_fields": custom_field_ids(prefs),
+        "tax_codes": {t["Name"]: str(t["Id"]) for t in taxes.get("TaxCode", [])},
+        "accounts": {a["Name"]: str(a["Id"]) for a in accounts.get("Account", [])},
+    }
+
+
+async def _patiently(read: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    delay = SETTINGS_FIRST_PAUSE
+    for _ in range(SETTINGS_TRIES - 1):
+        try:
+            return await read()
+        except QboTransientError as exc:
+            log.info("qbo_settings_retry", error=exc.message, pause=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SETTINGS_PAUSE_CAP)
+    return await read()
 
 
 class ConnectError(Exception):
@@ -167,8 +207,15 @@ class Connections:
         except RealmTakenError as exc:  # taken between the check and now
             raise _taken(realm_id, tenant, None) from exc
         self._forget(tenant)
-        conn.preferences = await self._read_preferences(tenant)
-        await self._store.set_preferences(tenant, conn.preferences)
+        try:
+            conn.preferences = await self._read_settings(tenant)
+        except QboTransientError as exc:
+            # connected all the same: the settings are read before the first sync
+            conn.error = (
+                f"QBO's settings are not read yet ({exc.message}); syncs wait for them"
+            )
+            await self._store.set_connection_status(tenant, "connected", conn.error)
+            log.warning("qbo_settings_deferred", tenant=tenant, error=exc.message)
         self._forget(tenant)  # the client cached while reading them holds none
         await self._store.jobs_due_now(tenant, datetime.now(UTC))
         self.on_connected()
@@ -245,26 +292,20 @@ class Connections:
                     invoices=len(changes.invoices))  # fmt: skip
         self.on_published()
 
-    async def _read_preferences(self, tenant: str) -> dict[str, Any]:
+    async def _read_settings(self, tenant: str) -> dict[str, Any]:
+        """Read the company's settings (OD2) and keep them with the connection."""
         client = await self.client(tenant)
         if client is None:
             return {}
-        prefs = await client.preferences()
-        currency = prefs.get("CurrencyPrefs", {})
-        # OD2: what the company has, read once here so syncs need no look-ups for it
-        taxes = await client.query("select * from TaxCode maxresults 1000")
-        accounts = await client.query("select * from Account maxresults 1000")
-        return {
-            "home_currency": currency.get("HomeCurrency", {}).get("value", "USD"),
-            "multicurrency": bool(currency.get("MultiCurrencyEnabled")),
-            # qbo.md §10: QBO then ignores tax codes; only a TotalTax override is honoured
-            "automated_sales_tax": bool(
-                prefs.get("TaxPrefs", {}).get("PartnerTaxEnabled")
-            ),
-            "custom_fields": custom_field_ids(prefs),
-            "tax_codes": {t["Name"]: str(t["Id"]) for t in taxes.get("TaxCode", [])},
-            "accounts": {a["Name"]: str(a["Id"]) for a in accounts.get("Account", [])},
-        }
+        settings = await read_settings(client)
+        await self._store.set_preferences(tenant, settings)
+        conn = self._connections.get(tenant)
+        if conn is not None:
+            conn.preferences = settings
+            if conn.error:  # the settings this error spoke of are read now
+                conn.error = None
+                await self._store.set_connection_status(tenant, "connected", None)
+        return settings
 
     async def disconnect(self, tenant: str) -> bool:
         """Revoke the grant and forget the connection (HL9, RO1)."""
@@ -290,9 +331,18 @@ class Connections:
         return await self._store.connection(tenant)
 
     async def connected(self, tenant: str) -> tuple[QboClient, Connection] | None:
-        """The tenant's client and connection, or None when it is not connected."""
+        """The tenant's client and connection, or None when it is not connected.
+
+        A connection whose settings could not be read at the callback (QBO throttling)
+        reads them now; QboTransientError says to try again later.
+        """
         client = await self.client(tenant)
-        return (client, self._connections[tenant]) if client is not None else None
+        if client is None:
+            return None
+        conn = self._connections[tenant]
+        if "accounts" not in conn.preferences:
+            await self._read_settings(tenant)
+        return client, conn
 
     def _forget(self, tenant: str) -> None:
         self._clients.pop(tenant, None)

@@ -86,19 +86,19 @@ class JobWorker(LoopWorker):
         if job.kind.startswith(_NO_INVOICE) and invoice is None:
             invoice = _no_invoice(job, self._clock())
         machine = self._rulebook.machine(job.tenant)
-        client, conn = await self._connections.connected(job.tenant) or (None, None)
         changes = ChangeSet()
+        waiting = "waiting for a QBO connection (connect or reconnect the tenant)"
+        try:
+            client, conn = await self._connections.connected(job.tenant) or (None, None)
+        except QboTransientError as exc:  # the company's settings are still unread
+            client, conn = None, None
+            waiting = f"waiting for QBO's settings: {exc.message}"
         if invoice is None or machine is None:
             self._finish(
                 job, changes, JobStatus.FAILED, "the invoice or its tenant is gone"
             )
         elif client is None or conn is None:
-            self._postpone(
-                job,
-                invoice,
-                changes,
-                "waiting for a QBO connection (connect or reconnect the tenant)",
-            )
+            self._postpone(job, invoice, changes, waiting)
         else:
             unclear = job.status == JobStatus.IN_FLIGHT
             await self._store.start_job(job)

@@ -64,8 +64,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
             {"error": f"QuickBooks refused the connection: {exc}"}, status=502
         )
     body = {"tenant": conn.tenant, "realm_id": conn.realm_id, "status": conn.status,
-            "preferences": conn.preferences}  # fmt: skip
-    return web.json_response(body)
+            "preferences": conn.preferences, "error": conn.error}  # fmt: skip
+    # 202: connected, but QBO's settings are still to be read (it was throttling)
+    return web.json_response(body, status=202 if conn.error else 200)
 
 
 async def disconnect(request: web.Request) -> web.StreamResponse:

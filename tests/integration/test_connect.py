@@ -15,6 +15,7 @@ from syncd.exceptions import RealmTakenError
 from syncd.models import Connection as StoredConnection
 from syncd.secrets import Cipher
 from syncd.store.sqlite import SqliteStore
+from tests.crm import Crm, invoice
 from tests.dbview import DbView
 from tests.sandbox_process import Connection, SandboxProcess
 from tests.syncd_process import ADMIN, QBO_ENV, RULES, SyncdProcess, write_config
@@ -177,3 +178,55 @@ async def test_expired_oauth_states_are_purged(tmp_path):
         assert await store.take_state("new") is not None
     finally:
         await store.close()
+
+
+async def test_connecting_while_qbo_throttles(http, connected_syncd, sandbox):
+    """Issue 10 §4 (OD2): the settings read at the callback ride out 429s and 5xx."""
+    admin = Connection(http, sandbox.origin)
+    status, first = await connect(http, connected_syncd)
+    assert status == 200, first
+    realm = first["realm_id"]
+    await admin.admin(
+        "PUT", "faults", {"seed": 11, "api": {"rate_429": 0.2, "rate_5xx": 0.2}}
+    )
+    try:
+        for _ in range(5):  # each reconnect reads preferences, tax codes and accounts
+            status, body = await connect(http, connected_syncd, f"&realm={realm}")
+            assert status == 200, body
+            assert body["preferences"]["accounts"]["Undeposited Funds"]
+    finally:
+        await admin.admin("PUT", "faults", {"api": {"rate_429": 0.0, "rate_5xx": 0.0}})
+    requests = await admin.admin("GET", f"requests?realm={realm}")
+    assert any(r["status"] in (429, 500, 503) for r in requests)  # QBO did throttle
+
+
+async def test_settings_unread_at_the_callback_are_read_before_the_first_sync(
+    http, connected_syncd, sandbox, broker
+):
+    """Issue 10 §4: QBO refusing every read: connected (202, says so); syncs wait, then go."""
+    admin = Connection(http, sandbox.origin)
+    await admin.admin("PUT", "faults", {"seed": 12, "api": {"rate_429": 1.0}})
+    try:
+        status, body = await connect(http, connected_syncd)
+    finally:
+        await admin.admin("PUT", "faults", {"api": {"rate_429": 0.0}})
+    assert status == 202, body
+    assert body["status"] == "connected"
+    assert body["error"].startswith("QBO's settings are not read yet")
+    async with Crm(broker.port) as crm:
+        data = invoice("INV-1", 1, "open", total="200.00",
+                       customer={"contact_id": "C-9", "name": "Acme Ltd"})  # fmt: skip
+        await crm.send("acme", "invoice.upserted", data)
+        await crm.wait_for(
+            lambda r: any(
+                m.body["data"]["sync_state"] == "synced"
+                for m in crm.on("sync/invoice/INV-1")
+            ),
+            timeout=60,
+        )
+    base = f"http://127.0.0.1:{connected_syncd.http_port}"
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with http.get(f"{base}/api/tenants/acme/connection", headers=headers) as r:
+        conn = await r.json()
+    assert conn["error"] is None
+    assert conn["preferences"]["accounts"]["Undeposited Funds"]
