@@ -100,6 +100,22 @@ def prepare_item(
         obj.setdefault(key, value)
 
 
+def prepare_term(
+    company: Company, obj: dict[str, Any], existing: dict[str, Any] | None
+) -> None:
+    """Check and complete a (standard) Term: due N days after the transaction."""
+    if not obj.get("Name"):
+        raise faults.required("Name")
+    days = obj.get("DueDays", 0)
+    if isinstance(days, bool) or not isinstance(days, int | Decimal) or days < 0:
+        raise faults.validation(
+            "2170", "Invalid Number", f"DueDays {days!r}", "DueDays"
+        )
+    obj["DueDays"] = int(days)
+    obj.setdefault("Type", "STANDARD")
+    obj.setdefault("Active", True)
+
+
 def prepare_account(
     company: Company, obj: dict[str, Any], existing: dict[str, Any] | None
 ) -> None:

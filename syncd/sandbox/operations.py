@@ -15,6 +15,7 @@ _PREPARE: dict[str, Prepare] = {
     "Customer": names.prepare_customer,
     "Item": names.prepare_item,
     "Account": names.prepare_account,
+    "Term": names.prepare_term,
     "Invoice": lambda c, o, e: transactions.prepare_sale(c, o, e, "Invoice"),
     "SalesReceipt": lambda c, o, e: transactions.prepare_sale(c, o, e, "SalesReceipt"),
     "Payment": payments.prepare_payment,

@@ -49,7 +49,7 @@ def prepare_sale(
     obj.setdefault("ApplyTaxAfterDiscount", False)
     tax = _tax(company, obj, sales, subtotal, discount_amount)
     obj["TotalAmt"] = money(subtotal - discount_amount + tax)
-    _dates_and_numbers(company, obj, existing, customer)
+    _dates_and_numbers(company, obj, existing, customer, kind)
     obj["CustomField"] = _custom_fields(company, obj.get("CustomField"))
     obj.setdefault("PrintStatus", "NotSet")
     obj.setdefault("EmailStatus", "NotSet")
@@ -242,11 +242,30 @@ def check_currency(
         obj.setdefault("ExchangeRate", Decimal(1))
 
 
+def _due_date(
+    company: Company, obj: dict[str, Any], customer: dict[str, Any], day: date
+) -> None:
+    """The invoice's terms, else the customer's, else the company's default terms."""
+    prefs = company.tables["Preferences"]["1"]["SalesFormsPrefs"]
+    ref = (
+        obj.get("SalesTermRef")
+        or customer.get("SalesTermRef")
+        or prefs.get("DefaultTerms")
+    )
+    term = company.get("Term", str((ref or {}).get("value")))
+    if term is None and ref:
+        raise faults.invalid_reference("Term", ref.get("value"))
+    if term is not None:
+        obj["SalesTermRef"] = {"value": term["Id"], "name": term["Name"]}
+        obj["DueDate"] = (day + timedelta(days=int(term["DueDays"]))).isoformat()
+
+
 def _dates_and_numbers(
     company: Company,
     obj: dict[str, Any],
     existing: dict[str, Any] | None,
     customer: dict[str, Any],
+    kind: str,
 ) -> None:
     txn_date = (
         obj.get("TxnDate")
@@ -260,13 +279,8 @@ def _dates_and_numbers(
             "2170", "Invalid Date", f"TxnDate {txn_date!r} is not a date", "TxnDate"
         ) from None
     obj["TxnDate"] = txn_date
-    if "DueDate" not in obj:
-        term = company.get(
-            "Term", str((obj.get("SalesTermRef") or {}).get("value") or "3")
-        )
-        obj["DueDate"] = (
-            day + timedelta(days=int(term["DueDays"] if term else 30))
-        ).isoformat()
+    if kind == "Invoice" and "DueDate" not in obj:
+        _due_date(company, obj, customer, day)
     number = obj.get("DocNumber")
     if existing is not None and not number:
         obj["DocNumber"] = existing.get("DocNumber")

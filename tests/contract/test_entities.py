@@ -285,3 +285,31 @@ async def test_send_and_pdf(qbo: Connection):
     text = pypdf.PdfReader(io.BytesIO(data)).pages[0].extract_text()
     assert f"Invoice {invoice['DocNumber']}" in text
     assert "Total: 100.00 USD" in text
+
+
+async def test_due_date_comes_from_terms(qbo: Connection):
+    """§10/§2: no DueDate: the invoice's terms, else the customer's, else the default."""
+    net15 = await qbo.create("Term", {"Name": "Net 15", "DueDays": 15})
+    plain = await qbo.customer("Plain Co")
+    termed = await qbo.customer("Termed Co", SalesTermRef={"value": net15["Id"]})
+    item = await qbo.item()
+    default = await qbo.invoice(plain, item, TxnDate="2026-03-01")
+    assert (default["DueDate"], default["SalesTermRef"]["name"]) == (
+        "2026-03-31",
+        "Net 30",
+    )
+    customers = await qbo.invoice(termed, item, TxnDate="2026-03-01")
+    assert (customers["DueDate"], customers["SalesTermRef"]["name"]) == (
+        "2026-03-16",
+        "Net 15",
+    )
+    own = await qbo.invoice(
+        plain, item, TxnDate="2026-03-01", SalesTermRef={"value": net15["Id"]}
+    )
+    assert own["DueDate"] == "2026-03-16"
+    line = {"DetailType": "SalesItemLineDetail", "Amount": Decimal("5.00"),
+            "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}  # fmt: skip
+    receipt = await qbo.create(
+        "SalesReceipt", {"CustomerRef": {"value": plain["Id"]}, "Line": [line]}
+    )
+    assert "DueDate" not in receipt
