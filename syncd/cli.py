@@ -115,7 +115,7 @@ def check(config_path: Path) -> None:
 @click.option(
     "--webhook-format",
     type=click.Choice(["legacy", "cloudevents"]),
-    default="legacy",
+    default="cloudevents",
     show_default=True,
 )
 @click.option(
@@ -148,6 +148,12 @@ def check(config_path: Path) -> None:
 @click.option(
     "--concurrent", default=10, show_default=True, help="Requests per realm at once."
 )
+@click.option(
+    "--per-second",
+    default=10,
+    show_default=True,
+    help="Requests per realm per second, as QBO's sandbox companies (0: no limit).",
+)
 def sandbox(**options: Any) -> None:
     """Serve the QBO sandbox: QBO's API, Intuit's OAuth and webhooks, on this machine."""
     from syncd.sandbox.server import build_app as build_sandbox
@@ -157,7 +163,9 @@ def sandbox(**options: Any) -> None:
     logs.setup("info", "auto")
     host, port = options.pop("host"), options.pop("port")
     limits = Limits(
-        per_minute=options.pop("per_minute"), concurrent=options.pop("concurrent")
+        per_minute=options.pop("per_minute"),
+        concurrent=options.pop("concurrent"),
+        per_second=options.pop("per_second"),
     )
     options["access_ttl"] = options.pop("token_ttl")
     config = SandboxConfig(limits=limits, **options)

@@ -359,7 +359,13 @@ class Connections:
         await self._open_books(tenant, conn.realm_id, conn.connected_at)
         auth = QboAuth(self._http, self.endpoints, self.app, tenant=tenant, realm_id=conn.realm_id,
                        token=conn.token, store=self._store)  # fmt: skip
-        limiter = self._limiters.setdefault(conn.realm_id, RealmLimiter())
+        limiter = self._limiters.setdefault(
+            conn.realm_id,
+            # sandbox companies allow 10 requests a second (qbo.md §10); keep one spare
+            RealmLimiter(
+                per_second=9 if self._config.qbo.environment == "sandbox" else None
+            ),
+        )
         qbo = self._config.qbo
         client = QboClient(
             self._http,

@@ -12,6 +12,7 @@ it wrote, or a payment it wrote) are not bounced to the CRM.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -112,6 +113,7 @@ class InboundWorker(LoopWorker):
         client = await self._connections.client(tenant)
         if client is None or not notes:
             return client is not None or not notes
+        await self._merges(tenant, notes, changes)
         try:
             found = await self._fetch(client, notes)
         except QboError as exc:
@@ -120,6 +122,21 @@ class InboundWorker(LoopWorker):
         async with self._store.write_lock:
             await self.apply(tenant, realm, found, changes)
         return True
+
+    async def _merges(
+        self, tenant: str, notes: list[webhooks.Notification], changes: ChangeSet
+    ) -> None:
+        """A customer merged away in QBO: its links move to the surviving customer."""
+        for note in notes:
+            if note.entity != "Customer" or note.operation != "Merge":
+                continue
+            if not note.deleted_id:
+                log.warning("qbo_merge_without_deleted_id", customer=note.id)
+                continue
+            for link in await self._store.links_to(tenant, "customer", note.deleted_id):
+                changes.links.append(dataclasses.replace(link, qbo_id=note.id))
+                log.info("customer_link_moved", contact=link.key,
+                         merged=note.deleted_id, into=note.id)  # fmt: skip
 
     async def apply(
         self,

@@ -10,8 +10,9 @@ from typing import Any
 
 import simplejson
 
+# QBO's subscription page says `void` (qbo.md §10); older deliveries said `voided`
 _OPERATIONS = {"created": "Create", "updated": "Update", "deleted": "Delete", "voided": "Void",
-               "emailed": "Emailed", "merged": "Merge"}  # fmt: skip
+               "void": "Void", "emailed": "Emailed", "merged": "Merge"}  # fmt: skip
 _ENTITIES = {"invoice": "Invoice", "payment": "Payment", "customer": "Customer",
              "salesreceipt": "SalesReceipt", "item": "Item", "account": "Account"}  # fmt: skip
 
@@ -26,6 +27,7 @@ class Notification:
     operation: str
     at: str
     key: str
+    deleted_id: str | None = None  # a merge: the object merged away into `id`
 
 
 def verify(body: bytes, signature: str | None, verifier: str) -> bool:
@@ -54,7 +56,7 @@ def _legacy(note: dict[str, Any]) -> list[Notification]:
     for e in note.get("dataChangeEvent", {}).get("entities", []):
         key = f"{e['name']}:{e['id']}:{e['operation']}:{e.get('lastUpdated', '')}"
         out.append(Notification(realm, str(e["name"]), str(e["id"]), str(e["operation"]),
-                                str(e.get("lastUpdated", "")), key))  # fmt: skip
+                                str(e.get("lastUpdated", "")), key, _deleted_id(e)))  # fmt: skip
     return out
 
 
@@ -68,4 +70,15 @@ def _cloud_event(event: dict[str, Any]) -> Notification:
         operation=_OPERATIONS.get(op, op.capitalize()),
         at=str(event.get("time", "")),
         key=str(event["id"]),
+        deleted_id=_deleted_id(event.get("data")),
     )
+
+
+def _deleted_id(data: Any) -> str | None:
+    """A merge's `deletedId`, spelled `deletedid` in the docs: read case-blind."""
+    if not isinstance(data, dict):
+        return None
+    for key, value in data.items():
+        if isinstance(key, str) and key.lower() == "deletedid" and value is not None:
+            return str(value)
+    return None

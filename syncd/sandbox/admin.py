@@ -146,8 +146,13 @@ async def act(request: web.Request) -> web.Response:
         result = operations.send(
             company, entity, current["Id"], request.query.get("sendTo")
         )
+    elif action == "merge":  # ?into=<the surviving Id>
+        company.merge(entity, current["Id"], request.query.get("into", ""))
+        result = operations.read(company, entity, request.query.get("into", ""))
     else:
-        raise faults.unsupported(f"unknown action {action!r}: void, delete or send")
+        raise faults.unsupported(
+            f"unknown action {action!r}: void, delete, send or merge"
+        )
     return json_response(envelope(entity, result))
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from syncd.sandbox import faults
 from syncd.sandbox.clock import local_time, utc_now
 
 # URL name → entity name as QBO spells it in bodies and queries
@@ -48,8 +49,9 @@ class Change:
     realm_id: str
     entity: str
     id: str
-    operation: str  # Create, Update, Delete, Void, Emailed
+    operation: str  # Create, Update, Delete, Void, Emailed, Merge
     at: datetime
+    data: dict[str, Any] = field(default_factory=dict)  # a merge's {"deletedId": …}
 
 
 Listener = Callable[[Change], None]
@@ -147,10 +149,42 @@ class Company:
         self.deleted[entity][entity_id] = now
         self._log(entity, entity_id, "Delete", now)
 
-    def _log(self, entity: str, entity_id: str, operation: str, at: datetime) -> None:
+    def merge(self, entity: str, gone_id: str, into_id: str) -> None:
+        """Merge one name into another, as a person does in QBO's UI.
+
+        The transactions of the merged-away one move to the survivor; it is gone (as
+        deleted, for CDC); the event names the survivor, with `deletedId`.
+        """
+        if entity != "Customer":
+            raise faults.unsupported(f"Merge is not supported for {entity} here")
+        gone, into = self.get(entity, gone_id), self.get(entity, into_id)
+        if gone is None or into is None or gone_id == into_id:
+            raise faults.invalid_reference(entity, gone_id if gone is None else into_id)
+        for kind in ("Invoice", "SalesReceipt", "Payment"):
+            for obj in list(self.tables[kind].values()):
+                if (obj.get("CustomerRef") or {}).get("value") == gone_id:
+                    obj["CustomerRef"] = {
+                        "value": into["Id"],
+                        "name": into["DisplayName"],
+                    }
+                    self.save(kind, obj, "Update")
+        del self.tables[entity][gone_id]
+        now = utc_now()
+        self.deleted[entity][gone_id] = now
+        self._log(entity, into_id, "Merge", now, {"deletedId": gone_id})
+
+    def _log(
+        self,
+        entity: str,
+        entity_id: str,
+        operation: str,
+        at: datetime,
+        data: dict[str, Any] | None = None,
+    ) -> None:
         change = Change(
-            len(self.changes) + 1, self.realm_id, entity, entity_id, operation, at
-        )
+            len(self.changes) + 1, self.realm_id, entity, entity_id, operation, at,
+            data or {},
+        )  # fmt: skip
         self.changes.append(change)
         if self.listener is not None:
             self.listener(change)

@@ -37,7 +37,7 @@ class SandboxConfig:
     client_secret: str = "sandbox-secret"  # noqa: S105 -- a sandbox default, not a secret
     verifier_token: str = "sandbox-verifier"  # noqa: S105 -- likewise
     webhook_url: str | None = None
-    webhook_format: str = "legacy"
+    webhook_format: str = "cloudevents"
     webhook_delay: float = 0.2
     access_ttl: int = 3600
     time_scale: float = 1.0

@@ -21,6 +21,7 @@ class Limits:
 
     per_minute: int = 500
     concurrent: int = 10
+    per_second: int = 10  # sandbox companies (qbo.md §10); 0: no such limit
     batch_per_minute: int = 40
     batch_items: int = 30
     time_scale: float = 1.0
@@ -32,6 +33,7 @@ class Throttle:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._recent: dict[str, deque[float]] = defaultdict(deque)
+        self._second: dict[str, deque[float]] = defaultdict(deque)
         self._batches: dict[str, deque[float]] = defaultdict(deque)
         self._in_flight: dict[str, int] = defaultdict(int)
 
@@ -42,13 +44,17 @@ class Throttle:
         window = 60.0 / self.limits.time_scale
         recent = _trim(self._recent[realm_id], now - window)
         batches = _trim(self._batches[realm_id], now - window)
+        second = _trim(self._second[realm_id], now - window / 60)
+        per_second = self.limits.per_second
         if (
             len(recent) >= self.limits.per_minute
+            or (per_second and len(second) >= per_second)
             or self._in_flight[realm_id] >= self.limits.concurrent
             or (batch and len(batches) >= self.limits.batch_per_minute)
         ):
             raise faults.throttled()
         recent.append(now)
+        second.append(now)
         if batch:
             batches.append(now)
         self._in_flight[realm_id] += 1

@@ -29,8 +29,10 @@ from syncd.sandbox.company import Change
 
 RETRY_SECONDS = (10, 20, 30, 300, 1200, 7200, 14400, 21600)
 ANSWER_TIMEOUT = 3.0
-_PAST = {"Create": "created", "Update": "updated", "Delete": "deleted", "Void": "voided",
+# the names on the app's subscription page (qbo.md §10): `void`, not `voided`
+_PAST = {"Create": "created", "Update": "updated", "Delete": "deleted", "Void": "void",
          "Emailed": "emailed", "Merge": "merged"}  # fmt: skip
+MAX_EVENTS = 100  # CloudEvents per delivery (qbo.md §10)
 
 
 @dataclass
@@ -79,6 +81,7 @@ def legacy_body(realm_id: str, changes: list[Change]) -> bytes:
             "id": c.id,
             "operation": c.operation,
             "lastUpdated": local_time(c.at),
+            **c.data,
         }
         for c in changes
     ]
@@ -99,7 +102,7 @@ def cloudevents_body(changes: list[Change]) -> bytes:
             "time": c.at.isoformat().replace("+00:00", "Z"),
             "intuitentityid": c.id,
             "intuitaccountid": c.realm_id,
-            "data": {},
+            "data": dict(c.data),
         }
         for c in changes
     ]
@@ -150,8 +153,13 @@ class Notifier:
         if not changes:
             return []
         if self.fmt == "cloudevents":
-            realms = sorted({c.realm_id for c in changes})
-            return [Delivery(cloudevents_body(changes), realms)]
+            chunks = [
+                changes[n : n + MAX_EVENTS] for n in range(0, len(changes), MAX_EVENTS)
+            ]
+            return [
+                Delivery(cloudevents_body(chunk), sorted({c.realm_id for c in chunk}))
+                for chunk in chunks
+            ]
         by_realm: dict[str, list[Change]] = {}
         for change in changes:
             by_realm.setdefault(change.realm_id, []).append(change)

@@ -251,6 +251,13 @@ class QboTables:
         async with self._read() as db, db.execute(sql, (tenant, kind, qbo_id)) as cur:
             return await cur.fetchone() is not None
 
+    async def links_to(self, tenant: str, kind: str, qbo_id: str) -> list[Link]:
+        """The CRM things linked to one QBO object."""
+        sql = "SELECT key FROM links WHERE tenant = ? AND kind = ? AND qbo_id = ?"
+        async with self._read() as db, db.execute(sql, (tenant, kind, qbo_id)) as cur:
+            rows = await cur.fetchall()
+        return [Link(tenant=tenant, kind=kind, key=k, qbo_id=qbo_id) for (k,) in rows]
+
     async def link(self, tenant: str, kind: str, key: str) -> str | None:
         """The QBO id a CRM customer or item is linked to."""
         sql = "SELECT qbo_id FROM links WHERE tenant = ? AND kind = ? AND key = ?"

@@ -126,3 +126,21 @@ async def test_slow_after_commit_means_it_happened_anyway(qbo: Connection):
         params={"query": "select * from Customer where DisplayName = 'Late Answer Co'"},
     )
     assert len(found["QueryResponse"]["Customer"]) == 1
+
+
+async def test_a_sandbox_company_allows_10_requests_a_second(tmp_path, http):
+    """§10: sandbox companies are limited to 10 requests a second: the 11th is a 429."""
+    process = SandboxProcess(tmp_path, "--per-second", "10")
+    await asyncio.to_thread(process.start)
+    try:
+        qbo = await Connection(http, process.origin).connect()
+        answers = [
+            (await qbo.call("GET", "preferences", expect=None, raw=True))[0]
+            for _ in range(11)
+        ]
+        assert answers[:10] == [200] * 10
+        assert answers[10] == 429
+        await asyncio.sleep(1.1)
+        await qbo.call("GET", "preferences")
+    finally:
+        process.stop()

@@ -108,7 +108,7 @@ async def test_cloudevents_mix_realms_and_name_operations(tmp_path, receiver, ht
         assert hook.calls[0][0]["intuit-signature"] == _signature(hook.calls[0][1])
         types = {(e["type"], e["intuitaccountid"]) for e in events}
         assert ("qbo.invoice.created.v1", one.realm) in types
-        assert ("qbo.invoice.voided.v1", one.realm) in types
+        assert ("qbo.invoice.void.v1", one.realm) in types  # §10: `void`, not `voided`
         assert ("qbo.customer.created.v1", two.realm) in types
         assert len({e["id"] for e in events}) == len(events)
         assert all(e["specversion"] == "1.0" and e["data"] == {} for e in events)
@@ -261,5 +261,34 @@ async def test_delayed_deliveries_arrive_out_of_order(tmp_path, receiver, http):
             for _, b in hook.calls
         ]
         assert order == [second["Id"], first["Id"]]
+    finally:
+        process.stop()
+
+
+async def test_cloudevents_carry_at_most_100_events_and_merges_name_the_deleted(
+    tmp_path, receiver, http
+):
+    """§10: up to 100 events per delivery; a merge names the survivor, with deletedId."""
+    hook, url = receiver
+    process = SandboxProcess(
+        tmp_path, "--webhook-url", url, "--webhook-delay", "1.5", "--time-scale", "100"
+    )  # fmt: skip  (CloudEvents: the default)
+    await asyncio.to_thread(process.start)
+    try:
+        qbo = await Connection(http, process.origin).connect()
+        made = [await qbo.admin("POST", f"realms/{qbo.realm}/customer",
+                                {"DisplayName": f"C {n}"}, expect=201)
+                for n in range(150)]  # fmt: skip
+        gone, into = made[0]["Customer"]["Id"], made[1]["Customer"]["Id"]
+        await qbo.admin("POST", f"realms/{qbo.realm}/customer/{gone}/merge?into={into}")
+        await hook.wait(2, timeout=15)
+        await asyncio.sleep(2)
+        deliveries = [json.loads(body) for _, body in hook.calls]
+        assert all(len(d) <= 100 for d in deliveries)
+        events = [e for d in deliveries for e in d]
+        assert sum(e["type"] == "qbo.customer.created.v1" for e in events) == 150
+        [merge] = [e for e in events if e["type"] == "qbo.customer.merged.v1"]
+        assert (merge["intuitentityid"], merge["data"]) == (into, {"deletedId": gone})
+        await qbo.call("GET", f"customer/{gone}", expect=400)  # merged away: gone
     finally:
         process.stop()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.crm import Crm
+from tests.dbview import DbView
 from tests.integration.test_connect import connect
 from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
@@ -342,3 +343,29 @@ async def test_a_late_webhook_never_moves_an_invoice_back(wired: Setup):
     assert "partially_paid" not in moves[moves.index("paid") :]
     deliveries = await wired.qbo.admin("GET", "webhooks")
     assert all(d["delivered"] for d in deliveries)
+
+
+async def test_a_customer_merged_away_in_qbo_moves_its_link(wired: Setup):
+    """Issue 10 §5: `qbo.customer.merged.v1` (deletedId): the CRM contact follows."""
+    invoice = await _synced_invoice(wired)
+    merged_away = invoice["CustomerRef"]["value"]
+    survivor = await wired.qbo.admin(
+        "POST",
+        f"realms/{wired.realm}/customer",
+        {"DisplayName": "Acme Limited"},
+        expect=201,
+    )
+    survivor_id = survivor["Customer"]["Id"]
+    await wired.qbo.admin(
+        "POST", f"realms/{wired.realm}/customer/{merged_away}/merge?into={survivor_id}"
+    )
+    db = DbView(wired.syncd.config.parent / "syncd.db")
+    sql = "SELECT qbo_id FROM links WHERE tenant = 'acme' AND kind = 'customer'"
+    async with asyncio.timeout(15):
+        while db.query(sql) != [(survivor_id,)]:
+            await asyncio.sleep(0.05)
+    second = {**_invoice(1, "open"), "invoice_id": "INV-2", "number": "1002"}
+    await wired.crm.send("acme", "invoice.upserted", second)
+    await wired.state("INV-2", lambda d: d["sync_state"] == "synced")
+    [row] = await wired.qbo_rows("select * from Invoice where DocNumber = '1002'")
+    assert row["CustomerRef"]["value"] == survivor_id != merged_away

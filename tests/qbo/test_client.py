@@ -229,3 +229,17 @@ async def test_the_limiter_keeps_under_the_quota(tmp_path, http):
         assert client.calls["read"] == 12
     finally:
         tight.stop()
+
+
+async def test_the_limiter_keeps_under_a_sandbox_companys_10_a_second(tmp_path, http):
+    """qbo.md §10: sandbox companies allow 10 requests a second; paced at 9, none is refused."""
+    sandbox = SandboxProcess(tmp_path, "--per-second", "10")
+    await asyncio.to_thread(sandbox.start)
+    try:
+        client, _, _ = await connect(http, sandbox.origin, RealmLimiter(per_second=9))
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(client.preferences() for _ in range(30)))
+        assert client.calls["read"] == 30  # every one answered 200 (a 429 would raise)
+        assert asyncio.get_running_loop().time() - started >= 2.0  # 30 at 9 a second
+    finally:
+        sandbox.stop()
