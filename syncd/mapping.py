@@ -30,6 +30,9 @@ class Resolved:
         default_factory=dict
     )  # QBO name → DefinitionId
     automated_tax: bool = False  # the company has automated sales tax (TaxPrefs)
+    exchange_rate: Decimal | None = (
+        None  # a foreign-currency invoice's, never 1 by default
+    )
 
 
 def money(value: Any) -> Decimal:
@@ -65,6 +68,8 @@ def invoice_body(
         body["DocNumber"] = str(data["number"])[:DOC_NUMBER_MAX]
     if data.get("currency"):
         body["CurrencyRef"] = {"value": data["currency"]}
+    if resolved.exchange_rate is not None:
+        body["ExchangeRate"] = resolved.exchange_rate
     _dates(body, data, rules)
     email = (data.get("customer") or {}).get("billing_email")
     if email:

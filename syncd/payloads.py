@@ -63,6 +63,14 @@ def money(value: Any) -> str | None:
     return None
 
 
+def rate(value: Any) -> str | None:
+    """An exchange rate: a decimal string above zero."""
+    problem = money(value)
+    if problem is None and Decimal(value) <= 0:
+        return f"must be above zero, not {value!r}"
+    return problem
+
+
 def currency(value: Any) -> str | None:
     """An ISO 4217 code."""
     if not isinstance(value, str) or not _CURRENCY_RE.match(value):
@@ -210,6 +218,7 @@ INVOICE: Spec = {
     "custom_fields": (text_map, False),
     "deal_id": (text, False),
     "created_at": (moment, False),  # HL8: when the CRM created it
+    "exchange_rate": (rate, False),  # home-currency units per unit of `currency`
 }
 _INVOICE_REF: Spec = {"invoice_id": (ident, True)}
 DATA_SPECS: Mapping[str, Spec] = {

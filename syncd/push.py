@@ -62,6 +62,7 @@ async def push_invoice(ctx: JobContext) -> None:
         custom_fields=ctx.connection.preferences.get("custom_fields", {}),
         tax_codes=ctx.connection.preferences.get("tax_codes", {}),
         automated_tax=bool(ctx.connection.preferences.get("automated_sales_tax")),
+        exchange_rate=await _exchange_rate(ctx),
     )
     body = mapping.invoice_body(tenant, inv.data, ctx.rules, resolved)
     if inv.qbo_id is None and ctx.unclear:
@@ -77,6 +78,30 @@ async def push_invoice(ctx: JobContext) -> None:
         return  # an unchanged snapshot makes no call
     updated = await _sparse_update(ctx, diff)
     _record(ctx, updated, body)
+
+
+_RATES: dict[tuple[str, str, str], Decimal] = {}  # (realm, currency, day) → QBO's rate
+
+
+async def _exchange_rate(ctx: JobContext) -> Decimal | None:
+    """A foreign-currency invoice's rate (qbo.md §10: without one QBO books it at 1).
+
+    The CRM's `exchange_rate` when it gives one, else QBO's own for the issue date, read
+    once per company, currency and day.
+    """
+    data, prefs = ctx.invoice.data, ctx.connection.preferences
+    currency = data.get("currency")
+    if not currency or currency == prefs.get("home_currency", "USD"):
+        return None
+    if data.get("exchange_rate"):
+        return Decimal(str(data["exchange_rate"]))
+    if not prefs.get("multicurrency"):
+        return None  # QBO refuses the currency itself, with its own clear fault
+    day = data.get("issue_date") or ctx.now.date().isoformat()
+    key = (ctx.connection.realm_id, str(currency), str(day))
+    if key not in _RATES:
+        _RATES[key] = await ctx.client.exchange_rate(str(currency), str(day))
+    return _RATES[key]
 
 
 async def _adopt_earlier_write(ctx: JobContext, customer_id: str) -> None:

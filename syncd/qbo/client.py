@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -118,6 +119,12 @@ class QboClient:
         """The company's preferences (home currency, multicurrency, custom fields)."""
         body = await self._call("GET", "preferences", kind="read")
         return dict(body["Preferences"])
+
+    async def exchange_rate(self, currency: str, day: str) -> Decimal:
+        """Home-currency units per unit of `currency` on `day` (QBO's own rate)."""
+        params = {"sourcecurrencycode": currency, "asofdate": day}
+        body = await self._call("GET", "exchangerate", params=params, kind="read")
+        return Decimal(str(body["ExchangeRate"]["Rate"]))
 
     async def pdf(self, entity: str, entity_id: str) -> bytes:
         """The PDF QBO renders for an invoice or sales receipt."""

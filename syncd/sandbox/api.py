@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import simplejson
@@ -28,6 +29,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post(base + "/batch", handle_batch)
     app.router.add_get(base + "/cdc", handle_cdc)
     app.router.add_get(base + "/preferences", handle_preferences)
+    app.router.add_get(base + "/exchangerate", handle_exchange_rate)
     app.router.add_post(base + "/{entity}/{id}/send", handle_send)
     app.router.add_get(base + "/{entity}/{id}/pdf", handle_pdf)
     app.router.add_get(base + "/{entity}/{id}", handle_read)
@@ -101,6 +103,26 @@ async def handle_preferences(request: web.Request) -> web.Response:
             "Preferences", operations.read(company_of(request), "Preferences", "1")
         )
     )
+
+
+# the sandbox's market: home-currency units per unit of each currency, whatever the day
+RATES = {"EUR": Decimal("1.0842"), "GBP": Decimal("1.2671"), "CAD": Decimal("0.7315"),
+         "USD": Decimal(1)}  # fmt: skip
+
+
+async def handle_exchange_rate(request: web.Request) -> web.Response:
+    """GET …/exchangerate?sourcecurrencycode=EUR&asofdate=YYYY-MM-DD (qbo.md §10)."""
+    company_of(request)
+    code = request.query.get("sourcecurrencycode", "")
+    day = request.query.get("asofdate") or local_time()[:10]
+    if code not in RATES:
+        raise faults.validation(
+            "2010", "Request has invalid or unsupported property",
+            f"sourcecurrencycode {code!r} is not a currency this company knows",
+        )  # fmt: skip
+    rate = {"SourceCurrencyCode": code, "TargetCurrencyCode": "USD", "Rate": RATES[code],
+            "AsOfDate": day}  # fmt: skip
+    return json_response(envelope("ExchangeRate", rate))
 
 
 async def handle_write(request: web.Request) -> web.Response:
