@@ -11,7 +11,7 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -40,6 +40,7 @@ from syncd.qbo import (
 from syncd.store.sqlite import SqliteStore
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 STATE_TTL = timedelta(minutes=10)
 # the settings read at the callback: 8 tries, pauses 0.25 s doubling to 4 s (~16 s at most)
 SETTINGS_TRIES, SETTINGS_FIRST_PAUSE, SETTINGS_PAUSE_CAP = 8, 0.25, 4.0
@@ -77,10 +78,10 @@ async def read_settings(client: QboClient) -> dict[str, Any]:
     """
     prefs = await _patiently(client.preferences)
     taxes = await _patiently(
-        lambda: client.query("select * from TaxCode maxresults 1000")
+        lambda: client.query_all("select * from TaxCode", "TaxCode")
     )
     accounts = await _patiently(
-        lambda: client.query("select * from Account maxresults 1000")
+        lambda: client.query_all("select * from Account", "Account")
     )
     currency = prefs.get("CurrencyPrefs", {})
     return {
@@ -89,12 +90,12 @@ async def read_settings(client: QboClient) -> dict[str, Any]:
         # qbo.md §10: QBO then ignores tax codes; only a TotalTax override is honoured
         "automated_sales_tax": bool(prefs.get("TaxPrefs", {}).get("PartnerTaxEnabled")),
         "custom_fields": custom_field_ids(prefs),
-        "tax_codes": {t["Name"]: str(t["Id"]) for t in taxes.get("TaxCode", [])},
-        "accounts": {a["Name"]: str(a["Id"]) for a in accounts.get("Account", [])},
+        "tax_codes": {t["Name"]: str(t["Id"]) for t in taxes},
+        "accounts": {a["Name"]: str(a["Id"]) for a in accounts},
     }
 
 
-async def _patiently(read: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+async def _patiently(read: Callable[[], Awaitable[_T]]) -> _T:
     delay = SETTINGS_FIRST_PAUSE
     for _ in range(SETTINGS_TRIES - 1):
         try:

@@ -95,10 +95,10 @@ class InboundWorker(LoopWorker):
             where.append(f"TxnDate >= {quote(request['from'])}")
         if request.get("to"):
             where.append(f"TxnDate <= {quote(request['to'])}")
-        rows = await client.query(
-            f"select * from Invoice where {' and '.join(where)} maxresults 1000"
+        rows = await client.query_all(
+            f"select * from Invoice where {' and '.join(where)}", "Invoice"
         )
-        return {str(r["Id"]): r for r in rows.get("Invoice", [])}
+        return {str(r["Id"]): r for r in rows}
 
     async def _realm(
         self, realm: str, notes: list[webhooks.Notification], changes: ChangeSet
@@ -342,10 +342,10 @@ async def _by_ids(
     if not ids:
         return {}
     listed = ", ".join(quote(i) for i in sorted(ids))
-    rows = await client.query(
-        f"select * from {entity} where Id in ({listed}) maxresults 1000"
+    rows = await client.query_all(
+        f"select * from {entity} where Id in ({listed})", entity
     )
-    return {str(r["Id"]): r for r in rows.get(entity, [])}
+    return {str(r["Id"]): r for r in rows}
 
 
 def _classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | None:

@@ -107,10 +107,11 @@ async def _exchange_rate(ctx: JobContext) -> Decimal | None:
 async def _adopt_earlier_write(ctx: JobContext, customer_id: str) -> None:
     """After an unclear outcome, find the invoice this job may already have created."""
     marker = mapping.marker(ctx.job.tenant, ctx.invoice.invoice_id)
-    rows = await ctx.client.query(
-        f"select * from Invoice where CustomerRef = {resolve.quote(customer_id)}"
-    )
-    for found in rows.get("Invoice", []):
+    rows = await ctx.client.query_all(
+        f"select * from Invoice where CustomerRef = {resolve.quote(customer_id)}",
+        "Invoice",
+    )  # every page: a customer with more than 1,000 invoices must not hide ours
+    for found in rows:
         if found.get("PrivateNote") == marker:
             ctx.invoice.qbo_id = str(found["Id"])
             ctx.invoice.qbo_sync_token = str(found["SyncToken"])

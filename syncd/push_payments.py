@@ -108,10 +108,11 @@ async def push_receipt(ctx: JobContext) -> None:
 async def _already_written(
     ctx: JobContext, entity: str, customer_id: str, marker: str
 ) -> bool:
-    rows = await ctx.client.query(
-        f"select * from {entity} where CustomerRef = {resolve.quote(customer_id)}"
+    rows = await ctx.client.query_all(
+        f"select * from {entity} where CustomerRef = {resolve.quote(customer_id)}",
+        entity,
     )
-    return any(found.get("PrivateNote") == marker for found in rows.get(entity, []))
+    return any(found.get("PrivateNote") == marker for found in rows)
 
 
 async def _account(ctx: JobContext, rules: Rules) -> str:

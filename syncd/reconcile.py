@@ -174,19 +174,13 @@ def _created_since(obj: dict[str, Any], since: datetime) -> bool:
 async def _by_queries(client: QboClient, since: datetime) -> QboChanges:
     """Beyond CDC's window: every invoice and payment updated since, page by page."""
     stamp = _stamp(since)
-    found: dict[str, list[dict[str, Any]]] = {}
-    for entity in ("Invoice", "Payment"):
-        found[entity], start = [], 1
-        while True:
-            rows = await client.query(
-                f"select * from {entity} where MetaData.LastUpdatedTime >= '{stamp}' "
-                f"startposition {start} maxresults 1000"
-            )
-            page = rows.get(entity, [])
-            found[entity] += page
-            if len(page) < 1000:
-                break
-            start += 1000
+    found = {
+        entity: await client.query_all(
+            f"select * from {entity} where MetaData.LastUpdatedTime >= '{stamp}'",
+            entity,
+        )
+        for entity in ("Invoice", "Payment")
+    }
     return QboChanges(
         invoices={str(o["Id"]): o for o in found["Invoice"]}, payments=found["Payment"]
     )

@@ -84,7 +84,11 @@ _DELETE = object()
         ("data.version", 2**63, "the number 9223372036854775808 is out of range"),
         ("data.exchange_rate", "0", "data.exchange_rate must be above zero"),
         ("data.exchange_rate", 1.1, "data.exchange_rate must be a decimal string"),
-        ("data.created_at", "2026-11-22T10:15:00", "data.created_at must be a time with"),
+        (
+            "data.created_at",
+            "2026-11-22T10:15:00",
+            "data.created_at must be a time with",
+        ),
         ("data.custom_fields", {"po": "x" * 4001}, "data.custom_fields.po must be at"),
         ("data.version", "7", "data.version must be a whole number"),
         ("data.version", -1, "data.version must be a whole number"),

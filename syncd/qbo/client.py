@@ -23,6 +23,7 @@ from syncd.qbo.throttle import RealmLimiter
 
 MINOR_VERSION = "75"
 _ATTEMPTS = 3
+PAGE = 1000  # QBO's MAXRESULTS ceiling
 
 
 class QboClient:
@@ -101,6 +102,22 @@ class QboClient:
             "GET", "query", params={"query": statement}, kind="read"
         )
         return dict(body.get("QueryResponse") or {})
+
+    async def query_all(self, statement: str, entity: str) -> list[dict[str, Any]]:
+        """Every row of a query, page by page: QBO answers at most 1,000 at a time.
+
+        `statement` has no STARTPOSITION/MAXRESULTS of its own (qbo.md §10: a listing
+        that does not page is silently cut short).
+        """
+        rows: list[dict[str, Any]] = []
+        while True:
+            answer = await self.query(
+                f"{statement} startposition {len(rows) + 1} maxresults {PAGE}"
+            )
+            page = list(answer.get(entity, []))
+            rows += page
+            if len(page) < PAGE:
+                return rows
 
     async def cdc(
         self, entities: list[str], changed_since: str

@@ -369,3 +369,27 @@ async def test_a_customer_merged_away_in_qbo_moves_its_link(wired: Setup):
     await wired.state("INV-2", lambda d: d["sync_state"] == "synced")
     [row] = await wired.qbo_rows("select * from Invoice where DocNumber = '1002'")
     assert row["CustomerRef"]["value"] == survivor_id != merged_away
+
+
+async def test_a_contacts_listing_pages_past_1000_invoices(setup: Setup):
+    """Issue 10 §5 (PD8, qbo.md §10): QBO answers 1,000 rows a query; syncd reads them all."""
+    invoice = await _synced_invoice(setup)
+    line = {"DetailType": "SalesItemLineDetail", "Amount": 1,
+            "SalesItemLineDetail": {"ItemRef": invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]}}  # fmt: skip
+    body = {"CustomerRef": invoice["CustomerRef"], "Line": [line]}
+    for start in range(0, 1100, 50):  # 1,100 invoices made by hand in QBO
+        await asyncio.gather(*(
+            setup.qbo.admin("POST", f"realms/{setup.realm}/invoice", body, expect=201)
+            for _ in range(start, start + 50)
+        ))  # fmt: skip
+    day = date.fromisoformat(invoice["TxnDate"])
+    span = {"from": (day - timedelta(days=1)).isoformat(), "to": day.isoformat()}
+    await setup.crm.send("acme", "command.refresh", {"contact_id": "C-9", **span})
+    await setup.crm.wait_for(
+        lambda r: len(setup.crm.on("acme/out/invoice/imported")) >= 1100, timeout=60
+    )
+    await asyncio.sleep(0.5)
+    imported = {
+        m.body["data"]["qbo_id"] for m in setup.crm.on("acme/out/invoice/imported")
+    }
+    assert len(imported) == 1100
