@@ -124,14 +124,20 @@ async def test_outbox_keeps_order_and_forgets_published_rows(tmp_path):
         await store.pending_outbox(1)
 
 
+def _at_version(path, version: int) -> sqlite3.Connection:
+    """A store file as a syncd of schema `version` left it (the rest migrates at open)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for script in MIGRATIONS[:version]:
+        db.executescript(script)
+    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    return db
+
+
 async def test_migration_4_keeps_the_first_tenant_of_a_shared_realm(tmp_path):
     """Issue 9 §6: a store where two tenants held one company keeps only the first."""
     path = tmp_path / "syncd.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    for script in MIGRATIONS[:3]:
-        db.executescript(script)
-    db.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    db = _at_version(path, 3)
     for tenant, realm, at in [
         ("globex", "R1", "2026-11-20T10:00:00+00:00"),  # consented with acme's company
         ("acme", "R1", "2026-11-01T10:00:00+00:00"),
@@ -160,11 +166,7 @@ async def test_migration_4_keeps_the_first_tenant_of_a_shared_realm(tmp_path):
 async def test_migration_6_dates_each_invoice_by_its_first_history_line(tmp_path):
     """HL8: an invoice stored before first_seen_at existed gets its first move's time."""
     path = tmp_path / "syncd.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    for script in MIGRATIONS[:5]:
-        db.executescript(script)
-    db.execute("INSERT INTO meta VALUES ('schema_version', '5')")
+    db = _at_version(path, 5)
     db.execute(
         "INSERT INTO invoices (tenant, invoice_id, status, version, sync_state, data,"
         " updated_at) VALUES ('acme', 'I-1', 'open', 2, 'pending', x'7b7d', ?)",
