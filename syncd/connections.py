@@ -18,7 +18,13 @@ import structlog
 
 from syncd import events
 from syncd.config import Config
-from syncd.exceptions import ConfigError, QboError, QboTransientError, RealmTakenError
+from syncd.exceptions import (
+    ConfigError,
+    ConnectError,
+    QboError,
+    QboTransientError,
+    RealmTakenError,
+)
 from syncd.models import (
     ChangeSet,
     Connection,
@@ -105,14 +111,6 @@ async def _patiently(read: Callable[[], Awaitable[_T]]) -> _T:
             await asyncio.sleep(delay)
             delay = min(delay * 2, SETTINGS_PAUSE_CAP)
     return await read()
-
-
-class ConnectError(Exception):
-    """A connect or callback that cannot go on; `reason` is for the admin."""
-
-    def __init__(self, reason: str, status: int = 400) -> None:
-        super().__init__(reason)
-        self.reason, self.status = reason, status
 
 
 def _taken(realm_id: str, tenant: str, holder: str | None) -> ConnectError:

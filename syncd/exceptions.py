@@ -5,6 +5,8 @@ SyncdError                  base; never raised itself
 ├── InvalidMessageError     an inbound message fails validation: refuse, never retry
 ├── StoreError              the store cannot be used: pause, or exit at start
 ├── RealmTakenError         a QBO company is already another tenant's: refuse
+├── ConnectError            an OAuth connect or callback cannot go on: tell the admin
+├── ResolveError            what an invoice names is not in QBO and may not be created
 └── QboError                raised only by syncd.qbo; .code and .detail from QBO
     ├── QboTransientError   network, timeout, 5xx, 429 (.retry_after): retry later
     ├── QboAuthError        refresh refused / grant revoked: pause the realm, reconnect
@@ -47,6 +49,18 @@ class RealmTakenError(SyncdError):
     def __init__(self, realm_id: str) -> None:
         super().__init__(f"QBO company {realm_id} is connected to another tenant")
         self.realm_id = realm_id
+
+
+class ConnectError(SyncdError):
+    """A connect or callback that cannot go on; `reason` is for the admin, `status` HTTP."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+class ResolveError(SyncdError):
+    """What the invoice names cannot be found in QBO and may not be created."""
 
 
 class QboError(SyncdError):

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import structlog
 
-from syncd import events, qbo_news
+from syncd import events, failures, qbo_news
 from syncd.exceptions import QboError
 from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice, SyncState
 from syncd.push import qbo_status
@@ -295,13 +295,11 @@ class InboundWorker(LoopWorker):
             return
         refusal = machine.rules.explain_refusal(source, target)
         reason = f"QBO {event}: {refusal} (or change [qbo_events] {event})"
-        changes.failures.append(Failure(
+        failure = Failure(
             tenant=inv.tenant, invoice_id=inv.invoice_id, operation="qbo_event",
             code="move_refused", message=reason, event_id=None, at=now,
-        ))  # fmt: skip
-        data = {"invoice_id": inv.invoice_id, "operation": "qbo_event", "code": "move_refused",
-                "message": reason, "attempts": 1, "retryable": False}  # fmt: skip
-        changes.outbox.append(events.sync_failed(self._prefix, inv.tenant, data, now))
+        )  # fmt: skip
+        failures.report(changes, self._prefix, failure)
         log.warning("qbo_event_refused", qbo_event=event, reason=reason)
 
     async def _payment_received(

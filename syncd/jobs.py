@@ -15,12 +15,11 @@ from typing import Any
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from syncd import events
-from syncd.exceptions import QboAuthError, QboError, QboTransientError
+from syncd import events, failures
+from syncd.exceptions import QboAuthError, QboError, QboTransientError, ResolveError
 from syncd.models import ChangeSet, Failure, Invoice, Job, JobStatus, SyncState
 from syncd.push import HANDLERS, JobContext
 from syncd.push_payments import push_customer, push_payment, push_receipt
-from syncd.resolve import ResolveError
 from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
@@ -199,24 +198,19 @@ class JobWorker(LoopWorker):
         """A failure record and an `…/out/sync/failed` message (HS2)."""
         inv = ctx.invoice
         inv.sync_state, inv.error = SyncState.FAILED, message
-        ctx.changes.failures.append(Failure(
-            tenant=ctx.job.tenant, invoice_id=inv.invoice_id, operation=ctx.job.kind, code=code,
-            message=message, event_id=None, at=self._clock(), attempts=ctx.job.attempts,
-            retryable=retryable,
-        ))  # fmt: skip
-        self._say(ctx, code, message, retryable=retryable)
+        self._say(ctx, code, message, retryable=retryable, record=True)
         log.error("job_failed", code=code, error=message)
 
     def _say(
-        self, ctx: JobContext, code: str, message: str, *, retryable: bool
-    ) -> None:
-        data: dict[str, Any] = {
-            "invoice_id": ctx.invoice.invoice_id, "operation": ctx.job.kind, "code": code,
-            "message": message, "attempts": ctx.job.attempts, "retryable": retryable,
-        }  # fmt: skip
-        ctx.changes.outbox.append(
-            events.sync_failed(self._prefix, ctx.job.tenant, data, self._clock())
-        )
+        self, ctx: JobContext, code: str, message: str, *, retryable: bool,
+        record: bool = False,
+    ) -> None:  # fmt: skip
+        failure = Failure(
+            tenant=ctx.job.tenant, invoice_id=ctx.invoice.invoice_id, operation=ctx.job.kind,
+            code=code, message=message, event_id=None, at=self._clock(),
+            attempts=ctx.job.attempts, retryable=retryable,
+        )  # fmt: skip
+        failures.report(ctx.changes, self._prefix, failure, record=record)
 
     def _finish(
         self, job: Job, changes: ChangeSet, status: JobStatus, error: str | None

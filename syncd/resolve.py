@@ -10,15 +10,11 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from syncd.exceptions import QboRejectedError
+from syncd.exceptions import QboRejectedError, ResolveError
 from syncd.models import ChangeSet, Link
 from syncd.qbo import QboClient
 from syncd.rules import Rules
 from syncd.store.sqlite import SqliteStore
-
-
-class ResolveError(Exception):
-    """What the invoice names cannot be found and may not be created."""
 
 
 def request_id(*parts: str) -> str:

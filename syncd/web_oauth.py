@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from syncd.connections import ConnectError, Connections
-from syncd.exceptions import ConfigError, QboError
+from syncd.connections import Connections
+from syncd.exceptions import ConfigError, ConnectError, QboError
 
 CONNECTIONS = web.AppKey("connections", Connections)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
