@@ -180,7 +180,7 @@ class InboundWorker(LoopWorker):
         changes: ChangeSet,
     ) -> None:
         machine = self._rulebook.machine(tenant)
-        if machine is None or not machine.rules.reviews.get("on_first_payment", False):
+        if machine is None or not machine.rules.reviews.on_first_payment:
             return
         key = f"first-payment:{payment['CustomerRef']['value']}"
         if qbo_news.first_time(key, realm, fresh, changes):

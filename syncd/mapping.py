@@ -107,12 +107,8 @@ def _line(line: dict[str, Any], rules: Rules, resolved: Resolved) -> dict[str, A
 
 
 def _tax_code(crm_tax: Any, rules: Rules, resolved: Resolved) -> str:
-    mapping: dict[str, str] = dict(rules.taxes.get("map", {}))
-    wanted = (
-        mapping.get(str(crm_tax), str(rules.taxes.get("default", "NON")))
-        if crm_tax
-        else str(rules.taxes.get("default", "NON"))
-    )
+    taxes = rules.taxes
+    wanted = taxes.map.get(str(crm_tax), taxes.default) if crm_tax else taxes.default
     return resolved.tax_codes.get(wanted, wanted)
 
 
@@ -134,12 +130,12 @@ def _taxes(
     """
     taxes = rules.taxes
     if discount is not None:
-        body["ApplyTaxAfterDiscount"] = bool(taxes.get("after_discount", True))
-    method = str(taxes.get("method", "auto"))
+        body["ApplyTaxAfterDiscount"] = taxes.after_discount
+    method = taxes.method
     if method == "auto":
         method = "override" if resolved.automated_tax else "codes"
     detail: dict[str, Any] = {}
-    code = str(taxes.get("code") or "")
+    code = taxes.code
     if code:
         detail["TxnTaxCodeRef"] = {"value": resolved.tax_codes.get(code, code)}
     if method == "override":
@@ -192,17 +188,16 @@ def _dates(body: dict[str, Any], data: dict[str, Any], rules: Rules) -> None:
     if data.get("due_date"):
         body["DueDate"] = data["due_date"]
     elif issue:
-        days = int(rules.fields.get("due_days", 30))
+        days = rules.fields.due_days
         body["DueDate"] = (date.fromisoformat(issue) + timedelta(days=days)).isoformat()
 
 
 def _custom_fields(
     data: dict[str, Any], rules: Rules, resolved: Resolved
 ) -> list[dict[str, Any]]:
-    mapping: dict[str, str] = dict(rules.fields.get("custom", {}))
     values = data.get("custom_fields") or {}
     out = []
-    for crm_name, qbo_name in mapping.items():
+    for crm_name, qbo_name in rules.fields.custom.items():
         if crm_name in values:
             entry = {
                 "Name": qbo_name,

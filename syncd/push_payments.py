@@ -70,7 +70,7 @@ async def push_receipt(ctx: JobContext) -> None:
     pay, tenant = ctx.job.payload, ctx.job.tenant
     # HL3/HL4: a payment's customer is matched (or created) by e-mail
     by_email = dataclasses.replace(
-        ctx.rules, customers={**ctx.rules.customers, "match": "email"}
+        ctx.rules, customers=dataclasses.replace(ctx.rules.customers, match="email")
     )
     customer_id = await resolve.customer(
         ctx.client, ctx.store, tenant, by_email, pay["customer"], ctx.changes
@@ -117,7 +117,7 @@ async def _already_written(
 
 async def _account(ctx: JobContext, rules: Rules) -> str:
     """The deposit account (RO4), by name or Id."""
-    wanted = str(rules.payments.get("deposit_account", "Undeposited Funds"))
+    wanted = rules.payments.deposit_account
     return await resolve.account_id(
         ctx.client, ctx.connection.preferences.get("accounts", {}), wanted
     )

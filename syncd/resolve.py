@@ -53,7 +53,7 @@ async def customer(
 
 
 async def _match(client: QboClient, rules: Rules, name: str, email: str) -> str | None:
-    strategy = rules.customers.get("match", "display_name")
+    strategy = rules.customers.match
     if strategy in ("display_name", "display_name_then_email") and name:
         rows = await client.query(
             f"select * from Customer where DisplayName = {quote(name)}"
@@ -77,7 +77,7 @@ async def _create_customer(
     name: str,
     key: str,
 ) -> str:
-    if not rules.customers.get("create_missing", True):
+    if not rules.customers.create_missing:
         raise ResolveError(
             f"no QBO customer matches {name!r} and create_missing is off"
         )
@@ -143,11 +143,11 @@ async def account_id(client: QboClient, known: Mapping[str, str], wanted: str) -
 async def _create_item(
     client: QboClient, tenant: str, rules: Rules, name: str, accounts: Mapping[str, str]
 ) -> str:
-    if rules.items.get("on_missing", "create") == "fail":
+    if rules.items.on_missing == "fail":
         raise ResolveError(
             f'QBO has no item named {name!r} and [items] on_missing = "fail" (PD3)'
         )
-    account = str(rules.items.get("income_account", "Services"))
+    account = rules.items.income_account
     body = {
         "Name": name[:100],
         "Type": "Service",

@@ -39,6 +39,56 @@ class SyncRules:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CustomerRules:
+    """How CRM contacts become QBO customers (OD7, HL4, PD5)."""
+
+    match: str = "display_name"  # or "email", "display_name_then_email"
+    create_missing: bool = True
+    push_updates: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemRules:
+    """How line items find QBO items (OD3, PD3, OD2)."""
+
+    on_missing: str = "create"  # or "fail"
+    income_account: str = "Services"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaxRules:
+    """Tax codes and how QBO's tax meets the CRM's (RO5, HL6, HL7)."""
+
+    default: str = "NON"
+    map: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    code: str = ""
+    after_discount: bool = True
+    method: str = "auto"  # or "codes", "override"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRules:
+    """Where QBO payments are deposited (RO4)."""
+
+    deposit_account: str = "Undeposited Funds"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldRules:
+    """Due dates and custom fields (PD2, HS9)."""
+
+    due_days: int = 30
+    custom: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewRules:
+    """Review requests (HL2)."""
+
+    on_first_payment: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rules:
     """One tenant's validated rules."""
 
@@ -49,12 +99,12 @@ class Rules:
     moves: Mapping[str, tuple[str, ...]]
     sync: SyncRules = field(default_factory=SyncRules)
     qbo_events: Mapping[str, str] = field(default_factory=dict)
-    customers: Mapping[str, Any] = field(default_factory=dict)
-    items: Mapping[str, Any] = field(default_factory=dict)
-    taxes: Mapping[str, Any] = field(default_factory=dict)
-    payments: Mapping[str, Any] = field(default_factory=dict)
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    reviews: Mapping[str, Any] = field(default_factory=dict)
+    customers: CustomerRules = field(default_factory=CustomerRules)
+    items: ItemRules = field(default_factory=ItemRules)
+    taxes: TaxRules = field(default_factory=TaxRules)
+    payments: PaymentRules = field(default_factory=PaymentRules)
+    fields: FieldRules = field(default_factory=FieldRules)
+    reviews: ReviewRules = field(default_factory=ReviewRules)
 
     def allows(self, source: str, dest: str) -> bool:
         """Tell whether the rules allow the move `source` → `dest`."""
@@ -187,49 +237,51 @@ def _qbo_events(
     return events
 
 
-def _plain_sections(
-    r: TableReader, data: dict[str, Any]
-) -> dict[str, Mapping[str, Any]]:
-    """Sections later features read; their keys and types are checked here."""
+def _plain_sections(r: TableReader, data: dict[str, Any]) -> dict[str, Any]:
+    """Sections later features read; their keys and types are checked here.
+
+    The defaults are the dataclasses' own: one place for each.
+    """
     c = r.sub(data, "", "customers", {"match", "create_missing", "push_updates"})
     i = r.sub(data, "", "items", {"on_missing", "income_account"})
     t = r.sub(data, "", "taxes", {"default", "map", "code", "after_discount", "method"})
     p = r.sub(data, "", "payments", {"deposit_account"})
     f = r.sub(data, "", "fields", {"due_days", "custom"})
     v = r.sub(data, "", "reviews", {"on_first_payment"})
-    sections: dict[str, dict[str, Any]] = {
-        "customers": {
-            "match": r.text(c, "customers", "match", "display_name", _MATCH),
-            "create_missing": r.flag(c, "customers", "create_missing", True),
-            "push_updates": r.flag(c, "customers", "push_updates", False),
-        },
-        "items": {
-            "on_missing": r.text(
-                i, "items", "on_missing", "create", ("create", "fail")
+    cd, idf, td = CustomerRules(), ItemRules(), TaxRules()
+    pd, fd, vd = PaymentRules(), FieldRules(), ReviewRules()
+    return {
+        "customers": CustomerRules(
+            match=r.text(c, "customers", "match", cd.match, _MATCH),
+            create_missing=r.flag(c, "customers", "create_missing", cd.create_missing),
+            push_updates=r.flag(c, "customers", "push_updates", cd.push_updates),
+        ),
+        "items": ItemRules(
+            on_missing=r.text(
+                i, "items", "on_missing", idf.on_missing, ("create", "fail")
             ),
-            "income_account": r.text(i, "items", "income_account", "Services"),
-        },
-        "taxes": {
-            "default": r.text(t, "taxes", "default", "NON"),
-            "map": r.text_map(t, "taxes", "map"),
-            "code": r.text(t, "taxes", "code", ""),
-            "after_discount": r.flag(t, "taxes", "after_discount", True),
-            "method": r.text(t, "taxes", "method", "auto", _TAX_METHODS),
-        },
-        "payments": {
-            "deposit_account": r.text(
-                p, "payments", "deposit_account", "Undeposited Funds"
+            income_account=r.text(i, "items", "income_account", idf.income_account),
+        ),
+        "taxes": TaxRules(
+            default=r.text(t, "taxes", "default", td.default),
+            map=MappingProxyType(r.text_map(t, "taxes", "map")),
+            code=r.text(t, "taxes", "code", td.code),
+            after_discount=r.flag(t, "taxes", "after_discount", td.after_discount),
+            method=r.text(t, "taxes", "method", td.method, _TAX_METHODS),
+        ),
+        "payments": PaymentRules(
+            deposit_account=r.text(p, "payments", "deposit_account", pd.deposit_account)
+        ),
+        "fields": FieldRules(
+            due_days=r.integer(f, "fields", "due_days", fd.due_days),
+            custom=MappingProxyType(r.text_map(f, "fields", "custom")),
+        ),
+        "reviews": ReviewRules(
+            on_first_payment=r.flag(
+                v, "reviews", "on_first_payment", vd.on_first_payment
             )
-        },
-        "fields": {
-            "due_days": r.integer(f, "fields", "due_days", 30),
-            "custom": r.text_map(f, "fields", "custom"),
-        },
-        "reviews": {
-            "on_first_payment": r.flag(v, "reviews", "on_first_payment", False)
-        },
+        ),
     }
-    return {name: MappingProxyType(value) for name, value in sections.items()}
 
 
 def _check_reachable(r: TableReader, rules: Rules) -> None:

@@ -209,7 +209,7 @@ def apply_link(ctx: Context) -> None:
 def apply_contact(ctx: Context) -> None:
     """`contact.upserted`: push changed details to QBO when the rules allow (PD5)."""
     data, tenant = ctx.envelope.data, ctx.envelope.tenant
-    if not ctx.machine.rules.customers.get("push_updates", False):
+    if not ctx.machine.rules.customers.push_updates:
         _ledger(ctx, Outcome.IGNORED, "[customers] push_updates is off")
         return
     target = f"contact:{data['contact_id']}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ RESOLVED = Resolved(
 
 
 def _rules(**taxes: Any):
-    return replace(RULES, taxes=MappingProxyType({**RULES.taxes, **taxes}))
+    return replace(RULES, taxes=replace(RULES.taxes, **taxes))
 
 
 def _data(**extra: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from syncd.exceptions import ConfigError
-from syncd.rules import load_rules, parse_rules
+from syncd.rules import CustomerRules, TaxRules, load_rules, parse_rules
 
 DEFAULT = Path(__file__).resolve().parent.parent / "rules" / "default.toml"
 
@@ -181,3 +181,25 @@ def test_refusal_explains_what_to_change():
     assert "open, deleted" in text
     assert "[moves] draft" in text
     assert "final" in rules.explain_refusal("voided", "open")
+
+
+def test_absent_sections_take_their_dataclass_defaults():
+    """One place for each default: a section left out is its dataclass's defaults."""
+    data = _default()
+    for section in ("customers", "items", "taxes", "payments", "fields", "reviews"):
+        data.pop(section, None)
+    rules = parse_rules(data, "t.toml")
+    assert rules.customers == CustomerRules()
+    assert rules.taxes == TaxRules()
+    assert (rules.items.on_missing, rules.payments.deposit_account) == (
+        "create",
+        "Undeposited Funds",
+    )
+    assert (rules.fields.due_days, dict(rules.fields.custom)) == (30, {})
+    data["taxes"] = {"method": "override", "map": {"VAT20": "TAX"}}
+    taxes = parse_rules(data, "t.toml").taxes
+    assert (taxes.method, dict(taxes.map), taxes.after_discount) == (
+        "override",
+        {"VAT20": "TAX"},
+        True,
+    )
