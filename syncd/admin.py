@@ -6,7 +6,6 @@ the PDF is QBO's own (HS8). Every route needs the admin token (web_oauth.admin_a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -116,7 +115,7 @@ async def retry_failure(request: web.Request) -> web.Response:
             },
             status=409,
         )
-    now = datetime.now(UTC)
+    now = daemon.clock()
     async with daemon.store.write_lock:
         inv = await daemon.store.invoice(tenant, failure.invoice_id)
         changes = ChangeSet(jobs=[Job(tenant=tenant, invoice_id=failure.invoice_id,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
 import structlog
 
 from syncd import events
+from syncd.clock import Clock
 from syncd.config import Config
 from syncd.exceptions import (
     ConfigError,
@@ -126,8 +127,8 @@ def _taken(realm_id: str, tenant: str, holder: str | None) -> ConnectError:
 class Connections:
     """Builds and caches each connected tenant's QboClient."""
 
-    def __init__(self, config: Config, store: SqliteStore) -> None:
-        self._config, self._store = config, store
+    def __init__(self, config: Config, store: SqliteStore, clock: Clock) -> None:
+        self._config, self._store, self._clock = config, store, clock
         self._session: aiohttp.ClientSession | None = None
         self.endpoints = Endpoints.for_environment(
             config.qbo.environment, config.qbo.base_url
@@ -179,13 +180,13 @@ class Connections:
         if tenant not in self._config.tenants:
             raise ConnectError(f"tenant {tenant!r} is not served by this syncd", 404)
         state = secrets.token_urlsafe(24)
-        await self._store.new_state(state, tenant, force, datetime.now(UTC), STATE_TTL)
+        await self._store.new_state(state, tenant, force, self._clock(), STATE_TTL)
         return authorize_url(self.endpoints, self.app, state)
 
     async def finish(self, params: dict[str, str]) -> Connection:
         """The callback: check the state, trade the code, keep or refuse the realm."""
         taken = await self._store.take_state(params.get("state", ""))
-        if taken is None or taken[2] < datetime.now(UTC) - STATE_TTL:
+        if taken is None or taken[2] < self._clock() - STATE_TTL:
             raise ConnectError(
                 "unknown or expired state: start again from /oauth/connect"
             )
@@ -200,7 +201,7 @@ class Connections:
             self._http, self.endpoints, self.app, params["code"]
         )
         conn = Connection(tenant=tenant, realm_id=realm_id, status="connected", token=token,
-                          connected_at=datetime.now(UTC))  # fmt: skip
+                          connected_at=self._clock())  # fmt: skip
         try:
             await self._store.save_connection(conn)
         except RealmTakenError as exc:  # taken between the check and now
@@ -216,7 +217,7 @@ class Connections:
             await self._store.set_connection_status(tenant, "connected", conn.error)
             log.warning("qbo_settings_deferred", tenant=tenant, error=exc.message)
         self._forget(tenant)  # the client cached while reading them holds none
-        await self._store.jobs_due_now(tenant, datetime.now(UTC))
+        await self._store.jobs_due_now(tenant, self._clock())
         self.on_connected()
         log.info("qbo_connected", tenant=tenant, realm=realm_id)
         return conn
@@ -258,7 +259,7 @@ class Connections:
             if old is None and not await self._store.remembers_references(tenant):
                 await self._store.commit(changes)  # a first connection
                 return
-            now = datetime.now(UTC)
+            now = self._clock()
             queued = {j.invoice_id for j in await self._store.jobs(tenant)
                       if j.status is JobStatus.PENDING}  # fmt: skip
             for invoice in await self._store.linked_invoices_of(tenant):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from datetime import UTC, datetime
 
 import structlog
 
+from syncd.clock import Clock, utc_now
 from syncd.config import Config, reload_rules
 from syncd.connections import Connections
 from syncd.exceptions import ConfigError
@@ -26,39 +26,37 @@ from syncd.store.sqlite import SqliteStore
 log = structlog.get_logger(__name__)
 
 
-def utc_now() -> datetime:
-    """Return the current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
 class Daemon:
     """Store, rules, inbox, MQTT link and publisher of one syncd process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Clock = utc_now) -> None:
         self.config = config
+        self.clock = clock
         key = config.secrets.get("SECRET_KEY")
         self.store = SqliteStore(
             config.store_path, Cipher(key) if key else None, check=config.store_check
         )
-        self.connections = Connections(config, self.store)
+        self.connections = Connections(config, self.store, self.clock)
         self.rulebook = RuleBook({t.id: t.rules for t in config.tenants.values()})
         self.inbox = Inbox(
             self.store,
             self.rulebook,
             prefix=config.mqtt.topic_prefix,
             max_payload_bytes=config.mqtt.max_payload_bytes,
-            clock=utc_now,
+            clock=self.clock,
         )
-        self.link = MqttLink(config.mqtt, config.secrets, self._on_batch)
-        self.publisher = Publisher(self.store, self.link, config.mqtt.topic_prefix)
+        self.link = MqttLink(config.mqtt, config.secrets, self._on_batch, self.clock)
+        self.publisher = Publisher(
+            self.store, self.link, config.mqtt.topic_prefix, self.clock
+        )
         self.jobs = JobWorker(self.store, self.connections, self.rulebook,
-                              prefix=config.mqtt.topic_prefix, clock=utc_now,
+                              prefix=config.mqtt.topic_prefix, clock=self.clock,
                               on_commit=self.publisher.wake)  # fmt: skip
         self.inbound = InboundWorker(self.store, self.connections, self.rulebook,
-                                     prefix=config.mqtt.topic_prefix, clock=utc_now,
+                                     prefix=config.mqtt.topic_prefix, clock=self.clock,
                                      on_commit=self.publisher.wake)  # fmt: skip
         self.reconciler = Reconciler(config, self.store, self.connections, self.inbound,
-                                     utc_now, self.publisher.wake)  # fmt: skip
+                                     self.clock, self.publisher.wake)  # fmt: skip
         self.connections.on_connected = self.jobs.wake
         self.connections.on_published = self.publisher.wake
         self._tasks: list[asyncio.Task[None]] = []

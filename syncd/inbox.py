@@ -15,7 +15,6 @@ pauses intake and tries again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +22,7 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from syncd import envelope, events, sync
+from syncd.clock import Clock
 from syncd.const import TENANT_ID_RE
 from syncd.exceptions import InvalidMessageError, StoreError
 from syncd.models import (
@@ -39,9 +39,6 @@ from syncd.rulebook import RuleBook
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
-
-
-Clock = Callable[[], datetime]
 
 
 class Inbox:

@@ -15,7 +15,6 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
@@ -25,6 +24,7 @@ from paho.mqtt import properties as paho_properties
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from syncd.clock import Clock
 from syncd.config import MqttConfig, Secrets
 from syncd.const import TOPIC_STATUS
 from syncd.exceptions import StoreError
@@ -69,9 +69,9 @@ class MqttLink:
     """Owns the broker connection: intake into a batch handler, and publishing."""
 
     def __init__(
-        self, config: MqttConfig, secrets: Secrets, handler: BatchHandler
+        self, config: MqttConfig, secrets: Secrets, handler: BatchHandler, clock: Clock
     ) -> None:
-        self._config = config
+        self._config, self._clock = config, clock
         self._secrets = secrets
         self._handler = handler
         self._client: aiomqtt.Client | None = None
@@ -243,7 +243,7 @@ class MqttLink:
     async def _process(
         self, client: aiomqtt.Client, batch: list[aiomqtt.Message]
     ) -> None:
-        now = datetime.now(UTC)
+        now = self._clock()
         raw = [
             RawMessage(topic=m.topic.value, payload=_bytes(m.payload), received_at=now)
             for m in batch

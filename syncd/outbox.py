@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 import structlog
 
+from syncd.clock import Clock
 from syncd.exceptions import StoreError
 from syncd.models import ChangeSet, Failure, OutboxRow
 from syncd.mqtt import Published
@@ -44,8 +45,8 @@ class Link(Protocol):
 class Publisher:
     """Publishes the outbox whenever woken, or every second as a safety net."""
 
-    def __init__(self, store: Store, link: Link, prefix: str) -> None:
-        self._store = store
+    def __init__(self, store: Store, link: Link, prefix: str, clock: Clock) -> None:
+        self._store, self._clock = store, clock
         self._link = link
         self._prefix = prefix
         self._strikes: tuple[int, int] = (0, 0)  # (seq, times the link fell with it)
@@ -114,7 +115,7 @@ class Publisher:
             if done:
                 await self._store.outbox_done(done)
             return
-        now = datetime.now(UTC)
+        now = self._clock()
         changes = ChangeSet(outbox_done=[*done, *parked])
         for row in rows:
             if row.seq in parked:

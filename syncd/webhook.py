@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import structlog
 from aiohttp import web
 
@@ -34,7 +32,7 @@ async def receive(request: web.Request) -> web.Response:
         reason = f"not a QBO notification ({type(exc).__name__})"
         log.warning("webhook_unreadable", reason=reason, size=len(body))
         return web.json_response({"error": reason}, status=400)
-    await daemon.store.store_inbound(body, datetime.now(UTC))
+    await daemon.store.store_inbound(body, daemon.clock())
     daemon.inbound.wake()
     log.info("webhook_received", notifications=len(notes))
     return web.Response(status=200)
