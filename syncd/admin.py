@@ -118,8 +118,10 @@ async def retry_failure(request: web.Request) -> web.Response:
     now = daemon.clock()
     async with daemon.store.write_lock:
         inv = await daemon.store.invoice(tenant, failure.invoice_id)
-        changes = ChangeSet(jobs=[Job(tenant=tenant, invoice_id=failure.invoice_id,
-                                      kind=failure.operation, next_attempt_at=now)])  # fmt: skip
+        job = Job(tenant=tenant, invoice_id=failure.invoice_id, kind=failure.operation,
+                  next_attempt_at=now)  # fmt: skip
+        # the job and the failure's resolution in one transaction: never one without the other
+        changes = ChangeSet(jobs=[job], resolved=[(tenant, int(wanted), now)])
         if inv is not None:
             inv.sync_state, inv.error = (
                 SyncState.PENDING,
@@ -133,7 +135,6 @@ async def retry_failure(request: web.Request) -> web.Response:
                 events.sync_state(daemon.config.mqtt.topic_prefix, inv, now, None)
             )
         await daemon.store.commit(changes)
-        await daemon.store.resolve_failure(tenant, int(wanted), now)
     daemon.jobs.wake()
     daemon.publisher.wake()
     return web.json_response(

@@ -207,6 +207,8 @@ class ChangeSet:
     )  # e.g. a CRM's refresh request
     inbound_events: list[tuple[str, str]] = field(default_factory=list)
     outbox_done: list[int] = field(default_factory=list)  # published, or parked
+    # failures handled (retried, or fixed by the admin): (tenant, failure id, when)
+    resolved: list[tuple[str, int, datetime]] = field(default_factory=list)
     # tenant → (the QBO company its references now belong to, with it since when);
     # the tenant's links are forgotten
     books: dict[str, tuple[str, datetime]] = field(default_factory=dict)
@@ -225,6 +227,7 @@ class ChangeSet:
         self.inbound_events += other.inbound_events
         self.outbox_done += other.outbox_done
         self.books.update(other.books)
+        self.resolved += other.resolved
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

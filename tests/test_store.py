@@ -10,8 +10,10 @@ import pytest
 from syncd.exceptions import StoreError
 from syncd.models import (
     ChangeSet,
+    Failure,
     HistoryEntry,
     Invoice,
+    Job,
     LedgerEntry,
     Outbound,
     Outcome,
@@ -185,5 +187,26 @@ async def test_migration_6_dates_each_invoice_by_its_first_history_line(tmp_path
         invoice = await store.invoice("acme", "I-1")
         assert invoice is not None
         assert invoice.first_seen_at == datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    finally:
+        await store.close()
+
+
+async def test_a_failure_is_resolved_in_the_same_commit_as_its_retry(tmp_path):
+    """Issue 11: the admin's retry queues the job and resolves the failure at once."""
+    store = SqliteStore(tmp_path / "syncd.db")
+    await store.open()
+    try:
+        failure = Failure(tenant="acme", invoice_id="I-1", operation="invoice.push",
+                          code="6000", message="refused", event_id=None, at=NOW)  # fmt: skip
+        await store.commit(ChangeSet(failures=[failure]))
+        [stored] = await store.failures("acme")
+        assert stored.id is not None and stored.resolved_at is None
+        job = Job(
+            tenant="acme", invoice_id="I-1", kind="invoice.push", next_attempt_at=NOW
+        )
+        await store.commit(ChangeSet(jobs=[job], resolved=[("acme", stored.id, NOW)]))
+        [after] = await store.failures("acme")
+        assert after.resolved_at == NOW
+        assert [j.kind for j in await store.jobs("acme")] == ["invoice.push"]
     finally:
         await store.close()

@@ -199,6 +199,10 @@ class SqliteStore(QboTables):
             await db.executemany(
                 "DELETE FROM outbox WHERE seq = ?", [(s,) for s in changes.outbox_done]
             )
+            await db.executemany(
+                "UPDATE failures SET resolved_at = ? WHERE tenant = ? AND seq = ?",
+                [(at.isoformat(), t, seq) for t, seq, at in changes.resolved],
+            )
             for tenant, (realm_id, since) in changes.books.items():
                 await db.execute("DELETE FROM links WHERE tenant = ?", (tenant,))
                 await db.execute(
@@ -277,16 +281,6 @@ class SqliteStore(QboTables):
             )
             for seq, i, o, c, m, n, r, e, a, done in rows
         ]
-
-    async def resolve_failure(
-        self, tenant: str, failure_id: int, now: datetime
-    ) -> None:
-        """Mark a failure handled (retried, or fixed by the admin)."""
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE failures SET resolved_at = ? WHERE tenant = ? AND seq = ?",
-                (now.isoformat(), tenant, failure_id),
-            )
 
     async def invoices(
         self, tenant: str, sync_state: str | None = None
