@@ -21,7 +21,7 @@ import orjson
 import structlog
 
 from syncd import events, failures, qbo_news
-from syncd.exceptions import QboError
+from syncd.exceptions import QboAuthError, QboError
 from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice, SyncState
 from syncd.push import qbo_status
 from syncd.qbo import QboClient, webhooks
@@ -50,23 +50,49 @@ class InboundWorker(LoopWorker):
                 continue
             for note in webhooks.parse(body):
                 by_realm.setdefault(note.realm_id, []).append(note)
+        # one tenant's trouble never holds up the others: what cannot be done now is
+        # stored again (behind what came since) and the rest is committed
         changes = ChangeSet(inbound_done=[seq for seq, _ in pending])
+        done = 0
         for request in refreshes:
-            if not await self._refresh(request, changes):
-                return 0
+            if await self._refresh(request, changes):
+                done += 1
+            else:
+                changes.inbound_new.append(orjson.dumps({"syncdRefresh": request}))
         for realm, notes in by_realm.items():
-            if not await self._realm(realm, notes, changes):
-                return 0  # QBO not reachable now: the bodies stay stored, tried again later
+            if await self._isolated(realm, notes, changes):
+                done += 1
+            else:
+                changes.inbound_new.append(webhooks.legacy_body(realm, notes))
         await self._store.commit(changes)
         self._on_commit()
-        return len(pending)
+        return done
+
+    async def _isolated(
+        self, realm: str, notes: list[webhooks.Notification], changes: ChangeSet
+    ) -> bool:
+        """One realm's notifications, applied whole or not at all.
+
+        An unexpected failure is logged and the notifications dropped: the
+        reconciliation pass (CDC) brings what they said.
+        """
+        part = ChangeSet()
+        try:
+            handled = await self._realm(realm, notes, part)
+        except Exception:
+            log.exception("inbound_realm_failed", realm=realm, notifications=len(notes))
+            return True
+        if handled:
+            changes.merge(part)
+        return handled
 
     async def _refresh(self, request: dict[str, Any], changes: ChangeSet) -> bool:
         """A CRM's `command.refresh`: one invoice, or a contact's invoices in a range."""
         tenant = request["tenant"]
         client = await self._connections.client(tenant)
         if client is None:
-            return False
+            log.warning("refresh_not_connected", tenant=tenant)
+            return True  # nothing to refresh from
         found = QboChanges()
         try:
             if "invoice_qbo_id" in request:
@@ -109,16 +135,25 @@ class InboundWorker(LoopWorker):
             return True  # no tenant holds it: logged and dropped
         fresh = await self._store.new_events(realm, [n.key for n in notes])
         notes = [n for n in notes if n.key in fresh]
-        changes.inbound_events += [(realm, n.key) for n in notes]
+        if not notes:
+            return True
         client = await self._connections.client(tenant)
-        if client is None or not notes:
-            return client is not None or not notes
-        await self._merges(tenant, notes, changes)
+        if client is None:
+            # not connected (or to be reconnected): reconciliation catches up after
+            log.warning(
+                "webhook_tenant_not_connected", tenant=tenant, notifications=len(notes)
+            )
+            return True
         try:
             found = await self._fetch(client, notes)
+        except QboAuthError as exc:
+            await self._connections.needs_reconnect(tenant, exc.message)
+            return True
         except QboError as exc:
             log.warning("inbound_fetch_failed", tenant=tenant, error=exc.message)
-            return False
+            return False  # stored again: tried after what came since
+        changes.inbound_events += [(realm, n.key) for n in notes]
+        await self._merges(tenant, notes, changes)
         async with self._store.write_lock:
             await self.apply(tenant, realm, found, changes)
         return True

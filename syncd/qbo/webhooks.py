@@ -40,6 +40,23 @@ def verify(body: bytes, signature: str | None, verifier: str) -> bool:
     return hmac.compare_digest(expected, signature.strip().encode())
 
 
+def legacy_body(realm_id: str, notes: list[Notification]) -> bytes:
+    """One realm's notifications as an `eventNotifications` body (to store them again)."""
+    entities = []
+    for n in notes:
+        entity = {
+            "name": n.entity,
+            "id": n.id,
+            "operation": n.operation,
+            "lastUpdated": n.at,
+        }
+        if n.deleted_id:
+            entity["deletedId"] = n.deleted_id
+        entities.append(entity)
+    note = {"realmId": realm_id, "dataChangeEvent": {"entities": entities}}
+    return simplejson.dumps({"eventNotifications": [note]}).encode()
+
+
 def parse(body: bytes) -> list[Notification]:
     """Legacy `eventNotifications` or a CloudEvents array; ValueError when neither."""
     data = simplejson.loads(body)

@@ -19,7 +19,7 @@ from tests.integration.test_connect import connect
 from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
 from tests.sandbox_process import VERIFIER, Connection, SandboxProcess
-from tests.syncd_process import QBO_ENV, RULES, SyncdProcess, write_config
+from tests.syncd_process import ADMIN, QBO_ENV, RULES, SyncdProcess, write_config
 
 
 @pytest.fixture(params=["legacy", "cloudevents"])
@@ -393,3 +393,55 @@ async def test_a_contacts_listing_pages_past_1000_invoices(setup: Setup):
         m.body["data"]["qbo_id"] for m in setup.crm.on("acme/out/invoice/imported")
     }
     assert len(imported) == 1100
+
+
+async def test_one_tenants_trouble_never_holds_up_anothers_webhooks(
+    tmp_path, broker, http
+):
+    """Issue 9's principle on the QBO side: acme's revoked grant must not stop globex.
+
+    Before, a webhook batch that could not be fetched for one realm was retried whole,
+    forever: no tenant's QBO change reached its CRM again.
+    """
+    sandbox = SandboxProcess(tmp_path)
+    workdir = tmp_path / "s"
+    workdir.mkdir()
+    tenants = {"acme": RULES, "globex": RULES}
+    config = write_config(workdir, broker.port, tenants, qbo_base_url=sandbox.origin)
+    syncd = SyncdProcess(config, env=QBO_ENV)
+    sandbox.args = ("--webhook-url", f"http://127.0.0.1:{syncd.http_port}/webhooks/qbo",
+                    "--webhook-delay", "0.05")  # fmt: skip
+    await asyncio.to_thread(sandbox.start)
+    await asyncio.to_thread(syncd.start)
+    try:
+        realms = {}
+        for tenant in ("acme", "globex"):
+            status, body = await connect(http, syncd, tenant=tenant)
+            assert status == 200, body
+            realms[tenant] = body["realm_id"]
+        globex = await Connection(http, sandbox.origin).connect(realm=realms["globex"])
+        async with Crm(broker.port) as crm:
+            await crm.send("globex", "invoice.upserted", _invoice(1, "open"))
+            await crm.wait_for(lambda r: any(m.body["data"]["sync_state"] == "synced"
+                                             for m in crm.on("globex/sync/invoice/INV-1")))  # fmt: skip
+            # acme's company disconnects the app; a bookkeeper then works in both companies
+            await globex.admin("POST", "tokens/revoke-all", {"realm": realms["acme"]})
+            await globex.admin("POST", f"realms/{realms['acme']}/customer",
+                               {"DisplayName": "Walk-in"}, expect=201)  # fmt: skip
+            [row] = (await globex.call("GET", "query", params={
+                "query": "select * from Invoice"}))["QueryResponse"]["Invoice"]  # fmt: skip
+            await asyncio.sleep(0.3)  # acme's notification is delivered first
+            s = Setup(syncd, globex, crm, realms["globex"])
+            await _pay(s, row, "200.00")
+            await crm.wait_for(lambda r: bool(crm.on("globex/out/invoice/set_status")))
+        [moved] = crm.on("globex/out/invoice/set_status")
+        assert moved.body["data"]["to"] == "paid"
+        base = f"http://127.0.0.1:{syncd.http_port}"
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        async with http.get(
+            f"{base}/api/tenants/acme/connection", headers=headers
+        ) as r:
+            assert (await r.json())["status"] == "needs_reconnect"
+    finally:
+        syncd.stop()
+        sandbox.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from syncd.qbo.webhooks import parse
+from syncd.qbo.webhooks import legacy_body, parse
 
 
 def _event(kind: str, data: dict[str, str]) -> dict[str, object]:
@@ -35,3 +35,14 @@ def test_a_merge_names_what_was_merged_away_in_either_spelling():
          "deletedId": "5"}]}}]}  # fmt: skip
     [note] = parse(json.dumps(legacy).encode())
     assert note.deleted_id == "5"
+
+
+def test_notifications_stored_again_read_back_the_same():
+    """What cannot be fetched now is stored again as a legacy body, and reads back whole."""
+    body = [_event("qbo.customer.merged.v1", {"deletedId": "5"}),
+            _event("qbo.invoice.updated.v1", {})]  # fmt: skip
+    notes = parse(json.dumps(body).encode())
+    again = parse(legacy_body("123", notes))
+    assert [(n.entity, n.id, n.operation, n.at, n.deleted_id) for n in again] == [
+        (n.entity, n.id, n.operation, n.at, n.deleted_id) for n in notes
+    ]
