@@ -44,7 +44,7 @@ from syncd.qbo import (
     exchange_code,
     revoke,
 )
-from syncd.store.sqlite import SqliteStore
+from syncd.store import Store
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -127,7 +127,7 @@ def _taken(realm_id: str, tenant: str, holder: str | None) -> ConnectError:
 class Connections:
     """Builds and caches each connected tenant's QboClient."""
 
-    def __init__(self, config: Config, store: SqliteStore, clock: Clock) -> None:
+    def __init__(self, config: Config, store: Store, clock: Clock) -> None:
         self._config, self._store, self._clock = config, store, clock
         self._session: aiohttp.ClientSession | None = None
         self.endpoints = Endpoints.for_environment(

@@ -21,7 +21,7 @@ from syncd.outbox import Publisher
 from syncd.reconcile import Reconciler
 from syncd.rulebook import RuleBook
 from syncd.secrets import Cipher
-from syncd.store.sqlite import SqliteStore
+from syncd.store import Store, sqlite_store
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ class Daemon:
         self.config = config
         self.clock = clock
         key = config.secrets.get("SECRET_KEY")
-        self.store = SqliteStore(
+        self.store: Store = sqlite_store(
             config.store_path, Cipher(key) if key else None, check=config.store_check
         )
         self.connections = Connections(config, self.store, self.clock)

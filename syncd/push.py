@@ -17,7 +17,7 @@ from syncd.exceptions import QboStaleError
 from syncd.models import ChangeSet, Connection, Invoice, Job, SyncState
 from syncd.qbo import QboClient
 from syncd.rules import Rules
-from syncd.store.sqlite import SqliteStore
+from syncd.store import Store
 
 
 @dataclass(slots=True, kw_only=True)
@@ -29,7 +29,7 @@ class JobContext:
     client: QboClient
     connection: Connection
     rules: Rules
-    store: SqliteStore
+    store: Store
     now: datetime
     unclear: bool  # the job was in flight before: its write may have happened
     changes: ChangeSet

@@ -26,7 +26,7 @@ from syncd.inbound import InboundWorker
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient
 from syncd.qbo_news import QboChanges
-from syncd.store.sqlite import SqliteStore
+from syncd.store import Store
 
 log = structlog.get_logger(__name__)
 CDC_DAYS, CDC_MAX = 30, 1000
@@ -38,7 +38,7 @@ class Reconciler:
     """Runs CDC passes for every connected tenant."""
 
     def __init__(
-        self, config: Config, store: SqliteStore, connections: Connections,
+        self, config: Config, store: Store, connections: Connections,
         inbound: InboundWorker, clock: Callable[[], datetime], on_commit: Callable[[], None],
     ) -> None:  # fmt: skip
         self._config, self._store, self._connections = config, store, connections

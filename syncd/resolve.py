@@ -14,7 +14,7 @@ from syncd.exceptions import QboRejectedError, ResolveError
 from syncd.models import ChangeSet, Link
 from syncd.qbo import QboClient
 from syncd.rules import Rules
-from syncd.store.sqlite import SqliteStore
+from syncd.store import Store
 
 
 def request_id(*parts: str) -> str:
@@ -31,7 +31,7 @@ def quote(value: str) -> str:
 
 
 async def customer(
-    client: QboClient, store: SqliteStore, tenant: str, rules: Rules,
+    client: QboClient, store: Store, tenant: str, rules: Rules,
     crm: dict[str, Any], changes: ChangeSet,
 ) -> str:  # fmt: skip
     """The QBO Customer Id for the invoice's CRM customer."""
@@ -111,7 +111,7 @@ async def _create_customer(
 
 
 async def items(
-    client: QboClient, store: SqliteStore, tenant: str, rules: Rules,
+    client: QboClient, store: Store, tenant: str, rules: Rules,
     names: list[str], changes: ChangeSet, accounts: Mapping[str, str] | None = None,
 ) -> dict[str, str]:  # fmt: skip
     """QBO Item Ids by exact name; missing ones created as Service items (or refused)."""

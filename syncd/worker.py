@@ -12,7 +12,7 @@ import structlog
 from syncd.connections import Connections
 from syncd.exceptions import StoreError
 from syncd.rulebook import RuleBook
-from syncd.store.sqlite import SqliteStore
+from syncd.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +23,7 @@ class LoopWorker:
     idle = 1.0
 
     def __init__(
-        self, store: SqliteStore, connections: Connections, rulebook: RuleBook, *,
+        self, store: Store, connections: Connections, rulebook: RuleBook, *,
         prefix: str, clock: Callable[[], datetime], on_commit: Callable[[], None],
     ) -> None:  # fmt: skip
         self._store, self._connections, self._rulebook = store, connections, rulebook

@@ -8,18 +8,31 @@ ChangeSet and is written in one transaction, so implementations stay small.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
 
 from syncd.models import (
     ChangeSet,
+    Connection,
     Failure,
     HistoryEntry,
     Invoice,
+    Job,
     LedgerEntry,
+    Link,
     OutboxRow,
 )
+from syncd.secrets import Cipher
 
-__all__ = ["Store"]
+__all__ = ["Store", "sqlite_store"]
+
+
+def sqlite_store(path: Path, cipher: Cipher | None, check: str = "quick") -> Store:
+    """The Store on one SQLite file (the only implementation so far)."""
+    from syncd.store.sqlite import SqliteStore
+
+    return SqliteStore(path, cipher, check=check)
 
 
 class Store(Protocol):
@@ -70,3 +83,97 @@ class Store(Protocol):
 
     async def ledger(self, tenant: str, message_id: str) -> LedgerEntry | None:
         """Return what became of one inbound message."""
+
+    async def invoices(
+        self, tenant: str, sync_state: str | None = None
+    ) -> list[Invoice]:
+        """A tenant's invoices (optionally in one sync state), newest change first."""
+
+    # QBO connections, their tokens (sealed at rest) and what was read with them
+
+    async def connection(self, tenant: str) -> Connection | None:
+        """Return the tenant's QBO connection."""
+
+    async def save_connection(self, conn: Connection) -> None:
+        """Insert or update a tenant's connection; RealmTakenError if another holds it."""
+
+    async def save_token(
+        self, tenant: str, realm_id: str, token: dict[str, Any]
+    ) -> None:
+        """Persist a rotated token set (before it is used)."""
+
+    async def set_preferences(self, tenant: str, preferences: dict[str, Any]) -> None:
+        """Keep what was read of the company at connection."""
+
+    async def set_connection_status(
+        self, tenant: str, status: str, error: str | None
+    ) -> None:
+        """Mark a connection (e.g. needs_reconnect after invalid_grant)."""
+
+    async def delete_connection(self, tenant: str) -> None:
+        """Forget a tenant's connection (after revoke)."""
+
+    async def tenant_of_realm(self, realm_id: str) -> str | None:
+        """The tenant connected to a QBO company."""
+
+    async def new_state(
+        self, state: str, tenant: str, force: bool, now: datetime, ttl: timedelta
+    ) -> None:
+        """Remember a one-time OAuth state; forget those older than `ttl`."""
+
+    async def take_state(self, state: str) -> tuple[str, bool, datetime] | None:
+        """Consume a one-time OAuth state: (tenant, force, created) or None."""
+
+    # the company a tenant's references belong to, and the references themselves
+
+    async def books(self, tenant: str) -> tuple[str, datetime] | None:
+        """The QBO company the tenant's references belong to, and its first connection."""
+
+    async def remembers_references(self, tenant: str) -> bool:
+        """Whether any link or QBO id is remembered for the tenant."""
+
+    async def linked_invoices(self, tenant: str) -> int:
+        """How many of the tenant's invoices have a QBO copy."""
+
+    async def linked_invoices_of(self, tenant: str) -> list[Invoice]:
+        """The tenant's invoices that have a QBO copy."""
+
+    async def invoice_by_qbo_id(self, tenant: str, qbo_id: str) -> Invoice | None:
+        """The invoice synced as this QBO invoice."""
+
+    async def link(self, tenant: str, kind: str, key: str) -> str | None:
+        """The QBO id a CRM thing is linked to."""
+
+    async def linked_to(self, tenant: str, kind: str, qbo_id: str) -> bool:
+        """Whether syncd linked a CRM thing to this QBO object."""
+
+    async def links_to(self, tenant: str, kind: str, qbo_id: str) -> list[Link]:
+        """The CRM things linked to one QBO object."""
+
+    # the jobs queue: the intent ledger of QBO writes
+
+    async def due_jobs(self, now: datetime, limit: int) -> list[Job]:
+        """Jobs to run now, never ahead of an earlier unfinished job of the same invoice."""
+
+    async def start_job(self, job: Job) -> None:
+        """Mark a job in flight (committed before its QBO call)."""
+
+    async def postpone_jobs(self, tenant: str, until: datetime) -> int:
+        """Make a tenant's waiting jobs wait until `until`; return how many."""
+
+    async def jobs_due_now(self, tenant: str, now: datetime) -> None:
+        """Make a tenant's waiting jobs due (its company was just reconnected)."""
+
+    async def jobs(self, tenant: str) -> list[Job]:
+        """Every job of a tenant, oldest first."""
+
+    # QBO webhooks, stored before they are answered
+
+    async def store_inbound(self, body: bytes, now: datetime) -> None:
+        """Keep a webhook body (before the 200)."""
+
+    async def pending_inbound(self, limit: int) -> list[tuple[int, bytes]]:
+        """Stored bodies not yet processed, oldest first."""
+
+    async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
+        """Which event keys of a realm were not applied yet."""
