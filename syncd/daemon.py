@@ -124,7 +124,7 @@ class Daemon:
         self.publisher.wake()
         if changes.jobs:
             self.jobs.wake()
-        if changes.inbound_new:
+        if changes.refreshes:
             self.inbound.wake()
 
     def _exit_if_crashed(self, task: asyncio.Task[None]) -> None:

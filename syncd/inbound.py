@@ -13,11 +13,12 @@ it wrote, or a payment it wrote) are not bounced to the CRM.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import structlog
 
 from syncd import events, failures, qbo_news
@@ -38,53 +39,33 @@ class InboundWorker(LoopWorker):
     idle = 5.0  # webhooks wake it; the wait only retries what QBO could not answer
 
     async def run_once(self) -> int:
-        """Process the stored webhook bodies waiting now; return how many."""
+        """Process the stored webhook bodies and refresh requests waiting now; how many."""
         pending = await self._store.pending_inbound(50)
-        if not pending:
+        refreshes = await self._store.pending_refreshes(50)
+        if not pending and not refreshes:
             return 0
         by_realm: dict[str, list[webhooks.Notification]] = {}
-        refreshes = []
         for _, body in pending:
-            if body.startswith(b'{"syncdRefresh"'):
-                refreshes.append(orjson.loads(body)["syncdRefresh"])
-                continue
             for note in webhooks.parse(body):
                 by_realm.setdefault(note.realm_id, []).append(note)
         # one tenant's trouble never holds up the others: what cannot be done now is
-        # stored again (behind what came since) and the rest is committed
+        # tried again later (behind what came since) and the rest is committed
         changes = ChangeSet(inbound_done=[seq for seq, _ in pending])
         done = 0
-        for request in refreshes:
-            if await self._refresh(request, changes):
+        for seq, request in refreshes:
+            work = functools.partial(self._refresh, request)
+            if await _whole_or_not_at_all(f"refresh {seq}", work, changes):
+                changes.refreshes_done.append(seq)
                 done += 1
-            else:
-                changes.inbound_new.append(orjson.dumps({"syncdRefresh": request}))
         for realm, notes in by_realm.items():
-            if await self._isolated(realm, notes, changes):
+            work = functools.partial(self._realm, realm, notes)
+            if await _whole_or_not_at_all(f"realm {realm}", work, changes):
                 done += 1
             else:
                 changes.inbound_new.append(webhooks.legacy_body(realm, notes))
         await self._store.commit(changes)
         self._on_commit()
         return done
-
-    async def _isolated(
-        self, realm: str, notes: list[webhooks.Notification], changes: ChangeSet
-    ) -> bool:
-        """One realm's notifications, applied whole or not at all.
-
-        An unexpected failure is logged and the notifications dropped: the
-        reconciliation pass (CDC) brings what they said.
-        """
-        part = ChangeSet()
-        try:
-            handled = await self._realm(realm, notes, part)
-        except Exception:
-            log.exception("inbound_realm_failed", realm=realm, notifications=len(notes))
-            return True
-        if handled:
-            changes.merge(part)
-        return handled
 
     async def _refresh(self, request: dict[str, Any], changes: ChangeSet) -> bool:
         """A CRM's `command.refresh`: one invoice, or a contact's invoices in a range."""
@@ -427,3 +408,22 @@ def _take_qbo_view(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> N
     inv.qbo_status = qbo_status(obj, now.date())
     inv.balance = str(obj.get("Balance"))
     inv.qbo_sync_token = str(obj.get("SyncToken"))
+
+
+async def _whole_or_not_at_all(
+    what: str, work: Callable[[ChangeSet], Awaitable[bool]], changes: ChangeSet
+) -> bool:
+    """Apply one realm's notifications (or one refresh) whole, or not at all.
+
+    True: done (its changes join the batch). False: to try again later. An unexpected
+    failure is logged and counts as done: the reconciliation pass (CDC) brings the rest.
+    """
+    part = ChangeSet()
+    try:
+        handled = await work(part)
+    except Exception:
+        log.exception("inbound_item_failed", item=what)
+        return True
+    if handled:
+        changes.merge(part)
+    return handled

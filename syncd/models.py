@@ -204,9 +204,12 @@ class ChangeSet:
     inbound_done: list[int] = field(default_factory=list)
     inbound_new: list[bytes] = field(
         default_factory=list
-    )  # e.g. a CRM's refresh request
+    )  # webhook bodies to try again
     inbound_events: list[tuple[str, str]] = field(default_factory=list)
     outbox_done: list[int] = field(default_factory=list)  # published, or parked
+    # the CRM's `command.refresh` requests: new ones, and the seqs of those done
+    refreshes: list[dict[str, Any]] = field(default_factory=list)
+    refreshes_done: list[int] = field(default_factory=list)
     # failures handled (retried, or fixed by the admin): (tenant, failure id, when)
     resolved: list[tuple[str, int, datetime]] = field(default_factory=list)
     # tenant → (the QBO company its references now belong to, with it since when);
@@ -228,6 +231,8 @@ class ChangeSet:
         self.outbox_done += other.outbox_done
         self.books.update(other.books)
         self.resolved += other.resolved
+        self.refreshes += other.refreshes
+        self.refreshes_done += other.refreshes_done
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

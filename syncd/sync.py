@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 import structlog
 
 from syncd import events
@@ -171,7 +170,11 @@ def apply_refresh(ctx: Context, invoice: Invoice | None) -> None:
     The request is queued for the inbound worker in the same transaction as the ledger.
     """
     data, tenant = ctx.envelope.data, ctx.envelope.tenant
-    request: dict[str, Any] = {"tenant": tenant, "message_id": ctx.envelope.id}
+    request: dict[str, Any] = {
+        "tenant": tenant,
+        "message_id": ctx.envelope.id,
+        "at": ctx.now.isoformat(),
+    }
     if data.get("invoice_id"):
         if invoice is None or invoice.qbo_id is None:
             _reject(
@@ -185,7 +188,7 @@ def apply_refresh(ctx: Context, invoice: Invoice | None) -> None:
             "from": data.get("from"),
             "to": data.get("to"),
         }
-    ctx.changes.inbound_new.append(orjson.dumps({"syncdRefresh": request}))
+    ctx.changes.refreshes.append(request)
     _ledger(ctx, Outcome.APPLIED, "refresh queued")
 
 

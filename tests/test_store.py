@@ -210,3 +210,25 @@ async def test_a_failure_is_resolved_in_the_same_commit_as_its_retry(tmp_path):
         assert [j.kind for j in await store.jobs("acme")] == ["invoice.push"]
     finally:
         await store.close()
+
+
+async def test_migration_7_moves_refresh_requests_out_of_the_webhook_table(tmp_path):
+    """Issue 11: refresh requests rode in the webhook table with a marker; now their own."""
+    path = tmp_path / "syncd.db"
+    db = _at_version(path, 6)
+    request = (
+        b'{"syncdRefresh":{"tenant":"acme","message_id":"m-1","contact_id":"C-9"}}'
+    )
+    for body in (request, b'{"eventNotifications":[]}'):
+        db.execute("INSERT INTO inbound (body, received_at) VALUES (?, ?)", (body, "t"))
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        [(_, moved)] = await store.pending_refreshes(10)
+        assert moved == {"tenant": "acme", "message_id": "m-1", "contact_id": "C-9"}
+        assert [body for _, body in await store.pending_inbound(10)] == [
+            b'{"eventNotifications":[]}'
+        ]
+    finally:
+        await store.close()

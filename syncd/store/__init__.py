@@ -177,3 +177,6 @@ class Store(Protocol):
 
     async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
         """Which event keys of a realm were not applied yet."""
+
+    async def pending_refreshes(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """The CRM's refresh requests not yet done, oldest first."""

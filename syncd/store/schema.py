@@ -96,4 +96,17 @@ MIGRATIONS: tuple[str, ...] = (
          WHERE h.tenant = invoices.tenant AND h.invoice_id = invoices.invoice_id),
         updated_at);
     """,
+    # 7: the CRM's refresh requests in their own table (they rode in the webhook table)
+    """
+    CREATE TABLE refreshes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, request BLOB NOT NULL,
+        at TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX refreshes_pending ON refreshes (done, seq);
+    INSERT INTO refreshes (tenant, request, at)
+        SELECT json_extract(CAST(body AS TEXT), '$.syncdRefresh.tenant'),
+               json(json_extract(CAST(body AS TEXT), '$.syncdRefresh')), received_at
+        FROM inbound WHERE done = 0 AND CAST(body AS TEXT) LIKE '{"syncdRefresh"%';
+    UPDATE inbound SET done = 1
+        WHERE done = 0 AND CAST(body AS TEXT) LIKE '{"syncdRefresh"%';
+    """,
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from syncd.exceptions import StoreError
 from syncd.models import (
@@ -200,6 +201,14 @@ class SqliteStore(QboTables):
                 "DELETE FROM outbox WHERE seq = ?", [(s,) for s in changes.outbox_done]
             )
             await db.executemany(
+                "INSERT INTO refreshes (tenant, request, at) VALUES (?, ?, ?)",
+                [(r["tenant"], orjson.dumps(r), r["at"]) for r in changes.refreshes],
+            )
+            await db.executemany(
+                "UPDATE refreshes SET done = 1 WHERE seq = ?",
+                [(s,) for s in changes.refreshes_done],
+            )
+            await db.executemany(
                 "UPDATE failures SET resolved_at = ? WHERE tenant = ? AND seq = ?",
                 [(at.isoformat(), t, seq) for t, seq, at in changes.resolved],
             )
@@ -231,6 +240,12 @@ class SqliteStore(QboTables):
             await db.executemany(
                 "DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs]
             )
+
+    async def pending_refreshes(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """The CRM's refresh requests not yet done, oldest first."""
+        sql = "SELECT seq, request FROM refreshes WHERE done = 0 ORDER BY seq LIMIT ?"
+        async with self._read() as db, db.execute(sql, (limit,)) as cur:
+            return [(seq, orjson.loads(body)) for seq, body in await cur.fetchall()]
 
     async def invoice(self, tenant: str, invoice_id: str) -> Invoice | None:
         """Return one invoice."""
