@@ -37,9 +37,14 @@ def _moves(count: int, invoices: int, tag: str = "") -> list[tuple[str, bytes]]:
             "type": "invoice.upserted",
             "tenant": "acme",
             "occurred_at": "2026-11-22T10:15:00Z",
-            "data": {"invoice_id": f"INV{tag}-{inv}", "version": step + 1, "status": status,
-                     "currency": "USD", "total": "120.00"},
-        }  # fmt: skip
+            "data": {
+                "invoice_id": f"INV{tag}-{inv}",
+                "version": step + 1,
+                "status": status,
+                "currency": "USD",
+                "total": "120.00",
+            },
+        }
         out.append(("syncd/acme/crm/invoice/upserted", json.dumps(env).encode()))
     return out
 

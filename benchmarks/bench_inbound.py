@@ -36,8 +36,25 @@ async def burst(url: str, count: int) -> list[float]:
         gate = asyncio.Semaphore(50)
 
         async def one(n: int) -> float:
-            body = json.dumps({"eventNotifications": [{"realmId": "999", "dataChangeEvent": {"entities": [
-                {"name": "Invoice", "id": str(n), "operation": "Update", "lastUpdated": f"t{n}"}]}}]}).encode()  # fmt: skip
+            body = json.dumps(
+                {
+                    "eventNotifications": [
+                        {
+                            "realmId": "999",
+                            "dataChangeEvent": {
+                                "entities": [
+                                    {
+                                        "name": "Invoice",
+                                        "id": str(n),
+                                        "operation": "Update",
+                                        "lastUpdated": f"t{n}",
+                                    }
+                                ]
+                            },
+                        }
+                    ]
+                }
+            ).encode()
             sig = base64.b64encode(
                 hmac.new(VERIFIER.encode(), body, hashlib.sha256).digest()
             ).decode()
@@ -62,8 +79,14 @@ async def change_to_message(
         qbo = await Connection(http, sandbox.origin).connect(realm=realm)
         async with Crm(broker.port) as crm:
             invoice_id = f"INV-{time.monotonic_ns()}"  # retained states of earlier runs stay apart
-            data = invoice(invoice_id, 1, "open", total="200.00", issue_date=time.strftime("%Y-%m-%d", time.gmtime()),
-                           customer={"name": "Bench Co"})  # fmt: skip
+            data = invoice(
+                invoice_id,
+                1,
+                "open",
+                total="200.00",
+                issue_date=time.strftime("%Y-%m-%d", time.gmtime()),
+                customer={"name": "Bench Co"},
+            )
             await crm.send("acme", "invoice.upserted", data)
             await crm.wait_for(
                 lambda r: any(
@@ -77,8 +100,16 @@ async def change_to_message(
                 )
             )["QueryResponse"]["Invoice"]
             before = len(await qbo.admin("GET", f"requests?realm={realm}"))
-            payment = {"CustomerRef": row["CustomerRef"], "TotalAmt": 200,
-                       "Line": [{"Amount": 200, "LinkedTxn": [{"TxnId": row["Id"], "TxnType": "Invoice"}]}]}  # fmt: skip
+            payment = {
+                "CustomerRef": row["CustomerRef"],
+                "TotalAmt": 200,
+                "Line": [
+                    {
+                        "Amount": 200,
+                        "LinkedTxn": [{"TxnId": row["Id"], "TxnType": "Invoice"}],
+                    }
+                ],
+            }
             start = time.perf_counter()
             await qbo.admin("POST", f"realms/{realm}/payment", payment, expect=201)
             await crm.wait_for(
@@ -122,8 +153,10 @@ def main() -> None:
             )
             syncd.stop()
             q = statistics.quantiles(times, n=100)
-            print(f"webhook answers, burst of {args.burst} (50 at a time): p50 {q[49] * 1000:.1f} ms, "
-                  f"p99 {q[98] * 1000:.1f} ms, max {max(times) * 1000:.1f} ms")  # fmt: skip
+            print(
+                f"webhook answers, burst of {args.burst} (50 at a time): p50 {q[49] * 1000:.1f} ms, "
+                f"p99 {q[98] * 1000:.1f} ms, max {max(times) * 1000:.1f} ms"
+            )
             wired = SandboxProcess(tmp)
             syncd = _syncd(tmp, broker, wired)
             wired.args = (

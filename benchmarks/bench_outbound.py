@@ -49,8 +49,15 @@ async def run(
             start = time.perf_counter()
             for n in range(count):
                 customer = {"contact_id": "C-1", "name": "Bench Co"}
-                data = invoice(f"INV-{n}", 1, "open", total="200.00", issue_date=TODAY,
-                               customer=customer, lines=LINES)  # fmt: skip
+                data = invoice(
+                    f"INV-{n}",
+                    1,
+                    "open",
+                    total="200.00",
+                    issue_date=TODAY,
+                    customer=customer,
+                    lines=LINES,
+                )
                 await crm.send("acme", "invoice.upserted", data)
             synced: set[str] = set()
 
@@ -81,8 +88,10 @@ async def run(
         f"invoices synced: {count} in {elapsed:.1f} s ({count / elapsed:,.1f}/s end to end)"
     )
     print(f"QBO requests: {dict(kinds)}")
-    print(f"steady state (after the first invoice): {writes / (count - 1):.2f} writes and "
-          f"{reads / (count - 1):.2f} reads per invoice")  # fmt: skip
+    print(
+        f"steady state (after the first invoice): {writes / (count - 1):.2f} writes and "
+        f"{reads / (count - 1):.2f} reads per invoice"
+    )
 
 
 def main() -> None:

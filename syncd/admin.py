@@ -28,21 +28,35 @@ def routes(app: web.Application) -> None:
 
 def _state(inv: Invoice) -> dict[str, Any]:
     return {
-        "invoice_id": inv.invoice_id, "status": inv.status, "version": inv.version,
-        "sync_state": inv.sync_state.value, "qbo_id": inv.qbo_id,
-        "qbo_doc_number": inv.qbo_doc_number, "qbo_status": inv.qbo_status,
-        "balance": inv.balance, "total": inv.total, "error": inv.error,
-        "last_synced_at": inv.last_synced_at.isoformat() if inv.last_synced_at else None,
+        "invoice_id": inv.invoice_id,
+        "status": inv.status,
+        "version": inv.version,
+        "sync_state": inv.sync_state.value,
+        "qbo_id": inv.qbo_id,
+        "qbo_doc_number": inv.qbo_doc_number,
+        "qbo_status": inv.qbo_status,
+        "balance": inv.balance,
+        "total": inv.total,
+        "error": inv.error,
+        "last_synced_at": inv.last_synced_at.isoformat()
+        if inv.last_synced_at
+        else None,
         "updated_at": inv.updated_at.isoformat(),
-    }  # fmt: skip
+    }
 
 
 def _failure(f: Failure) -> dict[str, Any]:
     return {
-        "id": f.id, "invoice_id": f.invoice_id, "operation": f.operation, "code": f.code,
-        "message": f.message, "attempts": f.attempts, "retryable": f.retryable,
-        "at": f.at.isoformat(), "resolved_at": f.resolved_at.isoformat() if f.resolved_at else None,
-    }  # fmt: skip
+        "id": f.id,
+        "invoice_id": f.invoice_id,
+        "operation": f.operation,
+        "code": f.code,
+        "message": f.message,
+        "attempts": f.attempts,
+        "retryable": f.retryable,
+        "at": f.at.isoformat(),
+        "resolved_at": f.resolved_at.isoformat() if f.resolved_at else None,
+    }
 
 
 async def list_invoices(request: web.Request) -> web.Response:
@@ -62,10 +76,15 @@ async def get_invoice(request: web.Request) -> web.Response:
     if inv is None:
         return web.json_response({"error": "no such invoice"}, status=404)
     history = [
-        {"from": h.from_status, "to": h.to_status, "cause": h.cause, "event_id": h.event_id,
-         "at": h.at.isoformat()}
+        {
+            "from": h.from_status,
+            "to": h.to_status,
+            "cause": h.cause,
+            "event_id": h.event_id,
+            "at": h.at.isoformat(),
+        }
         for h in await store.history(tenant, invoice_id)
-    ]  # fmt: skip
+    ]
     return web.json_response({**_state(inv), "history": history})
 
 
@@ -118,8 +137,12 @@ async def retry_failure(request: web.Request) -> web.Response:
     now = daemon.clock()
     async with daemon.store.write_lock:
         inv = await daemon.store.invoice(tenant, failure.invoice_id)
-        job = Job(tenant=tenant, invoice_id=failure.invoice_id, kind=failure.operation,
-                  next_attempt_at=now)  # fmt: skip
+        job = Job(
+            tenant=tenant,
+            invoice_id=failure.invoice_id,
+            kind=failure.operation,
+            next_attempt_at=now,
+        )
         # the job and the failure's resolution in one transaction: never one without the other
         changes = ChangeSet(jobs=[job], resolved=[(tenant, int(wanted), now)])
         if inv is not None:

@@ -206,9 +206,17 @@ def _store(r: TableReader, data: dict[str, Any], base: Path) -> tuple[Path, str]
 
 def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
     t = r.sub(
-        data, "", "qbo",
-        {"environment", "base_url", "reconcile_interval", "request_timeout", "throttle_pause"},
-    )  # fmt: skip
+        data,
+        "",
+        "qbo",
+        {
+            "environment",
+            "base_url",
+            "reconcile_interval",
+            "request_timeout",
+            "throttle_pause",
+        },
+    )
     return QboConfig(
         environment=r.text(
             t, "qbo", "environment", "production", ("production", "sandbox")

@@ -200,8 +200,13 @@ class Connections:
         token = await exchange_code(
             self._http, self.endpoints, self.app, params["code"]
         )
-        conn = Connection(tenant=tenant, realm_id=realm_id, status="connected", token=token,
-                          connected_at=self._clock())  # fmt: skip
+        conn = Connection(
+            tenant=tenant,
+            realm_id=realm_id,
+            status="connected",
+            token=token,
+            connected_at=self._clock(),
+        )
         try:
             await self._store.save_connection(conn)
         except RealmTakenError as exc:  # taken between the check and now
@@ -260,8 +265,11 @@ class Connections:
                 await self._store.commit(changes)  # a first connection
                 return
             now = self._clock()
-            queued = {j.invoice_id for j in await self._store.jobs(tenant)
-                      if j.status is JobStatus.PENDING}  # fmt: skip
+            queued = {
+                j.invoice_id
+                for j in await self._store.jobs(tenant)
+                if j.status is JobStatus.PENDING
+            }
             for invoice in await self._store.linked_invoices_of(tenant):
                 was = f"QBO company {old or '(an earlier one)'} as invoice {invoice.qbo_id}"
                 if invoice.qbo_doc_number:
@@ -288,8 +296,13 @@ class Connections:
                     events.sync_state(self._prefix, invoice, now, None)
                 )
             await self._store.commit(changes)
-        log.warning("qbo_books_switched", tenant=tenant, old=old, new=realm_id,
-                    invoices=len(changes.invoices))  # fmt: skip
+        log.warning(
+            "qbo_books_switched",
+            tenant=tenant,
+            old=old,
+            new=realm_id,
+            invoices=len(changes.invoices),
+        )
         self.on_published()
 
     async def _read_settings(self, tenant: str) -> dict[str, Any]:
@@ -357,8 +370,15 @@ class Connections:
         if conn is None or conn.status != "connected":
             return None
         await self._open_books(tenant, conn.realm_id, conn.connected_at)
-        auth = QboAuth(self._http, self.endpoints, self.app, tenant=tenant, realm_id=conn.realm_id,
-                       token=conn.token, store=self._store)  # fmt: skip
+        auth = QboAuth(
+            self._http,
+            self.endpoints,
+            self.app,
+            tenant=tenant,
+            realm_id=conn.realm_id,
+            token=conn.token,
+            store=self._store,
+        )
         limiter = self._limiters.setdefault(
             conn.realm_id,
             # sandbox companies allow 10 requests a second (qbo.md §10); keep one spare

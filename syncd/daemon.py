@@ -49,14 +49,30 @@ class Daemon:
         self.publisher = Publisher(
             self.store, self.link, config.mqtt.topic_prefix, self.clock
         )
-        self.jobs = JobWorker(self.store, self.connections, self.rulebook,
-                              prefix=config.mqtt.topic_prefix, clock=self.clock,
-                              on_commit=self.publisher.wake)  # fmt: skip
-        self.inbound = InboundWorker(self.store, self.connections, self.rulebook,
-                                     prefix=config.mqtt.topic_prefix, clock=self.clock,
-                                     on_commit=self.publisher.wake)  # fmt: skip
-        self.reconciler = Reconciler(config, self.store, self.connections, self.inbound,
-                                     self.clock, self.publisher.wake)  # fmt: skip
+        self.jobs = JobWorker(
+            self.store,
+            self.connections,
+            self.rulebook,
+            prefix=config.mqtt.topic_prefix,
+            clock=self.clock,
+            on_commit=self.publisher.wake,
+        )
+        self.inbound = InboundWorker(
+            self.store,
+            self.connections,
+            self.rulebook,
+            prefix=config.mqtt.topic_prefix,
+            clock=self.clock,
+            on_commit=self.publisher.wake,
+        )
+        self.reconciler = Reconciler(
+            config,
+            self.store,
+            self.connections,
+            self.inbound,
+            self.clock,
+            self.publisher.wake,
+        )
         self.connections.on_connected = self.jobs.wake
         self.connections.on_published = self.publisher.wake
         self._tasks: list[asyncio.Task[None]] = []

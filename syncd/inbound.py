@@ -151,8 +151,12 @@ class InboundWorker(LoopWorker):
                 continue
             for link in await self._store.links_to(tenant, "customer", note.deleted_id):
                 changes.links.append(dataclasses.replace(link, qbo_id=note.id))
-                log.info("customer_link_moved", contact=link.key,
-                         merged=note.deleted_id, into=note.id)  # fmt: skip
+                log.info(
+                    "customer_link_moved",
+                    contact=link.key,
+                    merged=note.deleted_id,
+                    into=note.id,
+                )
 
     async def apply(
         self,
@@ -254,9 +258,14 @@ class InboundWorker(LoopWorker):
         return found
 
     async def _invoice(
-        self, tenant: str, qbo_id: str, obj: dict[str, Any] | None, changes: ChangeSet,
-        news: tuple[str, set[str]], listing: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        tenant: str,
+        qbo_id: str,
+        obj: dict[str, Any] | None,
+        changes: ChangeSet,
+        news: tuple[str, set[str]],
+        listing: bool = False,
+    ) -> None:
         inv = await self._store.invoice_by_qbo_id(tenant, qbo_id)
         machine = self._rulebook.machine(tenant)
         if machine is None:
@@ -293,12 +302,23 @@ class InboundWorker(LoopWorker):
         now, source = self._clock(), inv.status
         if await machine.move(inv.invoice_id, source, target):
             inv.status = target
-            changes.history.append(HistoryEntry(
-                tenant=inv.tenant, invoice_id=inv.invoice_id, from_status=source,
-                to_status=target, cause=f"qbo {event}", event_id=f"qbo:{inv.qbo_id}", at=now,
-            ))  # fmt: skip
-            data = {"invoice_id": inv.invoice_id, "from": source, "to": target,
-                    "reason": f"QBO: {event}"}  # fmt: skip
+            changes.history.append(
+                HistoryEntry(
+                    tenant=inv.tenant,
+                    invoice_id=inv.invoice_id,
+                    from_status=source,
+                    to_status=target,
+                    cause=f"qbo {event}",
+                    event_id=f"qbo:{inv.qbo_id}",
+                    at=now,
+                )
+            )
+            data = {
+                "invoice_id": inv.invoice_id,
+                "from": source,
+                "to": target,
+                "reason": f"QBO: {event}",
+            }
             changes.outbox.append(
                 events.set_status(self._prefix, inv.tenant, data, now)
             )
@@ -312,9 +332,14 @@ class InboundWorker(LoopWorker):
         refusal = machine.rules.explain_refusal(source, target)
         reason = f"QBO {event}: {refusal} (or change [qbo_events] {event})"
         failure = Failure(
-            tenant=inv.tenant, invoice_id=inv.invoice_id, operation="qbo_event",
-            code="move_refused", message=reason, event_id=None, at=now,
-        )  # fmt: skip
+            tenant=inv.tenant,
+            invoice_id=inv.invoice_id,
+            operation="qbo_event",
+            code="move_refused",
+            message=reason,
+            event_id=None,
+            at=now,
+        )
         failures.report(changes, self._prefix, failure)
         log.warning("qbo_event_refused", qbo_event=event, reason=reason)
 
@@ -388,13 +413,21 @@ def _record_conflict(
     The CRM owns the content (its queued push writes the fields it changed); QBO owns
     payments and balance.
     """
-    changes.history.append(HistoryEntry(
-        tenant=inv.tenant, invoice_id=inv.invoice_id, from_status=inv.status,
-        to_status=inv.status, event_id=f"qbo:{obj['Id']}:{obj.get('SyncToken')}", at=now,
-        cause=(f"conflict: CRM version {inv.version} and QBO SyncToken {obj.get('SyncToken')} "
-               f"(QBO total {obj.get('TotalAmt')}, balance {obj.get('Balance')}) both changed; "
-               "the CRM's content wins, QBO's payments and balance stay"),
-    ))  # fmt: skip
+    changes.history.append(
+        HistoryEntry(
+            tenant=inv.tenant,
+            invoice_id=inv.invoice_id,
+            from_status=inv.status,
+            to_status=inv.status,
+            event_id=f"qbo:{obj['Id']}:{obj.get('SyncToken')}",
+            at=now,
+            cause=(
+                f"conflict: CRM version {inv.version} and QBO SyncToken {obj.get('SyncToken')} "
+                f"(QBO total {obj.get('TotalAmt')}, balance {obj.get('Balance')}) both changed; "
+                "the CRM's content wins, QBO's payments and balance stay"
+            ),
+        )
+    )
     log.warning(
         "sync_conflict", invoice=inv.invoice_id, qbo_sync_token=obj.get("SyncToken")
     )

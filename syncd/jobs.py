@@ -29,14 +29,29 @@ BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS = 2.0, 300.0, 8
 WAIT_FOR_CONNECTION = timedelta(seconds=30)
 
 
-_QBO_SIDE = ("qbo_id", "qbo_sync_token", "qbo_doc_number", "qbo_status", "balance",
-             "sync_state", "error", "last_synced_at", "pushed_body")  # fmt: skip
+_QBO_SIDE = (
+    "qbo_id",
+    "qbo_sync_token",
+    "qbo_doc_number",
+    "qbo_status",
+    "balance",
+    "sync_state",
+    "error",
+    "last_synced_at",
+    "pushed_body",
+)
 
 
 def _no_invoice(job: Job, now: datetime) -> Invoice:
     """A sales receipt has no CRM invoice: handlers get a placeholder, never stored."""
-    return Invoice(tenant=job.tenant, invoice_id=job.invoice_id, status="", version=0,
-                   data={}, updated_at=now)  # fmt: skip
+    return Invoice(
+        tenant=job.tenant,
+        invoice_id=job.invoice_id,
+        status="",
+        version=0,
+        data={},
+        updated_at=now,
+    )
 
 
 def _take_qbo_side(fresh: Invoice, worked: Invoice) -> None:
@@ -101,9 +116,17 @@ class JobWorker(LoopWorker):
         else:
             unclear = job.status == JobStatus.IN_FLIGHT
             await self._store.start_job(job)
-            ctx = JobContext(job=job, invoice=invoice, client=client, connection=conn,
-                             rules=machine.rules, store=self._store, now=self._clock(),
-                             unclear=unclear, changes=changes)  # fmt: skip
+            ctx = JobContext(
+                job=job,
+                invoice=invoice,
+                client=client,
+                connection=conn,
+                rules=machine.rules,
+                store=self._store,
+                now=self._clock(),
+                unclear=unclear,
+                changes=changes,
+            )
             await self._attempt(ctx)
         async with self._store.write_lock:
             if invoice is not None and not job.kind.startswith(_NO_INVOICE):
@@ -202,14 +225,25 @@ class JobWorker(LoopWorker):
         log.error("job_failed", code=code, error=message)
 
     def _say(
-        self, ctx: JobContext, code: str, message: str, *, retryable: bool,
+        self,
+        ctx: JobContext,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
         record: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         failure = Failure(
-            tenant=ctx.job.tenant, invoice_id=ctx.invoice.invoice_id, operation=ctx.job.kind,
-            code=code, message=message, event_id=None, at=self._clock(),
-            attempts=ctx.job.attempts, retryable=retryable,
-        )  # fmt: skip
+            tenant=ctx.job.tenant,
+            invoice_id=ctx.invoice.invoice_id,
+            operation=ctx.job.kind,
+            code=code,
+            message=message,
+            event_id=None,
+            at=self._clock(),
+            attempts=ctx.job.attempts,
+            retryable=retryable,
+        )
         failures.report(ctx.changes, self._prefix, failure, record=record)
 
     def _finish(

@@ -99,8 +99,11 @@ def _line(line: dict[str, Any], rules: Rules, resolved: Resolved) -> dict[str, A
     if not cut and not line.get("amount"):
         # QBO checks Amount = Qty * UnitPrice, so both go only when no discount is folded in
         detail["Qty"], detail["UnitPrice"] = qty, price
-    out: dict[str, Any] = {"DetailType": "SalesItemLineDetail", "Amount": amount,
-                           "SalesItemLineDetail": detail}  # fmt: skip
+    out: dict[str, Any] = {
+        "DetailType": "SalesItemLineDetail",
+        "Amount": amount,
+        "SalesItemLineDetail": detail,
+    }
     if line.get("description"):
         out["Description"] = str(line["description"])[:4000]
     return out
@@ -176,8 +179,11 @@ def _discount(discount: Any) -> dict[str, Any] | None:
         }
         return {"DetailType": "DiscountLineDetail", "DiscountLineDetail": detail}
     if discount.get("amount") and money(discount["amount"]):
-        return {"DetailType": "DiscountLineDetail", "Amount": money(discount["amount"]),
-                "DiscountLineDetail": {"PercentBased": False}}  # fmt: skip
+        return {
+            "DetailType": "DiscountLineDetail",
+            "Amount": money(discount["amount"]),
+            "DiscountLineDetail": {"PercentBased": False},
+        }
     return None
 
 

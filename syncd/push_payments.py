@@ -96,10 +96,15 @@ async def push_receipt(ctx: JobContext) -> None:
         "PrivateNote": marker,
         "CurrencyRef": {"value": pay["currency"]},
         "DepositToAccountRef": {"value": await _account(ctx, ctx.rules)},
-        "Line": [{"DetailType": "SalesItemLineDetail", "Amount": amount,
-                  "Description": f"{item_name} {pay['payment_id']}",
-                  "SalesItemLineDetail": {"ItemRef": {"value": items[item_name]}}}],
-    }  # fmt: skip
+        "Line": [
+            {
+                "DetailType": "SalesItemLineDetail",
+                "Amount": amount,
+                "Description": f"{item_name} {pay['payment_id']}",
+                "SalesItemLineDetail": {"ItemRef": {"value": items[item_name]}},
+            }
+        ],
+    }
     await ctx.client.create(
         "SalesReceipt", body, resolve.request_id(tenant, "receipt", pay["payment_id"])
     )
@@ -137,10 +142,16 @@ async def push_customer(ctx: JobContext) -> None:
         wanted["PrimaryTaxIdentifier"] = contact["tax_id"]
     address = contact.get("address") or {}
     if address:
-        wanted["BillAddr"] = {k: v for k, v in {
-            "Line1": address.get("line1"), "City": address.get("city"),
-            "PostalCode": address.get("postal_code"), "Country": address.get("country"),
-        }.items() if v}  # fmt: skip
+        wanted["BillAddr"] = {
+            k: v
+            for k, v in {
+                "Line1": address.get("line1"),
+                "City": address.get("city"),
+                "PostalCode": address.get("postal_code"),
+                "Country": address.get("country"),
+            }.items()
+            if v
+        }
     changed = {k: v for k, v in wanted.items() if _differs(current.get(k), v)}
     if not changed:
         return

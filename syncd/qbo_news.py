@@ -67,9 +67,13 @@ def contact_created(
         "email": (obj.get("PrimaryEmailAddr") or {}).get("Address"),
         "phone": (obj.get("PrimaryPhone") or {}).get("FreeFormNumber"),
         "currency": (obj.get("CurrencyRef") or {}).get("value"),
-        "address": {"line1": address.get("Line1"), "city": address.get("City"),
-                    "postal_code": address.get("PostalCode"), "country": address.get("Country")},
-    }  # fmt: skip
+        "address": {
+            "line1": address.get("Line1"),
+            "city": address.get("City"),
+            "postal_code": address.get("PostalCode"),
+            "country": address.get("Country"),
+        },
+    }
     return _message(prefix, tenant, "contact.created", "out/contact/created", data, now)
 
 
@@ -78,8 +82,12 @@ def review_requested(
 ) -> Outbound:
     """A customer's first QBO payment, when reviews are switched on (HL2)."""
     customer = payment.get("CustomerRef") or {}
-    data = {"qbo_customer_id": customer.get("value"), "name": customer.get("name"),
-            "payment_id": payment["Id"], "date": payment.get("TxnDate")}  # fmt: skip
+    data = {
+        "qbo_customer_id": customer.get("value"),
+        "name": customer.get("name"),
+        "payment_id": payment["Id"],
+        "date": payment.get("TxnDate"),
+    }
     return _message(
         prefix, tenant, "review.requested", "out/review/requested", data, now
     )

@@ -38,9 +38,14 @@ class Reconciler:
     """Runs CDC passes for every connected tenant."""
 
     def __init__(
-        self, config: Config, store: Store, connections: Connections,
-        inbound: InboundWorker, clock: Callable[[], datetime], on_commit: Callable[[], None],
-    ) -> None:  # fmt: skip
+        self,
+        config: Config,
+        store: Store,
+        connections: Connections,
+        inbound: InboundWorker,
+        clock: Callable[[], datetime],
+        on_commit: Callable[[], None],
+    ) -> None:
         self._config, self._store, self._connections = config, store, connections
         self._inbound, self._clock, self._on_commit = inbound, clock, on_commit
         self._stopping = asyncio.Event()

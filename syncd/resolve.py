@@ -31,9 +31,13 @@ def quote(value: str) -> str:
 
 
 async def customer(
-    client: QboClient, store: Store, tenant: str, rules: Rules,
-    crm: dict[str, Any], changes: ChangeSet,
-) -> str:  # fmt: skip
+    client: QboClient,
+    store: Store,
+    tenant: str,
+    rules: Rules,
+    crm: dict[str, Any],
+    changes: ChangeSet,
+) -> str:
     """The QBO Customer Id for the invoice's CRM customer."""
     name = str(crm.get("name") or crm.get("contact_id") or "").strip()
     email = str(crm.get("email") or crm.get("billing_email") or "").strip()
@@ -111,9 +115,14 @@ async def _create_customer(
 
 
 async def items(
-    client: QboClient, store: Store, tenant: str, rules: Rules,
-    names: list[str], changes: ChangeSet, accounts: Mapping[str, str] | None = None,
-) -> dict[str, str]:  # fmt: skip
+    client: QboClient,
+    store: Store,
+    tenant: str,
+    rules: Rules,
+    names: list[str],
+    changes: ChangeSet,
+    accounts: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """QBO Item Ids by exact name; missing ones created as Service items (or refused)."""
     accounts = accounts or {}
     found: dict[str, str] = {}

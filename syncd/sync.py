@@ -96,8 +96,14 @@ def _jobs_for_move(rules: Rules, invoice: Invoice, *, entered: bool) -> list[str
 def enqueue(ctx: Context, invoice: Invoice, kinds: list[str]) -> None:
     """Add QBO jobs in the same transaction as the change that calls for them."""
     for kind in kinds:
-        ctx.changes.jobs.append(Job(tenant=invoice.tenant, invoice_id=invoice.invoice_id,
-                                    kind=kind, next_attempt_at=ctx.now))  # fmt: skip
+        ctx.changes.jobs.append(
+            Job(
+                tenant=invoice.tenant,
+                invoice_id=invoice.invoice_id,
+                kind=kind,
+                next_attempt_at=ctx.now,
+            )
+        )
     if kinds and invoice.sync_state != SyncState.FAILED:
         invoice.sync_state = SyncState.PENDING
 
@@ -200,12 +206,23 @@ def apply_link(ctx: Context) -> None:
     """
     data, tenant = ctx.envelope.data, ctx.envelope.tenant
     deal = data.get("deal_id") if ctx.envelope.type == "command.link" else None
-    ctx.changes.links.append(Link(tenant=tenant, kind="deal", key=str(data["qbo_invoice_id"]),
-                                  qbo_id=str(deal or "")))  # fmt: skip
-    ctx.changes.outbox.append(events.invoice_linked(
-        ctx.prefix, tenant, {"qbo_invoice_id": data["qbo_invoice_id"], "deal_id": deal},
-        ctx.now, ctx.envelope.id,
-    ))  # fmt: skip
+    ctx.changes.links.append(
+        Link(
+            tenant=tenant,
+            kind="deal",
+            key=str(data["qbo_invoice_id"]),
+            qbo_id=str(deal or ""),
+        )
+    )
+    ctx.changes.outbox.append(
+        events.invoice_linked(
+            ctx.prefix,
+            tenant,
+            {"qbo_invoice_id": data["qbo_invoice_id"], "deal_id": deal},
+            ctx.now,
+            ctx.envelope.id,
+        )
+    )
     _ledger(ctx, Outcome.APPLIED, f"deal {deal or 'unlinked'}")
 
 

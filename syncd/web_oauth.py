@@ -63,8 +63,13 @@ async def callback(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"error": f"QuickBooks refused the connection: {exc}"}, status=502
         )
-    body = {"tenant": conn.tenant, "realm_id": conn.realm_id, "status": conn.status,
-            "preferences": conn.preferences, "error": conn.error}  # fmt: skip
+    body = {
+        "tenant": conn.tenant,
+        "realm_id": conn.realm_id,
+        "status": conn.status,
+        "preferences": conn.preferences,
+        "error": conn.error,
+    }
     # 202: connected, but QBO's settings are still to be read (it was throttling)
     return web.json_response(body, status=202 if conn.error else 200)
 
@@ -80,6 +85,12 @@ async def connection(request: web.Request) -> web.StreamResponse:
     conn = await request.app[CONNECTIONS].status(request.match_info["tenant"])
     if conn is None:
         return web.json_response({"connected": False}, status=404)
-    return web.json_response({"connected": conn.status == "connected", "realm_id": conn.realm_id,
-                              "status": conn.status, "error": conn.error,
-                              "preferences": conn.preferences})  # fmt: skip
+    return web.json_response(
+        {
+            "connected": conn.status == "connected",
+            "realm_id": conn.realm_id,
+            "status": conn.status,
+            "error": conn.error,
+            "preferences": conn.preferences,
+        }
+    )

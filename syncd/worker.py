@@ -23,9 +23,15 @@ class LoopWorker:
     idle = 1.0
 
     def __init__(
-        self, store: Store, connections: Connections, rulebook: RuleBook, *,
-        prefix: str, clock: Callable[[], datetime], on_commit: Callable[[], None],
-    ) -> None:  # fmt: skip
+        self,
+        store: Store,
+        connections: Connections,
+        rulebook: RuleBook,
+        *,
+        prefix: str,
+        clock: Callable[[], datetime],
+        on_commit: Callable[[], None],
+    ) -> None:
         self._store, self._connections, self._rulebook = store, connections, rulebook
         self._prefix, self._clock, self._on_commit = prefix, clock, on_commit
         self._wake = asyncio.Event()

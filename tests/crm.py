@@ -46,9 +46,15 @@ def invoice(invoice_id: str, version: int, status: str, **extra: Any) -> dict[st
         "status": status,
         "currency": "USD",
         "total": "199.50",
-        "lines": [{"description": "Ticket #42", "item": "Consulting",
-                   "quantity": "2", "unit_price": "100.00"}],
-    }  # fmt: skip
+        "lines": [
+            {
+                "description": "Ticket #42",
+                "item": "Consulting",
+                "quantity": "2",
+                "unit_price": "100.00",
+            }
+        ],
+    }
     data.update(extra)
     return data
 

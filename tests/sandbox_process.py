@@ -31,13 +31,23 @@ class SandboxProcess:
 
     def start(self) -> None:
         command = [
-            sys.executable, "-m", "syncd", "sandbox", "--port", str(self.port),
-            "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
-            "--verifier-token", VERIFIER,
+            sys.executable,
+            "-m",
+            "syncd",
+            "sandbox",
+            "--port",
+            str(self.port),
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret",
+            CLIENT_SECRET,
+            "--verifier-token",
+            VERIFIER,
             # QBO's 10 a second per sandbox company is off unless a test asks for it: the
             # tests' own reads share the realm with syncd (tests/contract/test_limits.py)
-            *(() if "--per-second" in self.args else ("--per-second", "0")), *self.args,
-        ]  # fmt: skip
+            *(() if "--per-second" in self.args else ("--per-second", "0")),
+            *self.args,
+        ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=log)
         deadline = time.monotonic() + 20
@@ -73,8 +83,13 @@ class Connection:
         self.tokens: dict[str, Any] = {}
 
     async def connect(self, realm: str | None = None) -> Connection:
-        params = {"client_id": CLIENT_ID, "response_type": "code", "redirect_uri": REDIRECT,
-                  "scope": "com.intuit.quickbooks.accounting", "state": "s-1"}  # fmt: skip
+        params = {
+            "client_id": CLIENT_ID,
+            "response_type": "code",
+            "redirect_uri": REDIRECT,
+            "scope": "com.intuit.quickbooks.accounting",
+            "state": "s-1",
+        }
         if realm:
             params["realmId"] = realm
         url = f"{self.origin}/connect/oauth2?{urlencode(params)}"
@@ -104,11 +119,20 @@ class Connection:
             return dict(body)
 
     async def call(
-        self, method: str, path: str, body: Any = None, *, params: dict[str, str] | None = None,
-        expect: int | None = 200, token: str | None = None, raw: bool = False,
-    ) -> Any:  # fmt: skip
-        headers = {"Accept": "application/json",
-                   "Authorization": f"Bearer {token or self.tokens['access_token']}"}  # fmt: skip
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, str] | None = None,
+        expect: int | None = 200,
+        token: str | None = None,
+        raw: bool = False,
+    ) -> Any:
+        headers = {
+            "Accept": "application/json",
+            "Authorization": f"Bearer {token or self.tokens['access_token']}",
+        }
         url = f"{self.origin}/v3/company/{self.realm}/{path}"
         data = None if body is None else simplejson.dumps(body, use_decimal=True)
         if data is not None:
@@ -147,10 +171,18 @@ class Connection:
             "Item", {"Name": name, "IncomeAccountRef": {"value": "1"}}
         )
 
-    async def invoice(self, customer: dict[str, Any], item: dict[str, Any], amount: str = "100.00",
-                      **extra: Any) -> dict[str, Any]:  # fmt: skip
-        line = {"DetailType": "SalesItemLineDetail", "Amount": Decimal(amount),
-                "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}  # fmt: skip
+    async def invoice(
+        self,
+        customer: dict[str, Any],
+        item: dict[str, Any],
+        amount: str = "100.00",
+        **extra: Any,
+    ) -> dict[str, Any]:
+        line = {
+            "DetailType": "SalesItemLineDetail",
+            "Amount": Decimal(amount),
+            "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}},
+        }
         body = {"CustomerRef": {"value": customer["Id"]}, "Line": [line], **extra}
         return await self.create("Invoice", body)
 

@@ -181,15 +181,21 @@ def test_unknown_type_is_refused_with_the_known_ones():
         ("payment.recorded", {"payment_id": "p"}, "data.customer is missing"),
         (
             "payment.recorded",
-            {"payment_id": "p", "customer": {}, "amount": 5.0, "currency": "USD",
-             "date": "2026-11-22", "kind": "invoice"},
+            {
+                "payment_id": "p",
+                "customer": {},
+                "amount": 5.0,
+                "currency": "USD",
+                "date": "2026-11-22",
+                "kind": "invoice",
+            },
             "data.amount must be a decimal string",
         ),
         ("command.sync", {}, "data.invoice_id is missing"),
         ("command.refresh", {}, "needs invoice_id, or contact_id"),
         ("command.link", {"qbo_invoice_id": "1"}, "data.deal_id is missing"),
     ],
-)  # fmt: skip
+)
 def test_other_types_are_checked_too(message_type, data, reason):
     """Every contract type's data is checked, not only invoices."""
     topic = "syncd/acme/crm/" + message_type.replace(".", "/")

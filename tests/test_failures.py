@@ -12,9 +12,18 @@ AT = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 
 def _failure(**extra: object) -> Failure:
-    fields = {"tenant": "acme", "invoice_id": "I-1", "operation": "invoice.push",
-              "code": "6000", "message": "QBO refused", "event_id": None, "at": AT,
-              "attempts": 2, "retryable": False, **extra}  # fmt: skip
+    fields = {
+        "tenant": "acme",
+        "invoice_id": "I-1",
+        "operation": "invoice.push",
+        "code": "6000",
+        "message": "QBO refused",
+        "event_id": None,
+        "at": AT,
+        "attempts": 2,
+        "retryable": False,
+        **extra,
+    }
     return Failure(**fields)  # type: ignore[arg-type]
 
 
@@ -27,8 +36,14 @@ def test_a_failure_is_recorded_and_told():
     assert message.topic == "syncd/acme/out/sync/failed"
     body = json.loads(message.payload)
     assert body["type"] == "sync.failed"
-    assert body["data"] == {"invoice_id": "I-1", "operation": "invoice.push", "code": "6000",
-                            "message": "QBO refused", "attempts": 2, "retryable": False}  # fmt: skip
+    assert body["data"] == {
+        "invoice_id": "I-1",
+        "operation": "invoice.push",
+        "code": "6000",
+        "message": "QBO refused",
+        "attempts": 2,
+        "retryable": False,
+    }
     assert body["occurred_at"] == "2026-11-27T10:00:00Z"
 
 

@@ -32,9 +32,12 @@ async def store(tmp_path) -> AsyncIterator[SqliteStore]:
 @pytest.fixture
 def inbox(store) -> Inbox:
     return Inbox(
-        store, RuleBook({"acme": RULES, "beta": RULES}), prefix="syncd",
-        max_payload_bytes=256 * 1024, clock=lambda: NOW,
-    )  # fmt: skip
+        store,
+        RuleBook({"acme": RULES, "beta": RULES}),
+        prefix="syncd",
+        max_payload_bytes=256 * 1024,
+        clock=lambda: NOW,
+    )
 
 
 def raw(tenant: str, message_type: str, data: dict[str, Any], mid: str | None = None):
@@ -90,8 +93,10 @@ async def test_refused_move_changes_nothing_and_says_why(inbox, store):
     assert (stored.status, stored.version) == ("draft", 1)
     [failure] = await store.failures("acme")
     assert (failure.operation, failure.code, failure.event_id) == (
-        "status_move", "move_refused", "m-9"
-    )  # fmt: skip
+        "status_move",
+        "move_refused",
+        "m-9",
+    )
     assert "draft → paid" in failure.message
     [rejected] = published(changes, "out/input/rejected")
     assert rejected["data"]["message_id"] == "m-9"
@@ -105,14 +110,22 @@ async def test_refused_move_changes_nothing_and_says_why(inbox, store):
 async def test_a_new_invoice_may_start_in_any_reachable_status(store):
     """Syncd may first hear of an invoice after its first moves; unreachable is refused."""
     rules = parse_rules(
-        {"statuses": {"all": ["draft", "open", "sent", "legacy"], "initial": "draft"},
-         "moves": {"draft": ["open"], "open": ["sent"]}},
+        {
+            "statuses": {
+                "all": ["draft", "open", "sent", "legacy"],
+                "initial": "draft",
+            },
+            "moves": {"draft": ["open"], "open": ["sent"]},
+        },
         "mini.toml",
-    )  # fmt: skip
+    )
     inbox = Inbox(
-        store, RuleBook({"acme": rules}), prefix="syncd",
-        max_payload_bytes=1024 * 1024, clock=lambda: NOW,
-    )  # fmt: skip
+        store,
+        RuleBook({"acme": rules}),
+        prefix="syncd",
+        max_payload_bytes=1024 * 1024,
+        clock=lambda: NOW,
+    )
     await inbox.handle([upsert("I-1", 4, "sent")])
     assert (await store.invoice("acme", "I-1")).status == "sent"
     changes = await inbox.handle([upsert("I-2", 1, "legacy")])
@@ -149,9 +162,13 @@ async def test_duplicates_have_no_further_effect(inbox, store):
 async def test_several_moves_of_one_invoice_in_one_batch_apply_in_order(inbox, store):
     """Within a batch, each snapshot is checked against the state the previous left."""
     changes = await inbox.handle(
-        [upsert("I-1", 1, "draft"), upsert("I-1", 2, "open"), upsert("I-1", 3, "sent"),
-         upsert("I-1", 4, "draft")]
-    )  # fmt: skip
+        [
+            upsert("I-1", 1, "draft"),
+            upsert("I-1", 2, "open"),
+            upsert("I-1", 3, "sent"),
+            upsert("I-1", 4, "draft"),
+        ]
+    )
     assert (await store.invoice("acme", "I-1")).status == "sent"
     assert [h.to_status for h in await store.history("acme", "I-1")] == [
         "draft",

@@ -40,9 +40,12 @@ class BrokenStore(SqliteStore):
 
 def _inbox(store: SqliteStore) -> Inbox:
     return Inbox(
-        store, RuleBook({"acme": RULES, "beta": RULES}), prefix="syncd",
-        max_payload_bytes=256 * 1024, clock=lambda: NOW,
-    )  # fmt: skip
+        store,
+        RuleBook({"acme": RULES, "beta": RULES}),
+        prefix="syncd",
+        max_payload_bytes=256 * 1024,
+        clock=lambda: NOW,
+    )
 
 
 async def test_a_message_failing_after_validation_is_isolated(tmp_path):
@@ -144,9 +147,15 @@ _field_values = _json | st.integers(20, 300).map(_deep) | st.just(2**63)
 _VALID: dict[str, dict[str, Any]] = {
     "invoice.upserted": {"invoice_id": "I", "version": 1, "status": "draft"},
     "invoice.deleted": {"invoice_id": "I", "version": 2},
-    "payment.recorded": {"payment_id": "P", "invoice_id": "I", "customer": {"name": "A"},
-                         "amount": "5.00", "currency": "USD", "date": "2026-11-22",
-                         "kind": "invoice"},
+    "payment.recorded": {
+        "payment_id": "P",
+        "invoice_id": "I",
+        "customer": {"name": "A"},
+        "amount": "5.00",
+        "currency": "USD",
+        "date": "2026-11-22",
+        "kind": "invoice",
+    },
     "contact.upserted": {"contact_id": "C", "name": "Acme", "email": "a@acme.test"},
     "command.sync": {"invoice_id": "I"},
     "command.send": {"invoice_id": "I"},
@@ -155,7 +164,7 @@ _VALID: dict[str, dict[str, Any]] = {
     "command.refresh": {"contact_id": "C", "from": "2026-11-01", "to": "2026-11-30"},
     "command.link": {"qbo_invoice_id": "130", "deal_id": "D"},
     "command.unlink": {"qbo_invoice_id": "130"},
-}  # fmt: skip
+}
 _FIELDS = sorted({f for data in _VALID.values() for f in data} | {"lines", "x"})
 
 

@@ -21,9 +21,19 @@ async def test_open_balances_turn_overdue_when_the_day_comes(tmp_path):
     await store.open()
     config = load_config(ROOT / "syncd.toml", {})
     day = {"now": datetime(2026, 12, 1, tzinfo=UTC)}
-    invoice = Invoice(tenant="acme", invoice_id="I-1", status="open", version=1, data={},
-                      updated_at=day["now"], sync_state=SyncState.SYNCED, qbo_id="7",
-                      qbo_status="open", balance="10.00", pushed_body={"DueDate": "2026-12-05"})  # fmt: skip
+    invoice = Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=1,
+        data={},
+        updated_at=day["now"],
+        sync_state=SyncState.SYNCED,
+        qbo_id="7",
+        qbo_status="open",
+        balance="10.00",
+        pushed_body={"DueDate": "2026-12-05"},
+    )
     await store.commit(ChangeSet(invoices={("acme", "I-1"): invoice}))
     none: Any = None
     reconciler = Reconciler(config, store, none, none, lambda: day["now"], lambda: None)
@@ -46,9 +56,19 @@ async def test_both_sides_changed_is_recorded_as_a_conflict(tmp_path):
     store = SqliteStore(tmp_path / "s.db")
     await store.open()
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    invoice = Invoice(tenant="acme", invoice_id="I-1", status="open", version=4, data={},
-                      updated_at=now, sync_state=SyncState.PENDING, qbo_id="7",
-                      qbo_sync_token="0", qbo_status="open", balance="10.00")  # fmt: skip
+    invoice = Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=4,
+        data={},
+        updated_at=now,
+        sync_state=SyncState.PENDING,
+        qbo_id="7",
+        qbo_sync_token="0",
+        qbo_status="open",
+        balance="10.00",
+    )
     await store.commit(ChangeSet(invoices={("acme", "I-1"): invoice}))
     none: Any = None
     rules = RuleBook({"acme": load_rules(ROOT / "rules" / "default.toml")})

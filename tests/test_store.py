@@ -26,9 +26,14 @@ NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 def _ledger(message_id: str, tenant: str = "acme") -> LedgerEntry:
     return LedgerEntry(
-        tenant=tenant, message_id=message_id, topic="t", type="invoice.upserted",
-        outcome=Outcome.APPLIED, reason="", received_at=NOW,
-    )  # fmt: skip
+        tenant=tenant,
+        message_id=message_id,
+        topic="t",
+        type="invoice.upserted",
+        outcome=Outcome.APPLIED,
+        reason="",
+        received_at=NOW,
+    )
 
 
 async def test_migrations_set_the_schema_version_and_use_wal(tmp_path):
@@ -89,13 +94,22 @@ async def test_round_trip_and_tenant_isolation(tmp_path):
     store = SqliteStore(tmp_path / "syncd.db")
     await store.open()
     invoice = Invoice(
-        tenant="acme", invoice_id="I-1", status="open", version=3,
-        data={"total": "10.00"}, updated_at=NOW,
-    )  # fmt: skip
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=3,
+        data={"total": "10.00"},
+        updated_at=NOW,
+    )
     move = HistoryEntry(
-        tenant="acme", invoice_id="I-1", from_status="draft", to_status="open",
-        cause="crm", event_id="m-1", at=NOW,
-    )  # fmt: skip
+        tenant="acme",
+        invoice_id="I-1",
+        from_status="draft",
+        to_status="open",
+        cause="crm",
+        event_id="m-1",
+        at=NOW,
+    )
     await store.commit(
         ChangeSet(
             ledger=[_ledger("m-1")], invoices={("acme", "I-1"): invoice}, history=[move]
@@ -196,8 +210,15 @@ async def test_a_failure_is_resolved_in_the_same_commit_as_its_retry(tmp_path):
     store = SqliteStore(tmp_path / "syncd.db")
     await store.open()
     try:
-        failure = Failure(tenant="acme", invoice_id="I-1", operation="invoice.push",
-                          code="6000", message="refused", event_id=None, at=NOW)  # fmt: skip
+        failure = Failure(
+            tenant="acme",
+            invoice_id="I-1",
+            operation="invoice.push",
+            code="6000",
+            message="refused",
+            event_id=None,
+            at=NOW,
+        )
         await store.commit(ChangeSet(failures=[failure]))
         [stored] = await store.failures("acme")
         assert stored.id is not None and stored.resolved_at is None

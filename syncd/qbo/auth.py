@@ -46,8 +46,12 @@ class Endpoints:
         """Intuit's hosts for `environment`, or every path on `base_url`."""
         if base_url:
             base = base_url.rstrip("/")
-            return cls(base + "/connect/oauth2", base + "/oauth2/v1/tokens/bearer",
-                       base + "/v2/oauth2/tokens/revoke", base)  # fmt: skip
+            return cls(
+                base + "/connect/oauth2",
+                base + "/oauth2/v1/tokens/bearer",
+                base + "/v2/oauth2/tokens/revoke",
+                base,
+            )
         return cls(
             _INTUIT["authorize"], _INTUIT["token"], _INTUIT["revoke"], _API[environment]
         )
@@ -93,8 +97,10 @@ async def revoke(
     http: aiohttp.ClientSession, endpoints: Endpoints, app: App, token: str
 ) -> None:
     """Revoke a refresh token (ends the company's grant)."""
-    headers = {"Authorization": aiohttp.encode_basic_auth(app.client_id, app.client_secret),
-               "Accept": "application/json"}  # fmt: skip
+    headers = {
+        "Authorization": aiohttp.encode_basic_auth(app.client_id, app.client_secret),
+        "Accept": "application/json",
+    }
     with map_errors():
         async with http.post(
             endpoints.revoke, json={"token": token}, headers=headers

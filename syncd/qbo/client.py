@@ -87,8 +87,14 @@ class QboClient:
         """Have QBO e-mail the invoice."""
         params = {"sendTo": send_to} if send_to else {}
         path = f"{entity.lower()}/{entity_id}/send"
-        body = await self._call("POST", path, params=params, data=b"", kind="write",
-                                content_type="application/octet-stream")  # fmt: skip
+        body = await self._call(
+            "POST",
+            path,
+            params=params,
+            data=b"",
+            kind="write",
+            content_type="application/octet-stream",
+        )
         return dict(body[entity])
 
     async def read(self, entity: str, entity_id: str) -> dict[str, Any]:
@@ -145,8 +151,13 @@ class QboClient:
 
     async def pdf(self, entity: str, entity_id: str) -> bytes:
         """The PDF QBO renders for an invoice or sales receipt."""
-        data: bytes = await self._call("GET", f"{entity.lower()}/{entity_id}/pdf", kind="read",
-                                       accept="application/pdf", raw=True)  # fmt: skip
+        data: bytes = await self._call(
+            "GET",
+            f"{entity.lower()}/{entity_id}/pdf",
+            kind="read",
+            accept="application/pdf",
+            raw=True,
+        )
         return data
 
     async def _write(
@@ -195,9 +206,18 @@ class QboClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(
-        self, method: str, path: str, kind: str, params: dict[str, str] | None, data: bytes | None,
-        content_type: str, accept: str, raw: bool, *, authorization: str,
-    ) -> Any:  # fmt: skip
+        self,
+        method: str,
+        path: str,
+        kind: str,
+        params: dict[str, str] | None,
+        data: bytes | None,
+        content_type: str,
+        accept: str,
+        raw: bool,
+        *,
+        authorization: str,
+    ) -> Any:
         headers = {"Authorization": authorization, "Accept": accept}
         if data is not None:
             headers["Content-Type"] = content_type

@@ -11,10 +11,23 @@ from typing import Any
 import simplejson
 
 # QBO's subscription page says `void` (qbo.md §10); older deliveries said `voided`
-_OPERATIONS = {"created": "Create", "updated": "Update", "deleted": "Delete", "voided": "Void",
-               "void": "Void", "emailed": "Emailed", "merged": "Merge"}  # fmt: skip
-_ENTITIES = {"invoice": "Invoice", "payment": "Payment", "customer": "Customer",
-             "salesreceipt": "SalesReceipt", "item": "Item", "account": "Account"}  # fmt: skip
+_OPERATIONS = {
+    "created": "Create",
+    "updated": "Update",
+    "deleted": "Delete",
+    "voided": "Void",
+    "void": "Void",
+    "emailed": "Emailed",
+    "merged": "Merge",
+}
+_ENTITIES = {
+    "invoice": "Invoice",
+    "payment": "Payment",
+    "customer": "Customer",
+    "salesreceipt": "SalesReceipt",
+    "item": "Item",
+    "account": "Account",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +85,17 @@ def _legacy(note: dict[str, Any]) -> list[Notification]:
     out = []
     for e in note.get("dataChangeEvent", {}).get("entities", []):
         key = f"{e['name']}:{e['id']}:{e['operation']}:{e.get('lastUpdated', '')}"
-        out.append(Notification(realm, str(e["name"]), str(e["id"]), str(e["operation"]),
-                                str(e.get("lastUpdated", "")), key, _deleted_id(e)))  # fmt: skip
+        out.append(
+            Notification(
+                realm,
+                str(e["name"]),
+                str(e["id"]),
+                str(e["operation"]),
+                str(e.get("lastUpdated", "")),
+                key,
+                _deleted_id(e),
+            )
+        )
     return out
 
 

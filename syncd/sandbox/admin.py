@@ -85,10 +85,18 @@ async def automated_sales_tax(request: web.Request) -> web.Response:
     if found:
         found[0]["RateValue"] = rate
     else:
-        company.save("TaxRate", {
-            "Name": transactions.AST_RATE_NAME, "Active": True, "RateValue": rate,
-            "AgencyRef": {"value": "1"}, "SpecialTaxType": "NONE", "DisplayType": "ReadOnly",
-        }, "Create")  # fmt: skip
+        company.save(
+            "TaxRate",
+            {
+                "Name": transactions.AST_RATE_NAME,
+                "Active": True,
+                "RateValue": rate,
+                "AgencyRef": {"value": "1"},
+                "SpecialTaxType": "NONE",
+                "DisplayType": "ReadOnly",
+            },
+            "Create",
+        )
     prefs = company.tables["Preferences"]["1"]
     prefs["TaxPrefs"]["PartnerTaxEnabled"] = True
     company.save("Preferences", prefs, "Update")

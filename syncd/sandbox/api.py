@@ -106,8 +106,12 @@ async def handle_preferences(request: web.Request) -> web.Response:
 
 
 # the sandbox's market: home-currency units per unit of each currency, whatever the day
-RATES = {"EUR": Decimal("1.0842"), "GBP": Decimal("1.2671"), "CAD": Decimal("0.7315"),
-         "USD": Decimal(1)}  # fmt: skip
+RATES = {
+    "EUR": Decimal("1.0842"),
+    "GBP": Decimal("1.2671"),
+    "CAD": Decimal("0.7315"),
+    "USD": Decimal(1),
+}
 
 
 async def handle_exchange_rate(request: web.Request) -> web.Response:
@@ -117,11 +121,16 @@ async def handle_exchange_rate(request: web.Request) -> web.Response:
     day = request.query.get("asofdate") or local_time()[:10]
     if code not in RATES:
         raise faults.validation(
-            "2010", "Request has invalid or unsupported property",
+            "2010",
+            "Request has invalid or unsupported property",
             f"sourcecurrencycode {code!r} is not a currency this company knows",
-        )  # fmt: skip
-    rate = {"SourceCurrencyCode": code, "TargetCurrencyCode": "USD", "Rate": RATES[code],
-            "AsOfDate": day}  # fmt: skip
+        )
+    rate = {
+        "SourceCurrencyCode": code,
+        "TargetCurrencyCode": "USD",
+        "Rate": RATES[code],
+        "AsOfDate": day,
+    }
     return json_response(envelope("ExchangeRate", rate))
 
 
@@ -270,8 +279,12 @@ def _cdc(company: Company, names: list[str], since: Any) -> list[dict[str, Any]]
                 found.append((changed, entity, obj))
         for entity_id, when in company.deleted[entity].items():
             if when >= since:
-                stub = {"Id": entity_id, "status": "Deleted", "domain": "QBO",
-                        "MetaData": {"LastUpdatedTime": local_time(when)}}  # fmt: skip
+                stub = {
+                    "Id": entity_id,
+                    "status": "Deleted",
+                    "domain": "QBO",
+                    "MetaData": {"LastUpdatedTime": local_time(when)},
+                }
                 found.append((when, entity, stub))
     found.sort(key=lambda f: f[0])
     found = found[:CDC_MAX]

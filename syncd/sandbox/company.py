@@ -28,8 +28,13 @@ ENTITIES = {
     "term": "Term",
     "vendor": "Vendor",
 }
-_NAME_SPACE = {"Customer": "people", "Vendor": "people", "Employee": "people",
-               "Item": "Item", "Account": "Account"}  # fmt: skip
+_NAME_SPACE = {
+    "Customer": "people",
+    "Vendor": "people",
+    "Employee": "people",
+    "Item": "Item",
+    "Account": "Account",
+}
 # CDC does not cover these (qbo.md §2 TaxCode)
 NOT_IN_CDC = {"TaxCode", "TaxRate"}
 HOME_CURRENCY = {"value": "USD", "name": "United States Dollar"}
@@ -182,9 +187,14 @@ class Company:
         data: dict[str, Any] | None = None,
     ) -> None:
         change = Change(
-            len(self.changes) + 1, self.realm_id, entity, entity_id, operation, at,
+            len(self.changes) + 1,
+            self.realm_id,
+            entity,
+            entity_id,
+            operation,
+            at,
             data or {},
-        )  # fmt: skip
+        )
         self.changes.append(change)
         if self.listener is not None:
             self.listener(change)
@@ -220,28 +230,69 @@ def _seed(company: Company) -> None:
         ),
     ]
     for name, classification, kind, subtype in accounts:
-        add("Account", {
-            "Name": name, "SubAccount": False, "FullyQualifiedName": name, "Active": True,
-            "Classification": classification, "AccountType": kind, "AccountSubType": subtype,
-            "CurrentBalance": Decimal(0), "CurrentBalanceWithSubAccounts": Decimal(0),
-            "CurrencyRef": dict(HOME_CURRENCY),
-        })  # fmt: skip
-    add("TaxRate", {
-        "Id": "3", "Name": "California", "Description": "Sales Tax", "Active": True,
-        "RateValue": Decimal(8), "AgencyRef": {"value": "1"}, "SpecialTaxType": "NONE",
-        "DisplayType": "ReadOnly",
-    })  # fmt: skip
-    add("TaxCode", {
-        "Id": "2", "Name": "California", "Description": "California", "Active": True,
-        "Hidden": False, "Taxable": True, "TaxGroup": False,
-        "SalesTaxRateList": {"TaxRateDetail": [
-            {"TaxRateRef": {"value": "3", "name": "California"},
-             "TaxTypeApplicable": "TaxOnAmount", "TaxOrder": 0}]},
-        "PurchaseTaxRateList": {"TaxRateDetail": []},
-    })  # fmt: skip
+        add(
+            "Account",
+            {
+                "Name": name,
+                "SubAccount": False,
+                "FullyQualifiedName": name,
+                "Active": True,
+                "Classification": classification,
+                "AccountType": kind,
+                "AccountSubType": subtype,
+                "CurrentBalance": Decimal(0),
+                "CurrentBalanceWithSubAccounts": Decimal(0),
+                "CurrencyRef": dict(HOME_CURRENCY),
+            },
+        )
+    add(
+        "TaxRate",
+        {
+            "Id": "3",
+            "Name": "California",
+            "Description": "Sales Tax",
+            "Active": True,
+            "RateValue": Decimal(8),
+            "AgencyRef": {"value": "1"},
+            "SpecialTaxType": "NONE",
+            "DisplayType": "ReadOnly",
+        },
+    )
+    add(
+        "TaxCode",
+        {
+            "Id": "2",
+            "Name": "California",
+            "Description": "California",
+            "Active": True,
+            "Hidden": False,
+            "Taxable": True,
+            "TaxGroup": False,
+            "SalesTaxRateList": {
+                "TaxRateDetail": [
+                    {
+                        "TaxRateRef": {"value": "3", "name": "California"},
+                        "TaxTypeApplicable": "TaxOnAmount",
+                        "TaxOrder": 0,
+                    }
+                ]
+            },
+            "PurchaseTaxRateList": {"TaxRateDetail": []},
+        },
+    )
     for code, taxable in (("TAX", True), ("NON", False)):
-        add("TaxCode", {"Id": code, "Name": code, "Description": code, "Active": True,
-                        "Hidden": False, "Taxable": taxable, "TaxGroup": False})  # fmt: skip
+        add(
+            "TaxCode",
+            {
+                "Id": code,
+                "Name": code,
+                "Description": code,
+                "Active": True,
+                "Hidden": False,
+                "Taxable": taxable,
+                "TaxGroup": False,
+            },
+        )
     add(
         "Term",
         {
@@ -252,26 +303,42 @@ def _seed(company: Company) -> None:
             "DueDays": 30,
         },
     )
-    add("Preferences", {
-        "Id": "1",
-        "CurrencyPrefs": {"MultiCurrencyEnabled": False, "HomeCurrency": {"value": "USD"}},
-        "TaxPrefs": {"UsingSalesTax": True, "PartnerTaxEnabled": False},
-        "SalesFormsPrefs": {
-            "CustomField": [{"CustomField": _custom_field_prefs()}],
-            "DefaultTerms": {"value": "3"},
-            "CustomTxnNumbers": False,
-            "AllowDiscount": True,
-            "DefaultDiscountAccount": "3",
+    add(
+        "Preferences",
+        {
+            "Id": "1",
+            "CurrencyPrefs": {
+                "MultiCurrencyEnabled": False,
+                "HomeCurrency": {"value": "USD"},
+            },
+            "TaxPrefs": {"UsingSalesTax": True, "PartnerTaxEnabled": False},
+            "SalesFormsPrefs": {
+                "CustomField": [{"CustomField": _custom_field_prefs()}],
+                "DefaultTerms": {"value": "3"},
+                "CustomTxnNumbers": False,
+                "AllowDiscount": True,
+                "DefaultDiscountAccount": "3",
+            },
         },
-    })  # fmt: skip
-    add("CompanyInfo", {
-        "Id": "1", "CompanyName": f"Sandbox Company_US_{company.realm_id}",
-        "LegalName": f"Sandbox Company_US_{company.realm_id}", "Country": "US",
-        "CompanyAddr": {"Line1": "123 Sierra Way", "City": "San Pablo",
-                        "CountrySubDivisionCode": "CA", "PostalCode": "87999"},
-        "Email": {"Address": "noreply@quickbooks.com"}, "SupportedLanguages": "en",
-        "FiscalYearStartMonth": "January",
-    })  # fmt: skip
+    )
+    add(
+        "CompanyInfo",
+        {
+            "Id": "1",
+            "CompanyName": f"Sandbox Company_US_{company.realm_id}",
+            "LegalName": f"Sandbox Company_US_{company.realm_id}",
+            "Country": "US",
+            "CompanyAddr": {
+                "Line1": "123 Sierra Way",
+                "City": "San Pablo",
+                "CountrySubDivisionCode": "CA",
+                "PostalCode": "87999",
+            },
+            "Email": {"Address": "noreply@quickbooks.com"},
+            "SupportedLanguages": "en",
+            "FiscalYearStartMonth": "January",
+        },
+    )
     company._next_id = 100  # user objects start above the seeded ones
 
 

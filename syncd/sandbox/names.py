@@ -95,8 +95,13 @@ def prepare_item(
         obj["IncomeAccountRef"] = {"value": account["Id"], "name": account["Name"]}
     obj["FullyQualifiedName"] = obj["Name"]
     obj.setdefault("Active", True)
-    for key, value in (("Taxable", False), ("UnitPrice", Decimal(0)), ("PurchaseCost", Decimal(0)),
-                       ("TrackQtyOnHand", False), ("DeferredRevenue", False)):  # fmt: skip
+    for key, value in (
+        ("Taxable", False),
+        ("UnitPrice", Decimal(0)),
+        ("PurchaseCost", Decimal(0)),
+        ("TrackQtyOnHand", False),
+        ("DeferredRevenue", False),
+    ):
         obj.setdefault(key, value)
 
 

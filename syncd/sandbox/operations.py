@@ -22,8 +22,18 @@ _PREPARE: dict[str, Prepare] = {
 }
 WRITABLE = set(_PREPARE)
 # fields QBO sets itself; a client's values for them are ignored
-_SERVER_FIELDS = {"Id", "SyncToken", "MetaData", "domain", "sparse", "Balance",
-                  "LinkedTxn", "UnappliedAmt", "status", "DeliveryInfo"}  # fmt: skip
+_SERVER_FIELDS = {
+    "Id",
+    "SyncToken",
+    "MetaData",
+    "domain",
+    "sparse",
+    "Balance",
+    "LinkedTxn",
+    "UnappliedAmt",
+    "status",
+    "DeliveryInfo",
+}
 _KEEP_ON_FULL_UPDATE = {"DocNumber", "TxnDate", "LinkedTxn"}
 
 

@@ -64,10 +64,15 @@ async def _log_requests(
     """Remember every request for the admin API (not the admin API's own)."""
     response = await handler(request)
     if not request.path.startswith(admin.PREFIX):
-        request.app[SANDBOX].log({
-            "method": request.method, "path": request.path, "query": dict(request.query),
-            "realm": request.match_info.get("realm"), "status": response.status,
-        })  # fmt: skip
+        request.app[SANDBOX].log(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "realm": request.match_info.get("realm"),
+                "status": response.status,
+            }
+        )
     return response
 
 

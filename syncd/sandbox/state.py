@@ -56,9 +56,12 @@ class Sandbox:
         )
         self.throttle = Throttle(config.limits)
         self.notifier = Notifier(
-            config.webhook_url, config.verifier_token, config.webhook_format,
-            config.webhook_delay, config.time_scale,
-        )  # fmt: skip
+            config.webhook_url,
+            config.verifier_token,
+            config.webhook_format,
+            config.webhook_delay,
+            config.time_scale,
+        )
         self.companies: dict[str, Company] = {}
         self.faults = ApiFaults()
         self.rng = random.Random(0)  # noqa: S311 -- fault rolls, not secrets

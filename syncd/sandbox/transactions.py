@@ -95,9 +95,14 @@ def _sale_line(company: Company, line: dict[str, Any], number: int) -> dict[str,
     if company.get("TaxCode", code) is None:
         raise faults.invalid_reference("TaxCode", code)
     detail["TaxCodeRef"] = {"value": code}
-    out = {"Id": str(number), "LineNum": number, "Amount": amount,
-           "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": detail,
-           "CustomExtensions": []}  # fmt: skip
+    out = {
+        "Id": str(number),
+        "LineNum": number,
+        "Amount": amount,
+        "DetailType": "SalesItemLineDetail",
+        "SalesItemLineDetail": detail,
+        "CustomExtensions": [],
+    }
     if line.get("Description") is not None:
         out["Description"] = line["Description"]
     return out
@@ -163,10 +168,21 @@ def _tax(
         if obj.get("ApplyTaxAfterDiscount") and subtotal:
             taxable -= money(discount * taxable / subtotal)
         total = money(taxable * ast["RateValue"] / 100)
-        obj["TxnTaxDetail"] = {"TotalTax": total, "TaxLine": [
-            {"Amount": total, "DetailType": "TaxLineDetail", "TaxLineDetail": {
-                "TaxRateRef": {"value": ast["Id"]}, "PercentBased": True,
-                "TaxPercent": ast["RateValue"], "NetAmountTaxable": taxable}}]}  # fmt: skip
+        obj["TxnTaxDetail"] = {
+            "TotalTax": total,
+            "TaxLine": [
+                {
+                    "Amount": total,
+                    "DetailType": "TaxLineDetail",
+                    "TaxLineDetail": {
+                        "TaxRateRef": {"value": ast["Id"]},
+                        "PercentBased": True,
+                        "TaxPercent": ast["RateValue"],
+                        "NetAmountTaxable": taxable,
+                    },
+                }
+            ],
+        }
         return total
     ref = (detail.get("TxnTaxCodeRef") or {}).get("value")
     if not ref:
@@ -192,9 +208,18 @@ def _tax(
             raise faults.invalid_reference("TaxRate", entry["TaxRateRef"]["value"])
         amount = money(taxable * rate["RateValue"] / 100)
         total += amount
-        tax_lines.append({"Amount": amount, "DetailType": "TaxLineDetail", "TaxLineDetail": {
-            "TaxRateRef": {"value": rate["Id"]}, "PercentBased": True,
-            "TaxPercent": rate["RateValue"], "NetAmountTaxable": taxable}})  # fmt: skip
+        tax_lines.append(
+            {
+                "Amount": amount,
+                "DetailType": "TaxLineDetail",
+                "TaxLineDetail": {
+                    "TaxRateRef": {"value": rate["Id"]},
+                    "PercentBased": True,
+                    "TaxPercent": rate["RateValue"],
+                    "NetAmountTaxable": taxable,
+                },
+            }
+        )
     obj["TxnTaxDetail"] = {
         "TxnTaxCodeRef": {"value": code["Id"]},
         "TotalTax": total,

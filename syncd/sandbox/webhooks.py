@@ -30,8 +30,14 @@ from syncd.sandbox.company import Change
 RETRY_SECONDS = (10, 20, 30, 300, 1200, 7200, 14400, 21600)
 ANSWER_TIMEOUT = 3.0
 # the names on the app's subscription page (qbo.md §10): `void`, not `voided`
-_PAST = {"Create": "created", "Update": "updated", "Delete": "deleted", "Void": "void",
-         "Emailed": "emailed", "Merge": "merged"}  # fmt: skip
+_PAST = {
+    "Create": "created",
+    "Update": "updated",
+    "Delete": "deleted",
+    "Void": "void",
+    "Emailed": "emailed",
+    "Merge": "merged",
+}
 MAX_EVENTS = 100  # CloudEvents per delivery (qbo.md §10)
 
 
@@ -60,10 +66,14 @@ class Delivery:
     def report(self) -> dict[str, Any]:
         """What the admin API shows."""
         return {
-            "id": self.id, "realms": self.realms, "attempts": self.attempts,
-            "statuses": self.statuses, "delivered": self.delivered, "dropped": self.dropped,
+            "id": self.id,
+            "realms": self.realms,
+            "attempts": self.attempts,
+            "statuses": self.statuses,
+            "delivered": self.delivered,
+            "dropped": self.dropped,
             "body": simplejson.loads(self.body),
-        }  # fmt: skip
+        }
 
 
 def sign(body: bytes, verifier: str) -> str:
@@ -214,9 +224,11 @@ class Notifier:
         }
         try:
             async with session.post(
-                str(self.url), data=delivery.body, headers=headers,
+                str(self.url),
+                data=delivery.body,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=ANSWER_TIMEOUT),
-            ) as response:  # fmt: skip
+            ) as response:
                 return response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             return type(exc).__name__

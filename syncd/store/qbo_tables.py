@@ -42,19 +42,26 @@ class QboTables:
 
     async def connection(self, tenant: str) -> Connection | None:
         """Return the tenant's QBO connection."""
-        sql = ("SELECT c.realm_id, status, token, preferences, connected_at, error, b.since "
-               "FROM connections c LEFT JOIN books b "
-               "ON b.tenant = c.tenant AND b.realm_id = c.realm_id WHERE c.tenant = ?")  # fmt: skip
+        sql = (
+            "SELECT c.realm_id, status, token, preferences, connected_at, error, b.since "
+            "FROM connections c LEFT JOIN books b "
+            "ON b.tenant = c.tenant AND b.realm_id = c.realm_id WHERE c.tenant = ?"
+        )
         async with self._read() as db, db.execute(sql, (tenant,)) as cur:
             row = await cur.fetchone()
         if row is None:
             return None
         realm_id, status, token, prefs, connected_at, error, since = row
         return Connection(
-            tenant=tenant, realm_id=realm_id, status=status, token=self._sealer().open(token),
-            preferences=orjson.loads(prefs), connected_at=datetime.fromisoformat(connected_at),
-            error=error, since=datetime.fromisoformat(since) if since else None,
-        )  # fmt: skip
+            tenant=tenant,
+            realm_id=realm_id,
+            status=status,
+            token=self._sealer().open(token),
+            preferences=orjson.loads(prefs),
+            connected_at=datetime.fromisoformat(connected_at),
+            error=error,
+            since=datetime.fromisoformat(since) if since else None,
+        )
 
     async def save_connection(self, conn: Connection) -> None:
         """Insert or replace a connection (token sealed)."""
@@ -146,10 +153,14 @@ class QboTables:
     ) -> None:
         """Remember a one-time OAuth state; forget those older than `ttl`."""
         async with self._tx() as db:
-            await db.execute("DELETE FROM oauth_states WHERE created_at < ?",
-                             ((now - ttl).isoformat(),))  # fmt: skip
-            await db.execute("INSERT INTO oauth_states VALUES (?, ?, ?, ?)",
-                             (state, tenant, int(force), now.isoformat()))  # fmt: skip
+            await db.execute(
+                "DELETE FROM oauth_states WHERE created_at < ?",
+                ((now - ttl).isoformat(),),
+            )
+            await db.execute(
+                "INSERT INTO oauth_states VALUES (?, ?, ?, ?)",
+                (state, tenant, int(force), now.isoformat()),
+            )
 
     async def take_state(self, state: str) -> tuple[str, bool, datetime] | None:
         """Consume a one-time OAuth state: (tenant, force, created) or None."""
@@ -180,8 +191,10 @@ class QboTables:
         """Record the intent before the call: in flight, one more attempt."""
         job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
         async with self._tx() as db:
-            await db.execute("UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
-                             (job.status.value, job.attempts, job.id))  # fmt: skip
+            await db.execute(
+                "UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
+                (job.status.value, job.attempts, job.id),
+            )
 
     async def postpone_jobs(self, tenant: str, until: datetime) -> int:
         """Make a tenant's due jobs wait (its company is not connected); return how many."""
@@ -226,8 +239,10 @@ class QboTables:
     async def store_inbound(self, body: bytes, now: datetime) -> None:
         """Keep a webhook body before answering 200 (processed later)."""
         async with self._tx() as db:
-            await db.execute("INSERT INTO inbound (body, received_at) VALUES (?, ?)",
-                             (body, now.isoformat()))  # fmt: skip
+            await db.execute(
+                "INSERT INTO inbound (body, received_at) VALUES (?, ?)",
+                (body, now.isoformat()),
+            )
 
     async def pending_inbound(self, limit: int) -> list[tuple[int, bytes]]:
         """Stored webhook bodies not processed yet, oldest first."""
@@ -306,7 +321,11 @@ async def write_inbound(
         "UPDATE inbound SET done = 1 WHERE seq = ?", [(s,) for s in done]
     )
     now = datetime.now(UTC).isoformat()
-    await db.executemany("INSERT INTO inbound (body, received_at) VALUES (?, ?)",
-                         [(body, now) for body in new])  # fmt: skip
-    await db.executemany("INSERT OR IGNORE INTO inbound_events VALUES (?, ?, ?)",
-                         [(realm, key, now) for realm, key in keys])  # fmt: skip
+    await db.executemany(
+        "INSERT INTO inbound (body, received_at) VALUES (?, ?)",
+        [(body, now) for body in new],
+    )
+    await db.executemany(
+        "INSERT OR IGNORE INTO inbound_events VALUES (?, ?, ?)",
+        [(realm, key, now) for realm, key in keys],
+    )

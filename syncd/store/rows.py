@@ -63,8 +63,24 @@ def invoice_row(i: Invoice) -> tuple[Any, ...]:
 
 
 def invoice(row: Any) -> Invoice:
-    (tenant, invoice_id, status, version, sync_state, data, qbo_id, doc, qbo_status,
-     balance, last_synced_at, error, updated_at, sync_token, pushed, first_seen) = row  # fmt: skip
+    (
+        tenant,
+        invoice_id,
+        status,
+        version,
+        sync_state,
+        data,
+        qbo_id,
+        doc,
+        qbo_status,
+        balance,
+        last_synced_at,
+        error,
+        updated_at,
+        sync_token,
+        pushed,
+        first_seen,
+    ) = row
     return Invoice(
         tenant=tenant,
         invoice_id=invoice_id,
@@ -115,15 +131,27 @@ def failure_row(f: Failure) -> tuple[Any, ...]:
 
 def job_row(j: Job) -> tuple[Any, ...]:
     return (
-        j.tenant, j.invoice_id, j.kind, j.status.value, j.attempts,
-        j.next_attempt_at.isoformat(), orjson.dumps(j.payload), j.last_error,
-    )  # fmt: skip
+        j.tenant,
+        j.invoice_id,
+        j.kind,
+        j.status.value,
+        j.attempts,
+        j.next_attempt_at.isoformat(),
+        orjson.dumps(j.payload),
+        j.last_error,
+    )
 
 
 def job(row: Any) -> Job:
     job_id, tenant, invoice_id, kind, status, attempts, next_at, payload, error = row
     return Job(
-        id=job_id, tenant=tenant, invoice_id=invoice_id, kind=kind, status=JobStatus(status),
-        attempts=attempts, next_attempt_at=datetime.fromisoformat(next_at),
-        payload=orjson.loads(payload), last_error=error,
-    )  # fmt: skip
+        id=job_id,
+        tenant=tenant,
+        invoice_id=invoice_id,
+        kind=kind,
+        status=JobStatus(status),
+        attempts=attempts,
+        next_attempt_at=datetime.fromisoformat(next_at),
+        payload=orjson.loads(payload),
+        last_error=error,
+    )

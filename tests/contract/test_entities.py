@@ -22,8 +22,18 @@ async def test_single_entity_envelope_and_common_fields(qbo: Connection):
     assert (customer["domain"], customer["sparse"]) == ("QBO", False)
     assert LOCAL_TIME.match(customer["MetaData"]["CreateTime"])
     assert customer["CurrencyRef"] == {"value": "USD", "name": "United States Dollar"}
-    for key in ("Taxable", "Job", "BillWithParent", "Balance", "BalanceWithJobs", "PreferredDeliveryMethod",
-                "IsProject", "FullyQualifiedName", "PrintOnCheckName", "Active"):  # fmt: skip
+    for key in (
+        "Taxable",
+        "Job",
+        "BillWithParent",
+        "Balance",
+        "BalanceWithJobs",
+        "PreferredDeliveryMethod",
+        "IsProject",
+        "FullyQualifiedName",
+        "PrintOnCheckName",
+        "Active",
+    ):
         assert key in customer
 
 
@@ -61,16 +71,28 @@ async def test_discount_tax_and_custom_fields(qbo: Connection):
     body = {
         "CustomerRef": {"value": customer["Id"]},
         "Line": [
-            {"DetailType": "SalesItemLineDetail", "Amount": Decimal("200.00"),
-             "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 2,
-                                     "UnitPrice": Decimal("100.00"), "TaxCodeRef": {"value": "TAX"}}},
-            {"DetailType": "DiscountLineDetail",
-             "DiscountLineDetail": {"PercentBased": True, "DiscountPercent": 5}},
+            {
+                "DetailType": "SalesItemLineDetail",
+                "Amount": Decimal("200.00"),
+                "SalesItemLineDetail": {
+                    "ItemRef": {"value": item["Id"]},
+                    "Qty": 2,
+                    "UnitPrice": Decimal("100.00"),
+                    "TaxCodeRef": {"value": "TAX"},
+                },
+            },
+            {
+                "DetailType": "DiscountLineDetail",
+                "DiscountLineDetail": {"PercentBased": True, "DiscountPercent": 5},
+            },
         ],
         "ApplyTaxAfterDiscount": True,
         "TxnTaxDetail": {"TxnTaxCodeRef": {"value": "2"}},
-        "CustomField": [{"Name": "PO Number", "StringValue": "PO-77"}, {"Name": "Nope", "StringValue": "x"}],
-    }  # fmt: skip
+        "CustomField": [
+            {"Name": "PO Number", "StringValue": "PO-77"},
+            {"Name": "Nope", "StringValue": "x"},
+        ],
+    }
     invoice = await qbo.create("Invoice", body)
     discount = [
         ln for ln in invoice["Line"] if ln["DetailType"] == "DiscountLineDetail"
@@ -172,8 +194,16 @@ async def test_payments_link_both_sides_and_void_restores(qbo: Connection):
     invoice = await qbo.invoice(customer, item, "387.00")
 
     def pay(amount: str) -> dict[str, object]:
-        return {"CustomerRef": {"value": customer["Id"]}, "TotalAmt": Decimal(amount),
-                "Line": [{"Amount": Decimal(amount), "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}]}  # fmt: skip
+        return {
+            "CustomerRef": {"value": customer["Id"]},
+            "TotalAmt": Decimal(amount),
+            "Line": [
+                {
+                    "Amount": Decimal(amount),
+                    "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
+                }
+            ],
+        }
 
     first = await qbo.create("Payment", pay("87.00"))
     assert first["UnappliedAmt"] == 0
@@ -251,10 +281,22 @@ async def test_currency_must_be_the_customers_and_needs_multicurrency(qbo: Conne
     await qbo.admin("POST", f"realms/{qbo.realm}/multicurrency")
     euro = await qbo.customer("Euro Co", CurrencyRef={"value": "EUR"})
     item = await qbo.item()
-    fault = await qbo.call("POST", "invoice", {
-        "CustomerRef": {"value": euro["Id"]}, "CurrencyRef": {"value": "USD"},
-        "Line": [{"DetailType": "SalesItemLineDetail", "Amount": 5, "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}],
-    }, expect=400)  # fmt: skip
+    fault = await qbo.call(
+        "POST",
+        "invoice",
+        {
+            "CustomerRef": {"value": euro["Id"]},
+            "CurrencyRef": {"value": "USD"},
+            "Line": [
+                {
+                    "DetailType": "SalesItemLineDetail",
+                    "Amount": 5,
+                    "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}},
+                }
+            ],
+        },
+        expect=400,
+    )
     assert (
         "must be the currency of the customer" in fault["Fault"]["Error"][0]["Detail"]
     )
@@ -307,8 +349,11 @@ async def test_due_date_comes_from_terms(qbo: Connection):
         plain, item, TxnDate="2026-03-01", SalesTermRef={"value": net15["Id"]}
     )
     assert own["DueDate"] == "2026-03-16"
-    line = {"DetailType": "SalesItemLineDetail", "Amount": Decimal("5.00"),
-            "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}  # fmt: skip
+    line = {
+        "DetailType": "SalesItemLineDetail",
+        "Amount": Decimal("5.00"),
+        "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}},
+    }
     receipt = await qbo.create(
         "SalesReceipt", {"CustomerRef": {"value": plain["Id"]}, "Line": [line]}
     )

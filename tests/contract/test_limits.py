@@ -56,12 +56,34 @@ async def test_over_the_concurrency_limit_is_429(
 async def test_batch_items_answer_one_by_one(qbo: Connection):
     """§6: per-item results and Faults; queries in a batch; at most 30 items."""
     customer = await qbo.customer()
-    request = {"BatchItemRequest": [
-        {"bId": "1", "operation": "create", "Customer": {"DisplayName": "Batch One"}},
-        {"bId": "2", "operation": "create", "Customer": {"DisplayName": customer["DisplayName"]}},
-        {"bId": "3", "Query": "select * from Customer where DisplayName = 'Batch One'"},
-        {"bId": "4", "operation": "update", "Customer": {"Id": customer["Id"], "SyncToken": "0", "sparse": True, "Notes": "b"}},
-    ]}  # fmt: skip
+    request = {
+        "BatchItemRequest": [
+            {
+                "bId": "1",
+                "operation": "create",
+                "Customer": {"DisplayName": "Batch One"},
+            },
+            {
+                "bId": "2",
+                "operation": "create",
+                "Customer": {"DisplayName": customer["DisplayName"]},
+            },
+            {
+                "bId": "3",
+                "Query": "select * from Customer where DisplayName = 'Batch One'",
+            },
+            {
+                "bId": "4",
+                "operation": "update",
+                "Customer": {
+                    "Id": customer["Id"],
+                    "SyncToken": "0",
+                    "sparse": True,
+                    "Notes": "b",
+                },
+            },
+        ]
+    }
     answer = await qbo.call("POST", "batch", request)
     items = {i["bId"]: i for i in answer["BatchItemResponse"]}
     assert items["1"]["Customer"]["DisplayName"] == "Batch One"

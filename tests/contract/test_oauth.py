@@ -41,8 +41,13 @@ async def test_codes_are_single_use_and_bound_to_the_redirect(
     sandbox: SandboxProcess, http
 ):
     """§8: a used code or a different redirect_uri gives invalid_grant."""
-    params = {"client_id": CLIENT_ID, "response_type": "code", "redirect_uri": REDIRECT,
-              "scope": "com.intuit.quickbooks.accounting", "state": "x"}  # fmt: skip
+    params = {
+        "client_id": CLIENT_ID,
+        "response_type": "code",
+        "redirect_uri": REDIRECT,
+        "scope": "com.intuit.quickbooks.accounting",
+        "state": "x",
+    }
     async with http.get(
         f"{sandbox.origin}/connect/oauth2?{urlencode(params)}", allow_redirects=False
     ) as r:
@@ -67,8 +72,11 @@ async def test_codes_are_single_use_and_bound_to_the_redirect(
 async def test_client_authentication_is_required(sandbox: SandboxProcess, http):
     """§8: the token endpoint wants Basic client_id:client_secret."""
     bad = "Basic " + base64.b64encode(b"test-client:wrong").decode()
-    async with http.post(f"{sandbox.origin}/oauth2/v1/tokens/bearer", data={"grant_type": "refresh_token", "refresh_token": "x"},
-                         headers={"Authorization": bad}) as r:  # fmt: skip
+    async with http.post(
+        f"{sandbox.origin}/oauth2/v1/tokens/bearer",
+        data={"grant_type": "refresh_token", "refresh_token": "x"},
+        headers={"Authorization": bad},
+    ) as r:
         assert r.status == 401
         assert (await r.json())["error"] == "invalid_client"
 

@@ -36,15 +36,23 @@ def _plain_http(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _connect(sandbox: SandboxProcess) -> tuple[AuthClient, QuickBooks]:
-    auth = AuthClient(CLIENT_ID, CLIENT_SECRET, REDIRECT,
-                      environment=sandbox.origin + "/.well-known/openid_configuration")  # fmt: skip
+    auth = AuthClient(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        REDIRECT,
+        environment=sandbox.origin + "/.well-known/openid_configuration",
+    )
     url = auth.get_authorization_url([Scopes.ACCOUNTING])
     callback = requests.get(url, allow_redirects=False, timeout=10).headers["Location"]
     params = parse_qs(urlparse(callback).query)
     assert params["state"] == [auth.state_token]
     auth.get_bearer_token(params["code"][0], realm_id=params["realmId"][0])
-    client = QuickBooks(auth_client=auth, refresh_token=auth.refresh_token,
-                        company_id=auth.realm_id, minorversion=75)  # fmt: skip
+    client = QuickBooks(
+        auth_client=auth,
+        refresh_token=auth.refresh_token,
+        company_id=auth.realm_id,
+        minorversion=75,
+    )
     client.api_url_v3 = sandbox.origin + "/v3"
     return auth, client
 
@@ -94,9 +102,18 @@ def test_common_flows_through_python_quickbooks(sandbox: SandboxProcess):
     changes = change_data_capture([Invoice, Customer], since, qb=client)
     assert len(changes.Customer) == 4
 
-    second = Invoice.from_json({"CustomerRef": {"value": customer.Id},
-                                "Line": [{"DetailType": "SalesItemLineDetail", "Amount": 10,
-                                          "SalesItemLineDetail": {"ItemRef": {"value": item.Id}}}]})  # fmt: skip
+    second = Invoice.from_json(
+        {
+            "CustomerRef": {"value": customer.Id},
+            "Line": [
+                {
+                    "DetailType": "SalesItemLineDetail",
+                    "Amount": 10,
+                    "SalesItemLineDetail": {"ItemRef": {"value": item.Id}},
+                }
+            ],
+        }
+    )
     second = second.save(qb=client)
     second.send(qb=client, send_to="ap@official.test")
     assert Invoice.get(second.Id, qb=client).EmailStatus == "EmailSent"

@@ -54,8 +54,19 @@ async def test_invoice_update_recomputes_and_keeps_payments(qbo: Connection):
     """§3: a sparse Line update replaces the lines (the sandbox's pick) and keeps the balance right."""
     customer, item = await qbo.customer(), await qbo.item()
     invoice = await qbo.invoice(customer, item, "100.00")
-    await qbo.create("Payment", {"CustomerRef": {"value": customer["Id"]}, "TotalAmt": Decimal("40.00"),
-                                 "Line": [{"Amount": Decimal("40.00"), "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}]})  # fmt: skip
+    await qbo.create(
+        "Payment",
+        {
+            "CustomerRef": {"value": customer["Id"]},
+            "TotalAmt": Decimal("40.00"),
+            "Line": [
+                {
+                    "Amount": Decimal("40.00"),
+                    "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
+                }
+            ],
+        },
+    )
     current = (await qbo.call("GET", f"invoice/{invoice['Id']}"))["Invoice"]
     line = {
         "DetailType": "SalesItemLineDetail",

@@ -47,8 +47,17 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 
 
 async def _sandbox(tmp_path, url: str, fmt: str) -> SandboxProcess:
-    process = SandboxProcess(tmp_path, "--webhook-url", url, "--webhook-format", fmt,
-                             "--webhook-delay", "0.1", "--time-scale", "100")  # fmt: skip
+    process = SandboxProcess(
+        tmp_path,
+        "--webhook-url",
+        url,
+        "--webhook-format",
+        fmt,
+        "--webhook-delay",
+        "0.1",
+        "--time-scale",
+        "100",
+    )
     await asyncio.to_thread(process.start)
     return process
 
@@ -78,7 +87,9 @@ async def test_legacy_notifications_are_signed_and_batched(tmp_path, receiver, h
         assert note["realmId"] == qbo.realm
         entities = note["dataChangeEvent"]["entities"]
         assert [(e["name"], e["id"], e["operation"]) for e in entities] == [
-            ("Customer", customer["Id"], "Create"), ("Customer", customer["Id"], "Update")]  # fmt: skip
+            ("Customer", customer["Id"], "Create"),
+            ("Customer", customer["Id"], "Update"),
+        ]
         assert entities[0]["lastUpdated"].endswith("-07:00")
     finally:
         process.stop()
@@ -160,15 +171,27 @@ async def test_person_in_qbo_changes_are_notified(tmp_path, receiver, http):
     try:
         qbo = await Connection(http, process.origin).connect()
         invoice = await qbo.invoice(await qbo.customer(), await qbo.item(), "80.00")
-        payment = {"CustomerRef": invoice["CustomerRef"], "TotalAmt": 80,
-                   "Line": [{"Amount": 80, "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}]}  # fmt: skip
+        payment = {
+            "CustomerRef": invoice["CustomerRef"],
+            "TotalAmt": 80,
+            "Line": [
+                {
+                    "Amount": 80,
+                    "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
+                }
+            ],
+        }
         await qbo.admin("POST", f"realms/{qbo.realm}/payment", payment, expect=201)
         paid = (await qbo.call("GET", f"invoice/{invoice['Id']}"))["Invoice"]
         assert paid["Balance"] == 0
         await hook.wait(1)
         await asyncio.sleep(0.3)
-        names = [(e["name"], e["operation"]) for _, b in hook.calls
-                 for n in json.loads(b)["eventNotifications"] for e in n["dataChangeEvent"]["entities"]]  # fmt: skip
+        names = [
+            (e["name"], e["operation"])
+            for _, b in hook.calls
+            for n in json.loads(b)["eventNotifications"]
+            for e in n["dataChangeEvent"]["entities"]
+        ]
         assert ("Payment", "Create") in names
         log = await qbo.admin("GET", f"requests?realm={qbo.realm}")
         assert all(entry["path"].startswith("/v3/") for entry in log)
@@ -270,15 +293,22 @@ async def test_cloudevents_carry_at_most_100_events_and_merges_name_the_deleted(
 ):
     """§10: up to 100 events per delivery; a merge names the survivor, with deletedId."""
     hook, url = receiver
+    # CloudEvents: the default format
     process = SandboxProcess(
         tmp_path, "--webhook-url", url, "--webhook-delay", "1.5", "--time-scale", "100"
-    )  # fmt: skip  (CloudEvents: the default)
+    )
     await asyncio.to_thread(process.start)
     try:
         qbo = await Connection(http, process.origin).connect()
-        made = [await qbo.admin("POST", f"realms/{qbo.realm}/customer",
-                                {"DisplayName": f"C {n}"}, expect=201)
-                for n in range(150)]  # fmt: skip
+        made = [
+            await qbo.admin(
+                "POST",
+                f"realms/{qbo.realm}/customer",
+                {"DisplayName": f"C {n}"},
+                expect=201,
+            )
+            for n in range(150)
+        ]
         gone, into = made[0]["Customer"]["Id"], made[1]["Customer"]["Id"]
         await qbo.admin("POST", f"realms/{qbo.realm}/customer/{gone}/merge?into={into}")
         await hook.wait(2, timeout=15)

@@ -154,8 +154,13 @@ async def test_the_store_refuses_a_second_tenant_for_a_realm(tmp_path):
     await store.open()
     try:
         now = datetime.now(UTC)
-        conn = StoredConnection(tenant="acme", realm_id="9130", status="connected",
-                          token={"access_token": "a"}, connected_at=now)  # fmt: skip
+        conn = StoredConnection(
+            tenant="acme",
+            realm_id="9130",
+            status="connected",
+            token={"access_token": "a"},
+            connected_at=now,
+        )
         await store.save_connection(conn)
         await store.save_connection(conn)  # the same tenant again: fine
         with pytest.raises(RealmTakenError):
@@ -214,8 +219,13 @@ async def test_settings_unread_at_the_callback_are_read_before_the_first_sync(
     assert body["status"] == "connected"
     assert body["error"].startswith("QBO's settings are not read yet")
     async with Crm(broker.port) as crm:
-        data = invoice("INV-1", 1, "open", total="200.00",
-                       customer={"contact_id": "C-9", "name": "Acme Ltd"})  # fmt: skip
+        data = invoice(
+            "INV-1",
+            1,
+            "open",
+            total="200.00",
+            customer={"contact_id": "C-9", "name": "Acme Ltd"},
+        )
         await crm.send("acme", "invoice.upserted", data)
         await crm.wait_for(
             lambda r: any(

@@ -17,8 +17,12 @@ __all__ = ["setup"]
 def _euro(invoice_id: str, number: str, **extra: Any) -> dict[str, Any]:
     data = _invoice(1, "open", currency="EUR", **extra)
     data["invoice_id"], data["number"] = invoice_id, number
-    data["customer"] = {**data["customer"], "contact_id": "C-10", "name": "Euro Co",
-                        "currency": "EUR"}  # fmt: skip
+    data["customer"] = {
+        **data["customer"],
+        "contact_id": "C-10",
+        "name": "Euro Co",
+        "currency": "EUR",
+    }
     return data
 
 

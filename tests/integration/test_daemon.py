@@ -249,8 +249,13 @@ async def test_messages_sent_while_syncd_is_down_are_processed(tmp_path, broker)
         for n in range(50):
             await crm.send("acme", "invoice.upserted", invoice(f"D-{n}", 1, "draft"))
         proc.start()
-        await crm.wait_for(lambda r: len(crm.on("out/input/rejected")) + len(
-            [m for m in r if "/sync/invoice/D-" in m.topic]) >= 50)  # fmt: skip
+        await crm.wait_for(
+            lambda r: (
+                len(crm.on("out/input/rejected"))
+                + len([m for m in r if "/sync/invoice/D-" in m.topic])
+                >= 50
+            )
+        )
     proc.stop()
     assert sum(1 for v in _db(proc).outcomes("acme").values() if v == "applied") == 50
 

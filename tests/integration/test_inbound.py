@@ -36,8 +36,14 @@ async def wired(request, tmp_path, broker, http) -> AsyncIterator[Setup]:
         tenants = {"acme": rules}
     config = write_config(workdir, broker.port, tenants, qbo_base_url=sandbox.origin)
     syncd = SyncdProcess(config, env=QBO_ENV)
-    sandbox.args = ("--webhook-url", f"http://127.0.0.1:{syncd.http_port}/webhooks/qbo",
-                    "--webhook-delay", "0.05", "--webhook-format", request.param)  # fmt: skip
+    sandbox.args = (
+        "--webhook-url",
+        f"http://127.0.0.1:{syncd.http_port}/webhooks/qbo",
+        "--webhook-delay",
+        "0.05",
+        "--webhook-format",
+        request.param,
+    )
     await asyncio.to_thread(sandbox.start)
     await asyncio.to_thread(syncd.start)
     try:
@@ -60,8 +66,16 @@ async def _synced_invoice(s: Setup) -> dict[str, Any]:
 
 async def _pay(s: Setup, invoice: dict[str, Any], amount: str) -> None:
     """A bookkeeper records a payment in QBO."""
-    body = {"CustomerRef": invoice["CustomerRef"], "TotalAmt": amount,
-            "Line": [{"Amount": amount, "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}]}  # fmt: skip
+    body = {
+        "CustomerRef": invoice["CustomerRef"],
+        "TotalAmt": amount,
+        "Line": [
+            {
+                "Amount": amount,
+                "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
+            }
+        ],
+    }
     await s.qbo.admin("POST", f"realms/{s.realm}/payment", body, expect=201)
 
 
@@ -106,8 +120,12 @@ async def test_a_refused_mapping_is_a_failure_and_no_set_status(wired: Setup):
     await _pay(wired, invoice, "200.00")
     await wired.state("INV-1", lambda d: d["status"] == "paid")
     await wired.qbo.admin("POST", f"realms/{wired.realm}/invoice/{invoice['Id']}/void")
-    await wired.crm.wait_for(lambda r: any(m.body["data"]["operation"] == "qbo_event"
-                                           for m in wired.crm.on("acme/out/sync/failed")))  # fmt: skip
+    await wired.crm.wait_for(
+        lambda r: any(
+            m.body["data"]["operation"] == "qbo_event"
+            for m in wired.crm.on("acme/out/sync/failed")
+        )
+    )
     [failed] = [
         m
         for m in wired.crm.on("acme/out/sync/failed")
@@ -134,8 +152,25 @@ async def test_syncds_own_writes_do_not_echo(wired: Setup):
 async def test_forged_signatures_are_refused(wired: Setup, http):
     """A webhook without the right intuit-signature gets 401 and changes nothing."""
     url = f"http://127.0.0.1:{wired.syncd.http_port}/webhooks/qbo"
-    body = json.dumps({"eventNotifications": [{"realmId": wired.realm, "dataChangeEvent": {
-        "entities": [{"name": "Invoice", "id": "1", "operation": "Void", "lastUpdated": "x"}]}}]}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "eventNotifications": [
+                {
+                    "realmId": wired.realm,
+                    "dataChangeEvent": {
+                        "entities": [
+                            {
+                                "name": "Invoice",
+                                "id": "1",
+                                "operation": "Void",
+                                "lastUpdated": "x",
+                            }
+                        ]
+                    },
+                }
+            ]
+        }
+    ).encode()
     async with http.post(url, data=body, headers={"intuit-signature": "Zm9yZ2Vk"}) as r:
         assert r.status == 401
     async with http.post(url, data=body) as r:
@@ -216,16 +251,36 @@ async def test_duplicated_and_delayed_webhooks_apply_once(wired: Setup):
 
 async def test_invoices_and_customers_created_in_qbo_reach_the_crm(wired: Setup):
     """HS3, HS4: an invoice made by hand in QBO → imported, no deal; HL1: new customer."""
-    customer = (await wired.qbo.admin("POST", f"realms/{wired.realm}/customer",
-                                      {"DisplayName": "Walk-in Client", "PrimaryEmailAddr": {"Address": "w@c.test"}},
-                                      expect=201))["Customer"]  # fmt: skip
+    customer = (
+        await wired.qbo.admin(
+            "POST",
+            f"realms/{wired.realm}/customer",
+            {
+                "DisplayName": "Walk-in Client",
+                "PrimaryEmailAddr": {"Address": "w@c.test"},
+            },
+            expect=201,
+        )
+    )["Customer"]
     item = await wired.qbo.item("Repairs")
-    line = {"DetailType": "SalesItemLineDetail", "Amount": 75, "Description": "Fix",
-            "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}  # fmt: skip
-    await wired.qbo.admin("POST", f"realms/{wired.realm}/invoice",
-                          {"CustomerRef": {"value": customer["Id"]}, "Line": [line]}, expect=201)  # fmt: skip
-    await wired.crm.wait_for(lambda r: bool(wired.crm.on("acme/out/invoice/imported"))
-                             and bool(wired.crm.on("acme/out/contact/created")))  # fmt: skip
+    line = {
+        "DetailType": "SalesItemLineDetail",
+        "Amount": 75,
+        "Description": "Fix",
+        "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}},
+    }
+    await wired.qbo.admin(
+        "POST",
+        f"realms/{wired.realm}/invoice",
+        {"CustomerRef": {"value": customer["Id"]}, "Line": [line]},
+        expect=201,
+    )
+    await wired.crm.wait_for(
+        lambda r: (
+            bool(wired.crm.on("acme/out/invoice/imported"))
+            and bool(wired.crm.on("acme/out/contact/created"))
+        )
+    )
     [imported] = wired.crm.on("acme/out/invoice/imported")
     data = imported.body["data"]
     assert (data["total"], data["deal_id"], data["customer"]["name"]) == (
@@ -278,10 +333,19 @@ async def test_refresh_pulls_an_invoice_and_a_contacts_list(setup: Setup):
         lambda r: bool(setup.crm.on("acme/out/invoice/set_status"))
     )
     assert setup.crm.on("acme/out/invoice/set_status")[0].body["data"]["to"] == "paid"
-    line = {"DetailType": "SalesItemLineDetail", "Amount": 30,
-            "SalesItemLineDetail": {"ItemRef": invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]}}  # fmt: skip
-    await setup.qbo.admin("POST", f"realms/{setup.realm}/invoice",
-                          {"CustomerRef": invoice["CustomerRef"], "Line": [line]}, expect=201)  # fmt: skip
+    line = {
+        "DetailType": "SalesItemLineDetail",
+        "Amount": 30,
+        "SalesItemLineDetail": {
+            "ItemRef": invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]
+        },
+    }
+    await setup.qbo.admin(
+        "POST",
+        f"realms/{setup.realm}/invoice",
+        {"CustomerRef": invoice["CustomerRef"], "Line": [line]},
+        expect=201,
+    )
     # QBO dates invoices in the company's time zone (-07:00): ask from the day before
     day = date.fromisoformat(invoice["TxnDate"])
     span = {"from": (day - timedelta(days=1)).isoformat(), "to": day.isoformat()}
@@ -298,10 +362,21 @@ async def test_refresh_pulls_an_invoice_and_a_contacts_list(setup: Setup):
 async def test_link_and_unlink_a_qbo_invoice_to_a_deal(setup: Setup):
     """HS4, PD8: a QBO-made invoice is linked to no deal until the CRM links it."""
     invoice = await _synced_invoice(setup)
-    line = {"DetailType": "SalesItemLineDetail", "Amount": 30,
-            "SalesItemLineDetail": {"ItemRef": invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]}}  # fmt: skip
-    made = (await setup.qbo.admin("POST", f"realms/{setup.realm}/invoice",
-                                  {"CustomerRef": invoice["CustomerRef"], "Line": [line]}, expect=201))["Invoice"]  # fmt: skip
+    line = {
+        "DetailType": "SalesItemLineDetail",
+        "Amount": 30,
+        "SalesItemLineDetail": {
+            "ItemRef": invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]
+        },
+    }
+    made = (
+        await setup.qbo.admin(
+            "POST",
+            f"realms/{setup.realm}/invoice",
+            {"CustomerRef": invoice["CustomerRef"], "Line": [line]},
+            expect=201,
+        )
+    )["Invoice"]
     await setup.crm.send(
         "acme", "command.link", {"qbo_invoice_id": made["Id"], "deal_id": "D-3"}
     )
@@ -374,14 +449,23 @@ async def test_a_customer_merged_away_in_qbo_moves_its_link(wired: Setup):
 async def test_a_contacts_listing_pages_past_1000_invoices(setup: Setup):
     """Issue 10 §5 (PD8, qbo.md §10): QBO answers 1,000 rows a query; syncd reads them all."""
     invoice = await _synced_invoice(setup)
-    line = {"DetailType": "SalesItemLineDetail", "Amount": 1,
-            "SalesItemLineDetail": {"ItemRef": invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]}}  # fmt: skip
+    line = {
+        "DetailType": "SalesItemLineDetail",
+        "Amount": 1,
+        "SalesItemLineDetail": {
+            "ItemRef": invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]
+        },
+    }
     body = {"CustomerRef": invoice["CustomerRef"], "Line": [line]}
     for start in range(0, 1100, 50):  # 1,100 invoices made by hand in QBO
-        await asyncio.gather(*(
-            setup.qbo.admin("POST", f"realms/{setup.realm}/invoice", body, expect=201)
-            for _ in range(start, start + 50)
-        ))  # fmt: skip
+        await asyncio.gather(
+            *(
+                setup.qbo.admin(
+                    "POST", f"realms/{setup.realm}/invoice", body, expect=201
+                )
+                for _ in range(start, start + 50)
+            )
+        )
     day = date.fromisoformat(invoice["TxnDate"])
     span = {"from": (day - timedelta(days=1)).isoformat(), "to": day.isoformat()}
     await setup.crm.send("acme", "command.refresh", {"contact_id": "C-9", **span})
@@ -409,8 +493,12 @@ async def test_one_tenants_trouble_never_holds_up_anothers_webhooks(
     tenants = {"acme": RULES, "globex": RULES}
     config = write_config(workdir, broker.port, tenants, qbo_base_url=sandbox.origin)
     syncd = SyncdProcess(config, env=QBO_ENV)
-    sandbox.args = ("--webhook-url", f"http://127.0.0.1:{syncd.http_port}/webhooks/qbo",
-                    "--webhook-delay", "0.05")  # fmt: skip
+    sandbox.args = (
+        "--webhook-url",
+        f"http://127.0.0.1:{syncd.http_port}/webhooks/qbo",
+        "--webhook-delay",
+        "0.05",
+    )
     await asyncio.to_thread(sandbox.start)
     await asyncio.to_thread(syncd.start)
     try:
@@ -422,14 +510,25 @@ async def test_one_tenants_trouble_never_holds_up_anothers_webhooks(
         globex = await Connection(http, sandbox.origin).connect(realm=realms["globex"])
         async with Crm(broker.port) as crm:
             await crm.send("globex", "invoice.upserted", _invoice(1, "open"))
-            await crm.wait_for(lambda r: any(m.body["data"]["sync_state"] == "synced"
-                                             for m in crm.on("globex/sync/invoice/INV-1")))  # fmt: skip
+            await crm.wait_for(
+                lambda r: any(
+                    m.body["data"]["sync_state"] == "synced"
+                    for m in crm.on("globex/sync/invoice/INV-1")
+                )
+            )
             # acme's company disconnects the app; a bookkeeper then works in both companies
             await globex.admin("POST", "tokens/revoke-all", {"realm": realms["acme"]})
-            await globex.admin("POST", f"realms/{realms['acme']}/customer",
-                               {"DisplayName": "Walk-in"}, expect=201)  # fmt: skip
-            [row] = (await globex.call("GET", "query", params={
-                "query": "select * from Invoice"}))["QueryResponse"]["Invoice"]  # fmt: skip
+            await globex.admin(
+                "POST",
+                f"realms/{realms['acme']}/customer",
+                {"DisplayName": "Walk-in"},
+                expect=201,
+            )
+            [row] = (
+                await globex.call(
+                    "GET", "query", params={"query": "select * from Invoice"}
+                )
+            )["QueryResponse"]["Invoice"]
             await asyncio.sleep(0.3)  # acme's notification is delivered first
             s = Setup(syncd, globex, crm, realms["globex"])
             await _pay(s, row, "200.00")

@@ -98,10 +98,27 @@ async def setup(
 
 
 def _invoice(version: int, status: str, **extra: Any) -> dict[str, Any]:
-    data = invoice("INV-1", version, status, number="1001", issue_date=TODAY.isoformat(), total="200.00",
-                   customer={"contact_id": "C-9", "name": "Acme Ltd", "billing_email": "ap@acme.test"},
-                   lines=[{"description": "Ticket #42: fix login", "item": "Consulting",
-                           "quantity": "2", "unit_price": "100.00"}])  # fmt: skip
+    data = invoice(
+        "INV-1",
+        version,
+        status,
+        number="1001",
+        issue_date=TODAY.isoformat(),
+        total="200.00",
+        customer={
+            "contact_id": "C-9",
+            "name": "Acme Ltd",
+            "billing_email": "ap@acme.test",
+        },
+        lines=[
+            {
+                "description": "Ticket #42: fix login",
+                "item": "Consulting",
+                "quantity": "2",
+                "unit_price": "100.00",
+            }
+        ],
+    )
     data.update(extra)
     return data
 
@@ -111,8 +128,12 @@ async def test_open_invoice_is_created_once_with_its_lines(setup: Setup):
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "draft"))
     await setup.crm.send("acme", "invoice.upserted", _invoice(2, "open"))
     state = await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
-    assert (state["qbo_doc_number"], state["total"], state["balance"], state["qbo_status"]) == (
-        "1001", "200.00", "200.00", "open")  # fmt: skip
+    assert (
+        state["qbo_doc_number"],
+        state["total"],
+        state["balance"],
+        state["qbo_status"],
+    ) == ("1001", "200.00", "200.00", "open")
     [qbo] = await setup.qbo_rows("select * from Invoice")
     assert qbo["Id"] == state["qbo_id"]
     line = qbo["Line"][0]
@@ -212,10 +233,16 @@ async def test_only_invoices_created_since_the_connection(setup: Setup):
     assert skipped["error"].startswith("not synced: created ")
     assert "before the QBO connection" in skipped["error"]
     now = datetime.now(UTC).isoformat()
-    dated = {**_invoice(1, "open", issue_date=last_week, created_at=now),
-             "invoice_id": "INV-2", "number": "1002"}  # fmt: skip
-    undated = {**_invoice(1, "open", issue_date=(TODAY - timedelta(days=40)).isoformat()),
-               "invoice_id": "INV-3", "number": "1003"}  # fmt: skip
+    dated = {
+        **_invoice(1, "open", issue_date=last_week, created_at=now),
+        "invoice_id": "INV-2",
+        "number": "1002",
+    }
+    undated = {
+        **_invoice(1, "open", issue_date=(TODAY - timedelta(days=40)).isoformat()),
+        "invoice_id": "INV-3",
+        "number": "1003",
+    }
     for data in (dated, undated):
         await setup.crm.send("acme", "invoice.upserted", data)
         await setup.state(data["invoice_id"], lambda d: d["sync_state"] == "synced")
@@ -241,9 +268,16 @@ async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setu
     """
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
-    payment = {"payment_id": "P-1", "invoice_id": "INV-1", "customer": {"name": "Acme Ltd"},
-               "amount": "50.00", "currency": "USD", "date": TODAY.isoformat(), "method": "card",
-               "kind": "invoice"}  # fmt: skip
+    payment = {
+        "payment_id": "P-1",
+        "invoice_id": "INV-1",
+        "customer": {"name": "Acme Ltd"},
+        "amount": "50.00",
+        "currency": "USD",
+        "date": TODAY.isoformat(),
+        "method": "card",
+        "kind": "invoice",
+    }
     await setup.crm.send("acme", "payment.recorded", payment)
     state = await setup.state("INV-1", lambda d: d["balance"] == "150.00")
     assert state["qbo_status"] == "partially_paid"
@@ -259,8 +293,14 @@ async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setu
     )
     paid = await setup.state("INV-1", lambda d: d["balance"] == "0.00")
     assert paid["qbo_status"] == "paid"
-    booking = {"payment_id": "B-7", "customer": {"name": "Walk In", "email": "walk@in.test"},
-               "amount": "35.00", "currency": "USD", "date": TODAY.isoformat(), "kind": "booking"}  # fmt: skip
+    booking = {
+        "payment_id": "B-7",
+        "customer": {"name": "Walk In", "email": "walk@in.test"},
+        "amount": "35.00",
+        "currency": "USD",
+        "date": TODAY.isoformat(),
+        "kind": "booking",
+    }
     await setup.crm.send("acme", "payment.recorded", booking)
     for _ in range(100):
         receipts = await setup.qbo_rows("select * from SalesReceipt")
@@ -278,8 +318,15 @@ async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setu
     known = await setup.qbo.customer(
         "Known Person", PrimaryEmailAddr={"Address": "known@in.test"}
     )
-    await setup.crm.send("acme", "payment.recorded", {**booking, "payment_id": "B-8",
-                         "customer": {"name": "Someone Else", "email": "known@in.test"}})  # fmt: skip
+    await setup.crm.send(
+        "acme",
+        "payment.recorded",
+        {
+            **booking,
+            "payment_id": "B-8",
+            "customer": {"name": "Someone Else", "email": "known@in.test"},
+        },
+    )
     for _ in range(100):
         receipts = await setup.qbo_rows("select * from SalesReceipt")
         if len(receipts) == 2:
@@ -360,8 +407,14 @@ async def test_money_taxes_discounts_custom_fields_currency(setup: Setup):
             "discount": "10.00",
         },
     ]
-    data = _invoice(1, "open", lines=lines, discount={"percent": "5"}, total="228.00",
-                    custom_fields={"po_number": "PO-77"})  # fmt: skip
+    data = _invoice(
+        1,
+        "open",
+        lines=lines,
+        discount={"percent": "5"},
+        total="228.00",
+        custom_fields={"po_number": "PO-77"},
+    )
     await setup.crm.send("acme", "invoice.upserted", data)
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
     [qbo] = await setup.qbo_rows("select * from Invoice")
@@ -398,8 +451,12 @@ async def test_contact_changes_are_pushed_when_allowed(setup: Setup):
     """PD5: a linked customer's new e-mail and address reach QBO (only what differs)."""
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
-    contact = {"contact_id": "C-9", "name": "Acme Ltd", "email": "billing@acme.test",
-               "address": {"line1": "1 Main St", "city": "Springfield"}}  # fmt: skip
+    contact = {
+        "contact_id": "C-9",
+        "name": "Acme Ltd",
+        "email": "billing@acme.test",
+        "address": {"line1": "1 Main St", "city": "Springfield"},
+    }
     await setup.crm.send("acme", "contact.upserted", contact)
     for _ in range(100):
         [customer] = await setup.qbo_rows(
@@ -455,8 +512,23 @@ async def test_switching_to_another_company_is_refused_while_linked(setup: Setup
 @pytest.mark.rules("currencies = []            # [] = any", 'currencies = ["USD"]')
 async def test_filters_decide_eligibility(setup: Setup):
     """HS1: invoices below min_total or in another currency stay out of QBO, and say why."""
-    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open", total="0.00",
-                         lines=[{"description": "Free", "item": "Consulting", "quantity": "1", "unit_price": "0.00"}]))  # fmt: skip
+    await setup.crm.send(
+        "acme",
+        "invoice.upserted",
+        _invoice(
+            1,
+            "open",
+            total="0.00",
+            lines=[
+                {
+                    "description": "Free",
+                    "item": "Consulting",
+                    "quantity": "1",
+                    "unit_price": "0.00",
+                }
+            ],
+        ),
+    )
     small = await setup.state("INV-1", lambda d: "min_total" in (d["error"] or ""))
     assert (small["qbo_id"], small["sync_state"]) == (None, "skipped")
     other = _invoice(1, "open", currency="EUR")

@@ -65,8 +65,12 @@ async def test_a_revoked_grant_pauses_and_says_reconnect(setup: Setup, http):
 
     await _revoke_all(setup)
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
-    await setup.crm.wait_for(lambda r: any("reconnect needed" in m.body["data"]["message"]
-                                           for m in setup.crm.on("acme/out/sync/failed")))  # fmt: skip
+    await setup.crm.wait_for(
+        lambda r: any(
+            "reconnect needed" in m.body["data"]["message"]
+            for m in setup.crm.on("acme/out/sync/failed")
+        )
+    )
     status, _ = await connect(http, setup.syncd, f"&realm={setup.realm}")
     assert status == 200
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced", timeout=60)

@@ -50,9 +50,10 @@ async def broken_intuit() -> AsyncIterator[str]:
 
     async def token(request: web.Request) -> web.Response:
         return web.Response(
-            status=502, text="<html><body>Bad Gateway</body></html>",
+            status=502,
+            text="<html><body>Bad Gateway</body></html>",
             content_type="text/html",
-        )  # fmt: skip
+        )
 
     app = web.Application()
     app.router.add_get("/connect/oauth2", consent)

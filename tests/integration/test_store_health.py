@@ -58,8 +58,13 @@ async def _filled_store(path: Path, invoices: int) -> None:
 
     store = SqliteStore(path)
     await store.open()
-    inbox = Inbox(store, RuleBook({"acme": RULES}), prefix="syncd",
-                  max_payload_bytes=256 * 1024, clock=lambda: NOW)  # fmt: skip
+    inbox = Inbox(
+        store,
+        RuleBook({"acme": RULES}),
+        prefix="syncd",
+        max_payload_bytes=256 * 1024,
+        clock=lambda: NOW,
+    )
     await inbox.handle(
         [upsert(f"I-{n}", 1, "draft", mid=f"m-{n}") for n in range(invoices)]
     )

@@ -19,11 +19,21 @@ __all__ = ["setup"]
 
 CALIFORNIA = ('code = ""', 'code = "California"')
 LINES = [
-    {"description": "Work", "item": "Consulting", "quantity": "2", "unit_price": "100.00",
-     "tax": "VAT20"},
-    {"description": "Setup", "item": "Setup", "quantity": "1", "unit_price": "50.00",
-     "tax": "VAT20"},
-]  # fmt: skip
+    {
+        "description": "Work",
+        "item": "Consulting",
+        "quantity": "2",
+        "unit_price": "100.00",
+        "tax": "VAT20",
+    },
+    {
+        "description": "Setup",
+        "item": "Setup",
+        "quantity": "1",
+        "unit_price": "50.00",
+        "tax": "VAT20",
+    },
+]
 
 
 def _taxed(total: str) -> dict[str, Any]:

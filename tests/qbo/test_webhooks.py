@@ -8,8 +8,15 @@ from syncd.qbo.webhooks import legacy_body, parse
 
 
 def _event(kind: str, data: dict[str, str]) -> dict[str, object]:
-    return {"specversion": "1.0", "id": "e-1", "type": kind, "time": "2026-11-27T10:00:00Z",
-            "intuitentityid": "7", "intuitaccountid": "123", "data": data}  # fmt: skip
+    return {
+        "specversion": "1.0",
+        "id": "e-1",
+        "type": kind,
+        "time": "2026-11-27T10:00:00Z",
+        "intuitentityid": "7",
+        "intuitaccountid": "123",
+        "data": data,
+    }
 
 
 def test_void_and_voided_are_one_operation():
@@ -30,17 +37,34 @@ def test_a_merge_names_what_was_merged_away_in_either_spelling():
             "7",
             "5",
         )
-    legacy = {"eventNotifications": [{"realmId": "123", "dataChangeEvent": {"entities": [
-        {"name": "Customer", "id": "7", "operation": "Merge", "lastUpdated": "x",
-         "deletedId": "5"}]}}]}  # fmt: skip
+    legacy = {
+        "eventNotifications": [
+            {
+                "realmId": "123",
+                "dataChangeEvent": {
+                    "entities": [
+                        {
+                            "name": "Customer",
+                            "id": "7",
+                            "operation": "Merge",
+                            "lastUpdated": "x",
+                            "deletedId": "5",
+                        }
+                    ]
+                },
+            }
+        ]
+    }
     [note] = parse(json.dumps(legacy).encode())
     assert note.deleted_id == "5"
 
 
 def test_notifications_stored_again_read_back_the_same():
     """What cannot be fetched now is stored again as a legacy body, and reads back whole."""
-    body = [_event("qbo.customer.merged.v1", {"deletedId": "5"}),
-            _event("qbo.invoice.updated.v1", {})]  # fmt: skip
+    body = [
+        _event("qbo.customer.merged.v1", {"deletedId": "5"}),
+        _event("qbo.invoice.updated.v1", {}),
+    ]
     notes = parse(json.dumps(body).encode())
     again = parse(legacy_body("123", notes))
     assert [(n.entity, n.id, n.operation, n.at, n.deleted_id) for n in again] == [
