@@ -6,6 +6,8 @@ the PDF is QBO's own (HS8). Every route needs the admin token (web_oauth.admin_a
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +15,17 @@ from aiohttp import web
 from syncd import events
 from syncd.appkeys import DAEMON
 from syncd.exceptions import QboError
-from syncd.models import ChangeSet, Failure, Invoice, Job, SyncState
+from syncd.models import (
+    ChangeSet,
+    Failure,
+    Invoice,
+    Job,
+    JobKind,
+    JobStatus,
+    Subject,
+    SyncState,
+)
+from syncd.store import Store
 
 
 def routes(app: web.Application) -> None:
@@ -117,6 +129,37 @@ async def list_failures(request: web.Request) -> web.Response:
     return web.json_response([_failure(f) for f in found])
 
 
+async def _job_again(
+    store: Store, tenant: str, failure: Failure, now: datetime
+) -> Job | None:
+    """The failed job, due again with what it carried (a payment's amount, say)."""
+    earlier = {j.id: j for j in await store.jobs(tenant)}.get(failure.job_id)
+    if earlier is not None:
+        return dataclasses.replace(
+            earlier,
+            id=None,
+            status=JobStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            last_error=None,
+        )
+    if failure.operation in _INVOICE_JOBS and failure.invoice_id is not None:
+        # recorded before failures named their job: an invoice's job carries nothing
+        return Job.for_invoice(
+            tenant, JobKind(failure.operation), failure.invoice_id, now
+        )
+    return None
+
+
+_INVOICE_JOBS = {k.value for k in JobKind if k.subject is Subject.INVOICE}
+
+
+_NOT_RETRIED = (
+    "only a failed QBO write is retried: a refused status move is fixed in the CRM or "
+    "the rules, a refused message is sent again by the CRM"
+)
+
+
 async def retry_failure(request: web.Request) -> web.Response:
     """Queue the failed operation again (after the admin fixed its cause)."""
     daemon = request.app[DAEMON]
@@ -127,22 +170,12 @@ async def retry_failure(request: web.Request) -> web.Response:
     )
     if failure is None or failure.invoice_id is None:
         return web.json_response({"error": "no such failure"}, status=404)
-    if "." not in failure.operation or failure.operation == "status_move":
-        return web.json_response(
-            {
-                "error": "a refused status move is fixed in the CRM or the rules, not retried"
-            },
-            status=409,
-        )
     now = daemon.clock()
     async with daemon.store.write_lock:
+        job = await _job_again(daemon.store, tenant, failure, now)
+        if job is None:
+            return web.json_response({"error": _NOT_RETRIED}, status=409)
         inv = await daemon.store.invoice(tenant, failure.invoice_id)
-        job = Job(
-            tenant=tenant,
-            invoice_id=failure.invoice_id,
-            kind=failure.operation,
-            next_attempt_at=now,
-        )
         # the job and the failure's resolution in one transaction: never one without the other
         changes = ChangeSet(jobs=[job], resolved=[(tenant, int(wanted), now)])
         if inv is not None:
@@ -150,9 +183,10 @@ async def retry_failure(request: web.Request) -> web.Response:
                 SyncState.PENDING,
                 "retry requested by the admin",
             )
-            inv.pushed_body = (
-                None  # write everything again: the admin may have fixed QBO
-            )
+            if job.kind is JobKind.INVOICE_PUSH:
+                inv.pushed_body = (
+                    None  # write it all again: the admin may have fixed QBO
+                )
             changes.invoices[(tenant, inv.invoice_id)] = inv
             changes.outbox.append(
                 events.sync_state(daemon.config.mqtt.topic_prefix, inv, now, None)

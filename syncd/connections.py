@@ -42,8 +42,10 @@ from syncd.qbo import (
     RealmLimiter,
     authorize_url,
     exchange_code,
+    queries,
     revoke,
 )
+from syncd.secrets import Cipher
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -85,10 +87,10 @@ async def read_settings(client: QboClient) -> dict[str, Any]:
     """
     prefs = await _patiently(client.preferences)
     taxes = await _patiently(
-        lambda: client.query_all("select * from TaxCode", "TaxCode")
+        lambda: client.query_all(queries.every("TaxCode"), "TaxCode")
     )
     accounts = await _patiently(
-        lambda: client.query_all("select * from Account", "Account")
+        lambda: client.query_all(queries.every("Account"), "Account")
     )
     currency = prefs.get("CurrencyPrefs", {})
     return {
@@ -124,11 +126,26 @@ def _taken(realm_id: str, tenant: str, holder: str | None) -> ConnectError:
     )
 
 
+class _SealedTokens:
+    """QboAuth's TokenStore: a rotated token set is sealed, then stored."""
+
+    def __init__(self, store: Store, cipher: Cipher) -> None:
+        self._store, self._cipher = store, cipher
+
+    async def save_token(
+        self, tenant: str, realm_id: str, token: dict[str, Any]
+    ) -> None:
+        await self._store.save_token(tenant, realm_id, self._cipher.seal(token))
+
+
 class Connections:
     """Builds and caches each connected tenant's QboClient."""
 
-    def __init__(self, config: Config, store: Store, clock: Clock) -> None:
+    def __init__(
+        self, config: Config, store: Store, clock: Clock, cipher: Cipher | None
+    ) -> None:
         self._config, self._store, self._clock = config, store, clock
+        self._cipher = cipher
         self._session: aiohttp.ClientSession | None = None
         self.endpoints = Endpoints.for_environment(
             config.qbo.environment, config.qbo.base_url
@@ -148,6 +165,13 @@ class Connections:
         """Close the HTTP session."""
         if self._session is not None:
             await self._session.close()
+
+    def _sealer(self) -> Cipher:
+        if self._cipher is None:
+            raise ConfigError(
+                ["SYNCD_SECRET_KEY is needed to keep QBO tokens (encrypted)"]
+            )
+        return self._cipher
 
     @property
     def _http(self) -> aiohttp.ClientSession:
@@ -204,7 +228,7 @@ class Connections:
             tenant=tenant,
             realm_id=realm_id,
             status="connected",
-            token=token,
+            sealed_token=self._sealer().seal(token),
             connected_at=self._clock(),
         )
         try:
@@ -330,7 +354,7 @@ class Connections:
                 self._http,
                 self.endpoints,
                 self.app,
-                str(conn.token.get("refresh_token", "")),
+                str(self._sealer().open(conn.sealed_token).get("refresh_token", "")),
             )
         except QboError as exc:  # forgetting it matters more than telling Intuit
             log.warning("qbo_revoke_failed", tenant=tenant, error=str(exc))
@@ -376,8 +400,8 @@ class Connections:
             self.app,
             tenant=tenant,
             realm_id=conn.realm_id,
-            token=conn.token,
-            store=self._store,
+            token=self._sealer().open(conn.sealed_token),
+            store=_SealedTokens(self._store, self._sealer()),
         )
         limiter = self._limiters.setdefault(
             conn.realm_id,

@@ -33,10 +33,9 @@ class Daemon:
         self.config = config
         self.clock = clock
         key = config.secrets.get("SECRET_KEY")
-        self.store: Store = sqlite_store(
-            config.store_path, Cipher(key) if key else None, check=config.store_check
-        )
-        self.connections = Connections(config, self.store, self.clock)
+        self.store: Store = sqlite_store(config.store_path, check=config.store_check)
+        cipher = Cipher(key) if key else None
+        self.connections = Connections(config, self.store, self.clock, cipher)
         self.rulebook = RuleBook({t.id: t.rules for t in config.tenants.values()})
         self.inbox = Inbox(
             self.store,

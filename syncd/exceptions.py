@@ -43,6 +43,13 @@ class StoreError(SyncdError):
     """The store is unusable (newer schema, corrupt file, disk full)."""
 
 
+class StaleWriteError(SyncdError):
+    """An invoice changed in the store since it was read: nothing was written.
+
+    The caller reads again and decides again (another process got there first).
+    """
+
+
 class RealmTakenError(SyncdError):
     """A QBO company (realm) belongs to at most one tenant; another already holds it."""
 

@@ -24,7 +24,7 @@ from structlog.contextvars import bound_contextvars
 from syncd import envelope, events, sync
 from syncd.clock import Clock
 from syncd.const import TENANT_ID_RE
-from syncd.exceptions import InvalidMessageError, StoreError
+from syncd.exceptions import InvalidMessageError, StaleWriteError, StoreError
 from syncd.models import (
     ChangeSet,
     Envelope,
@@ -39,6 +39,7 @@ from syncd.rulebook import RuleBook
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
+STALE_TRIES = 3  # another writer changed an invoice: read and decide again
 
 
 class Inbox:
@@ -65,7 +66,7 @@ class Inbox:
         Raises StoreError only: the store cannot be used, and nothing was committed.
         """
         try:
-            return await self._handle(batch)
+            return await self._handle_fresh(batch)
         except StoreError:
             raise
         except Exception:  # noqa: BLE001 -- whatever it was, isolate it (logged below)
@@ -76,6 +77,15 @@ class Inbox:
         for raw in batch:
             changes.merge(await self.handle([raw]))
         return changes
+
+    async def _handle_fresh(self, batch: list[RawMessage]) -> ChangeSet:
+        """Decide and commit; decide again when another writer changed an invoice."""
+        for _ in range(STALE_TRIES - 1):
+            try:
+                return await self._handle(batch)
+            except StaleWriteError:
+                log.info("batch_decided_again", size=len(batch))
+        return await self._handle(batch)
 
     async def _failed(self, raw: RawMessage) -> ChangeSet:
         """Record a valid message that failed alone, so that it is acked and answered."""

@@ -8,25 +8,38 @@ the two leaves an in-flight job whose handler checks QBO before writing again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from structlog.contextvars import bound_contextvars
 
 from syncd import events, failures
-from syncd.exceptions import QboAuthError, QboError, QboTransientError, ResolveError
-from syncd.models import ChangeSet, Failure, Invoice, Job, JobStatus, SyncState
-from syncd.push import HANDLERS, JobContext
+from syncd.exceptions import (
+    QboAuthError,
+    QboError,
+    QboTransientError,
+    ResolveError,
+    StaleWriteError,
+)
+from syncd.models import ChangeSet, Failure, Invoice, Job, JobKind, JobStatus, SyncState
+from syncd.push import (
+    JobContext,
+    delete_invoice,
+    push_invoice,
+    send_invoice,
+    void_invoice,
+)
 from syncd.push_payments import push_customer, push_payment, push_receipt
 from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
 
-_NO_INVOICE = ("receipt.", "customer.")  # jobs about no CRM invoice
 BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS = 2.0, 300.0, 8
 WAIT_FOR_CONNECTION = timedelta(seconds=30)
+STALE_TRIES = 3  # another writer changed the invoice during the call: read it again
 
 
 _QBO_SIDE = (
@@ -42,11 +55,38 @@ _QBO_SIDE = (
 )
 
 
+Handler = Callable[[JobContext], Awaitable[None]]
+
+HANDLERS: dict[JobKind, Handler] = {
+    JobKind.INVOICE_PUSH: push_invoice,
+    JobKind.INVOICE_SEND: send_invoice,
+    JobKind.INVOICE_VOID: void_invoice,
+    JobKind.INVOICE_DELETE: delete_invoice,
+    JobKind.PAYMENT_PUSH: push_payment,
+    JobKind.RECEIPT_PUSH: push_receipt,
+    JobKind.CUSTOMER_PUSH: push_customer,
+}
+
+
+def retry_delay(
+    attempts: int, retry_after: float | None, jitter: float
+) -> float | None:
+    """Seconds until a failed job's next try, or None when it has had its tries.
+
+    QBO's Retry-After when it gave one, else 2 s doubling to 5 min; plus up to a quarter
+    more (`jitter` in [0, 1)) so that many jobs failed together do not return together.
+    """
+    if attempts >= MAX_ATTEMPTS:
+        return None
+    delay = retry_after or min(CAP_SECONDS, BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    return delay + delay / 4 * jitter
+
+
 def _no_invoice(job: Job, now: datetime) -> Invoice:
-    """A sales receipt has no CRM invoice: handlers get a placeholder, never stored."""
+    """A receipt or a contact has no CRM invoice: handlers get a placeholder, never stored."""
     return Invoice(
         tenant=job.tenant,
-        invoice_id=job.invoice_id,
+        invoice_id=job.queue,
         status="",
         version=0,
         data={},
@@ -57,17 +97,6 @@ def _no_invoice(job: Job, now: datetime) -> Invoice:
 def _take_qbo_side(fresh: Invoice, worked: Invoice) -> None:
     for name in _QBO_SIDE:
         setattr(fresh, name, getattr(worked, name))
-
-
-def _handler(kind: str) -> Any:
-    """`payment.push:<id>` is one job per payment; others are named by their kind."""
-    base = kind.split(":", 1)[0]
-    extra = {
-        "payment.push": push_payment,
-        "receipt.push": push_receipt,
-        "customer.push": push_customer,
-    }
-    return {**HANDLERS, **extra}[base]
 
 
 class JobWorker(LoopWorker):
@@ -90,15 +119,16 @@ class JobWorker(LoopWorker):
                 log.warning("qbo_not_connected", tenant=job.tenant, jobs_waiting=count)
                 continue
             with bound_contextvars(
-                tenant=job.tenant, invoice=job.invoice_id, job=job.kind
+                tenant=job.tenant, invoice=job.queue, job=job.kind.value
             ):
                 await asyncio.shield(self._run(job))
         return len(jobs)
 
     async def _run(self, job: Job) -> None:
-        invoice = await self._store.invoice(job.tenant, job.invoice_id)
-        if job.kind.startswith(_NO_INVOICE) and invoice is None:
-            invoice = _no_invoice(job, self._clock())
+        if job.invoice_id is None:
+            invoice: Invoice | None = _no_invoice(job, self._clock())
+        else:
+            invoice = await self._store.invoice(job.tenant, job.invoice_id)
         machine = self._rulebook.machine(job.tenant)
         changes = ChangeSet()
         waiting = "waiting for a QBO connection (connect or reconnect the tenant)"
@@ -115,6 +145,8 @@ class JobWorker(LoopWorker):
             self._postpone(job, invoice, changes, waiting)
         else:
             unclear = job.status == JobStatus.IN_FLIGHT
+            # the intent, committed before the call: in flight, one more attempt
+            job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
             await self._store.start_job(job)
             ctx = JobContext(
                 job=job,
@@ -128,22 +160,44 @@ class JobWorker(LoopWorker):
                 changes=changes,
             )
             await self._attempt(ctx)
-        async with self._store.write_lock:
-            if invoice is not None and not job.kind.startswith(_NO_INVOICE):
-                # the CRM side may have moved on during the QBO call: keep its fields
-                fresh = await self._store.invoice(job.tenant, job.invoice_id) or invoice
-                _take_qbo_side(fresh, invoice)
-                changes.invoices[(fresh.tenant, fresh.invoice_id)] = fresh
-                changes.outbox.append(
-                    events.sync_state(self._prefix, fresh, self._clock(), None)
-                )
-            await self._store.commit(changes)
+        await self._record(job, invoice, changes)
         self._on_commit()
+
+    async def _record(
+        self, job: Job, worked: Invoice | None, changes: ChangeSet
+    ) -> None:
+        """Commit the job's results onto the invoice as it stands now.
+
+        The CRM side may have moved on during the QBO call: its fields are kept and the
+        QBO side is taken from the job; another writer committing first means reading
+        again (the QBO call is never repeated for that).
+        """
+        for attempt in range(1, STALE_TRIES + 1):
+            async with self._store.write_lock:
+                batch = changes
+                if worked is not None and job.invoice_id is not None:
+                    fresh = await self._store.invoice(job.tenant, job.invoice_id)
+                    fresh = fresh or worked
+                    _take_qbo_side(fresh, worked)
+                    state = events.sync_state(self._prefix, fresh, self._clock(), None)
+                    batch = dataclasses.replace(
+                        changes,
+                        invoices={(fresh.tenant, fresh.invoice_id): fresh},
+                        outbox=[*changes.outbox, state],
+                    )
+                try:
+                    await self._store.commit(batch)
+                except StaleWriteError:
+                    if attempt == STALE_TRIES:
+                        raise
+                    log.info("job_result_recorded_again", attempt=attempt)
+                else:
+                    return
 
     async def _attempt(self, ctx: JobContext) -> None:
         job, inv = ctx.job, ctx.invoice
         try:
-            await _handler(job.kind)(ctx)
+            await HANDLERS[job.kind](ctx)
         except QboAuthError as exc:
             await self._connections.needs_reconnect(job.tenant, str(exc))
             self._fail(
@@ -168,6 +222,11 @@ class JobWorker(LoopWorker):
         except ResolveError as exc:
             self._fail(ctx, "not_resolved", str(exc), retryable=False)
             self._finish(job, ctx.changes, JobStatus.FAILED, str(exc))
+        except Exception as exc:  # a defect: this job fails, recorded; the others go on
+            log.exception("job_crashed")
+            message = f"internal error ({type(exc).__name__}): see syncd's log"
+            self._fail(ctx, "internal_error", message, retryable=True)
+            self._finish(job, ctx.changes, JobStatus.FAILED, message)
         else:
             self._succeeded(ctx)
 
@@ -185,7 +244,8 @@ class JobWorker(LoopWorker):
 
     def _retry(self, ctx: JobContext, exc: QboError, after: float | None) -> None:
         job = ctx.job
-        if job.attempts >= MAX_ATTEMPTS:
+        delay = retry_delay(job.attempts, after, random.random())  # noqa: S311
+        if delay is None:
             self._fail(
                 ctx,
                 exc.code or "transient",
@@ -194,8 +254,6 @@ class JobWorker(LoopWorker):
             )
             self._finish(job, ctx.changes, JobStatus.FAILED, exc.message)
             return
-        delay = after or min(CAP_SECONDS, BASE_SECONDS * 2 ** (job.attempts - 1))
-        delay += random.uniform(0, delay / 4)  # noqa: S311 -- jitter, not secrecy
         job.status, job.last_error = JobStatus.PENDING, exc.message
         job.next_attempt_at = self._clock() + timedelta(seconds=delay)
         ctx.invoice.sync_state, ctx.invoice.error = (
@@ -236,13 +294,14 @@ class JobWorker(LoopWorker):
         failure = Failure(
             tenant=ctx.job.tenant,
             invoice_id=ctx.invoice.invoice_id,
-            operation=ctx.job.kind,
+            operation=ctx.job.kind.value,
             code=code,
             message=message,
             event_id=None,
             at=self._clock(),
             attempts=ctx.job.attempts,
             retryable=retryable,
+            job_id=ctx.job.id,
         )
         failures.report(ctx.changes, self._prefix, failure, record=record)
 

@@ -74,6 +74,9 @@ class Invoice:
     pushed_body: dict[str, Any] | None = None
     updated_at: datetime
     first_seen_at: datetime | None = None  # when syncd first heard of it (HL8)
+    # the stored row's revision this copy was read at (0: not stored yet); a write of a
+    # copy the store has moved past is refused (StaleWriteError)
+    rev: int = 0
 
     @property
     def total(self) -> str | None:
@@ -109,6 +112,7 @@ class Failure:
     attempts: int = 1
     retryable: bool = False
     id: int | None = None
+    job_id: int | None = None  # the QBO job that failed (its retry runs it again)
     resolved_at: datetime | None = None
 
 
@@ -148,13 +152,52 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
+class Subject(StrEnum):
+    """What a job is about."""
+
+    INVOICE = "invoice"
+    PAYMENT = "payment"  # a payment of a CRM invoice
+    RECEIPT = "receipt"  # a payment with no invoice (a QBO Sales Receipt)
+    CONTACT = "contact"
+
+
+class JobKind(StrEnum):
+    """The QBO writes syncd makes; each names what its job is about."""
+
+    INVOICE_PUSH = "invoice.push"
+    INVOICE_SEND = "invoice.send"
+    INVOICE_VOID = "invoice.void"
+    INVOICE_DELETE = "invoice.delete"
+    PAYMENT_PUSH = "payment.push"
+    RECEIPT_PUSH = "receipt.push"
+    CUSTOMER_PUSH = "customer.push"
+
+    @property
+    def subject(self) -> Subject:
+        """What a job of this kind is about."""
+        return _SUBJECTS.get(self, Subject.INVOICE)
+
+
+_SUBJECTS = {
+    JobKind.PAYMENT_PUSH: Subject.PAYMENT,
+    JobKind.RECEIPT_PUSH: Subject.RECEIPT,
+    JobKind.CUSTOMER_PUSH: Subject.CONTACT,
+}
+
+
 @dataclass(slots=True, kw_only=True)
 class Job:
-    """One QBO write to make for one invoice (or payment), durable until done."""
+    """One QBO write, durable until done: the intent ledger.
+
+    `subject` is the id of what `kind.subject` names (an invoice, payment, receipt or
+    contact); `invoice_id` the CRM invoice the job belongs to (a payment's invoice), or
+    None for a receipt or a contact. Jobs of one queue run in order, one at a time.
+    """
 
     tenant: str
-    invoice_id: str
-    kind: str  # invoice.push, invoice.send, invoice.void, invoice.delete
+    kind: JobKind
+    subject: str
+    invoice_id: str | None
     id: int | None = None
     status: JobStatus = JobStatus.PENDING
     attempts: int = 0
@@ -162,15 +205,36 @@ class Job:
     payload: dict[str, Any] = field(default_factory=dict)
     last_error: str | None = None
 
+    @property
+    def queue(self) -> str:
+        """Jobs of one invoice run in order; a receipt or a contact is its own queue."""
+        return self.invoice_id or f"{self.kind.subject}:{self.subject}"
+
+    @classmethod
+    def for_invoice(
+        cls, tenant: str, kind: JobKind, invoice_id: str, now: datetime
+    ) -> Job:
+        """A job about one CRM invoice."""
+        return cls(
+            tenant=tenant,
+            kind=kind,
+            subject=invoice_id,
+            invoice_id=invoice_id,
+            next_attempt_at=now,
+        )
+
 
 @dataclass(slots=True, kw_only=True)
 class Connection:
-    """A tenant's QBO company and the app's tokens for it (decrypted only in memory)."""
+    """A tenant's QBO company and the app's tokens for it, sealed (secrets.Cipher).
+
+    Only `Connections` opens the token set, to build the tenant's client.
+    """
 
     tenant: str
     realm_id: str
     status: str  # connected, needs_reconnect
-    token: dict[str, Any] = field(repr=False)
+    sealed_token: bytes = field(repr=False)
     preferences: dict[str, Any] = field(default_factory=dict)
     connected_at: datetime
     error: str | None = None
@@ -179,14 +243,30 @@ class Connection:
     )
 
 
+class LinkKind(StrEnum):
+    """What a link ties to a QBO object."""
+
+    CUSTOMER = "customer"  # a CRM contact (by e-mail or name, as the rules match)
+    ITEM = "item"  # a CRM line item's name
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Link:
-    """A CRM thing (customer, item) known to be a QBO object."""
+    """A CRM customer or item known to be a QBO object."""
 
     tenant: str
-    kind: str  # customer, item
+    kind: LinkKind
     key: str
     qbo_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DealLink:
+    """A QBO-made invoice linked to a CRM deal by the CRM (HS4), or unlinked (None)."""
+
+    tenant: str
+    qbo_invoice_id: str
+    deal_id: str | None
 
 
 @dataclass(slots=True)
@@ -200,6 +280,7 @@ class ChangeSet:
     outbox: list[Outbound] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)  # new (id None) or updated
     links: list[Link] = field(default_factory=list)
+    deals: list[DealLink] = field(default_factory=list)
     # QBO webhooks: stored bodies now processed, and the event keys now applied
     inbound_done: list[int] = field(default_factory=list)
     inbound_new: list[bytes] = field(
@@ -225,6 +306,7 @@ class ChangeSet:
         self.outbox += other.outbox
         self.jobs += other.jobs
         self.links += other.links
+        self.deals += other.deals
         self.inbound_done += other.inbound_done
         self.inbound_new += other.inbound_new
         self.inbound_events += other.inbound_events

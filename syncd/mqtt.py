@@ -1,9 +1,10 @@
 """The MQTT link: one persistent v5 session, manual acks after commit, reconnect forever.
 
-aiomqtt 2 hides manual acks; paho's handle (`client._client`) has them (aiomqtt #345).
 A new aiomqtt Client per connection: message ids are per connection, so a message read
 on one connection must never be acked on the next, and aiomqtt's queue is not cleared
-between connections. Whatever was not acked is redelivered by the broker.
+between connections. Whatever was not acked is redelivered by the broker. aiomqtt's
+internals (manual acks, PUBACK reasons, batch publishes) are reached only through
+`syncd.mqtt_wire.Wire`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
-import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt import properties as paho_properties
 from paho.mqtt.packettypes import PacketTypes
@@ -29,6 +29,7 @@ from syncd.config import MqttConfig, Secrets
 from syncd.const import TOPIC_STATUS
 from syncd.exceptions import StoreError
 from syncd.models import OutboxRow, RawMessage
+from syncd.mqtt_wire import Wire
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +75,7 @@ class MqttLink:
         self._config, self._clock = config, clock
         self._secrets = secrets
         self._handler = handler
-        self._client: aiomqtt.Client | None = None
+        self._wire: Wire | None = None
         self.connected = asyncio.Event()
         self._intake_open = True
         self._intake_stopped = asyncio.Event()
@@ -89,18 +90,18 @@ class MqttLink:
         """Connect, serve and reconnect with capped jittered backoff until closed."""
         delay = _BACKOFF_FIRST
         while not self._closing.is_set():
-            client = self._new_client()
+            wire = self._new_wire()
             try:
-                async with client:
+                async with wire.client:
                     delay = _BACKOFF_FIRST
-                    await self._serve(client)
+                    await self._serve(wire)
             except aiomqtt.MqttError as exc:
                 self._lost(exc)
             except Exception:
                 # the batch was not committed, so it was not acked: the broker redelivers
                 log.exception("intake_failed")
             finally:
-                self._client = None
+                self._wire = None
                 self.connected.clear()
             if not self._closing.is_set():
                 await self._sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 -- jitter
@@ -109,33 +110,32 @@ class MqttLink:
     async def publish_many(self, messages: Sequence[OutboxRow]) -> Published:
         """Publish in order at QoS 1; say how many from the start the broker answered.
 
-        One waiter for the whole batch instead of aiomqtt's task per publish: it hooks
-        aiomqtt's PUBACK table (`_pending_publishes`), which calls `.set()` per mid.
+        One waiter for the whole batch instead of aiomqtt's task per publish.
         """
-        client = self._client
-        if client is None:
+        wire = self._wire
+        if wire is None:
             return Published(0, {}, lost=False)  # the publisher waits, tries again
         acks = _BatchAcks()
         mids: list[int] = []
         try:
             for m in messages:
-                info = client._client.publish(m.topic, m.payload, 1, m.retain)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                mid = wire.publish_now(m.topic, m.payload, m.retain)
+                if mid is None:
                     break
-                mids.append(info.mid)
-                client._pending_publishes[info.mid] = acks.waiter(info.mid)  # type: ignore[assignment]
+                mids.append(mid)
+                wire.on_puback(mid, acks.waiter(mid))
             with contextlib.suppress(TimeoutError):
-                await acks.wait(len(mids), _PUBLISH_TIMEOUT, client._disconnected)
+                await acks.wait(len(mids), _PUBLISH_TIMEOUT, wire.lost)
         finally:
             for mid in mids:
-                client._pending_publishes.pop(mid, None)
+                wire.forget(mid)
         acked = acks.acked_prefix(mids)
         refused = {
             n: self._refusals.pop(mid)
             for n, mid in enumerate(mids[:acked])
             if mid in self._refusals
         }
-        return Published(acked, refused, lost=client._disconnected.done())
+        return Published(acked, refused, lost=wire.lost.done())
 
     async def stop_intake(self) -> None:
         """Take no new messages; let the batch being committed finish and be acked."""
@@ -151,7 +151,7 @@ class MqttLink:
         """Publish `offline`, disconnect cleanly and end `run`."""
         self._closing.set()
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_wire(self) -> Wire:
         c = self._config
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = c.session_expiry
@@ -173,41 +173,37 @@ class MqttLink:
             # Nagle + delayed ACKs hold a lone PUBACK or state message back ~40 ms
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
-        client._client.manual_ack_set(
-            True
-        )  # before connecting: the queue flushes at once
-        client._client.on_publish = self._on_puback(client._client.on_publish)
         self._refusals.clear()  # message ids are per connection
-        client.pending_calls_threshold = 100_000
-        return client
+        return Wire(client, self._refusals.__setitem__)
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, wire: Wire) -> None:
+        client = wire.client
         await client.publish(self.status_topic, b"online", qos=1, retain=True)
         if self._intake_open:
             await client.subscribe(f"{self._config.topic_prefix}/+/crm/#", qos=1)
-        self._client = client
+        self._wire = wire
         self.connected.set()
         log.info("mqtt_connected", host=self._config.host, port=self._config.port)
         self._failing = False
         self._consumer = None
         if self._intake_open:
             self._consumer = asyncio.create_task(
-                self._consume(client), name="syncd.intake"
+                self._consume(wire), name="syncd.intake"
             )
         try:
-            await self._until_closed(client, self._consumer)
+            await self._until_closed(wire, self._consumer)
         finally:
             if self._consumer is not None:
                 self._consumer.cancel()
-        self._client = None
+        self._wire = None
         await client.publish(self.status_topic, b"offline", qos=1, retain=True)
 
     async def _until_closed(
-        self, client: aiomqtt.Client, consumer: asyncio.Task[None] | None
+        self, wire: Wire, consumer: asyncio.Task[None] | None
     ) -> None:
         """Return when closing; raise when the connection or the intake fails."""
         closing = asyncio.ensure_future(self._closing.wait())
-        lost: asyncio.Future[None] = client._disconnected
+        lost = wire.lost
         waiting: set[asyncio.Future[Any]] = {closing, lost}
         if consumer is not None:
             waiting.add(consumer)
@@ -226,23 +222,19 @@ class MqttLink:
         finally:
             closing.cancel()
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
-        messages = client.messages
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue
+    async def _consume(self, wire: Wire) -> None:
+        messages = wire.client.messages
         while self._intake_open:
-            batch = [await anext(messages)]
+            first = await anext(messages)
             # take what has already arrived without a task per message: group commit
-            while not queue.empty() and len(batch) < _MAX_BATCH:
-                batch.append(queue.get_nowait())
+            batch = [first, *wire.arrived(_MAX_BATCH - 1)]
             self._inflight = asyncio.create_task(
-                self._process(client, batch), name="syncd.intake.batch"
+                self._process(wire, batch), name="syncd.intake.batch"
             )
             # shielded: stopping intake must not cut a commit between store and ack
             await asyncio.shield(self._inflight)
 
-    async def _process(
-        self, client: aiomqtt.Client, batch: list[aiomqtt.Message]
-    ) -> None:
+    async def _process(self, wire: Wire, batch: list[aiomqtt.Message]) -> None:
         now = self._clock()
         raw = [
             RawMessage(topic=m.topic.value, payload=_bytes(m.payload), received_at=now)
@@ -250,19 +242,7 @@ class MqttLink:
         ]
         await self._handle_until_stored(raw)
         for m in batch:
-            if m.qos > 0:
-                client._client.ack(m.mid, m.qos)
-
-    def _on_puback(self, aiomqtt_on_publish: Any) -> Any:
-        """Note PUBACKs that refuse (reason ≥ 0x80), then let aiomqtt see them too."""
-
-        def on_publish(*args: Any) -> None:
-            _client, _userdata, mid, reason, _properties = args
-            if reason is not None and reason.is_failure:
-                self._refusals[mid] = f"{reason} (0x{reason.value:02X})"
-            aiomqtt_on_publish(*args)
-
-        return on_publish
+            wire.ack(m)
 
     async def _handle_until_stored(self, raw: list[RawMessage]) -> None:
         """Hand the batch over; while the store cannot be used, pause and try again.

@@ -15,7 +15,7 @@ from typing import Any
 from syncd import mapping, resolve
 from syncd.exceptions import QboStaleError
 from syncd.models import ChangeSet, Connection, Invoice, Job, SyncState
-from syncd.qbo import QboClient
+from syncd.qbo import QboClient, queries
 from syncd.rules import Rules
 from syncd.store import Store
 
@@ -41,43 +41,74 @@ class JobContext:
     skipped: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Write a new QBO invoice; the requestid is stable for the CRM invoice."""
+
+    body: dict[str, Any]
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Write only the fields that changed since the last body written (sparse)."""
+
+    changed: dict[str, Any]
+
+
+def plan_write(
+    tenant: str, inv: Invoice, body: dict[str, Any]
+) -> Create | Update | None:
+    """What to write for `body` (OD4, OD5): create, a sparse update, or nothing."""
+    if inv.qbo_id is None:
+        return Create(body, resolve.request_id(tenant, inv.invoice_id, "create"))
+    changed = mapping.changed_fields(body, inv.pushed_body)
+    return Update(changed) if changed else None
+
+
 async def push_invoice(ctx: JobContext) -> None:
-    """Create the QBO invoice, or update it with only what changed (OD4, OD5, HL5)."""
+    """Create the QBO invoice, or update it with only what changed (OD4, OD5, HL5).
+
+    Resolve what the body names (customer, items, accounts, rate), build the body
+    purely, write, then record QBO's answer.
+    """
     inv, tenant = ctx.invoice, ctx.job.tenant
     reason = ineligible(inv, ctx.rules, ctx.connection) if inv.qbo_id is None else None
     if reason:
         ctx.skipped = reason  # filters decide what enters QBO, not what stays current
         return
-    crm_customer = inv.data.get("customer") or {}
-    names = mapping.item_names(inv.data)
-    client, store, rules, changes = ctx.client, ctx.store, ctx.rules, ctx.changes
-    accounts = ctx.connection.preferences.get("accounts", {})
-    resolved = mapping.Resolved(
+    resolved = await _resolve(ctx)
+    body = mapping.invoice_body(tenant, inv.data, ctx.rules, resolved)
+    if inv.qbo_id is None and ctx.unclear:
+        await _adopt_earlier_write(ctx, resolved.customer_id)
+    plan = plan_write(tenant, inv, body)
+    if isinstance(plan, Create):
+        answer = await ctx.client.create("Invoice", plan.body, plan.request_id)
+    elif isinstance(plan, Update):
+        answer = await _sparse_update(ctx, plan.changed)
+    else:
+        return  # an unchanged snapshot makes no call
+    ctx.problem = record(inv, answer, body, ctx.now)
+
+
+async def _resolve(ctx: JobContext) -> mapping.Resolved:
+    """The QBO ids the invoice names, found or made (as the rules say)."""
+    tenant, prefs, changes = ctx.job.tenant, ctx.connection.preferences, ctx.changes
+    client, store, rules = ctx.client, ctx.store, ctx.rules
+    crm_customer = ctx.invoice.data.get("customer") or {}
+    names = mapping.item_names(ctx.invoice.data)
+    return mapping.Resolved(
         customer_id=await resolve.customer(
             client, store, tenant, rules, crm_customer, changes
         ),
         items=await resolve.items(
-            client, store, tenant, rules, names, changes, accounts
+            client, store, tenant, rules, names, changes, prefs.get("accounts", {})
         ),
-        custom_fields=ctx.connection.preferences.get("custom_fields", {}),
-        tax_codes=ctx.connection.preferences.get("tax_codes", {}),
-        automated_tax=bool(ctx.connection.preferences.get("automated_sales_tax")),
+        custom_fields=prefs.get("custom_fields", {}),
+        tax_codes=prefs.get("tax_codes", {}),
+        automated_tax=bool(prefs.get("automated_sales_tax")),
         exchange_rate=await _exchange_rate(ctx),
     )
-    body = mapping.invoice_body(tenant, inv.data, ctx.rules, resolved)
-    if inv.qbo_id is None and ctx.unclear:
-        await _adopt_earlier_write(ctx, resolved.customer_id)
-    if inv.qbo_id is None:
-        created = await ctx.client.create(
-            "Invoice", body, resolve.request_id(tenant, inv.invoice_id, "create")
-        )
-        _record(ctx, created, body)
-        return
-    diff = mapping.changed_fields(body, inv.pushed_body)
-    if not diff:
-        return  # an unchanged snapshot makes no call
-    updated = await _sparse_update(ctx, diff)
-    _record(ctx, updated, body)
 
 
 _RATES: dict[tuple[str, str, str], Decimal] = {}  # (realm, currency, day) → QBO's rate
@@ -108,7 +139,7 @@ async def _adopt_earlier_write(ctx: JobContext, customer_id: str) -> None:
     """After an unclear outcome, find the invoice this job may already have created."""
     marker = mapping.marker(ctx.job.tenant, ctx.invoice.invoice_id)
     rows = await ctx.client.query_all(
-        f"select * from Invoice where CustomerRef = {resolve.quote(customer_id)}",
+        queries.of_customer("Invoice", customer_id),
         "Invoice",
     )  # every page: a customer with more than 1,000 invoices must not hide ours
     for found in rows:
@@ -141,19 +172,24 @@ async def _sparse_update(ctx: JobContext, diff: dict[str, Any]) -> dict[str, Any
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _record(ctx: JobContext, answer: dict[str, Any], body: dict[str, Any]) -> None:
-    """Keep Id/SyncToken from the write's answer (no read after write), check totals."""
-    inv = ctx.invoice
-    apply_answer(inv, answer, ctx.now)
+def record(
+    inv: Invoice, answer: dict[str, Any], body: dict[str, Any], now: datetime
+) -> tuple[str, str] | None:
+    """Keep Id/SyncToken from the write's answer (no read after write), check totals.
+
+    Returns (code, message) when QBO's books differ from the CRM's (HL6), else None.
+    """
+    apply_answer(inv, answer, now)
     inv.pushed_body = mapping.canonical(body)
     crm_total, qbo_total = inv.data.get("total"), Decimal(str(answer.get("TotalAmt")))
-    if crm_total is not None and mapping.money(crm_total) != qbo_total:
-        # never silently different books (HL6): both figures, and what to look at
-        message = (
-            f"QBO computed a total of {qbo_total} but the CRM total is {crm_total}: "
-            "check the tax codes and discounts mapped for this invoice"
-        )
-        ctx.problem = ("total_mismatch", message)
+    if crm_total is None or mapping.money(crm_total) == qbo_total:
+        return None
+    # never silently different books: both figures, and what to look at
+    return (
+        "total_mismatch",
+        f"QBO computed a total of {qbo_total} but the CRM total is {crm_total}: "
+        "check the tax codes and discounts mapped for this invoice",
+    )
 
 
 def apply_answer(inv: Invoice, answer: dict[str, Any], now: datetime) -> None:
@@ -276,11 +312,3 @@ async def delete_invoice(ctx: JobContext) -> None:
         SyncState.SYNCED,
         ctx.now,
     )
-
-
-HANDLERS = {
-    "invoice.push": push_invoice,
-    "invoice.send": send_invoice,
-    "invoice.void": void_invoice,
-    "invoice.delete": delete_invoice,
-}

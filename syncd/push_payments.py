@@ -12,7 +12,9 @@ from typing import Any
 
 from syncd import mapping, resolve
 from syncd.exceptions import QboTransientError
+from syncd.models import LinkKind, SyncState
 from syncd.push import JobContext, qbo_status
+from syncd.qbo import queries
 from syncd.rules import Rules
 
 
@@ -63,6 +65,7 @@ def _apply_to_invoice(ctx: JobContext, amount: Decimal) -> None:
     total = mapping.money(inv.data.get("total") or str(balance + amount))
     inv.qbo_status = qbo_status({"TotalAmt": total, "Balance": balance}, ctx.now.date())
     inv.qbo_sync_token = None  # QBO bumped it when the payment moved the balance
+    inv.sync_state, inv.error = SyncState.SYNCED, None
 
 
 async def push_receipt(ctx: JobContext) -> None:
@@ -114,7 +117,7 @@ async def _already_written(
     ctx: JobContext, entity: str, customer_id: str, marker: str
 ) -> bool:
     rows = await ctx.client.query_all(
-        f"select * from {entity} where CustomerRef = {resolve.quote(customer_id)}",
+        queries.of_customer(entity, customer_id),
         entity,
     )
     return any(found.get("PrivateNote") == marker for found in rows)
@@ -131,7 +134,7 @@ async def _account(ctx: JobContext, rules: Rules) -> str:
 async def push_customer(ctx: JobContext) -> None:
     """PD5: push a linked customer's changed e-mail, address and tax id to QBO."""
     contact, tenant = ctx.job.payload, ctx.job.tenant
-    qbo_id = await ctx.store.link(tenant, "customer", str(contact["contact_id"]))
+    qbo_id = await ctx.store.link(tenant, LinkKind.CUSTOMER, str(contact["contact_id"]))
     if qbo_id is None:
         return  # not linked yet: the first invoice's sync will create or match it
     current = await ctx.client.read("Customer", qbo_id)

@@ -24,7 +24,7 @@ from syncd.connections import Connections
 from syncd.exceptions import QboError
 from syncd.inbound import InboundWorker
 from syncd.models import ChangeSet
-from syncd.qbo import QboClient
+from syncd.qbo import QboClient, queries
 from syncd.qbo_news import QboChanges
 from syncd.store import Store
 
@@ -181,7 +181,7 @@ async def _by_queries(client: QboClient, since: datetime) -> QboChanges:
     stamp = _stamp(since)
     found = {
         entity: await client.query_all(
-            f"select * from {entity} where MetaData.LastUpdatedTime >= '{stamp}'",
+            queries.updated_since(entity, stamp),
             entity,
         )
         for entity in ("Invoice", "Payment")

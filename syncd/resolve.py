@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from syncd.exceptions import QboRejectedError, ResolveError
-from syncd.models import ChangeSet, Link
-from syncd.qbo import QboClient
+from syncd.models import ChangeSet, Link, LinkKind
+from syncd.qbo import QboClient, queries
 from syncd.rules import Rules
 from syncd.store import Store
 
@@ -23,11 +23,6 @@ def request_id(*parts: str) -> str:
         "syncd-"
         + hashlib.sha1("/".join(parts).encode(), usedforsecurity=False).hexdigest()[:40]
     )
-
-
-def quote(value: str) -> str:
-    """A QBO query string literal (backslash escapes, qbo.md §5)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 async def customer(
@@ -46,28 +41,26 @@ async def customer(
         raise ResolveError(
             "the invoice names no customer (customer.name or contact_id)"
         )
-    linked = await store.link(tenant, "customer", key)
+    linked = await store.link(tenant, LinkKind.CUSTOMER, key)
     if linked:
         return linked
     found = await _match(client, rules, name, email)
     if found is None:
         found = await _create_customer(client, tenant, rules, crm, name or email, key)
-    changes.links.append(Link(tenant=tenant, kind="customer", key=key, qbo_id=found))
+    changes.links.append(
+        Link(tenant=tenant, kind=LinkKind.CUSTOMER, key=key, qbo_id=found)
+    )
     return found
 
 
 async def _match(client: QboClient, rules: Rules, name: str, email: str) -> str | None:
     strategy = rules.customers.match
     if strategy in ("display_name", "display_name_then_email") and name:
-        rows = await client.query(
-            f"select * from Customer where DisplayName = {quote(name)}"
-        )
+        rows = await client.query(queries.named("Customer", "DisplayName", name))
         if rows.get("Customer"):
             return str(rows["Customer"][0]["Id"])
     if strategy in ("email", "display_name_then_email") and email:
-        rows = await client.query(
-            f"select * from Customer where PrimaryEmailAddr = {quote(email)}"
-        )
+        rows = await client.query(queries.named("Customer", "PrimaryEmailAddr", email))
         if rows.get("Customer"):
             return str(rows["Customer"][0]["Id"])
     return None
@@ -127,15 +120,15 @@ async def items(
     accounts = accounts or {}
     found: dict[str, str] = {}
     for name in names:
-        linked = await store.link(tenant, "item", name)
+        linked = await store.link(tenant, LinkKind.ITEM, name)
         if linked is None:
-            rows = await client.query(f"select * from Item where Name = {quote(name)}")
+            rows = await client.query(queries.named("Item", "Name", name))
             if rows.get("Item"):
                 linked = str(rows["Item"][0]["Id"])
             else:
                 linked = await _create_item(client, tenant, rules, name, accounts)
             changes.links.append(
-                Link(tenant=tenant, kind="item", key=name, qbo_id=linked)
+                Link(tenant=tenant, kind=LinkKind.ITEM, key=name, qbo_id=linked)
             )
         found[name] = linked
     return found
@@ -145,7 +138,7 @@ async def account_id(client: QboClient, known: Mapping[str, str], wanted: str) -
     """An account's Id by name or Id: from what was read at connection (OD2), else asked."""
     if wanted in known or wanted in known.values():
         return str(known.get(wanted, wanted))
-    rows = await client.query(f"select * from Account where Name = {quote(wanted)}")
+    rows = await client.query(queries.named("Account", "Name", wanted))
     return str(rows["Account"][0]["Id"]) if rows.get("Account") else wanted
 
 

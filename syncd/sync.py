@@ -17,13 +17,14 @@ from syncd import events
 from syncd.machine import InvoiceMachine
 from syncd.models import (
     ChangeSet,
+    DealLink,
     Envelope,
     Failure,
     HistoryEntry,
     Invoice,
     Job,
+    JobKind,
     LedgerEntry,
-    Link,
     Outcome,
     SyncState,
 )
@@ -63,7 +64,7 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
     invoice = _updated(ctx, current, status, version)
     if from_status != status:
         _record_move(ctx, from_status, status)
-    enqueue(ctx, invoice, _jobs_for_move(rules, invoice, entered=from_status != status))
+    enqueue(ctx, invoice, jobs_for_move(rules, invoice, entered=from_status != status))
     ctx.changes.invoices[(invoice.tenant, invoice.invoice_id)] = invoice
     ctx.changes.outbox.append(
         events.sync_state(ctx.prefix, invoice, ctx.now, ctx.envelope.id)
@@ -72,50 +73,50 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
     return invoice
 
 
-def _jobs_for_move(rules: Rules, invoice: Invoice, *, entered: bool) -> list[str]:
+def jobs_for_move(rules: Rules, invoice: Invoice, *, entered: bool) -> list[JobKind]:
     """What QBO must do after a snapshot (RO3, HS1, HL5, OD5, OD6, PD7)."""
     sync, status = rules.sync, invoice.status
-    kinds: list[str] = []
+    kinds: list[JobKind] = []
     if status in sync.on and (entered or invoice.qbo_id):
-        kinds.append("invoice.push")  # entering a sync status, or an edit while synced
+        kinds.append(
+            JobKind.INVOICE_PUSH
+        )  # entering a sync status, or an edit while synced
     elif (
         invoice.qbo_id
         and not entered
         and status not in (*sync.void_on, *sync.delete_on)
     ):
-        kinds.append("invoice.push")  # later edits update the same QBO invoice
+        kinds.append(JobKind.INVOICE_PUSH)  # later edits update the same QBO invoice
     if entered and status in sync.send_on:
-        kinds += ["invoice.push", "invoice.send"]
+        kinds += [JobKind.INVOICE_PUSH, JobKind.INVOICE_SEND]
     if entered and status in sync.void_on:
-        kinds.append("invoice.void")
+        kinds.append(JobKind.INVOICE_VOID)
     if entered and status in sync.delete_on:
-        kinds.append("invoice.delete")
+        kinds.append(JobKind.INVOICE_DELETE)
     return list(dict.fromkeys(kinds))
 
 
-def enqueue(ctx: Context, invoice: Invoice, kinds: list[str]) -> None:
+def enqueue(ctx: Context, invoice: Invoice, kinds: list[JobKind]) -> None:
     """Add QBO jobs in the same transaction as the change that calls for them."""
     for kind in kinds:
         ctx.changes.jobs.append(
-            Job(
-                tenant=invoice.tenant,
-                invoice_id=invoice.invoice_id,
-                kind=kind,
-                next_attempt_at=ctx.now,
-            )
+            Job.for_invoice(invoice.tenant, kind, invoice.invoice_id, ctx.now)
         )
     if kinds and invoice.sync_state != SyncState.FAILED:
         invoice.sync_state = SyncState.PENDING
 
 
+_COMMANDS = {
+    "command.sync": [JobKind.INVOICE_PUSH],
+    "command.send": [JobKind.INVOICE_PUSH, JobKind.INVOICE_SEND],
+    "command.void": [JobKind.INVOICE_VOID],
+    "command.delete": [JobKind.INVOICE_DELETE],
+}
+
+
 async def apply_command(ctx: Context, current: Invoice | None) -> None:
     """`command.sync` / `send` / `void` / `delete`: the manual buttons (RO3, OD4, PD7)."""
-    kinds = {
-        "command.sync": ["invoice.push"],
-        "command.send": ["invoice.push", "invoice.send"],
-        "command.void": ["invoice.void"],
-        "command.delete": ["invoice.delete"],
-    }[ctx.envelope.type]
+    kinds = _COMMANDS[ctx.envelope.type]
     if current is None:
         _reject(
             ctx,
@@ -141,13 +142,14 @@ def apply_payment(ctx: Context, invoice: Invoice | None) -> None:
             )
             return
         # one job per payment, queued behind the invoice's own jobs
-        target, kind = invoice.invoice_id, f"payment.push:{data['payment_id']}"
+        kind, invoice_id = JobKind.PAYMENT_PUSH, invoice.invoice_id
     else:
-        target, kind = f"receipt:{data['payment_id']}", "receipt.push"
+        kind, invoice_id = JobKind.RECEIPT_PUSH, None
     job = Job(
         tenant=tenant,
-        invoice_id=target,
         kind=kind,
+        subject=str(data["payment_id"]),
+        invoice_id=invoice_id,
         next_attempt_at=ctx.now,
         payload=data,
     )
@@ -161,7 +163,8 @@ def apply_deleted(ctx: Context, current: Invoice | None) -> None:
     if current is None or current.qbo_id is None:
         _ledger(ctx, Outcome.IGNORED, "the invoice has no QBO copy")
         return
-    kind = "invoice.delete" if sync.delete_on or not sync.void_on else "invoice.void"
+    deletes = sync.delete_on or not sync.void_on
+    kind = JobKind.INVOICE_DELETE if deletes else JobKind.INVOICE_VOID
     enqueue(ctx, current, [kind])
     ctx.changes.invoices[(current.tenant, current.invoice_id)] = current
     ctx.changes.outbox.append(
@@ -206,12 +209,11 @@ def apply_link(ctx: Context) -> None:
     """
     data, tenant = ctx.envelope.data, ctx.envelope.tenant
     deal = data.get("deal_id") if ctx.envelope.type == "command.link" else None
-    ctx.changes.links.append(
-        Link(
+    ctx.changes.deals.append(
+        DealLink(
             tenant=tenant,
-            kind="deal",
-            key=str(data["qbo_invoice_id"]),
-            qbo_id=str(deal or ""),
+            qbo_invoice_id=str(data["qbo_invoice_id"]),
+            deal_id=str(deal) if deal else None,
         )
     )
     ctx.changes.outbox.append(
@@ -232,11 +234,11 @@ def apply_contact(ctx: Context) -> None:
     if not ctx.machine.rules.customers.push_updates:
         _ledger(ctx, Outcome.IGNORED, "[customers] push_updates is off")
         return
-    target = f"contact:{data['contact_id']}"
     job = Job(
         tenant=tenant,
-        invoice_id=target,
-        kind="customer.push",
+        kind=JobKind.CUSTOMER_PUSH,
+        subject=str(data["contact_id"]),
+        invoice_id=None,
         next_attempt_at=ctx.now,
         payload=data,
     )

@@ -220,6 +220,6 @@ async def test_link_is_recorded_and_confirmed(inbox, store):
     ledger = await store.ledger("acme", "c-1")
     assert ledger is not None
     assert ledger.outcome is Outcome.APPLIED
-    assert await store.link("acme", "deal", "42") == "D-1"
+    assert await store.deals("acme", ["42"]) == {"42": "D-1"}
     [linked] = published(changes, "out/invoice/linked")
     assert linked["data"] == {"qbo_invoice_id": "42", "deal_id": "D-1"}

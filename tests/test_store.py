@@ -7,14 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from syncd.exceptions import StoreError
+from syncd.exceptions import StaleWriteError, StoreError
 from syncd.models import (
     ChangeSet,
     Failure,
     HistoryEntry,
     Invoice,
     Job,
+    JobKind,
     LedgerEntry,
+    LinkKind,
     Outbound,
     Outcome,
 )
@@ -222,9 +224,7 @@ async def test_a_failure_is_resolved_in_the_same_commit_as_its_retry(tmp_path):
         await store.commit(ChangeSet(failures=[failure]))
         [stored] = await store.failures("acme")
         assert stored.id is not None and stored.resolved_at is None
-        job = Job(
-            tenant="acme", invoice_id="I-1", kind="invoice.push", next_attempt_at=NOW
-        )
+        job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
         await store.commit(ChangeSet(jobs=[job], resolved=[("acme", stored.id, NOW)]))
         [after] = await store.failures("acme")
         assert after.resolved_at == NOW
@@ -251,5 +251,101 @@ async def test_migration_7_moves_refresh_requests_out_of_the_webhook_table(tmp_p
         assert [body for _, body in await store.pending_inbound(10)] == [
             b'{"eventNotifications":[]}'
         ]
+    finally:
+        await store.close()
+
+
+async def test_migration_8_types_jobs_and_moves_deals_out_of_links(tmp_path):
+    """Issue 11: ids packed into job kinds and queues become a subject; deals a table."""
+    path = tmp_path / "syncd.db"
+    db = _at_version(path, 7)
+    for queue, kind in [
+        ("I-1", "invoice.push"),
+        ("I-1", "payment.push:P-7"),
+        ("receipt:P-8", "receipt.push"),
+        ("contact:C-3", "customer.push"),
+    ]:
+        db.execute(
+            "INSERT INTO jobs (tenant, invoice_id, kind, status, attempts, "
+            "next_attempt_at, payload, last_error) "
+            "VALUES ('acme', ?, ?, 'pending', 0, ?, x'7b7d', NULL)",
+            (queue, kind, NOW.isoformat()),
+        )
+    db.execute("INSERT INTO links VALUES ('acme', 'deal', '130', 'D-5')")
+    db.execute("INSERT INTO links VALUES ('acme', 'deal', '131', '')")
+    db.execute("INSERT INTO links VALUES ('acme', 'customer', 'a@x.io', '58')")
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        jobs = await store.jobs("acme")
+        assert [(j.kind, j.subject, j.invoice_id, j.queue) for j in jobs] == [
+            (JobKind.INVOICE_PUSH, "I-1", "I-1", "I-1"),
+            (JobKind.PAYMENT_PUSH, "P-7", "I-1", "I-1"),
+            (JobKind.RECEIPT_PUSH, "P-8", None, "receipt:P-8"),
+            (JobKind.CUSTOMER_PUSH, "C-3", None, "contact:C-3"),
+        ]
+        assert await store.deals("acme", ["130", "131"]) == {"130": "D-5"}
+        assert await store.link("acme", LinkKind.CUSTOMER, "a@x.io") == "58"
+        # two payments of one invoice are two pending jobs, not one absorbing the other
+        second = Job(
+            tenant="acme",
+            kind=JobKind.PAYMENT_PUSH,
+            subject="P-9",
+            invoice_id="I-1",
+            next_attempt_at=NOW,
+        )
+        await store.commit(ChangeSet(jobs=[second]))
+        assert [j.subject for j in await store.jobs("acme")][-1] == "P-9"
+    finally:
+        await store.close()
+
+
+async def test_a_stale_copy_of_an_invoice_is_refused_whole(tmp_path):
+    """Issue 11: writes to one invoice serialise in the store (a revision check).
+
+    Two writers read the same invoice; the second to commit is refused with
+    nothing of its ChangeSet written, and succeeds once it reads again.
+    """
+    store = SqliteStore(tmp_path / "syncd.db")
+    await store.open()
+    try:
+        new = Invoice(
+            tenant="acme",
+            invoice_id="I-1",
+            status="draft",
+            version=1,
+            data={},
+            updated_at=NOW,
+        )
+        await store.commit(ChangeSet(invoices={("acme", "I-1"): new}))
+        with pytest.raises(StaleWriteError):  # "new" again: someone stored it first
+            await store.commit(ChangeSet(invoices={("acme", "I-1"): new}))
+        first = await store.invoice("acme", "I-1")
+        second = await store.invoice("acme", "I-1")
+        assert first is not None and second is not None and first.rev == 1
+        first.status = "open"
+        await store.commit(ChangeSet(invoices={("acme", "I-1"): first}))
+        second.status = "voided"
+        late = Failure(
+            tenant="acme",
+            invoice_id="I-1",
+            operation="status_move",
+            code="x",
+            message="y",
+            event_id=None,
+            at=NOW,
+        )
+        with pytest.raises(StaleWriteError):
+            await store.commit(
+                ChangeSet(invoices={("acme", "I-1"): second}, failures=[late])
+            )
+        assert await store.failures("acme") == []  # nothing of the refused ChangeSet
+        again = await store.invoice("acme", "I-1")
+        assert again is not None and (again.status, again.rev) == ("open", 2)
+        again.status = "voided"
+        await store.commit(ChangeSet(invoices={("acme", "I-1"): again}))
+        stored = await store.invoice("acme", "I-1")
+        assert stored is not None and (stored.status, stored.rev) == ("voided", 3)
     finally:
         await store.close()

@@ -5,6 +5,7 @@ It imports only the stdlib, aiohttp, authlib, simplejson and syncd.exceptions.
 
 from __future__ import annotations
 
+from syncd.qbo import queries
 from syncd.qbo.auth import (
     App,
     Endpoints,
@@ -26,5 +27,6 @@ __all__ = [
     "TokenStore",
     "authorize_url",
     "exchange_code",
+    "queries",
     "revoke",
 ]

@@ -21,18 +21,18 @@ from syncd.models import (
     Job,
     LedgerEntry,
     Link,
+    LinkKind,
     OutboxRow,
 )
-from syncd.secrets import Cipher
 
 __all__ = ["Store", "sqlite_store"]
 
 
-def sqlite_store(path: Path, cipher: Cipher | None, check: str = "quick") -> Store:
+def sqlite_store(path: Path, check: str = "quick") -> Store:
     """The Store on one SQLite file (the only implementation so far)."""
     from syncd.store.sqlite import SqliteStore
 
-    return SqliteStore(path, cipher, check=check)
+    return SqliteStore(path, check=check)
 
 
 class Store(Protocol):
@@ -97,10 +97,8 @@ class Store(Protocol):
     async def save_connection(self, conn: Connection) -> None:
         """Insert or update a tenant's connection; RealmTakenError if another holds it."""
 
-    async def save_token(
-        self, tenant: str, realm_id: str, token: dict[str, Any]
-    ) -> None:
-        """Persist a rotated token set (before it is used)."""
+    async def save_token(self, tenant: str, realm_id: str, sealed: bytes) -> None:
+        """Persist a rotated token set, sealed (before it is used)."""
 
     async def set_preferences(self, tenant: str, preferences: dict[str, Any]) -> None:
         """Keep what was read of the company at connection."""
@@ -138,17 +136,22 @@ class Store(Protocol):
     async def linked_invoices_of(self, tenant: str) -> list[Invoice]:
         """The tenant's invoices that have a QBO copy."""
 
-    async def invoice_by_qbo_id(self, tenant: str, qbo_id: str) -> Invoice | None:
-        """The invoice synced as this QBO invoice."""
+    async def invoices_by_qbo_ids(
+        self, tenant: str, qbo_ids: list[str]
+    ) -> dict[str, Invoice]:
+        """The tenant's invoices synced as these QBO invoices, by QBO Id."""
 
-    async def link(self, tenant: str, kind: str, key: str) -> str | None:
-        """The QBO id a CRM thing is linked to."""
+    async def link(self, tenant: str, kind: LinkKind, key: str) -> str | None:
+        """The QBO id a CRM customer or item is linked to."""
 
-    async def linked_to(self, tenant: str, kind: str, qbo_id: str) -> bool:
-        """Whether syncd linked a CRM thing to this QBO object."""
+    async def links_to(self, tenant: str, kind: LinkKind, qbo_id: str) -> list[Link]:
+        """The CRM customers or items linked to one QBO object."""
 
-    async def links_to(self, tenant: str, kind: str, qbo_id: str) -> list[Link]:
-        """The CRM things linked to one QBO object."""
+    async def deals(self, tenant: str, qbo_invoice_ids: list[str]) -> dict[str, str]:
+        """The CRM deals these QBO-made invoices are linked to (HS4)."""
+
+    async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
+        """Which of these QBO customers syncd created or matched (linked)."""
 
     # the jobs queue: the intent ledger of QBO writes
 

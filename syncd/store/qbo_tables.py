@@ -1,4 +1,7 @@
-"""SQL for QBO connections, one-time OAuth states, jobs and links (mixed into SqliteStore)."""
+"""SQL for QBO connections, one-time OAuth states, jobs and links (mixed into SqliteStore).
+
+Tokens arrive sealed (Connections seals them): the store never sees them in clear.
+"""
 
 from __future__ import annotations
 
@@ -11,34 +14,20 @@ import aiosqlite
 import orjson
 
 from syncd.exceptions import RealmTakenError
-from syncd.models import Connection, Invoice, Job, JobStatus, Link
-from syncd.secrets import Cipher
+from syncd.models import Connection, DealLink, Invoice, Job, Link, LinkKind
 from syncd.store import rows
 
-_JOB_COLS = (
-    "tenant, invoice_id, kind, status, attempts, next_attempt_at, payload, last_error"
-)
+_JOB_COLS = "tenant, queue, kind, subject, status, attempts, next_attempt_at, payload, last_error"
 
 
 class QboTables:
     """Connections (tokens sealed), OAuth states, the jobs queue and links."""
-
-    cipher: Cipher | None
 
     def _tx(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
         raise NotImplementedError  # pragma: no cover -- provided by SqliteStore
 
     def _read(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
         raise NotImplementedError  # pragma: no cover -- provided by SqliteStore
-
-    def _sealer(self) -> Cipher:
-        if self.cipher is None:
-            from syncd.exceptions import ConfigError
-
-            raise ConfigError(
-                ["SYNCD_SECRET_KEY is needed to keep QBO tokens (encrypted)"]
-            )
-        return self.cipher
 
     async def connection(self, tenant: str) -> Connection | None:
         """Return the tenant's QBO connection."""
@@ -56,7 +45,7 @@ class QboTables:
             tenant=tenant,
             realm_id=realm_id,
             status=status,
-            token=self._sealer().open(token),
+            sealed_token=bytes(token),
             preferences=orjson.loads(prefs),
             connected_at=datetime.fromisoformat(connected_at),
             error=error,
@@ -64,10 +53,17 @@ class QboTables:
         )
 
     async def save_connection(self, conn: Connection) -> None:
-        """Insert or replace a connection (token sealed)."""
-        sealed = self._sealer().seal(conn.token)
+        """Insert or update a connection; RealmTakenError if another tenant holds it."""
         prefs, at = orjson.dumps(conn.preferences), conn.connected_at.isoformat()
-        row = (conn.tenant, conn.realm_id, conn.status, sealed, prefs, at, conn.error)
+        row = (
+            conn.tenant,
+            conn.realm_id,
+            conn.status,
+            conn.sealed_token,
+            prefs,
+            at,
+            conn.error,
+        )
         try:
             async with self._tx() as db:
                 # not INSERT OR REPLACE: that would delete another tenant's row holding
@@ -83,11 +79,8 @@ class QboTables:
         except sqlite3.IntegrityError as exc:
             raise RealmTakenError(conn.realm_id) from exc
 
-    async def save_token(
-        self, tenant: str, realm_id: str, token: dict[str, Any]
-    ) -> None:
-        """TokenStore: persist a rotated token set before it is used."""
-        sealed = self._sealer().seal(token)
+    async def save_token(self, tenant: str, realm_id: str, sealed: bytes) -> None:
+        """Persist a rotated token set (sealed) before it is used."""
         async with self._tx() as db:
             await db.execute(
                 "UPDATE connections SET token = ?, status = 'connected', error = NULL "
@@ -136,9 +129,10 @@ class QboTables:
         """Whether any link or QBO id is remembered for the tenant."""
         sql = (
             "SELECT EXISTS (SELECT 1 FROM links WHERE tenant = ?) OR EXISTS "
+            "(SELECT 1 FROM deals WHERE tenant = ?) OR EXISTS "
             "(SELECT 1 FROM invoices WHERE tenant = ? AND qbo_id IS NOT NULL)"
         )
-        async with self._read() as db, db.execute(sql, (tenant, tenant)) as cur:
+        async with self._read() as db, db.execute(sql, (tenant,) * 3) as cur:
             row = await cur.fetchone()
         return bool(row and row[0])
 
@@ -181,15 +175,14 @@ class QboTables:
         sql = (
             f"SELECT id, {_JOB_COLS} FROM jobs j WHERE j.status IN ('pending', 'in_flight') "
             "AND j.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs e WHERE "
-            "e.tenant = j.tenant AND e.invoice_id = j.invoice_id AND e.id < j.id "
+            "e.tenant = j.tenant AND e.queue = j.queue AND e.id < j.id "
             "AND e.status IN ('pending', 'in_flight')) ORDER BY j.id LIMIT ?"
         )
         async with self._read() as db, db.execute(sql, (now.isoformat(), limit)) as cur:
             return [rows.job(r) for r in await cur.fetchall()]
 
     async def start_job(self, job: Job) -> None:
-        """Record the intent before the call: in flight, one more attempt."""
-        job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
+        """Record the intent before the call (the job's new status and attempts)."""
         async with self._tx() as db:
             await db.execute(
                 "UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
@@ -227,15 +220,6 @@ class QboTables:
             row = await cur.fetchone()
         return str(row[0]) if row else None
 
-    async def invoice_by_qbo_id(self, tenant: str, qbo_id: str) -> Invoice | None:
-        """The CRM invoice whose QBO copy has this Id."""
-        sql = (
-            f"SELECT {rows.INVOICE_COLS} FROM invoices WHERE tenant = ? AND qbo_id = ?"
-        )
-        async with self._read() as db, db.execute(sql, (tenant, qbo_id)) as cur:
-            found = await cur.fetchone()
-        return rows.invoice(found) if found else None
-
     async def store_inbound(self, body: bytes, now: datetime) -> None:
         """Keep a webhook body before answering 200 (processed later)."""
         async with self._tx() as db:
@@ -260,32 +244,84 @@ class QboTables:
             seen = {str(k) for (k,) in await cur.fetchall()}
         return set(keys) - seen
 
-    async def linked_to(self, tenant: str, kind: str, qbo_id: str) -> bool:
-        """Whether syncd linked a CRM customer or item to this QBO object."""
-        sql = "SELECT 1 FROM links WHERE tenant = ? AND kind = ? AND qbo_id = ?"
-        async with self._read() as db, db.execute(sql, (tenant, kind, qbo_id)) as cur:
-            return await cur.fetchone() is not None
-
-    async def links_to(self, tenant: str, kind: str, qbo_id: str) -> list[Link]:
+    async def links_to(self, tenant: str, kind: LinkKind, qbo_id: str) -> list[Link]:
         """The CRM things linked to one QBO object."""
         sql = "SELECT key FROM links WHERE tenant = ? AND kind = ? AND qbo_id = ?"
-        async with self._read() as db, db.execute(sql, (tenant, kind, qbo_id)) as cur:
+        async with (
+            self._read() as db,
+            db.execute(sql, (tenant, kind.value, qbo_id)) as cur,
+        ):
             rows = await cur.fetchall()
         return [Link(tenant=tenant, kind=kind, key=k, qbo_id=qbo_id) for (k,) in rows]
 
-    async def link(self, tenant: str, kind: str, key: str) -> str | None:
+    async def link(self, tenant: str, kind: LinkKind, key: str) -> str | None:
         """The QBO id a CRM customer or item is linked to."""
         sql = "SELECT qbo_id FROM links WHERE tenant = ? AND kind = ? AND key = ?"
-        async with self._read() as db, db.execute(sql, (tenant, kind, key)) as cur:
+        async with (
+            self._read() as db,
+            db.execute(sql, (tenant, kind.value, key)) as cur,
+        ):
             row = await cur.fetchone()
         return str(row[0]) if row else None
+
+    async def invoices_by_qbo_ids(
+        self, tenant: str, qbo_ids: list[str]
+    ) -> dict[str, Invoice]:
+        """The tenant's invoices synced as these QBO invoices, by QBO Id."""
+        found: dict[str, Invoice] = {}
+        async with self._read() as db:
+            for chunk in _chunks(qbo_ids):
+                marks = ",".join("?" * len(chunk))
+                sql = (
+                    f"SELECT {rows.INVOICE_COLS} FROM invoices INDEXED BY invoices_qbo_id "
+                    f"WHERE tenant = ? AND qbo_id IN ({marks})"
+                )
+                async with db.execute(sql, [tenant, *chunk]) as cur:
+                    for row in await cur.fetchall():
+                        inv = rows.invoice(row)
+                        found[str(inv.qbo_id)] = inv
+        return found
+
+    async def deals(self, tenant: str, qbo_invoice_ids: list[str]) -> dict[str, str]:
+        """The CRM deals these QBO-made invoices are linked to (HS4)."""
+        found: dict[str, str] = {}
+        async with self._read() as db:
+            for chunk in _chunks(qbo_invoice_ids):
+                marks = ",".join("?" * len(chunk))
+                sql = (
+                    "SELECT qbo_invoice_id, deal_id FROM deals WHERE tenant = ? "
+                    f"AND deal_id IS NOT NULL AND qbo_invoice_id IN ({marks})"
+                )
+                async with db.execute(sql, [tenant, *chunk]) as cur:
+                    found.update({str(q): str(d) for q, d in await cur.fetchall()})
+        return found
+
+    async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
+        """Which of these QBO customers syncd created or matched (linked)."""
+        found: set[str] = set()
+        async with self._read() as db:
+            for chunk in _chunks(qbo_ids):
+                marks = ",".join("?" * len(chunk))
+                sql = (
+                    "SELECT qbo_id FROM links WHERE tenant = ? AND kind = 'customer' "
+                    f"AND qbo_id IN ({marks})"
+                )
+                async with db.execute(sql, [tenant, *chunk]) as cur:
+                    found.update(str(q) for (q,) in await cur.fetchall())
+        return found
+
+
+def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
+    """Bound parameters stay far below SQLite's limit."""
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
     """New jobs (a pending one of the same kind for the invoice absorbs them), updates."""
     new = [rows.job_row(j) for j in jobs if j.id is None]
     await db.executemany(
-        f"INSERT OR IGNORE INTO jobs ({_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", new
+        f"INSERT OR IGNORE INTO jobs ({_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        new,
     )
     for job in (j for j in jobs if j.id is not None):
         await db.execute(
@@ -306,7 +342,15 @@ async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
     """Remember customer and item links."""
     await db.executemany(
         "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?)",
-        [(k.tenant, k.kind, k.key, k.qbo_id) for k in links],
+        [(k.tenant, k.kind.value, k.key, k.qbo_id) for k in links],
+    )
+
+
+async def write_deals(db: aiosqlite.Connection, deals: list[DealLink]) -> None:
+    """Remember which CRM deal each QBO-made invoice belongs to (None: unlinked)."""
+    await db.executemany(
+        "INSERT OR REPLACE INTO deals VALUES (?, ?, ?)",
+        [(d.tenant, d.qbo_invoice_id, d.deal_id) for d in deals],
     )
 
 

@@ -12,15 +12,24 @@ from syncd.models import (
     HistoryEntry,
     Invoice,
     Job,
+    JobKind,
     JobStatus,
     LedgerEntry,
+    Subject,
     SyncState,
 )
 
 INVOICE_COLS = (
     "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
     "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body, "
-    "first_seen_at"
+    "first_seen_at, rev"
+)
+# what an update rewrites: everything but the key and the revision
+_UPDATED = INVOICE_COLS.split(", ")[2:-1]
+UPDATE_INVOICE = (
+    "UPDATE invoices SET "
+    + ", ".join(f"{c} = ?" for c in _UPDATED)
+    + ", rev = rev + 1 WHERE tenant = ? AND invoice_id = ? AND rev = ?"
 )
 
 
@@ -59,7 +68,13 @@ def invoice_row(i: Invoice) -> tuple[Any, ...]:
         i.qbo_sync_token,
         orjson.dumps(i.pushed_body) if i.pushed_body is not None else None,
         iso(i.first_seen_at),
+        1,
     )
+
+
+def invoice_update(i: Invoice) -> tuple[Any, ...]:
+    """Parameters of UPDATE_INVOICE: the new values, then the key and the revision read."""
+    return (*invoice_row(i)[2:-1], i.tenant, i.invoice_id, i.rev)
 
 
 def invoice(row: Any) -> Invoice:
@@ -80,6 +95,7 @@ def invoice(row: Any) -> Invoice:
         sync_token,
         pushed,
         first_seen,
+        rev,
     ) = row
     return Invoice(
         tenant=tenant,
@@ -100,6 +116,7 @@ def invoice(row: Any) -> Invoice:
         qbo_sync_token=sync_token,
         pushed_body=orjson.loads(pushed) if pushed else None,
         first_seen_at=datetime.fromisoformat(first_seen) if first_seen else None,
+        rev=rev,
     )
 
 
@@ -126,14 +143,16 @@ def failure_row(f: Failure) -> tuple[Any, ...]:
         int(f.retryable),
         f.event_id,
         f.at.isoformat(),
+        f.job_id,
     )
 
 
 def job_row(j: Job) -> tuple[Any, ...]:
     return (
         j.tenant,
-        j.invoice_id,
-        j.kind,
+        j.queue,
+        j.kind.value,
+        j.subject,
         j.status.value,
         j.attempts,
         j.next_attempt_at.isoformat(),
@@ -143,15 +162,22 @@ def job_row(j: Job) -> tuple[Any, ...]:
 
 
 def job(row: Any) -> Job:
-    job_id, tenant, invoice_id, kind, status, attempts, next_at, payload, error = row
+    job_id, tenant, queue, kind, subject, status, attempts, next_at, payload, error = (
+        row
+    )
+    kind = JobKind(kind)
     return Job(
         id=job_id,
         tenant=tenant,
-        invoice_id=invoice_id,
         kind=kind,
+        subject=subject,
+        invoice_id=queue if kind.subject in _OF_AN_INVOICE else None,
         status=JobStatus(status),
         attempts=attempts,
         next_attempt_at=datetime.fromisoformat(next_at),
         payload=orjson.loads(payload),
         last_error=error,
     )
+
+
+_OF_AN_INVOICE = (Subject.INVOICE, Subject.PAYMENT)

@@ -109,4 +109,28 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE inbound SET done = 1
         WHERE done = 0 AND CAST(body AS TEXT) LIKE '{"syncdRefresh"%';
     """,
+    # 8: typed jobs (a queue, a kind, a subject: no ids packed into kinds), the job a
+    # failure came from, and CRM deals in their own table (they rode in `links`)
+    """
+    ALTER TABLE jobs RENAME COLUMN invoice_id TO queue;
+    ALTER TABLE jobs ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+    UPDATE jobs SET subject = substr(kind, 14), kind = 'payment.push'
+        WHERE kind LIKE 'payment.push:%';
+    UPDATE jobs SET subject = substr(queue, instr(queue, ':') + 1)
+        WHERE kind IN ('receipt.push', 'customer.push');
+    UPDATE jobs SET subject = queue WHERE subject = '';
+    DROP INDEX jobs_one_pending;
+    CREATE UNIQUE INDEX jobs_one_pending ON jobs (tenant, queue, kind, subject)
+        WHERE status = 'pending';
+    ALTER TABLE failures ADD COLUMN job_id INTEGER;
+    CREATE TABLE deals (
+        tenant TEXT NOT NULL, qbo_invoice_id TEXT NOT NULL, deal_id TEXT,
+        PRIMARY KEY (tenant, qbo_invoice_id)) WITHOUT ROWID;
+    INSERT INTO deals SELECT tenant, key, nullif(qbo_id, '') FROM links WHERE kind = 'deal';
+    DELETE FROM links WHERE kind = 'deal';
+    """,
+    # 9: each invoice row's revision: a write names the one it read (replicas to come)
+    """
+    ALTER TABLE invoices ADD COLUMN rev INTEGER NOT NULL DEFAULT 1;
+    """,
 )

@@ -19,7 +19,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from syncd.exceptions import StoreError
+from syncd.exceptions import StaleWriteError, StoreError
 from syncd.models import (
     ChangeSet,
     Failure,
@@ -29,9 +29,14 @@ from syncd.models import (
     OutboxRow,
     Outcome,
 )
-from syncd.secrets import Cipher
 from syncd.store import rows
-from syncd.store.qbo_tables import QboTables, write_inbound, write_jobs, write_links
+from syncd.store.qbo_tables import (
+    QboTables,
+    write_deals,
+    write_inbound,
+    write_jobs,
+    write_links,
+)
 from syncd.store.schema import MIGRATIONS
 
 _INVOICE_COLS = rows.INVOICE_COLS
@@ -41,11 +46,8 @@ _CHUNK = 500  # stays far below SQLite's bound-parameter limit
 class SqliteStore(QboTables):
     """The Store on one SQLite file."""
 
-    def __init__(
-        self, path: Path, cipher: Cipher | None = None, check: str = "quick"
-    ) -> None:
+    def __init__(self, path: Path, check: str = "quick") -> None:
         self.path = path
-        self.cipher = cipher
         self._check = (
             check  # at open: "quick" reads every page, "schema" only the schema
         )
@@ -178,11 +180,7 @@ class SqliteStore(QboTables):
                 "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [rows.ledger_row(e) for e in changes.ledger],
             )
-            await db.executemany(
-                f"INSERT OR REPLACE INTO invoices ({_INVOICE_COLS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [rows.invoice_row(i) for i in changes.invoices.values()],
-            )
+            await _write_invoices(db, list(changes.invoices.values()))
             await db.executemany(
                 "INSERT INTO history (tenant, invoice_id, from_status, to_status, cause,"
                 " event_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -190,7 +188,8 @@ class SqliteStore(QboTables):
             )
             await db.executemany(
                 "INSERT INTO failures (tenant, invoice_id, operation, code, message,"
-                " attempts, retryable, event_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " attempts, retryable, event_id, at, job_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [rows.failure_row(f) for f in changes.failures],
             )
             await db.executemany(
@@ -214,6 +213,7 @@ class SqliteStore(QboTables):
             )
             for tenant, (realm_id, since) in changes.books.items():
                 await db.execute("DELETE FROM links WHERE tenant = ?", (tenant,))
+                await db.execute("DELETE FROM deals WHERE tenant = ?", (tenant,))
                 await db.execute(
                     "INSERT INTO books VALUES (?, ?, ?) ON CONFLICT (tenant) "
                     "DO UPDATE SET realm_id = excluded.realm_id, since = excluded.since",
@@ -221,6 +221,7 @@ class SqliteStore(QboTables):
                 )
             await write_jobs(db, changes.jobs)
             await write_links(db, changes.links)
+            await write_deals(db, changes.deals)
             await write_inbound(
                 db, changes.inbound_done, changes.inbound_events, changes.inbound_new
             )
@@ -276,7 +277,7 @@ class SqliteStore(QboTables):
         """Return a tenant's failures, oldest first."""
         sql = (
             "SELECT seq, invoice_id, operation, code, message, attempts, retryable, event_id,"
-            " at, resolved_at FROM failures WHERE tenant = ? ORDER BY seq"
+            " at, resolved_at, job_id FROM failures WHERE tenant = ? ORDER BY seq"
         )
         async with self._read() as db, db.execute(sql, (tenant,)) as cur:
             rows = await cur.fetchall()
@@ -293,8 +294,9 @@ class SqliteStore(QboTables):
                 event_id=e,
                 at=datetime.fromisoformat(a),
                 resolved_at=datetime.fromisoformat(done) if done else None,
+                job_id=job_id,
             )
-            for seq, i, o, c, m, n, r, e, a, done in rows
+            for seq, i, o, c, m, n, r, e, a, done, job_id in rows
         ]
 
     async def invoices(
@@ -333,6 +335,30 @@ class SqliteStore(QboTables):
             received_at=datetime.fromisoformat(received_at),
             payload=payload,
         )
+
+
+async def _write_invoices(db: aiosqlite.Connection, invoices: list[Invoice]) -> None:
+    """New invoices inserted, known ones updated only at the revision they were read.
+
+    The version check is what serialises writes to one invoice across processes: a
+    copy read before another writer's commit is refused whole (StaleWriteError).
+    """
+    new = [i for i in invoices if i.rev == 0]
+    known = [i for i in invoices if i.rev != 0]
+    marks = ", ".join("?" * len(rows.INVOICE_COLS.split(", ")))
+    try:
+        await db.executemany(
+            f"INSERT INTO invoices ({_INVOICE_COLS}) VALUES ({marks})",
+            [rows.invoice_row(i) for i in new],
+        )
+    except sqlite3.IntegrityError as exc:
+        raise StaleWriteError("an invoice read as new was stored meanwhile") from exc
+    if known:
+        cur = await db.executemany(
+            rows.UPDATE_INVOICE, [rows.invoice_update(i) for i in known]
+        )
+        if cur.rowcount != len(known):
+            raise StaleWriteError("an invoice changed since it was read")
 
 
 def _private_file(path: Path) -> None:

@@ -150,7 +150,7 @@ async def test_a_company_belongs_to_one_tenant(http, tmp_path, broker, sandbox):
 
 async def test_the_store_refuses_a_second_tenant_for_a_realm(tmp_path):
     """Issue 9 §6: the database itself holds one tenant per realm (replicas to come)."""
-    store = SqliteStore(tmp_path / "syncd.db", Cipher(QBO_ENV["SYNCD_SECRET_KEY"]))
+    store = SqliteStore(tmp_path / "syncd.db")
     await store.open()
     try:
         now = datetime.now(UTC)
@@ -158,7 +158,9 @@ async def test_the_store_refuses_a_second_tenant_for_a_realm(tmp_path):
             tenant="acme",
             realm_id="9130",
             status="connected",
-            token={"access_token": "a"},
+            sealed_token=Cipher(QBO_ENV["SYNCD_SECRET_KEY"]).seal(
+                {"access_token": "a"}
+            ),
             connected_at=now,
         )
         await store.save_connection(conn)

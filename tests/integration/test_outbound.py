@@ -384,6 +384,50 @@ async def test_a_failure_is_listed_and_its_retry_works_once_fixed(setup: Setup, 
     assert [(h["from"], h["to"]) for h in detail["history"]] == [(None, "open")]
 
 
+@pytest.mark.rules(
+    'deposit_account = "Undeposited Funds"', 'deposit_account = "Petty Cash"'
+)
+async def test_a_failed_payment_is_retried_with_its_amount(setup: Setup, http):
+    """HS2, HL5: a payment refused by QBO (no such deposit account) is retried whole.
+
+    The retry runs the failed job again with what it carried (the payment's amount and
+    date), once the admin has made the account in QBO.
+    """
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    payment = {
+        "payment_id": "P-1",
+        "invoice_id": "INV-1",
+        "customer": {"name": "Acme Ltd"},
+        "amount": "50.00",
+        "currency": "USD",
+        "date": TODAY.isoformat(),
+        "kind": "invoice",
+    }
+    await setup.crm.send("acme", "payment.recorded", payment)
+    failed = await setup.crm.wait_for(
+        lambda r: any("/out/sync/failed" in m.topic for m in r)
+    )
+    [message] = [m.body for m in failed if "/out/sync/failed" in m.topic]
+    assert message["data"]["operation"] == "payment.push"
+    base = f"http://127.0.0.1:{setup.syncd.http_port}/api/tenants/acme"
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with http.get(f"{base}/failures", headers=headers) as r:
+        [failure] = await r.json()
+    await setup.qbo.create(
+        "Account", {"Name": "Petty Cash", "AccountType": "Other Current Asset"}
+    )
+    async with http.post(
+        f"{base}/failures/{failure['id']}/retry", headers=headers
+    ) as r:
+        assert r.status == 202
+    state = await setup.state("INV-1", lambda d: d["balance"] == "150.00")
+    assert state["qbo_status"] == "partially_paid"
+    [qbo_payment] = await setup.qbo_rows("select * from Payment")
+    assert qbo_payment["TotalAmt"] == Decimal("50.00")
+    assert qbo_payment["DepositToAccountRef"]["name"] == "Petty Cash"
+
+
 async def test_money_taxes_discounts_custom_fields_currency(setup: Setup):
     """RO5, HS10, HS9, PD4: taxes, discounts, custom fields and currency.
 

@@ -82,6 +82,7 @@ def test_public_names():
             "TokenStore",
             "authorize_url",
             "exchange_code",
+            "queries",
             "revoke",
         ]
     )

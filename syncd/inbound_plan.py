@@ -1,0 +1,296 @@
+"""QBO → CRM, decided: QBO's current objects and what syncd knows → one ChangeSet.
+
+`load` reads, in a few queries, everything the store knows about the objects in one
+QboChanges; `plan` then decides without I/O (the state machine's check is a coroutine
+but touches nothing outside): QBO's view on each synced invoice, the QBO event each
+change maps to through `[qbo_events]` and its checked move (RO6, RO7, DC4), conflicts
+recorded with both versions, payments received (OD10, HS5), review requests (HL2),
+invoices and customers made in QBO (HS3, PD8), each news item reported once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from syncd import events, failures, qbo_news
+from syncd.machine import InvoiceMachine
+from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice, SyncState
+from syncd.push import qbo_status
+from syncd.qbo_news import QboChanges
+from syncd.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Known:
+    """What the store knows about the objects of one QboChanges."""
+
+    invoices: dict[str, Invoice]  # synced invoices, by QBO Id
+    deals: dict[str, str]  # QBO-made invoice Id → the CRM deal linked to it (HS4)
+    customers: set[str]  # QBO customer Ids syncd created or matched
+    fresh: set[str]  # news keys not reported yet
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scope:
+    """Whose changes these are, and when."""
+
+    tenant: str
+    realm: str
+    prefix: str
+    now: datetime
+    listing: bool = False  # a refresh lists QBO-made invoices each time it is asked
+
+
+def news_keys(found: QboChanges) -> list[str]:
+    """The keys that make each news item in `found` reported once."""
+    keys = [f"payment-received:{p['Id']}" for p in found.payments]
+    keys += [f"first-payment:{p['CustomerRef']['value']}" for p in found.payments]
+    keys += [f"contact-created:{c['Id']}" for c in found.customers]
+    keys += [f"invoice-imported:{i}" for i in found.invoices]
+    return keys
+
+
+def invoice_ids(found: QboChanges) -> set[str]:
+    """Every QBO invoice Id `found` names: changed, deleted, or paid by its payments."""
+    paid = {
+        str(txn.get("TxnId"))
+        for p in found.payments
+        for line in p.get("Line", [])
+        for txn in line.get("LinkedTxn", [])
+    }
+    return set(found.invoices) | found.deleted | paid
+
+
+async def load(store: Store, tenant: str, realm: str, found: QboChanges) -> Known:
+    """Read what the store knows about `found`, one question per kind."""
+    ids = sorted(invoice_ids(found))
+    return Known(
+        invoices=await store.invoices_by_qbo_ids(tenant, ids),
+        deals=await store.deals(tenant, sorted(found.invoices)),
+        customers=await store.linked_customers(
+            tenant, [str(c["Id"]) for c in found.customers]
+        ),
+        fresh=await store.new_events(realm, news_keys(found)),
+    )
+
+
+async def plan(
+    found: QboChanges,
+    known: Known,
+    machine: InvoiceMachine,
+    scope: Scope,
+    changes: ChangeSet,
+) -> None:
+    """Add to `changes` what QBO's objects mean for the CRM."""
+    for qbo_id, obj in found.invoices.items():
+        await _invoice(qbo_id, obj, known, machine, scope, changes)
+    for qbo_id in found.deleted:
+        await _invoice(qbo_id, None, known, machine, scope, changes)
+    for payment in found.payments:
+        if str(payment.get("PrivateNote", "")).startswith("syncd:"):
+            continue  # syncd's own payment, coming back
+        if _first(f"payment-received:{payment['Id']}", known, scope, changes):
+            _payment_received(payment, known, scope, changes)
+        if machine.rules.reviews.on_first_payment and _first(
+            f"first-payment:{payment['CustomerRef']['value']}", known, scope, changes
+        ):
+            changes.outbox.append(
+                qbo_news.review_requested(
+                    scope.prefix, scope.tenant, payment, scope.now
+                )
+            )
+    for customer in found.customers:
+        if str(customer["Id"]) in known.customers:
+            continue  # a customer syncd itself created or matched
+        if _first(f"contact-created:{customer['Id']}", known, scope, changes):
+            changes.outbox.append(
+                qbo_news.contact_created(
+                    scope.prefix, scope.tenant, customer, scope.now
+                )
+            )
+
+
+def _first(key: str, known: Known, scope: Scope, changes: ChangeSet) -> bool:
+    return qbo_news.first_time(key, scope.realm, known.fresh, changes)
+
+
+async def _invoice(
+    qbo_id: str,
+    obj: dict[str, Any] | None,
+    known: Known,
+    machine: InvoiceMachine,
+    scope: Scope,
+    changes: ChangeSet,
+) -> None:
+    inv = known.invoices.get(qbo_id)
+    if inv is None:
+        # created in QBO (by a person), not by syncd: the CRM sees it, linked to no deal
+        ours = obj is None or str(obj.get("PrivateNote", "")).startswith("syncd:")
+        first = _first(f"invoice-imported:{qbo_id}", known, scope, changes)
+        if not ours and (first or scope.listing):
+            message = qbo_news.imported(
+                scope.prefix,
+                scope.tenant,
+                obj or {},
+                scope.now,
+                known.deals.get(qbo_id),
+            )
+            changes.outbox.append(message)
+        return
+    key = (inv.tenant, inv.invoice_id)
+    inv = changes.invoices.get(key, inv)  # changed earlier in the same batch
+    event = classify(inv, obj, scope.now)
+    if event == "invoice_updated" and inv.sync_state == SyncState.PENDING and obj:
+        _record_conflict(inv, obj, changes, scope.now)
+    take_qbo_view(inv, obj, scope.now)
+    if event is not None:
+        await _move(inv, event, machine, scope, changes)
+    changes.invoices[key] = inv
+    changes.outbox.append(events.sync_state(scope.prefix, inv, scope.now, None))
+
+
+async def _move(
+    inv: Invoice,
+    event: str,
+    machine: InvoiceMachine,
+    scope: Scope,
+    changes: ChangeSet,
+) -> None:
+    """Map a QBO event to a CRM status and check the move (RO6, RO7, DC4)."""
+    target = machine.rules.qbo_events.get(event, "")
+    if not target or target == inv.status:
+        return
+    now, source = scope.now, inv.status
+    if await machine.move(inv.invoice_id, source, target):
+        inv.status = target
+        changes.history.append(
+            HistoryEntry(
+                tenant=inv.tenant,
+                invoice_id=inv.invoice_id,
+                from_status=source,
+                to_status=target,
+                cause=f"qbo {event}",
+                event_id=f"qbo:{inv.qbo_id}",
+                at=now,
+            )
+        )
+        data = {
+            "invoice_id": inv.invoice_id,
+            "from": source,
+            "to": target,
+            "reason": f"QBO: {event}",
+        }
+        changes.outbox.append(events.set_status(scope.prefix, inv.tenant, data, now))
+        log.info(
+            "qbo_event_applied", qbo_event=event, from_status=source, to_status=target
+        )
+        return
+    refusal = machine.rules.explain_refusal(source, target)
+    reason = f"QBO {event}: {refusal} (or change [qbo_events] {event})"
+    failure = Failure(
+        tenant=inv.tenant,
+        invoice_id=inv.invoice_id,
+        operation="qbo_event",
+        code="move_refused",
+        message=reason,
+        event_id=None,
+        at=now,
+    )
+    failures.report(changes, scope.prefix, failure)
+    log.warning("qbo_event_refused", qbo_event=event, reason=reason)
+
+
+def _payment_received(
+    payment: dict[str, Any], known: Known, scope: Scope, changes: ChangeSet
+) -> None:
+    """OD10, HS5: a QBO payment on a synced invoice goes to the CRM (not syncd's own)."""
+    for line in payment.get("Line", []):
+        for txn in line.get("LinkedTxn", []):
+            inv = known.invoices.get(str(txn.get("TxnId")))
+            if inv is None or txn.get("TxnType") != "Invoice":
+                continue
+            data = payment_data(inv.invoice_id, payment, line)
+            changes.outbox.append(
+                events.payment_received(scope.prefix, scope.tenant, data, scope.now)
+            )
+
+
+def payment_data(
+    invoice_id: str, payment: dict[str, Any], line: dict[str, Any]
+) -> dict[str, Any]:
+    """Source, date, amount, status and a link to the payment in QBO (HS5)."""
+    return {
+        "invoice_id": invoice_id,
+        "payment_id": payment["Id"],
+        "source": "quickbooks",
+        "amount": str(line.get("Amount")),
+        "currency": (payment.get("CurrencyRef") or {}).get("value"),
+        "date": payment.get("TxnDate"),
+        "method": (payment.get("PaymentMethodRef") or {}).get("name"),
+        "status": "received" if payment.get("TotalAmt") else "voided",
+        "qbo_link": f"https://app.qbo.intuit.com/app/recvpayment?txnId={payment['Id']}",
+    }
+
+
+def classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | None:
+    """What happened in QBO, as a `[qbo_events]` key; None for syncd's own write."""
+    if obj is None:
+        return "invoice_deleted" if inv.qbo_status != "deleted" else None
+    if str(obj.get("SyncToken")) == str(inv.qbo_sync_token):
+        return None  # the write syncd itself made, coming back
+    view = qbo_status(obj, now.date())
+    if view == "voided":
+        return "invoice_voided" if inv.qbo_status != "voided" else None
+    balance, known = (
+        Decimal(str(obj.get("Balance", 0))),
+        Decimal(str(inv.balance or obj.get("TotalAmt", 0))),
+    )
+    if balance < known:
+        return "payment_created" if balance == 0 else "payment_created_partial"
+    return "invoice_updated"
+
+
+def _record_conflict(
+    inv: Invoice, obj: dict[str, Any], changes: ChangeSet, now: datetime
+) -> None:
+    """Both sides changed the invoice since the last sync: record it, with both versions.
+
+    The CRM owns the content (its queued push writes the fields it changed); QBO owns
+    payments and balance.
+    """
+    changes.history.append(
+        HistoryEntry(
+            tenant=inv.tenant,
+            invoice_id=inv.invoice_id,
+            from_status=inv.status,
+            to_status=inv.status,
+            event_id=f"qbo:{obj['Id']}:{obj.get('SyncToken')}",
+            at=now,
+            cause=(
+                f"conflict: CRM version {inv.version} and QBO SyncToken "
+                f"{obj.get('SyncToken')} (QBO total {obj.get('TotalAmt')}, balance "
+                f"{obj.get('Balance')}) both changed; the CRM's content wins, QBO's "
+                "payments and balance stay"
+            ),
+        )
+    )
+    log.warning(
+        "sync_conflict", invoice=inv.invoice_id, qbo_sync_token=obj.get("SyncToken")
+    )
+
+
+def take_qbo_view(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> None:
+    """Keep QBO's view current on the state message, whatever the rules say."""
+    if obj is None:
+        inv.qbo_status = "deleted"
+        return
+    inv.qbo_status = qbo_status(obj, now.date())
+    inv.balance = str(obj.get("Balance"))
+    inv.qbo_sync_token = str(obj.get("SyncToken"))

@@ -1,0 +1,121 @@
+"""Job scheduling and retry policy: the intent ledger's order and its back-off."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from syncd.jobs import BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS, retry_delay
+from syncd.models import ChangeSet, Job, JobKind, JobStatus
+from syncd.store.sqlite import SqliteStore
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+attempts = st.integers(min_value=0, max_value=MAX_ATTEMPTS + 3)
+jitter = st.floats(min_value=0, max_value=1, exclude_max=True)
+
+
+@given(attempts=attempts, jitter=jitter)
+def test_back_off_doubles_to_its_cap_and_gives_up_after_the_last_try(attempts, jitter):
+    """Transient QBO errors: 2 s doubling to 5 min, a quarter of jitter at most."""
+    delay = retry_delay(attempts, None, jitter)
+    if attempts >= MAX_ATTEMPTS:
+        assert delay is None
+        return
+    assert delay is not None
+    base = min(CAP_SECONDS, BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    assert base <= delay < base * 1.25 + 1e-9
+    later = retry_delay(attempts + 1, None, jitter)
+    assert later is None or later >= delay
+
+
+@given(
+    attempts=st.integers(min_value=0, max_value=MAX_ATTEMPTS - 1),
+    after=st.floats(min_value=0.5, max_value=3600),
+    jitter=jitter,
+)
+def test_qbos_retry_after_wins_over_the_back_off(attempts, after, jitter):
+    """429 with Retry-After (qbo.md §6): wait at least what QBO asked."""
+    delay = retry_delay(attempts, after, jitter)
+    assert delay is not None and after <= delay < after * 1.25 + 1e-9
+
+
+@pytest.fixture
+async def store(tmp_path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "syncd.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _payment(payment_id: str, invoice_id: str | None = "I-1", **kw) -> Job:
+    kind = JobKind.PAYMENT_PUSH if invoice_id else JobKind.RECEIPT_PUSH
+    return Job(
+        tenant="acme",
+        kind=kind,
+        subject=payment_id,
+        invoice_id=invoice_id,
+        next_attempt_at=NOW,
+        payload={"payment_id": payment_id},
+        **kw,
+    )
+
+
+async def test_a_queue_runs_in_order_and_queues_run_side_by_side(store):
+    """OD5: a payment waits for its invoice's push; a receipt is its own queue."""
+    push = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
+    other = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-2", NOW)
+    later = Job.for_invoice("beta", JobKind.INVOICE_PUSH, "I-1", NOW + timedelta(1))
+    await store.commit(
+        ChangeSet(jobs=[push, _payment("P-1"), other, _payment("R-1", None), later])
+    )
+    due = await store.due_jobs(NOW, 10)
+    assert [(j.kind, j.queue) for j in due] == [
+        (JobKind.INVOICE_PUSH, "I-1"),
+        (JobKind.INVOICE_PUSH, "I-2"),
+        (JobKind.RECEIPT_PUSH, "receipt:R-1"),
+    ]
+    first = due[0]
+    first.status, first.attempts = JobStatus.IN_FLIGHT, 1
+    await store.start_job(first)
+    # in flight: still first in its queue (a crash leaves its outcome unclear)
+    assert (await store.due_jobs(NOW, 10))[0].status is JobStatus.IN_FLIGHT
+    await store.commit(ChangeSet(jobs=[replace(first, status=JobStatus.DONE)]))
+    [payment] = [j for j in await store.due_jobs(NOW, 10) if j.queue == "I-1"]
+    assert (payment.kind, payment.subject, payment.payload) == (
+        JobKind.PAYMENT_PUSH,
+        "P-1",
+        {"payment_id": "P-1"},
+    )
+
+
+async def test_a_pending_job_absorbs_the_same_job_queued_again(store):
+    """Ten edits before the worker runs make one push, not ten."""
+    pushes = [Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)] * 3
+    await store.commit(ChangeSet(jobs=pushes))
+    await store.commit(ChangeSet(jobs=[_payment("P-1"), _payment("P-2")]))
+    assert [(j.kind, j.subject) for j in await store.jobs("acme")] == [
+        (JobKind.INVOICE_PUSH, "I-1"),
+        (JobKind.PAYMENT_PUSH, "P-1"),
+        (JobKind.PAYMENT_PUSH, "P-2"),
+    ]
+
+
+async def test_a_disconnected_tenant_waits_and_is_due_again_on_reconnect(store):
+    """Jobs of a tenant without QBO wait in one write; reconnecting makes them due."""
+    await store.commit(
+        ChangeSet(
+            jobs=[
+                Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW),
+                Job.for_invoice("beta", JobKind.INVOICE_PUSH, "I-1", NOW),
+            ]
+        )
+    )
+    assert await store.postpone_jobs("acme", NOW + timedelta(seconds=30)) == 1
+    assert [j.tenant for j in await store.due_jobs(NOW, 10)] == ["beta"]
+    await store.jobs_due_now("acme", NOW)
+    assert {j.tenant for j in await store.due_jobs(NOW, 10)} == {"acme", "beta"}

@@ -1,0 +1,173 @@
+"""Push planning, pure: what to write for a snapshot, what QBO's answer means, who is in.
+
+No server: the body is built, the write decided and the answer recorded by functions
+(the job worker's end-to-end runs are in tests/integration/test_outbound.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from syncd import mapping
+from syncd.models import Connection, Invoice, SyncState
+from syncd.push import Create, Update, ineligible, plan_write, qbo_status, record
+from syncd.rules import SyncRules
+from tests.test_inbox import RULES
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+RESOLVED = mapping.Resolved(customer_id="58", items={"Consulting": "7"})
+cents = st.decimals(min_value=0, max_value=10**7, places=2)
+
+
+def _data(**extra: Any) -> dict[str, Any]:
+    line = {"item": "Consulting", "quantity": "2", "unit_price": "100.00"}
+    return {"invoice_id": "I-1", "lines": [line], "total": "200.00", **extra}
+
+
+def _invoice(invoice_id: str = "I-1", **kw: Any) -> Invoice:
+    return Invoice(
+        tenant="acme",
+        invoice_id=invoice_id,
+        status="open",
+        version=1,
+        data=_data(),
+        updated_at=NOW,
+        **kw,
+    )
+
+
+def _conn(**kw: Any) -> Connection:
+    return Connection(
+        tenant="acme",
+        realm_id="9130",
+        status="connected",
+        sealed_token=b"",
+        connected_at=NOW - timedelta(days=1),
+        **kw,
+    )
+
+
+def test_a_new_invoice_is_created_with_a_request_id_stable_for_it():
+    """OD5, HS11: the same CRM invoice always asks QBO with the same requestid."""
+    body = mapping.invoice_body("acme", _data(), RULES, RESOLVED)
+    plan = plan_write("acme", _invoice(), body)
+    assert isinstance(plan, Create) and plan.body == body
+    again = plan_write("acme", _invoice(), body)
+    assert isinstance(again, Create) and again.request_id == plan.request_id
+    other = plan_write("acme", _invoice(invoice_id="I-2"), body)
+    assert isinstance(other, Create) and other.request_id != plan.request_id
+    assert len(plan.request_id) <= 50  # QBO's bound (qbo.md §3)
+
+
+def test_an_unchanged_snapshot_writes_nothing_and_an_edit_only_what_changed():
+    """OD4: a sparse update with only the changed fields; none at all when equal."""
+    body = mapping.invoice_body("acme", _data(), RULES, RESOLVED)
+    synced = _invoice(qbo_id="130", pushed_body=mapping.canonical(body))
+    assert plan_write("acme", synced, body) is None
+    edited = mapping.invoice_body("acme", _data(number="A-7"), RULES, RESOLVED)
+    plan = plan_write("acme", synced, edited)
+    assert isinstance(plan, Update) and plan.changed == {"DocNumber": "A-7"}
+
+
+def test_a_copy_found_after_an_unclear_outcome_is_written_whole():
+    """HS11: an invoice adopted from QBO (no body remembered) gets every field."""
+    body = mapping.invoice_body("acme", _data(), RULES, RESOLVED)
+    plan = plan_write("acme", _invoice(qbo_id="130"), body)
+    assert isinstance(plan, Update) and plan.changed == body
+
+
+def _answer(total: Decimal, balance: Decimal, **extra: Any) -> dict[str, Any]:
+    return {
+        "Id": "130",
+        "SyncToken": "0",
+        "DocNumber": "1001",
+        "TotalAmt": total,
+        "Balance": balance,
+        **extra,
+    }
+
+
+def test_recording_an_answer_keeps_ids_and_flags_different_totals():
+    """HL6: QBO's own total differing from the CRM's is a problem, never silent."""
+    body = mapping.invoice_body("acme", _data(), RULES, RESOLVED)
+    inv = _invoice()
+    assert record(inv, _answer(Decimal("200.00"), Decimal("200.00")), body, NOW) is None
+    assert (inv.qbo_id, inv.qbo_sync_token, inv.qbo_doc_number) == ("130", "0", "1001")
+    assert inv.sync_state is SyncState.SYNCED and inv.last_synced_at == NOW
+    assert inv.pushed_body == mapping.canonical(body)
+    problem = record(inv, _answer(Decimal("216.00"), Decimal("216.00")), body, NOW)
+    assert problem is not None and problem[0] == "total_mismatch"
+    assert "216.00" in problem[1] and "200.00" in problem[1]
+
+
+@given(total=cents, paid=cents, late=st.booleans())
+def test_qbos_view_of_an_invoice_follows_its_balance(total, paid, late):
+    """qbo.md §9: paid, partially paid, overdue or open, from total, balance and due."""
+    balance = max(total - paid, Decimal(0))
+    due = (NOW.date() - timedelta(days=1 if late else -1)).isoformat()
+    status = qbo_status(_answer(total, balance, DueDate=due), NOW.date())
+    if total > 0 and balance == 0:
+        assert status == "paid"
+    elif 0 < balance < total:
+        assert status == "partially_paid"
+    elif balance > 0 and late:
+        assert status == "overdue"
+    else:
+        assert status == "open"
+
+
+def test_a_voided_invoice_reads_as_voided():
+    """PD7: QBO voids by zeroing the amounts and noting it."""
+    voided = _answer(Decimal(0), Decimal(0), PrivateNote="Voided")
+    assert qbo_status(voided, date(2026, 11, 22)) == "voided"
+
+
+@pytest.mark.parametrize(
+    ("sync", "data", "kept_out"),
+    [
+        (SyncRules(min_total=Decimal("500")), {}, "below [sync.filters] min_total"),
+        (SyncRules(currencies=("USD",)), {"currency": "EUR"}, "not in [sync.filters]"),
+        (SyncRules(since="all"), {"created_at": "2020-01-01"}, None),
+        (
+            SyncRules(since="2026-01-01"),
+            {"created_at": "2025-12-31T23:59:00Z"},
+            "before [sync] since (2026-01-01)",
+        ),
+        (
+            SyncRules(since="connection"),
+            {"created_at": "2026-11-01"},
+            "before the QBO connection",
+        ),
+        (SyncRules(since="connection"), {}, None),  # first heard of now: in
+    ],
+)
+def test_the_filters_keep_out_what_they_name(sync, data, kept_out):
+    """HS1, HL8: amount, currency and creation date filters, each with its reason."""
+    inv = _invoice(first_seen_at=NOW)
+    inv.data = {**inv.data, **data}
+    reason = ineligible(inv, replace(RULES, sync=sync), _conn())
+    if kept_out is None:
+        assert reason is None
+    else:
+        assert reason is not None and kept_out in reason
+
+
+def test_since_connection_counts_from_the_first_connection_to_any_company():
+    """HL8: a reconnect to another company does not let older invoices in."""
+    inv = _invoice(first_seen_at=NOW - timedelta(hours=2))
+    rules = replace(RULES, sync=SyncRules(since="connection"))
+    assert ineligible(inv, rules, _conn()) is None
+    reconnected = _conn(since=NOW - timedelta(days=1))
+    reconnected.connected_at = NOW - timedelta(hours=1)
+    assert ineligible(inv, rules, reconnected) is None
+    late = _conn()
+    late.connected_at = NOW - timedelta(hours=1)
+    reason = ineligible(inv, rules, late)
+    assert reason is not None and "first heard of" in reason
