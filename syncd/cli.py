@@ -14,12 +14,12 @@ import structlog
 from aiohttp import web
 
 from syncd import logs
-from syncd.app import build_app
-from syncd.appkeys import DAEMON
 from syncd.config import Config, load_config
+from syncd.engine.machine import mermaid
+from syncd.engine.rules import load_rules
 from syncd.exceptions import ConfigError, StoreError
-from syncd.machine import mermaid
-from syncd.rules import load_rules
+from syncd.web.app import build_app
+from syncd.web.keys import DAEMON
 
 log = structlog.get_logger(__name__)
 

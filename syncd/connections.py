@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import aiohttp
 import structlog
 
-from syncd import events
+from syncd.bus import events
 from syncd.clock import Clock
 from syncd.config import Config
 from syncd.exceptions import (

@@ -8,18 +8,18 @@ import signal
 
 import structlog
 
+from syncd.bus.inbox import Inbox
+from syncd.bus.link import MqttLink
+from syncd.bus.publisher import Publisher
 from syncd.clock import Clock, utc_now
 from syncd.config import Config, reload_rules
 from syncd.connections import Connections
+from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import ConfigError
-from syncd.inbound import InboundWorker
-from syncd.inbox import Inbox
-from syncd.jobs import JobWorker
+from syncd.inbound.reconcile import Reconciler
+from syncd.inbound.worker import InboundWorker
 from syncd.models import RawMessage
-from syncd.mqtt import MqttLink
-from syncd.outbox import Publisher
-from syncd.reconcile import Reconciler
-from syncd.rulebook import RuleBook
+from syncd.outbound.jobs import JobWorker
 from syncd.secrets import Cipher
 from syncd.store import Store, sqlite_store
 
@@ -91,11 +91,11 @@ class Daemon:
         await self.store.open()
         await self.connections.open()
         self._tasks = [
-            asyncio.create_task(self.link.run(), name="syncd.mqtt"),
+            asyncio.create_task(self.link.run(), name="syncd.bus.link"),
             asyncio.create_task(self.publisher.run(), name="syncd.publisher"),
-            asyncio.create_task(self.jobs.run(), name="syncd.jobs"),
-            asyncio.create_task(self.inbound.run(), name="syncd.inbound"),
-            asyncio.create_task(self.reconciler.run(), name="syncd.reconcile"),
+            asyncio.create_task(self.jobs.run(), name="syncd.outbound.jobs"),
+            asyncio.create_task(self.inbound.run(), name="syncd.inbound.worker"),
+            asyncio.create_task(self.reconciler.run(), name="syncd.inbound.reconcile"),
         ]
         for task in self._tasks:
             task.add_done_callback(self._exit_if_crashed)

@@ -296,6 +296,8 @@ class ChangeSet:
     # tenant → (the QBO company its references now belong to, with it since when);
     # the tenant's links are forgotten
     books: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    # when it was decided: stamps the webhook rows and event keys it adds
+    at: datetime | None = None
 
     def merge(self, other: ChangeSet) -> None:
         """Add what `other` changes (later changes of one invoice win)."""
@@ -315,6 +317,7 @@ class ChangeSet:
         self.resolved += other.resolved
         self.refreshes += other.refreshes
         self.refreshes_done += other.refreshes_done
+        self.at = self.at or other.at
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

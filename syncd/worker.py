@@ -10,8 +10,8 @@ from datetime import datetime
 import structlog
 
 from syncd.connections import Connections
+from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import StoreError
-from syncd.rulebook import RuleBook
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)

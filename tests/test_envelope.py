@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from syncd.envelope import parse, readable_id, topic_parts
+from syncd.bus.envelope import parse, readable_id, topic_parts
 from syncd.exceptions import InvalidMessageError
 from syncd.models import RawMessage
 from tests.crm import envelope, invoice

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from syncd import failures
+from syncd.engine import failures
 from syncd.models import ChangeSet, Failure
 
 AT = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)

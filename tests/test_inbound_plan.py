@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.inbound_plan import Known, Scope, classify, invoice_ids, news_keys, plan
-from syncd.machine import InvoiceMachine
+from syncd.engine.machine import InvoiceMachine
+from syncd.engine.rules import ReviewRules
+from syncd.inbound.news import QboChanges
+from syncd.inbound.plan import Known, Scope, classify, invoice_ids, news_keys, plan
 from syncd.models import ChangeSet, Invoice, SyncState
-from syncd.qbo_news import QboChanges
-from syncd.rules import ReviewRules
 from tests.test_inbox import RULES
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from syncd.inbox import Inbox
+from syncd.bus.inbox import Inbox
+from syncd.engine.rulebook import RuleBook
+from syncd.engine.rules import load_rules, parse_rules
 from syncd.models import Outcome, RawMessage, SyncState
-from syncd.rulebook import RuleBook
-from syncd.rules import load_rules, parse_rules
 from syncd.store.sqlite import SqliteStore
 from tests.crm import envelope, invoice
 

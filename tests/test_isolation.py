@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from syncd.bus.inbox import Inbox
+from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import StoreError
-from syncd.inbox import Inbox
 from syncd.models import ChangeSet, Outcome, RawMessage
-from syncd.rulebook import RuleBook
 from syncd.store.sqlite import SqliteStore
 from tests.test_inbox import NOW, RULES, published, raw, upsert
 
@@ -34,8 +34,10 @@ class BrokenStore(SqliteStore):
     """A real store whose file cannot be written any more."""
 
     async def commit(self, changes: ChangeSet) -> None:
-        self.problem = "the store cannot be used: attempt to write a readonly database"
-        raise StoreError(self.problem)
+        self._db.problem = (
+            "the store cannot be used: attempt to write a readonly database"
+        )
+        raise StoreError(self._db.problem)
 
 
 def _inbox(store: SqliteStore) -> Inbox:
@@ -103,7 +105,7 @@ async def test_a_read_only_file_is_a_store_error(tmp_path):
     await store.close()
     ro = SqliteStore(path)
     ro_uri = f"file:{path}?mode=ro"
-    ro._db = await aiosqlite.connect(ro_uri, uri=True, isolation_level=None)
+    ro._db._db = await aiosqlite.connect(ro_uri, uri=True, isolation_level=None)
     try:
         with pytest.raises(StoreError, match="readonly database"):
             await _inbox(ro).handle([upsert("I-1", 1, "draft", mid="m-1")])

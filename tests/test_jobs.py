@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.jobs import BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS, retry_delay
 from syncd.models import ChangeSet, Job, JobKind, JobStatus
+from syncd.outbound.jobs import BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS, retry_delay
 from syncd.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

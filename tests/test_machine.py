@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.inbox import Inbox
-from syncd.machine import InvoiceMachine, mermaid
+from syncd.bus.inbox import Inbox
+from syncd.engine.machine import InvoiceMachine, mermaid
+from syncd.engine.rulebook import RuleBook
+from syncd.engine.rules import Rules, load_rules, parse_rules
 from syncd.models import Outcome, RawMessage
-from syncd.rulebook import RuleBook
-from syncd.rules import Rules, load_rules, parse_rules
 from syncd.store.sqlite import SqliteStore
 from tests.crm import envelope
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from syncd.mapping import Resolved, invoice_body
+from syncd.outbound.mapping import Resolved, invoice_body
 from tests.test_inbox import RULES
 
 RESOLVED = Resolved(

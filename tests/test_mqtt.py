@@ -7,7 +7,7 @@ from typing import Any
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from syncd.mqtt import _BatchAcks, share_paho_property_tables
+from syncd.bus.link import _BatchAcks, share_paho_property_tables
 
 
 def test_shared_property_tables_pack_and_unpack_as_paho_does():

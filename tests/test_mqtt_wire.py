@@ -1,6 +1,6 @@
 """The fence around aiomqtt's internals, checked against a real Mosquitto.
 
-Each thing `syncd.mqtt_wire.Wire` reaches into aiomqtt or paho for is exercised here:
+Each thing `syncd.bus.wire.Wire` reaches into aiomqtt or paho for is exercised here:
 manual acks (an un-acked message comes back on the next connection), publishes with one
 waiter per batch, PUBACK reason codes, already-arrived messages, the connection's end.
 An aiomqtt upgrade that moves any of them fails this file first.
@@ -17,7 +17,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from syncd.mqtt_wire import Wire
+from syncd.bus.wire import Wire
 from tests.mosquitto import Broker
 
 

@@ -15,10 +15,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd import mapping
+from syncd.engine.rules import SyncRules
 from syncd.models import Connection, Invoice, SyncState
-from syncd.push import Create, Update, ineligible, plan_write, qbo_status, record
-from syncd.rules import SyncRules
+from syncd.outbound import mapping
+from syncd.outbound.push import (
+    Create,
+    Update,
+    ineligible,
+    plan_write,
+    qbo_status,
+    record,
+)
 from tests.test_inbox import RULES
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

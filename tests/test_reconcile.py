@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import load_config
+from syncd.inbound.reconcile import Reconciler
 from syncd.models import ChangeSet, Invoice, SyncState
-from syncd.reconcile import Reconciler
 from syncd.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from syncd.engine.rules import CustomerRules, TaxRules, load_rules, parse_rules
 from syncd.exceptions import ConfigError
-from syncd.rules import CustomerRules, TaxRules, load_rules, parse_rules
 
 DEFAULT = Path(__file__).resolve().parent.parent / "rules" / "default.toml"
 

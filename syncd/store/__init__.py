@@ -38,10 +38,13 @@ def sqlite_store(path: Path, check: str = "quick") -> Store:
 class Store(Protocol):
     """What the inbox, the publisher and the admin side read and write."""
 
-    write_lock: asyncio.Lock  # held from reading an invoice to committing its change
-    problem: (
-        str | None
-    )  # why the store cannot be used now (for /readyz); None when fine
+    # held from reading an invoice to committing its change, within one process; across
+    # processes a stale write is refused (StaleWriteError) and the writer decides again
+    write_lock: asyncio.Lock
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store cannot be used now (for /readyz); None when fine."""
 
     async def open(self) -> None:
         """Open the database and run pending migrations."""

@@ -1,4 +1,4 @@
-"""SQL for QBO connections, one-time OAuth states, jobs and links (mixed into SqliteStore).
+"""SQL for QBO connections, one-time OAuth states, jobs and links (SqliteStore holds one).
 
 Tokens arrive sealed (Connections seals them): the store never sees them in clear.
 """
@@ -6,8 +6,7 @@ Tokens arrive sealed (Connections seals them): the store never sees them in clea
 from __future__ import annotations
 
 import sqlite3
-from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiosqlite
@@ -16,6 +15,7 @@ import orjson
 from syncd.exceptions import RealmTakenError
 from syncd.models import Connection, DealLink, Invoice, Job, Link, LinkKind
 from syncd.store import rows
+from syncd.store.database import Database, chunks
 
 _JOB_COLS = "tenant, queue, kind, subject, status, attempts, next_attempt_at, payload, last_error"
 
@@ -23,11 +23,8 @@ _JOB_COLS = "tenant, queue, kind, subject, status, attempts, next_attempt_at, pa
 class QboTables:
     """Connections (tokens sealed), OAuth states, the jobs queue and links."""
 
-    def _tx(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError  # pragma: no cover -- provided by SqliteStore
-
-    def _read(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError  # pragma: no cover -- provided by SqliteStore
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def connection(self, tenant: str) -> Connection | None:
         """Return the tenant's QBO connection."""
@@ -36,7 +33,7 @@ class QboTables:
             "FROM connections c LEFT JOIN books b "
             "ON b.tenant = c.tenant AND b.realm_id = c.realm_id WHERE c.tenant = ?"
         )
-        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
             row = await cur.fetchone()
         if row is None:
             return None
@@ -65,7 +62,7 @@ class QboTables:
             conn.error,
         )
         try:
-            async with self._tx() as db:
+            async with self._db.tx() as db:
                 # not INSERT OR REPLACE: that would delete another tenant's row holding
                 # the same realm instead of refusing
                 await db.execute(
@@ -81,7 +78,7 @@ class QboTables:
 
     async def save_token(self, tenant: str, realm_id: str, sealed: bytes) -> None:
         """Persist a rotated token set (sealed) before it is used."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.execute(
                 "UPDATE connections SET token = ?, status = 'connected', error = NULL "
                 "WHERE tenant = ? AND realm_id = ?",
@@ -90,7 +87,7 @@ class QboTables:
 
     async def set_preferences(self, tenant: str, preferences: dict[str, Any]) -> None:
         """Keep what was read of the company (home currency, multicurrency)."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.execute(
                 "UPDATE connections SET preferences = ? WHERE tenant = ?",
                 (orjson.dumps(preferences), tenant),
@@ -100,7 +97,7 @@ class QboTables:
         self, tenant: str, status: str, error: str | None
     ) -> None:
         """Mark a connection (e.g. needs_reconnect after invalid_grant)."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.execute(
                 "UPDATE connections SET status = ?, error = ? WHERE tenant = ?",
                 (status, error, tenant),
@@ -108,20 +105,20 @@ class QboTables:
 
     async def delete_connection(self, tenant: str) -> None:
         """Forget a tenant's connection (after revoke)."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.execute("DELETE FROM connections WHERE tenant = ?", (tenant,))
 
     async def linked_invoices(self, tenant: str) -> int:
         """How many of the tenant's invoices have a QBO copy."""
         sql = "SELECT count(*) FROM invoices WHERE tenant = ? AND qbo_id IS NOT NULL"
-        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
     async def books(self, tenant: str) -> tuple[str, datetime] | None:
         """The QBO company the tenant's references belong to, and its first connection."""
         sql = "SELECT realm_id, since FROM books WHERE tenant = ?"
-        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
             row = await cur.fetchone()
         return (str(row[0]), datetime.fromisoformat(row[1])) if row else None
 
@@ -132,21 +129,21 @@ class QboTables:
             "(SELECT 1 FROM deals WHERE tenant = ?) OR EXISTS "
             "(SELECT 1 FROM invoices WHERE tenant = ? AND qbo_id IS NOT NULL)"
         )
-        async with self._read() as db, db.execute(sql, (tenant,) * 3) as cur:
+        async with self._db.read() as db, db.execute(sql, (tenant,) * 3) as cur:
             row = await cur.fetchone()
         return bool(row and row[0])
 
     async def linked_invoices_of(self, tenant: str) -> list[Invoice]:
         """The tenant's invoices that have a QBO copy."""
         sql = f"SELECT {rows.INVOICE_COLS} FROM invoices WHERE tenant = ? AND qbo_id IS NOT NULL"
-        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
             return [rows.invoice(r) for r in await cur.fetchall()]
 
     async def new_state(
         self, state: str, tenant: str, force: bool, now: datetime, ttl: timedelta
     ) -> None:
         """Remember a one-time OAuth state; forget those older than `ttl`."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.execute(
                 "DELETE FROM oauth_states WHERE created_at < ?",
                 ((now - ttl).isoformat(),),
@@ -158,7 +155,7 @@ class QboTables:
 
     async def take_state(self, state: str) -> tuple[str, bool, datetime] | None:
         """Consume a one-time OAuth state: (tenant, force, created) or None."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             async with db.execute(
                 "SELECT tenant, force, created_at FROM oauth_states WHERE state = ?",
                 (state,),
@@ -178,12 +175,15 @@ class QboTables:
             "e.tenant = j.tenant AND e.queue = j.queue AND e.id < j.id "
             "AND e.status IN ('pending', 'in_flight')) ORDER BY j.id LIMIT ?"
         )
-        async with self._read() as db, db.execute(sql, (now.isoformat(), limit)) as cur:
+        async with (
+            self._db.read() as db,
+            db.execute(sql, (now.isoformat(), limit)) as cur,
+        ):
             return [rows.job(r) for r in await cur.fetchall()]
 
     async def start_job(self, job: Job) -> None:
         """Record the intent before the call (the job's new status and attempts)."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.execute(
                 "UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
                 (job.status.value, job.attempts, job.id),
@@ -191,7 +191,7 @@ class QboTables:
 
     async def postpone_jobs(self, tenant: str, until: datetime) -> int:
         """Make a tenant's due jobs wait (its company is not connected); return how many."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             cur = await db.execute(
                 "UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = 'pending' "
                 "AND next_attempt_at < ?",
@@ -201,7 +201,7 @@ class QboTables:
 
     async def jobs_due_now(self, tenant: str, now: datetime) -> None:
         """Make a tenant's waiting jobs due (its company was just reconnected)."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.execute(
                 "UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = 'pending'",
                 (now.isoformat(), tenant),
@@ -210,19 +210,19 @@ class QboTables:
     async def jobs(self, tenant: str) -> list[Job]:
         """Every job of a tenant, oldest first."""
         sql = f"SELECT id, {_JOB_COLS} FROM jobs WHERE tenant = ? ORDER BY id"
-        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
             return [rows.job(r) for r in await cur.fetchall()]
 
     async def tenant_of_realm(self, realm_id: str) -> str | None:
         """The tenant connected to a QBO company."""
         sql = "SELECT tenant FROM connections WHERE realm_id = ?"
-        async with self._read() as db, db.execute(sql, (realm_id,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (realm_id,)) as cur:
             row = await cur.fetchone()
         return str(row[0]) if row else None
 
     async def store_inbound(self, body: bytes, now: datetime) -> None:
         """Keep a webhook body before answering 200 (processed later)."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.execute(
                 "INSERT INTO inbound (body, received_at) VALUES (?, ?)",
                 (body, now.isoformat()),
@@ -231,7 +231,7 @@ class QboTables:
     async def pending_inbound(self, limit: int) -> list[tuple[int, bytes]]:
         """Stored webhook bodies not processed yet, oldest first."""
         sql = "SELECT seq, body FROM inbound WHERE done = 0 ORDER BY seq LIMIT ?"
-        async with self._read() as db, db.execute(sql, (limit,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (limit,)) as cur:
             return [(int(s), bytes(b)) for s, b in await cur.fetchall()]
 
     async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
@@ -240,7 +240,7 @@ class QboTables:
             return set()
         marks = ",".join("?" * len(keys))
         sql = f"SELECT key FROM inbound_events WHERE realm_id = ? AND key IN ({marks})"
-        async with self._read() as db, db.execute(sql, [realm_id, *keys]) as cur:
+        async with self._db.read() as db, db.execute(sql, [realm_id, *keys]) as cur:
             seen = {str(k) for (k,) in await cur.fetchall()}
         return set(keys) - seen
 
@@ -248,7 +248,7 @@ class QboTables:
         """The CRM things linked to one QBO object."""
         sql = "SELECT key FROM links WHERE tenant = ? AND kind = ? AND qbo_id = ?"
         async with (
-            self._read() as db,
+            self._db.read() as db,
             db.execute(sql, (tenant, kind.value, qbo_id)) as cur,
         ):
             rows = await cur.fetchall()
@@ -258,7 +258,7 @@ class QboTables:
         """The QBO id a CRM customer or item is linked to."""
         sql = "SELECT qbo_id FROM links WHERE tenant = ? AND kind = ? AND key = ?"
         async with (
-            self._read() as db,
+            self._db.read() as db,
             db.execute(sql, (tenant, kind.value, key)) as cur,
         ):
             row = await cur.fetchone()
@@ -269,8 +269,8 @@ class QboTables:
     ) -> dict[str, Invoice]:
         """The tenant's invoices synced as these QBO invoices, by QBO Id."""
         found: dict[str, Invoice] = {}
-        async with self._read() as db:
-            for chunk in _chunks(qbo_ids):
+        async with self._db.read() as db:
+            for chunk in chunks(qbo_ids):
                 marks = ",".join("?" * len(chunk))
                 sql = (
                     f"SELECT {rows.INVOICE_COLS} FROM invoices INDEXED BY invoices_qbo_id "
@@ -285,8 +285,8 @@ class QboTables:
     async def deals(self, tenant: str, qbo_invoice_ids: list[str]) -> dict[str, str]:
         """The CRM deals these QBO-made invoices are linked to (HS4)."""
         found: dict[str, str] = {}
-        async with self._read() as db:
-            for chunk in _chunks(qbo_invoice_ids):
+        async with self._db.read() as db:
+            for chunk in chunks(qbo_invoice_ids):
                 marks = ",".join("?" * len(chunk))
                 sql = (
                     "SELECT qbo_invoice_id, deal_id FROM deals WHERE tenant = ? "
@@ -299,8 +299,8 @@ class QboTables:
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""
         found: set[str] = set()
-        async with self._read() as db:
-            for chunk in _chunks(qbo_ids):
+        async with self._db.read() as db:
+            for chunk in chunks(qbo_ids):
                 marks = ",".join("?" * len(chunk))
                 sql = (
                     "SELECT qbo_id FROM links WHERE tenant = ? AND kind = 'customer' "
@@ -309,11 +309,6 @@ class QboTables:
                 async with db.execute(sql, [tenant, *chunk]) as cur:
                     found.update(str(q) for (q,) in await cur.fetchall())
         return found
-
-
-def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
-    """Bound parameters stay far below SQLite's limit."""
-    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
@@ -359,12 +354,17 @@ async def write_inbound(
     done: list[int],
     keys: list[tuple[str, str]],
     new: list[bytes],
+    at: datetime | None,
 ) -> None:
     """Mark webhook bodies processed, remember the events they applied, queue new ones."""
     await db.executemany(
         "UPDATE inbound SET done = 1 WHERE seq = ?", [(s,) for s in done]
     )
-    now = datetime.now(UTC).isoformat()
+    if not keys and not new:
+        return
+    if at is None:
+        raise ValueError("a ChangeSet that stores webhook rows needs its time (`at`)")
+    now = at.isoformat()
     await db.executemany(
         "INSERT INTO inbound (body, received_at) VALUES (?, ?)",
         [(body, now) for body in new],

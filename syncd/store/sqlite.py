@@ -1,35 +1,38 @@
-"""SQLite store: one aiosqlite writer, WAL, `BEGIN IMMEDIATE`, versioned migrations.
+"""The Store on SQLite: the core tables here, the QBO side's in `QboTables`, composed.
 
-The only module with SQL. `synchronous=FULL` because a commit here precedes the MQTT ack:
-an acknowledged message must survive a power cut, not only a process crash.
+SQL lives in `syncd/store/` only: `database` (the file, its transactions, migrations),
+this module (ledger, invoices, history, failures, outbox, refreshes) and `qbo_tables`.
+`synchronous=FULL` because a commit here precedes the MQTT ack: an acknowledged message
+must survive a power cut, not only a process crash.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from syncd.exceptions import StaleWriteError, StoreError
+from syncd.exceptions import StaleWriteError
 from syncd.models import (
     ChangeSet,
+    Connection,
     Failure,
     HistoryEntry,
     Invoice,
+    Job,
     LedgerEntry,
+    Link,
+    LinkKind,
     OutboxRow,
     Outcome,
 )
 from syncd.store import rows
+from syncd.store.database import Database, chunks
 from syncd.store.qbo_tables import (
     QboTables,
     write_deals,
@@ -37,108 +40,38 @@ from syncd.store.qbo_tables import (
     write_jobs,
     write_links,
 )
-from syncd.store.schema import MIGRATIONS
 
 _INVOICE_COLS = rows.INVOICE_COLS
-_CHUNK = 500  # stays far below SQLite's bound-parameter limit
 
 
-class SqliteStore(QboTables):
-    """The Store on one SQLite file."""
+class SqliteStore:
+    """The Store on one SQLite file: the core tables here, the QBO side's composed."""
 
     def __init__(self, path: Path, check: str = "quick") -> None:
         self.path = path
-        self._check = (
-            check  # at open: "quick" reads every page, "schema" only the schema
-        )
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()  # one writer; reads never see a half-done batch
-        # held from reading an invoice to committing its change, by whoever changes it
-        # (the inbox, the job worker): no update is lost between them
+        self._db = Database(path, check)
+        self._qbo = QboTables(self._db)
+        # held from reading an invoice to committing its change, within this process:
+        # it avoids conflicts that the revision check would refuse (StaleWriteError)
         self.write_lock = asyncio.Lock()
-        self.problem: str | None = None  # why the last write failed, until one succeeds
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store cannot be used now (for /readyz); None when fine."""
+        return self._db.problem
 
     @property
     def is_open(self) -> bool:
         """Tell whether the store can be used."""
-        return self._db is not None
+        return self._db.is_open
 
     async def open(self) -> None:
-        """Open the file (made 0600 in a 0700 folder), check it can be used, migrate it.
-
-        Raises StoreError naming the file and what is wrong: it cannot be opened or
-        written, or fails SQLite's quick integrity check.
-        """
-        try:
-            _private_file(self.path)
-            db = await aiosqlite.connect(self.path, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(
-                f"store {self.path}: cannot be opened: {_why(exc)}"
-            ) from exc
-        try:
-            for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
-                await db.execute(f"PRAGMA {pragma}")
-            await _check_integrity(db, self._check)
-            await _migrate(db)
-            await db.execute(  # a real write: a read-only file or folder fails here
-                "INSERT OR REPLACE INTO meta VALUES ('opened_at', datetime('now'))"
-            )
-        except (sqlite3.Error, StoreError) as exc:
-            await db.close()
-            raise StoreError(f"store {self.path}: {_why(exc)}") from exc
-        except BaseException:
-            await db.close()
-            raise
-        self._db = db
+        """Open, check and migrate the file (StoreError says what is wrong)."""
+        await self._db.open()
 
     async def close(self) -> None:
-        """Close the connection (an unclosed aiosqlite thread hangs process exit)."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            async with self._lock:
-                await db.close()
-
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        db = self._conn()
-        async with self._lock:
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                    await db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        await db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                self._raise_unusable(exc)
-                raise
-            self.problem = None
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            try:
-                yield self._conn()
-            except sqlite3.Error as exc:
-                self._raise_unusable(exc)
-                raise
-
-    def _raise_unusable(self, exc: sqlite3.Error) -> None:
-        """Raise StoreError when `exc` is about the file, not about the data written."""
-        if not isinstance(exc, sqlite3.OperationalError) and (
-            type(exc) is not sqlite3.DatabaseError
-        ):
-            return  # an IntegrityError, a bad parameter: about one write's data
-        self.problem = f"the store cannot be used: {exc}"
-        raise StoreError(self.problem) from exc
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError("the store is closed")
-        return self._db
+        """Close the connection."""
+        await self._db.close()
 
     async def known_messages(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (tenant, message id) pairs the ledger already holds."""
@@ -146,9 +79,9 @@ class SqliteStore(QboTables):
         for tenant, message_id in keys:
             by_tenant.setdefault(tenant, []).append(message_id)
         found: set[tuple[str, str]] = set()
-        async with self._read() as db:
+        async with self._db.read() as db:
             for tenant, ids in by_tenant.items():
-                for chunk in _chunks(ids, _CHUNK):
+                for chunk in chunks(ids):
                     marks = ",".join("?" * len(chunk))
                     sql = (
                         "SELECT message_id FROM messages "
@@ -161,8 +94,8 @@ class SqliteStore(QboTables):
     async def load_invoices(self, tenant: str, ids: list[str]) -> dict[str, Invoice]:
         """Return the stored invoices among `ids` of `tenant`."""
         found: dict[str, Invoice] = {}
-        async with self._read() as db:
-            for chunk in _chunks(ids, _CHUNK):
+        async with self._db.read() as db:
+            for chunk in chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 sql = (
                     f"SELECT {_INVOICE_COLS} FROM invoices "
@@ -175,7 +108,7 @@ class SqliteStore(QboTables):
 
     async def commit(self, changes: ChangeSet) -> None:
         """Write a whole ChangeSet in one transaction."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.executemany(
                 "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [rows.ledger_row(e) for e in changes.ledger],
@@ -223,13 +156,17 @@ class SqliteStore(QboTables):
             await write_links(db, changes.links)
             await write_deals(db, changes.deals)
             await write_inbound(
-                db, changes.inbound_done, changes.inbound_events, changes.inbound_new
+                db,
+                changes.inbound_done,
+                changes.inbound_events,
+                changes.inbound_new,
+                changes.at,
             )
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Return the oldest unpublished messages, in order."""
         sql = "SELECT seq, topic, payload, retain FROM outbox ORDER BY seq LIMIT ?"
-        async with self._read() as db, db.execute(sql, (limit,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (limit,)) as cur:
             rows = await cur.fetchall()
         return [
             OutboxRow(seq=s, topic=t, payload=p, retain=bool(r)) for s, t, p, r in rows
@@ -237,7 +174,7 @@ class SqliteStore(QboTables):
 
     async def outbox_done(self, seqs: list[int]) -> None:
         """Forget published messages."""
-        async with self._tx() as db:
+        async with self._db.tx() as db:
             await db.executemany(
                 "DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs]
             )
@@ -245,7 +182,7 @@ class SqliteStore(QboTables):
     async def pending_refreshes(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """The CRM's refresh requests not yet done, oldest first."""
         sql = "SELECT seq, request FROM refreshes WHERE done = 0 ORDER BY seq LIMIT ?"
-        async with self._read() as db, db.execute(sql, (limit,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (limit,)) as cur:
             return [(seq, orjson.loads(body)) for seq, body in await cur.fetchall()]
 
     async def invoice(self, tenant: str, invoice_id: str) -> Invoice | None:
@@ -258,7 +195,7 @@ class SqliteStore(QboTables):
             "SELECT from_status, to_status, cause, event_id, at FROM history "
             "WHERE tenant = ? AND invoice_id = ? ORDER BY seq"
         )
-        async with self._read() as db, db.execute(sql, (tenant, invoice_id)) as cur:
+        async with self._db.read() as db, db.execute(sql, (tenant, invoice_id)) as cur:
             rows = await cur.fetchall()
         return [
             HistoryEntry(
@@ -279,7 +216,7 @@ class SqliteStore(QboTables):
             "SELECT seq, invoice_id, operation, code, message, attempts, retryable, event_id,"
             " at, resolved_at, job_id FROM failures WHERE tenant = ? ORDER BY seq"
         )
-        async with self._read() as db, db.execute(sql, (tenant,)) as cur:
+        async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
             rows = await cur.fetchall()
         return [
             Failure(
@@ -309,7 +246,7 @@ class SqliteStore(QboTables):
             sql += " AND sync_state = ?"
             params.append(sync_state)
         async with (
-            self._read() as db,
+            self._db.read() as db,
             db.execute(sql + " ORDER BY updated_at DESC", params) as cur,
         ):
             return [rows.invoice(r) for r in await cur.fetchall()]
@@ -320,7 +257,7 @@ class SqliteStore(QboTables):
             "SELECT topic, type, outcome, reason, received_at, payload FROM messages"
             " WHERE tenant = ? AND message_id = ?"
         )
-        async with self._read() as db, db.execute(sql, (tenant, message_id)) as cur:
+        async with self._db.read() as db, db.execute(sql, (tenant, message_id)) as cur:
             row = await cur.fetchone()
         if row is None:
             return None
@@ -335,6 +272,118 @@ class SqliteStore(QboTables):
             received_at=datetime.fromisoformat(received_at),
             payload=payload,
         )
+
+    # the QBO side: connections, OAuth states, books, links and deals, jobs, webhooks
+
+    async def connection(self, tenant: str) -> Connection | None:
+        """Return the tenant's QBO connection."""
+        return await self._qbo.connection(tenant)
+
+    async def save_connection(self, conn: Connection) -> None:
+        """Insert or update a connection; RealmTakenError if another tenant holds it."""
+        return await self._qbo.save_connection(conn)
+
+    async def save_token(self, tenant: str, realm_id: str, sealed: bytes) -> None:
+        """Persist a rotated token set (sealed) before it is used."""
+        return await self._qbo.save_token(tenant, realm_id, sealed)
+
+    async def set_preferences(self, tenant: str, preferences: dict[str, Any]) -> None:
+        """Keep what was read of the company (home currency, multicurrency)."""
+        return await self._qbo.set_preferences(tenant, preferences)
+
+    async def set_connection_status(
+        self, tenant: str, status: str, error: str | None
+    ) -> None:
+        """Mark a connection (e.g. needs_reconnect after invalid_grant)."""
+        return await self._qbo.set_connection_status(tenant, status, error)
+
+    async def delete_connection(self, tenant: str) -> None:
+        """Forget a tenant's connection (after revoke)."""
+        return await self._qbo.delete_connection(tenant)
+
+    async def linked_invoices(self, tenant: str) -> int:
+        """How many of the tenant's invoices have a QBO copy."""
+        return await self._qbo.linked_invoices(tenant)
+
+    async def books(self, tenant: str) -> tuple[str, datetime] | None:
+        """The QBO company the tenant's references belong to, and its first connection."""
+        return await self._qbo.books(tenant)
+
+    async def remembers_references(self, tenant: str) -> bool:
+        """Whether any link or QBO id is remembered for the tenant."""
+        return await self._qbo.remembers_references(tenant)
+
+    async def linked_invoices_of(self, tenant: str) -> list[Invoice]:
+        """The tenant's invoices that have a QBO copy."""
+        return await self._qbo.linked_invoices_of(tenant)
+
+    async def new_state(
+        self, state: str, tenant: str, force: bool, now: datetime, ttl: timedelta
+    ) -> None:
+        """Remember a one-time OAuth state; forget those older than `ttl`."""
+        return await self._qbo.new_state(state, tenant, force, now, ttl)
+
+    async def take_state(self, state: str) -> tuple[str, bool, datetime] | None:
+        """Consume a one-time OAuth state: (tenant, force, created) or None."""
+        return await self._qbo.take_state(state)
+
+    async def due_jobs(self, now: datetime, limit: int) -> list[Job]:
+        """Jobs to run now, never ahead of an earlier unfinished job of the same invoice."""
+        return await self._qbo.due_jobs(now, limit)
+
+    async def start_job(self, job: Job) -> None:
+        """Record the intent before the call (the job's new status and attempts)."""
+        return await self._qbo.start_job(job)
+
+    async def postpone_jobs(self, tenant: str, until: datetime) -> int:
+        """Make a tenant's due jobs wait (its company is not connected); return how many."""
+        return await self._qbo.postpone_jobs(tenant, until)
+
+    async def jobs_due_now(self, tenant: str, now: datetime) -> None:
+        """Make a tenant's waiting jobs due (its company was just reconnected)."""
+        return await self._qbo.jobs_due_now(tenant, now)
+
+    async def jobs(self, tenant: str) -> list[Job]:
+        """Every job of a tenant, oldest first."""
+        return await self._qbo.jobs(tenant)
+
+    async def tenant_of_realm(self, realm_id: str) -> str | None:
+        """The tenant connected to a QBO company."""
+        return await self._qbo.tenant_of_realm(realm_id)
+
+    async def store_inbound(self, body: bytes, now: datetime) -> None:
+        """Keep a webhook body before answering 200 (processed later)."""
+        return await self._qbo.store_inbound(body, now)
+
+    async def pending_inbound(self, limit: int) -> list[tuple[int, bytes]]:
+        """Stored webhook bodies not processed yet, oldest first."""
+        return await self._qbo.pending_inbound(limit)
+
+    async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
+        """Which of these event keys were not applied yet."""
+        return await self._qbo.new_events(realm_id, keys)
+
+    async def links_to(self, tenant: str, kind: LinkKind, qbo_id: str) -> list[Link]:
+        """The CRM things linked to one QBO object."""
+        return await self._qbo.links_to(tenant, kind, qbo_id)
+
+    async def link(self, tenant: str, kind: LinkKind, key: str) -> str | None:
+        """The QBO id a CRM customer or item is linked to."""
+        return await self._qbo.link(tenant, kind, key)
+
+    async def invoices_by_qbo_ids(
+        self, tenant: str, qbo_ids: list[str]
+    ) -> dict[str, Invoice]:
+        """The tenant's invoices synced as these QBO invoices, by QBO Id."""
+        return await self._qbo.invoices_by_qbo_ids(tenant, qbo_ids)
+
+    async def deals(self, tenant: str, qbo_invoice_ids: list[str]) -> dict[str, str]:
+        """The CRM deals these QBO-made invoices are linked to (HS4)."""
+        return await self._qbo.deals(tenant, qbo_invoice_ids)
+
+    async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
+        """Which of these QBO customers syncd created or matched (linked)."""
+        return await self._qbo.linked_customers(tenant, qbo_ids)
 
 
 async def _write_invoices(db: aiosqlite.Connection, invoices: list[Invoice]) -> None:
@@ -359,56 +408,3 @@ async def _write_invoices(db: aiosqlite.Connection, invoices: list[Invoice]) -> 
         )
         if cur.rowcount != len(known):
             raise StaleWriteError("an invoice changed since it was read")
-
-
-def _private_file(path: Path) -> None:
-    """Create the store 0600 in a 0700 folder (it holds customer data and webhooks)."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    for name in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
-        if name.exists() and name.stat().st_mode & 0o077:
-            name.chmod(0o600)
-
-
-def _why(exc: BaseException) -> str:
-    """The cause in a few words (an OSError's strerror, SQLite's message)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
-
-
-async def _check_integrity(db: aiosqlite.Connection, check: str) -> None:
-    """`quick`: SQLite's quick_check (reads the whole file); `schema`: the schema only."""
-    if check == "schema":
-        await (await db.execute("SELECT count(*) FROM sqlite_master")).close()
-        return
-    async with db.execute("PRAGMA quick_check(3)") as cur:
-        problems = [" ".join(str(row[0]).split()) for row in await cur.fetchall()]
-    if problems != ["ok"]:
-        raise StoreError("fails its integrity check: " + "; ".join(problems))
-
-
-async def _migrate(db: aiosqlite.Connection) -> None:
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
-    )
-    async with db.execute("SELECT value FROM meta WHERE key = 'schema_version'") as cur:
-        row = await cur.fetchone()
-    current = int(row[0]) if row else 0
-    if current > len(MIGRATIONS):
-        raise StoreError(
-            f"the database has schema {current}, newer than this syncd knows "
-            f"({len(MIGRATIONS)}): run a newer syncd"
-        )
-    for version in range(current + 1, len(MIGRATIONS) + 1):
-        await db.executescript(
-            f"BEGIN IMMEDIATE; {MIGRATIONS[version - 1]}; "
-            "INSERT OR REPLACE INTO meta VALUES ('schema_version', "
-            f"'{version}'); COMMIT;"
-        )
-
-
-def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]

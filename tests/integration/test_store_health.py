@@ -53,8 +53,8 @@ def _start_fails(syncd: SyncdProcess) -> list[str]:
 
 
 async def _filled_store(path: Path, invoices: int) -> None:
-    from syncd.inbox import Inbox
-    from syncd.rulebook import RuleBook
+    from syncd.bus.inbox import Inbox
+    from syncd.engine.rulebook import RuleBook
 
     store = SqliteStore(path)
     await store.open()

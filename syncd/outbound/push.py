@@ -12,11 +12,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from syncd import mapping, resolve
+from syncd.engine.rules import Rules
 from syncd.exceptions import QboStaleError
 from syncd.models import ChangeSet, Connection, Invoice, Job, SyncState
+from syncd.outbound import mapping, resolve
 from syncd.qbo import QboClient, queries
-from syncd.rules import Rules
 from syncd.store import Store
 
 

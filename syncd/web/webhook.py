@@ -5,8 +5,8 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from syncd.appkeys import DAEMON
 from syncd.qbo import webhooks
+from syncd.web.keys import DAEMON
 
 log = structlog.get_logger(__name__)
 

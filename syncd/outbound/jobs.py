@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from syncd import events, failures
+from syncd.bus import events
+from syncd.engine import failures
 from syncd.exceptions import (
     QboAuthError,
     QboError,
@@ -25,14 +26,14 @@ from syncd.exceptions import (
     StaleWriteError,
 )
 from syncd.models import ChangeSet, Failure, Invoice, Job, JobKind, JobStatus, SyncState
-from syncd.push import (
+from syncd.outbound.payments import push_customer, push_payment, push_receipt
+from syncd.outbound.push import (
     JobContext,
     delete_invoice,
     push_invoice,
     send_invoice,
     void_invoice,
 )
-from syncd.push_payments import push_customer, push_payment, push_receipt
 from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)

@@ -19,11 +19,11 @@ from typing import Any
 
 import structlog
 
-from syncd import inbound_plan
 from syncd.exceptions import QboAuthError, QboError
+from syncd.inbound import plan
+from syncd.inbound.news import QboChanges
 from syncd.models import ChangeSet, LinkKind
 from syncd.qbo import QboClient, queries, webhooks
-from syncd.qbo_news import QboChanges
 from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
@@ -46,7 +46,7 @@ class InboundWorker(LoopWorker):
                 by_realm.setdefault(note.realm_id, []).append(note)
         # one tenant's trouble never holds up the others: what cannot be done now is
         # tried again later (behind what came since) and the rest is committed
-        changes = ChangeSet(inbound_done=[seq for seq, _ in pending])
+        changes = ChangeSet(inbound_done=[seq for seq, _ in pending], at=self._clock())
         done = 0
         for seq, request in refreshes:
             work = functools.partial(self._refresh, request)
@@ -168,15 +168,15 @@ class InboundWorker(LoopWorker):
         machine = self._rulebook.machine(tenant)
         if machine is None:
             return
-        known = await inbound_plan.load(self._store, tenant, realm, found)
-        scope = inbound_plan.Scope(
+        known = await plan.load(self._store, tenant, realm, found)
+        scope = plan.Scope(
             tenant=tenant,
             realm=realm,
             prefix=self._prefix,
             now=self._clock(),
             listing=listing,
         )
-        await inbound_plan.plan(found, known, machine, scope, changes)
+        await plan.plan(found, known, machine, scope, changes)
 
     async def _fetch(
         self, client: QboClient, notes: list[webhooks.Notification]

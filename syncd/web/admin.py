@@ -12,8 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from syncd import events
-from syncd.appkeys import DAEMON
+from syncd.bus import events
 from syncd.exceptions import QboError
 from syncd.models import (
     ChangeSet,
@@ -26,6 +25,7 @@ from syncd.models import (
     SyncState,
 )
 from syncd.store import Store
+from syncd.web.keys import DAEMON
 
 
 def routes(app: web.Application) -> None:

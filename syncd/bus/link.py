@@ -4,7 +4,7 @@ A new aiomqtt Client per connection: message ids are per connection, so a messag
 on one connection must never be acked on the next, and aiomqtt's queue is not cleared
 between connections. Whatever was not acked is redelivered by the broker. aiomqtt's
 internals (manual acks, PUBACK reasons, batch publishes) are reached only through
-`syncd.mqtt_wire.Wire`.
+`syncd.bus.wire.Wire`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from paho.mqtt import properties as paho_properties
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from syncd.bus.wire import Wire
 from syncd.clock import Clock
 from syncd.config import MqttConfig, Secrets
 from syncd.const import TOPIC_STATUS
 from syncd.exceptions import StoreError
 from syncd.models import OutboxRow, RawMessage
-from syncd.mqtt_wire import Wire
 
 log = structlog.get_logger(__name__)
 

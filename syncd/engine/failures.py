@@ -7,7 +7,7 @@ panel and its retry.
 
 from __future__ import annotations
 
-from syncd import events
+from syncd.bus import events
 from syncd.models import ChangeSet, Failure
 
 

@@ -21,9 +21,12 @@ from datetime import datetime
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from syncd import envelope, events, sync
+from syncd.bus import envelope, events
+from syncd.bus.payloads import DATA_SPECS
 from syncd.clock import Clock
 from syncd.const import TENANT_ID_RE
+from syncd.engine import decide
+from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import InvalidMessageError, StaleWriteError, StoreError
 from syncd.models import (
     ChangeSet,
@@ -34,8 +37,6 @@ from syncd.models import (
     Outcome,
     RawMessage,
 )
-from syncd.payloads import DATA_SPECS
-from syncd.rulebook import RuleBook
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -245,28 +246,28 @@ class Inbox:
         if machine is None:  # rules reloaded without this tenant since _accept
             return
         key = (env.tenant, _invoice_id(env) or "")
-        ctx = sync.Context(
+        ctx = decide.Context(
             envelope=env, machine=machine, prefix=self._prefix, now=now, changes=changes
         )
         if env.type == "payment.recorded":
-            sync.apply_payment(ctx, invoices.get(key))
+            decide.apply_payment(ctx, invoices.get(key))
             return
         if env.type == "contact.upserted":
-            sync.apply_contact(ctx)
+            decide.apply_contact(ctx)
             return
         if env.type == "invoice.deleted":
-            sync.apply_deleted(ctx, invoices.get(key))
+            decide.apply_deleted(ctx, invoices.get(key))
             return
         if env.type == "command.refresh":
-            sync.apply_refresh(ctx, invoices.get(key))
+            decide.apply_refresh(ctx, invoices.get(key))
             return
         if env.type in ("command.link", "command.unlink"):
-            sync.apply_link(ctx)
+            decide.apply_link(ctx)
             return
         if env.type != "invoice.upserted":
-            await sync.apply_command(ctx, invoices.get(key))
+            await decide.apply_command(ctx, invoices.get(key))
             return
-        invoice = await sync.apply_upsert(ctx, invoices.get(key))
+        invoice = await decide.apply_upsert(ctx, invoices.get(key))
         if invoice is not None:
             invoices[key] = invoice
 

@@ -6,20 +6,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from syncd import admin, web_oauth, webhook
-from syncd.appkeys import CONFIG, DAEMON
 from syncd.config import Config
 from syncd.daemon import Daemon
+from syncd.web import admin, oauth, webhook
+from syncd.web.keys import CONFIG, DAEMON
 
 
 def build_app(config: Config) -> web.Application:
     """Return the application; the daemon starts and stops with it."""
-    app = web.Application(middlewares=[web_oauth.admin_auth])
+    app = web.Application(middlewares=[oauth.admin_auth])
     app[CONFIG] = config
     app[DAEMON] = daemon = Daemon(config)
-    app[web_oauth.CONNECTIONS] = daemon.connections
-    app[web_oauth.ADMIN_TOKEN] = config.secrets.get("ADMIN_TOKEN") or ""
-    web_oauth.routes(app)
+    app[oauth.CONNECTIONS] = daemon.connections
+    app[oauth.ADMIN_TOKEN] = config.secrets.get("ADMIN_TOKEN") or ""
+    oauth.routes(app)
     admin.routes(app)
     webhook.routes(app)
     app.cleanup_ctx.append(_daemon)

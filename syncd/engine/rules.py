@@ -15,8 +15,8 @@ from types import MappingProxyType
 from typing import Any
 
 from syncd.const import QBO_EVENTS
+from syncd.engine.tables import TableReader, read_toml
 from syncd.exceptions import ConfigError
-from syncd.tables import TableReader, read_toml
 
 _TAX_METHODS = ("auto", "codes", "override")
 _SECTIONS = {"statuses", "moves", "sync", "qbo_events", "customers", "items", "taxes"}

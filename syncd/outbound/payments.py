@@ -10,12 +10,12 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
-from syncd import mapping, resolve
+from syncd.engine.rules import Rules
 from syncd.exceptions import QboTransientError
 from syncd.models import LinkKind, SyncState
-from syncd.push import JobContext, qbo_status
+from syncd.outbound import mapping, resolve
+from syncd.outbound.push import JobContext, qbo_status
 from syncd.qbo import queries
-from syncd.rules import Rules
 
 
 def payment_marker(tenant: str, payment_id: str) -> str:

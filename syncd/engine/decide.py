@@ -13,8 +13,9 @@ from typing import Any
 
 import structlog
 
-from syncd import events
-from syncd.machine import InvoiceMachine
+from syncd.bus import events
+from syncd.engine.machine import InvoiceMachine
+from syncd.engine.rules import Rules
 from syncd.models import (
     ChangeSet,
     DealLink,
@@ -28,7 +29,6 @@ from syncd.models import (
     Outcome,
     SyncState,
 )
-from syncd.rules import Rules
 
 log = structlog.get_logger(__name__)
 

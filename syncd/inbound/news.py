@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from syncd import events
+from syncd.bus import events
 from syncd.models import ChangeSet, Outbound
 
 

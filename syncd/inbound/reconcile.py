@@ -18,14 +18,14 @@ from typing import Any
 
 import structlog
 
-from syncd import events
+from syncd.bus import events
 from syncd.config import Config
 from syncd.connections import Connections
 from syncd.exceptions import QboError
-from syncd.inbound import InboundWorker
+from syncd.inbound.news import QboChanges
+from syncd.inbound.worker import InboundWorker
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
-from syncd.qbo_news import QboChanges
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -98,7 +98,7 @@ class Reconciler:
         while True:
             started = self._clock()
             found, newest = await _changes(client, since, started)
-            changes = ChangeSet()
+            changes = ChangeSet(at=self._clock())
             async with self._store.write_lock:
                 await self._inbound.apply(tenant, conn.realm_id, found, changes)
                 await self._store.commit(changes)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from syncd.machine import InvoiceMachine
-from syncd.rules import Rules
+from syncd.engine.machine import InvoiceMachine
+from syncd.engine.rules import Rules
 
 
 class RuleBook:

@@ -11,9 +11,9 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from syncd.bus.topics import level_problem
 from syncd.const import MAX_TEXT_LEN, MAX_VERSION
 from syncd.exceptions import InvalidMessageError
-from syncd.topics import level_problem
 
 Check = Callable[[Any], str | None]
 Spec = Mapping[str, tuple[Check, bool]]  # field → (check, required)

@@ -17,11 +17,13 @@ from typing import Any
 
 import structlog
 
-from syncd import events, failures, qbo_news
-from syncd.machine import InvoiceMachine
+from syncd.bus import events
+from syncd.engine import failures
+from syncd.engine.machine import InvoiceMachine
+from syncd.inbound import news
+from syncd.inbound.news import QboChanges
 from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice, SyncState
-from syncd.push import qbo_status
-from syncd.qbo_news import QboChanges
+from syncd.outbound.push import qbo_status
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -102,23 +104,19 @@ async def plan(
             f"first-payment:{payment['CustomerRef']['value']}", known, scope, changes
         ):
             changes.outbox.append(
-                qbo_news.review_requested(
-                    scope.prefix, scope.tenant, payment, scope.now
-                )
+                news.review_requested(scope.prefix, scope.tenant, payment, scope.now)
             )
     for customer in found.customers:
         if str(customer["Id"]) in known.customers:
             continue  # a customer syncd itself created or matched
         if _first(f"contact-created:{customer['Id']}", known, scope, changes):
             changes.outbox.append(
-                qbo_news.contact_created(
-                    scope.prefix, scope.tenant, customer, scope.now
-                )
+                news.contact_created(scope.prefix, scope.tenant, customer, scope.now)
             )
 
 
 def _first(key: str, known: Known, scope: Scope, changes: ChangeSet) -> bool:
-    return qbo_news.first_time(key, scope.realm, known.fresh, changes)
+    return news.first_time(key, scope.realm, known.fresh, changes)
 
 
 async def _invoice(
@@ -135,7 +133,7 @@ async def _invoice(
         ours = obj is None or str(obj.get("PrivateNote", "")).startswith("syncd:")
         first = _first(f"invoice-imported:{qbo_id}", known, scope, changes)
         if not ours and (first or scope.listing):
-            message = qbo_news.imported(
+            message = news.imported(
                 scope.prefix,
                 scope.tenant,
                 obj or {},

@@ -10,10 +10,10 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from syncd.engine.rules import Rules
 from syncd.exceptions import QboRejectedError, ResolveError
 from syncd.models import ChangeSet, Link, LinkKind
 from syncd.qbo import QboClient, queries
-from syncd.rules import Rules
 from syncd.store import Store
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
+from syncd.bus.payloads import check_data
 from syncd.const import CRM_TYPES, INT_RANGE, MAX_DEPTH, MAX_MESSAGE_ID_LEN
 from syncd.exceptions import InvalidMessageError
 from syncd.models import Envelope, RawMessage
-from syncd.payloads import check_data
 
 
 def topic_parts(topic: str, prefix: str) -> tuple[str, str] | None:

@@ -19,12 +19,12 @@ from typing import Protocol
 
 import structlog
 
+from syncd.bus.link import Published
+from syncd.bus.topics import topic_problem
 from syncd.clock import Clock
 from syncd.exceptions import StoreError
 from syncd.models import ChangeSet, Failure, OutboxRow
-from syncd.mqtt import Published
 from syncd.store import Store
-from syncd.topics import topic_problem
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,174 @@
+"""One SQLite file: opened private and checked, migrated, one writer at a time.
+
+`tx()` is one `BEGIN IMMEDIATE` transaction; `read()` a consistent read. A failure about
+the file (read-only, corrupt, full) becomes StoreError and is kept in `problem` until a
+write succeeds; a failure about one write's data is the caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+from syncd.exceptions import StoreError
+from syncd.store.schema import MIGRATIONS
+
+_T = TypeVar("_T")
+CHUNK = 500  # bound parameters per statement: far below SQLite's limit
+
+
+class Database:
+    """The connection, its lock and its health."""
+
+    def __init__(self, path: Path, check: str = "quick") -> None:
+        self.path = path
+        self._check = check  # at open: "quick" reads every page, "schema" the schema
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()  # one writer; reads never see a half-done batch
+        self.problem: str | None = None  # why the last write failed, until one succeeds
+
+    @property
+    def is_open(self) -> bool:
+        """Tell whether the store can be used."""
+        return self._db is not None
+
+    async def open(self) -> None:
+        """Open the file (made 0600 in a 0700 folder), check it can be used, migrate it.
+
+        Raises StoreError naming the file and what is wrong: it cannot be opened or
+        written, or fails SQLite's quick integrity check.
+        """
+        try:
+            _private_file(self.path)
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"store {self.path}: cannot be opened: {_why(exc)}"
+            ) from exc
+        try:
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
+                await db.execute(f"PRAGMA {pragma}")
+            await _check_integrity(db, self._check)
+            await _migrate(db)
+            await db.execute(  # a real write: a read-only file or folder fails here
+                "INSERT OR REPLACE INTO meta VALUES ('opened_at', datetime('now'))"
+            )
+        except (sqlite3.Error, StoreError) as exc:
+            await db.close()
+            raise StoreError(f"store {self.path}: {_why(exc)}") from exc
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        """Close the connection (an unclosed aiosqlite thread hangs process exit)."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            async with self._lock:
+                await db.close()
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction (`BEGIN IMMEDIATE` … `COMMIT`, rolled back on error)."""
+        db = self._conn()
+        async with self._lock:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    await db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                self._raise_unusable(exc)
+                raise
+            self.problem = None
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, for reads that see no half-done batch."""
+        async with self._lock:
+            try:
+                yield self._conn()
+            except sqlite3.Error as exc:
+                self._raise_unusable(exc)
+                raise
+
+    def _raise_unusable(self, exc: sqlite3.Error) -> None:
+        """Raise StoreError when `exc` is about the file, not about the data written."""
+        if not isinstance(exc, sqlite3.OperationalError) and (
+            type(exc) is not sqlite3.DatabaseError
+        ):
+            return  # an IntegrityError, a bad parameter: about one write's data
+        self.problem = f"the store cannot be used: {exc}"
+        raise StoreError(self.problem) from exc
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the store is closed")
+        return self._db
+
+
+def _private_file(path: Path) -> None:
+    """Create the store 0600 in a 0700 folder (it holds customer data and webhooks)."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+        if name.exists() and name.stat().st_mode & 0o077:
+            name.chmod(0o600)
+
+
+def _why(exc: BaseException) -> str:
+    """The cause in a few words (an OSError's strerror, SQLite's message)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+async def _check_integrity(db: aiosqlite.Connection, check: str) -> None:
+    """`quick`: SQLite's quick_check (reads the whole file); `schema`: the schema only."""
+    if check == "schema":
+        await (await db.execute("SELECT count(*) FROM sqlite_master")).close()
+        return
+    async with db.execute("PRAGMA quick_check(3)") as cur:
+        problems = [" ".join(str(row[0]).split()) for row in await cur.fetchall()]
+    if problems != ["ok"]:
+        raise StoreError("fails its integrity check: " + "; ".join(problems))
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
+    )
+    async with db.execute("SELECT value FROM meta WHERE key = 'schema_version'") as cur:
+        row = await cur.fetchone()
+    current = int(row[0]) if row else 0
+    if current > len(MIGRATIONS):
+        raise StoreError(
+            f"the database has schema {current}, newer than this syncd knows "
+            f"({len(MIGRATIONS)}): run a newer syncd"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        await db.executescript(
+            f"BEGIN IMMEDIATE; {MIGRATIONS[version - 1]}; "
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', "
+            f"'{version}'); COMMIT;"
+        )
+
+
+def chunks(values: list[_T], size: int = CHUNK) -> Iterable[list[_T]]:
+    """`values` in slices of at most `size`."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -1,0 +1,93 @@
+"""The layout is the data flow: each package imports only what its docstring allows."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SYNCD = Path(__file__).resolve().parent.parent / "syncd"
+SHARED = {
+    "syncd.clock",
+    "syncd.config",
+    "syncd.const",
+    "syncd.exceptions",
+    "syncd.models",
+    "syncd.secrets",
+    "syncd.store",
+    "syncd.connections",
+    "syncd.worker",
+}
+ALLOWED: dict[str, set[str]] = {
+    "qbo": {"syncd.exceptions"},
+    "store": {"syncd.exceptions", "syncd.models"},
+    "engine": SHARED | {"syncd.bus.events"},
+    "bus": SHARED | {"syncd.engine"},
+    "outbound": SHARED | {"syncd.engine", "syncd.bus.events", "syncd.qbo"},
+    "inbound": SHARED
+    | {"syncd.engine", "syncd.bus.events", "syncd.qbo", "syncd.outbound.push"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """The syncd modules a file imports (`from syncd.bus import events` → syncd.bus.events)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("syncd"):
+            module = str(node.module)
+            for alias in node.names:
+                candidate = f"{module}.{alias.name}"
+                is_module = (
+                    SYNCD.parent / (candidate.replace(".", "/") + ".py")
+                ).exists()
+                found.add(candidate if is_module else module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("syncd")}
+    return found
+
+
+def _allowed(module: str, allowed: set[str]) -> bool:
+    return any(module == a or module.startswith(a + ".") for a in allowed)
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_each_package_imports_only_what_it_may(package):
+    """Bus → engine; outbound and inbound → engine, qbo; qbo and store → almost nothing."""
+    own = f"syncd.{package}"
+    wrong = {
+        f"{path.name}: {module}"
+        for path in (SYNCD / package).glob("*.py")
+        for module in _imports(path)
+        if not module.startswith(own) and not _allowed(module, ALLOWED[package])
+    }
+    assert not wrong, f"{package} may not import these: {sorted(wrong)}"
+
+
+def test_every_package_says_what_it_owns_and_may_import():
+    """Each package's docstring names what it owns and what it may import."""
+    for package in [*ALLOWED, "web", "sandbox"]:
+        doc = ast.get_docstring(
+            ast.parse((SYNCD / package / "__init__.py").read_text())
+        )
+        assert doc, package
+        if package in ("bus", "engine", "outbound", "inbound", "web"):
+            assert "May import" in doc, package
+
+
+def test_nothing_outside_the_store_names_sqlite_store():
+    """Issue 11: consumers are typed against the Store Protocol, never SqliteStore."""
+    outside = [
+        path
+        for path in SYNCD.rglob("*.py")
+        if "store" not in path.relative_to(SYNCD).parts[:1]
+        and "SqliteStore" in path.read_text()
+    ]
+    assert outside == []
+
+
+def test_the_import_reader_sees_modules_and_names():
+    """The check above is only as good as its reading of imports."""
+    found = _imports(SYNCD / "inbound" / "worker.py")
+    assert {"syncd.inbound.plan", "syncd.qbo.webhooks", "syncd.models"} <= found
+    assert not _allowed("syncd.web.admin", ALLOWED["bus"])
