@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -166,6 +166,18 @@ async def _migrate(db: aiosqlite.Connection) -> None:
             "INSERT OR REPLACE INTO meta VALUES ('schema_version', "
             f"'{version}'); COMMIT;"
         )
+
+
+async def many(db: aiosqlite.Connection, sql: str, params: list[Any]) -> int:
+    """`executemany`, skipped when there is nothing to write; the rows it changed.
+
+    Each call is a hop to aiosqlite's thread: a batch that changes three tables should
+    not pay for the other ten.
+    """
+    if not params:
+        return 0
+    cursor = await db.executemany(sql, params)
+    return int(cursor.rowcount)
 
 
 def chunks(values: list[_T], size: int = CHUNK) -> Iterable[list[_T]]:

@@ -13,11 +13,16 @@ import aiosqlite
 import orjson
 
 from syncd.exceptions import RealmTakenError
-from syncd.models import Connection, DealLink, Invoice, Job, Link, LinkKind
+from syncd.models import Connection, DealLink, Invoice, Job, JobStatus, Link, LinkKind
 from syncd.store import rows
-from syncd.store.database import Database, chunks
+from syncd.store.database import Database, chunks, many
 
 _JOB_COLS = "tenant, queue, kind, subject, status, attempts, next_attempt_at, payload, last_error"
+_PENDING = JobStatus.PENDING.value
+_UNFINISHED = (
+    JobStatus.PENDING.value,
+    JobStatus.IN_FLIGHT.value,
+)  # SQL: ('pending', …)
 
 
 class QboTables:
@@ -80,9 +85,9 @@ class QboTables:
         """Persist a rotated token set (sealed) before it is used."""
         async with self._db.tx() as db:
             await db.execute(
-                "UPDATE connections SET token = ?, status = 'connected', error = NULL "
+                "UPDATE connections SET token = ?, status = ?, error = NULL "
                 "WHERE tenant = ? AND realm_id = ?",
-                (sealed, tenant, realm_id),
+                (sealed, "connected", tenant, realm_id),
             )
 
     async def set_preferences(self, tenant: str, preferences: dict[str, Any]) -> None:
@@ -170,10 +175,10 @@ class QboTables:
         In-flight jobs are due too: a crash left their outcome unclear.
         """
         sql = (
-            f"SELECT id, {_JOB_COLS} FROM jobs j WHERE j.status IN ('pending', 'in_flight') "
+            f"SELECT id, {_JOB_COLS} FROM jobs j WHERE j.status IN {_UNFINISHED} "
             "AND j.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs e WHERE "
             "e.tenant = j.tenant AND e.queue = j.queue AND e.id < j.id "
-            "AND e.status IN ('pending', 'in_flight')) ORDER BY j.id LIMIT ?"
+            f"AND e.status IN {_UNFINISHED}) ORDER BY j.id LIMIT ?"
         )
         async with (
             self._db.read() as db,
@@ -193,7 +198,7 @@ class QboTables:
         """Make a tenant's due jobs wait (its company is not connected); return how many."""
         async with self._db.tx() as db:
             cur = await db.execute(
-                "UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = 'pending' "
+                f"UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = '{_PENDING}' "
                 "AND next_attempt_at < ?",
                 (until.isoformat(), tenant, until.isoformat()),
             )
@@ -203,7 +208,7 @@ class QboTables:
         """Make a tenant's waiting jobs due (its company was just reconnected)."""
         async with self._db.tx() as db:
             await db.execute(
-                "UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = 'pending'",
+                f"UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = '{_PENDING}'",
                 (now.isoformat(), tenant),
             )
 
@@ -314,7 +319,8 @@ class QboTables:
 async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
     """New jobs (a pending one of the same kind for the invoice absorbs them), updates."""
     new = [rows.job_row(j) for j in jobs if j.id is None]
-    await db.executemany(
+    await many(
+        db,
         f"INSERT OR IGNORE INTO jobs ({_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         new,
     )
@@ -335,7 +341,8 @@ async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
 
 async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
     """Remember customer and item links."""
-    await db.executemany(
+    await many(
+        db,
         "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?)",
         [(k.tenant, k.kind.value, k.key, k.qbo_id) for k in links],
     )
@@ -343,7 +350,8 @@ async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
 
 async def write_deals(db: aiosqlite.Connection, deals: list[DealLink]) -> None:
     """Remember which CRM deal each QBO-made invoice belongs to (None: unlinked)."""
-    await db.executemany(
+    await many(
+        db,
         "INSERT OR REPLACE INTO deals VALUES (?, ?, ?)",
         [(d.tenant, d.qbo_invoice_id, d.deal_id) for d in deals],
     )
@@ -357,19 +365,19 @@ async def write_inbound(
     at: datetime | None,
 ) -> None:
     """Mark webhook bodies processed, remember the events they applied, queue new ones."""
-    await db.executemany(
-        "UPDATE inbound SET done = 1 WHERE seq = ?", [(s,) for s in done]
-    )
+    await many(db, "UPDATE inbound SET done = 1 WHERE seq = ?", [(s,) for s in done])
     if not keys and not new:
         return
     if at is None:
         raise ValueError("a ChangeSet that stores webhook rows needs its time (`at`)")
     now = at.isoformat()
-    await db.executemany(
+    await many(
+        db,
         "INSERT INTO inbound (body, received_at) VALUES (?, ?)",
         [(body, now) for body in new],
     )
-    await db.executemany(
+    await many(
+        db,
         "INSERT OR IGNORE INTO inbound_events VALUES (?, ?, ?)",
         [(realm, key, now) for realm, key in keys],
     )

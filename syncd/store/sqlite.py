@@ -32,7 +32,7 @@ from syncd.models import (
     Outcome,
 )
 from syncd.store import rows
-from syncd.store.database import Database, chunks
+from syncd.store.database import Database, chunks, many
 from syncd.store.qbo_tables import (
     QboTables,
     write_deals,
@@ -109,38 +109,47 @@ class SqliteStore:
     async def commit(self, changes: ChangeSet) -> None:
         """Write a whole ChangeSet in one transaction."""
         async with self._db.tx() as db:
-            await db.executemany(
+            await many(
+                db,
                 "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [rows.ledger_row(e) for e in changes.ledger],
             )
             await _write_invoices(db, list(changes.invoices.values()))
-            await db.executemany(
+            await many(
+                db,
                 "INSERT INTO history (tenant, invoice_id, from_status, to_status, cause,"
                 " event_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [rows.history_row(h) for h in changes.history],
             )
-            await db.executemany(
+            await many(
+                db,
                 "INSERT INTO failures (tenant, invoice_id, operation, code, message,"
                 " attempts, retryable, event_id, at, job_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [rows.failure_row(f) for f in changes.failures],
             )
-            await db.executemany(
+            await many(
+                db,
                 "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, ?)",
                 [(o.topic, o.payload, int(o.retain)) for o in changes.outbox],
             )
-            await db.executemany(
-                "DELETE FROM outbox WHERE seq = ?", [(s,) for s in changes.outbox_done]
+            await many(
+                db,
+                "DELETE FROM outbox WHERE seq = ?",
+                [(s,) for s in changes.outbox_done],
             )
-            await db.executemany(
+            await many(
+                db,
                 "INSERT INTO refreshes (tenant, request, at) VALUES (?, ?, ?)",
                 [(r["tenant"], orjson.dumps(r), r["at"]) for r in changes.refreshes],
             )
-            await db.executemany(
+            await many(
+                db,
                 "UPDATE refreshes SET done = 1 WHERE seq = ?",
                 [(s,) for s in changes.refreshes_done],
             )
-            await db.executemany(
+            await many(
+                db,
                 "UPDATE failures SET resolved_at = ? WHERE tenant = ? AND seq = ?",
                 [(at.isoformat(), t, seq) for t, seq, at in changes.resolved],
             )
@@ -175,9 +184,7 @@ class SqliteStore:
     async def outbox_done(self, seqs: list[int]) -> None:
         """Forget published messages."""
         async with self._db.tx() as db:
-            await db.executemany(
-                "DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs]
-            )
+            await many(db, "DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     async def pending_refreshes(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """The CRM's refresh requests not yet done, oldest first."""
@@ -396,15 +403,16 @@ async def _write_invoices(db: aiosqlite.Connection, invoices: list[Invoice]) -> 
     known = [i for i in invoices if i.rev != 0]
     marks = ", ".join("?" * len(rows.INVOICE_COLS.split(", ")))
     try:
-        await db.executemany(
+        await many(
+            db,
             f"INSERT INTO invoices ({_INVOICE_COLS}) VALUES ({marks})",
             [rows.invoice_row(i) for i in new],
         )
     except sqlite3.IntegrityError as exc:
         raise StaleWriteError("an invoice read as new was stored meanwhile") from exc
     if known:
-        cur = await db.executemany(
-            rows.UPDATE_INVOICE, [rows.invoice_update(i) for i in known]
+        updated = await many(
+            db, rows.UPDATE_INVOICE, [rows.invoice_update(i) for i in known]
         )
-        if cur.rowcount != len(known):
+        if updated != len(known):
             raise StaleWriteError("an invoice changed since it was read")
