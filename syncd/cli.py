@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -88,6 +90,28 @@ def _stop_once_on_signals(loop: asyncio.AbstractEventLoop) -> None:
 
 @main.command()
 @_CONFIG
+def health(config_path: Path) -> None:
+    """Exit 0 when the syncd of this config is ready (store, broker, rules), else 1.
+
+    For a container's HEALTHCHECK: asks the running daemon's /readyz and prints why not.
+    """
+    config = _load(config_path, exit_code=1)
+    anywhere = ("0.0.0.0", "::", "")  # noqa: S104 -- read, not bound: ask loopback
+    host = "127.0.0.1" if config.http.host in anywhere else config.http.host
+    url = f"http://{host}:{config.http.port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            click.echo(answer.read().decode())
+            sys.exit(0)
+    except urllib.error.HTTPError as exc:
+        click.echo(exc.read().decode() or f"HTTP {exc.code}", err=True)
+    except OSError as exc:
+        click.echo(f"syncd does not answer at {url}: {exc}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@_CONFIG
 def check(config_path: Path) -> None:
     """Validate syncd.toml and every rules file; list every problem (exit 1)."""
     config = _load(config_path, exit_code=1)
@@ -154,6 +178,13 @@ def check(config_path: Path) -> None:
     show_default=True,
     help="Requests per realm per second, as QBO's sandbox companies (0: no limit).",
 )
+@click.option(
+    "--hard-days",
+    default=5 * 365,
+    type=float,
+    show_default=True,
+    help="A grant's hard maximum in days (Intuit's 5 years): short, to try expiry warnings.",
+)
 def sandbox(**options: Any) -> None:
     """Serve the QBO sandbox: QBO's API, Intuit's OAuth and webhooks, on this machine."""
     from syncd.sandbox.server import build_app as build_sandbox
@@ -170,6 +201,22 @@ def sandbox(**options: Any) -> None:
     options["access_ttl"] = options.pop("token_ttl")
     config = SandboxConfig(limits=limits, **options)
     web.run_app(build_sandbox(config), host=host, port=port, print=None)
+
+
+@main.command()
+@click.option("--exit", "exit_after", is_flag=True, help="End after the stories.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to keep the demo's files (default: a new temporary folder).",
+)
+def demo(exit_after: bool, workdir: Path | None) -> None:
+    """Play syncd's stories with a private broker and the QBO sandbox: no account needed."""
+    from syncd.demo.run import demo as play_demo
+
+    code = asyncio.run(play_demo(click.echo, stay=not exit_after, workdir=workdir))
+    sys.exit(code)
 
 
 @main.group()

@@ -8,6 +8,7 @@ are forgotten, so nothing is written to the wrong books).
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import aiohttp
 import structlog
 
+from syncd import metrics, token_health
 from syncd.bus import events
 from syncd.clock import Clock
 from syncd.config import Config
@@ -156,6 +158,8 @@ class Connections:
         self.on_published: Callable[[], None] = lambda: None  # outbox rows committed
         self._prefix = config.mqtt.topic_prefix
         self._limiters: dict[str, RealmLimiter] = {}
+        # tenant → (status, days left) last published on `P/T/connection`
+        self._said: dict[str, tuple[str, int | None]] = {}
 
     async def open(self) -> None:
         """One HTTP session for the process, with explicit timeouts."""
@@ -236,6 +240,7 @@ class Connections:
         except RealmTakenError as exc:  # taken between the check and now
             raise _taken(realm_id, tenant, None) from exc
         self._forget(tenant)
+        self._said.pop(tenant, None)  # a new grant: its health is said afresh
         try:
             conn.preferences = await self._read_settings(tenant)
         except QboTransientError as exc:
@@ -418,13 +423,81 @@ class Connections:
             limiter,
             timeout=qbo.request_timeout,
             throttle_pause=qbo.throttle_pause,
+            observe=functools.partial(self._observed, conn.realm_id),
         )
         self._clients[tenant] = client
         self._connections[tenant] = conn
+        await self.watch(tenant)
         return client
 
+    def refresh_expiries(self) -> dict[str, int]:
+        """When each connected tenant's refresh token dies (epoch seconds), if known."""
+        return {
+            tenant: expires
+            for tenant, client in self._clients.items()
+            if (expires := client.auth.refresh_expires_at) is not None
+        }
+
+    def _observed(self, realm: str, kind: str, status: int, seconds: float) -> None:
+        metrics.qbo_call(realm, kind, status, seconds, self._clock())
+
     async def needs_reconnect(self, tenant: str, reason: str) -> None:
-        """invalid_grant: pause the realm until the admin reconnects; nothing is lost."""
+        """invalid_grant: pause the realm until the admin reconnects; nothing is lost.
+
+        Said everywhere at once, the first time: the log, the connection's status (admin
+        API), the retained `P/T/connection` state and `…/out/connection/warning`.
+        """
         self._forget(tenant)
+        conn = await self._store.connection(tenant)
         await self._store.set_connection_status(tenant, "needs_reconnect", reason)
         log.error("qbo_reconnect_needed", tenant=tenant, reason=reason)
+        if conn is None or conn.status == "needs_reconnect":
+            return  # said already
+        health = token_health.Health(
+            "needs_reconnect", None, None, f"reconnect needed: {reason}"
+        )
+        now = self._clock()
+        changes = ChangeSet(
+            outbox=[
+                token_health.state_message(
+                    self._prefix, tenant, conn.realm_id, health, now
+                ),
+                token_health.warning_message(
+                    self._prefix, tenant, "reconnect_needed", health, now
+                ),
+            ]
+        )
+        await self._store.commit(changes)
+        self._said.pop(tenant, None)
+        self.on_published()
+
+    async def watch(self, tenant: str) -> None:
+        """Say how the tenant's connection stands; warn 30 and 7 days before it ends."""
+        client, conn = self._clients.get(tenant), self._connections.get(tenant)
+        if client is None or conn is None:
+            return
+        now = self._clock()
+        health = token_health.assess(now, client.auth.refresh_expires_at)
+        if self._said.get(tenant) == (health.status, health.days_left):
+            return  # nothing new since the last state published
+        outbox = [
+            token_health.state_message(self._prefix, tenant, conn.realm_id, health, now)
+        ]
+        level = token_health.due_warning(health, conn.warned)
+        if level is not None:
+            outbox.append(
+                token_health.warning_message(
+                    self._prefix, tenant, f"{level}_days", health, now
+                )
+            )
+            log.warning(
+                "qbo_connection_expiring",
+                tenant=tenant,
+                days_left=health.days_left,
+                expires_at=str(health.expires_at),
+            )
+            conn.warned = level
+            await self._store.set_warned(tenant, level)
+        await self._store.commit(ChangeSet(outbox=outbox))
+        self._said[tenant] = (health.status, health.days_left)
+        self.on_published()

@@ -8,6 +8,7 @@ import signal
 
 import structlog
 
+from syncd import metrics
 from syncd.bus.inbox import Inbox
 from syncd.bus.link import MqttLink
 from syncd.bus.publisher import Publisher
@@ -85,6 +86,20 @@ class Daemon:
             "broker": self.link.connected.is_set(),
             "rules": self.rulebook.loaded,
         }
+
+    async def refresh_metrics(self) -> None:
+        """Set the gauges that are the store's and the connections' state (for /metrics)."""
+        now = self.clock()
+        backlog = await self.store.backlog()
+        metrics.JOBS.labels("pending").set(backlog.jobs_pending)
+        metrics.JOBS.labels("in_flight").set(backlog.jobs_in_flight)
+        metrics.OUTBOX.set(backlog.outbox)
+        oldest = backlog.oldest_webhook
+        metrics.WEBHOOK_LAG.set((now - oldest).total_seconds() if oldest else 0)
+        for tenant, at in self.reconciler.passed.items():
+            metrics.RECONCILED_AGE.labels(tenant).set((now - at).total_seconds())
+        for tenant, expires in self.connections.refresh_expiries().items():
+            metrics.TOKEN_EXPIRY.labels(tenant).set(expires - now.timestamp())
 
     async def start(self) -> None:
         """Open the store, then connect and start publishing."""

@@ -241,6 +241,7 @@ class Connection:
     since: datetime | None = (
         None  # first connected to this company (reconnects keep it)
     )
+    warned: int | None = None  # the expiry warning last given for this grant (days)
 
 
 class LinkKind(StrEnum):
@@ -318,6 +319,16 @@ class ChangeSet:
         self.refreshes += other.refreshes
         self.refreshes_done += other.refreshes_done
         self.at = self.at or other.at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backlog:
+    """What waits in the store: for /metrics."""
+
+    jobs_pending: int
+    jobs_in_flight: int
+    outbox: int
+    oldest_webhook: datetime | None  # received_at of the oldest body not yet applied
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,6 +21,7 @@ from datetime import datetime
 import structlog
 from structlog.contextvars import bound_contextvars
 
+from syncd import metrics
 from syncd.bus import envelope, events
 from syncd.bus.payloads import DATA_SPECS
 from syncd.clock import Clock
@@ -152,6 +153,7 @@ class Inbox:
                 ):
                     await self._route(env, now, changes, invoices)
             await self._store.commit(changes)
+        metrics.decided(changes, "crm")
         return changes
 
     def _accept(

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import structlog
 
+from syncd import metrics
 from syncd.bus.link import Published
 from syncd.bus.topics import topic_problem
 from syncd.clock import Clock
@@ -99,6 +100,10 @@ class Publisher:
                 )
         done = [r.seq for r in sendable[: result.acked] if r.seq not in parked]
         await self._finish(rows, done, parked)
+        metrics.published(
+            (r.topic for r in sendable[: result.acked] if r.seq not in parked),
+            self._prefix,
+        )
         return len(done) + len(parked)
 
     def _strike(self, row: OutboxRow) -> bool:

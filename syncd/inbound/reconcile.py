@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from syncd import metrics
 from syncd.bus import events
 from syncd.config import Config
 from syncd.connections import Connections
@@ -48,6 +49,7 @@ class Reconciler:
     ) -> None:
         self._config, self._store, self._connections = config, store, connections
         self._inbound, self._clock, self._on_commit = inbound, clock, on_commit
+        self.passed: dict[str, datetime] = {}  # tenant → when its last pass ended
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -67,6 +69,7 @@ class Reconciler:
             for tenant in self._config.tenants:
                 try:
                     missed += await self.pass_for(tenant, full_day=daily)
+                    await self._connections.watch(tenant)
                 except QboError as exc:
                     log.warning("reconcile_failed", tenant=tenant, error=exc.message)
                 except Exception:
@@ -102,6 +105,7 @@ class Reconciler:
             async with self._store.write_lock:
                 await self._inbound.apply(tenant, conn.realm_id, found, changes)
                 await self._store.commit(changes)
+            metrics.decided(changes, "qbo")
             missed += (
                 len(changes.history)
                 + len(changes.failures)
@@ -116,6 +120,7 @@ class Reconciler:
             self._on_commit()
             if not saturated:
                 await self._overdue(tenant)
+                self.passed[tenant] = self._clock()
                 return missed
 
     async def _overdue(self, tenant: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from syncd import metrics
 from syncd.exceptions import QboAuthError, QboError
 from syncd.inbound import plan
 from syncd.inbound.news import QboChanges
@@ -60,6 +61,7 @@ class InboundWorker(LoopWorker):
             else:
                 changes.inbound_new.append(webhooks.legacy_body(realm, notes))
         await self._store.commit(changes)
+        metrics.decided(changes, "qbo")
         self._on_commit()
         return done
 

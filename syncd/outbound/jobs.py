@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 from structlog.contextvars import bound_contextvars
 
+from syncd import metrics
 from syncd.bus import events
 from syncd.engine import failures
 from syncd.exceptions import (
@@ -262,6 +263,7 @@ class JobWorker(LoopWorker):
             f"retrying: {exc.message}",
         )
         ctx.changes.jobs.append(job)
+        metrics.JOB_RETRIES.labels(job.kind.value).inc()
         log.warning(
             "job_retry", error=exc.message, attempts=job.attempts, delay=round(delay, 1)
         )

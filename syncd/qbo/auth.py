@@ -116,6 +116,8 @@ async def _token_call(
         "Authorization": aiohttp.encode_basic_auth(app.client_id, app.client_secret),
         "Accept": "application/json",
         "Content-Type": "application/x-www-form-urlencoded",
+        # ask for the hard maximum too, to warn before it ends (qbo.md §8, §10)
+        "x-include-refresh-token-hard-expires-in": "true",
     }
     with map_errors():
         async with http.post(endpoints.token, data=body, headers=headers) as r:
@@ -134,7 +136,12 @@ async def _token_call(
         raise QboAuthError(
             f"Intuit refused the token request ({error}): reconnect needed", error
         )
-    data["expires_at"] = int(time.time()) + int(data.get("expires_in", 3600))
+    now = int(time.time())
+    data["expires_at"] = now + int(data.get("expires_in", 3600))
+    if "x_refresh_token_expires_in" in data:  # qbo.md §8: the refresh token's own life
+        data["refresh_expires_at"] = now + int(data["x_refresh_token_expires_in"])
+    if "x_refresh_token_hard_expires_in" in data:  # §8, §10: the grant's hard maximum
+        data["hard_expires_at"] = now + int(data["x_refresh_token_hard_expires_in"])
     return dict(data)
 
 
@@ -158,6 +165,20 @@ class QboAuth:
         self._store = store
         self._lock = asyncio.Lock()
         self.refreshes = 0
+
+    @property
+    def refresh_expires_at(self) -> int | None:
+        """When the refresh token dies (epoch seconds), if Intuit said.
+
+        The earlier of its rolling expiry (100 days, renewed by each refresh) and the
+        grant's hard maximum: past it, only a new consent helps.
+        """
+        known = [
+            int(self._token[k])
+            for k in ("refresh_expires_at", "hard_expires_at")
+            if self._token.get(k) is not None
+        ]
+        return min(known) if known else None
 
     async def bearer(self) -> str:
         """The Authorization header value, refreshing first when due."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +40,7 @@ class QboClient:
         *,
         timeout: float = 30.0,
         throttle_pause: float = THROTTLE_PAUSE,
+        observe: Callable[[str, int, float], None] | None = None,
     ) -> None:
         self._http = http
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -46,6 +49,13 @@ class QboClient:
         self._auth = auth
         self._limiter = limiter or RealmLimiter()
         self.calls: dict[str, int] = {"read": 0, "write": 0}
+        # told of each request: its kind (read, write), HTTP status (0: none), seconds
+        self._observe = observe
+
+    @property
+    def auth(self) -> QboAuth:
+        """The realm's tokens."""
+        return self._auth
 
     @property
     def realm_id(self) -> str:
@@ -224,18 +234,27 @@ class QboClient:
         query = {"minorversion": MINOR_VERSION, **(params or {})}
         async with self._limiter.slot():
             self.calls[kind] += 1
-            with map_errors():
-                url = f"{self._base}/{path}"
-                request = self._http.request(
-                    method,
-                    url,
-                    params=query,
-                    data=data,
-                    headers=headers,
-                    timeout=self._timeout,
-                )
-                async with request as r:
-                    status, payload, ctype = r.status, await r.read(), r.content_type
+            started, status = time.monotonic(), 0
+            try:
+                with map_errors():
+                    url = f"{self._base}/{path}"
+                    request = self._http.request(
+                        method,
+                        url,
+                        params=query,
+                        data=data,
+                        headers=headers,
+                        timeout=self._timeout,
+                    )
+                    async with request as r:
+                        status, payload, ctype = (
+                            r.status,
+                            await r.read(),
+                            r.content_type,
+                        )
+            finally:
+                if self._observe is not None:
+                    self._observe(kind, status, time.monotonic() - started)
         if raw and status == 200 and ctype != "application/json":
             return payload
         body = _parse(payload)

@@ -18,6 +18,7 @@ from syncd.sandbox.clock import utc_now
 
 SCOPE_ACCOUNTING = "com.intuit.quickbooks.accounting"
 REFRESH_TTL = timedelta(days=100)
+HARD_DAYS = 5 * 365  # the 5-year maximum since Intuit's 2025 policy
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Grant:
     realm_id: str
     refresh_token: str
     refresh_expires: datetime
+    hard_expires: datetime  # qbo.md §8, §10: no refresh extends a grant past this
     revoked: bool = False
 
 
@@ -50,11 +52,16 @@ class OAuthServer:
     """Issues and checks tokens for one app (client id and secret)."""
 
     def __init__(
-        self, client_id: str, client_secret: str, access_ttl: int = 3600
+        self,
+        client_id: str,
+        client_secret: str,
+        access_ttl: int = 3600,
+        hard_days: float = HARD_DAYS,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.access_ttl = timedelta(seconds=access_ttl)
+        self.hard_ttl = timedelta(days=hard_days)
         self.codes: dict[
             str, tuple[str, str, datetime]
         ] = {}  # code → realm, redirect, expiry
@@ -83,15 +90,28 @@ class OAuthServer:
 
         return f"{redirect}{sep}{urlencode({'code': code, 'state': state, 'realmId': realm_id})}"
 
-    def token(self, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
-        """The token endpoint: authorization_code and refresh_token grants."""
+    def token(
+        self, authorization: str | None, form: dict[str, str], hard: bool = False
+    ) -> dict[str, Any]:
+        """The token endpoint: authorization_code and refresh_token grants.
+
+        `hard`: the caller sent `x-include-refresh-token-hard-expires-in: true`, and gets
+        `x_refresh_token_hard_expires_in` (qbo.md §8).
+        """
         self._client(authorization)
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
-            return self._exchange(form)
-        if grant_type == "refresh_token":
-            return self._refresh(form.get("refresh_token", ""))
-        raise OAuthError(400, "unsupported_grant_type")
+            answer = self._exchange(form)
+        elif grant_type == "refresh_token":
+            answer = self._refresh(form.get("refresh_token", ""))
+        else:
+            raise OAuthError(400, "unsupported_grant_type")
+        grant = self.grants[answer["refresh_token"]]
+        if hard:
+            answer["x_refresh_token_hard_expires_in"] = _seconds_until(
+                grant.hard_expires
+            )
+        return answer
 
     def revoke(self, authorization: str | None, token: str) -> None:
         """Revoke a refresh or access token: the whole grant stops working."""
@@ -153,7 +173,9 @@ class OAuthServer:
         realm_id, redirect, _ = entry
         if form.get("redirect_uri") != redirect:
             raise OAuthError(400, "invalid_grant", "redirect_uri does not match")
-        grant = Grant(realm_id, "", utc_now() + REFRESH_TTL)
+        now = utc_now()
+        hard = now + self.hard_ttl
+        grant = Grant(realm_id, "", min(now + REFRESH_TTL, hard), hard)
         return self._issue(grant)
 
     def _refresh(self, refresh_token: str) -> dict[str, Any]:
@@ -162,7 +184,8 @@ class OAuthServer:
             raise OAuthError(400, "invalid_grant", "Incorrect or invalid refresh token")
         del self.grants[refresh_token]
         self.superseded.add(refresh_token)
-        grant.refresh_expires = utc_now() + REFRESH_TTL  # rolling expiry
+        # rolling expiry, never past the hard one
+        grant.refresh_expires = min(utc_now() + REFRESH_TTL, grant.hard_expires)
         return self._issue(grant)
 
     def _issue(self, grant: Grant) -> dict[str, Any]:
@@ -175,10 +198,12 @@ class OAuthServer:
             "access_token": access,
             "expires_in": int(self.access_ttl.total_seconds()),
             "refresh_token": grant.refresh_token,
-            "x_refresh_token_expires_in": int(
-                (grant.refresh_expires - utc_now()).total_seconds()
-            ),
+            "x_refresh_token_expires_in": _seconds_until(grant.refresh_expires),
         }
+
+
+def _seconds_until(moment: datetime) -> int:
+    return max(0, int((moment - utc_now()).total_seconds()))
 
 
 def discovery(origin: str) -> dict[str, Any]:

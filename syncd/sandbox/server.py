@@ -135,8 +135,9 @@ async def _authorize(request: web.Request) -> web.Response:
 
 async def _token(request: web.Request) -> web.Response:
     form = {k: str(v) for k, v in (await request.post()).items()}
+    hard = request.headers.get("x-include-refresh-token-hard-expires-in", "") == "true"
     tokens = request.app[SANDBOX].oauth.token(
-        request.headers.get("Authorization"), form
+        request.headers.get("Authorization"), form, hard
     )
     return web.json_response(tokens)
 

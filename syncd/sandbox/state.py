@@ -40,6 +40,7 @@ class SandboxConfig:
     webhook_format: str = "cloudevents"
     webhook_delay: float = 0.2
     access_ttl: int = 3600
+    hard_days: float = 5 * 365  # a grant's hard maximum (qbo.md §8), days
     time_scale: float = 1.0
     state_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
@@ -52,7 +53,7 @@ class Sandbox:
         config.limits.time_scale = config.time_scale
         self.config = config
         self.oauth = OAuthServer(
-            config.client_id, config.client_secret, config.access_ttl
+            config.client_id, config.client_secret, config.access_ttl, config.hard_days
         )
         self.throttle = Throttle(config.limits)
         self.notifier = Notifier(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from syncd.models import (
+    Backlog,
     ChangeSet,
     Connection,
     Failure,
@@ -69,6 +70,9 @@ class Store(Protocol):
         anything else when this ChangeSet cannot be written.
         """
 
+    async def backlog(self) -> Backlog:
+        """Jobs waiting and in flight, the outbox's depth, the oldest waiting webhook."""
+
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Return the oldest unpublished messages, in order."""
 
@@ -110,6 +114,9 @@ class Store(Protocol):
         self, tenant: str, status: str, error: str | None
     ) -> None:
         """Mark a connection (e.g. needs_reconnect after invalid_grant)."""
+
+    async def set_warned(self, tenant: str, days: int) -> None:
+        """Remember the expiry warning given for the tenant's grant (30 or 7 days)."""
 
     async def delete_connection(self, tenant: str) -> None:
         """Forget a tenant's connection (after revoke)."""

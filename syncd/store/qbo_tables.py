@@ -34,7 +34,8 @@ class QboTables:
     async def connection(self, tenant: str) -> Connection | None:
         """Return the tenant's QBO connection."""
         sql = (
-            "SELECT c.realm_id, status, token, preferences, connected_at, error, b.since "
+            "SELECT c.realm_id, status, token, preferences, connected_at, error, b.since, "
+            "c.warned "
             "FROM connections c LEFT JOIN books b "
             "ON b.tenant = c.tenant AND b.realm_id = c.realm_id WHERE c.tenant = ?"
         )
@@ -42,7 +43,7 @@ class QboTables:
             row = await cur.fetchone()
         if row is None:
             return None
-        realm_id, status, token, prefs, connected_at, error, since = row
+        realm_id, status, token, prefs, connected_at, error, since, warned = row
         return Connection(
             tenant=tenant,
             realm_id=realm_id,
@@ -52,6 +53,7 @@ class QboTables:
             connected_at=datetime.fromisoformat(connected_at),
             error=error,
             since=datetime.fromisoformat(since) if since else None,
+            warned=warned,
         )
 
     async def save_connection(self, conn: Connection) -> None:
@@ -65,17 +67,19 @@ class QboTables:
             prefs,
             at,
             conn.error,
+            conn.warned,
         )
         try:
             async with self._db.tx() as db:
                 # not INSERT OR REPLACE: that would delete another tenant's row holding
                 # the same realm instead of refusing
                 await db.execute(
-                    "INSERT INTO connections VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO connections VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (tenant) DO UPDATE SET realm_id = excluded.realm_id, "
                     "status = excluded.status, token = excluded.token, "
                     "preferences = excluded.preferences, "
-                    "connected_at = excluded.connected_at, error = excluded.error",
+                    "connected_at = excluded.connected_at, error = excluded.error, "
+                    "warned = excluded.warned",
                     row,
                 )
         except sqlite3.IntegrityError as exc:
@@ -106,6 +110,13 @@ class QboTables:
             await db.execute(
                 "UPDATE connections SET status = ?, error = ? WHERE tenant = ?",
                 (status, error, tenant),
+            )
+
+    async def set_warned(self, tenant: str, days: int) -> None:
+        """Remember the expiry warning given for the tenant's grant (30 or 7 days)."""
+        async with self._db.tx() as db:
+            await db.execute(
+                "UPDATE connections SET warned = ? WHERE tenant = ?", (days, tenant)
             )
 
     async def delete_connection(self, tenant: str) -> None:

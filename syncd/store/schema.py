@@ -133,4 +133,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE invoices ADD COLUMN rev INTEGER NOT NULL DEFAULT 1;
     """,
+    # 10: the expiry warning last given for a connection's grant (30 or 7 days)
+    """
+    ALTER TABLE connections ADD COLUMN warned INTEGER;
+    """,
 )

@@ -19,6 +19,7 @@ import orjson
 
 from syncd.exceptions import StaleWriteError
 from syncd.models import (
+    Backlog,
     ChangeSet,
     Connection,
     Failure,
@@ -172,6 +173,24 @@ class SqliteStore:
                 changes.at,
             )
 
+    async def backlog(self) -> Backlog:
+        """Jobs waiting and in flight, the outbox's depth, the oldest waiting webhook."""
+        sql = (
+            "SELECT (SELECT count(*) FROM jobs WHERE status = 'pending'), "
+            "(SELECT count(*) FROM jobs WHERE status = 'in_flight'), "
+            "(SELECT count(*) FROM outbox), "
+            "(SELECT min(received_at) FROM inbound WHERE done = 0)"
+        )
+        async with self._db.read() as db, db.execute(sql) as cur:
+            row = await cur.fetchone()
+        pending, in_flight, outbox, oldest = row if row else (0, 0, 0, None)
+        return Backlog(
+            jobs_pending=int(pending),
+            jobs_in_flight=int(in_flight),
+            outbox=int(outbox),
+            oldest_webhook=datetime.fromisoformat(oldest) if oldest else None,
+        )
+
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Return the oldest unpublished messages, in order."""
         sql = "SELECT seq, topic, payload, retain FROM outbox ORDER BY seq LIMIT ?"
@@ -303,6 +322,10 @@ class SqliteStore:
     ) -> None:
         """Mark a connection (e.g. needs_reconnect after invalid_grant)."""
         return await self._qbo.set_connection_status(tenant, status, error)
+
+    async def set_warned(self, tenant: str, days: int) -> None:
+        """Remember the expiry warning given for the tenant's grant (30 or 7 days)."""
+        return await self._qbo.set_warned(tenant, days)
 
     async def delete_connection(self, tenant: str) -> None:
         """Forget a tenant's connection (after revoke)."""

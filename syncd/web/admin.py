@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from syncd.bus import events
+from syncd.daemon import Daemon
 from syncd.exceptions import QboError
 from syncd.models import (
     ChangeSet,
@@ -160,24 +161,29 @@ _NOT_RETRIED = (
 )
 
 
-async def retry_failure(request: web.Request) -> web.Response:
-    """Queue the failed operation again (after the admin fixed its cause)."""
-    daemon = request.app[DAEMON]
-    tenant = request.match_info["tenant"]
-    wanted = request.match_info["failure"]
+class NotRetried(Exception):
+    """A failure that a retry cannot help; `status` and `reason` say why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+async def retry(daemon: Daemon, tenant: str, failure_id: int) -> Failure:
+    """Queue the failed job again and mark the failure handled, in one transaction."""
     failure = next(
-        (f for f in await daemon.store.failures(tenant) if str(f.id) == wanted), None
+        (f for f in await daemon.store.failures(tenant) if f.id == failure_id), None
     )
-    if failure is None or failure.invoice_id is None:
-        return web.json_response({"error": "no such failure"}, status=404)
+    if failure is None or failure.invoice_id is None or failure.resolved_at:
+        raise NotRetried(404, "no such failure")
     now = daemon.clock()
     async with daemon.store.write_lock:
         job = await _job_again(daemon.store, tenant, failure, now)
         if job is None:
-            return web.json_response({"error": _NOT_RETRIED}, status=409)
+            raise NotRetried(409, _NOT_RETRIED)
         inv = await daemon.store.invoice(tenant, failure.invoice_id)
         # the job and the failure's resolution in one transaction: never one without the other
-        changes = ChangeSet(jobs=[job], resolved=[(tenant, int(wanted), now)])
+        changes = ChangeSet(jobs=[job], resolved=[(tenant, failure_id, now)])
         if inv is not None:
             inv.sync_state, inv.error = (
                 SyncState.PENDING,
@@ -194,6 +200,31 @@ async def retry_failure(request: web.Request) -> web.Response:
         await daemon.store.commit(changes)
     daemon.jobs.wake()
     daemon.publisher.wake()
+    return failure
+
+
+async def dismiss(daemon: Daemon, tenant: str, failure_id: int) -> None:
+    """Mark a failure handled without retrying it (the admin dealt with it elsewhere)."""
+    found = {f.id for f in await daemon.store.failures(tenant) if f.resolved_at is None}
+    if failure_id not in found:
+        raise NotRetried(404, "no such failure")
+    await daemon.store.commit(
+        ChangeSet(resolved=[(tenant, failure_id, daemon.clock())])
+    )
+
+
+async def retry_failure(request: web.Request) -> web.Response:
+    """Queue the failed operation again (after the admin fixed its cause)."""
+    daemon = request.app[DAEMON]
+    wanted = request.match_info["failure"]
+    try:
+        failure = await retry(
+            daemon,
+            request.match_info["tenant"],
+            int(wanted) if wanted.isdigit() else -1,
+        )
+    except NotRetried as exc:
+        return web.json_response({"error": exc.reason}, status=exc.status)
     return web.json_response(
         {"queued": failure.operation, "invoice_id": failure.invoice_id}, status=202
     )

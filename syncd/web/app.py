@@ -1,11 +1,13 @@
-"""The aiohttp application: health routes now; webhooks, OAuth and admin API later."""
+"""The aiohttp application: health, readiness and metrics; webhooks, OAuth, admin API."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from syncd import metrics
 from syncd.config import Config
 from syncd.daemon import Daemon
 from syncd.web import admin, oauth, webhook
@@ -25,6 +27,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_daemon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_route)
     return app
 
 
@@ -38,6 +41,15 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
 async def healthz(request: web.Request) -> web.Response:
     """Alive: the process answers."""
     return web.json_response({"status": "ok"})
+
+
+async def metrics_route(request: web.Request) -> web.Response:
+    """Prometheus text format: counters as they are, the store's gauges read now."""
+    daemon = request.app[DAEMON]
+    if daemon.store.is_open:
+        await daemon.refresh_metrics()
+    body = generate_latest(metrics.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def readyz(request: web.Request) -> web.Response:

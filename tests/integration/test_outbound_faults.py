@@ -71,9 +71,22 @@ async def test_a_revoked_grant_pauses_and_says_reconnect(setup: Setup, http):
             for m in setup.crm.on("acme/out/sync/failed")
         )
     )
+    # said everywhere at once: the retained connection state and a warning, once
+    await setup.crm.wait_for(
+        lambda r: any(
+            m.body["data"]["status"] == "needs_reconnect"
+            for m in setup.crm.on("acme/connection")
+        )
+    )
+    [warning] = setup.crm.on("acme/out/connection/warning")
+    assert warning.body["data"]["level"] == "reconnect_needed"
+    assert "reconnect needed" in warning.body["data"]["reason"]
     status, _ = await connect(http, setup.syncd, f"&realm={setup.realm}")
     assert status == 200
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced", timeout=60)
+    assert any(
+        m.body["data"]["status"] == "connected" for m in setup.crm.on("acme/connection")
+    )
     await setup.fresh_reader()
     await _one_invoice(setup)
 
