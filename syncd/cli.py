@@ -17,9 +17,11 @@ from aiohttp import web
 
 from syncd import logs
 from syncd.config import Config, load_config
+from syncd.engine import rules_try
 from syncd.engine.machine import mermaid
-from syncd.engine.rules import load_rules
+from syncd.engine.rules import Rules, load_rules
 from syncd.exceptions import ConfigError, StoreError
+from syncd.store import sqlite_store
 from syncd.web.app import build_app
 from syncd.web.keys import DAEMON
 
@@ -239,6 +241,42 @@ def graph(config_path: Path, tenant: str | None, rules_file: Path | None) -> Non
         click.echo(mermaid(load_rules(rules_file)))
     except ConfigError as exc:
         _fail(exc, 1)
+
+
+@rules.command(name="try")
+@_CONFIG
+@click.option("--tenant", required=True, help="Whose recorded history to replay.")
+@click.argument("rules_file", type=click.Path(path_type=Path))
+def try_rules(config_path: Path, tenant: str, rules_file: Path) -> None:
+    """Replay a tenant's recorded history against RULES_FILE; print what would change."""
+    config = _load(config_path, exit_code=2)
+    if tenant not in config.tenants:
+        click.echo(f"error: no tenant {tenant!r} in {config_path}", err=True)
+        sys.exit(2)
+    try:
+        new = load_rules(rules_file)
+    except ConfigError as exc:
+        _fail(exc, 1)
+    old = load_rules(config.tenants[tenant].rules_path)
+    report = asyncio.run(_replay(config, tenant, old, new))
+    click.echo(f"{tenant}: {rules_file} against the history of {report[0]} invoice(s)")
+    for line in rules_try.render(report[1]):
+        click.echo(line)
+
+
+async def _replay(
+    config: Config, tenant: str, old: Rules, new: Rules
+) -> tuple[int, rules_try.Report]:
+    store = sqlite_store(config.store_path, check="schema")
+    await store.open()
+    try:
+        invoices = await store.invoices(tenant)
+        history = {
+            i.invoice_id: await store.history(tenant, i.invoice_id) for i in invoices
+        }
+    finally:
+        await store.close()
+    return len(invoices), rules_try.compare(old, new, invoices, history)
 
 
 def _load(path: Path, exit_code: int) -> Config:

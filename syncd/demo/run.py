@@ -68,9 +68,8 @@ async def demo(echo: Callable[[str], None], *, stay: bool, workdir: Path | None)
 
 def _where(echo: Callable[[str], None], services: Services) -> None:
     base = services.syncd_url
-    echo(
-        f"admin API:  {base}/api/tenants/acme/invoices   (token: {services.admin_token})"
-    )
+    echo(f"admin page: {base}/   (log in with the token {services.admin_token})")
+    echo(f"admin API:  {base}/api/tenants/acme/invoices")
     auth = f"Authorization: Bearer {services.admin_token}"
     echo(f"            curl -H '{auth}' {base}/api/tenants/globex/failures")
     echo(f"MQTT:       mosquitto_sub -p {services.broker_port} -t 'syncd/#' -v")

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from syncd import metrics
 from syncd.config import Config
 from syncd.daemon import Daemon
-from syncd.web import admin, oauth, webhook
+from syncd.web import admin, oauth, openapi, page, webhook
 from syncd.web.keys import CONFIG, DAEMON
 
 
@@ -21,13 +21,17 @@ def build_app(config: Config) -> web.Application:
     app[DAEMON] = daemon = Daemon(config)
     app[oauth.CONNECTIONS] = daemon.connections
     app[oauth.ADMIN_TOKEN] = config.secrets.get("ADMIN_TOKEN") or ""
+    app[oauth.AUTHENTICATED] = lambda request: page.session_of(request) is not None
+    app[oauth.TENANTS] = frozenset(config.tenants)
     oauth.routes(app)
     admin.routes(app)
     webhook.routes(app)
+    page.routes(app)
     app.cleanup_ctx.append(_daemon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/openapi.json", openapi.openapi)
     return app
 
 

@@ -11,6 +11,8 @@ from syncd.connections import Connections
 from syncd.exceptions import ConfigError, ConnectError, QboError
 
 CONNECTIONS = web.AppKey("connections", Connections)
+AUTHENTICATED: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("authenticated")
+TENANTS: web.AppKey[frozenset[str]] = web.AppKey("tenants")
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -25,17 +27,30 @@ def routes(app: web.Application) -> None:
 
 @web.middleware
 async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """`/api/*`, `/` and `/oauth/connect` need `Authorization: Bearer <SYNCD_ADMIN_TOKEN>`."""
-    guarded = request.path.startswith("/api/") or request.path in (
-        "/",
-        "/oauth/connect",
-    )
+    """`/api/*` and `/oauth/connect` need `Authorization: Bearer <SYNCD_ADMIN_TOKEN>`.
+
+    A browser logged in on the admin page may read them too (its session cookie is
+    SameSite=Strict, so another site cannot ride on it); the page guards its own routes.
+    """
+    guarded = request.path.startswith("/api/") or request.path == "/oauth/connect"
+    if guarded and request.method == "GET" and request.app[AUTHENTICATED](request):
+        return await _known_tenant(request, handler)
     if guarded:
         expected = request.app.get(ADMIN_TOKEN, "")
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         given = given or request.query.get("access_token", "")
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             return web.json_response({"error": "admin token required"}, status=401)
+        return await _known_tenant(request, handler)
+    return await handler(request)
+
+
+async def _known_tenant(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`/api/tenants/T/…` of a tenant this syncd does not serve: 404, said once here."""
+    parts = request.path.split("/")
+    tenant = parts[3] if parts[1:3] == ["api", "tenants"] and len(parts) > 3 else None
+    if tenant is not None and tenant not in request.app[TENANTS]:
+        return web.json_response({"error": "no such tenant"}, status=404)
     return await handler(request)
 
 
@@ -84,7 +99,9 @@ async def connection(request: web.Request) -> web.StreamResponse:
     """The tenant's connection status (never its tokens)."""
     conn = await request.app[CONNECTIONS].status(request.match_info["tenant"])
     if conn is None:
-        return web.json_response({"connected": False}, status=404)
+        return web.json_response(
+            {"connected": False, "error": "not connected to QuickBooks"}, status=404
+        )
     return web.json_response(
         {
             "connected": conn.status == "connected",

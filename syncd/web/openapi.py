@@ -1,0 +1,218 @@
+"""The admin API described as OpenAPI 3.1, served at `/openapi.json`.
+
+Every `/api/*` route is here with what it answers; tests/integration/test_openapi.py has
+schemathesis call each one as documented and check the answers against this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from syncd.models import SyncState
+
+_NULLABLE_STR = {"type": ["string", "null"]}
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+_STATE = {
+    "type": "object",
+    "required": ["invoice_id", "status", "version", "sync_state", "updated_at"],
+    "properties": {
+        "invoice_id": {"type": "string"},
+        "status": {"type": "string"},
+        "version": {"type": "integer"},
+        "sync_state": {"enum": [s.value for s in SyncState]},
+        "qbo_id": _NULLABLE_STR,
+        "qbo_doc_number": _NULLABLE_STR,
+        "qbo_status": _NULLABLE_STR,
+        "balance": _NULLABLE_STR,
+        "total": _NULLABLE_STR,
+        "error": _NULLABLE_STR,
+        "last_synced_at": _NULLABLE_STR,
+        "updated_at": {"type": "string"},
+    },
+}
+_HISTORY = {
+    "type": "object",
+    "required": ["from", "to", "cause", "at"],
+    "properties": {
+        "from": _NULLABLE_STR,
+        "to": {"type": "string"},
+        "cause": {"type": "string"},
+        "event_id": _NULLABLE_STR,
+        "at": {"type": "string"},
+    },
+}
+_FAILURE = {
+    "type": "object",
+    "required": ["id", "operation", "code", "message", "attempts", "retryable", "at"],
+    "properties": {
+        "id": {"type": "integer"},
+        "invoice_id": _NULLABLE_STR,
+        "operation": {"type": "string"},
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "attempts": {"type": "integer"},
+        "retryable": {"type": "boolean"},
+        "at": {"type": "string"},
+        "resolved_at": _NULLABLE_STR,
+    },
+}
+_CONNECTION = {
+    "type": "object",
+    "required": ["connected"],
+    "properties": {
+        "connected": {"type": "boolean"},
+        "realm_id": {"type": "string"},
+        "status": {"type": "string"},
+        "error": _NULLABLE_STR,
+        "preferences": {"type": "object"},
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+_UNAUTHORIZED = _json(_ERROR, "no or a wrong admin token")
+_NO_TENANT = _json(_ERROR, "no such tenant, invoice or failure")
+_TENANT = {
+    "name": "tenant",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+
+def _op(
+    summary: str, responses: dict[str, Any], *params: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [_TENANT, *params],
+        "responses": {**responses, "401": _UNAUTHORIZED, "404": _NO_TENANT},
+    }
+
+
+def _path_param(name: str, kind: str = "string") -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "syncd admin API", "version": "1"},
+    "components": {
+        "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+    },
+    "security": [{"admin": []}],
+    "paths": {
+        "/api/tenants/{tenant}/connection": {
+            "get": _op(
+                "The tenant's QuickBooks connection (never its tokens)",
+                {"200": _json(_CONNECTION, "connected (or waiting for a reconnect)")},
+            ),
+        },
+        "/api/tenants/{tenant}/disconnect": {
+            "post": _op(
+                "Revoke and forget the QuickBooks connection (HL9, RO1)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"disconnected": {"type": "boolean"}},
+                        },
+                        "revoked and forgotten",
+                    )
+                },
+            ),
+        },
+        "/api/tenants/{tenant}/invoices": {
+            "get": _op(
+                "Invoices with their sync state, newest change first",
+                {"200": _json({"type": "array", "items": _STATE}, "the invoices")},
+                {
+                    "name": "sync_state",
+                    "in": "query",
+                    "required": False,
+                    "schema": _STATE["properties"]["sync_state"],  # type: ignore[index]
+                },
+            ),
+        },
+        "/api/tenants/{tenant}/invoices/{invoice}": {
+            "get": _op(
+                "One invoice and its transition history",
+                {
+                    "200": _json(
+                        {
+                            "allOf": [
+                                _STATE,
+                                {
+                                    "type": "object",
+                                    "required": ["history"],
+                                    "properties": {
+                                        "history": {"type": "array", "items": _HISTORY}
+                                    },
+                                },
+                            ]
+                        },
+                        "the invoice",
+                    )
+                },
+                _path_param("invoice"),
+            ),
+        },
+        "/api/tenants/{tenant}/invoices/{invoice}/pdf": {
+            "get": _op(
+                "The QuickBooks PDF of a synced invoice (HS8)",
+                {
+                    "200": {
+                        "description": "QBO's PDF",
+                        "content": {"application/pdf": {"schema": {"type": "string"}}},
+                    },
+                    "409": _json(_ERROR, "the tenant is not connected"),
+                    "502": _json(_ERROR, "QuickBooks refused"),
+                },
+                _path_param("invoice"),
+            ),
+        },
+        "/api/tenants/{tenant}/failures": {
+            "get": _op(
+                "The failed syncs (HS2), unresolved first",
+                {"200": _json({"type": "array", "items": _FAILURE}, "the failures")},
+            ),
+        },
+        "/api/tenants/{tenant}/failures/{failure}/retry": {
+            "post": _op(
+                "Run the failed QBO job again, with what it carried",
+                {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["queued", "invoice_id"],
+                            "properties": {
+                                "queued": {"type": "string"},
+                                "invoice_id": _NULLABLE_STR,
+                            },
+                        },
+                        "queued",
+                    ),
+                    "409": _json(_ERROR, "not a failure a retry can help"),
+                },
+                _path_param("failure", "integer"),
+            ),
+        },
+    },
+}
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The document (no token needed to read it)."""
+    return web.json_response(DOCUMENT)

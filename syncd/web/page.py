@@ -1,0 +1,340 @@
+"""The admin page at `/`: rendered on the server, readable without JavaScript.
+
+Per tenant: the QBO connection (company, since when, when the authorization ends, the
+last reconciliation) with Connect / Reconnect / Disconnect; a banner while failures wait
+(HS2); the invoices with their sync state, filtered and paged; an invoice's history with
+its QBO link and PDF; the failures with Retry (one or all) and Dismiss; the rules' state
+machine drawn. Log in once with the admin token; then a session cookie, and a CSRF token
+in every form.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import tomllib
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from aiohttp import web
+
+from syncd.daemon import Daemon
+from syncd.engine import rules_try
+from syncd.engine.rules import parse_rules
+from syncd.exceptions import ConfigError, ConnectError
+from syncd.models import SyncState
+from syncd.web import admin, diagram
+from syncd.web.keys import DAEMON
+from syncd.web.oauth import ADMIN_TOKEN
+from syncd.web.session import Session, Sessions, csrf_ok
+
+PAGE_SIZE = 50
+SESSIONS = web.AppKey("sessions", Sessions)
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("syncd.web", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def routes(app: web.Application) -> None:
+    """Add the page's routes."""
+    app[SESSIONS] = Sessions()
+    r = app.router
+    r.add_get("/", home)
+    r.add_get("/login", login_form)
+    r.add_post("/login", login)
+    r.add_post("/logout", logout)
+    r.add_get("/tenants/{tenant}/invoices", invoices)
+    r.add_get("/tenants/{tenant}/invoices/{invoice}", invoice)
+    r.add_get("/tenants/{tenant}/failures", failures)
+    r.add_post("/tenants/{tenant}/failures/retry-all", retry_all)
+    r.add_post("/tenants/{tenant}/failures/{failure}/{action}", act_on_failure)
+    r.add_get("/tenants/{tenant}/rules", rules)
+    r.add_post("/tenants/{tenant}/rules/try", try_rules)
+    r.add_post("/tenants/{tenant}/connect", connect)
+    r.add_post("/tenants/{tenant}/disconnect", disconnect)
+
+
+def session_of(request: web.Request) -> Session | None:
+    """The request's admin session (the page's routes and the API accept it)."""
+    return request.app[SESSIONS].of(request, request.app[DAEMON].clock())
+
+
+def _render(name: str, session: Session | None, **values: Any) -> web.Response:
+    html = _TEMPLATES.get_template(name).render(
+        logged_in=session is not None,
+        csrf=session.csrf if session else "",
+        **values,
+    )
+    headers = {
+        "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'",
+        "X-Frame-Options": "DENY",
+        "Cache-Control": "no-store",
+    }
+    return web.Response(text=html, content_type="text/html", headers=headers)
+
+
+def _required(request: web.Request) -> Session:
+    session = session_of(request)
+    if session is None:
+        raise web.HTTPSeeOther("/login")
+    return session
+
+
+async def _posted(request: web.Request) -> tuple[Session, dict[str, str]]:
+    """A form POST of a logged-in session with the right CSRF token, or 403."""
+    session = session_of(request)
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    if session is None or not csrf_ok(session, form.get("csrf", "")):
+        raise web.HTTPForbidden(text="log in again: the form's session has expired")
+    return session, form
+
+
+def _tenant(request: web.Request) -> str:
+    tenant = request.match_info["tenant"]
+    if request.app[DAEMON].rulebook.machine(tenant) is None:
+        raise web.HTTPNotFound(text=f"no tenant {tenant!r}")
+    return tenant
+
+
+async def login_form(request: web.Request) -> web.Response:
+    """The log-in form."""
+    return _render("login.html", None, error=None)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check the admin token; start a session."""
+    form = await request.post()
+    expected = request.app.get(ADMIN_TOKEN, "")
+    given = str(form.get("token", ""))
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        response = _render("login.html", None, error="That is not the admin token.")
+        response.set_status(401)
+        return response
+    response = web.HTTPSeeOther("/")
+    request.app[SESSIONS].start(response, request.app[DAEMON].clock())
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session."""
+    await _posted(request)
+    response = web.HTTPSeeOther("/login")
+    request.app[SESSIONS].end(request, response)
+    return response
+
+
+async def home(request: web.Request) -> web.Response:
+    """Every tenant: connection, failures banner, invoice counts."""
+    session = _required(request)
+    daemon = request.app[DAEMON]
+    return _render(
+        "home.html",
+        session,
+        tenants=[await _card(daemon, t) for t in daemon.config.tenants],
+    )
+
+
+async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
+    conn = await daemon.store.connection(tenant)
+    found = await daemon.store.invoices(tenant)
+    counts: dict[str, int] = {}
+    for inv in found:
+        counts[inv.sync_state.value] = counts.get(inv.sync_state.value, 0) + 1
+    expires = daemon.connections.refresh_expiries().get(tenant)
+    now = daemon.clock()
+    open_failures = sum(
+        1 for f in await daemon.store.failures(tenant) if not f.resolved_at
+    )
+    jobs = [
+        j
+        for j in await daemon.store.jobs(tenant)
+        if j.status.value in ("pending", "in_flight")
+    ]
+    reconciled = daemon.reconciler.passed.get(tenant)
+    return {
+        "id": tenant,
+        "connection": conn,
+        "since": _when(conn.since or conn.connected_at) if conn else None,
+        "expires": _when(datetime.fromtimestamp(expires, UTC)) if expires else None,
+        "days_left": int((expires - now.timestamp()) // 86400) if expires else None,
+        "reconciled": _when(reconciled) if reconciled else None,
+        "jobs_waiting": len(jobs),
+        "counts": sorted(counts.items()),
+        "open_failures": open_failures,
+    }
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def invoices(request: web.Request) -> web.Response:
+    """A tenant's invoices, filtered by sync state and status, a page at a time."""
+    session = _required(request)
+    tenant = _tenant(request)
+    daemon = request.app[DAEMON]
+    sync_state = request.query.get("sync_state", "")
+    status = request.query.get("status", "")
+    found = await daemon.store.invoices(tenant, sync_state or None)
+    if status:
+        found = [i for i in found if i.status == status]
+    pages = max(1, math.ceil(len(found) / PAGE_SIZE))
+    page = min(max(1, _int(request.query.get("page"), 1)), pages)
+
+    def query(number: int) -> str:
+        return urlencode({"sync_state": sync_state, "status": status, "page": number})
+
+    machine = daemon.rulebook.machine(tenant)
+    return _render(
+        "invoices.html",
+        session,
+        tenant=tenant,
+        invoices=found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+        page=page,
+        pages=pages,
+        query=query,
+        sync_state=sync_state,
+        status=status,
+        sync_states=[s.value for s in SyncState],
+        statuses=list(machine.rules.statuses) if machine else [],
+    )
+
+
+def _int(value: str | None, default: int) -> int:
+    return int(value) if value and value.isdigit() else default
+
+
+async def invoice(request: web.Request) -> web.Response:
+    """One invoice: its state, QBO link and PDF, and every move."""
+    session = _required(request)
+    tenant = _tenant(request)
+    store = request.app[DAEMON].store
+    inv = await store.invoice(tenant, request.match_info["invoice"])
+    if inv is None:
+        raise web.HTTPNotFound(text="no such invoice")
+    history = await store.history(tenant, inv.invoice_id)
+    return _render("invoice.html", session, tenant=tenant, invoice=inv, history=history)
+
+
+async def failures(request: web.Request, message: str | None = None) -> web.Response:
+    """A tenant's failures: the open ones with Retry and Dismiss, then the handled."""
+    session = _required(request)
+    tenant = _tenant(request)
+    found = await request.app[DAEMON].store.failures(tenant)
+    found.sort(key=lambda f: -(f.id or 0))
+    return _render(
+        "failures.html",
+        session,
+        tenant=tenant,
+        message=message or request.query.get("message"),
+        open=[f for f in found if f.resolved_at is None],
+        resolved=[f for f in found if f.resolved_at is not None][:50],
+    )
+
+
+async def act_on_failure(request: web.Request) -> web.StreamResponse:
+    """Retry or dismiss one failure."""
+    await _posted(request)
+    tenant = _tenant(request)
+    daemon = request.app[DAEMON]
+    wanted, action = request.match_info["failure"], request.match_info["action"]
+    failure_id = int(wanted) if wanted.isdigit() else -1
+    try:
+        if action == "retry":
+            await admin.retry(daemon, tenant, failure_id)
+            said = "Queued again: the invoice shows pending until QuickBooks answers."
+        elif action == "dismiss":
+            await admin.dismiss(daemon, tenant, failure_id)
+            said = "Dismissed."
+        else:
+            raise web.HTTPNotFound
+    except admin.NotRetried as exc:
+        said = f"Not done: {exc.reason}"
+    raise web.HTTPSeeOther(f"/tenants/{tenant}/failures?{urlencode({'message': said})}")
+
+
+async def retry_all(request: web.Request) -> web.StreamResponse:
+    """Retry every open failure that a retry can help."""
+    await _posted(request)
+    tenant = _tenant(request)
+    daemon = request.app[DAEMON]
+    done = skipped = 0
+    for failure in await daemon.store.failures(tenant):
+        if failure.resolved_at is not None or failure.id is None:
+            continue
+        try:
+            await admin.retry(daemon, tenant, failure.id)
+            done += 1
+        except admin.NotRetried:
+            skipped += 1
+    said = f"Queued {done} again" + (
+        f"; {skipped} cannot be retried" if skipped else ""
+    )
+    raise web.HTTPSeeOther(f"/tenants/{tenant}/failures?{urlencode({'message': said})}")
+
+
+async def rules(
+    request: web.Request,
+    tried: list[str] | None = None,
+    text: str = "",
+    session: Session | None = None,
+) -> web.Response:
+    """The tenant's state machine, drawn; a form to try other rules first."""
+    session = session or _required(request)
+    tenant = _tenant(request)
+    machine = request.app[DAEMON].rulebook.machine(tenant)
+    assert machine is not None  # noqa: S101 -- _tenant checked it
+    return _render(
+        "rules.html",
+        session,
+        tenant=tenant,
+        source=machine.rules.source,
+        drawing=diagram.svg(machine.rules),
+        tried=tried,
+        text=text,
+    )
+
+
+async def try_rules(request: web.Request) -> web.Response:
+    """What pasted rules would change, against the tenant's recorded history."""
+    session, form = await _posted(request)
+    tenant = _tenant(request)
+    daemon = request.app[DAEMON]
+    text = form.get("rules", "")
+    machine = daemon.rulebook.machine(tenant)
+    assert machine is not None  # noqa: S101 -- _tenant checked it
+    try:
+        new = parse_rules(tomllib.loads(text), "the rules pasted")
+    except tomllib.TOMLDecodeError as exc:
+        return await rules(request, [f"not TOML: {exc}"], text, session)
+    except ConfigError as exc:
+        return await rules(request, exc.problems, text, session)
+    found = await daemon.store.invoices(tenant)
+    history = {
+        i.invoice_id: await daemon.store.history(tenant, i.invoice_id) for i in found
+    }
+    report = rules_try.compare(machine.rules, new, found, history)
+    return await rules(request, rules_try.render(report), text, session)
+
+
+async def connect(request: web.Request) -> web.StreamResponse:
+    """Connect Connect or Reconnect: off to Intuit's consent page."""
+    await _posted(request)
+    tenant = _tenant(request)
+    try:
+        url = await request.app[DAEMON].connections.start(tenant, force=False)
+    except (ConnectError, ConfigError) as exc:
+        raise web.HTTPConflict(text=str(exc)) from exc
+    raise web.HTTPSeeOther(url)
+
+
+async def disconnect(request: web.Request) -> web.StreamResponse:
+    """Revoke and forget the tenant's QuickBooks connection."""
+    await _posted(request)
+    tenant = _tenant(request)
+    await request.app[DAEMON].connections.disconnect(tenant)
+    raise web.HTTPSeeOther("/")

@@ -1,0 +1,114 @@
+"""Issue 12: the admin page over HTTP: log in, the failure banner, retry, the rules drawn.
+
+(tests/integration/test_browser.py drives the same page in a real browser.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from syncd.engine.rules import load_rules
+from tests.integration.test_outbound import Setup, _invoice
+from tests.integration.test_outbound import setup as setup  # the fixture
+from tests.syncd_process import ADMIN, RULES
+
+
+@pytest.fixture
+async def browser(setup: Setup) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that keeps the page's cookies (Secure ones too, on this loopback origin)."""
+    origin = f"http://127.0.0.1:{setup.syncd.http_port}"
+    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=origin)
+    async with aiohttp.ClientSession(base_url=origin, cookie_jar=jar) as session:
+        yield session
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+async def _log_in(browser: aiohttp.ClientSession) -> None:
+    async with browser.post(
+        "/login", data={"token": ADMIN}, allow_redirects=False
+    ) as r:
+        assert r.status == 303
+        cookie = r.headers["Set-Cookie"]
+    for flag in ("Secure", "HttpOnly", "SameSite=Strict"):
+        assert flag in cookie, cookie
+
+
+@pytest.mark.rules('on_missing = "create"', 'on_missing = "fail"')
+async def test_log_in_see_the_banner_retry_and_watch_it_sync(setup: Setup, browser):
+    """HS2: a failure shows as a banner; Retry (with its CSRF token) syncs it once fixed."""
+    async with browser.get("/", allow_redirects=False) as r:
+        assert (r.status, r.headers["Location"]) == (303, "/login")
+    async with browser.post("/login", data={"token": "wrong"}) as r:
+        assert r.status == 401
+        assert "not the admin token" in await r.text()
+    await _log_in(browser)
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "failed")
+    async with browser.get("/") as r:
+        home = await r.text()
+    assert "acme: 1 failed sync needs a look" in home
+    assert setup.realm in home and "connected" in home
+    async with browser.get("/tenants/acme/failures") as r:
+        page = await r.text()
+    assert "no item named &#39;Consulting&#39;" in page
+    failure_id = re.search(r'data-failure="(\d+)"', page).group(1)  # type: ignore[union-attr]
+    retry = f"/tenants/acme/failures/{failure_id}/retry"
+    async with browser.post(retry, data={"csrf": "forged"}) as r:
+        assert r.status == 403  # no form from elsewhere is obeyed
+    await setup.qbo.create(
+        "Item", {"Name": "Consulting", "IncomeAccountRef": {"value": "1"}}
+    )
+    async with browser.post(retry, data={"csrf": _csrf(page)}) as r:
+        assert "Queued again" in await r.text()
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    async with browser.get("/tenants/acme/invoices?sync_state=synced") as r:
+        listed = await r.text()
+    assert 'data-invoice="INV-1"' in listed and "1001" in listed
+    async with browser.get("/tenants/acme/invoices/INV-1") as r:
+        detail = await r.text()
+    assert "app.qbo.intuit.com/app/invoice?txnId=" in detail and "/pdf" in detail
+    async with browser.get("/") as r:
+        assert "failed sync" not in await r.text()  # the banner is gone
+
+
+async def test_the_rules_are_drawn_and_the_api_answers_a_logged_in_browser(
+    setup: Setup, browser
+):
+    """The state machine as SVG (a box per status, an arrow per move); the API reads."""
+    await _log_in(browser)
+    async with browser.get("/tenants/acme/rules") as r:
+        drawing = await r.text()
+    boxes = re.findall(r"data-status='([a-z_]+)'", drawing)
+    assert set(boxes) >= {"draft", "open", "sent", "paid", "voided"}
+    moves = sum(len(to) for to in load_rules(RULES).moves.values())
+    assert drawing.count("class='move'") == moves  # an arrow for every allowed move
+    changed = RULES.read_text().replace(
+        'invoice_voided = "voided"', 'invoice_voided = ""'
+    )
+    form = {"csrf": _csrf(drawing), "rules": changed}
+    async with browser.post("/tenants/acme/rules/try", data=form) as r:
+        tried = await r.text()
+    assert "QBO invoice_voided: voided → (nothing)" in tried
+    async with browser.post(
+        "/tenants/acme/rules/try", data={**form, "rules": "[statuses\n"}
+    ) as r:
+        assert "not TOML" in await r.text()
+    async with browser.get("/api/tenants/acme/invoices") as r:
+        assert r.status == 200  # reads with the session
+    async with browser.post("/api/tenants/acme/failures/1/retry") as r:
+        assert r.status == 401  # writes need the token (or a form with its CSRF token)
+    async with browser.get(
+        "/api/tenants/acme/invoices", headers={"Authorization": f"Bearer {ADMIN}"}
+    ) as r:
+        assert r.status == 200
+    async with browser.get("/tenants/nobody/invoices") as r:
+        assert r.status == 404
