@@ -158,6 +158,7 @@ class Connections:
         self.on_published: Callable[[], None] = lambda: None  # outbox rows committed
         self._prefix = config.mqtt.topic_prefix
         self._limiters: dict[str, RealmLimiter] = {}
+        self.throttled: dict[str, datetime] = {}  # realm → QBO's last 429 to it
         # tenant → (status, days left) last published on `P/T/connection`
         self._said: dict[str, tuple[str, int | None]] = {}
 
@@ -439,7 +440,10 @@ class Connections:
         }
 
     def _observed(self, realm: str, kind: str, status: int, seconds: float) -> None:
-        metrics.qbo_call(realm, kind, status, seconds, self._clock())
+        now = self._clock()
+        metrics.qbo_call(realm, kind, status, seconds, now)
+        if status == 429:
+            self.throttled[realm] = now
 
     async def needs_reconnect(self, tenant: str, reason: str) -> None:
         """invalid_grant: pause the realm until the admin reconnects; nothing is lost.

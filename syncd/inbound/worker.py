@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -34,6 +35,11 @@ class InboundWorker(LoopWorker):
     """Applies stored QBO webhooks, in order, each event once."""
 
     idle = 5.0  # webhooks wake it; the wait only retries what QBO could not answer
+    last_webhook: dict[str, datetime]  # tenant → when its last notification was applied
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_webhook = {}
 
     async def run_once(self) -> int:
         """Process the stored webhook bodies and refresh requests waiting now; how many."""
@@ -128,6 +134,7 @@ class InboundWorker(LoopWorker):
             log.warning("inbound_fetch_failed", tenant=tenant, error=exc.message)
             return False  # stored again: tried after what came since
         changes.inbound_events += [(realm, n.key) for n in notes]
+        self.last_webhook[tenant] = self._clock()
         await self._merges(tenant, notes, changes)
         async with self._store.write_lock:
             await self.apply(tenant, realm, found, changes)

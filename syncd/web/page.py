@@ -155,6 +155,8 @@ async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
         if j.status.value in ("pending", "in_flight")
     ]
     reconciled = daemon.reconciler.passed.get(tenant)
+    webhook = daemon.inbound.last_webhook.get(tenant)
+    throttled = daemon.connections.throttled.get(conn.realm_id) if conn else None
     return {
         "id": tenant,
         "connection": conn,
@@ -162,6 +164,8 @@ async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
         "expires": _when(datetime.fromtimestamp(expires, UTC)) if expires else None,
         "days_left": int((expires - now.timestamp()) // 86400) if expires else None,
         "reconciled": _when(reconciled) if reconciled else None,
+        "webhook": _when(webhook) if webhook else None,
+        "throttled": _when(throttled) if throttled else None,
         "jobs_waiting": len(jobs),
         "counts": sorted(counts.items()),
         "open_failures": open_failures,

@@ -57,6 +57,7 @@ async def test_log_in_see_the_banner_retry_and_watch_it_sync(setup: Setup, brows
         home = await r.text()
     assert "acme: 1 failed sync needs a look" in home
     assert setup.realm in home and "connected" in home
+    assert "Last webhook" in home and "QuickBooks throttling" in home
     async with browser.get("/tenants/acme/failures") as r:
         page = await r.text()
     assert "no item named &#39;Consulting&#39;" in page
