@@ -61,6 +61,9 @@ def run(config_path: Path) -> None:
             shutdown_timeout=config.drain_seconds,
             handle_signals=False,
             loop=loop,
+            # after a body cut off (guard.body_deadline), drop the connection at once
+            # instead of reading what is left of it for aiohttp's default 10 s
+            lingering_time=0,
         )
     except StoreError as exc:  # at start: one line naming the file, no traceback
         click.echo(f"syncd: {exc}", err=True)

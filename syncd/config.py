@@ -69,6 +69,7 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""
+    body_timeout: int = 10  # seconds for a request body to arrive in full
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,7 +177,7 @@ def _port(r: TableReader, url: Any, default: int) -> int:
 
 
 def _http(r: TableReader, data: dict[str, Any]) -> HttpConfig:
-    t = r.sub(data, "", "http", {"listen", "public_url"})
+    t = r.sub(data, "", "http", {"listen", "public_url", "body_timeout"})
     listen = r.text(t, "http", "listen", "127.0.0.1:8080")
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -186,6 +187,7 @@ def _http(r: TableReader, data: dict[str, Any]) -> HttpConfig:
         host=host.strip("[]"),
         port=int(port),
         public_url=r.text(t, "http", "public_url", ""),
+        body_timeout=r.integer(t, "http", "body_timeout", 10, low=1),
     )
 
 

@@ -10,19 +10,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from syncd import metrics
 from syncd.config import Config
 from syncd.daemon import Daemon
-from syncd.web import admin, oauth, openapi, page, webhook
+from syncd.web import admin, guard, oauth, openapi, page, webhook
 from syncd.web.keys import CONFIG, DAEMON
 
 
 def build_app(config: Config) -> web.Application:
     """Return the application; the daemon starts and stops with it."""
-    app = web.Application(middlewares=[oauth.admin_auth])
+    app = web.Application(
+        middlewares=[guard.body_deadline(config.http.body_timeout), oauth.admin_auth]
+    )
     app[CONFIG] = config
     app[DAEMON] = daemon = Daemon(config)
     app[oauth.CONNECTIONS] = daemon.connections
     app[oauth.ADMIN_TOKEN] = config.secrets.get("ADMIN_TOKEN") or ""
     app[oauth.AUTHENTICATED] = lambda request: page.session_of(request) is not None
     app[oauth.TENANTS] = frozenset(config.tenants)
+    app[oauth.ATTEMPTS] = guard.Attempts()
+    app[oauth.NOW] = daemon.clock
     oauth.routes(app)
     admin.routes(app)
     webhook.routes(app)
