@@ -16,7 +16,7 @@ from syncd.exceptions import ConfigError
 
 _SECTIONS = {"mqtt", "http", "store", "qbo", "log", "shutdown", "tenants"}
 _MQTT_KEYS = {"url", "client_id", "topic_prefix", "session_expiry", "receive_maximum"}
-_MQTT_KEYS |= {"keepalive", "max_payload_bytes"}
+_MQTT_KEYS |= {"keepalive", "max_payload_bytes", "ca_file"}
 
 
 SECRET_NAMES = (
@@ -54,6 +54,9 @@ class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     tls: bool = False
+    ca_file: Path | None = (
+        None  # the CA that signed the broker's certificate (else the system's)
+    )
     client_id: str = "syncd"
     topic_prefix: str = "syncd"
     session_expiry: int = 7 * 24 * 3600  # how long the broker queues for us while down
@@ -125,7 +128,7 @@ def parse_config(
     store_path, store_check = _store(r, data, path.parent)
     config = Config(
         path=path,
-        mqtt=_mqtt(r, data),
+        mqtt=_mqtt(r, data, path.parent),
         http=_http(r, data),
         store_path=store_path,
         store_check=store_check,
@@ -143,13 +146,17 @@ def parse_config(
     return config
 
 
-def _mqtt(r: TableReader, data: dict[str, Any]) -> MqttConfig:
+def _mqtt(r: TableReader, data: dict[str, Any], base: Path) -> MqttConfig:
     t = r.sub(data, "", "mqtt", _MQTT_KEYS)
     url = urlsplit(r.text(t, "mqtt", "url", "mqtt://127.0.0.1:1883"))
     if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
         r.problem(
             "mqtt.url", 'must look like "mqtt://host:1883" or "mqtts://host:8883"'
         )
+    ca_file = r.text(t, "mqtt", "ca_file", "")
+    ca_path = (base / ca_file) if ca_file else None
+    if ca_path is not None and not ca_path.is_file():
+        r.problem("mqtt.ca_file", f"{ca_path}: no such file")
     prefix = r.text(t, "mqtt", "topic_prefix", "syncd")
     if not prefix or any(c in prefix for c in "+#") or prefix.strip("/") != prefix:
         r.problem("mqtt.topic_prefix", f"{prefix!r} is not a usable topic prefix")
@@ -157,6 +164,7 @@ def _mqtt(r: TableReader, data: dict[str, Any]) -> MqttConfig:
         host=url.hostname or "127.0.0.1",
         port=_port(r, url, 8883 if url.scheme == "mqtts" else 1883),
         tls=url.scheme == "mqtts",
+        ca_file=ca_path,
         client_id=r.text(t, "mqtt", "client_id", "syncd"),
         topic_prefix=prefix,
         session_expiry=r.integer(t, "mqtt", "session_expiry", 7 * 24 * 3600, low=1),

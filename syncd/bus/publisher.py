@@ -61,7 +61,9 @@ class Publisher:
     async def run(self) -> None:
         """Publish until stopped; one failed batch never ends the loop."""
         while not self._stopping.is_set():
-            await self._link.connected.wait()
+            await self._connected_or_stopping()
+            if self._stopping.is_set():
+                break
             try:
                 sent = await self.flush()
             except StoreError as exc:
@@ -72,6 +74,24 @@ class Publisher:
                 sent = 0
             if sent < _BATCH:
                 await self._idle()
+
+    async def _connected_or_stopping(self) -> None:
+        """Wait for the broker, or for the stop.
+
+        A broker that refuses syncd (a wrong password, an unknown CA) must not keep it
+        from stopping when asked.
+        """
+        if self._link.connected.is_set():
+            return
+        waits = {
+            asyncio.ensure_future(self._link.connected.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def flush(self) -> int:
         """Publish one batch of pending rows; return how many left the outbox."""
