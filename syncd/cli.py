@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from syncd.engine.machine import mermaid
 from syncd.engine.rules import Rules, load_rules
 from syncd.exceptions import ConfigError, StoreError
 from syncd.store import sqlite_store
+from syncd.store.database import copy_store
 from syncd.web.app import build_app
 from syncd.web.keys import DAEMON
 
@@ -113,6 +115,28 @@ def health(config_path: Path) -> None:
     except OSError as exc:
         click.echo(f"syncd does not answer at {url}: {exc}", err=True)
     sys.exit(1)
+
+
+@main.command()
+@_CONFIG
+@click.argument("destination", type=click.Path(path_type=Path))
+def backup(config_path: Path, destination: Path) -> None:
+    """Copy the store to DESTINATION consistently, while syncd runs (SQLite's backup).
+
+    Restore: stop syncd, put the copy where `[store] url` points, start syncd.
+    """
+    config = _load(config_path, exit_code=2)
+    if destination.exists():
+        click.echo(f"error: {destination} exists: choose a new file", err=True)
+        sys.exit(2)
+    try:
+        counts = copy_store(config.store_path, destination)
+    except (OSError, sqlite3.Error) as exc:
+        click.echo(f"syncd: backup of {config.store_path} failed: {exc}", err=True)
+        destination.unlink(missing_ok=True)
+        sys.exit(1)
+    summary = ", ".join(f"{n} {table}" for table, n in counts.items())
+    click.echo(f"ok: {config.store_path} → {destination} ({summary})")
 
 
 @main.command()
