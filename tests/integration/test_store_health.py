@@ -204,3 +204,68 @@ async def test_a_schema_check_still_refuses_what_is_no_database(tmp_path):
     )
     [line] = _start_fails(syncd)
     assert line == f"syncd: store {path}: file is not a database"
+
+
+@contextmanager
+def _small_disk(folder: Path, size: str = "1m") -> Iterator[Path]:
+    """A tmpfs of `size` mounted on `folder` (the store's own disk), unmounted after."""
+    folder.mkdir()
+    mount = shutil.which("mount") or "/bin/mount"
+    options = ["-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+    subprocess.run([mount, *options], check=True)
+    try:
+        yield folder
+    finally:
+        umount = shutil.which("umount") or "/bin/umount"
+        subprocess.run([umount, "-l", str(folder)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Take every free byte of the disk under `folder`; the filler file."""
+    filler = folder / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+async def test_a_full_disk_pauses_intake_and_resumes_by_itself(
+    tmp_path, broker: Broker
+):
+    """Issue 13: disk full → not ready with the reason, nothing lost; space back → on."""
+    with _small_disk(tmp_path / "disk") as disk:
+        syncd = _syncd(tmp_path, broker.port, f"sqlite:///{disk}/syncd.db")
+        syncd.start()
+        db = DbView(disk / "syncd.db")
+        try:
+            async with Crm(broker.port) as crm:
+                await crm.send("acme", "invoice.upserted", invoice("I-1", 1, "draft"))
+                await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-1")))
+                filler = _fill(disk)
+                sent = []
+                for n in range(2, 40):  # enough to need pages the disk no longer has
+                    line = {
+                        "description": "x" * 3000,
+                        "item": "Consulting",
+                        "quantity": "1",
+                        "unit_price": "1.00",
+                    }
+                    big = invoice(f"I-{n}", 1, "draft", lines=[line])
+                    sent.append(await crm.send("acme", "invoice.upserted", big))
+                await _until(lambda: "intake_paused" in syncd.log(), 20)
+                status, body = syncd.get("/readyz")
+                assert status == 503
+                assert "full" in json.loads(body)["reason"]
+                filler.unlink()  # space again: syncd goes on by itself
+                await crm.wait_for(
+                    lambda r: bool(crm.on("sync/invoice/I-39")), timeout=60
+                )
+            outcomes = db.outcomes("acme")
+            assert all(outcomes.get(m["id"]) == "applied" for m in sent)  # nothing lost
+            assert syncd.get("/readyz")[0] == 200
+        finally:
+            syncd.stop()
