@@ -332,6 +332,15 @@ class Backlog:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TenantCounts:
+    """A tenant's invoices by sync state, jobs not finished, failures open: the page's."""
+
+    sync_states: dict[str, int]
+    jobs_waiting: int
+    open_failures: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxRow:
     """A stored outbound message waiting for its PUBACK."""
 

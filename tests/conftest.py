@@ -8,6 +8,7 @@ import pytest
 import structlog
 from hypothesis import settings
 
+from syncd.store.sqlite import SqliteStore
 from tests.mosquitto import Broker
 from tests.sandbox_process import SandboxProcess
 from tests.syncd_process import SyncdProcess, write_config
@@ -54,3 +55,12 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """A real store on a new file, open for the test."""
+    s = SqliteStore(tmp_path / "syncd.db")
+    await s.open()
+    yield s
+    await s.close()

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from syncd.demo.services import free_port, mosquitto_binary
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(found).exists():
-        raise RuntimeError("mosquitto is not installed: apt-get install -y mosquitto")
-    return found
+__all__ = ["Broker", "free_port", "mosquitto_binary"]
 
 
 class Broker:

@@ -35,14 +35,6 @@ ENV = {"SYNCD_QBO_CLIENT_ID": "id", "SYNCD_QBO_CLIENT_SECRET": "secret"}
 
 
 @pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "syncd.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
 async def connections(store) -> AsyncIterator[Connections]:
     config = load_config(ROOT / "syncd.toml", ENV)
     conns = Connections(config, store, lambda: NOW, Cipher(KEY))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,19 +13,10 @@ from syncd.bus.inbox import Inbox
 from syncd.engine.rulebook import RuleBook
 from syncd.engine.rules import load_rules, parse_rules
 from syncd.models import Outcome, RawMessage, SyncState
-from syncd.store.sqlite import SqliteStore
 from tests.crm import envelope, invoice
 
 RULES = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.toml")
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "syncd.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

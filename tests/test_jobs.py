@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.models import ChangeSet, Job, JobKind, JobStatus
 from syncd.outbound.jobs import BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS, retry_delay
-from syncd.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 attempts = st.integers(min_value=0, max_value=MAX_ATTEMPTS + 3)
@@ -42,14 +39,6 @@ def test_qbos_retry_after_wins_over_the_back_off(attempts, after, jitter):
     """429 with Retry-After (qbo.md §6): wait at least what QBO asked."""
     delay = retry_delay(attempts, after, jitter)
     assert delay is not None and after <= delay < after * 1.25 + 1e-9
-
-
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "syncd.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 def _payment(payment_id: str, invoice_id: str | None = "I-1", **kw) -> Job:

@@ -5,7 +5,6 @@ The store is real; QBO is the sandbox process the suite shares (a fresh company 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -15,7 +14,6 @@ from syncd.exceptions import ResolveError
 from syncd.models import ChangeSet, LinkKind
 from syncd.outbound import resolve
 from syncd.qbo import QboClient, queries
-from syncd.store.sqlite import SqliteStore
 from tests.qbo.test_client import connect
 from tests.test_inbox import RULES
 
@@ -33,14 +31,6 @@ class CountingClient:
     async def create(self, entity: str, body, request_id: str):
         self.writes += 1
         return await self._client.create(entity, body, request_id)
-
-
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "syncd.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

@@ -15,10 +15,12 @@ from syncd.models import (
     Invoice,
     Job,
     JobKind,
+    JobStatus,
     LedgerEntry,
     LinkKind,
     Outbound,
     Outcome,
+    SyncState,
 )
 from syncd.store.schema import MIGRATIONS
 from syncd.store.sqlite import SqliteStore
@@ -349,3 +351,51 @@ async def test_a_stale_copy_of_an_invoice_is_refused_whole(tmp_path):
         assert stored is not None and (stored.status, stored.rev) == ("voided", 3)
     finally:
         await store.close()
+
+
+async def test_tenant_counts_are_counted_by_the_database(store):
+    """The admin page's counts: one tenant's own, finished jobs and handled failures out."""
+
+    def inv(tenant: str, invoice_id: str, state: SyncState) -> Invoice:
+        return Invoice(
+            tenant=tenant,
+            invoice_id=invoice_id,
+            status="open",
+            version=1,
+            data={},
+            updated_at=NOW,
+            sync_state=state,
+        )
+
+    def failure(tenant: str) -> Failure:
+        return Failure(
+            tenant=tenant,
+            invoice_id="I-1",
+            operation="invoice.push",
+            code="6000",
+            message="refused",
+            event_id=None,
+            at=NOW,
+        )
+
+    invoices = [
+        inv("acme", "I-1", SyncState.SYNCED),
+        inv("acme", "I-2", SyncState.SYNCED),
+        inv("acme", "I-3", SyncState.FAILED),
+        inv("beta", "I-1", SyncState.PENDING),
+    ]
+    done = Job.for_invoice("acme", JobKind.INVOICE_SEND, "I-1", NOW)
+    done.status = JobStatus.DONE
+    await store.commit(
+        ChangeSet(
+            invoices={(i.tenant, i.invoice_id): i for i in invoices},
+            jobs=[Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW), done],
+            failures=[failure("acme"), failure("acme"), failure("beta")],
+        )
+    )
+    [first, _] = await store.failures("acme")
+    assert first.id is not None
+    await store.commit(ChangeSet(resolved=[("acme", first.id, NOW)]))
+    counts = await store.tenant_counts("acme")
+    assert counts.sync_states == {"synced": 2, "failed": 1}
+    assert (counts.jobs_waiting, counts.open_failures) == (1, 1)

@@ -32,11 +32,10 @@ def envelope(
     return orjson.dumps(body)
 
 
-def sync_state(
-    prefix: str, invoice: Invoice, now: datetime, causation_id: str | None
-) -> Outbound:
-    """The retained latest word on one invoice (HS3)."""
-    data = {
+def invoice_view(invoice: Invoice) -> dict[str, Any]:
+    """An invoice as the CRM and the admin API see it: CRM status beside QBO's view."""
+    synced = invoice.last_synced_at
+    return {
         "invoice_id": invoice.invoice_id,
         "sync_state": invoice.sync_state.value,
         "status": invoice.status,
@@ -46,11 +45,16 @@ def sync_state(
         "qbo_status": invoice.qbo_status,
         "balance": invoice.balance,
         "total": invoice.total,
-        "last_synced_at": invoice.last_synced_at.isoformat()
-        if invoice.last_synced_at
-        else None,
+        "last_synced_at": synced.isoformat() if synced else None,
         "error": invoice.error,
     }
+
+
+def sync_state(
+    prefix: str, invoice: Invoice, now: datetime, causation_id: str | None
+) -> Outbound:
+    """The retained latest word on one invoice (HS3)."""
+    data = invoice_view(invoice)
     topic = f"{prefix}/{invoice.tenant}/" + TOPIC_STATE.format(
         invoice_id=invoice.invoice_id
     )

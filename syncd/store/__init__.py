@@ -24,6 +24,7 @@ from syncd.models import (
     Link,
     LinkKind,
     OutboxRow,
+    TenantCounts,
 )
 
 __all__ = ["Store", "sqlite_store"]
@@ -72,6 +73,9 @@ class Store(Protocol):
 
     async def backlog(self) -> Backlog:
         """Jobs waiting and in flight, the outbox's depth, the oldest waiting webhook."""
+
+    async def tenant_counts(self, tenant: str) -> TenantCounts:
+        """The tenant's invoices by sync state, jobs not finished, failures open."""
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
         """Return the oldest unpublished messages, in order."""
@@ -176,6 +180,9 @@ class Store(Protocol):
 
     async def jobs_due_now(self, tenant: str, now: datetime) -> None:
         """Make a tenant's waiting jobs due (its company was just reconnected)."""
+
+    async def job(self, job_id: int) -> Job | None:
+        """One job, by its id."""
 
     async def jobs(self, tenant: str) -> list[Job]:
         """Every job of a tenant, oldest first."""

@@ -204,6 +204,22 @@ def copy_store(source: Path, destination: Path) -> dict[str, int]:
         src.close()
 
 
+async def rows_among(
+    db: aiosqlite.Connection, sql: str, first: list[Any], values: list[str]
+) -> list[Any]:
+    """The rows of `sql` for `values`, asked a chunk at a time.
+
+    `sql` holds `{among}` where the placeholders of one chunk go (`x IN ({among})`);
+    `first` are the parameters before them.
+    """
+    found: list[Any] = []
+    for chunk in chunks(values):
+        statement = sql.replace("{among}", ",".join("?" * len(chunk)))
+        async with db.execute(statement, [*first, *chunk]) as cur:
+            found += await cur.fetchall()
+    return found
+
+
 def chunks(values: list[_T], size: int = CHUNK) -> Iterable[list[_T]]:
     """`values` in slices of at most `size`."""
     for start in range(0, len(values), size):

@@ -15,7 +15,7 @@ import orjson
 from syncd.exceptions import RealmTakenError
 from syncd.models import Connection, DealLink, Invoice, Job, JobStatus, Link, LinkKind
 from syncd.store import rows
-from syncd.store.database import Database, chunks, many
+from syncd.store.database import Database, many, rows_among
 
 _JOB_COLS = "tenant, queue, kind, subject, status, attempts, next_attempt_at, payload, last_error"
 _PENDING = JobStatus.PENDING.value
@@ -223,6 +223,13 @@ class QboTables:
                 (now.isoformat(), tenant),
             )
 
+    async def job(self, job_id: int) -> Job | None:
+        """One job, by its id."""
+        sql = f"SELECT id, {_JOB_COLS} FROM jobs WHERE id = ?"
+        async with self._db.read() as db, db.execute(sql, (job_id,)) as cur:
+            row = await cur.fetchone()
+        return rows.job(row) if row else None
+
     async def jobs(self, tenant: str) -> list[Job]:
         """Every job of a tenant, oldest first."""
         sql = f"SELECT id, {_JOB_COLS} FROM jobs WHERE tenant = ? ORDER BY id"
@@ -284,47 +291,36 @@ class QboTables:
         self, tenant: str, qbo_ids: list[str]
     ) -> dict[str, Invoice]:
         """The tenant's invoices synced as these QBO invoices, by QBO Id."""
-        found: dict[str, Invoice] = {}
+        sql = (
+            f"SELECT {rows.INVOICE_COLS} FROM invoices INDEXED BY invoices_qbo_id "
+            "WHERE tenant = ? AND qbo_id IN ({among})"
+        )
         async with self._db.read() as db:
-            for chunk in chunks(qbo_ids):
-                marks = ",".join("?" * len(chunk))
-                sql = (
-                    f"SELECT {rows.INVOICE_COLS} FROM invoices INDEXED BY invoices_qbo_id "
-                    f"WHERE tenant = ? AND qbo_id IN ({marks})"
-                )
-                async with db.execute(sql, [tenant, *chunk]) as cur:
-                    for row in await cur.fetchall():
-                        inv = rows.invoice(row)
-                        found[str(inv.qbo_id)] = inv
-        return found
+            found = await rows_among(db, sql, [tenant], qbo_ids)
+        invoices = [rows.invoice(row) for row in found]
+        return {str(inv.qbo_id): inv for inv in invoices}
 
     async def deals(self, tenant: str, qbo_invoice_ids: list[str]) -> dict[str, str]:
         """The CRM deals these QBO-made invoices are linked to (HS4)."""
-        found: dict[str, str] = {}
+        sql = (
+            "SELECT qbo_invoice_id, deal_id FROM deals WHERE tenant = ? "
+            "AND deal_id IS NOT NULL AND qbo_invoice_id IN ({among})"
+        )
         async with self._db.read() as db:
-            for chunk in chunks(qbo_invoice_ids):
-                marks = ",".join("?" * len(chunk))
-                sql = (
-                    "SELECT qbo_invoice_id, deal_id FROM deals WHERE tenant = ? "
-                    f"AND deal_id IS NOT NULL AND qbo_invoice_id IN ({marks})"
-                )
-                async with db.execute(sql, [tenant, *chunk]) as cur:
-                    found.update({str(q): str(d) for q, d in await cur.fetchall()})
-        return found
+            found = await rows_among(db, sql, [tenant], qbo_invoice_ids)
+        return {str(q): str(d) for q, d in found}
 
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""
-        found: set[str] = set()
+        sql = (
+            "SELECT qbo_id FROM links WHERE tenant = ? AND kind = ? "
+            "AND qbo_id IN ({among})"
+        )
         async with self._db.read() as db:
-            for chunk in chunks(qbo_ids):
-                marks = ",".join("?" * len(chunk))
-                sql = (
-                    "SELECT qbo_id FROM links WHERE tenant = ? AND kind = 'customer' "
-                    f"AND qbo_id IN ({marks})"
-                )
-                async with db.execute(sql, [tenant, *chunk]) as cur:
-                    found.update(str(q) for (q,) in await cur.fetchall())
-        return found
+            found = await rows_among(
+                db, sql, [tenant, LinkKind.CUSTOMER.value], qbo_ids
+            )
+        return {str(q) for (q,) in found}
 
 
 async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:

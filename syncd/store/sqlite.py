@@ -26,14 +26,16 @@ from syncd.models import (
     HistoryEntry,
     Invoice,
     Job,
+    JobStatus,
     LedgerEntry,
     Link,
     LinkKind,
     OutboxRow,
     Outcome,
+    TenantCounts,
 )
 from syncd.store import rows
-from syncd.store.database import Database, chunks, many
+from syncd.store.database import Database, many, rows_among
 from syncd.store.qbo_tables import (
     QboTables,
     write_deals,
@@ -79,33 +81,23 @@ class SqliteStore:
         by_tenant: dict[str, list[str]] = {}
         for tenant, message_id in keys:
             by_tenant.setdefault(tenant, []).append(message_id)
+        sql = "SELECT message_id FROM messages WHERE tenant = ? AND message_id IN ({among})"
         found: set[tuple[str, str]] = set()
         async with self._db.read() as db:
             for tenant, ids in by_tenant.items():
-                for chunk in chunks(ids):
-                    marks = ",".join("?" * len(chunk))
-                    sql = (
-                        "SELECT message_id FROM messages "
-                        f"WHERE tenant = ? AND message_id IN ({marks})"
-                    )
-                    async with db.execute(sql, [tenant, *chunk]) as cur:
-                        found.update((tenant, m) for (m,) in await cur.fetchall())
+                seen = await rows_among(db, sql, [tenant], ids)
+                found.update((tenant, m) for (m,) in seen)
         return found
 
     async def load_invoices(self, tenant: str, ids: list[str]) -> dict[str, Invoice]:
         """Return the stored invoices among `ids` of `tenant`."""
-        found: dict[str, Invoice] = {}
+        sql = (
+            f"SELECT {_INVOICE_COLS} FROM invoices "
+            "WHERE tenant = ? AND invoice_id IN ({among})"
+        )
         async with self._db.read() as db:
-            for chunk in chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                sql = (
-                    f"SELECT {_INVOICE_COLS} FROM invoices "
-                    f"WHERE tenant = ? AND invoice_id IN ({marks})"
-                )
-                async with db.execute(sql, [tenant, *chunk]) as cur:
-                    for row in await cur.fetchall():
-                        found[row[1]] = rows.invoice(row)
-        return found
+            found = await rows_among(db, sql, [tenant], ids)
+        return {row[1]: rows.invoice(row) for row in found}
 
     async def commit(self, changes: ChangeSet) -> None:
         """Write a whole ChangeSet in one transaction."""
@@ -189,6 +181,24 @@ class SqliteStore:
             jobs_in_flight=int(in_flight),
             outbox=int(outbox),
             oldest_webhook=datetime.fromisoformat(oldest) if oldest else None,
+        )
+
+    async def tenant_counts(self, tenant: str) -> TenantCounts:
+        """The tenant's invoices by sync state, jobs not finished, failures open."""
+        by_state = "SELECT sync_state, count(*) FROM invoices WHERE tenant = ? GROUP BY sync_state"
+        waiting = (
+            "SELECT (SELECT count(*) FROM jobs WHERE tenant = ? AND status IN (?, ?)), "
+            "(SELECT count(*) FROM failures WHERE tenant = ? AND resolved_at IS NULL)"
+        )
+        unfinished = (JobStatus.PENDING.value, JobStatus.IN_FLIGHT.value)
+        async with self._db.read() as db:
+            async with db.execute(by_state, (tenant,)) as cur:
+                states = {str(s): int(n) for s, n in await cur.fetchall()}
+            async with db.execute(waiting, (tenant, *unfinished, tenant)) as cur:
+                row = await cur.fetchone()
+        jobs, failures = row if row else (0, 0)
+        return TenantCounts(
+            sync_states=states, jobs_waiting=int(jobs), open_failures=int(failures)
         )
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:
@@ -372,6 +382,10 @@ class SqliteStore:
     async def jobs_due_now(self, tenant: str, now: datetime) -> None:
         """Make a tenant's waiting jobs due (its company was just reconnected)."""
         return await self._qbo.jobs_due_now(tenant, now)
+
+    async def job(self, job_id: int) -> Job | None:
+        """One job, by its id."""
+        return await self._qbo.job(job_id)
 
     async def jobs(self, tenant: str) -> list[Job]:
         """Every job of a tenant, oldest first."""

@@ -40,22 +40,7 @@ def routes(app: web.Application) -> None:
 
 
 def _state(inv: Invoice) -> dict[str, Any]:
-    return {
-        "invoice_id": inv.invoice_id,
-        "status": inv.status,
-        "version": inv.version,
-        "sync_state": inv.sync_state.value,
-        "qbo_id": inv.qbo_id,
-        "qbo_doc_number": inv.qbo_doc_number,
-        "qbo_status": inv.qbo_status,
-        "balance": inv.balance,
-        "total": inv.total,
-        "error": inv.error,
-        "last_synced_at": inv.last_synced_at.isoformat()
-        if inv.last_synced_at
-        else None,
-        "updated_at": inv.updated_at.isoformat(),
-    }
+    return {**events.invoice_view(inv), "updated_at": inv.updated_at.isoformat()}
 
 
 def _failure(f: Failure) -> dict[str, Any]:
@@ -130,11 +115,9 @@ async def list_failures(request: web.Request) -> web.Response:
     return web.json_response([_failure(f) for f in found])
 
 
-async def _job_again(
-    store: Store, tenant: str, failure: Failure, now: datetime
-) -> Job | None:
+async def _job_again(store: Store, failure: Failure, now: datetime) -> Job | None:
     """The failed job, due again with what it carried (a payment's amount, say)."""
-    earlier = {j.id: j for j in await store.jobs(tenant)}.get(failure.job_id)
+    earlier = await store.job(failure.job_id) if failure.job_id is not None else None
     if earlier is not None:
         return dataclasses.replace(
             earlier,
@@ -147,7 +130,7 @@ async def _job_again(
     if failure.operation in _INVOICE_JOBS and failure.invoice_id is not None:
         # recorded before failures named their job: an invoice's job carries nothing
         return Job.for_invoice(
-            tenant, JobKind(failure.operation), failure.invoice_id, now
+            failure.tenant, JobKind(failure.operation), failure.invoice_id, now
         )
     return None
 
@@ -161,6 +144,15 @@ _NOT_RETRIED = (
 )
 
 
+def can_retry(failure: Failure) -> bool:
+    """Whether a retry can help: an open failure of a QBO job (the page's Retry button)."""
+    return (
+        failure.resolved_at is None
+        and failure.invoice_id is not None
+        and (failure.job_id is not None or failure.operation in _INVOICE_JOBS)
+    )
+
+
 class NotRetried(Exception):
     """A failure that a retry cannot help; `status` and `reason` say why."""
 
@@ -169,21 +161,26 @@ class NotRetried(Exception):
         self.status, self.reason = status, reason
 
 
-async def retry(daemon: Daemon, tenant: str, failure_id: int) -> Failure:
+async def open_failure(daemon: Daemon, tenant: str, wanted: str) -> Failure:
+    """The tenant's open failure whose id is `wanted`, or NotRetried (404)."""
+    for failure in await daemon.store.failures(tenant):
+        if str(failure.id) == wanted and failure.resolved_at is None:
+            return failure
+    raise NotRetried(404, "no such failure")
+
+
+async def retry(daemon: Daemon, failure: Failure) -> None:
     """Queue the failed job again and mark the failure handled, in one transaction."""
-    failure = next(
-        (f for f in await daemon.store.failures(tenant) if f.id == failure_id), None
-    )
-    if failure is None or failure.invoice_id is None or failure.resolved_at:
+    if failure.invoice_id is None or failure.id is None:
         raise NotRetried(404, "no such failure")
-    now = daemon.clock()
+    tenant, now = failure.tenant, daemon.clock()
     async with daemon.store.write_lock:
-        job = await _job_again(daemon.store, tenant, failure, now)
+        job = await _job_again(daemon.store, failure, now)
         if job is None:
             raise NotRetried(409, _NOT_RETRIED)
         inv = await daemon.store.invoice(tenant, failure.invoice_id)
         # the job and the failure's resolution in one transaction: never one without the other
-        changes = ChangeSet(jobs=[job], resolved=[(tenant, failure_id, now)])
+        changes = ChangeSet(jobs=[job], resolved=[(tenant, failure.id, now)])
         if inv is not None:
             inv.sync_state, inv.error = (
                 SyncState.PENDING,
@@ -200,29 +197,25 @@ async def retry(daemon: Daemon, tenant: str, failure_id: int) -> Failure:
         await daemon.store.commit(changes)
     daemon.jobs.wake()
     daemon.publisher.wake()
-    return failure
 
 
-async def dismiss(daemon: Daemon, tenant: str, failure_id: int) -> None:
+async def dismiss(daemon: Daemon, failure: Failure) -> None:
     """Mark a failure handled without retrying it (the admin dealt with it elsewhere)."""
-    found = {f.id for f in await daemon.store.failures(tenant) if f.resolved_at is None}
-    if failure_id not in found:
+    if failure.id is None:
         raise NotRetried(404, "no such failure")
     await daemon.store.commit(
-        ChangeSet(resolved=[(tenant, failure_id, daemon.clock())])
+        ChangeSet(resolved=[(failure.tenant, failure.id, daemon.clock())])
     )
 
 
 async def retry_failure(request: web.Request) -> web.Response:
     """Queue the failed operation again (after the admin fixed its cause)."""
     daemon = request.app[DAEMON]
-    wanted = request.match_info["failure"]
     try:
-        failure = await retry(
-            daemon,
-            request.match_info["tenant"],
-            int(wanted) if wanted.isdigit() else -1,
+        failure = await open_failure(
+            daemon, request.match_info["tenant"], request.match_info["failure"]
         )
+        await retry(daemon, failure)
     except NotRetried as exc:
         return web.json_response({"error": exc.reason}, status=exc.status)
     return web.json_response(

@@ -151,20 +151,9 @@ async def home(request: web.Request) -> web.Response:
 
 async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
     conn = await daemon.store.connection(tenant)
-    found = await daemon.store.invoices(tenant)
-    counts: dict[str, int] = {}
-    for inv in found:
-        counts[inv.sync_state.value] = counts.get(inv.sync_state.value, 0) + 1
+    counts = await daemon.store.tenant_counts(tenant)
     expires = daemon.connections.refresh_expiries().get(tenant)
     now = daemon.clock()
-    open_failures = sum(
-        1 for f in await daemon.store.failures(tenant) if not f.resolved_at
-    )
-    jobs = [
-        j
-        for j in await daemon.store.jobs(tenant)
-        if j.status.value in ("pending", "in_flight")
-    ]
     reconciled = daemon.reconciler.passed.get(tenant)
     webhook = daemon.inbound.last_webhook.get(tenant)
     throttled = daemon.connections.throttled.get(conn.realm_id) if conn else None
@@ -177,9 +166,9 @@ async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
         "reconciled": _when(reconciled) if reconciled else None,
         "webhook": _when(webhook) if webhook else None,
         "throttled": _when(throttled) if throttled else None,
-        "jobs_waiting": len(jobs),
-        "counts": sorted(counts.items()),
-        "open_failures": open_failures,
+        "jobs_waiting": counts.jobs_waiting,
+        "counts": sorted(counts.sync_states.items()),
+        "open_failures": counts.open_failures,
     }
 
 
@@ -247,6 +236,7 @@ async def failures(request: web.Request, message: str | None = None) -> web.Resp
         tenant=tenant,
         message=message or request.query.get("message"),
         open=[f for f in found if f.resolved_at is None],
+        can_retry=admin.can_retry,
         resolved=[f for f in found if f.resolved_at is not None][:50],
     )
 
@@ -256,17 +246,19 @@ async def act_on_failure(request: web.Request) -> web.StreamResponse:
     await _posted(request)
     tenant = _tenant(request)
     daemon = request.app[DAEMON]
-    wanted, action = request.match_info["failure"], request.match_info["action"]
-    failure_id = int(wanted) if wanted.isdigit() else -1
+    action = request.match_info["action"]
+    if action not in ("retry", "dismiss"):
+        raise web.HTTPNotFound
     try:
+        failure = await admin.open_failure(
+            daemon, tenant, request.match_info["failure"]
+        )
         if action == "retry":
-            await admin.retry(daemon, tenant, failure_id)
+            await admin.retry(daemon, failure)
             said = "Queued again: the invoice shows pending until QuickBooks answers."
-        elif action == "dismiss":
-            await admin.dismiss(daemon, tenant, failure_id)
-            said = "Dismissed."
         else:
-            raise web.HTTPNotFound
+            await admin.dismiss(daemon, failure)
+            said = "Dismissed."
     except admin.NotRetried as exc:
         said = f"Not done: {exc.reason}"
     raise web.HTTPSeeOther(f"/tenants/{tenant}/failures?{urlencode({'message': said})}")
@@ -279,10 +271,10 @@ async def retry_all(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
     done = skipped = 0
     for failure in await daemon.store.failures(tenant):
-        if failure.resolved_at is not None or failure.id is None:
+        if failure.resolved_at is not None:
             continue
         try:
-            await admin.retry(daemon, tenant, failure.id)
+            await admin.retry(daemon, failure)
             done += 1
         except admin.NotRetried:
             skipped += 1

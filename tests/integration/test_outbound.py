@@ -123,6 +123,21 @@ def _invoice(version: int, status: str, **extra: Any) -> dict[str, Any]:
     return data
 
 
+def _payment(**extra: Any) -> dict[str, Any]:
+    """A CRM payment of 50.00 on INV-1."""
+    return {
+        "payment_id": "P-1",
+        "invoice_id": "INV-1",
+        "customer": {"name": "Acme Ltd"},
+        "amount": "50.00",
+        "currency": "USD",
+        "date": TODAY.isoformat(),
+        "method": "card",
+        "kind": "invoice",
+        **extra,
+    }
+
+
 async def test_open_invoice_is_created_once_with_its_lines(setup: Setup):
     """RO3, OD4, OD8, HL5: entering a sync status creates the QBO invoice; lines keep descriptions."""
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "draft"))
@@ -268,16 +283,7 @@ async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setu
     """
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
-    payment = {
-        "payment_id": "P-1",
-        "invoice_id": "INV-1",
-        "customer": {"name": "Acme Ltd"},
-        "amount": "50.00",
-        "currency": "USD",
-        "date": TODAY.isoformat(),
-        "method": "card",
-        "kind": "invoice",
-    }
+    payment = _payment()
     await setup.crm.send("acme", "payment.recorded", payment)
     state = await setup.state("INV-1", lambda d: d["balance"] == "150.00")
     assert state["qbo_status"] == "partially_paid"
@@ -395,15 +401,7 @@ async def test_a_failed_payment_is_retried_with_its_amount(setup: Setup, http):
     """
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
-    payment = {
-        "payment_id": "P-1",
-        "invoice_id": "INV-1",
-        "customer": {"name": "Acme Ltd"},
-        "amount": "50.00",
-        "currency": "USD",
-        "date": TODAY.isoformat(),
-        "kind": "invoice",
-    }
+    payment = _payment()
     await setup.crm.send("acme", "payment.recorded", payment)
     failed = await setup.crm.wait_for(
         lambda r: any("/out/sync/failed" in m.topic for m in r)
