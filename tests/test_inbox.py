@@ -213,3 +213,29 @@ async def test_link_is_recorded_and_confirmed(inbox, store):
     assert await store.deals("acme", ["42"]) == {"42": "D-1"}
     [linked] = published(changes, "out/invoice/linked")
     assert linked["data"] == {"qbo_invoice_id": "42", "deal_id": "D-1"}
+
+
+async def test_a_deletion_while_the_copy_is_being_made_deletes_it_after(inbox, store):
+    """PD7: a deletion while the QBO create is still queued deletes the copy after it.
+
+    Found by the chaos run: it was ignored ("no QBO copy"), then the create went through,
+    and QBO kept an invoice the CRM had deleted.
+    """
+    await inbox.handle([upsert("I-1", 1, "open", mid="m-1")])
+    deleted = raw("acme", "invoice.deleted", {"invoice_id": "I-1", "version": 2}, "m-2")
+    await inbox.handle([deleted])
+    jobs = await store.jobs("acme")
+    assert [(j.kind, j.status.value) for j in jobs] == [
+        ("invoice.push", "pending"),
+        ("invoice.delete", "pending"),
+    ]
+    entry = await store.ledger("acme", "m-2")
+    assert entry is not None and entry.outcome == Outcome.APPLIED
+
+
+async def test_a_deletion_of_an_invoice_never_copied_is_ignored(inbox, store):
+    """`invoice.deleted` for an invoice that never entered a sync status: nothing to do."""
+    await inbox.handle([upsert("I-1", 1, "draft", mid="m-1")])
+    deleted = raw("acme", "invoice.deleted", {"invoice_id": "I-1", "version": 2}, "m-2")
+    await inbox.handle([deleted])
+    assert await store.jobs("acme") == []

@@ -15,15 +15,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from syncd.engine.qbo_events import qbo_status
 from syncd.engine.rules import SyncRules
 from syncd.models import Connection, Invoice, SyncState
 from syncd.outbound import mapping
 from syncd.outbound.push import (
     Create,
     Update,
+    adopt_send,
     ineligible,
     plan_write,
-    qbo_status,
     record,
 )
 from tests.test_inbox import RULES
@@ -112,6 +113,23 @@ def test_recording_an_answer_keeps_ids_and_flags_different_totals():
     problem = record(inv, _answer(Decimal("216.00"), Decimal("216.00")), body, NOW)
     assert problem is not None and problem[0] == "total_mismatch"
     assert "216.00" in problem[1] and "200.00" in problem[1]
+
+
+def test_a_send_answer_is_adopted_only_when_the_send_alone_changed_the_invoice():
+    """OD6, RO6: a send's answer is syncd's own view only when the send alone moved it.
+
+    Found by the chaos run: a void in QBO between syncd's create and its send came back
+    in the send's answer, was taken as syncd's own write, and never reached the CRM.
+    """
+    inv = _invoice(
+        qbo_id="130", qbo_sync_token="1", balance="200.00", qbo_status="open"
+    )
+    voided = _answer(Decimal(0), Decimal(0), SyncToken="3", PrivateNote="Voided")
+    adopt_send(inv, voided, NOW)
+    assert (inv.qbo_sync_token, inv.balance, inv.qbo_status) == ("1", "200.00", "open")
+    assert inv.sync_state is SyncState.SYNCED and inv.last_synced_at == NOW
+    adopt_send(inv, _answer(Decimal(200), Decimal(200), SyncToken="2"), NOW)
+    assert (inv.qbo_sync_token, inv.balance) == ("2", "200")
 
 
 @given(total=cents, paid=cents, late=st.booleans())

@@ -157,10 +157,16 @@ def apply_payment(ctx: Context, invoice: Invoice | None) -> None:
     _ledger(ctx, Outcome.APPLIED, f"{job.kind} queued")
 
 
+_COPY_COMING = (SyncState.PENDING, SyncState.FAILED)
+
+
 def apply_deleted(ctx: Context, current: Invoice | None) -> None:
     """`invoice.deleted`: delete the QBO copy, or void it, as the rules say (PD7)."""
     sync = ctx.machine.rules.sync
-    if current is None or current.qbo_id is None:
+    # a copy still being made (queued, or failing and retried) is deleted once it exists:
+    # the delete waits behind the push in the invoice's queue
+    coming = current is not None and current.sync_state in _COPY_COMING
+    if current is None or (current.qbo_id is None and not coming):
         _ledger(ctx, Outcome.IGNORED, "the invoice has no QBO copy")
         return
     deletes = sync.delete_on or not sync.void_on

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import structlog
 
 from syncd.bus import events
-from syncd.engine import failures
+from syncd.engine import qbo_events
 from syncd.engine.machine import InvoiceMachine
+from syncd.engine.qbo_events import classify, qbo_status
 from syncd.inbound import news
 from syncd.inbound.news import QboChanges
-from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice, SyncState
-from syncd.outbound.push import qbo_status
+from syncd.models import ChangeSet, HistoryEntry, Invoice, SyncState
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -149,60 +148,9 @@ async def _invoice(
         _record_conflict(inv, obj, changes, scope.now)
     take_qbo_view(inv, obj, scope.now)
     if event is not None:
-        await _move(inv, event, machine, scope, changes)
+        await qbo_events.apply(inv, event, machine, scope.prefix, scope.now, changes)
     changes.invoices[key] = inv
     changes.outbox.append(events.sync_state(scope.prefix, inv, scope.now, None))
-
-
-async def _move(
-    inv: Invoice,
-    event: str,
-    machine: InvoiceMachine,
-    scope: Scope,
-    changes: ChangeSet,
-) -> None:
-    """Map a QBO event to a CRM status and check the move (RO6, RO7, DC4)."""
-    target = machine.rules.qbo_events.get(event, "")
-    if not target or target == inv.status:
-        return
-    now, source = scope.now, inv.status
-    if await machine.move(inv.invoice_id, source, target):
-        inv.status = target
-        changes.history.append(
-            HistoryEntry(
-                tenant=inv.tenant,
-                invoice_id=inv.invoice_id,
-                from_status=source,
-                to_status=target,
-                cause=f"qbo {event}",
-                event_id=f"qbo:{inv.qbo_id}",
-                at=now,
-            )
-        )
-        data = {
-            "invoice_id": inv.invoice_id,
-            "from": source,
-            "to": target,
-            "reason": f"QBO: {event}",
-        }
-        changes.outbox.append(events.set_status(scope.prefix, inv.tenant, data, now))
-        log.info(
-            "qbo_event_applied", qbo_event=event, from_status=source, to_status=target
-        )
-        return
-    refusal = machine.rules.explain_refusal(source, target)
-    reason = f"QBO {event}: {refusal} (or change [qbo_events] {event})"
-    failure = Failure(
-        tenant=inv.tenant,
-        invoice_id=inv.invoice_id,
-        operation="qbo_event",
-        code="move_refused",
-        message=reason,
-        event_id=None,
-        at=now,
-    )
-    failures.report(changes, scope.prefix, failure)
-    log.warning("qbo_event_refused", qbo_event=event, reason=reason)
 
 
 def _payment_received(
@@ -235,24 +183,6 @@ def payment_data(
         "status": "received" if payment.get("TotalAmt") else "voided",
         "qbo_link": f"https://app.qbo.intuit.com/app/recvpayment?txnId={payment['Id']}",
     }
-
-
-def classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | None:
-    """What happened in QBO, as a `[qbo_events]` key; None for syncd's own write."""
-    if obj is None:
-        return "invoice_deleted" if inv.qbo_status != "deleted" else None
-    if str(obj.get("SyncToken")) == str(inv.qbo_sync_token):
-        return None  # the write syncd itself made, coming back
-    view = qbo_status(obj, now.date())
-    if view == "voided":
-        return "invoice_voided" if inv.qbo_status != "voided" else None
-    balance, known = (
-        Decimal(str(obj.get("Balance", 0))),
-        Decimal(str(inv.balance or obj.get("TotalAmt", 0))),
-    )
-    if balance < known:
-        return "payment_created" if balance == 0 else "payment_created_partial"
-    return "invoice_updated"
 
 
 def _record_conflict(

@@ -18,7 +18,8 @@ from structlog.contextvars import bound_contextvars
 
 from syncd import metrics
 from syncd.bus import events
-from syncd.engine import failures
+from syncd.engine import failures, qbo_events
+from syncd.engine.machine import InvoiceMachine
 from syncd.exceptions import (
     QboAuthError,
     QboError,
@@ -133,6 +134,7 @@ class JobWorker(LoopWorker):
             invoice = await self._store.invoice(job.tenant, job.invoice_id)
         machine = self._rulebook.machine(job.tenant)
         changes = ChangeSet()
+        seen: list[str] = []
         waiting = "waiting for a QBO connection (connect or reconnect the tenant)"
         try:
             client, conn = await self._connections.connected(job.tenant) or (None, None)
@@ -162,17 +164,24 @@ class JobWorker(LoopWorker):
                 changes=changes,
             )
             await self._attempt(ctx)
-        await self._record(job, invoice, changes)
+            seen = ctx.seen
+        await self._record(job, invoice, changes, machine, seen)
         self._on_commit()
 
     async def _record(
-        self, job: Job, worked: Invoice | None, changes: ChangeSet
+        self,
+        job: Job,
+        worked: Invoice | None,
+        changes: ChangeSet,
+        machine: InvoiceMachine | None = None,
+        seen: tuple[str, ...] | list[str] = (),
     ) -> None:
         """Commit the job's results onto the invoice as it stands now.
 
         The CRM side may have moved on during the QBO call: its fields are kept and the
         QBO side is taken from the job; another writer committing first means reading
-        again (the QBO call is never repeated for that).
+        again (the QBO call is never repeated for that). `seen`: the QBO events the job
+        saw, each moving the CRM status as the rules map it (RO6).
         """
         for attempt in range(1, STALE_TRIES + 1):
             async with self._store.write_lock:
@@ -181,11 +190,19 @@ class JobWorker(LoopWorker):
                     fresh = await self._store.invoice(job.tenant, job.invoice_id)
                     fresh = fresh or worked
                     _take_qbo_side(fresh, worked)
-                    state = events.sync_state(self._prefix, fresh, self._clock(), None)
+                    now, moved = self._clock(), ChangeSet()
+                    for event in seen:
+                        if machine is not None:  # a job ran: its tenant has rules
+                            await qbo_events.apply(
+                                fresh, event, machine, self._prefix, now, moved
+                            )
+                    state = events.sync_state(self._prefix, fresh, now, None)
                     batch = dataclasses.replace(
                         changes,
                         invoices={(fresh.tenant, fresh.invoice_id): fresh},
-                        outbox=[*changes.outbox, state],
+                        history=[*changes.history, *moved.history],
+                        failures=[*changes.failures, *moved.failures],
+                        outbox=[*changes.outbox, *moved.outbox, state],
                     )
                 try:
                     await self._store.commit(batch)

@@ -10,11 +10,12 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
+from syncd.engine.qbo_events import qbo_status
 from syncd.engine.rules import Rules
 from syncd.exceptions import QboTransientError
 from syncd.models import LinkKind, SyncState
 from syncd.outbound import mapping, resolve
-from syncd.outbound.push import JobContext, qbo_status
+from syncd.outbound.push import JobContext
 from syncd.qbo import queries
 
 

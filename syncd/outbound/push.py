@@ -7,11 +7,13 @@ looks for its own earlier write in QBO by the marker syncd leaves in PrivateNote
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from syncd.engine import qbo_events
+from syncd.engine.qbo_events import qbo_status
 from syncd.engine.rules import Rules
 from syncd.exceptions import QboStaleError
 from syncd.models import ChangeSet, Connection, Invoice, Job, SyncState
@@ -39,6 +41,9 @@ class JobContext:
     problem: tuple[str, str] | None = None
     # why `[sync] since` / `[sync.filters]` keep the invoice out of QBO
     skipped: str | None = None
+    # QBO events the job saw (`[qbo_events]` keys): a change someone made under its
+    # write, or what the write itself did to the balance; they move the CRM status
+    seen: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +90,17 @@ async def push_invoice(ctx: JobContext) -> None:
     if isinstance(plan, Create):
         answer = await ctx.client.create("Invoice", plan.body, plan.request_id)
     elif isinstance(plan, Update):
-        answer = await _sparse_update(ctx, plan.changed)
+        updated = await _sparse_update(ctx, plan.changed)
+        if updated is None:
+            return
+        answer, before = updated
     else:
         return  # an unchanged snapshot makes no call
     ctx.problem = record(inv, answer, body, ctx.now)
+    if isinstance(plan, Update) and (
+        moved := qbo_events.view_changed(before, inv.qbo_status)
+    ):
+        ctx.seen.append(moved)
 
 
 async def _resolve(ctx: JobContext) -> mapping.Resolved:
@@ -149,9 +161,13 @@ async def _adopt_earlier_write(ctx: JobContext, customer_id: str) -> None:
             return
 
 
-async def _sparse_update(ctx: JobContext, diff: dict[str, Any]) -> dict[str, Any]:
+async def _sparse_update(
+    ctx: JobContext, diff: dict[str, Any]
+) -> tuple[dict[str, Any], str | None] | None:
+    """QBO's answer and its view just before the write; None when not written."""
     inv = ctx.invoice
     for attempt in range(2):
+        before = inv.qbo_status
         body = {
             "Id": inv.qbo_id,
             "SyncToken": inv.qbo_sync_token,
@@ -162,13 +178,19 @@ async def _sparse_update(ctx: JobContext, diff: dict[str, Any]) -> dict[str, Any
             ctx.job.tenant, inv.invoice_id, "update", str(inv.version), str(attempt)
         )
         try:
-            return await ctx.client.update("Invoice", body, rid)
+            return await ctx.client.update("Invoice", body, rid), before
         except QboStaleError:
             if attempt:
                 raise
-            # someone edited it in QBO since our write: take its SyncToken and apply ours
+            # someone changed it in QBO since our last write: what they did is a QBO
+            # event of its own (a payment, a void), then ours goes on top
             current = await ctx.client.read("Invoice", str(inv.qbo_id))
-            inv.qbo_sync_token = str(current["SyncToken"])
+            if (seen := qbo_events.classify(inv, current, ctx.now)) is not None:
+                ctx.seen.append(seen)
+            apply_answer(inv, current, ctx.now)
+            if inv.qbo_status == "voided":
+                ctx.note = "not updated: the invoice was voided in QBO meanwhile"
+                return None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -202,24 +224,6 @@ def apply_answer(inv: Invoice, answer: dict[str, Any], now: datetime) -> None:
     )
     inv.qbo_status = qbo_status(answer, now.date())
     inv.sync_state, inv.error, inv.last_synced_at = SyncState.SYNCED, None, now
-
-
-def qbo_status(obj: dict[str, Any], today: date) -> str:
-    """QBO's view of an invoice, derived as qbo.md §9 says."""
-    total, balance = (
-        Decimal(str(obj.get("TotalAmt", 0))),
-        Decimal(str(obj.get("Balance", 0))),
-    )
-    if "Voided" in str(obj.get("PrivateNote", "")) and not total:
-        return "voided"
-    if total > 0 and balance == 0:
-        return "paid"
-    if 0 < balance < total:
-        return "partially_paid"
-    due = obj.get("DueDate")
-    if balance > 0 and due and date.fromisoformat(due) < today:
-        return "overdue"
-    return "open"
 
 
 def ineligible(inv: Invoice, rules: Rules, conn: Connection) -> str | None:
@@ -283,7 +287,26 @@ async def send_invoice(ctx: JobContext) -> None:
         ctx.note = "copied to QBO but not e-mailed: the CRM invoice has no billing e-mail (OD9)"
         return
     sent = await ctx.client.send("Invoice", inv.qbo_id, email)
-    apply_answer(inv, sent, ctx.now)
+    adopt_send(inv, sent, ctx.now)
+
+
+def adopt_send(inv: Invoice, sent: dict[str, Any], now: datetime) -> None:
+    """Take the send's answer as syncd's own view only if the send alone changed it.
+
+    The send names no SyncToken, so QBO e-mails whatever the invoice is by then. When
+    someone changed it in between (a void, a payment: SyncToken moved by more than the
+    send's one), the answer is not adopted: syncd's last view stays, and that change is
+    classified when its webhook or the reconciliation brings it (RO6).
+    """
+    known = inv.qbo_sync_token
+    if (
+        known is not None
+        and known.isdigit()
+        and str(int(known) + 1) == str(sent.get("SyncToken"))
+    ):
+        apply_answer(inv, sent, now)
+    else:
+        inv.sync_state, inv.error, inv.last_synced_at = SyncState.SYNCED, None, now
 
 
 async def void_invoice(ctx: JobContext) -> None:

@@ -43,6 +43,7 @@ def routes(app: web.Application) -> None:
     r.add_put(PREFIX + "/faults", put_faults)
     r.add_post(PREFIX + "/tokens/expire", expire_tokens)
     r.add_post(PREFIX + "/tokens/revoke-all", revoke_tokens)
+    r.add_get(PREFIX + "/tokens", issued_tokens)
     r.add_get(PREFIX + "/webhooks", webhooks)
 
 
@@ -220,6 +221,11 @@ async def revoke_tokens(request: web.Request) -> web.Response:
     body = await body_of(request) if request.can_read_body else {}
     count = request.app[SANDBOX].oauth.revoke_all(body.get("realm"))
     return json_response({"revoked": count})
+
+
+async def issued_tokens(request: web.Request) -> web.Response:
+    """Every access and refresh token issued, live or not (to grep logs for them)."""
+    return json_response(request.app[SANDBOX].oauth.issued())
 
 
 async def webhooks(request: web.Request) -> web.Response:

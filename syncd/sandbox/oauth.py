@@ -145,6 +145,13 @@ class OAuthServer:
                 count += 1
         return count
 
+    def issued(self) -> dict[str, list[str]]:
+        """Every token handed out so far, live or not (a test greps logs for them)."""
+        return {
+            "access": list(self.access),
+            "refresh": [*self.grants, *self.superseded],
+        }
+
     def revoke_all(self, realm_id: str | None = None) -> int:
         """Revoke every grant (of one realm); return how many."""
         grants = {id(t.grant): t.grant for t in self.access.values()} | {

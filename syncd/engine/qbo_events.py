@@ -1,0 +1,122 @@
+"""A QBO event moves a CRM invoice: mapped by `[qbo_events]`, checked by the moves.
+
+Both directions use it: the inbound side for what someone did in QBO (a payment, a void,
+a deletion), the outbound side when syncd's own write changed QBO's view of the money
+(a CRM edit raising the total of an invoice QBO held as paid makes it partly paid again).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from syncd.bus import events
+from syncd.engine import failures
+from syncd.engine.machine import InvoiceMachine
+from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice
+
+log = structlog.get_logger(__name__)
+
+
+def qbo_status(obj: dict[str, Any], today: date) -> str:
+    """QBO's view of an invoice, derived as qbo.md §9 says."""
+    total, balance = (
+        Decimal(str(obj.get("TotalAmt", 0))),
+        Decimal(str(obj.get("Balance", 0))),
+    )
+    if "Voided" in str(obj.get("PrivateNote", "")) and not total:
+        return "voided"
+    if total > 0 and balance == 0:
+        return "paid"
+    if 0 < balance < total:
+        return "partially_paid"
+    due = obj.get("DueDate")
+    if balance > 0 and due and date.fromisoformat(due) < today:
+        return "overdue"
+    return "open"
+
+
+def classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | None:
+    """What happened in QBO, as a `[qbo_events]` key; None for syncd's own write."""
+    if obj is None:
+        return "invoice_deleted" if inv.qbo_status != "deleted" else None
+    if str(obj.get("SyncToken")) == str(inv.qbo_sync_token):
+        return None  # the write syncd itself made, coming back
+    view = qbo_status(obj, now.date())
+    if view == "voided":
+        return "invoice_voided" if inv.qbo_status != "voided" else None
+    balance, known = (
+        Decimal(str(obj.get("Balance", 0))),
+        Decimal(str(inv.balance or obj.get("TotalAmt", 0))),
+    )
+    if balance < known:
+        return "payment_created" if balance == 0 else "payment_created_partial"
+    return "invoice_updated"
+
+
+def view_changed(before: str | None, after: str | None) -> str | None:
+    """The QBO event a write's own effect on the balance amounts to, or None.
+
+    Only between payment views: paid → partially paid (the total went up), and
+    partially paid → paid (the total came down to what was paid).
+    """
+    if before == "paid" and after == "partially_paid":
+        return "payment_created_partial"
+    if before == "partially_paid" and after == "paid":
+        return "payment_created"
+    return None
+
+
+async def apply(
+    inv: Invoice,
+    event: str,
+    machine: InvoiceMachine,
+    prefix: str,
+    now: datetime,
+    changes: ChangeSet,
+) -> None:
+    """Map a QBO event to a CRM status and check the move (RO6, RO7, DC4)."""
+    target = machine.rules.qbo_events.get(event, "")
+    if not target or target == inv.status:
+        return
+    source = inv.status
+    if await machine.move(inv.invoice_id, source, target):
+        inv.status = target
+        changes.history.append(
+            HistoryEntry(
+                tenant=inv.tenant,
+                invoice_id=inv.invoice_id,
+                from_status=source,
+                to_status=target,
+                cause=f"qbo {event}",
+                event_id=f"qbo:{inv.qbo_id}",
+                at=now,
+            )
+        )
+        data = {
+            "invoice_id": inv.invoice_id,
+            "from": source,
+            "to": target,
+            "reason": f"QBO: {event}",
+        }
+        changes.outbox.append(events.set_status(prefix, inv.tenant, data, now))
+        log.info(
+            "qbo_event_applied", qbo_event=event, from_status=source, to_status=target
+        )
+        return
+    refusal = machine.rules.explain_refusal(source, target)
+    reason = f"QBO {event}: {refusal} (or change [qbo_events] {event})"
+    failure = Failure(
+        tenant=inv.tenant,
+        invoice_id=inv.invoice_id,
+        operation="qbo_event",
+        code="move_refused",
+        message=reason,
+        event_id=None,
+        at=now,
+    )
+    failures.report(changes, prefix, failure)
+    log.warning("qbo_event_refused", qbo_event=event, reason=reason)
