@@ -196,8 +196,11 @@ class QboClient:
         accept: str = "application/json",
         raw: bool = False,
     ) -> Any:
-        refreshed = False
-        for attempt in range(1, _ATTEMPTS + 1):
+        # one refresh and one more try for a 401 (the token may have died early), on top
+        # of the tries for transient faults: a 401 on the last of those must not end the
+        # loop without an answer (the chaos run found it did)
+        refreshed, attempt = False, 1
+        while True:
             header = await self._auth.bearer()
             try:
                 request = (method, path, kind, params, data, content_type, accept, raw)
@@ -205,15 +208,13 @@ class QboClient:
             except QboAuthError:
                 if refreshed:
                     raise
-                refreshed = (
-                    True  # one refresh, one retry: the token may have died early
-                )
+                refreshed = True
                 self._auth.rejected(header)
             except QboTransientError as exc:
-                if exc.retry_after or attempt == _ATTEMPTS:
+                if exc.retry_after or attempt >= _ATTEMPTS:
                     raise
                 await asyncio.sleep(random.uniform(0.2, 0.5) * 2**attempt)  # noqa: S311 -- jitter
-        raise AssertionError("unreachable")  # pragma: no cover
+                attempt += 1
 
     async def _once(
         self,

@@ -34,6 +34,9 @@ class Database:
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one writer; reads never see a half-done batch
         self.problem: str | None = None  # why the last write failed, until one succeeds
+        self._identity: tuple[int, int] | None = (
+            None  # (device, inode) of the file open
+        )
 
     @property
     def is_open(self) -> bool:
@@ -61,7 +64,9 @@ class Database:
             await db.execute(  # a real write: a read-only file or folder fails here
                 "INSERT OR REPLACE INTO meta VALUES ('opened_at', datetime('now'))"
             )
-        except (sqlite3.Error, StoreError) as exc:
+            found = os.stat(self.path)
+            self._identity = (found.st_dev, found.st_ino)
+        except (sqlite3.Error, StoreError, OSError) as exc:
             await db.close()
             raise StoreError(f"store {self.path}: {_why(exc)}") from exc
         except BaseException:
@@ -81,6 +86,7 @@ class Database:
         """One write transaction (`BEGIN IMMEDIATE` … `COMMIT`, rolled back on error)."""
         db = self._conn()
         async with self._lock:
+            self._still_there()
             try:
                 await db.execute("BEGIN IMMEDIATE")
                 try:
@@ -104,6 +110,24 @@ class Database:
             except sqlite3.Error as exc:
                 self._raise_unusable(exc)
                 raise
+
+    def _still_there(self) -> None:
+        """Refuse to write into a file deleted or replaced under syncd.
+
+        SQLite would go on writing into the unlinked file, and all of it would be gone at
+        the next start; intake pauses instead (the broker keeps the messages).
+        """
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            found = None
+        if found is None or (found.st_dev, found.st_ino) != self._identity:
+            self.problem = (
+                f"the store cannot be used: its file {self.path.name} was deleted or "
+                "replaced while syncd ran (put it back, e.g. from `syncd backup`, then "
+                "restart syncd)"
+            )
+            raise StoreError(self.problem)
 
     def _raise_unusable(self, exc: sqlite3.Error) -> None:
         """Raise StoreError when `exc` is about the file, not about the data written."""

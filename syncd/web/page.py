@@ -23,7 +23,7 @@ from aiohttp import web
 from syncd.daemon import Daemon
 from syncd.engine import rules_try
 from syncd.engine.rules import parse_rules
-from syncd.exceptions import ConfigError, ConnectError
+from syncd.exceptions import ConfigError, ConnectError, StoreError
 from syncd.models import SyncState
 from syncd.web import admin, diagram
 from syncd.web.keys import DAEMON
@@ -142,10 +142,12 @@ async def home(request: web.Request) -> web.Response:
     """Every tenant: connection, failures banner, invoice counts."""
     session = _required(request)
     daemon = request.app[DAEMON]
+    try:
+        tenants = [await _card(daemon, t) for t in daemon.config.tenants]
+    except StoreError:  # said in the banner below: the store's problem
+        tenants = []
     return _render(
-        "home.html",
-        session,
-        tenants=[await _card(daemon, t) for t in daemon.config.tenants],
+        "home.html", session, tenants=tenants, store_problem=daemon.store.problem
     )
 
 

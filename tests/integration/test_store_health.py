@@ -5,18 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sqlite3
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from syncd.store.sqlite import SqliteStore
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
 from tests.mosquitto import Broker
-from tests.syncd_process import SyncdProcess, write_config
+from tests.syncd_process import ADMIN, QBO_ENV, SyncdProcess, write_config
 from tests.test_inbox import NOW, RULES, upsert
+
+SIDE = ("-wal", "-shm")
 
 
 @contextmanager
@@ -269,3 +275,105 @@ async def test_a_full_disk_pauses_intake_and_resumes_by_itself(
             assert syncd.get("/readyz")[0] == 200
         finally:
             syncd.stop()
+
+
+async def _home_page(syncd: SyncdProcess) -> str:
+    """The admin page's home, logged in as the admin."""
+    origin = f"http://127.0.0.1:{syncd.http_port}"
+    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=origin)
+    async with (
+        aiohttp.ClientSession(base_url=origin, cookie_jar=jar) as browser,
+        browser.post("/login", data={"token": ADMIN}) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return await r.text()
+
+
+async def test_a_store_file_deleted_under_syncd_pauses_intake_until_put_back(
+    tmp_path, broker: Broker
+):
+    """Issue 13: a store file deleted under syncd: paused and said, not written into.
+
+    SQLite would write on into the unlinked file and lose it all at the next start;
+    syncd pauses intake and says why (/readyz, log, admin page) instead. Put back from
+    `syncd backup` and restarted, it applies what waited in the broker.
+    """
+    syncd = _syncd(tmp_path, broker.port)
+    syncd.env = QBO_ENV
+    syncd.start()
+    path = syncd.config.parent / "syncd.db"
+    try:
+        async with Crm(broker.port) as crm:
+            await crm.send("acme", "invoice.upserted", invoice("I-1", 1, "draft"))
+            await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-1")))
+            copy = tmp_path / "copy.db"
+            backup = [sys.executable, "-m", "syncd", "backup", "--config"]
+            subprocess.run([*backup, str(syncd.config), str(copy)], check=True)
+            for name in (path, *(path.with_name(path.name + s) for s in SIDE)):
+                name.unlink(missing_ok=True)
+            sent = await crm.send(
+                "acme", "invoice.upserted", invoice("I-2", 1, "draft")
+            )
+            await _until(lambda: "intake_paused" in syncd.log())
+            status, body = syncd.get("/readyz")
+            assert status == 503
+            assert "syncd.db was deleted or replaced" in json.loads(body)["reason"]
+            assert "was deleted or replaced" in await _home_page(syncd)
+            shutil.copy(copy, path)
+            assert syncd.stop(timeout=20) == 0
+            syncd.start()
+            await crm.wait_for(lambda r: bool(crm.on("sync/invoice/I-2")))
+        outcomes = DbView(path).outcomes("acme")
+        assert outcomes[sent["id"]] == "applied"
+        assert DbView(path).status("acme", "I-1") == ("draft", 1)
+    finally:
+        syncd.stop()
+
+
+async def test_corrupt_pages_under_syncd_pause_intake_and_say_so(
+    tmp_path, broker: Broker
+):
+    """Issue 13: pages overwritten under a running syncd: paused, said, restored.
+
+    SQLite reports the image malformed (a disk fault); intake pauses with that reason,
+    nothing is acked or lost, and a restore from `syncd backup` carries on with what
+    waited in the broker.
+    """
+    syncd = _syncd(tmp_path, broker.port)
+    syncd.start()
+    path = syncd.config.parent / "syncd.db"
+    db = DbView(path)
+    try:
+        async with Crm(broker.port) as crm:
+            for n in range(2000):
+                await crm.send(
+                    "acme", "invoice.upserted", invoice(f"I-{n}", 1, "draft")
+                )
+            await _until(lambda: len(db.outcomes("acme")) == 2000, 60)
+            copy = tmp_path / "copy.db"
+            backup = [sys.executable, "-m", "syncd", "backup", "--config"]
+            subprocess.run([*backup, str(syncd.config), str(copy)], check=True)
+            checkpoint = sqlite3.connect(path)
+            checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            checkpoint.close()
+            with path.open("r+b") as f:  # every page but the first (the schema)
+                size = f.seek(0, 2)
+                f.seek(4096)
+                f.write(b"\x5a" * (size - 4096))
+            sent = [
+                await crm.send("acme", "invoice.upserted", invoice(f"I-{n}", 2, "open"))
+                for n in range(0, 2000, 50)
+            ]
+            await _until(lambda: "intake_paused" in syncd.log(), 20)
+            status, body = syncd.get("/readyz")
+            assert status == 503
+            assert "malformed" in json.loads(body)["reason"]
+            assert syncd.stop(timeout=20) == 0
+            shutil.copy(copy, path)
+            for side in SIDE:
+                path.with_name(path.name + side).unlink(missing_ok=True)
+            syncd.start()
+            await _until(lambda: all(db.outcomes("acme").get(m["id"]) for m in sent))
+        assert {db.outcomes("acme")[m["id"]] for m in sent} == {"applied"}
+    finally:
+        syncd.stop()

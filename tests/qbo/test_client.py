@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 import syncd.qbo
 from syncd.exceptions import (
@@ -204,6 +205,33 @@ async def test_expired_tokens_refresh_once_and_are_saved_first(sandbox, http):
     assert auth.refresh_token != old_refresh
 
 
+async def test_a_401_after_the_last_transient_fault_refreshes_and_answers(
+    sandbox, http, aiohttp_server_of
+):
+    """Two 5xx, then a 401 (the token died meanwhile): one refresh, then the answer.
+
+    The chaos run found the 401 on the last try ended in AssertionError("unreachable").
+    """
+    _, auth, _ = await connect(http, sandbox.origin)
+    script = [503, 503, 401, 200]
+    seen: list[str] = []
+
+    async def customer(request: web.Request) -> web.Response:
+        seen.append(request.headers["Authorization"])
+        status = script.pop(0)
+        if status == 200:
+            return web.json_response({"Customer": {"Id": "7", "SyncToken": "0"}})
+        fault = {"Fault": {"Error": [{"code": "3200" if status == 401 else "10000"}]}}
+        return web.json_response(fault, status=status)
+
+    origin = await aiohttp_server_of({"/v3/company/{realm}/customer": customer})
+    client = QboClient(http, origin, auth)
+    created = await client.create("Customer", {"DisplayName": "A"}, "rid-1")
+    assert created["Id"] == "7"
+    assert auth.refreshes == 1
+    assert seen[2] != seen[3]  # the retry after the 401 carried the new token
+
+
 async def test_a_revoked_grant_is_an_auth_error(sandbox, http):
     """After revoke, calls fail with QboAuthError: reconnect needed."""
     client, auth, _ = await connect(http, sandbox.origin)
@@ -244,3 +272,25 @@ async def test_the_limiter_keeps_under_a_sandbox_companys_10_a_second(tmp_path, 
         assert asyncio.get_running_loop().time() - started >= 2.0  # 30 at 9 a second
     finally:
         sandbox.stop()
+
+
+@pytest.fixture
+async def aiohttp_server_of():
+    """A real HTTP server on a free loopback port answering the given POST routes."""
+    runners: list[web.AppRunner] = []
+
+    async def start(routes: dict[str, Any]) -> str:
+        app = web.Application()
+        for path, handler in routes.items():
+            app.router.add_post(path, handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
