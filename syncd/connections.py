@@ -229,12 +229,14 @@ class Connections:
         token = await exchange_code(
             self._http, self.endpoints, self.app, params["code"]
         )
+        before = await self._store.connection(tenant)
         conn = Connection(
             tenant=tenant,
             realm_id=realm_id,
             status="connected",
             sealed_token=self._sealer().seal(token),
             connected_at=self._clock(),
+            preferences=_checkpoint(before, realm_id),
         )
         try:
             await self._store.save_connection(conn)
@@ -340,7 +342,11 @@ class Connections:
         client = await self.client(tenant)
         if client is None:
             return {}
-        settings = await read_settings(client)
+        stored = await self._store.connection(tenant)
+        settings = {
+            **await read_settings(client),
+            **_checkpoint(stored, client.realm_id),
+        }
         await self._store.set_preferences(tenant, settings)
         conn = self._connections.get(tenant)
         if conn is not None:
@@ -505,3 +511,18 @@ class Connections:
         await self._store.commit(ChangeSet(outbox=outbox))
         self._said[tenant] = (health.status, health.days_left)
         self.on_published()
+
+
+def _checkpoint(conn: Connection | None, realm_id: str) -> dict[str, Any]:
+    """What a reconnection to the same company keeps: how far reconciliation got.
+
+    Before any pass, that is the earlier connection's time.
+
+    Without it, a reconnection started CDC from the new connection's time, and what
+    changed in QBO while the tenant waited to be reconnected never reached the CRM
+    (found by the chaos run).
+    """
+    if conn is None or conn.realm_id != realm_id:
+        return {}
+    kept = conn.preferences.get("reconciled_to") or conn.connected_at.isoformat()
+    return {"reconciled_to": kept}

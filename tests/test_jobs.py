@@ -108,3 +108,22 @@ async def test_a_disconnected_tenant_waits_and_is_due_again_on_reconnect(store):
     assert [j.tenant for j in await store.due_jobs(NOW, 10)] == ["beta"]
     await store.jobs_due_now("acme", NOW)
     assert {j.tenant for j in await store.due_jobs(NOW, 10)} == {"acme", "beta"}
+
+
+async def test_a_tenant_waiting_for_a_connection_postpones_its_unclear_jobs_too(store):
+    """An unclear job waits with the rest of its tenant's jobs for a connection.
+
+    A job in flight when syncd died stays due (its outcome is unclear); while its tenant
+    waits to be reconnected it must wait too. The chaos run found the worker looping on
+    it: 100,000 `qbo_not_connected` lines in three minutes.
+    """
+    push = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
+    other = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-2", NOW)
+    await store.commit(ChangeSet(jobs=[push, other]))
+    first = (await store.due_jobs(NOW, 10))[0]
+    first.status, first.attempts = JobStatus.IN_FLIGHT, 1
+    await store.start_job(first)
+    assert await store.postpone_jobs("acme", NOW + timedelta(seconds=30)) == 2
+    assert await store.due_jobs(NOW + timedelta(seconds=1), 10) == []
+    [again] = await store.due_jobs(NOW + timedelta(seconds=30), 1)
+    assert (again.queue, again.status) == ("I-1", JobStatus.IN_FLIGHT)

@@ -66,7 +66,8 @@ class InvoiceMachine:
     async def move(self, invoice_id: str, current: str, dest: str) -> bool:
         """Move an invoice from `current` to `dest`; False when the rules refuse."""
         event = self._machine.events.get(trigger_name(dest))
-        if event is None:
+        if event is None or current not in event.transitions:
+            # refused without triggering: transitions logs every MachineError at ERROR
             return False
         model = self._slot(invoice_id, current)
         try:

@@ -22,7 +22,7 @@ from syncd import metrics
 from syncd.bus import events
 from syncd.config import Config
 from syncd.connections import Connections
-from syncd.exceptions import QboError
+from syncd.exceptions import QboAuthError, QboError
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
 from syncd.models import ChangeSet
@@ -70,6 +70,8 @@ class Reconciler:
                 try:
                     missed += await self.pass_for(tenant, full_day=daily)
                     await self._connections.watch(tenant)
+                except QboAuthError as exc:  # the grant is gone: said everywhere
+                    await self._connections.needs_reconnect(tenant, exc.message)
                 except QboError as exc:
                     log.warning("reconcile_failed", tenant=tenant, error=exc.message)
                 except Exception:

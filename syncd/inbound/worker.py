@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from syncd import metrics
-from syncd.exceptions import QboAuthError, QboError
+from syncd.exceptions import QboAuthError, QboError, StaleWriteError
 from syncd.inbound import plan
 from syncd.inbound.news import QboChanges
 from syncd.models import ChangeSet, LinkKind
@@ -66,7 +66,13 @@ class InboundWorker(LoopWorker):
                 done += 1
             else:
                 changes.inbound_new.append(webhooks.legacy_body(realm, notes))
-        await self._store.commit(changes)
+        try:
+            await self._store.commit(changes)
+        except StaleWriteError:
+            # the job worker wrote one of these invoices meanwhile: nothing was stored,
+            # so decide again at once from fresh copies (it was a 5 s wait and an error)
+            log.info("inbound_decided_again", webhooks=len(pending))
+            return max(done, 1)
         metrics.decided(changes, "qbo")
         self._on_commit()
         return done

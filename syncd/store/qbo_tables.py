@@ -209,8 +209,10 @@ class QboTables:
         """Make a tenant's due jobs wait (its company is not connected); return how many."""
         async with self._db.tx() as db:
             cur = await db.execute(
-                f"UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = '{_PENDING}' "
-                "AND next_attempt_at < ?",
+                # in-flight jobs too (a crash left them unclear): they were due again
+                # at once, and the worker looped on them while the tenant waited
+                f"UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status IN "
+                f"{_UNFINISHED} AND next_attempt_at < ?",
                 (until.isoformat(), tenant, until.isoformat()),
             )
             return int(cur.rowcount)

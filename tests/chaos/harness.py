@@ -37,6 +37,14 @@ TODAY = datetime.now(UTC).date().isoformat()
 SYNC_ON = {"open", "sent"}
 SENDS_PER_TENANT = 30  # a sandbox company e-mails 40 invoices a day
 RECONCILE_SECONDS = 4
+# what syncd logs only when something went wrong that no input explains
+DEFECTS = (
+    "job_crashed",
+    "loop_crashed",
+    "worker_iteration_failed",
+    "message_failed",
+    "inbound_item_failed",
+)
 FATES = (
     "stay",
     "edits",
@@ -627,6 +635,7 @@ class Chaos:
             self._check_delivered(tenant)
             self._check_isolation(tenant, invoices)
         self._check_secrets(await self.admin.admin("GET", "tokens"))
+        self._check_log()
         await self._still_running()
 
     async def _faults_injected(self) -> None:
@@ -845,6 +854,14 @@ class Chaos:
         for secret in secrets:
             if secret in log:
                 self.report.breach(f"a secret is in syncd's log: {secret[:6]}…")
+
+    def _check_log(self) -> None:
+        """No defect showed: no crashed job, loop or iteration, no message failed."""
+        log = self.syncd.log()
+        for event in DEFECTS:
+            count = log.count(f'"event":"{event}"')
+            if count:
+                self.report.breach(f"syncd logged {event} {count} times")
 
     def _heard_on(self, tenant: str, suffix: str) -> list[dict[str, Any]]:
         return [

@@ -232,6 +232,35 @@ async def test_without_webhooks_cdc_still_converges(unwired: Setup):
     assert '"event":"reconcile_found_missed_changes"' in unwired.syncd.log()
 
 
+async def test_what_changed_in_qbo_while_a_reconnect_was_due_reaches_the_crm(
+    unwired: Setup, http
+):
+    """RO6, HL9: a reconnection goes on from where reconciliation stopped.
+
+    It started from the new connection's time, and a QBO payment made while the grant
+    was lost never reached the CRM (found by the chaos run).
+    """
+    invoice = await _synced_invoice(unwired)
+    await unwired.qbo.admin("POST", "tokens/revoke-all", {"realm": unwired.realm})
+    db = DbView(unwired.syncd.config.parent / "syncd.db")
+    for _ in range(100):  # the next pass finds the grant gone, and says so
+        if db.query("SELECT status FROM connections")[0][0] == "needs_reconnect":
+            break
+        await asyncio.sleep(0.1)
+    assert db.query("SELECT status FROM connections")[0][0] == "needs_reconnect"
+    await unwired.fresh_reader()
+    await _pay(unwired, invoice, "200.00")
+    await asyncio.sleep(4)  # passes that cannot run: the tenant must be reconnected
+    assert unwired.crm.on("acme/out/invoice/set_status") == []
+    status, body = await connect(http, unwired.syncd, f"&realm={unwired.realm}")
+    assert status == 200, body
+    await unwired.crm.wait_for(
+        lambda r: bool(unwired.crm.on("acme/out/invoice/set_status")), timeout=20
+    )
+    moved = unwired.crm.on("acme/out/invoice/set_status")[0].body["data"]
+    assert (moved["from"], moved["to"]) == ("open", "paid")
+
+
 async def test_duplicated_and_delayed_webhooks_apply_once(wired: Setup):
     """At-least-once delivery: duplicates and late repeats change nothing twice."""
     invoice = await _synced_invoice(wired)
