@@ -59,6 +59,7 @@ def _known(*invoices: Invoice, fresh: set[str] | None = None, **kw: Any) -> Know
         deals=kw.get("deals", {}),
         customers=kw.get("customers", set()),
         fresh=fresh if fresh is not None else set(),
+        removing=kw.get("removing", set()),
     )
 
 
@@ -204,6 +205,21 @@ async def test_a_deletion_in_qbo_maps_to_invoice_deleted():
     assert inv.qbo_status == "deleted"
     [failure] = changes.failures
     assert "invoice_deleted" in failure.message
+
+
+async def test_syncds_own_deletion_coming_back_before_its_record_is_no_move():
+    """PD7: a delete or void of syncd's own, not yet recorded, is no move.
+
+    syncd deleted the QBO copy and died before recording it (a SIGKILL in the chaos
+    run); the deletion's webhook then found the invoice still open and failed it as a
+    refused move.
+    """
+    changes = await _plan(
+        QboChanges(deleted={"7"}), _known(_synced(), removing={"I-1"})
+    )
+    [inv] = changes.invoices.values()
+    assert (inv.status, inv.qbo_status) == ("open", "deleted")
+    assert changes.failures == [] and changes.history == []
 
 
 def test_every_invoice_a_change_names_is_loaded():

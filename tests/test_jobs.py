@@ -127,3 +127,20 @@ async def test_a_tenant_waiting_for_a_connection_postpones_its_unclear_jobs_too(
     assert await store.due_jobs(NOW + timedelta(seconds=1), 10) == []
     [again] = await store.due_jobs(NOW + timedelta(seconds=30), 1)
     assert (again.queue, again.status) == ("I-1", JobStatus.IN_FLIGHT)
+
+
+async def test_removals_under_way_are_the_unfinished_deletes_and_voids(store):
+    """What the inbound side asks to tell syncd's own removals from someone else's."""
+    jobs = [
+        Job.for_invoice("acme", JobKind.INVOICE_DELETE, "I-1", NOW),
+        Job.for_invoice("acme", JobKind.INVOICE_VOID, "I-2", NOW),
+        Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-3", NOW),
+        replace(
+            Job.for_invoice("acme", JobKind.INVOICE_DELETE, "I-4", NOW),
+            status=JobStatus.DONE,
+        ),
+        Job.for_invoice("beta", JobKind.INVOICE_DELETE, "I-5", NOW),
+    ]
+    await store.commit(ChangeSet(jobs=jobs))
+    asked = ["I-1", "I-2", "I-3", "I-4", "I-5"]
+    assert await store.removals_under_way("acme", asked) == {"I-1", "I-2"}

@@ -10,7 +10,7 @@ invoices and customers made in QBO (HS3, PD8), each news item reported once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from syncd.models import ChangeSet, HistoryEntry, Invoice, SyncState
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
+_REMOVALS = ("invoice_deleted", "invoice_voided")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +37,8 @@ class Known:
     deals: dict[str, str]  # QBO-made invoice Id → the CRM deal linked to it (HS4)
     customers: set[str]  # QBO customer Ids syncd created or matched
     fresh: set[str]  # news keys not reported yet
+    # CRM invoices whose QBO delete or void syncd queued and has not recorded yet
+    removing: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,8 +75,12 @@ def invoice_ids(found: QboChanges) -> set[str]:
 async def load(store: Store, tenant: str, realm: str, found: QboChanges) -> Known:
     """Read what the store knows about `found`, one question per kind."""
     ids = sorted(invoice_ids(found))
+    invoices = await store.invoices_by_qbo_ids(tenant, ids)
     return Known(
-        invoices=await store.invoices_by_qbo_ids(tenant, ids),
+        invoices=invoices,
+        removing=await store.removals_under_way(
+            tenant, sorted(i.invoice_id for i in invoices.values())
+        ),
         deals=await store.deals(tenant, sorted(found.invoices)),
         customers=await store.linked_customers(
             tenant, [str(c["Id"]) for c in found.customers]
@@ -144,6 +151,10 @@ async def _invoice(
     key = (inv.tenant, inv.invoice_id)
     inv = changes.invoices.get(key, inv)  # changed earlier in the same batch
     event = classify(inv, obj, scope.now)
+    if event in _REMOVALS and inv.invoice_id in known.removing:
+        # syncd's own delete or void coming back before its job recorded it (a crash
+        # between QBO's answer and the commit): not a move someone made in QBO
+        event = None
     if event == "invoice_updated" and inv.sync_state == SyncState.PENDING and obj:
         _record_conflict(inv, obj, changes, scope.now)
     take_qbo_view(inv, obj, scope.now)

@@ -164,6 +164,9 @@ class Store(Protocol):
     async def deals(self, tenant: str, qbo_invoice_ids: list[str]) -> dict[str, str]:
         """The CRM deals these QBO-made invoices are linked to (HS4)."""
 
+    async def removals_under_way(self, tenant: str, invoice_ids: list[str]) -> set[str]:
+        """Which of these invoices have a QBO delete or void queued, not finished yet."""
+
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""
 

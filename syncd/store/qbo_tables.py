@@ -13,7 +13,16 @@ import aiosqlite
 import orjson
 
 from syncd.exceptions import RealmTakenError
-from syncd.models import Connection, DealLink, Invoice, Job, JobStatus, Link, LinkKind
+from syncd.models import (
+    Connection,
+    DealLink,
+    Invoice,
+    Job,
+    JobKind,
+    JobStatus,
+    Link,
+    LinkKind,
+)
 from syncd.store import rows
 from syncd.store.database import Database, many, rows_among
 
@@ -311,6 +320,17 @@ class QboTables:
         async with self._db.read() as db:
             found = await rows_among(db, sql, [tenant], qbo_invoice_ids)
         return {str(q): str(d) for q, d in found}
+
+    async def removals_under_way(self, tenant: str, invoice_ids: list[str]) -> set[str]:
+        """Which of these invoices have a QBO delete or void queued, not finished yet."""
+        sql = (
+            "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_invoice WHERE tenant = ? "
+            f"AND kind IN ('{JobKind.INVOICE_DELETE}', '{JobKind.INVOICE_VOID}') "
+            f"AND status IN {_UNFINISHED} AND queue IN ({{among}})"
+        )
+        async with self._db.read() as db:
+            found = await rows_among(db, sql, [tenant], invoice_ids)
+        return {str(queue) for (queue,) in found}
 
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""

@@ -425,6 +425,10 @@ class SqliteStore:
         """The CRM deals these QBO-made invoices are linked to (HS4)."""
         return await self._qbo.deals(tenant, qbo_invoice_ids)
 
+    async def removals_under_way(self, tenant: str, invoice_ids: list[str]) -> set[str]:
+        """Which of these invoices have a QBO delete or void queued, not finished yet."""
+        return await self._qbo.removals_under_way(tenant, invoice_ids)
+
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""
         return await self._qbo.linked_customers(tenant, qbo_ids)
