@@ -117,6 +117,8 @@ class Database:
         SQLite would go on writing into the unlinked file, and all of it would be gone at
         the next start; intake pauses instead (the broker keeps the messages).
         """
+        if self._identity is None:
+            return  # a connection handed in, not opened here: nothing to compare with
         try:
             found = os.stat(self.path)
         except OSError:

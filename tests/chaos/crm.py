@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,10 @@ from typing import Any
 import aiomqtt
 
 from tests.crm import NODELAY
+
+# aiomqtt warns of every publish waiting while the broker is down: the saboteur's doing
+_QUIET = logging.getLogger("chaos.crm.mqtt")
+_QUIET.setLevel(logging.ERROR)
 
 
 @dataclass
@@ -68,6 +73,7 @@ class ChaosCrm:
                 clean_session=False,
                 socket_options=NODELAY,
                 keepalive=5,
+                logger=_QUIET,
             )
             try:
                 async with client:
