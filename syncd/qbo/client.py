@@ -205,9 +205,13 @@ class QboClient:
             try:
                 request = (method, path, kind, params, data, content_type, accept, raw)
                 return await self._once(*request, authorization=header)
-            except QboAuthError:
+            except QboAuthError as exc:
                 if refreshed:
-                    raise
+                    # refused again with the token just refreshed: the grant itself is
+                    # fine (a dead one fails at the refresh, invalid_grant); try later
+                    raise QboTransientError(
+                        f"{exc.message}, again after a refresh", exc.code, exc.detail
+                    ) from exc
                 refreshed = True
                 self._auth.rejected(header)
             except QboTransientError as exc:

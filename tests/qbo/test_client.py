@@ -232,6 +232,27 @@ async def test_a_401_after_the_last_transient_fault_refreshes_and_answers(
     assert seen[2] != seen[3]  # the retry after the 401 carried the new token
 
 
+async def test_a_401_again_after_a_refresh_is_transient_not_a_lost_grant(
+    sandbox, http, aiohttp_server_of
+):
+    """A token refused again right after a refresh is tried later, not a lost grant.
+
+    The chaos run expired the new token in that moment, and the tenant was paused as
+    "reconnect needed" while its grant was fine.
+    """
+    _, auth, _ = await connect(http, sandbox.origin)
+
+    async def refused(request: web.Request) -> web.Response:
+        fault = {"Fault": {"Error": [{"code": "3200", "Message": "Token expired"}]}}
+        return web.json_response(fault, status=401)
+
+    origin = await aiohttp_server_of({"/v3/company/{realm}/customer": refused})
+    client = QboClient(http, origin, auth)
+    with pytest.raises(QboTransientError, match="again after a refresh"):
+        await client.create("Customer", {"DisplayName": "A"}, "rid-1")
+    assert auth.refreshes == 1
+
+
 async def test_a_revoked_grant_is_an_auth_error(sandbox, http):
     """After revoke, calls fail with QboAuthError: reconnect needed."""
     client, auth, _ = await connect(http, sandbox.origin)
