@@ -19,6 +19,7 @@ from structlog.contextvars import bound_contextvars
 from syncd import metrics
 from syncd.bus import events
 from syncd.engine import failures, qbo_events
+from syncd.engine.decide import jobs_for_move
 from syncd.engine.machine import InvoiceMachine
 from syncd.exceptions import (
     QboAuthError,
@@ -95,6 +96,33 @@ def _no_invoice(job: Job, now: datetime) -> Invoice:
         data={},
         updated_at=now,
     )
+
+
+def _caught_up(
+    job: Job,
+    worked: Invoice,
+    fresh: Invoice,
+    machine: InvoiceMachine | None,
+    now: datetime,
+) -> list[Job]:
+    """Another push when the CRM changed the invoice while this one was in QBO.
+
+    An edit arriving while the first push was in flight queued nothing (the invoice had
+    no QBO copy yet), and the push had written the snapshot it started with: QBO kept
+    the older total for good (found by the chaos run).
+    """
+    if (
+        machine is None
+        or job.kind is not JobKind.INVOICE_PUSH
+        or job.status is not JobStatus.DONE
+        or fresh.version == worked.version
+    ):
+        return []
+    kinds = jobs_for_move(machine.rules, fresh, entered=False)
+    if JobKind.INVOICE_PUSH not in kinds:
+        return []
+    fresh.sync_state = SyncState.PENDING
+    return [Job.for_invoice(fresh.tenant, JobKind.INVOICE_PUSH, fresh.invoice_id, now)]
 
 
 def _take_qbo_side(fresh: Invoice, worked: Invoice) -> None:
@@ -196,6 +224,7 @@ class JobWorker(LoopWorker):
                             await qbo_events.apply(
                                 fresh, event, machine, self._prefix, now, moved
                             )
+                    again = _caught_up(job, worked, fresh, machine, now)
                     state = events.sync_state(self._prefix, fresh, now, None)
                     batch = dataclasses.replace(
                         changes,
@@ -203,6 +232,7 @@ class JobWorker(LoopWorker):
                         history=[*changes.history, *moved.history],
                         failures=[*changes.failures, *moved.failures],
                         outbox=[*changes.outbox, *moved.outbox, state],
+                        jobs=[*changes.jobs, *again],
                     )
                 try:
                     await self._store.commit(batch)

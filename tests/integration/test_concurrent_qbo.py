@@ -6,6 +6,7 @@ only through its own writes (or a refresh): exactly the window the chaos run hit
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from tests.integration.test_inbound import _pay
@@ -73,3 +74,28 @@ async def test_an_edit_raising_a_paid_total_makes_it_partly_paid(setup: Setup):
         for m in setup.crm.on("acme/out/invoice/set_status")
     ]
     assert moves == [("open", "paid"), ("paid", "partially_paid")]
+
+
+async def test_an_edit_while_the_first_push_is_in_flight_reaches_qbo(setup: Setup):
+    """OD5: the CRM edits an invoice while its first push is still in QBO's hands.
+
+    The edit queued nothing (no QBO copy yet) and the push wrote the snapshot it started
+    with: QBO kept the older total for good (found by the chaos run). The job now pushes
+    again when the CRM moved on during its call.
+    """
+    await setup.qbo.admin("PUT", "faults", {"api": {"slow": 1.0, "slow_seconds": 1}})
+    try:
+        await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+        await asyncio.sleep(1.5)  # resolving the customer and item: in flight
+        edit = _invoice(2, "open", lines=LINES_300, total="300.00")
+        await setup.crm.send("acme", "invoice.upserted", edit)
+        await asyncio.sleep(0.5)
+    finally:
+        await setup.qbo.admin("PUT", "faults", {"api": {"slow": 0.0}})
+    await setup.state(
+        "INV-1",
+        lambda d: d["sync_state"] == "synced" and d["balance"] == "300.00",
+        timeout=40,
+    )
+    [row] = await setup.qbo_rows("select * from Invoice")
+    assert row["TotalAmt"] == Decimal("300.00")
