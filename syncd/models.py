@@ -294,6 +294,8 @@ class ChangeSet:
     refreshes_done: list[int] = field(default_factory=list)
     # failures handled (retried, or fixed by the admin): (tenant, failure id, when)
     resolved: list[tuple[str, int, datetime]] = field(default_factory=list)
+    # jobs that succeeded after failing: their open failures are over (tenant, job, when)
+    jobs_recovered: list[tuple[str, int, datetime]] = field(default_factory=list)
     # tenant → (the QBO company its references now belong to, with it since when);
     # the tenant's links are forgotten
     books: dict[str, tuple[str, datetime]] = field(default_factory=dict)
@@ -316,6 +318,7 @@ class ChangeSet:
         self.outbox_done += other.outbox_done
         self.books.update(other.books)
         self.resolved += other.resolved
+        self.jobs_recovered += other.jobs_recovered
         self.refreshes += other.refreshes
         self.refreshes_done += other.refreshes_done
         self.at = self.at or other.at

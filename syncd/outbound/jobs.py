@@ -289,6 +289,9 @@ class JobWorker(LoopWorker):
             ctx.invoice.error = ctx.note
             self._say(ctx, "note", ctx.note, retryable=False)
         log.info("job_done", qbo_id=ctx.invoice.qbo_id, attempts=ctx.job.attempts)
+        if ctx.job.attempts > 1 and ctx.job.id is not None and not ctx.problem:
+            # it failed before and went through by itself: its failures are over
+            ctx.changes.jobs_recovered.append((ctx.job.tenant, ctx.job.id, ctx.now))
         self._finish(ctx.job, ctx.changes, JobStatus.DONE, None)
 
     def _retry(self, ctx: JobContext, exc: QboError, after: float | None) -> None:

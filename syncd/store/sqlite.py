@@ -146,6 +146,12 @@ class SqliteStore:
                 "UPDATE failures SET resolved_at = ? WHERE tenant = ? AND seq = ?",
                 [(at.isoformat(), t, seq) for t, seq, at in changes.resolved],
             )
+            await many(
+                db,
+                "UPDATE failures SET resolved_at = ? WHERE tenant = ? AND job_id = ? "
+                "AND resolved_at IS NULL",
+                [(at.isoformat(), t, job) for t, job, at in changes.jobs_recovered],
+            )
             for tenant, (realm_id, since) in changes.books.items():
                 await db.execute("DELETE FROM links WHERE tenant = ?", (tenant,))
                 await db.execute("DELETE FROM deals WHERE tenant = ?", (tenant,))
