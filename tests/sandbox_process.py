@@ -157,6 +157,23 @@ class Connection:
             assert r.status == expect, await r.text()
             return await r.json(loads=_loads) if r.status != 204 else None
 
+    async def pay_by_hand(
+        self, realm: str, invoice: dict[str, Any], amount: Any
+    ) -> dict[str, Any]:
+        """A bookkeeper records a payment of `amount` on `invoice` in QBO."""
+        body = {
+            "CustomerRef": invoice["CustomerRef"],
+            "TotalAmt": amount,
+            "Line": [
+                {
+                    "Amount": amount,
+                    "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
+                }
+            ],
+        }
+        answer = await self.admin("POST", f"realms/{realm}/payment", body, expect=201)
+        return dict(answer["Payment"])
+
     async def create(
         self, entity: str, body: dict[str, Any], **kw: Any
     ) -> dict[str, Any]:

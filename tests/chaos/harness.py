@@ -456,17 +456,7 @@ class Chaos:
         return dict(answer["Invoice"])
 
     async def _pay(self, realm: str, invoice: dict[str, Any], amount: Decimal) -> None:
-        body = {
-            "CustomerRef": invoice["CustomerRef"],
-            "TotalAmt": amount,
-            "Line": [
-                {
-                    "Amount": amount,
-                    "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
-                }
-            ],
-        }
-        await self.admin.admin("POST", f"realms/{realm}/payment", body, expect=201)
+        await self.admin.pay_by_hand(realm, invoice, amount)
         self.f["QBO by hand: payments"] += 1
 
     async def _by_hand(self, tenant: str) -> None:

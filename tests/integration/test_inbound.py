@@ -66,17 +66,7 @@ async def _synced_invoice(s: Setup) -> dict[str, Any]:
 
 async def _pay(s: Setup, invoice: dict[str, Any], amount: str) -> None:
     """A bookkeeper records a payment in QBO."""
-    body = {
-        "CustomerRef": invoice["CustomerRef"],
-        "TotalAmt": amount,
-        "Line": [
-            {
-                "Amount": amount,
-                "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
-            }
-        ],
-    }
-    await s.qbo.admin("POST", f"realms/{s.realm}/payment", body, expect=201)
+    await s.qbo.pay_by_hand(s.realm, invoice, amount)
 
 
 async def test_a_payment_in_qbo_moves_the_crm_invoice(wired: Setup):

@@ -101,17 +101,7 @@ async def test_a_webhook_for_one_company_moves_only_its_tenant(two: Two):
     [row] = (await qbo.call("GET", "query", params={"query": "select * from Invoice"}))[
         "QueryResponse"
     ]["Invoice"]
-    body = {
-        "CustomerRef": row["CustomerRef"],
-        "TotalAmt": row["TotalAmt"],
-        "Line": [
-            {
-                "Amount": row["TotalAmt"],
-                "LinkedTxn": [{"TxnId": row["Id"], "TxnType": "Invoice"}],
-            }
-        ],
-    }
-    await qbo.admin("POST", f"realms/{two.realms['beta']}/payment", body, expect=201)
+    await qbo.pay_by_hand(two.realms["beta"], row, row["TotalAmt"])
     note = {
         "eventNotifications": [
             {
