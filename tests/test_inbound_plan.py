@@ -60,6 +60,7 @@ def _known(*invoices: Invoice, fresh: set[str] | None = None, **kw: Any) -> Know
         customers=kw.get("customers", set()),
         fresh=fresh if fresh is not None else set(),
         removing=kw.get("removing", set()),
+        paying=kw.get("paying", {}),
     )
 
 
@@ -220,6 +221,29 @@ async def test_syncds_own_deletion_coming_back_before_its_record_is_no_move():
     [inv] = changes.invoices.values()
     assert (inv.status, inv.qbo_status) == ("open", "deleted")
     assert changes.failures == [] and changes.history == []
+
+
+async def test_syncds_own_payments_under_way_are_no_qbo_event():
+    """RO6: the balance syncd's own CRM payments will leave is what QBO is compared with.
+
+    Found by the long chaos run: the webhook of syncd's first of two CRM payments came
+    back before its job was recorded and moved the CRM's paid invoice back to partially
+    paid. A payment made by hand besides still shows.
+    """
+    inv = _synced("paid", balance="100.00")
+    own = _known(inv, paying={"I-1": Decimal("100.00")})
+    changes = await _plan(
+        QboChanges(invoices={"7": _qbo(Balance="50.00", SyncToken="2")}), own
+    )
+    assert changes.history == [] and changes.failures == []
+    inv = _synced("open", balance="100.00")
+    own = _known(inv, paying={"I-1": Decimal("50.00")})
+    changes = await _plan(
+        QboChanges(invoices={"7": _qbo(Balance="40.00", SyncToken="2")}), own
+    )
+    assert [(h.from_status, h.to_status) for h in changes.history] == [
+        ("open", "partially_paid")
+    ]
 
 
 def test_every_invoice_a_change_names_is_loaded():

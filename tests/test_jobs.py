@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from syncd.exceptions import StaleWriteError
 from syncd.models import ChangeSet, Job, JobKind, JobStatus
 from syncd.outbound.jobs import BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS, retry_delay
 
@@ -144,3 +147,35 @@ async def test_removals_under_way_are_the_unfinished_deletes_and_voids(store):
     await store.commit(ChangeSet(jobs=jobs))
     asked = ["I-1", "I-2", "I-3", "I-4", "I-5"]
     assert await store.removals_under_way("acme", asked) == {"I-1", "I-2"}
+
+
+async def test_payments_under_way_sum_the_unfinished_payment_jobs(store):
+    """What the inbound side asks to tell syncd's own payments from someone else's."""
+    jobs = [
+        replace(_payment("P-1"), payload={"payment_id": "P-1", "amount": "60.00"}),
+        replace(_payment("P-2"), payload={"payment_id": "P-2", "amount": "40.00"}),
+        replace(
+            _payment("P-3"),
+            payload={"payment_id": "P-3", "amount": "5.00"},
+            status=JobStatus.DONE,
+        ),
+    ]
+    await store.commit(ChangeSet(jobs=jobs))
+    assert await store.payments_under_way("acme", ["I-1", "I-9"]) == {
+        "I-1": Decimal("100.00")
+    }
+
+
+async def test_an_event_applied_meanwhile_is_a_stale_write(store):
+    """Webhooks and reconciliation both saw one QBO event: the second is decided again.
+
+    Its commit is refused whole (StaleWriteError); it reported a hand-made invoice to
+    the CRM twice in the long chaos run.
+    """
+    await store.commit(
+        ChangeSet(inbound_events=[("9130", "invoice-imported:7")], at=NOW)
+    )
+    with pytest.raises(StaleWriteError):
+        await store.commit(
+            ChangeSet(inbound_events=[("9130", "invoice-imported:7")], at=NOW)
+        )

@@ -10,8 +10,10 @@ invoices and customers made in QBO (HS3, PD8), each news item reported once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -39,6 +41,8 @@ class Known:
     fresh: set[str]  # news keys not reported yet
     # CRM invoices whose QBO delete or void syncd queued and has not recorded yet
     removing: set[str] = field(default_factory=set)
+    # CRM invoices with CRM payments syncd queued and has not recorded yet: their total
+    paying: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,11 +80,11 @@ async def load(store: Store, tenant: str, realm: str, found: QboChanges) -> Know
     """Read what the store knows about `found`, one question per kind."""
     ids = sorted(invoice_ids(found))
     invoices = await store.invoices_by_qbo_ids(tenant, ids)
+    crm_ids = sorted(i.invoice_id for i in invoices.values())
     return Known(
         invoices=invoices,
-        removing=await store.removals_under_way(
-            tenant, sorted(i.invoice_id for i in invoices.values())
-        ),
+        removing=await store.removals_under_way(tenant, crm_ids),
+        paying=await store.payments_under_way(tenant, crm_ids),
         deals=await store.deals(tenant, sorted(found.invoices)),
         customers=await store.linked_customers(
             tenant, [str(c["Id"]) for c in found.customers]
@@ -150,7 +154,14 @@ async def _invoice(
         return
     key = (inv.tenant, inv.invoice_id)
     inv = changes.invoices.get(key, inv)  # changed earlier in the same batch
-    event = classify(inv, obj, scope.now)
+    paying = known.paying.get(inv.invoice_id)
+    if paying and inv.balance is not None:
+        # syncd's own payments under way are not QBO events: compare with the balance
+        # they will leave (a payment made by hand besides still shows)
+        expected = str(Decimal(inv.balance) - paying)
+        event = classify(dataclasses.replace(inv, balance=expected), obj, scope.now)
+    else:
+        event = classify(inv, obj, scope.now)
     if event in _REMOVALS and inv.invoice_id in known.removing:
         # syncd's own delete or void coming back before its job recorded it (a crash
         # between QBO's answer and the commit): not a move someone made in QBO

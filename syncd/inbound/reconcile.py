@@ -22,7 +22,7 @@ from syncd import metrics
 from syncd.bus import events
 from syncd.config import Config
 from syncd.connections import Connections
-from syncd.exceptions import QboAuthError, QboError
+from syncd.exceptions import QboAuthError, QboError, StaleWriteError
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
 from syncd.models import ChangeSet
@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 CDC_DAYS, CDC_MAX = 30, 1000
 SAFETY = timedelta(seconds=2)  # QBO and syncd clocks differ a little
 DAILY = timedelta(days=1)
+STALE_TRIES = 3
 
 
 class Reconciler:
@@ -103,10 +104,7 @@ class Reconciler:
         while True:
             started = self._clock()
             found, newest = await _changes(client, since, started)
-            changes = ChangeSet(at=self._clock())
-            async with self._store.write_lock:
-                await self._inbound.apply(tenant, conn.realm_id, found, changes)
-                await self._store.commit(changes)
+            changes = await self._apply(tenant, conn.realm_id, found)
             metrics.decided(changes, "qbo")
             missed += (
                 len(changes.history)
@@ -124,6 +122,21 @@ class Reconciler:
                 await self._overdue(tenant)
                 self.passed[tenant] = self._clock()
                 return missed
+
+    async def _apply(self, tenant: str, realm: str, found: QboChanges) -> ChangeSet:
+        """Decide and commit a CDC answer; decide again if another writer came first."""
+        for attempt in range(1, STALE_TRIES + 1):
+            changes = ChangeSet(at=self._clock())
+            async with self._store.write_lock:
+                await self._inbound.apply(tenant, realm, found, changes)
+                try:
+                    await self._store.commit(changes)
+                except StaleWriteError:
+                    if attempt == STALE_TRIES:
+                        raise
+                    continue
+            return changes
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _overdue(self, tenant: str) -> None:
         """QBO's view changes as days pass: an open balance past its due date is overdue."""

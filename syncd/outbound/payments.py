@@ -15,7 +15,7 @@ from syncd.engine.rules import Rules
 from syncd.exceptions import QboTransientError
 from syncd.models import LinkKind, SyncState
 from syncd.outbound import mapping, resolve
-from syncd.outbound.push import JobContext
+from syncd.outbound.push import JobContext, apply_answer
 from syncd.qbo import queries
 
 
@@ -34,7 +34,11 @@ async def push_payment(ctx: JobContext) -> None:
     customer_id = str(inv.pushed_body["CustomerRef"]["value"])
     marker = payment_marker(ctx.job.tenant, pay["payment_id"])
     if ctx.unclear and await _already_written(ctx, "Payment", customer_id, marker):
-        _apply_to_invoice(ctx, amount)
+        # written before a crash: the balance may already have been taken from QBO
+        # (its webhook came first), so read it rather than subtract the amount again
+        current = await ctx.client.read("Invoice", str(inv.qbo_id))
+        apply_answer(inv, current, ctx.now)
+        inv.qbo_sync_token = None  # a change of someone else's may hide in it
         return
     body: dict[str, Any] = {
         "CustomerRef": {"value": customer_id},

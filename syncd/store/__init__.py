@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -166,6 +167,11 @@ class Store(Protocol):
 
     async def removals_under_way(self, tenant: str, invoice_ids: list[str]) -> set[str]:
         """Which of these invoices have a QBO delete or void queued, not finished yet."""
+
+    async def payments_under_way(
+        self, tenant: str, invoice_ids: list[str]
+    ) -> dict[str, Decimal]:
+        """The CRM payments queued, not finished yet, per invoice: their total."""
 
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from syncd.exceptions import RealmTakenError
+from syncd.exceptions import RealmTakenError, StaleWriteError
 from syncd.models import (
     Connection,
     DealLink,
@@ -332,6 +333,23 @@ class QboTables:
             found = await rows_among(db, sql, [tenant], invoice_ids)
         return {str(queue) for (queue,) in found}
 
+    async def payments_under_way(
+        self, tenant: str, invoice_ids: list[str]
+    ) -> dict[str, Decimal]:
+        """The CRM payments queued, not finished yet, per invoice: their total."""
+        sql = (
+            "SELECT queue, payload FROM jobs INDEXED BY jobs_invoice WHERE tenant = ? "
+            f"AND kind = '{JobKind.PAYMENT_PUSH}' AND status IN {_UNFINISHED} "
+            "AND queue IN ({among})"
+        )
+        async with self._db.read() as db:
+            found = await rows_among(db, sql, [tenant], invoice_ids)
+        totals: dict[str, Decimal] = {}
+        for queue, payload in found:
+            amount = Decimal(str(orjson.loads(payload).get("amount", "0")))
+            totals[str(queue)] = totals.get(str(queue), Decimal(0)) + amount
+        return totals
+
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""
         sql = (
@@ -405,8 +423,13 @@ async def write_inbound(
         "INSERT INTO inbound (body, received_at) VALUES (?, ?)",
         [(body, now) for body in new],
     )
-    await many(
-        db,
-        "INSERT OR IGNORE INTO inbound_events VALUES (?, ?, ?)",
-        [(realm, key, now) for realm, key in keys],
-    )
+    try:
+        await many(
+            db,
+            "INSERT INTO inbound_events VALUES (?, ?, ?)",
+            [(realm, key, now) for realm, key in dict.fromkeys(keys)],
+        )
+    except sqlite3.IntegrityError as exc:
+        # another writer applied one of these events since this batch was decided (the
+        # reconciliation and the webhooks both saw it): decide again, or it is twice
+        raise StaleWriteError("a QBO event was applied meanwhile") from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -434,6 +435,12 @@ class SqliteStore:
     async def removals_under_way(self, tenant: str, invoice_ids: list[str]) -> set[str]:
         """Which of these invoices have a QBO delete or void queued, not finished yet."""
         return await self._qbo.removals_under_way(tenant, invoice_ids)
+
+    async def payments_under_way(
+        self, tenant: str, invoice_ids: list[str]
+    ) -> dict[str, Decimal]:
+        """The CRM payments queued, not finished yet, per invoice: their total."""
+        return await self._qbo.payments_under_way(tenant, invoice_ids)
 
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""
