@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -46,7 +47,12 @@ async def test_metrics_count_messages_moves_qbo_calls_and_the_backlog(setup: Set
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
     await setup.crm.send("acme", "invoice.upserted", _invoice(3, "deleted"))  # refused
     await setup.crm.wait_for(lambda r: bool(setup.crm.on("out/input/rejected")))
-    got = await _metrics(setup)
+    rejected = ("syncd_messages_out_total", (("kind", "out/input/rejected"),))
+    for _ in range(50):  # counted once the broker acked it: the CRM may hear it first
+        got = await _metrics(setup)
+        if got.get(rejected):
+            break
+        await asyncio.sleep(0.1)
 
     def value(name: str, **labels: str) -> float:
         return got.get((name, tuple(sorted(labels.items()))), 0.0)
