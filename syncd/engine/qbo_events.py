@@ -104,7 +104,12 @@ async def apply(
         }
         changes.outbox.append(events.set_status(prefix, inv.tenant, data, now))
         log.info(
-            "qbo_event_applied", qbo_event=event, from_status=source, to_status=target
+            "qbo_event_applied",
+            qbo_event=event,
+            from_status=source,
+            to_status=target,
+            tenant=inv.tenant,
+            invoice=inv.invoice_id,
         )
         return
     refusal = machine.rules.explain_refusal(source, target)
@@ -119,4 +124,14 @@ async def apply(
         at=now,
     )
     failures.report(changes, prefix, failure)
-    log.warning("qbo_event_refused", qbo_event=event, reason=reason)
+    log.warning(
+        "qbo_event_refused",
+        qbo_event=event,
+        reason=reason,
+        tenant=inv.tenant,
+        invoice=inv.invoice_id,
+        qbo_id=inv.qbo_id,
+        qbo_status=inv.qbo_status,
+        sync_state=inv.sync_state.value,
+        version=inv.version,
+    )

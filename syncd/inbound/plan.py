@@ -162,6 +162,16 @@ async def _invoice(
         event = classify(dataclasses.replace(inv, balance=expected), obj, scope.now)
     else:
         event = classify(inv, obj, scope.now)
+    if event in _REMOVALS:  # what was known when it was decided (a rare race is open)
+        log.info(
+            "qbo_removal_seen",
+            tenant=inv.tenant,
+            invoice=inv.invoice_id,
+            qbo_event=event,
+            qbo_status=inv.qbo_status,
+            own=inv.invoice_id in known.removing,
+            removing=len(known.removing),
+        )
     if event in _REMOVALS and inv.invoice_id in known.removing:
         # syncd's own delete or void coming back before its job recorded it (a crash
         # between QBO's answer and the commit): not a move someone made in QBO
