@@ -34,11 +34,7 @@ async def push_payment(ctx: JobContext) -> None:
     customer_id = str(inv.pushed_body["CustomerRef"]["value"])
     marker = payment_marker(ctx.job.tenant, pay["payment_id"])
     if ctx.unclear and await _already_written(ctx, "Payment", customer_id, marker):
-        # written before a crash: the balance may already have been taken from QBO
-        # (its webhook came first), so read it rather than subtract the amount again
-        current = await ctx.client.read("Invoice", str(inv.qbo_id))
-        apply_answer(inv, current, ctx.now)
-        inv.qbo_sync_token = None  # a change of someone else's may hide in it
+        await _balance_from_qbo(ctx)
         return
     body: dict[str, Any] = {
         "CustomerRef": {"value": customer_id},
@@ -59,7 +55,20 @@ async def push_payment(ctx: JobContext) -> None:
         body,
         resolve.request_id(ctx.job.tenant, "payment", pay["payment_id"]),
     )
-    _apply_to_invoice(ctx, amount)
+    if ctx.job.attempts > 1:
+        # an earlier try may have written it (the requestid gave its answer back) and its
+        # webhook already set the balance: read it rather than subtract the amount again
+        await _balance_from_qbo(ctx)
+    else:
+        _apply_to_invoice(ctx, amount)
+
+
+async def _balance_from_qbo(ctx: JobContext) -> None:
+    """The invoice's balance and QBO view as QBO has them now (one read)."""
+    inv = ctx.invoice
+    current = await ctx.client.read("Invoice", str(inv.qbo_id))
+    apply_answer(inv, current, ctx.now)
+    inv.qbo_sync_token = None  # a change of someone else's may hide in it
 
 
 def _apply_to_invoice(ctx: JobContext, amount: Decimal) -> None:
