@@ -214,16 +214,7 @@ async def test_a_failure_is_resolved_in_the_same_commit_as_its_retry(tmp_path):
     store = SqliteStore(tmp_path / "syncd.db")
     await store.open()
     try:
-        failure = Failure(
-            tenant="acme",
-            invoice_id="I-1",
-            operation="invoice.push",
-            code="6000",
-            message="refused",
-            event_id=None,
-            at=NOW,
-        )
-        await store.commit(ChangeSet(failures=[failure]))
+        await store.commit(ChangeSet(failures=[_failure("acme")]))
         [stored] = await store.failures("acme")
         assert stored.id is not None and stored.resolved_at is None
         job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
@@ -367,17 +358,6 @@ async def test_tenant_counts_are_counted_by_the_database(store):
             sync_state=state,
         )
 
-    def failure(tenant: str) -> Failure:
-        return Failure(
-            tenant=tenant,
-            invoice_id="I-1",
-            operation="invoice.push",
-            code="6000",
-            message="refused",
-            event_id=None,
-            at=NOW,
-        )
-
     invoices = [
         inv("acme", "I-1", SyncState.SYNCED),
         inv("acme", "I-2", SyncState.SYNCED),
@@ -390,7 +370,7 @@ async def test_tenant_counts_are_counted_by_the_database(store):
         ChangeSet(
             invoices={(i.tenant, i.invoice_id): i for i in invoices},
             jobs=[Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW), done],
-            failures=[failure("acme"), failure("acme"), failure("beta")],
+            failures=[_failure("acme"), _failure("acme"), _failure("beta")],
         )
     )
     [first, _] = await store.failures("acme")
@@ -399,3 +379,16 @@ async def test_tenant_counts_are_counted_by_the_database(store):
     counts = await store.tenant_counts("acme")
     assert counts.sync_states == {"synced": 2, "failed": 1}
     assert (counts.jobs_waiting, counts.open_failures) == (1, 1)
+
+
+def _failure(tenant: str) -> Failure:
+    """A QBO refusal of one invoice's push, at NOW."""
+    return Failure(
+        tenant=tenant,
+        invoice_id="I-1",
+        operation="invoice.push",
+        code="6000",
+        message="refused",
+        event_id=None,
+        at=NOW,
+    )
