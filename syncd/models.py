@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -322,6 +323,14 @@ class ChangeSet:
         self.refreshes += other.refreshes
         self.refreshes_done += other.refreshes_done
         self.at = self.at or other.at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnderWay:
+    """syncd's own QBO writes queued and not recorded yet, for some invoices."""
+
+    removing: set[str]  # invoices with a delete or void
+    paying: dict[str, Decimal]  # invoices with CRM payments: their total
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -223,6 +223,31 @@ async def test_syncds_own_deletion_coming_back_before_its_record_is_no_move():
     assert changes.failures == [] and changes.history == []
 
 
+async def test_a_qbo_view_read_before_syncds_recorded_change_is_not_taken():
+    """PD7, RO6: an older QBO read never replaces a newer view syncd recorded.
+
+    Found by the long chaos run (~2 in 900 CRM deletions): a webhook read the QBO copy
+    while it was still open, syncd's delete job then recorded "deleted", and the old
+    read put "open" back; the deletion's own webhook was then refused as a move.
+    """
+    deleted = _synced(qbo_status="deleted")
+    changes = await _plan(
+        QboChanges(invoices={"7": _qbo(version="3")}), _known(deleted)
+    )
+    assert changes.invoices == {} and changes.outbox == []
+    after = await _plan(QboChanges(deleted={"7"}), _known(deleted))
+    assert after.failures == [] and after.history == []
+    edited = _synced(qbo_sync_token="5")
+    older = _qbo(version="4", balance="0.00")
+    assert (
+        await _plan(QboChanges(invoices={"7": older}), _known(edited))
+    ).history == []
+    newer = await _plan(
+        QboChanges(invoices={"7": {**older, "SyncToken": "6"}}), _known(edited)
+    )
+    assert [(h.from_status, h.to_status) for h in newer.history] == [("open", "paid")]
+
+
 async def test_syncds_own_payments_under_way_are_no_qbo_event():
     """RO6: the balance syncd's own CRM payments will leave is what QBO is compared with.
 

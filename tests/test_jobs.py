@@ -146,7 +146,7 @@ async def test_removals_under_way_are_the_unfinished_deletes_and_voids(store):
     ]
     await store.commit(ChangeSet(jobs=jobs))
     asked = ["I-1", "I-2", "I-3", "I-4", "I-5"]
-    assert await store.removals_under_way("acme", asked) == {"I-1", "I-2"}
+    assert (await store.writes_under_way("acme", asked)).removing == {"I-1", "I-2"}
 
 
 async def test_payments_under_way_sum_the_unfinished_payment_jobs(store):
@@ -161,9 +161,9 @@ async def test_payments_under_way_sum_the_unfinished_payment_jobs(store):
         ),
     ]
     await store.commit(ChangeSet(jobs=jobs))
-    assert await store.payments_under_way("acme", ["I-1", "I-9"]) == {
-        "I-1": Decimal("100.00")
-    }
+    under_way = await store.writes_under_way("acme", ["I-1", "I-9"])
+    assert under_way.paying == {"I-1": Decimal("100.00")}
+    assert under_way.removing == set()
 
 
 async def test_an_event_applied_meanwhile_is_a_stale_write(store):

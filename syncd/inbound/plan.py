@@ -81,10 +81,11 @@ async def load(store: Store, tenant: str, realm: str, found: QboChanges) -> Know
     ids = sorted(invoice_ids(found))
     invoices = await store.invoices_by_qbo_ids(tenant, ids)
     crm_ids = sorted(i.invoice_id for i in invoices.values())
+    under_way = await store.writes_under_way(tenant, crm_ids)
     return Known(
         invoices=invoices,
-        removing=await store.removals_under_way(tenant, crm_ids),
-        paying=await store.payments_under_way(tenant, crm_ids),
+        removing=under_way.removing,
+        paying=under_way.paying,
         deals=await store.deals(tenant, sorted(found.invoices)),
         customers=await store.linked_customers(
             tenant, [str(c["Id"]) for c in found.customers]
@@ -154,6 +155,16 @@ async def _invoice(
         return
     key = (inv.tenant, inv.invoice_id)
     inv = changes.invoices.get(key, inv)  # changed earlier in the same batch
+    if obj is not None and older_than_known(inv, obj):
+        log.info(
+            "qbo_view_outdated",
+            tenant=inv.tenant,
+            invoice=inv.invoice_id,
+            qbo_sync_token=obj.get("SyncToken"),
+            known_sync_token=inv.qbo_sync_token,
+            qbo_status=inv.qbo_status,
+        )
+        return
     paying = known.paying.get(inv.invoice_id)
     if paying and inv.balance is not None:
         # syncd's own payments under way are not QBO events: compare with the balance
@@ -162,20 +173,20 @@ async def _invoice(
         event = classify(dataclasses.replace(inv, balance=expected), obj, scope.now)
     else:
         event = classify(inv, obj, scope.now)
-    if event in _REMOVALS:  # what was known when it was decided (a rare race is open)
+    if event in _REMOVALS:
+        own = inv.invoice_id in known.removing
         log.info(
             "qbo_removal_seen",
             tenant=inv.tenant,
             invoice=inv.invoice_id,
             qbo_event=event,
             qbo_status=inv.qbo_status,
-            own=inv.invoice_id in known.removing,
-            removing=len(known.removing),
+            own=own,
         )
-    if event in _REMOVALS and inv.invoice_id in known.removing:
-        # syncd's own delete or void coming back before its job recorded it (a crash
-        # between QBO's answer and the commit): not a move someone made in QBO
-        event = None
+        if own:
+            # syncd's own delete or void coming back before its job recorded it (a
+            # crash between QBO's answer and the commit): not a move made in QBO
+            event = None
     if event == "invoice_updated" and inv.sync_state == SyncState.PENDING and obj:
         _record_conflict(inv, obj, changes, scope.now)
     take_qbo_view(inv, obj, scope.now)
@@ -244,6 +255,20 @@ def _record_conflict(
     log.warning(
         "sync_conflict", invoice=inv.invoice_id, qbo_sync_token=obj.get("SyncToken")
     )
+
+
+def older_than_known(inv: Invoice, obj: dict[str, Any]) -> bool:
+    """QBO's object was read before a change syncd has already recorded.
+
+    Webhooks are read outside the write lock, so a copy fetched just before syncd's own
+    delete, void or update may arrive after that job recorded its answer; taking it
+    would put an older QBO view back (a deleted invoice "open" again). A deletion is
+    final, and SyncTokens only grow.
+    """
+    if inv.qbo_status == "deleted":
+        return True
+    known, seen = inv.qbo_sync_token, str(obj.get("SyncToken"))
+    return bool(known and known.isdigit() and seen.isdigit() and int(seen) < int(known))
 
 
 def take_qbo_view(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> None:

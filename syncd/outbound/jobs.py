@@ -219,8 +219,8 @@ class JobWorker(LoopWorker):
                     fresh = fresh or worked
                     _take_qbo_side(fresh, worked)
                     now, moved = self._clock(), ChangeSet()
-                    for event in seen:
-                        if machine is not None:  # a job ran: its tenant has rules
+                    if machine is not None:  # a job ran: its tenant has rules
+                        for event in seen:
                             await qbo_events.apply(
                                 fresh, event, machine, self._prefix, now, moved
                             )

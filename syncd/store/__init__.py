@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ from syncd.models import (
     LinkKind,
     OutboxRow,
     TenantCounts,
+    UnderWay,
 )
 
 __all__ = ["Store", "sqlite_store"]
@@ -165,13 +165,8 @@ class Store(Protocol):
     async def deals(self, tenant: str, qbo_invoice_ids: list[str]) -> dict[str, str]:
         """The CRM deals these QBO-made invoices are linked to (HS4)."""
 
-    async def removals_under_way(self, tenant: str, invoice_ids: list[str]) -> set[str]:
-        """Which of these invoices have a QBO delete or void queued, not finished yet."""
-
-    async def payments_under_way(
-        self, tenant: str, invoice_ids: list[str]
-    ) -> dict[str, Decimal]:
-        """The CRM payments queued, not finished yet, per invoice: their total."""
+    async def writes_under_way(self, tenant: str, invoice_ids: list[str]) -> UnderWay:
+        """The deletes, voids and CRM payments queued for these invoices, unfinished."""
 
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""

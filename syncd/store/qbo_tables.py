@@ -23,6 +23,7 @@ from syncd.models import (
     JobStatus,
     Link,
     LinkKind,
+    UnderWay,
 )
 from syncd.store import rows
 from syncd.store.database import Database, many, rows_among
@@ -322,33 +323,25 @@ class QboTables:
             found = await rows_among(db, sql, [tenant], qbo_invoice_ids)
         return {str(q): str(d) for q, d in found}
 
-    async def removals_under_way(self, tenant: str, invoice_ids: list[str]) -> set[str]:
-        """Which of these invoices have a QBO delete or void queued, not finished yet."""
+    async def writes_under_way(self, tenant: str, invoice_ids: list[str]) -> UnderWay:
+        """The deletes, voids and CRM payments queued for these invoices, unfinished."""
         sql = (
-            "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_invoice WHERE tenant = ? "
-            f"AND kind IN ('{JobKind.INVOICE_DELETE}', '{JobKind.INVOICE_VOID}') "
+            "SELECT queue, kind, payload FROM jobs INDEXED BY jobs_invoice "
+            f"WHERE tenant = ? AND kind IN ('{JobKind.INVOICE_DELETE}', "
+            f"'{JobKind.INVOICE_VOID}', '{JobKind.PAYMENT_PUSH}') "
             f"AND status IN {_UNFINISHED} AND queue IN ({{among}})"
         )
         async with self._db.read() as db:
             found = await rows_among(db, sql, [tenant], invoice_ids)
-        return {str(queue) for (queue,) in found}
-
-    async def payments_under_way(
-        self, tenant: str, invoice_ids: list[str]
-    ) -> dict[str, Decimal]:
-        """The CRM payments queued, not finished yet, per invoice: their total."""
-        sql = (
-            "SELECT queue, payload FROM jobs INDEXED BY jobs_invoice WHERE tenant = ? "
-            f"AND kind = '{JobKind.PAYMENT_PUSH}' AND status IN {_UNFINISHED} "
-            "AND queue IN ({among})"
-        )
-        async with self._db.read() as db:
-            found = await rows_among(db, sql, [tenant], invoice_ids)
-        totals: dict[str, Decimal] = {}
-        for queue, payload in found:
+        removing: set[str] = set()
+        paying: dict[str, Decimal] = {}
+        for queue, kind, payload in found:
+            if kind != JobKind.PAYMENT_PUSH:
+                removing.add(str(queue))
+                continue
             amount = Decimal(str(orjson.loads(payload).get("amount", "0")))
-            totals[str(queue)] = totals.get(str(queue), Decimal(0)) + amount
-        return totals
+            paying[str(queue)] = paying.get(str(queue), Decimal(0)) + amount
+        return UnderWay(removing=removing, paying=paying)
 
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""

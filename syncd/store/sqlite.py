@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from syncd.models import (
     OutboxRow,
     Outcome,
     TenantCounts,
+    UnderWay,
 )
 from syncd.store import rows
 from syncd.store.database import Database, many, rows_among
@@ -432,15 +432,9 @@ class SqliteStore:
         """The CRM deals these QBO-made invoices are linked to (HS4)."""
         return await self._qbo.deals(tenant, qbo_invoice_ids)
 
-    async def removals_under_way(self, tenant: str, invoice_ids: list[str]) -> set[str]:
-        """Which of these invoices have a QBO delete or void queued, not finished yet."""
-        return await self._qbo.removals_under_way(tenant, invoice_ids)
-
-    async def payments_under_way(
-        self, tenant: str, invoice_ids: list[str]
-    ) -> dict[str, Decimal]:
-        """The CRM payments queued, not finished yet, per invoice: their total."""
-        return await self._qbo.payments_under_way(tenant, invoice_ids)
+    async def writes_under_way(self, tenant: str, invoice_ids: list[str]) -> UnderWay:
+        """The deletes, voids and CRM payments queued for these invoices, unfinished."""
+        return await self._qbo.writes_under_way(tenant, invoice_ids)
 
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""
