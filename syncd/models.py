@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -84,6 +84,15 @@ class Invoice:
         """The CRM total, a decimal string."""
         total = self.data.get("total")
         return total if isinstance(total, str) else None
+
+    @property
+    def due_date(self) -> date | None:
+        """When payment is due: as last written to QBO, else as the CRM has it."""
+        due = (self.pushed_body or {}).get("DueDate") or self.data.get("due_date")
+        try:
+            return date.fromisoformat(due) if isinstance(due, str) else None
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

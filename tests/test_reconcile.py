@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import load_config
+from syncd.inbound import reconcile
 from syncd.inbound.reconcile import Reconciler
 from syncd.models import ChangeSet, Invoice, SyncState
 from syncd.store.sqlite import SqliteStore
@@ -44,4 +45,56 @@ async def test_open_balances_turn_overdue_when_the_day_comes(tmp_path):
     assert (await store.invoice("acme", "I-1")).qbo_status == "overdue"  # type: ignore[union-attr]
     [row] = await store.pending_outbox(10)
     assert json.loads(row.payload)["data"]["qbo_status"] == "overdue"
+    await store.close()
+
+
+async def test_the_overdue_pass_marks_a_page_at_a_time_and_only_what_turned(
+    tmp_path, monkeypatch
+):
+    """Issue 14: the pass asks an index, a page per write, never every synced invoice.
+
+    Paid, already overdue, unsynced and not-yet-due invoices are left alone; the CRM's
+    due date counts when nothing was written to QBO yet.
+    """
+    monkeypatch.setattr(reconcile, "OVERDUE_PAGE", 3)
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    now = datetime(2026, 12, 10, tzinfo=UTC)
+
+    def invoice(n: int, due: str, **kw: Any) -> Invoice:
+        values: dict[str, Any] = {
+            "sync_state": SyncState.SYNCED,
+            "qbo_id": str(n),
+            "qbo_status": "open",
+            **kw,
+        }
+        return Invoice(
+            tenant="acme",
+            invoice_id=f"I-{n}",
+            status="open",
+            version=1,
+            data={"due_date": due},
+            updated_at=now,
+            **values,
+        )
+
+    turned = [invoice(n, f"2026-12-0{n}") for n in range(1, 8)]
+    left = [
+        invoice(11, "2026-12-01", qbo_status="paid"),
+        invoice(12, "2026-12-01", qbo_status="overdue"),
+        invoice(13, "2026-12-01", sync_state=SyncState.PENDING),
+        invoice(14, "2026-12-10"),
+        invoice(15, "2026-12-01", qbo_status="partially_paid"),
+    ]
+    everything = {("acme", i.invoice_id): i for i in [*turned, *left]}
+    await store.commit(ChangeSet(invoices=everything))
+    none: Any = None
+    config = load_config(ROOT / "syncd.toml", {})
+    reconciler = Reconciler(config, store, none, none, lambda: now, lambda: None)
+    await reconciler._overdue("acme")
+    overdue = sorted(
+        i.invoice_id for i in await store.invoices("acme") if i.qbo_status == "overdue"
+    )
+    assert overdue == sorted([*(i.invoice_id for i in turned), "I-12", "I-15"])
+    assert len(await store.pending_outbox(100)) == 8
     await store.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -205,6 +205,34 @@ async def test_migration_6_dates_each_invoice_by_its_first_history_line(tmp_path
         invoice = await store.invoice("acme", "I-1")
         assert invoice is not None
         assert invoice.first_seen_at == datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    finally:
+        await store.close()
+
+
+async def test_migration_11_dates_each_invoice_for_the_overdue_index(tmp_path):
+    """Issue 14: the due date as sent to QBO, else the CRM's; nothing when not a date."""
+    path = tmp_path / "syncd.db"
+    db = _at_version(path, 10)
+    for invoice_id, data, pushed in [
+        ("I-1", b'{"due_date": "2026-12-09"}', b'{"DueDate": "2026-12-05"}'),
+        ("I-2", b'{"due_date": "2026-12-09"}', None),
+        ("I-3", b'{"due_date": "soon"}', None),
+    ]:
+        db.execute(
+            "INSERT INTO invoices (tenant, invoice_id, status, version, sync_state, data,"
+            " updated_at, pushed_body, qbo_status) VALUES ('acme', ?, 'open', 1,"
+            " 'synced', ?, '2026-11-20T00:00:00+00:00', ?, 'open')",
+            (invoice_id, data, pushed),
+        )
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        due = await store.past_due("acme", date(2026, 12, 31), 10)
+        assert sorted(i.invoice_id for i in due) == ["I-1", "I-2"]
+        assert [
+            i.invoice_id for i in await store.past_due("acme", date(2026, 12, 6), 10)
+        ] == ["I-1"]
     finally:
         await store.close()
 

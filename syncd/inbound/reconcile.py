@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -34,6 +34,7 @@ CDC_DAYS, CDC_MAX = 30, 1000
 SAFETY = timedelta(seconds=2)  # QBO and syncd clocks differ a little
 DAILY = timedelta(days=1)
 STALE_TRIES = 3
+OVERDUE_PAGE = 200  # invoices marked overdue per write
 
 
 class Reconciler:
@@ -139,16 +140,17 @@ class Reconciler:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _overdue(self, tenant: str) -> None:
-        """QBO's view changes as days pass: an open balance past its due date is overdue."""
-        today, changes = self._clock().date(), ChangeSet()
-        async with self._store.write_lock:
-            for inv in await self._store.invoices(tenant, "synced"):
-                due = (inv.pushed_body or {}).get("DueDate") or inv.data.get("due_date")
-                if (
-                    inv.qbo_status in ("open", "partially_paid")
-                    and due
-                    and date.fromisoformat(due) < today
-                ):
+        """QBO's view changes as days pass: an open balance past its due date is overdue.
+
+        An index finds the few that turned; they are marked a page at a time, so CRM
+        messages are applied between pages whatever the size of the store.
+        """
+        today = self._clock().date()
+        while True:
+            async with self._store.write_lock:
+                found = await self._store.past_due(tenant, today, OVERDUE_PAGE)
+                changes = ChangeSet()
+                for inv in found:
                     inv.qbo_status = "overdue"
                     changes.invoices[(tenant, inv.invoice_id)] = inv
                     changes.outbox.append(
@@ -156,8 +158,10 @@ class Reconciler:
                             self._config.mqtt.topic_prefix, inv, self._clock(), None
                         )
                     )
-            if changes.invoices:
-                await self._store.commit(changes)
+                if changes.invoices:
+                    await self._store.commit(changes)
+            if len(found) < OVERDUE_PAGE:
+                return
 
 
 async def _changes(

@@ -8,7 +8,7 @@ ChangeSet and is written in one transaction, so implementations stay small.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -100,6 +100,24 @@ class Store(Protocol):
         self, tenant: str, sync_state: str | None = None
     ) -> list[Invoice]:
         """A tenant's invoices (optionally in one sync state), newest change first."""
+
+    async def invoice_page(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        sync_state: str | None = None,
+        status: str | None = None,
+        before: tuple[str, str] | None = None,
+        offset: int = 0,
+    ) -> list[Invoice]:
+        """A page of a tenant's invoices, newest change first.
+
+        `before`: the (updated_at, invoice_id) of the last invoice of the page before.
+        """
+
+    async def past_due(self, tenant: str, today: date, limit: int) -> list[Invoice]:
+        """Up to `limit` synced invoices QBO shows open or partly paid, due before today."""
 
     # QBO connections, their tokens (sealed at rest) and what was read with them
 

@@ -61,6 +61,7 @@ class Database:
                 await db.execute(f"PRAGMA {pragma}")
             await _check_integrity(db, self._check)
             await _migrate(db)
+            await _analyze(db)
             await db.execute(  # a real write: a read-only file or folder fails here
                 "INSERT OR REPLACE INTO meta VALUES ('opened_at', datetime('now'))"
             )
@@ -161,6 +162,16 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
+
+
+async def _analyze(db: aiosqlite.Connection) -> None:
+    """Give the query planner fresh statistics, sampled (milliseconds at any size).
+
+    Without them SQLite picked a scan of the invoices table over the index on QBO ids
+    (1.7 s per look-up at a million invoices).
+    """
+    await db.execute("PRAGMA analysis_limit=400")
+    await db.execute("ANALYZE")
 
 
 async def _check_integrity(db: aiosqlite.Connection, check: str) -> None:

@@ -24,8 +24,10 @@ INVOICE_COLS = (
     "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body, "
     "first_seen_at, rev"
 )
+# written, never read back: derived from the rest, for indexed questions
+INVOICE_WRITTEN = INVOICE_COLS + ", due_date"
 # what an update rewrites: everything but the key and the revision
-_UPDATED = INVOICE_COLS.split(", ")[2:-1]
+_UPDATED = [c for c in INVOICE_WRITTEN.split(", ")[2:] if c != "rev"]
 UPDATE_INVOICE = (
     "UPDATE invoices SET "
     + ", ".join(f"{c} = ?" for c in _UPDATED)
@@ -69,12 +71,14 @@ def invoice_row(i: Invoice) -> tuple[Any, ...]:
         orjson.dumps(i.pushed_body) if i.pushed_body is not None else None,
         iso(i.first_seen_at),
         1,
+        due.isoformat() if (due := i.due_date) else None,
     )
 
 
 def invoice_update(i: Invoice) -> tuple[Any, ...]:
     """Parameters of UPDATE_INVOICE: the new values, then the key and the revision read."""
-    return (*invoice_row(i)[2:-1], i.tenant, i.invoice_id, i.rev)
+    row = invoice_row(i)
+    return (*row[2:-2], row[-1], i.tenant, i.invoice_id, i.rev)
 
 
 def invoice(row: Any) -> Invoice:

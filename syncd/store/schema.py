@@ -137,4 +137,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE connections ADD COLUMN warned INTEGER;
     """,
+    # 11: each invoice's due date, so the daily overdue pass asks an index for the few
+    # open invoices past due instead of loading every synced invoice; invoices by their
+    # last change, so the admin API and page read a page, not the whole table
+    """
+    ALTER TABLE invoices ADD COLUMN due_date TEXT;
+    UPDATE invoices SET due_date = date(coalesce(
+        json_extract(CAST(pushed_body AS TEXT), '$.DueDate'),
+        json_extract(CAST(data AS TEXT), '$.due_date')));
+    CREATE INDEX invoices_open_due ON invoices (tenant, due_date)
+        WHERE qbo_status IN ('open', 'partially_paid') AND due_date IS NOT NULL;
+    CREATE INDEX invoices_recent ON invoices (tenant, updated_at);
+    """,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +294,46 @@ class SqliteStore:
         ):
             return [rows.invoice(r) for r in await cur.fetchall()]
 
+    async def invoice_page(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        sync_state: str | None = None,
+        status: str | None = None,
+        before: tuple[str, str] | None = None,
+        offset: int = 0,
+    ) -> list[Invoice]:
+        """A page of a tenant's invoices, newest change first.
+
+        `before`: the (updated_at, invoice_id) of the last invoice of the page before.
+        """
+        sql = f"SELECT {_INVOICE_COLS} FROM invoices WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        for column, value in (("sync_state", sync_state), ("status", status)):
+            if value:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if before is not None:
+            sql += " AND (updated_at, invoice_id) < (?, ?)"
+            params.extend(before)
+        sql += " ORDER BY updated_at DESC, invoice_id DESC LIMIT ? OFFSET ?"
+        params.extend((limit, offset))
+        async with self._db.read() as db, db.execute(sql, params) as cur:
+            return [rows.invoice(r) for r in await cur.fetchall()]
+
+    async def past_due(self, tenant: str, today: date, limit: int) -> list[Invoice]:
+        """Up to `limit` synced invoices QBO shows open or partly paid, due before today."""
+        sql = (
+            f"SELECT {_INVOICE_COLS} FROM invoices INDEXED BY invoices_open_due "
+            "WHERE tenant = ? AND qbo_status IN ('open', 'partially_paid') "
+            "AND due_date IS NOT NULL AND due_date < ? AND sync_state = 'synced' "
+            "ORDER BY due_date LIMIT ?"
+        )
+        params = (tenant, today.isoformat(), limit)
+        async with self._db.read() as db, db.execute(sql, params) as cur:
+            return [rows.invoice(r) for r in await cur.fetchall()]
+
     async def ledger(self, tenant: str, message_id: str) -> LedgerEntry | None:
         """Return what became of one inbound message."""
         sql = (
@@ -449,11 +489,11 @@ async def _write_invoices(db: aiosqlite.Connection, invoices: list[Invoice]) -> 
     """
     new = [i for i in invoices if i.rev == 0]
     known = [i for i in invoices if i.rev != 0]
-    marks = ", ".join("?" * len(rows.INVOICE_COLS.split(", ")))
+    marks = ", ".join("?" * len(rows.INVOICE_WRITTEN.split(", ")))
     try:
         await many(
             db,
-            f"INSERT INTO invoices ({_INVOICE_COLS}) VALUES ({marks})",
+            f"INSERT INTO invoices ({rows.INVOICE_WRITTEN}) VALUES ({marks})",
             [rows.invoice_row(i) for i in new],
         )
     except sqlite3.IntegrityError as exc:

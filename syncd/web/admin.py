@@ -26,7 +26,10 @@ from syncd.models import (
     SyncState,
 )
 from syncd.store import Store
+from syncd.web import cursor
 from syncd.web.keys import DAEMON
+
+PAGE_MAX = 1000  # invoices per answer of GET /api/tenants/T/invoices
 
 
 def routes(app: web.Application) -> None:
@@ -58,12 +61,39 @@ def _failure(f: Failure) -> dict[str, Any]:
 
 
 async def list_invoices(request: web.Request) -> web.Response:
-    """Invoices with their sync state (`?sync_state=failed` for the failed ones)."""
+    """Invoices with their sync state, newest change first, a page at a time.
+
+    `?sync_state=failed` for the failed ones; `?limit=` (at most PAGE_MAX); the next
+    page's address is in the `Link` header (rel="next"), its `after` an opaque cursor.
+    """
     store = request.app[DAEMON].store
-    found = await store.invoices(
-        request.match_info["tenant"], request.query.get("sync_state")
+    query = request.query
+    try:
+        limit = _limit(query.get("limit"))
+        before = cursor.decode(query["after"]) if "after" in query else None
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    found = await store.invoice_page(
+        request.match_info["tenant"],
+        limit=limit,
+        sync_state=query.get("sync_state") or None,
+        before=before,
     )
-    return web.json_response([_state(i) for i in found])
+    response = web.json_response([_state(i) for i in found])
+    if len(found) == limit:
+        last = found[-1]
+        after = cursor.encode(last.updated_at.isoformat(), last.invoice_id)
+        following = request.rel_url.update_query(after=after, limit=limit)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return response
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return PAGE_MAX
+    if not value.isdigit() or not 1 <= int(value) <= PAGE_MAX:
+        raise ValueError(f"limit: a whole number from 1 to {PAGE_MAX}")
+    return int(value)
 
 
 async def get_invoice(request: web.Request) -> web.Response:

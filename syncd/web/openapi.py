@@ -136,13 +136,29 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/tenants/{tenant}/invoices": {
             "get": _op(
-                "Invoices with their sync state, newest change first",
-                {"200": _json({"type": "array", "items": _STATE}, "the invoices")},
+                "Invoices with their sync state, newest change first, a page at a "
+                'time (the next page\'s address in the `Link` header, rel="next")',
+                {
+                    "200": _json({"type": "array", "items": _STATE}, "the invoices"),
+                    "400": _json(_ERROR, "a limit or cursor that is not one"),
+                },
                 {
                     "name": "sync_state",
                     "in": "query",
                     "required": False,
                     "schema": _STATE["properties"]["sync_state"],  # type: ignore[index]
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
                 },
             ),
         },

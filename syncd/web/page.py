@@ -11,7 +11,6 @@ in every form.
 from __future__ import annotations
 
 import hmac
-import math
 import tomllib
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +30,7 @@ from syncd.web.oauth import ADMIN_TOKEN, ATTEMPTS
 from syncd.web.session import Session, Sessions, csrf_ok
 
 PAGE_SIZE = 50
+PAGE_LAST = 2000  # pages offered: the API's cursors reach further
 SESSIONS = web.AppKey("sessions", Sessions)
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("syncd.web", "templates"),
@@ -185,11 +185,14 @@ async def invoices(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     sync_state = request.query.get("sync_state", "")
     status = request.query.get("status", "")
-    found = await daemon.store.invoices(tenant, sync_state or None)
-    if status:
-        found = [i for i in found if i.status == status]
-    pages = max(1, math.ceil(len(found) / PAGE_SIZE))
-    page = min(max(1, _int(request.query.get("page"), 1)), pages)
+    page = min(max(1, _int(request.query.get("page"), 1)), PAGE_LAST)
+    found = await daemon.store.invoice_page(
+        tenant,
+        limit=PAGE_SIZE + 1,  # one more tells whether an older page exists
+        sync_state=sync_state or None,
+        status=status or None,
+        offset=(page - 1) * PAGE_SIZE,
+    )
 
     def query(number: int) -> str:
         return urlencode({"sync_state": sync_state, "status": status, "page": number})
@@ -199,9 +202,9 @@ async def invoices(request: web.Request) -> web.Response:
         "invoices.html",
         session,
         tenant=tenant,
-        invoices=found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+        invoices=found[:PAGE_SIZE],
         page=page,
-        pages=pages,
+        older=len(found) > PAGE_SIZE,
         query=query,
         sync_state=sync_state,
         status=status,
