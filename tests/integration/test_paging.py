@@ -6,7 +6,7 @@ then the API is walked page by page over HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,7 +47,7 @@ async def _fill(path: Path) -> None:
 
 
 @pytest.fixture
-async def filled(tmp_path, broker) -> Iterator[SyncdProcess]:
+async def filled(tmp_path, broker) -> AsyncIterator[SyncdProcess]:
     workdir = tmp_path / "s"
     workdir.mkdir()
     config = write_config(workdir, broker.port, {"acme": RULES, "beta": RULES})
