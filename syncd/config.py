@@ -96,6 +96,15 @@ class Tenant:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    """How long finished records are kept, in days (`[store] keep_*_days`)."""
+
+    ledger_days: int = 8  # processed messages: dedupe needs the broker session's 7 days
+    rejected_days: int = 30  # rejected and failed messages, with their payloads
+    finished_days: int = 30  # finished jobs, resolved failures, applied webhooks
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Everything syncd runs with."""
 
@@ -104,6 +113,7 @@ class Config:
     http: HttpConfig
     store_path: Path
     store_check: str = "quick"  # at start: "quick" (SQLite's quick_check) or "schema"
+    retention: Retention = field(default_factory=Retention)
     qbo: QboConfig
     log_level: str = "info"
     log_format: str = "auto"
@@ -126,12 +136,18 @@ def parse_config(
     log = r.sub(data, "", "log", {"level", "format"})
     shutdown = r.sub(data, "", "shutdown", {"drain_seconds"})
     store_path, store_check = _store(r, data, path.parent)
+    keep: dict[str, Any] = s if isinstance(s := data.get("store"), dict) else {}
     config = Config(
         path=path,
         mqtt=_mqtt(r, data, path.parent),
         http=_http(r, data),
         store_path=store_path,
         store_check=store_check,
+        retention=Retention(
+            ledger_days=r.integer(keep, "store", "keep_ledger_days", 8, low=1),
+            rejected_days=r.integer(keep, "store", "keep_rejected_days", 30, low=1),
+            finished_days=r.integer(keep, "store", "keep_finished_days", 30, low=1),
+        ),
         qbo=_qbo(r, data),
         log_level=r.text(log, "log", "level", "info", ("debug", "info", "warning")),
         log_format=r.text(log, "log", "format", "auto", ("auto", "json", "console")),
@@ -199,8 +215,17 @@ def _http(r: TableReader, data: dict[str, Any]) -> HttpConfig:
     )
 
 
+_STORE_KEYS = {
+    "url",
+    "check",
+    "keep_ledger_days",
+    "keep_rejected_days",
+    "keep_finished_days",
+}
+
+
 def _store(r: TableReader, data: dict[str, Any], base: Path) -> tuple[Path, str]:
-    t = r.sub(data, "", "store", {"url", "check"})
+    t = r.sub(data, "", "store", _STORE_KEYS)
     check = r.text(t, "store", "check", "quick", ("quick", "schema"))
     url = r.text(t, "store", "url", "sqlite:syncd.db")
     scheme, _, rest = url.partition(":")

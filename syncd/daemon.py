@@ -17,6 +17,7 @@ from syncd.config import Config, reload_rules
 from syncd.connections import Connections
 from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import ConfigError
+from syncd.housekeeping import Housekeeper
 from syncd.inbound.reconcile import Reconciler
 from syncd.inbound.worker import InboundWorker
 from syncd.models import RawMessage
@@ -73,6 +74,7 @@ class Daemon:
             self.clock,
             self.publisher.wake,
         )
+        self.housekeeper = Housekeeper(self.store, config.retention, self.clock)
         self.connections.on_connected = self.jobs.wake
         self.connections.on_published = self.publisher.wake
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,6 +113,7 @@ class Daemon:
             asyncio.create_task(self.jobs.run(), name="syncd.outbound.jobs"),
             asyncio.create_task(self.inbound.run(), name="syncd.inbound.worker"),
             asyncio.create_task(self.reconciler.run(), name="syncd.inbound.reconcile"),
+            asyncio.create_task(self.housekeeper.run(), name="syncd.housekeeping"),
         ]
         for task in self._tasks:
             task.add_done_callback(self._exit_if_crashed)
@@ -124,6 +127,7 @@ class Daemon:
         self.jobs.stop()
         self.inbound.stop()
         self.reconciler.stop()
+        self.housekeeper.stop()
         self.publisher.stop()
         flushed = False
         try:

@@ -53,6 +53,12 @@ QBO_READS_MONTH = Counter(
     ["realm", "month"],
     registry=REGISTRY,
 )
+PRUNED = Counter(
+    "syncd_pruned",
+    "Finished records deleted by retention, by kind ([store] keep_*_days)",
+    ["kind"],
+    registry=REGISTRY,
+)
 JOB_RETRIES = Counter(
     "syncd_job_retries",
     "QBO jobs put back for another try, by kind",

@@ -343,6 +343,15 @@ class UnderWay:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Cutoffs:
+    """What retention deletes: finished records older than these."""
+
+    ledger: datetime  # messages applied, ignored or refused
+    rejected: datetime  # messages rejected or failed, with their payloads
+    finished: datetime  # done jobs, resolved failures, applied webhooks and refreshes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Backlog:
     """What waits in the store: for /metrics."""
 

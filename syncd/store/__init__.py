@@ -16,6 +16,7 @@ from syncd.models import (
     Backlog,
     ChangeSet,
     Connection,
+    Cutoffs,
     Failure,
     HistoryEntry,
     Invoice,
@@ -71,6 +72,15 @@ class Store(Protocol):
         Raises StoreError when the database cannot be used (read-only, corrupt, full),
         anything else when this ChangeSet cannot be written.
         """
+
+    async def prune(self, cutoffs: Cutoffs, limit: int) -> dict[str, int]:
+        """Delete up to `limit` finished records of each kind older than `cutoffs`.
+
+        Returns how many of each kind went; a kind at `limit` may have more.
+        """
+
+    async def optimize(self) -> None:
+        """Refresh the query planner's statistics where the data has changed."""
 
     async def backlog(self) -> Backlog:
         """Jobs waiting and in flight, the outbox's depth, the oldest waiting webhook."""

@@ -112,6 +112,12 @@ class Database:
                 self._raise_unusable(exc)
                 raise
 
+    async def optimize(self) -> None:
+        """SQLite's own judgement of which statistics are stale (cheap when none)."""
+        async with self.tx() as db:
+            await db.execute("PRAGMA analysis_limit=400")
+            await db.execute("PRAGMA optimize")
+
     def _still_there(self) -> None:
         """Refuse to write into a file deleted or replaced under syncd.
 

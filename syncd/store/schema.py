@@ -139,7 +139,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 11: each invoice's due date, so the daily overdue pass asks an index for the few
     # open invoices past due instead of loading every synced invoice; invoices by their
-    # last change, so the admin API and page read a page, not the whole table
+    # last change, so the admin API and page read a page, not the whole table; and by age
+    # what retention deletes (the ledger, failures, webhook event keys)
     """
     ALTER TABLE invoices ADD COLUMN due_date TEXT;
     UPDATE invoices SET due_date = date(coalesce(
@@ -148,5 +149,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX invoices_open_due ON invoices (tenant, due_date)
         WHERE qbo_status IN ('open', 'partially_paid') AND due_date IS NOT NULL;
     CREATE INDEX invoices_recent ON invoices (tenant, updated_at);
+    CREATE INDEX messages_received ON messages (received_at);
+    CREATE INDEX failures_resolved ON failures (resolved_at) WHERE resolved_at IS NOT NULL;
+    CREATE INDEX failures_open_job ON failures (job_id) WHERE resolved_at IS NULL;
+    CREATE INDEX inbound_events_at ON inbound_events (at);
     """,
 )

@@ -22,6 +22,7 @@ from syncd.models import (
     Backlog,
     ChangeSet,
     Connection,
+    Cutoffs,
     Failure,
     HistoryEntry,
     Invoice,
@@ -171,6 +172,35 @@ class SqliteStore:
                 changes.inbound_new,
                 changes.at,
             )
+
+    async def prune(self, cutoffs: Cutoffs, limit: int) -> dict[str, int]:
+        """Delete up to `limit` finished records of each kind older than `cutoffs`.
+
+        Returns how many of each kind went; a kind at `limit` may have more. Pending
+        work is never touched: unfinished jobs, open failures and the jobs they name
+        (the admin's retry runs them again), webhooks and refreshes not yet applied, and
+        the once-per-customer first-payment key (HL2).
+        """
+        ledger, rejected = cutoffs.ledger.isoformat(), cutoffs.rejected.isoformat()
+        finished = cutoffs.finished.isoformat()
+        deleted: dict[str, int] = {}
+        async with self._db.tx() as db:
+            for kind, sql, params in [
+                ("ledger", _PRUNE_MESSAGES, (ledger, "applied", "ignored", "refused")),
+                ("rejected", _PRUNE_MESSAGES, (rejected, "rejected", "failed", "")),
+                ("jobs", _PRUNE_JOBS, (finished,)),
+                ("failures", _PRUNE_FAILURES, (finished,)),
+                ("webhooks", _PRUNE_WEBHOOKS, (finished,)),
+                ("refreshes", _PRUNE_REFRESHES, (finished,)),
+                ("event_keys", _PRUNE_EVENT_KEYS, (finished,)),
+            ]:
+                cur = await db.execute(sql, (*params, limit))
+                deleted[kind] = cur.rowcount
+        return deleted
+
+    async def optimize(self) -> None:
+        """Refresh the query planner's statistics where the data has changed."""
+        await self._db.optimize()
 
     async def backlog(self) -> Backlog:
         """Jobs waiting and in flight, the outbox's depth, the oldest waiting webhook."""
@@ -479,6 +509,35 @@ class SqliteStore:
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""
         return await self._qbo.linked_customers(tenant, qbo_ids)
+
+
+_PRUNE_MESSAGES = (
+    "DELETE FROM messages WHERE (tenant, message_id) IN (SELECT tenant, message_id "
+    "FROM messages INDEXED BY messages_received WHERE received_at < ? "
+    "AND outcome IN (?, ?, ?) LIMIT ?)"
+)
+_PRUNE_JOBS = (
+    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN ('done', 'failed') "
+    "AND next_attempt_at < ? AND NOT EXISTS (SELECT 1 FROM failures "
+    "WHERE failures.job_id = jobs.id AND resolved_at IS NULL) LIMIT ?)"
+)
+_PRUNE_FAILURES = (
+    "DELETE FROM failures WHERE seq IN (SELECT seq FROM failures "
+    "WHERE resolved_at IS NOT NULL AND resolved_at < ? LIMIT ?)"
+)
+_PRUNE_WEBHOOKS = (
+    "DELETE FROM inbound WHERE seq IN (SELECT seq FROM inbound "
+    "WHERE done = 1 AND received_at < ? ORDER BY seq LIMIT ?)"
+)
+_PRUNE_REFRESHES = (
+    "DELETE FROM refreshes WHERE seq IN (SELECT seq FROM refreshes "
+    "WHERE done = 1 AND at < ? ORDER BY seq LIMIT ?)"
+)
+_PRUNE_EVENT_KEYS = (
+    "DELETE FROM inbound_events WHERE (realm_id, key) IN (SELECT realm_id, key "
+    "FROM inbound_events INDEXED BY inbound_events_at WHERE at < ? "
+    "AND key NOT LIKE 'first-payment:%' LIMIT ?)"
+)
 
 
 async def _write_invoices(db: aiosqlite.Connection, invoices: list[Invoice]) -> None:
