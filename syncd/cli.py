@@ -202,6 +202,12 @@ def check(config_path: Path) -> None:
     "--concurrent", default=10, show_default=True, help="Requests per realm at once."
 )
 @click.option(
+    "--batch-per-minute",
+    default=40,
+    show_default=True,
+    help="Batch requests per realm per minute.",
+)
+@click.option(
     "--per-second",
     default=10,
     show_default=True,
@@ -226,6 +232,7 @@ def sandbox(**options: Any) -> None:
         per_minute=options.pop("per_minute"),
         concurrent=options.pop("concurrent"),
         per_second=options.pop("per_second"),
+        batch_per_minute=options.pop("batch_per_minute"),
     )
     options["access_ttl"] = options.pop("token_ttl")
     config = SandboxConfig(limits=limits, **options)

@@ -15,11 +15,13 @@ from syncd.qbo.auth import (
     exchange_code,
     revoke,
 )
-from syncd.qbo.client import QboClient
+from syncd.qbo.client import BATCH_ITEMS, BatchItem, QboClient
 from syncd.qbo.throttle import RealmLimiter
 
 __all__ = [
+    "BATCH_ITEMS",
     "App",
+    "BatchItem",
     "Endpoints",
     "QboAuth",
     "QboClient",

@@ -12,13 +12,14 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import simplejson
 
-from syncd.exceptions import QboAuthError, QboTransientError
+from syncd.exceptions import QboAuthError, QboError, QboTransientError
 from syncd.qbo.auth import QboAuth
 from syncd.qbo.errors import THROTTLE_PAUSE, fault_of, from_response, map_errors
 from syncd.qbo.throttle import RealmLimiter
@@ -26,6 +27,17 @@ from syncd.qbo.throttle import RealmLimiter
 MINOR_VERSION = "75"
 _ATTEMPTS = 3
 PAGE = 1000  # QBO's MAXRESULTS ceiling
+BATCH_ITEMS = 30  # QBO's recommended maximum per batch request (qbo.md §6)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One write of a batch: `bid` (at most 10 characters) names its answer."""
+
+    bid: str
+    entity: str
+    operation: str  # "create" or "update"
+    body: dict[str, Any]
 
 
 class QboClient:
@@ -73,6 +85,50 @@ class QboClient:
     ) -> dict[str, Any]:
         """Update (sparse when `body["sparse"]`); `Id` and `SyncToken` must be in `body`."""
         return await self._write(entity, body, request_id)
+
+    async def batch(
+        self, items: list[BatchItem], request_id: str
+    ) -> dict[str, dict[str, Any] | QboError]:
+        """Up to 30 creates and updates in one request; each item's object or its fault.
+
+        QBO answers each item on its own: one refused item leaves the others written.
+        The batch as a whole fails (throttled, unreachable, a token refused) as any call;
+        `request_id` (at most 36 characters) makes a resent batch get the first answer.
+        """
+        if not 0 < len(items) <= BATCH_ITEMS:
+            raise ValueError(
+                f"a batch holds 1 to {BATCH_ITEMS} items, not {len(items)}"
+            )
+        request = {
+            "BatchItemRequest": [
+                {"bId": i.bid, "operation": i.operation, i.entity: i.body}
+                for i in items
+            ]
+        }
+        data = simplejson.dumps(request, use_decimal=True).encode()
+        answer = await self._call(
+            "POST",
+            "batch",
+            params={"requestid": request_id[:36]},
+            data=data,
+            kind="write",
+            batch=True,
+        )
+        by_bid = {str(r.get("bId")): r for r in answer.get("BatchItemResponse", [])}
+        results: dict[str, dict[str, Any] | QboError] = {}
+        for item in items:
+            found = by_bid.get(item.bid)
+            if found is None or not (
+                "Fault" in found or isinstance(found.get(item.entity), dict)
+            ):
+                results[item.bid] = QboTransientError(
+                    f"QBO's batch answer has no result for item {item.bid}"
+                )
+            elif "Fault" in found:
+                results[item.bid] = from_response(400, {"Fault": found["Fault"]})
+            else:
+                results[item.bid] = dict(found[item.entity])
+        return results
 
     async def void(
         self, entity: str, key: dict[str, str], request_id: str
@@ -195,6 +251,7 @@ class QboClient:
         content_type: str = "application/json",
         accept: str = "application/json",
         raw: bool = False,
+        batch: bool = False,
     ) -> Any:
         # one refresh and one more try for a 401 (the token may have died early), on top
         # of the tries for transient faults: a 401 on the last of those must not end the
@@ -204,7 +261,7 @@ class QboClient:
             header = await self._auth.bearer()
             try:
                 request = (method, path, kind, params, data, content_type, accept, raw)
-                return await self._once(*request, authorization=header)
+                return await self._once(*request, authorization=header, batch=batch)
             except QboAuthError as exc:
                 if refreshed:
                     # refused again with the token just refreshed: the grant itself is
@@ -232,12 +289,13 @@ class QboClient:
         raw: bool,
         *,
         authorization: str,
+        batch: bool = False,
     ) -> Any:
         headers = {"Authorization": authorization, "Accept": accept}
         if data is not None:
             headers["Content-Type"] = content_type
         query = {"minorversion": MINOR_VERSION, **(params or {})}
-        async with self._limiter.slot():
+        async with self._limiter.slot(batch):
             self.calls[kind] += 1
             started, status = time.monotonic(), 0
             try:

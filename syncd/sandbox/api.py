@@ -201,21 +201,45 @@ def run_query(company: Company, text: str) -> dict[str, Any]:
 
 
 async def handle_batch(request: web.Request) -> web.Response:
-    """POST …/batch: up to 30 items, each answered on its own (Fault per item)."""
-    company = company_of(request)
+    """POST …/batch: up to 30 items, each answered on its own (Fault per item).
+
+    With `requestid` (at most 36 characters, each bId then at most 10: qbo.md §5) a
+    repeated batch gets the first answer again, as single writes do.
+    """
+    sandbox, company = request.app[SANDBOX], company_of(request)
+    request_id = request.query.get("requestid")
+    if request_id and (replay := company.request_ids.get(request_id)) is not None:
+        return json_response(replay[1], replay[0])
     body = await body_of(request)
     items = body.get("BatchItemRequest")
     if not isinstance(items, list) or not items:
         raise faults.required("BatchItemRequest")
-    limit = request.app[SANDBOX].config.limits.batch_items
+    limit = sandbox.config.limits.batch_items
     if len(items) > limit:
         raise faults.validation(
             "4000",
             "Batch limit exceeded",
             f"A batch may hold at most {limit} items; it held {len(items)}",
         )
+    if request_id and (
+        len(request_id) > BATCH_REQUEST_ID
+        or any(len(str(i.get("bId", ""))) > BATCH_ID for i in items)
+    ):
+        raise faults.validation(
+            "4000",
+            "Request ID too long",
+            f"a batch's requestid may have at most {BATCH_REQUEST_ID} characters and "
+            f"each bId at most {BATCH_ID}",
+        )
     answers = [_batch_item(company, item) for item in items]
-    return json_response({"BatchItemResponse": answers, "time": local_time(ms=True)})
+    response = {"BatchItemResponse": answers, "time": local_time(ms=True)}
+    if request_id:
+        company.request_ids[request_id] = (200, response)
+    await _maybe_hold_back(sandbox)
+    return json_response(response)
+
+
+BATCH_REQUEST_ID, BATCH_ID = 36, 10
 
 
 def _batch_item(company: Company, item: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from syncd.exceptions import (
 )
 from syncd.qbo import (
     App,
+    BatchItem,
     Endpoints,
     QboAuth,
     QboClient,
@@ -75,7 +76,9 @@ def test_public_names():
     """The qbo package's public surface is what its __all__ says."""
     assert sorted(syncd.qbo.__all__) == sorted(
         [
+            "BATCH_ITEMS",
             "App",
+            "BatchItem",
             "Endpoints",
             "QboAuth",
             "QboClient",
@@ -293,6 +296,61 @@ async def test_the_limiter_keeps_under_a_sandbox_companys_10_a_second(tmp_path, 
         assert asyncio.get_running_loop().time() - started >= 2.0  # 30 at 9 a second
     finally:
         sandbox.stop()
+
+
+async def test_a_batch_answers_each_item_and_a_resent_batch_writes_nothing_twice(
+    sandbox, http
+):
+    """Issue 14, qbo.md §6: creates and updates in one request, a fault per item.
+
+    One refused item (a duplicate name) leaves the others written; the same batch
+    sent again with its requestid gets the first answer, and no second object.
+    """
+    client, _, _ = await connect(http, sandbox.origin)
+    old = await client.create("Customer", {"DisplayName": "Old Name"}, "old")
+    items = [
+        BatchItem("1", "Customer", "create", {"DisplayName": "Batch A"}),
+        BatchItem("2", "Customer", "create", {"DisplayName": "Old Name"}),
+        BatchItem(
+            "3",
+            "Customer",
+            "update",
+            {
+                "Id": old["Id"],
+                "SyncToken": old["SyncToken"],
+                "sparse": True,
+                "DisplayName": "New Name",
+            },
+        ),
+    ]
+    first = await client.batch(items, "batch-1")
+    assert isinstance(first["1"], dict) and first["1"]["DisplayName"] == "Batch A"
+    assert isinstance(first["2"], QboRejectedError) and first["2"].code == "6240"
+    assert isinstance(first["3"], dict) and first["3"]["DisplayName"] == "New Name"
+    again = await client.batch(items, "batch-1")
+    assert isinstance(again["1"], dict) and again["1"]["Id"] == first["1"]["Id"]
+    listed = await client.query("select * from Customer where DisplayName = 'Batch A'")
+    assert len(listed["Customer"]) == 1
+    assert client.calls["write"] == 3  # one create, two batch requests
+    with pytest.raises(ValueError, match="1 to 30"):
+        await client.batch(items * 11, "too-many")
+
+
+async def test_the_limiter_keeps_batches_under_their_own_quota(tmp_path, http):
+    """QBO allows 40 batch requests a minute besides the 500: paced, none is refused."""
+    tight = SandboxProcess(tmp_path, "--batch-per-minute", "3", "--time-scale", "60")
+    await asyncio.to_thread(tight.start)
+    try:
+        client, _, _ = await connect(
+            http, tight.origin, RealmLimiter(window=1.05, batches_per_minute=3)
+        )
+        for n in range(7):
+            item = BatchItem("1", "Customer", "create", {"DisplayName": f"Paced {n}"})
+            [answer] = (await client.batch([item], f"paced-{n}")).values()
+            assert isinstance(answer, dict)
+        assert client.calls["write"] == 7  # a 429 would have raised
+    finally:
+        tight.stop()
 
 
 @pytest.fixture
