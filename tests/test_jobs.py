@@ -73,7 +73,7 @@ async def test_a_queue_runs_in_order_and_queues_run_side_by_side(store):
     ]
     first = due[0]
     first.status, first.attempts = JobStatus.IN_FLIGHT, 1
-    await store.start_job(first)
+    await store.start_jobs([first])
     # in flight: still first in its queue (a crash leaves its outcome unclear)
     assert (await store.due_jobs(NOW, 10))[0].status is JobStatus.IN_FLIGHT
     await store.commit(ChangeSet(jobs=[replace(first, status=JobStatus.DONE)]))
@@ -125,7 +125,7 @@ async def test_a_tenant_waiting_for_a_connection_postpones_its_unclear_jobs_too(
     await store.commit(ChangeSet(jobs=[push, other]))
     first = (await store.due_jobs(NOW, 10))[0]
     first.status, first.attempts = JobStatus.IN_FLIGHT, 1
-    await store.start_job(first)
+    await store.start_jobs([first])
     assert await store.postpone_jobs("acme", NOW + timedelta(seconds=30)) == 2
     assert await store.due_jobs(NOW + timedelta(seconds=1), 10) == []
     [again] = await store.due_jobs(NOW + timedelta(seconds=30), 1)

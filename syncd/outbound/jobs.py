@@ -12,6 +12,7 @@ import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -29,19 +30,26 @@ from syncd.exceptions import (
     StaleWriteError,
 )
 from syncd.models import ChangeSet, Failure, Invoice, Job, JobKind, JobStatus, SyncState
+from syncd.outbound import batch
 from syncd.outbound.payments import push_customer, push_payment, push_receipt
 from syncd.outbound.push import (
     JobContext,
+    Prepared,
+    batch_body,
     delete_invoice,
+    prepare_push,
     push_invoice,
     send_invoice,
     void_invoice,
 )
+from syncd.qbo import BatchItem, QboClient
+from syncd.qbo.client import NO_RESULT
 from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
 
 BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS = 2.0, 300.0, 8
+DUE_LIMIT = 120  # jobs claimed per round: enough for a few full batches
 WAIT_FOR_CONNECTION = timedelta(seconds=30)
 STALE_TRIES = 3  # another writer changed the invoice during the call: read it again
 
@@ -130,30 +138,52 @@ def _take_qbo_side(fresh: Invoice, worked: Invoice) -> None:
         setattr(fresh, name, getattr(worked, name))
 
 
-class JobWorker(LoopWorker):
-    """Claims due jobs and runs them one at a time (QBO's limits are per realm anyway)."""
+async def _prepare_into(
+    ctx: JobContext, ready: list[tuple[JobContext, Prepared]]
+) -> None:
+    """What the job's push would write, added to `ready` (nothing when nothing to)."""
+    if (prepared := await prepare_push(ctx)) is not None:
+        ready.append((ctx, prepared))
 
-    async def run_once(self, limit: int = 20) -> int:
+
+class JobWorker(LoopWorker):
+    """Claims due jobs and runs them: realms side by side, each realm's in turn.
+
+    Creates and updates of several invoices of one realm due together go as QBO batch
+    requests (up to 30 each); a lone one goes as a single request, for latency.
+    """
+
+    async def run_once(self, limit: int = DUE_LIMIT) -> int:
         """Run the jobs due now; return how many ran."""
         jobs = await self._store.due_jobs(self._clock(), limit)
-        waiting: set[str] = set()
+        by_tenant: dict[str, list[Job]] = {}
         for job in jobs:
-            if self._stopping.is_set():
-                break
-            if job.tenant in waiting:
-                continue
-            if await self._connections.client(job.tenant) is None:
-                # not connected (or paused): every job of the tenant waits, in one write
-                waiting.add(job.tenant)
-                until = self._clock() + WAIT_FOR_CONNECTION
-                count = await self._store.postpone_jobs(job.tenant, until)
-                log.warning("qbo_not_connected", tenant=job.tenant, jobs_waiting=count)
-                continue
-            with bound_contextvars(
-                tenant=job.tenant, invoice=job.queue, job=job.kind.value
-            ):
-                await asyncio.shield(self._run(job))
+            by_tenant.setdefault(job.tenant, []).append(job)
+        work = [self._run_tenant(tenant, due) for tenant, due in by_tenant.items()]
+        await asyncio.shield(asyncio.gather(*work))
         return len(jobs)
+
+    async def _run_tenant(self, tenant: str, jobs: list[Job]) -> None:
+        """One realm's due jobs (one per invoice at most): batches, then the rest."""
+        if await self._connections.client(tenant) is None:
+            # not connected (or paused): every job of the tenant waits, in one write
+            until = self._clock() + WAIT_FOR_CONNECTION
+            count = await self._store.postpone_jobs(tenant, until)
+            log.warning("qbo_not_connected", tenant=tenant, jobs_waiting=count)
+            return
+        batched, alone = batch.split(jobs)
+        for chunk in batched:
+            if self._stopping.is_set():
+                return
+            with bound_contextvars(tenant=tenant, batch=len(chunk)):
+                await self._run_batch(chunk)
+        for job in alone:
+            if self._stopping.is_set():
+                return
+            with bound_contextvars(
+                tenant=tenant, invoice=job.queue, job=job.kind.value
+            ):
+                await self._run(job)
 
     async def _run(self, job: Job) -> None:
         if job.invoice_id is None:
@@ -179,7 +209,7 @@ class JobWorker(LoopWorker):
             unclear = job.status == JobStatus.IN_FLIGHT
             # the intent, committed before the call: in flight, one more attempt
             job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
-            await self._store.start_job(job)
+            await self._store.start_jobs([job])
             ctx = JobContext(
                 job=job,
                 invoice=invoice,
@@ -193,60 +223,108 @@ class JobWorker(LoopWorker):
             )
             await self._attempt(ctx)
             seen = ctx.seen
-        await self._record(job, invoice, changes, machine, seen)
+        await self._record([(job, invoice, changes, seen)], machine)
         self._on_commit()
 
-    async def _record(
-        self,
-        job: Job,
-        worked: Invoice | None,
-        changes: ChangeSet,
-        machine: InvoiceMachine | None = None,
-        seen: tuple[str, ...] | list[str] = (),
-    ) -> None:
-        """Commit the job's results onto the invoice as it stands now.
+    async def _run_batch(self, jobs: list[Job]) -> None:
+        """Pushes of several invoices of one realm in one batch request.
 
-        The CRM side may have moved on during the QBO call: its fields are kept and the
-        QBO side is taken from the job; another writer committing first means reading
-        again (the QBO call is never repeated for that). `seen`: the QBO events the job
-        saw, each moving the CRM status as the rules map it (RO6).
+        The same guarantees as single writes: each job is in flight (committed) before
+        the request, each item's answer or fault is that job's own, and a request whose
+        outcome is unclear (no answer) leaves its jobs in flight, so each looks for its
+        own earlier write (the marker) before writing again.
         """
-        for attempt in range(1, STALE_TRIES + 1):
-            async with self._store.write_lock:
-                batch = changes
-                if worked is not None and job.invoice_id is not None:
-                    fresh = await self._store.invoice(job.tenant, job.invoice_id)
-                    fresh = fresh or worked
-                    _take_qbo_side(fresh, worked)
-                    now, moved = self._clock(), ChangeSet()
-                    if machine is not None:  # a job ran: its tenant has rules
-                        for event in seen:
-                            await qbo_events.apply(
-                                fresh, event, machine, self._prefix, now, moved
-                            )
-                    again = _caught_up(job, worked, fresh, machine, now)
-                    state = events.sync_state(self._prefix, fresh, now, None)
-                    batch = dataclasses.replace(
-                        changes,
-                        invoices={(fresh.tenant, fresh.invoice_id): fresh},
-                        history=[*changes.history, *moved.history],
-                        failures=[*changes.failures, *moved.failures],
-                        outbox=[*changes.outbox, *moved.outbox, state],
-                        jobs=[*changes.jobs, *again],
-                    )
-                try:
-                    await self._store.commit(batch)
-                except StaleWriteError:
-                    if attempt == STALE_TRIES:
-                        raise
-                    log.info("job_result_recorded_again", attempt=attempt)
-                else:
-                    return
+        tenant = jobs[0].tenant
+        machine = self._rulebook.machine(tenant)
+        try:
+            connected = await self._connections.connected(tenant)
+        except QboTransientError:
+            connected = None
+        if machine is None or connected is None:
+            for job in jobs:  # the single path says why, job by job
+                await self._run(job)
+            return
+        client, conn = connected
+        found = await self._store.load_invoices(
+            tenant, [j.queue for j in jobs if j.invoice_id is not None]
+        )
+        contexts: list[JobContext] = []
+        for job in jobs:
+            invoice = found.get(job.queue)
+            if invoice is None:
+                await self._run(job)  # gone: the single path records it
+                continue
+            job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
+            contexts.append(
+                JobContext(
+                    job=job,
+                    invoice=invoice,
+                    client=client,
+                    connection=conn,
+                    rules=machine.rules,
+                    store=self._store,
+                    now=self._clock(),
+                    unclear=False,
+                    changes=ChangeSet(),
+                )
+            )
+        await self._store.start_jobs([c.job for c in contexts])
+        ready: list[tuple[JobContext, Prepared]] = []
+        for ctx in contexts:
+            before = len(ready)
+            with bound_contextvars(invoice=ctx.job.queue):
+                went = await self._guard(ctx, _prepare_into(ctx, ready))
+                if went and len(ready) == before:
+                    self._succeeded(ctx)  # nothing to write, or kept out by the filters
+        await self._write_batch(client, ready)
+        await self._record(
+            [(c.job, c.invoice, c.changes, c.seen) for c in contexts], machine
+        )
+        self._on_commit()
 
-    async def _attempt(self, ctx: JobContext) -> None:
+    async def _write_batch(
+        self, client: QboClient, ready: list[tuple[JobContext, Prepared]]
+    ) -> None:
+        """One batch request for what is ready; each job takes its own item's answer."""
+        if not ready:
+            return
+        items = [
+            BatchItem(str(ctx.job.id), "Invoice", *batch_body(ctx.invoice, prepared))
+            for ctx, prepared in ready
+        ]
+        results: dict[str, dict[str, Any] | QboError]
+        try:
+            tries = [ctx.job.attempts for ctx, _ in ready]
+            results = await client.batch(items, batch.request_id(items, tries))
+        except QboTransientError as exc:
+            if exc.retry_after is None:  # no answer: written or not, nobody knows
+                for ctx, _ in ready:
+                    self._retry(ctx, exc, None, unclear=True)
+                return
+            results = {item.bid: exc for item in items}
+        except QboError as exc:
+            results = {item.bid: exc for item in items}
+        for ctx, prepared in ready:
+            result = results[str(ctx.job.id)]
+            with bound_contextvars(invoice=ctx.job.queue):
+                if isinstance(result, QboError) and result.code == NO_RESULT:
+                    self._retry(ctx, result, None, unclear=True)
+                else:
+                    await self._attempt(ctx, batch.take(prepared, result))
+
+    async def _attempt(self, ctx: JobContext, handler: Handler | None = None) -> None:
+        """Run the job's handler (or `handler`); on success, the job is done."""
+        if await self._guard(ctx, (handler or HANDLERS[ctx.job.kind])(ctx)):
+            self._succeeded(ctx)
+
+    async def _guard(self, ctx: JobContext, work: Awaitable[None]) -> bool:
+        """Run `work` for the job; True when it went through, else the job is handled.
+
+        Each failure is the job's own: retried, failed with a record, or postponed.
+        """
         job, inv = ctx.job, ctx.invoice
         try:
-            await HANDLERS[job.kind](ctx)
+            await work
         except QboAuthError as exc:
             await self._connections.needs_reconnect(job.tenant, str(exc))
             self._fail(
@@ -277,7 +355,66 @@ class JobWorker(LoopWorker):
             self._fail(ctx, "internal_error", message, retryable=True)
             self._finish(job, ctx.changes, JobStatus.FAILED, message)
         else:
-            self._succeeded(ctx)
+            return True
+        return False
+
+    async def _record(
+        self,
+        done: list[tuple[Job, Invoice | None, ChangeSet, list[str]]],
+        machine: InvoiceMachine | None,
+    ) -> None:
+        """Commit the jobs' results onto their invoices as they stand now, in one write.
+
+        Each entry: a job, the invoice it worked on, its changes and the QBO events it
+        saw. The CRM side may have moved on during the QBO call: its fields are kept and
+        the QBO side is taken from the job; another writer committing first means
+        reading again (the QBO call is never repeated for that). Each event seen moves
+        the CRM status as the rules map it (RO6).
+        """
+        for attempt in range(1, STALE_TRIES + 1):
+            async with self._store.write_lock:
+                batch_changes = ChangeSet()
+                for job, worked, changes, seen in done:
+                    batch_changes.merge(
+                        await self._onto_fresh(job, worked, changes, machine, seen)
+                    )
+                try:
+                    await self._store.commit(batch_changes)
+                except StaleWriteError:
+                    if attempt == STALE_TRIES:
+                        raise
+                    log.info("job_result_recorded_again", attempt=attempt)
+                else:
+                    return
+
+    async def _onto_fresh(
+        self,
+        job: Job,
+        worked: Invoice | None,
+        changes: ChangeSet,
+        machine: InvoiceMachine | None,
+        seen: list[str],
+    ) -> ChangeSet:
+        """One job's results onto the invoice as stored now (read under the lock)."""
+        if worked is None or job.invoice_id is None:
+            return changes
+        fresh = await self._store.invoice(job.tenant, job.invoice_id)
+        fresh = fresh or worked
+        _take_qbo_side(fresh, worked)
+        now, moved = self._clock(), ChangeSet()
+        if machine is not None:  # a job ran: its tenant has rules
+            for event in seen:
+                await qbo_events.apply(fresh, event, machine, self._prefix, now, moved)
+        again = _caught_up(job, worked, fresh, machine, now)
+        state = events.sync_state(self._prefix, fresh, now, None)
+        return dataclasses.replace(
+            changes,
+            invoices={(fresh.tenant, fresh.invoice_id): fresh},
+            history=[*changes.history, *moved.history],
+            failures=[*changes.failures, *moved.failures],
+            outbox=[*changes.outbox, *moved.outbox, state],
+            jobs=[*changes.jobs, *again],
+        )
 
     def _succeeded(self, ctx: JobContext) -> None:
         if ctx.problem:
@@ -294,7 +431,19 @@ class JobWorker(LoopWorker):
             ctx.changes.jobs_recovered.append((ctx.job.tenant, ctx.job.id, ctx.now))
         self._finish(ctx.job, ctx.changes, JobStatus.DONE, None)
 
-    def _retry(self, ctx: JobContext, exc: QboError, after: float | None) -> None:
+    def _retry(
+        self,
+        ctx: JobContext,
+        exc: QboError,
+        after: float | None,
+        *,
+        unclear: bool = False,
+    ) -> None:
+        """Another try later, or a failure after the last; `unclear`: it may be written.
+
+        An unclear job stays in flight: its next try looks for its own earlier write
+        before writing again.
+        """
         job = ctx.job
         delay = retry_delay(job.attempts, after, random.random())  # noqa: S311
         if delay is None:
@@ -306,7 +455,8 @@ class JobWorker(LoopWorker):
             )
             self._finish(job, ctx.changes, JobStatus.FAILED, exc.message)
             return
-        job.status, job.last_error = JobStatus.PENDING, exc.message
+        job.status = JobStatus.IN_FLIGHT if unclear else JobStatus.PENDING
+        job.last_error = exc.message
         job.next_attempt_at = self._clock() + timedelta(seconds=delay)
         ctx.invoice.sync_state, ctx.invoice.error = (
             SyncState.PENDING,

@@ -7,6 +7,7 @@ looks for its own earlier write in QBO by the marker syncd leaves in PrivateNote
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -71,34 +72,73 @@ def plan_write(
     return Update(changed) if changed else None
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A push decided: what to write, the whole body it comes from, QBO's view before."""
+
+    plan: Create | Update
+    body: dict[str, Any]
+    before: str | None
+
+
 async def push_invoice(ctx: JobContext) -> None:
     """Create the QBO invoice, or update it with only what changed (OD4, OD5, HL5).
 
     Resolve what the body names (customer, items, accounts, rate), build the body
     purely, write, then record QBO's answer.
     """
+    prepared = await prepare_push(ctx)
+    if prepared is None:
+        return
+    if isinstance(prepared.plan, Create):
+        plan = prepared.plan
+        answer = await ctx.client.create("Invoice", plan.body, plan.request_id)
+        finish_push(ctx, prepared, answer)
+    else:
+        await update_alone(ctx, prepared)
+
+
+async def prepare_push(ctx: JobContext) -> Prepared | None:
+    """Everything before the write: None when nothing is to be written."""
     inv, tenant = ctx.invoice, ctx.job.tenant
     reason = ineligible(inv, ctx.rules, ctx.connection) if inv.qbo_id is None else None
     if reason:
         ctx.skipped = reason  # filters decide what enters QBO, not what stays current
-        return
+        return None
     resolved = await _resolve(ctx)
     body = mapping.invoice_body(tenant, inv.data, ctx.rules, resolved)
     if inv.qbo_id is None and ctx.unclear:
         await _adopt_earlier_write(ctx, resolved.customer_id)
     plan = plan_write(tenant, inv, body)
+    if plan is None:
+        return None  # an unchanged snapshot makes no call
+    return Prepared(plan, body, inv.qbo_status)
+
+
+def batch_body(inv: Invoice, prepared: Prepared) -> tuple[str, dict[str, Any]]:
+    """The operation and body of this push as one item of a batch request."""
+    plan = prepared.plan
     if isinstance(plan, Create):
-        answer = await ctx.client.create("Invoice", plan.body, plan.request_id)
-    elif isinstance(plan, Update):
-        updated = await _sparse_update(ctx, plan.changed)
-        if updated is None:
-            return
+        return "create", plan.body
+    key = {"Id": inv.qbo_id, "SyncToken": inv.qbo_sync_token, "sparse": True}
+    return "update", {**key, **plan.changed}
+
+
+async def update_alone(ctx: JobContext, prepared: Prepared) -> None:
+    """The sparse update as a single request (a stale SyncToken read and written again)."""
+    assert isinstance(prepared.plan, Update)  # noqa: S101 -- callers pass updates only
+    updated = await _sparse_update(ctx, prepared.plan.changed)
+    if updated is not None:
         answer, before = updated
-    else:
-        return  # an unchanged snapshot makes no call
-    ctx.problem = record(inv, answer, body, ctx.now)
-    if isinstance(plan, Update) and (
-        moved := qbo_events.view_changed(before, inv.qbo_status)
+        finish_push(ctx, dataclasses.replace(prepared, before=before), answer)
+
+
+def finish_push(ctx: JobContext, prepared: Prepared, answer: dict[str, Any]) -> None:
+    """QBO's answer to the write recorded; a move it made to QBO's view is seen."""
+    inv = ctx.invoice
+    ctx.problem = record(inv, answer, prepared.body, ctx.now)
+    if isinstance(prepared.plan, Update) and (
+        moved := qbo_events.view_changed(prepared.before, inv.qbo_status)
     ):
         ctx.seen.append(moved)
 

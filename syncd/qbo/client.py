@@ -28,6 +28,7 @@ MINOR_VERSION = "75"
 _ATTEMPTS = 3
 PAGE = 1000  # QBO's MAXRESULTS ceiling
 BATCH_ITEMS = 30  # QBO's recommended maximum per batch request (qbo.md §6)
+NO_RESULT = "no_result"  # the code of an item QBO's batch answer left out: written?
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,8 @@ class QboClient:
                 "Fault" in found or isinstance(found.get(item.entity), dict)
             ):
                 results[item.bid] = QboTransientError(
-                    f"QBO's batch answer has no result for item {item.bid}"
+                    f"QBO's batch answer has no result for item {item.bid}",
+                    NO_RESULT,
                 )
             elif "Fault" in found:
                 results[item.bid] = from_response(400, {"Fault": found["Fault"]})

@@ -204,8 +204,8 @@ class Store(Protocol):
     async def due_jobs(self, now: datetime, limit: int) -> list[Job]:
         """Jobs to run now, never ahead of an earlier unfinished job of the same invoice."""
 
-    async def start_job(self, job: Job) -> None:
-        """Mark a job in flight (committed before its QBO call)."""
+    async def start_jobs(self, jobs: list[Job]) -> None:
+        """Mark jobs in flight, in one write (committed before their QBO call)."""
 
     async def postpone_jobs(self, tenant: str, until: datetime) -> int:
         """Make a tenant's waiting jobs wait until `until`; return how many."""

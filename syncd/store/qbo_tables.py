@@ -208,12 +208,13 @@ class QboTables:
         ):
             return [rows.job(r) for r in await cur.fetchall()]
 
-    async def start_job(self, job: Job) -> None:
-        """Record the intent before the call (the job's new status and attempts)."""
+    async def start_jobs(self, jobs: list[Job]) -> None:
+        """Record the intent before the call (each job's new status and attempts)."""
         async with self._db.tx() as db:
-            await db.execute(
+            await many(
+                db,
                 "UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
-                (job.status.value, job.attempts, job.id),
+                [(j.status.value, j.attempts, j.id) for j in jobs],
             )
 
     async def postpone_jobs(self, tenant: str, until: datetime) -> int:

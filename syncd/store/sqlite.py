@@ -448,9 +448,9 @@ class SqliteStore:
         """Jobs to run now, never ahead of an earlier unfinished job of the same invoice."""
         return await self._qbo.due_jobs(now, limit)
 
-    async def start_job(self, job: Job) -> None:
-        """Record the intent before the call (the job's new status and attempts)."""
-        return await self._qbo.start_job(job)
+    async def start_jobs(self, jobs: list[Job]) -> None:
+        """Record the intent before the call (each job's new status and attempts)."""
+        return await self._qbo.start_jobs(jobs)
 
     async def postpone_jobs(self, tenant: str, until: datetime) -> int:
         """Make a tenant's due jobs wait (its company is not connected); return how many."""

@@ -1,0 +1,200 @@
+"""Issue 14: a queue of pushes goes to QBO in batch requests, with single writes' guarantees.
+
+Invoices arrive while the tenant is not connected yet (`[sync] since = "all"`: they
+count); once it is, every push is due at once: syncd writes them 30 to a request. Asserted through QBO's own API and the
+sandbox's request log: each invoice exactly once, a fault of one item the failure of
+that invoice alone, a batch whose answer is lost written once, a lone push a single
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.crm import Crm, invoice
+from tests.integration.test_connect import connect
+from tests.integration.test_outbound import TODAY, Setup
+from tests.sandbox_process import Connection, SandboxProcess
+from tests.syncd_process import QBO_ENV, RULES, SyncdProcess, write_config
+
+COUNT = 45
+
+
+def _invoice(n: int, number: str | None = None) -> dict[str, Any]:
+    return invoice(
+        f"B-{n}",
+        1,
+        "open",
+        number=number or f"C{n}",
+        issue_date=TODAY.isoformat(),
+        total="200.00",
+        customer={"contact_id": "C-1", "name": "Batch Co"},
+        lines=[
+            {
+                "description": "Work",
+                "item": "Consulting",
+                "quantity": "2",
+                "unit_price": "100.00",
+            }
+        ],
+    )
+
+
+class Queued(Setup):
+    """Syncd whose invoices were queued before the tenant connected."""
+
+    http: Any
+    sandbox: SandboxProcess
+
+    async def connect(self) -> None:
+        status, body = await connect(self.http, self.syncd)
+        assert status == 200, body
+        self.realm = body["realm_id"]
+        self.qbo = await Connection(self.http, self.sandbox.origin).connect(
+            realm=self.realm
+        )
+
+    def last_states(self) -> dict[str, str]:
+        last = {}
+        for m in self.crm.received:
+            if "/sync/invoice/" in m.topic:
+                last[m.topic.rsplit("/", 1)[1]] = m.body["data"]["sync_state"]
+        return last
+
+    async def all_synced(
+        self, ids: list[str], timeout: float = 60, ends: tuple[str, ...] = ("synced",)
+    ) -> None:
+        def done(_: object) -> bool:
+            last = self.last_states()
+            return all(last.get(i) in ends for i in ids)
+
+        await self.crm.wait_for(done, timeout)
+
+    async def batches(self) -> list[dict[str, Any]]:
+        return [w for w in await self.writes() if w["path"].endswith("/batch")]
+
+    async def sandbox_faults(self, **api: float) -> None:
+        admin = Connection(self.http, self.sandbox.origin)
+        await admin.admin("PUT", "faults", {"api": api})
+
+
+@pytest.fixture
+async def queued(
+    request, tmp_path, broker, sandbox: SandboxProcess, http
+) -> AsyncIterator[Queued]:
+    workdir = tmp_path / "s"
+    workdir.mkdir()
+    qbo_marker = request.node.get_closest_marker("qbo")
+    extra = {"qbo": qbo_marker.args[0]} if qbo_marker else {}
+    # invoices from before the connection count (HL8): they are what piles up here
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES.read_text().replace('since = "connection"', 'since = "all"'))
+    config = write_config(
+        workdir, broker.port, {"acme": rules}, qbo_base_url=sandbox.origin, **extra
+    )
+    proc = SyncdProcess(config, env=QBO_ENV)
+    await asyncio.to_thread(proc.start)
+    try:
+        async with Crm(broker.port) as crm:
+            setup = Queued(proc, None, crm, "")  # type: ignore[arg-type]
+            setup.http, setup.sandbox = http, sandbox
+            yield setup
+    finally:
+        proc.stop()
+
+
+async def _queue(setup: Queued, invoices: list[dict[str, Any]]) -> list[str]:
+    for data in invoices:
+        await setup.crm.send("acme", "invoice.upserted", data)
+    ids = [d["invoice_id"] for d in invoices]
+    await setup.crm.wait_for(lambda _: set(setup.last_states()) >= set(ids))
+    return ids
+
+
+async def test_a_queue_goes_in_batches_each_invoice_once(queued: Queued):
+    """45 queued pushes: 2 batch requests (30 + 15), no single invoice write, 45 copies.
+
+    One of them repeats another's number: QBO refuses that item alone (6140), and only
+    that invoice fails, with QBO's reason.
+    """
+    invoices = [_invoice(n) for n in range(COUNT - 1)]
+    invoices.append(_invoice(COUNT - 1, number="C3"))  # QBO refuses a duplicate number
+    ids = await _queue(queued, invoices)
+    await queued.connect()
+    await queued.all_synced(ids, ends=("synced", "failed"))
+    copies = await queued.qbo_rows("select * from Invoice maxresults 1000")
+    numbers = sorted(c["DocNumber"] for c in copies)
+    assert numbers == sorted(f"C{n}" for n in range(COUNT - 1))  # each once
+    singles = [w for w in await queued.writes() if w["path"].endswith("/invoice")]
+    assert singles == []
+    batches = await queued.batches()
+    assert len(batches) == 2 and all(
+        len(b["query"]["requestid"]) <= 36 for b in batches
+    )
+    failed = await queued.state(f"B-{COUNT - 1}", lambda d: d["sync_state"] == "failed")
+    assert "6140" in failed["error"]
+    synced = await queued.state("B-3", lambda d: d["sync_state"] == "synced")
+    assert synced["qbo_id"] in {c["Id"] for c in copies}
+
+
+@pytest.mark.qbo("request_timeout = 1")
+async def test_a_batch_whose_answer_is_lost_is_written_once(queued: Queued):
+    """QBO commits the batch but answers too late: the resend gets the first answer.
+
+    The batch's requestid makes QBO replay its first answer instead of writing again.
+    """
+    ids = await _queue(queued, [_invoice(n) for n in range(6)])
+    await queued.sandbox_faults(slow_after_commit=1.0, slow_seconds=3)
+    await queued.connect()
+    await queued.all_synced(ids, timeout=60)
+    copies = await queued.qbo_rows("select * from Invoice maxresults 1000")
+    assert sorted(c["DocNumber"] for c in copies) == sorted(f"C{n}" for n in range(6))
+    for _ in range(100):  # the first request is logged when its held answer goes
+        if len(sent := await queued.batches()) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(sent) >= 2 and len({b["query"]["requestid"] for b in sent}) == 1
+
+
+async def test_a_crash_while_a_batch_is_in_qbo_writes_nothing_twice(queued: Queued):
+    """SIGKILL while QBO holds a batch's answer: after restart each job is in doubt.
+
+    Each looks for its own earlier write (the marker, HS11, OD5) and adopts it: every
+    invoice synced, none twice. (The customer and item exist already, so the batch is
+    the first write; the invoices wait in the broker while syncd is down.)
+    """
+    await queued.connect()
+    [first] = await _queue(queued, [_invoice(9)])
+    await queued.all_synced([first])
+    await asyncio.to_thread(queued.syncd.stop)
+    ids = [d["invoice_id"] for d in (_invoice(n) for n in range(6))]
+    for n in range(6):
+        await queued.crm.send("acme", "invoice.upserted", _invoice(n))
+    await queued.sandbox_faults(slow_after_commit=1.0, slow_seconds=10)
+    await asyncio.to_thread(queued.syncd.start)
+    for _ in range(100):  # until the batch is in QBO (committed, its answer held)
+        if len(await queued.qbo_rows("select * from Invoice")) == 7:
+            break
+        await asyncio.sleep(0.05)
+    assert await queued.batches() == []  # its answer is not given yet
+    queued.syncd.kill()
+    await queued.sandbox_faults(slow_after_commit=0.0)
+    await asyncio.to_thread(queued.syncd.start)
+    await queued.all_synced(ids, timeout=60)
+    copies = await queued.qbo_rows("select * from Invoice maxresults 1000")
+    expected = sorted(f"C{n}" for n in [*range(6), 9])
+    assert sorted(c["DocNumber"] for c in copies) == expected
+
+
+async def test_a_lone_push_is_a_single_request(queued: Queued):
+    """Without a queue, a push goes at once as a single write (latency first)."""
+    await queued.connect()
+    [invoice_id] = await _queue(queued, [_invoice(1)])
+    await queued.all_synced([invoice_id])
+    assert await queued.batches() == []
+    singles = [w for w in await queued.writes() if w["path"].endswith("/invoice")]
+    assert len(singles) == 1
