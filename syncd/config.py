@@ -84,6 +84,8 @@ class QboConfig:
     reconcile_interval: int = 300
     request_timeout: float = 30.0  # seconds for one QBO call
     throttle_pause: float = 60.0  # Intuit asks for a minute's pause after a 429
+    # QBO minutes per real minute: only against `syncd sandbox --time-scale` (benchmarks)
+    time_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,6 +252,7 @@ def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
             "reconcile_interval",
             "request_timeout",
             "throttle_pause",
+            "time_scale",
         },
     )
     return QboConfig(
@@ -260,6 +263,7 @@ def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
         reconcile_interval=r.integer(t, "qbo", "reconcile_interval", 300, low=1),
         request_timeout=float(r.integer(t, "qbo", "request_timeout", 30, low=1)),
         throttle_pause=float(r.integer(t, "qbo", "throttle_pause", 60, low=1)),
+        time_scale=float(r.integer(t, "qbo", "time_scale", 1, low=1)),
     )
 
 

@@ -415,21 +415,22 @@ class Connections:
             token=self._sealer().open(conn.sealed_token),
             store=_SealedTokens(self._store, self._sealer()),
         )
+        qbo = self._config.qbo
         limiter = self._limiters.setdefault(
             conn.realm_id,
             # sandbox companies allow 10 requests a second (qbo.md §10); keep one spare
             RealmLimiter(
-                per_second=9 if self._config.qbo.environment == "sandbox" else None
+                per_second=9 if qbo.environment == "sandbox" else None,
+                window=60.0 / qbo.time_scale,
             ),
         )
-        qbo = self._config.qbo
         client = QboClient(
             self._http,
             self.endpoints.api,
             auth,
             limiter,
             timeout=qbo.request_timeout,
-            throttle_pause=qbo.throttle_pause,
+            throttle_pause=qbo.throttle_pause / qbo.time_scale,
             observe=functools.partial(self._observed, conn.realm_id),
         )
         self._clients[tenant] = client

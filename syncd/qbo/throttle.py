@@ -27,7 +27,7 @@ class RealmLimiter:
         concurrent: int = 8,
         window: float = 60.0,
         per_second: int | None = None,
-        batches_per_minute: int = 36,
+        batches_per_minute: int = 38,
     ) -> None:
         self.per_minute, self.window, self.per_second = per_minute, window, per_second
         self.batches_per_minute = batches_per_minute
