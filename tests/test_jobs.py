@@ -107,8 +107,10 @@ async def test_a_disconnected_tenant_waits_and_is_due_again_on_reconnect(store):
             ]
         )
     )
-    assert await store.postpone_jobs("acme", NOW + timedelta(seconds=30)) == 1
+    later = NOW + timedelta(seconds=30)
+    assert await store.postpone_jobs("acme", NOW, later) == 1
     assert [j.tenant for j in await store.due_jobs(NOW, 10)] == ["beta"]
+    assert await store.postpone_jobs("acme", NOW, later) == 0  # not written again
     await store.jobs_due_now("acme", NOW)
     assert {j.tenant for j in await store.due_jobs(NOW, 10)} == {"acme", "beta"}
 
@@ -126,7 +128,7 @@ async def test_a_tenant_waiting_for_a_connection_postpones_its_unclear_jobs_too(
     first = (await store.due_jobs(NOW, 10))[0]
     first.status, first.attempts = JobStatus.IN_FLIGHT, 1
     await store.start_jobs([first])
-    assert await store.postpone_jobs("acme", NOW + timedelta(seconds=30)) == 2
+    assert await store.postpone_jobs("acme", NOW, NOW + timedelta(seconds=30)) == 2
     assert await store.due_jobs(NOW + timedelta(seconds=1), 10) == []
     [again] = await store.due_jobs(NOW + timedelta(seconds=30), 1)
     assert (again.queue, again.status) == ("I-1", JobStatus.IN_FLIGHT)

@@ -167,8 +167,10 @@ class JobWorker(LoopWorker):
         """One realm's due jobs (one per invoice at most): batches, then the rest."""
         if await self._connections.client(tenant) is None:
             # not connected (or paused): every job of the tenant waits, in one write
-            until = self._clock() + WAIT_FOR_CONNECTION
-            count = await self._store.postpone_jobs(tenant, until)
+            now = self._clock()
+            count = await self._store.postpone_jobs(
+                tenant, now, now + WAIT_FOR_CONNECTION
+            )
             log.warning("qbo_not_connected", tenant=tenant, jobs_waiting=count)
             return
         batched, alone = batch.split(jobs)

@@ -207,8 +207,8 @@ class Store(Protocol):
     async def start_jobs(self, jobs: list[Job]) -> None:
         """Mark jobs in flight, in one write (committed before their QBO call)."""
 
-    async def postpone_jobs(self, tenant: str, until: datetime) -> int:
-        """Make a tenant's waiting jobs wait until `until`; return how many."""
+    async def postpone_jobs(self, tenant: str, now: datetime, until: datetime) -> int:
+        """Make a tenant's jobs due by `now` wait until `until`; return how many."""
 
     async def jobs_due_now(self, tenant: str, now: datetime) -> None:
         """Make a tenant's waiting jobs due (its company was just reconnected)."""

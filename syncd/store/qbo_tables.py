@@ -197,7 +197,8 @@ class QboTables:
         In-flight jobs are due too: a crash left their outcome unclear.
         """
         sql = (
-            f"SELECT id, {_JOB_COLS} FROM jobs j WHERE j.status IN {_UNFINISHED} "
+            f"SELECT id, {_JOB_COLS} FROM jobs j INDEXED BY jobs_waiting "
+            f"WHERE j.status IN {_UNFINISHED} "
             "AND j.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs e WHERE "
             "e.tenant = j.tenant AND e.queue = j.queue AND e.id < j.id "
             f"AND e.status IN {_UNFINISHED}) ORDER BY j.id LIMIT ?"
@@ -217,15 +218,19 @@ class QboTables:
                 [(j.status.value, j.attempts, j.id) for j in jobs],
             )
 
-    async def postpone_jobs(self, tenant: str, until: datetime) -> int:
-        """Make a tenant's due jobs wait (its company is not connected); return how many."""
+    async def postpone_jobs(self, tenant: str, now: datetime, until: datetime) -> int:
+        """Make a tenant's due jobs wait (its company is not connected); return how many.
+
+        Only those due by `now`: jobs already waiting are not written again (every
+        round used to rewrite every pending job of a disconnected tenant).
+        """
         async with self._db.tx() as db:
             cur = await db.execute(
                 # in-flight jobs too (a crash left them unclear): they were due again
                 # at once, and the worker looped on them while the tenant waited
                 f"UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status IN "
-                f"{_UNFINISHED} AND next_attempt_at < ?",
-                (until.isoformat(), tenant, until.isoformat()),
+                f"{_UNFINISHED} AND next_attempt_at <= ?",
+                (until.isoformat(), tenant, now.isoformat()),
             )
             return int(cur.rowcount)
 

@@ -140,7 +140,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 11: each invoice's due date, so the daily overdue pass asks an index for the few
     # open invoices past due instead of loading every synced invoice; invoices by their
     # last change, so the admin API and page read a page, not the whole table; and by age
-    # what retention deletes (the ledger, failures, webhook event keys)
+    # what retention deletes (the ledger, failures, webhook event keys); unfinished jobs
+    # in order, so the next due ones are found without sorting every waiting job
     """
     ALTER TABLE invoices ADD COLUMN due_date TEXT;
     UPDATE invoices SET due_date = date(coalesce(
@@ -153,5 +154,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX failures_resolved ON failures (resolved_at) WHERE resolved_at IS NOT NULL;
     CREATE INDEX failures_open_job ON failures (job_id) WHERE resolved_at IS NULL;
     CREATE INDEX inbound_events_at ON inbound_events (at);
+    CREATE INDEX jobs_waiting ON jobs (id, next_attempt_at)
+        WHERE status IN ('pending', 'in_flight');
     """,
 )

@@ -452,9 +452,9 @@ class SqliteStore:
         """Record the intent before the call (each job's new status and attempts)."""
         return await self._qbo.start_jobs(jobs)
 
-    async def postpone_jobs(self, tenant: str, until: datetime) -> int:
-        """Make a tenant's due jobs wait (its company is not connected); return how many."""
-        return await self._qbo.postpone_jobs(tenant, until)
+    async def postpone_jobs(self, tenant: str, now: datetime, until: datetime) -> int:
+        """Make a tenant's jobs due by `now` wait until `until`; return how many."""
+        return await self._qbo.postpone_jobs(tenant, now, until)
 
     async def jobs_due_now(self, tenant: str, now: datetime) -> None:
         """Make a tenant's waiting jobs due (its company was just reconnected)."""
