@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, date, datetime
 
+import orjson
 import pytest
 
 from syncd.exceptions import StaleWriteError, StoreError
@@ -22,6 +23,7 @@ from syncd.models import (
     Outcome,
     SyncState,
 )
+from syncd.store import rows
 from syncd.store.schema import MIGRATIONS
 from syncd.store.sqlite import SqliteStore
 
@@ -235,6 +237,56 @@ async def test_migration_11_dates_each_invoice_for_the_overdue_index(tmp_path):
         ] == ["I-1"]
     finally:
         await store.close()
+
+
+async def test_snapshots_are_stored_compressed_and_raw_ones_still_read(tmp_path):
+    """Issue 14: snapshots are stored compressed (a third or less); raw JSON still reads.
+
+    SQLite keeps about 1 KB of a WITHOUT ROWID row in its own page; beyond, every row
+    took an overflow page (4.6 KB an invoice on disk, two pages per update).
+    """
+    lines = [
+        {
+            "description": f"Line {n}: work done",
+            "item": "Consulting",
+            "quantity": "2",
+            "unit_price": "100.00",
+        }
+        for n in range(8)
+    ]
+    data = {"invoice_id": "I-1", "total": "1600.00", "lines": lines}
+    pushed = {
+        "Line": [{"Amount": "200.00", "Description": li["description"]} for li in lines]
+    }
+    raw = len(orjson.dumps(data)) + len(orjson.dumps(pushed))
+    stored = len(rows.pack(data)) + len(rows.pack(pushed))
+    assert raw > 1200 and stored < raw / 3
+    path = tmp_path / "syncd.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(path)
+    db.execute(
+        "INSERT INTO invoices (tenant, invoice_id, status, version, sync_state, data,"
+        " updated_at, pushed_body) VALUES ('acme', 'I-1', 'open', 1, 'synced', ?,"
+        " '2026-11-20T00:00:00+00:00', ?)",
+        (orjson.dumps(data), orjson.dumps(pushed)),
+    )
+    db.commit()
+    db.close()
+    await store.open()
+    try:
+        old = await store.invoice("acme", "I-1")
+        assert old is not None and (old.data, old.pushed_body) == (data, pushed)
+        await store.commit(ChangeSet(invoices={("acme", "I-1"): old}))
+        again = await store.invoice("acme", "I-1")
+        assert again is not None and (again.data, again.pushed_body) == (data, pushed)
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    [(blob,)] = db.execute("SELECT data FROM invoices")
+    db.close()
+    assert blob[:1] == b"\x78"  # written back compressed
 
 
 async def test_a_failure_is_resolved_in_the_same_commit_as_its_retry(tmp_path):

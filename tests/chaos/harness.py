@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from syncd.store import rows as rows_codec
 from tests.chaos.crm import ChaosCrm
 from tests.crm import envelope
 from tests.dbview import DbView
@@ -693,11 +694,11 @@ class Chaos:
                 f"{tenant}: QBO copies of invoices never sent: {unknown}"
             )
         rows = self.db.query(
-            "SELECT invoice_id, status, sync_state, qbo_id, balance, "
-            "json_extract(data, '$.total') FROM invoices WHERE tenant = ?",
+            "SELECT invoice_id, status, sync_state, qbo_id, balance, data "
+            "FROM invoices WHERE tenant = ?",
             tenant,
         )
-        stored = {r[0]: r for r in rows}
+        stored = {r[0]: (*r[:5], rows_codec.unpack(r[5]).get("total")) for r in rows}
         for (t, invoice_id), story in self.stories.items():
             if t == tenant:
                 found = marked.get(invoice_id) or []
