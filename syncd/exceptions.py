@@ -80,6 +80,9 @@ class QboError(SyncdError):
         self.message = message
         self.code = code
         self.detail = detail
+        # a write whose earlier try got no answer (a timeout, a 5xx): QBO may have
+        # done it, whatever this last answer says
+        self.maybe_written = False
 
 
 class QboTransientError(QboError):

@@ -17,15 +17,17 @@ from hypothesis import strategies as st
 
 from syncd.engine.qbo_events import qbo_status
 from syncd.engine.rules import SyncRules
-from syncd.models import Connection, Invoice, SyncState
+from syncd.models import ChangeSet, Connection, Invoice, Job, JobKind, SyncState
 from syncd.outbound import mapping
 from syncd.outbound.push import (
     Create,
+    JobContext,
     Update,
     adopt_send,
     ineligible,
     plan_write,
     record,
+    void_invoice,
 )
 from tests.test_inbox import RULES
 
@@ -146,6 +148,42 @@ def test_qbos_view_of_an_invoice_follows_its_balance(total, paid, late):
         assert status == "overdue"
     else:
         assert status == "open"
+
+
+async def test_a_void_already_seen_in_qbo_leaves_the_invoice_synced():
+    """PD7: the void's own webhook came back before its retry: nothing to write, synced.
+
+    Found by the long chaos run (2 of 932 voids): the first try's answer was lost, the
+    webhook of that very void marked the QBO view voided, and the retry returned without
+    a word: the invoice stayed `pending` for good.
+    """
+    inv = _invoice(
+        qbo_id="2855",
+        qbo_sync_token="2",
+        qbo_status="voided",
+        sync_state=SyncState.PENDING,
+        error="retrying: QBO 3001",
+    )
+    inv.status = "voided"
+    job = Job.for_invoice("acme", JobKind.INVOICE_VOID, "I-1", NOW)
+    nobody: Any = None  # no QBO call may happen
+    ctx = JobContext(
+        job=job,
+        invoice=inv,
+        client=nobody,
+        connection=_conn(),
+        rules=RULES,
+        store=nobody,
+        now=NOW,
+        unclear=False,
+        changes=ChangeSet(),
+    )
+    await void_invoice(ctx)
+    assert (inv.sync_state, inv.error, inv.last_synced_at) == (
+        SyncState.SYNCED,
+        None,
+        NOW,
+    )
 
 
 def test_a_voided_invoice_reads_as_voided():

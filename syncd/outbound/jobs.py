@@ -28,6 +28,7 @@ from syncd.exceptions import (
     QboTransientError,
     ResolveError,
     StaleWriteError,
+    StoreError,
 )
 from syncd.models import ChangeSet, Failure, Invoice, Job, JobKind, JobStatus, SyncState
 from syncd.outbound import batch
@@ -298,13 +299,11 @@ class JobWorker(LoopWorker):
         try:
             tries = [ctx.job.attempts for ctx, _ in ready]
             results = await client.batch(items, batch.request_id(items, tries))
-        except QboTransientError as exc:
-            if exc.retry_after is None:  # no answer: written or not, nobody knows
+        except QboError as exc:
+            if exc.maybe_written:  # a try got no answer: written or not, nobody knows
                 for ctx, _ in ready:
                     self._retry(ctx, exc, None, unclear=True)
                 return
-            results = {item.bid: exc for item in items}
-        except QboError as exc:
             results = {item.bid: exc for item in items}
         for ctx, prepared in ready:
             result = results[str(ctx.job.id)]
@@ -371,8 +370,26 @@ class JobWorker(LoopWorker):
         saw. The CRM side may have moved on during the QBO call: its fields are kept and
         the QBO side is taken from the job; another writer committing first means
         reading again (the QBO call is never repeated for that). Each event seen moves
-        the CRM status as the rules map it (RO6).
+        the CRM status as the rules map it (RO6). A batch's results that cannot be
+        committed together are committed one job at a time: one bad result never holds
+        back the others'.
         """
+        if await self._commit_together(done, machine):
+            return
+        for entry in done:
+            try:
+                await self._record([entry], machine)
+            except StoreError:
+                raise
+            except Exception:
+                log.exception("job_result_not_recorded", job_id=entry[0].id)
+
+    async def _commit_together(
+        self,
+        done: list[tuple[Job, Invoice | None, ChangeSet, list[str]]],
+        machine: InvoiceMachine | None,
+    ) -> bool:
+        """True once committed; False when a batch's results must go one by one."""
         for attempt in range(1, STALE_TRIES + 1):
             async with self._store.write_lock:
                 batch_changes = ChangeSet()
@@ -386,8 +403,16 @@ class JobWorker(LoopWorker):
                     if attempt == STALE_TRIES:
                         raise
                     log.info("job_result_recorded_again", attempt=attempt)
-                else:
-                    return
+                    continue
+                except StoreError:
+                    raise  # the store itself: intake pauses, the jobs stay in flight
+                except Exception:
+                    if len(done) == 1:
+                        raise
+                    log.warning("batch_result_recorded_job_by_job", exc_info=True)
+                    return False
+                return True
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _onto_fresh(
         self,

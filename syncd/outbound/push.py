@@ -352,7 +352,10 @@ def adopt_send(inv: Invoice, sent: dict[str, Any], now: datetime) -> None:
 async def void_invoice(ctx: JobContext) -> None:
     """Void the QBO invoice (final, PD7)."""
     inv = ctx.invoice
-    if inv.qbo_id is None or inv.qbo_status == "voided":
+    if inv.qbo_id is None:
+        return
+    if inv.qbo_status == "voided":  # QBO's view says it is (its webhook came first)
+        inv.sync_state, inv.error, inv.last_synced_at = SyncState.SYNCED, None, ctx.now
         return
     key = {"Id": inv.qbo_id, "SyncToken": str(inv.qbo_sync_token)}
     voided = await ctx.client.void(

@@ -258,9 +258,13 @@ class QboClient:
         # one refresh and one more try for a 401 (the token may have died early), on top
         # of the tries for transient faults: a 401 on the last of those must not end the
         # loop without an answer (the chaos run found it did)
-        refreshed, attempt = False, 1
+        refreshed, attempt, unanswered = False, 1, False
         while True:
-            header = await self._auth.bearer()
+            try:
+                header = await self._auth.bearer()
+            except QboError as exc:  # the refresh failed: said the same way
+                exc.maybe_written = unanswered and kind == "write"
+                raise
             try:
                 request = (method, path, kind, params, data, content_type, accept, raw)
                 return await self._once(*request, authorization=header, batch=batch)
@@ -268,12 +272,18 @@ class QboClient:
                 if refreshed:
                     # refused again with the token just refreshed: the grant itself is
                     # fine (a dead one fails at the refresh, invalid_grant); try later
-                    raise QboTransientError(
+                    again = QboTransientError(
                         f"{exc.message}, again after a refresh", exc.code, exc.detail
-                    ) from exc
+                    )
+                    again.maybe_written = unanswered and kind == "write"
+                    raise again from exc
+                exc.maybe_written = unanswered and kind == "write"
                 refreshed = True
                 self._auth.rejected(header)
             except QboTransientError as exc:
+                # a 429 is a refusal; anything else may have been done before it failed
+                unanswered = unanswered or exc.retry_after is None
+                exc.maybe_written = unanswered and kind == "write"
                 if exc.retry_after or attempt >= _ATTEMPTS:
                     raise
                 await asyncio.sleep(random.uniform(0.2, 0.5) * 2**attempt)  # noqa: S311 -- jitter

@@ -362,6 +362,9 @@ class QboTables:
         return {str(q) for (q,) in found}
 
 
+_ABSORBED = "absorbed by the same job queued again meanwhile"
+
+
 async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
     """New jobs (a pending one of the same kind for the invoice absorbs them), updates."""
     new = [rows.job_row(j) for j in jobs if j.id is None]
@@ -371,18 +374,26 @@ async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
         new,
     )
     for job in (j for j in jobs if j.id is not None):
-        await db.execute(
-            "UPDATE jobs SET status = ?, attempts = ?, next_attempt_at = ?, payload = ?, "
-            "last_error = ? WHERE id = ?",
-            (
-                job.status.value,
-                job.attempts,
-                job.next_attempt_at.isoformat(),
-                orjson.dumps(job.payload),
-                job.last_error,
-                job.id,
-            ),
-        )
+        try:
+            await db.execute(
+                "UPDATE jobs SET status = ?, attempts = ?, next_attempt_at = ?, "
+                "payload = ?, last_error = ? WHERE id = ?",
+                (
+                    job.status.value,
+                    job.attempts,
+                    job.next_attempt_at.isoformat(),
+                    orjson.dumps(job.payload),
+                    job.last_error,
+                    job.id,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            # put back to wait while the same job was queued anew during its call (the
+            # CRM changed the invoice): the new one does the same work, at its turn
+            await db.execute(
+                "UPDATE jobs SET status = ?, attempts = ?, last_error = ? WHERE id = ?",
+                (JobStatus.DONE.value, job.attempts, _ABSORBED, job.id),
+            )
 
 
 async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:

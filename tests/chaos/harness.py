@@ -43,6 +43,7 @@ DEFECTS = (
     "job_crashed",
     "loop_crashed",
     "worker_iteration_failed",
+    "job_result_not_recorded",
     "message_failed",
     "inbound_item_failed",
 )

@@ -256,6 +256,40 @@ async def test_a_401_again_after_a_refresh_is_transient_not_a_lost_grant(
     assert auth.refreshes == 1
 
 
+async def test_a_write_refused_after_an_unanswered_try_may_have_been_done(
+    sandbox, http, aiohttp_server_of
+):
+    """Issue 14: a 5xx, then a 429: the write is not known undone (`maybe_written`).
+
+    The CI chaos run found it: a batch whose first try got no answer and whose resend
+    was throttled was taken as not written; its invoices were sent again in another
+    batch and QBO refused them as duplicate numbers (6140). A 429 alone is a refusal.
+    """
+    _, auth, _ = await connect(http, sandbox.origin)
+    script: list[int] = []
+
+    async def batch(request: web.Request) -> web.Response:
+        status = script.pop(0)
+        code = "3001" if status == 429 else "10000"
+        return web.json_response({"Fault": {"Error": [{"code": code}]}}, status=status)
+
+    origin = await aiohttp_server_of({"/v3/company/{realm}/batch": batch})
+    client = QboClient(http, origin, auth)
+    item = BatchItem("1", "Customer", "create", {"DisplayName": "A"})
+    script[:] = [503, 429]
+    with pytest.raises(QboTransientError) as unanswered_first:
+        await client.batch([item], "rid-1")
+    assert unanswered_first.value.maybe_written
+    script[:] = [429]
+    with pytest.raises(QboTransientError) as refused:
+        await client.batch([item], "rid-2")
+    assert not refused.value.maybe_written
+    script[:] = [503, 503, 503]
+    with pytest.raises(QboTransientError) as never:
+        await client.batch([item], "rid-3")
+    assert never.value.maybe_written
+
+
 async def test_a_revoked_grant_is_an_auth_error(sandbox, http):
     """After revoke, calls fail with QboAuthError: reconnect needed."""
     client, auth, _ = await connect(http, sandbox.origin)
