@@ -5,14 +5,22 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.exceptions import StaleWriteError
-from syncd.models import ChangeSet, Job, JobKind, JobStatus
-from syncd.outbound.jobs import BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS, retry_delay
+from syncd.exceptions import QboTransientError, StaleWriteError
+from syncd.models import ChangeSet, Invoice, Job, JobKind, JobStatus
+from syncd.outbound.jobs import (
+    BASE_SECONDS,
+    CAP_SECONDS,
+    MAX_ATTEMPTS,
+    JobWorker,
+    retry_delay,
+)
+from syncd.outbound.push import JobContext
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 attempts = st.integers(min_value=0, max_value=MAX_ATTEMPTS + 3)
@@ -204,3 +212,56 @@ async def test_an_event_applied_meanwhile_is_a_stale_write(store):
         await store.commit(
             ChangeSet(inbound_events=[("9130", "invoice-imported:7")], at=NOW)
         )
+
+
+@pytest.mark.parametrize(
+    ("started_in_doubt", "unanswered", "status"),
+    [
+        (False, False, JobStatus.PENDING),  # refused (a 429): clearly not written
+        (False, True, JobStatus.IN_FLIGHT),  # a batch with no answer
+        (True, False, JobStatus.IN_FLIGHT),  # its look-up may not have run
+    ],
+)
+def test_a_job_in_doubt_stays_in_flight_when_put_back(
+    started_in_doubt: bool, unanswered: bool, status: JobStatus
+):
+    """HS11, OD5: only a job known not written goes back to `pending`.
+
+    Found by the CI chaos run with batches: a batch's write whose record a SIGKILL lost
+    was in doubt; its look-up was throttled, the retry put it back to `pending`, and the
+    next batch wrote the invoice again (QBO refused the number twice, 6140).
+    """
+    nobody: Any = None
+    worker = JobWorker(
+        nobody,
+        nobody,
+        nobody,
+        prefix="syncd",
+        clock=lambda: NOW,
+        on_commit=lambda: None,
+    )
+    job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
+    job.status, job.attempts = JobStatus.IN_FLIGHT, 2
+    inv = Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=1,
+        data={},
+        updated_at=NOW,
+    )
+    ctx = JobContext(
+        job=job,
+        invoice=inv,
+        client=nobody,
+        connection=nobody,
+        rules=nobody,
+        store=nobody,
+        now=NOW,
+        unclear=started_in_doubt,
+        changes=ChangeSet(),
+    )
+    throttled = QboTransientError("QBO 3001", "3001", retry_after=60.0)
+    worker._retry(ctx, throttled, 60.0, unclear=unanswered)
+    assert job.status is status
+    assert job.next_attempt_at > NOW and inv.sync_state == "pending"

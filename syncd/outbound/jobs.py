@@ -207,7 +207,13 @@ class JobWorker(LoopWorker):
                 job, changes, JobStatus.FAILED, "the invoice or its tenant is gone"
             )
         elif client is None or conn is None:
-            self._postpone(job, invoice, changes, waiting)
+            self._postpone(
+                job,
+                invoice,
+                changes,
+                waiting,
+                in_doubt=job.status == JobStatus.IN_FLIGHT,
+            )
         else:
             unclear = job.status == JobStatus.IN_FLIGHT
             # the intent, committed before the call: in flight, one more attempt
@@ -335,7 +341,11 @@ class JobWorker(LoopWorker):
                 retryable=True,
             )
             self._postpone(
-                job, inv, ctx.changes, "paused: the QBO company must be reconnected"
+                job,
+                inv,
+                ctx.changes,
+                "paused: the QBO company must be reconnected",
+                in_doubt=ctx.unclear,
             )
         except QboTransientError as exc:
             self._retry(ctx, exc, exc.retry_after)
@@ -468,8 +478,10 @@ class JobWorker(LoopWorker):
     ) -> None:
         """Another try later, or a failure after the last; `unclear`: it may be written.
 
-        An unclear job stays in flight: its next try looks for its own earlier write
-        before writing again.
+        A job in doubt stays in flight: its next try looks for its own earlier write
+        before writing again. One that started in doubt stays so (its look-up may not
+        have run: the chaos run found a batch's write, its record lost to a SIGKILL,
+        written again after the look-up was throttled).
         """
         job = ctx.job
         delay = retry_delay(job.attempts, after, random.random())  # noqa: S311
@@ -482,7 +494,8 @@ class JobWorker(LoopWorker):
             )
             self._finish(job, ctx.changes, JobStatus.FAILED, exc.message)
             return
-        job.status = JobStatus.IN_FLIGHT if unclear else JobStatus.PENDING
+        in_doubt = unclear or ctx.unclear
+        job.status = JobStatus.IN_FLIGHT if in_doubt else JobStatus.PENDING
         job.last_error = exc.message
         job.next_attempt_at = self._clock() + timedelta(seconds=delay)
         ctx.invoice.sync_state, ctx.invoice.error = (
@@ -496,9 +509,17 @@ class JobWorker(LoopWorker):
         )
 
     def _postpone(
-        self, job: Job, invoice: Invoice, changes: ChangeSet, reason: str
+        self,
+        job: Job,
+        invoice: Invoice,
+        changes: ChangeSet,
+        reason: str,
+        *,
+        in_doubt: bool,
     ) -> None:
-        job.status, job.last_error = JobStatus.PENDING, reason
+        """Wait for a connection; a job in doubt stays in flight (see `_retry`)."""
+        job.status = JobStatus.IN_FLIGHT if in_doubt else JobStatus.PENDING
+        job.last_error = reason
         job.next_attempt_at = self._clock() + WAIT_FOR_CONNECTION
         invoice.sync_state, invoice.error = SyncState.PENDING, reason
         changes.jobs.append(job)
