@@ -307,3 +307,28 @@ def test_news_already_known_is_not_news_again(known):
         else _qbo(TotalAmt=0, Balance=0, PrivateNote="Voided")
     )
     assert classify(inv, obj, NOW) is None
+
+
+async def test_a_payment_under_a_raised_total_is_still_a_payment():
+    """RO6: QBO's balance went up (a CRM edit raised the total) yet a payment came in.
+
+    Found by the long chaos run with batches: syncd's update raising the total was
+    written on top of a payment made by hand, and its record was lost to a SIGKILL;
+    reconciliation then saw one object, balance 489.12 above the 400.00 syncd knew, took
+    it for an edit (a conflict) and the CRM never heard of the payment.
+    """
+    known = _synced(balance="400.00", qbo_sync_token="0")
+    raised = _qbo(version="2", balance="489.12", TotalAmt=Decimal("652.16"))
+    changes = await _plan(QboChanges(invoices={"7": raised}), _known(known))
+    assert [(h.from_status, h.to_status) for h in changes.history] == [
+        ("open", "partially_paid")
+    ]
+    edited = await _plan(
+        QboChanges(
+            invoices={
+                "7": _qbo(version="2", balance="652.16", TotalAmt=Decimal("652.16"))
+            }
+        ),
+        _known(known),
+    )
+    assert edited.history == []  # a raised total alone is no payment

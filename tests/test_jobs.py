@@ -265,3 +265,47 @@ def test_a_job_in_doubt_stays_in_flight_when_put_back(
     worker._retry(ctx, throttled, 60.0, unclear=unanswered)
     assert job.status is status
     assert job.next_attempt_at > NOW and inv.sync_state == "pending"
+
+
+def test_a_throttled_job_never_uses_up_its_tries():
+    """QBO's 429 is the realm's state: a job at its last try waits QBO's pause again.
+
+    Found by the long chaos run with batches: every restart of syncd forgot what it had
+    sent within QBO's minute, and one invoice gave up after 8 throttled tries.
+    """
+    nobody: Any = None
+    worker = JobWorker(
+        nobody,
+        nobody,
+        nobody,
+        prefix="syncd",
+        clock=lambda: NOW,
+        on_commit=lambda: None,
+    )
+    job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
+    job.status, job.attempts = JobStatus.IN_FLIGHT, MAX_ATTEMPTS
+    inv = Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=1,
+        data={},
+        updated_at=NOW,
+    )
+    ctx = JobContext(
+        job=job,
+        invoice=inv,
+        client=nobody,
+        connection=nobody,
+        rules=nobody,
+        store=nobody,
+        now=NOW,
+        unclear=False,
+        changes=ChangeSet(),
+    )
+    worker._retry(ctx, QboTransientError("QBO 3001", "3001", retry_after=60.0), 60.0)
+    assert job.status is JobStatus.PENDING and ctx.changes.failures == []
+    assert job.next_attempt_at >= NOW + timedelta(seconds=60)
+    other = QboTransientError("QBO 10000", "10000")
+    worker._retry(ctx, other, None)  # a server error still counts
+    assert [f.code for f in ctx.changes.failures] == ["10000"]

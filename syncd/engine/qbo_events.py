@@ -19,6 +19,7 @@ from syncd.engine.machine import InvoiceMachine
 from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice
 
 log = structlog.get_logger(__name__)
+_PAID = ("paid", "partially_paid")
 
 
 def qbo_status(obj: dict[str, Any], today: date) -> str:
@@ -54,6 +55,10 @@ def classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | N
     )
     if balance < known:
         return "payment_created" if balance == 0 else "payment_created_partial"
+    if view in _PAID and inv.qbo_status not in _PAID:
+        # paid though the balance did not drop: a payment and a raised total (syncd's
+        # own write of a CRM edit, its record lost) came back as one object
+        return "payment_created" if view == "paid" else "payment_created_partial"
     return "invoice_updated"
 
 

@@ -169,8 +169,10 @@ async def _invoice(
     if paying and inv.balance is not None:
         # syncd's own payments under way are not QBO events: compare with the balance
         # they will leave (a payment made by hand besides still shows)
-        expected = str(Decimal(inv.balance) - paying)
-        event = classify(dataclasses.replace(inv, balance=expected), obj, scope.now)
+        expected = Decimal(inv.balance) - paying
+        view = "paid" if expected <= 0 else "partially_paid"
+        after = dataclasses.replace(inv, balance=str(expected), qbo_status=view)
+        event = classify(after, obj, scope.now)
     else:
         event = classify(inv, obj, scope.now)
     if event in _REMOVALS:

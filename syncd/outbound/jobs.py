@@ -484,7 +484,10 @@ class JobWorker(LoopWorker):
         written again after the look-up was throttled).
         """
         job = ctx.job
-        delay = retry_delay(job.attempts, after, random.random())  # noqa: S311
+        # QBO's throttle is the realm's state, not this job's fault: it never uses up
+        # the job's tries (it waits the pause QBO asks for, as long as QBO asks)
+        tries = 1 if after is not None else job.attempts
+        delay = retry_delay(tries, after, random.random())  # noqa: S311
         if delay is None:
             self._fail(
                 ctx,
