@@ -30,7 +30,16 @@ from syncd.exceptions import (
     StaleWriteError,
     StoreError,
 )
-from syncd.models import ChangeSet, Failure, Invoice, Job, JobKind, JobStatus, SyncState
+from syncd.models import (
+    ChangeSet,
+    Connection,
+    Failure,
+    Invoice,
+    Job,
+    JobKind,
+    JobStatus,
+    SyncState,
+)
 from syncd.outbound import batch
 from syncd.outbound.payments import push_customer, push_payment, push_receipt
 from syncd.outbound.push import (
@@ -219,21 +228,34 @@ class JobWorker(LoopWorker):
             # the intent, committed before the call: in flight, one more attempt
             job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
             await self._store.start_jobs([job])
-            ctx = JobContext(
-                job=job,
-                invoice=invoice,
-                client=client,
-                connection=conn,
-                rules=machine.rules,
-                store=self._store,
-                now=self._clock(),
-                unclear=unclear,
-                changes=changes,
-            )
+            ctx = self._context(job, invoice, client, conn, machine, unclear, changes)
             await self._attempt(ctx)
             seen = ctx.seen
         await self._record([(job, invoice, changes, seen)], machine)
         self._on_commit()
+
+    def _context(
+        self,
+        job: Job,
+        invoice: Invoice,
+        client: QboClient,
+        conn: Connection,
+        machine: InvoiceMachine,
+        unclear: bool,
+        changes: ChangeSet,
+    ) -> JobContext:
+        """What one job's handler runs with (single or in a batch)."""
+        return JobContext(
+            job=job,
+            invoice=invoice,
+            client=client,
+            connection=conn,
+            rules=machine.rules,
+            store=self._store,
+            now=self._clock(),
+            unclear=unclear,
+            changes=changes,
+        )
 
     async def _run_batch(self, jobs: list[Job]) -> None:
         """Pushes of several invoices of one realm in one batch request.
@@ -265,17 +287,7 @@ class JobWorker(LoopWorker):
                 continue
             job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
             contexts.append(
-                JobContext(
-                    job=job,
-                    invoice=invoice,
-                    client=client,
-                    connection=conn,
-                    rules=machine.rules,
-                    store=self._store,
-                    now=self._clock(),
-                    unclear=False,
-                    changes=ChangeSet(),
-                )
+                self._context(job, invoice, client, conn, machine, False, ChangeSet())
             )
         await self._store.start_jobs([c.job for c in contexts])
         ready: list[tuple[JobContext, Prepared]] = []
