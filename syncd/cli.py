@@ -9,14 +9,18 @@ import sqlite3
 import sys
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+import aiomqtt
 import click
 import structlog
 from aiohttp import web
 
 from syncd import logs
+from syncd.backfill.handover import Handover, Report
+from syncd.backfill.history import read_history
 from syncd.config import Config, load_config
 from syncd.engine import rules_try
 from syncd.engine.machine import mermaid
@@ -137,6 +141,77 @@ def backup(config_path: Path, destination: Path) -> None:
         sys.exit(1)
     summary = ", ".join(f"{n} {table}" for table, n in counts.items())
     click.echo(f"ok: {config.store_path} → {destination} ({summary})")
+
+
+@main.command()
+@_CONFIG
+@click.option("--tenant", required=True, help="The tenant whose history this is.")
+@click.option(
+    "--since",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Hand over invoices created on or after this day (and their payments).",
+)
+@click.option(
+    "--file",
+    "history_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The CRM's history: JSON Lines of envelopes, as published on its topics.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Follow until every QBO write of the history is made.",
+)
+def backfill(
+    config_path: Path, tenant: str, since: datetime, history_path: Path, wait: bool
+) -> None:
+    """Sync the CRM's history from before the connection, beside the running daemon.
+
+    Run it again after a crash: it hands over only what syncd has not applied.
+    """
+    config = _load(config_path, exit_code=2)
+    if tenant not in config.tenants:
+        click.echo(f"error: tenant {tenant!r} is not in {config_path}", err=True)
+        sys.exit(2)
+    if not config.store_path.exists():
+        click.echo(
+            f"error: no store at {config.store_path}: start syncd first", err=True
+        )
+        sys.exit(2)
+    history = read_history(history_path, tenant, since.date())
+    for problem in history.refused:
+        click.echo(f"refused: {history_path}: {problem}", err=True)
+    click.echo(
+        f"{history_path}: {len(history.contacts)} contacts, {len(history.invoices)} "
+        f"invoices, {len(history.payments)} payments to hand over; "
+        f"{history.before_since} before {since.date()}, {history.replaced} older versions",
+        err=True,
+    )
+    handover = Handover(
+        config, tenant, history, lambda line: click.echo(line, err=True)
+    )
+    try:
+        report = asyncio.run(handover.run(wait=wait))
+    except (OSError, aiomqtt.MqttError, sqlite3.Error) as exc:
+        click.echo(f"syncd: backfill stopped: {exc}; run it again to go on", err=True)
+        sys.exit(1)
+    for refusal in report.refused:
+        click.echo(f"refused by syncd: {refusal}", err=True)
+    click.echo(_backfill_summary(report))
+    sys.exit(0 if report.clean and not history.refused else 1)
+
+
+def _backfill_summary(report: Report) -> str:
+    s = report.states
+    return (
+        f"backfill: {report.handed}/{report.total} handed over ({report.published} "
+        f"published this run, {len(report.refused)} refused); invoices "
+        f"{s['synced']} synced, {s['failed']} failed (see the admin page), "
+        f"{s['skipped'] + s['not_synced']} kept out; {report.writes_left} QBO writes queued"
+    )
 
 
 @main.command()

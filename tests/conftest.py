@@ -8,6 +8,8 @@ import pytest
 import structlog
 from hypothesis import settings
 
+from syncd.bus.inbox import Inbox
+from syncd.engine.rulebook import RuleBook
 from syncd.store.sqlite import SqliteStore
 from tests.mosquitto import Broker
 from tests.sandbox_process import SandboxProcess
@@ -64,3 +66,17 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.open()
     yield s
     await s.close()
+
+
+@pytest.fixture
+def inbox(store: SqliteStore) -> Inbox:
+    """The inbox on a real store, tenants acme and beta on the default rules, at NOW."""
+    from tests.test_inbox import NOW, RULES
+
+    return Inbox(
+        store,
+        RuleBook({"acme": RULES, "beta": RULES}),
+        prefix="syncd",
+        max_payload_bytes=256 * 1024,
+        clock=lambda: NOW,
+    )

@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from syncd.bus.inbox import Inbox
 from syncd.engine.rulebook import RuleBook
 from syncd.engine.rules import load_rules, parse_rules
@@ -17,17 +15,6 @@ from tests.crm import envelope, invoice
 
 RULES = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.toml")
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def inbox(store) -> Inbox:
-    return Inbox(
-        store,
-        RuleBook({"acme": RULES, "beta": RULES}),
-        prefix="syncd",
-        max_payload_bytes=256 * 1024,
-        clock=lambda: NOW,
-    )
 
 
 def raw(tenant: str, message_type: str, data: dict[str, Any], mid: str | None = None):

@@ -209,6 +209,16 @@ def test_a_voided_invoice_reads_as_voided():
             "before the QBO connection",
         ),
         (SyncRules(since="connection"), {}, None),  # first heard of now: in
+        (  # handed over by `syncd backfill`: history counts in (issue 14)
+            SyncRules(since="connection"),
+            {"created_at": "2020-01-01", "backfill": True},
+            None,
+        ),
+        (  # ... but the amount and currency filters still apply
+            SyncRules(min_total=Decimal("500")),
+            {"created_at": "2020-01-01", "backfill": True},
+            "below [sync.filters] min_total",
+        ),
     ],
 )
 def test_the_filters_keep_out_what_they_name(sync, data, kept_out):

@@ -168,7 +168,7 @@ class MqttLink:
             timeout=_CALL_TIMEOUT,
             username=self._secrets.get("MQTT_USERNAME"),
             password=self._secrets.get("MQTT_PASSWORD"),
-            tls_context=_tls(c),
+            tls_context=tls_context(c),
             will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
             # Nagle + delayed ACKs hold a lone PUBACK or state message back ~40 ms
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
@@ -338,7 +338,7 @@ class _Waiter:
         self._acks.ack(self._mid)
 
 
-def _tls(config: MqttConfig) -> ssl.SSLContext | None:
+def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
     """A verifying TLS context for mqtts:// (the configured CA, else the system's)."""
     if not config.tls:
         return None

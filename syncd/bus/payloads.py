@@ -50,6 +50,13 @@ def version(value: Any) -> str | None:
     return None
 
 
+def flag(value: Any) -> str | None:
+    """A JSON boolean."""
+    if not isinstance(value, bool):
+        return f"must be true or false, not {_show(value)}"
+    return None
+
+
 def money(value: Any) -> str | None:
     """A decimal string: money is never a float."""
     if isinstance(value, float | int) and not isinstance(value, bool):
@@ -219,6 +226,7 @@ INVOICE: Spec = {
     "deal_id": (text, False),
     "created_at": (moment, False),  # HL8: when the CRM created it
     "exchange_rate": (rate, False),  # home-currency units per unit of `currency`
+    "backfill": (flag, False),  # handed over by `syncd backfill` (history, HL8)
 }
 _INVOICE_REF: Spec = {"invoice_id": (ident, True)}
 DATA_SPECS: Mapping[str, Spec] = {

@@ -53,10 +53,8 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
         known = ", ".join(rules.statuses)
         _reject(ctx, f"status {status!r} is not in the rules ({rules.source}): {known}")
         return current
-    if current is not None and version <= current.version:
-        reason = f"version {version} is not newer than the applied {current.version}"
-        log.info("stale_snapshot_ignored", version=version, applied=current.version)
-        _ledger(ctx, Outcome.IGNORED, reason)
+    backfill = data.get("backfill") is True
+    if _stale(ctx, current, version, backfill=backfill):
         return current
     from_status = current.status if current else None
     if not await _allowed(ctx, from_status, status):
@@ -64,13 +62,34 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
     invoice = _updated(ctx, current, status, version)
     if from_status != status:
         _record_move(ctx, from_status, status)
-    enqueue(ctx, invoice, jobs_for_move(rules, invoice, entered=from_status != status))
+    if backfill:
+        kinds = backfill_jobs(rules, invoice)
+    else:
+        kinds = jobs_for_move(rules, invoice, entered=from_status != status)
+    enqueue(ctx, invoice, kinds)
     ctx.changes.invoices[(invoice.tenant, invoice.invoice_id)] = invoice
     ctx.changes.outbox.append(
         events.sync_state(ctx.prefix, invoice, ctx.now, ctx.envelope.id)
     )
-    _ledger(ctx, Outcome.APPLIED, f"{from_status or 'new'} → {status}")
+    told = f"{from_status or 'new'} → {status}"
+    if backfill:
+        told += "; backfill: " + ("copy queued" if kinds else "kept out of QBO")
+    _ledger(ctx, Outcome.APPLIED, told)
     return invoice
+
+
+def _stale(
+    ctx: Context, current: Invoice | None, version: int, *, backfill: bool
+) -> bool:
+    """A snapshot no newer than the applied one is ignored (a backfill replay aside)."""
+    if current is None or version > current.version:
+        return False
+    if backfill and takes_backfill(current, version):
+        return False
+    reason = f"version {version} is not newer than the applied {current.version}"
+    log.info("stale_snapshot_ignored", version=version, applied=current.version)
+    _ledger(ctx, Outcome.IGNORED, reason)
+    return True
 
 
 def jobs_for_move(rules: Rules, invoice: Invoice, *, entered: bool) -> list[JobKind]:
@@ -94,6 +113,33 @@ def jobs_for_move(rules: Rules, invoice: Invoice, *, entered: bool) -> list[JobK
     if entered and status in sync.delete_on:
         kinds.append(JobKind.INVOICE_DELETE)
     return list(dict.fromkeys(kinds))
+
+
+def takes_backfill(current: Invoice, version: int) -> bool:
+    """A backfill replay of the snapshot already applied, kept out of QBO until now.
+
+    The CRM hands its history over with the versions syncd may have seen live (and kept
+    out by `[sync] since`, HL8): the same version, flagged, is taken once more.
+    """
+    return (
+        version == current.version
+        and current.qbo_id is None
+        and not current.data.get("backfill")
+    )
+
+
+def backfill_jobs(rules: Rules, invoice: Invoice) -> list[JobKind]:
+    """A backfilled snapshot is copied to QBO, never e-mailed, voided or deleted.
+
+    History is copied as it stands: drafts and voided or deleted invoices stay out
+    (a later move of a draft syncs as usual); a sent or paid one is created as is
+    (its payments follow as `payment.recorded`).
+    """
+    sync = rules.sync
+    kept_out = {rules.initial, *rules.final, *sync.void_on, *sync.delete_on}
+    if invoice.qbo_id is None and invoice.status in kept_out:
+        return []
+    return [JobKind.INVOICE_PUSH]
 
 
 def enqueue(ctx: Context, invoice: Invoice, kinds: list[JobKind]) -> None:
@@ -286,7 +332,12 @@ def _updated(
             updated_at=ctx.now,
             first_seen_at=ctx.now,
         )
-    current.status, current.version, current.data = status, version, env.data
+    if current.data.get("backfill") and not env.data.get("backfill"):
+        # HL8 counts the invoice in once it was handed over in a backfill
+        current.data = {**env.data, "backfill": True}
+    else:
+        current.data = env.data
+    current.status, current.version = status, version
     current.updated_at = ctx.now
     return current
 

@@ -282,8 +282,8 @@ def ineligible(inv: Invoice, rules: Rules, conn: Connection) -> str | None:
         and data["currency"] not in sync.currencies
     ):
         return f"not synced: currency {data['currency']} is not in [sync.filters] currencies"
-    if sync.since == "all":
-        return None
+    if sync.since == "all" or data.get("backfill") is True:
+        return None  # a backfill hands over what came before `since` on purpose
     created, told = _created(inv)
     if sync.since == "connection":
         since = conn.since or conn.connected_at

@@ -1,0 +1,1 @@
+"""Backfill: the CRM's history from before the connection, handed over and synced."""
