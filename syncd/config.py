@@ -86,6 +86,8 @@ class QboConfig:
     throttle_pause: float = 60.0  # Intuit asks for a minute's pause after a 429
     # QBO minutes per real minute: only against `syncd sandbox --time-scale` (benchmarks)
     time_scale: float = 1.0
+    # the app's monthly allowance of metered reads (qbo.md §10: 500,000 on Builder)
+    monthly_reads_budget: int = 500_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,6 +255,7 @@ def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
             "request_timeout",
             "throttle_pause",
             "time_scale",
+            "monthly_reads_budget",
         },
     )
     return QboConfig(
@@ -264,6 +267,9 @@ def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
         request_timeout=float(r.integer(t, "qbo", "request_timeout", 30, low=1)),
         throttle_pause=float(r.integer(t, "qbo", "throttle_pause", 60, low=1)),
         time_scale=float(r.integer(t, "qbo", "time_scale", 1, low=1)),
+        monthly_reads_budget=r.integer(
+            t, "qbo", "monthly_reads_budget", 500_000, low=0
+        ),
     )
 
 

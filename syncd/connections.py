@@ -156,6 +156,7 @@ class Connections:
         self._connections: dict[str, Connection] = {}  # decrypted once, with the client
         self.on_connected: Callable[[], None] = lambda: None
         self.on_published: Callable[[], None] = lambda: None  # outbox rows committed
+        self.on_read: Callable[[str, datetime], None] = lambda realm, at: None
         self._prefix = config.mqtt.topic_prefix
         self._limiters: dict[str, RealmLimiter] = {}
         self.throttled: dict[str, datetime] = {}  # realm → QBO's last 429 to it
@@ -449,6 +450,8 @@ class Connections:
     def _observed(self, realm: str, kind: str, status: int, seconds: float) -> None:
         now = self._clock()
         metrics.qbo_call(realm, kind, status, seconds, now)
+        if kind == "read" and status:  # answered: Intuit counts it
+            self.on_read(realm, now)
         if status == 429:
             self.throttled[realm] = now
 

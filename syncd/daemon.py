@@ -22,6 +22,7 @@ from syncd.inbound.reconcile import Reconciler
 from syncd.inbound.worker import InboundWorker
 from syncd.models import RawMessage
 from syncd.outbound.jobs import JobWorker
+from syncd.reads_meter import ReadsMeter
 from syncd.secrets import Cipher
 from syncd.store import Store, sqlite_store
 
@@ -75,6 +76,8 @@ class Daemon:
             self.publisher.wake,
         )
         self.housekeeper = Housekeeper(self.store, config.retention, self.clock)
+        self.meter = ReadsMeter(self.store, config.qbo.monthly_reads_budget, self.clock)
+        self.connections.on_read = self.meter.count
         self.connections.on_connected = self.jobs.wake
         self.connections.on_published = self.publisher.wake
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,6 +117,7 @@ class Daemon:
             asyncio.create_task(self.inbound.run(), name="syncd.inbound.worker"),
             asyncio.create_task(self.reconciler.run(), name="syncd.inbound.reconcile"),
             asyncio.create_task(self.housekeeper.run(), name="syncd.housekeeping"),
+            asyncio.create_task(self.meter.run(), name="syncd.reads_meter"),
         ]
         for task in self._tasks:
             task.add_done_callback(self._exit_if_crashed)
@@ -128,6 +132,7 @@ class Daemon:
         self.inbound.stop()
         self.reconciler.stop()
         self.housekeeper.stop()
+        self.meter.stop()
         self.publisher.stop()
         flushed = False
         try:

@@ -8,6 +8,7 @@ ChangeSet and is written in one transaction, so implementations stay small.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -169,6 +170,12 @@ class Store(Protocol):
 
     async def books(self, tenant: str) -> tuple[str, datetime] | None:
         """The QBO company the tenant's references belong to, and its first connection."""
+
+    async def add_reads(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add QBO reads counted since the last call, by (realm, month "YYYY-MM")."""
+
+    async def reads(self, month: str | None = None) -> list[tuple[str, str, int]]:
+        """(realm, month, reads), newest month first; of one month when given."""
 
     async def remembers_references(self, tenant: str) -> bool:
         """Whether any link or QBO id is remembered for the tenant."""

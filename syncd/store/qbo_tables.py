@@ -6,6 +6,7 @@ Tokens arrive sealed (Connections seals them): the store never sees them in clea
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -148,6 +149,28 @@ class QboTables:
         async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
             row = await cur.fetchone()
         return (str(row[0]), datetime.fromisoformat(row[1])) if row else None
+
+    async def add_reads(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add QBO reads counted since the last call, by (realm, month "YYYY-MM")."""
+        rows = [(realm, month, n) for (realm, month), n in counts.items() if n]
+        async with self._db.tx() as db:
+            await db.executemany(
+                "INSERT INTO qbo_reads VALUES (?, ?, ?) ON CONFLICT (realm_id, month) "
+                "DO UPDATE SET reads = reads + excluded.reads",
+                rows,
+            )
+
+    async def reads(self, month: str | None = None) -> list[tuple[str, str, int]]:
+        """(realm, month, reads), newest month first; of one month when given."""
+        sql = "SELECT realm_id, month, reads FROM qbo_reads"
+        args: tuple[str, ...] = ()
+        if month is not None:
+            sql, args = sql + " WHERE month = ?", (month,)
+        async with (
+            self._db.read() as db,
+            db.execute(sql + " ORDER BY month DESC, realm_id", args) as cur,
+        ):
+            return [(str(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
 
     async def remembers_references(self, tenant: str) -> bool:
         """Whether any link or QBO id is remembered for the tenant."""

@@ -157,4 +157,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_waiting ON jobs (id, next_attempt_at)
         WHERE status IN ('pending', 'in_flight');
     """,
+    # 12: QBO reads per company and calendar month (Intuit meters reads: qbo.md §10)
+    """
+    CREATE TABLE qbo_reads (
+        realm_id TEXT NOT NULL, month TEXT NOT NULL, reads INTEGER NOT NULL,
+        PRIMARY KEY (realm_id, month)) WITHOUT ROWID;
+    """,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -425,6 +426,14 @@ class SqliteStore:
     async def books(self, tenant: str) -> tuple[str, datetime] | None:
         """The QBO company the tenant's references belong to, and its first connection."""
         return await self._qbo.books(tenant)
+
+    async def add_reads(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add QBO reads counted since the last call, by (realm, month "YYYY-MM")."""
+        return await self._qbo.add_reads(counts)
+
+    async def reads(self, month: str | None = None) -> list[tuple[str, str, int]]:
+        """(realm, month, reads), newest month first; of one month when given."""
+        return await self._qbo.reads(month)
 
     async def remembers_references(self, tenant: str) -> bool:
         """Whether any link or QBO id is remembered for the tenant."""

@@ -25,6 +25,7 @@ from syncd.models import (
     Subject,
     SyncState,
 )
+from syncd.reads_meter import month_of
 from syncd.store import Store
 from syncd.web import cursor
 from syncd.web.keys import DAEMON
@@ -38,6 +39,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get(base + "/invoices", list_invoices)
     app.router.add_get(base + "/invoices/{invoice}", get_invoice)
     app.router.add_get(base + "/invoices/{invoice}/pdf", invoice_pdf)
+    app.router.add_get(base + "/reads", qbo_reads)
     app.router.add_get(base + "/failures", list_failures)
     app.router.add_post(base + "/failures/{failure}/retry", retry_failure)
 
@@ -58,6 +60,42 @@ def _failure(f: Failure) -> dict[str, Any]:
         "at": f.at.isoformat(),
         "resolved_at": f.resolved_at.isoformat() if f.resolved_at else None,
     }
+
+
+async def qbo_reads(request: web.Request) -> web.Response:
+    """QBO reads of the tenant's company by month, beside the app's this month.
+
+    Intuit meters reads per app across every company it serves (qbo.md §10); the
+    budget is `[qbo] monthly_reads_budget`. 404 when the tenant never connected.
+    """
+    daemon = request.app[DAEMON]
+    tenant = request.match_info["tenant"]
+    conn = await daemon.store.connection(tenant)
+    books = await daemon.store.books(tenant)
+    realm = conn.realm_id if conn else (books[0] if books else None)
+    if realm is None:
+        return web.json_response({"error": "never connected to QuickBooks"}, status=404)
+    month = month_of(daemon.clock())
+    this_month = await daemon.meter.used(month)
+    months = {m: n for r, m, n in await daemon.store.reads() if r == realm}
+    months[month] = this_month.get(realm, 0)
+    total, budget = sum(this_month.values()), daemon.meter.budget
+    return web.json_response(
+        {
+            "realm_id": realm,
+            "month": month,
+            "reads": months[month],
+            "months": [
+                {"month": m, "reads": months[m]} for m in sorted(months, reverse=True)
+            ],
+            "app": {
+                "month": month,
+                "reads": total,
+                "budget": budget,
+                "share": round(total / budget, 4) if budget else None,
+            },
+        }
+    )
 
 
 async def list_invoices(request: web.Request) -> web.Response:

@@ -74,6 +74,32 @@ _CONNECTION = {
     },
 }
 
+_MONTH = {
+    "type": "object",
+    "required": ["month", "reads"],
+    "properties": {"month": {"type": "string"}, "reads": {"type": "integer"}},
+}
+_READS = {
+    "type": "object",
+    "required": ["realm_id", "month", "reads", "months", "app"],
+    "properties": {
+        "realm_id": {"type": "string"},
+        "month": {"type": "string"},
+        "reads": {"type": "integer"},
+        "months": {"type": "array", "items": _MONTH},
+        "app": {
+            "type": "object",
+            "required": ["month", "reads", "budget"],
+            "properties": {
+                "month": {"type": "string"},
+                "reads": {"type": "integer"},
+                "budget": {"type": "integer"},
+                "share": {"type": ["number", "null"]},
+            },
+        },
+    },
+}
+
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {
@@ -197,6 +223,13 @@ DOCUMENT: dict[str, Any] = {
                     "502": _json(_ERROR, "QuickBooks refused"),
                 },
                 _path_param("invoice"),
+            ),
+        },
+        "/api/tenants/{tenant}/reads": {
+            "get": _op(
+                "QBO reads of the tenant's company by month, and the app's this month "
+                "(Intuit meters reads, qbo.md §10)",
+                {"200": _json(_READS, "the counts")},
             ),
         },
         "/api/tenants/{tenant}/failures": {

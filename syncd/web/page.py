@@ -147,7 +147,11 @@ async def home(request: web.Request) -> web.Response:
     except StoreError:  # said in the banner below: the store's problem
         tenants = []
     return _render(
-        "home.html", session, tenants=tenants, store_problem=daemon.store.problem
+        "home.html",
+        session,
+        tenants=tenants,
+        store_problem=daemon.store.problem,
+        reads_budget=daemon.meter.budget,
     )
 
 
@@ -159,6 +163,7 @@ async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
     reconciled = daemon.reconciler.passed.get(tenant)
     webhook = daemon.inbound.last_webhook.get(tenant)
     throttled = daemon.connections.throttled.get(conn.realm_id) if conn else None
+    reads = (await daemon.meter.used()).get(conn.realm_id, 0) if conn else None
     return {
         "id": tenant,
         "connection": conn,
@@ -168,6 +173,7 @@ async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
         "reconciled": _when(reconciled) if reconciled else None,
         "webhook": _when(webhook) if webhook else None,
         "throttled": _when(throttled) if throttled else None,
+        "reads": reads,
         "jobs_waiting": counts.jobs_waiting,
         "counts": sorted(counts.sync_states.items()),
         "open_failures": counts.open_failures,
