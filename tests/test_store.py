@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, date, datetime
 
@@ -24,6 +25,7 @@ from syncd.models import (
     SyncState,
 )
 from syncd.store import rows
+from syncd.store.database import GroupCommit
 from syncd.store.schema import MIGRATIONS
 from syncd.store.sqlite import SqliteStore
 
@@ -472,3 +474,41 @@ def _failure(tenant: str) -> Failure:
         event_id=None,
         at=NOW,
     )
+
+
+async def test_webhook_bodies_arriving_together_share_one_commit(store):
+    """Issue 14: a burst's bodies go in one transaction; each caller returns once on disk."""
+    batches: list[list[int]] = []
+
+    async def write(rows: list[int]) -> None:
+        batches.append(rows)
+        await asyncio.sleep(0.01)
+
+    joined = GroupCommit[int](write)
+    await asyncio.gather(*(joined.add(n) for n in range(100)))
+    await joined.add(100)  # later: its own transaction
+    assert batches == [list(range(100)), [100]]
+    await asyncio.gather(
+        *(store.store_inbound(f"body {n}".encode(), NOW) for n in range(50))
+    )
+    stored = await store.pending_inbound(100)
+    assert sorted(b for _, b in stored) == sorted(
+        f"body {n}".encode() for n in range(50)
+    )
+
+
+async def test_a_failed_group_commit_fails_every_caller_in_it():
+    """The commit's error reaches each caller of that transaction; the next one works."""
+    fail = True
+
+    async def write(rows: list[int]) -> None:
+        if fail:
+            raise StoreError("disk full")
+
+    joined = GroupCommit[int](write)
+    results = await asyncio.gather(
+        *(joined.add(n) for n in range(3)), return_exceptions=True
+    )
+    assert [str(r) for r in results] == ["disk full"] * 3
+    fail = False
+    await joined.add(4)

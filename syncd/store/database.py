@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
@@ -267,3 +267,39 @@ def chunks(values: list[_T], size: int = CHUNK) -> Iterable[list[_T]]:
     """`values` in slices of at most `size`."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+class GroupCommit(Generic[_T]):
+    """Concurrent writers of small rows share one transaction (one fsync), not one each.
+
+    `add` returns once its row is committed, or raises the commit's error: a caller that
+    returns has its row on disk, as with a transaction of its own. Rows that arrive while
+    a transaction is under way go together in the next one.
+    """
+
+    def __init__(self, write: Callable[[list[_T]], Awaitable[None]]) -> None:
+        self._write = write
+        self._waiting: list[tuple[_T, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, item: _T) -> None:
+        """Write `item` with whatever else is waiting; return when it is committed."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await self._write([item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 -- each caller gets the commit's error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
