@@ -214,6 +214,41 @@ async def test_an_event_applied_meanwhile_is_a_stale_write(store):
         )
 
 
+def _retrying(attempts: int, unclear: bool) -> tuple[JobWorker, JobContext]:
+    """A worker and an in-flight push's context, for `_retry` alone (nothing else runs)."""
+    nobody: Any = None
+    worker = JobWorker(
+        nobody,
+        nobody,
+        nobody,
+        prefix="syncd",
+        clock=lambda: NOW,
+        on_commit=lambda: None,
+    )
+    job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
+    job.status, job.attempts = JobStatus.IN_FLIGHT, attempts
+    inv = Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=1,
+        data={},
+        updated_at=NOW,
+    )
+    ctx = JobContext(
+        job=job,
+        invoice=inv,
+        client=nobody,
+        connection=nobody,
+        rules=nobody,
+        store=nobody,
+        now=NOW,
+        unclear=unclear,
+        changes=ChangeSet(),
+    )
+    return worker, ctx
+
+
 @pytest.mark.parametrize(
     ("started_in_doubt", "unanswered", "status"),
     [
@@ -231,36 +266,8 @@ def test_a_job_in_doubt_stays_in_flight_when_put_back(
     was in doubt; its look-up was throttled, the retry put it back to `pending`, and the
     next batch wrote the invoice again (QBO refused the number twice, 6140).
     """
-    nobody: Any = None
-    worker = JobWorker(
-        nobody,
-        nobody,
-        nobody,
-        prefix="syncd",
-        clock=lambda: NOW,
-        on_commit=lambda: None,
-    )
-    job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
-    job.status, job.attempts = JobStatus.IN_FLIGHT, 2
-    inv = Invoice(
-        tenant="acme",
-        invoice_id="I-1",
-        status="open",
-        version=1,
-        data={},
-        updated_at=NOW,
-    )
-    ctx = JobContext(
-        job=job,
-        invoice=inv,
-        client=nobody,
-        connection=nobody,
-        rules=nobody,
-        store=nobody,
-        now=NOW,
-        unclear=started_in_doubt,
-        changes=ChangeSet(),
-    )
+    worker, ctx = _retrying(attempts=2, unclear=started_in_doubt)
+    job, inv = ctx.job, ctx.invoice
     throttled = QboTransientError("QBO 3001", "3001", retry_after=60.0)
     worker._retry(ctx, throttled, 60.0, unclear=unanswered)
     assert job.status is status
@@ -273,36 +280,8 @@ def test_a_throttled_job_never_uses_up_its_tries():
     Found by the long chaos run with batches: every restart of syncd forgot what it had
     sent within QBO's minute, and one invoice gave up after 8 throttled tries.
     """
-    nobody: Any = None
-    worker = JobWorker(
-        nobody,
-        nobody,
-        nobody,
-        prefix="syncd",
-        clock=lambda: NOW,
-        on_commit=lambda: None,
-    )
-    job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
-    job.status, job.attempts = JobStatus.IN_FLIGHT, MAX_ATTEMPTS
-    inv = Invoice(
-        tenant="acme",
-        invoice_id="I-1",
-        status="open",
-        version=1,
-        data={},
-        updated_at=NOW,
-    )
-    ctx = JobContext(
-        job=job,
-        invoice=inv,
-        client=nobody,
-        connection=nobody,
-        rules=nobody,
-        store=nobody,
-        now=NOW,
-        unclear=False,
-        changes=ChangeSet(),
-    )
+    worker, ctx = _retrying(attempts=MAX_ATTEMPTS, unclear=False)
+    job = ctx.job
     worker._retry(ctx, QboTransientError("QBO 3001", "3001", retry_after=60.0), 60.0)
     assert job.status is JobStatus.PENDING and ctx.changes.failures == []
     assert job.next_attempt_at >= NOW + timedelta(seconds=60)
