@@ -379,13 +379,9 @@ async def _replay(
     store = sqlite_store(config.store_path, check="schema")
     await store.open()
     try:
-        invoices = await store.invoices(tenant)
-        history = {
-            i.invoice_id: await store.history(tenant, i.invoice_id) for i in invoices
-        }
+        return await rules_try.replay(store, tenant, old, new)
     finally:
         await store.close()
-    return len(invoices), rules_try.compare(old, new, invoices, history)
 
 
 def _load(path: Path, exit_code: int) -> Config:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from syncd.engine.rules import load_rules
-from syncd.engine.rules_try import compare, render
+from syncd.engine.rules_try import SHOWN, compare, render, replay
 from syncd.models import ChangeSet, HistoryEntry, Invoice
 from syncd.store.sqlite import SqliteStore
 
@@ -115,3 +115,26 @@ async def test_the_command_reads_the_tenants_store(tmp_path):
     assert "history of 1 invoice(s)" in done.stdout
     assert "I-1: paid → open" in done.stdout and "3 change(s)" not in done.stdout
     assert "QBO invoice_voided: voided → (nothing)" in done.stdout
+
+
+async def test_a_big_store_is_replayed_a_page_at_a_time(tmp_path, store):
+    """2,500 invoices over 3 pages: every one counted, each section's list kept short."""
+    old, new = load_rules(DEFAULT), load_rules(_stricter(tmp_path))
+    invoices = {
+        ("acme", f"I-{n}"): _invoice(f"I-{n}", "overdue" if n % 2 else "open")
+        for n in range(2500)
+    }
+    history = [
+        _move(f"I-{n}", "paid", "open", "qbo invoice_updated")
+        for n in range(0, 2500, 5)
+    ]
+    await store.commit(ChangeSet(invoices=invoices, history=history))
+    seen, report = await replay(store, "acme", old, new, page=1000)
+    assert seen == 2500
+    assert report.counts["now_synced"] == 1250  # every overdue one, none twice
+    assert report.counts["refused"] == 500  # paid → open, one each
+    assert report.counts["remapped"] == 1  # said once, not once a page
+    assert len(report.now_synced) == SHOWN
+    lines = render(report)
+    assert "invoices that would now go to QBO (1250):" in lines
+    assert f"  … and {1250 - SHOWN} more" in lines

@@ -101,6 +101,11 @@ class Store(Protocol):
     async def history(self, tenant: str, invoice_id: str) -> list[HistoryEntry]:
         """Return one invoice's moves, oldest first."""
 
+    async def histories(
+        self, tenant: str, invoice_ids: list[str]
+    ) -> dict[str, list[HistoryEntry]]:
+        """The moves of each of these invoices, oldest first, in one query."""
+
     async def failures(self, tenant: str) -> list[Failure]:
         """Return a tenant's failures, oldest first."""
 

@@ -284,6 +284,31 @@ class SqliteStore:
             for f, t, c, e, a in rows
         ]
 
+    async def histories(
+        self, tenant: str, invoice_ids: list[str]
+    ) -> dict[str, list[HistoryEntry]]:
+        """The moves of each of these invoices, oldest first, in one query."""
+        sql = (
+            "SELECT invoice_id, from_status, to_status, cause, event_id, at FROM history "
+            "WHERE tenant = ? AND invoice_id IN ({among}) ORDER BY seq"
+        )
+        async with self._db.read() as db:
+            rows = await rows_among(db, sql, [tenant], invoice_ids)
+        found: dict[str, list[HistoryEntry]] = {}
+        for invoice_id, f, t, c, e, a in rows:  # in order within each chunk
+            found.setdefault(invoice_id, []).append(
+                HistoryEntry(
+                    tenant=tenant,
+                    invoice_id=invoice_id,
+                    from_status=f,
+                    to_status=t,
+                    cause=c,
+                    event_id=e,
+                    at=datetime.fromisoformat(a),
+                )
+            )
+        return found
+
     async def failures(self, tenant: str) -> list[Failure]:
         """Return a tenant's failures, oldest first."""
         sql = (

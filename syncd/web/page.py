@@ -331,11 +331,7 @@ async def try_rules(request: web.Request) -> web.Response:
         return await rules(request, [f"not TOML: {exc}"], text, session)
     except ConfigError as exc:
         return await rules(request, exc.problems, text, session)
-    found = await daemon.store.invoices(tenant)
-    history = {
-        i.invoice_id: await daemon.store.history(tenant, i.invoice_id) for i in found
-    }
-    report = rules_try.compare(machine.rules, new, found, history)
+    _, report = await rules_try.replay(daemon.store, tenant, machine.rules, new)
     return await rules(request, rules_try.render(report), text, session)
 
 
