@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -288,3 +289,47 @@ def test_a_throttled_job_never_uses_up_its_tries():
     other = QboTransientError("QBO 10000", "10000")
     worker._retry(ctx, other, None)  # a server error still counts
     assert [f.code for f in ctx.changes.failures] == ["10000"]
+
+
+async def test_one_realms_burst_never_holds_another_realm_back(store):
+    """Issue 14, 10 realms at once: due jobs are claimed per realm; each realm runs alone.
+
+    Found by bench_bulk --realms 10: the first realm's thousands of jobs filled every
+    round (oldest first across realms) and the others waited, and while that realm waited
+    for its QBO quota, the whole round did.
+    """
+    burst = [
+        Job.for_invoice("acme", JobKind.INVOICE_PUSH, f"A-{n}", NOW) for n in range(300)
+    ]
+    other = [
+        Job.for_invoice("beta", JobKind.INVOICE_PUSH, f"B-{n}", NOW) for n in range(3)
+    ]
+    await store.commit(ChangeSet(jobs=[*burst, *other]))
+    due = await store.due_jobs(NOW, 120)
+    assert sum(j.tenant == "acme" for j in due) == 120
+    assert sum(j.tenant == "beta" for j in due) == 3
+    assert {j.tenant for j in await store.due_jobs(NOW, 120, skip=["acme"])} == {"beta"}
+
+    nobody: Any = None
+    worker = JobWorker(
+        store, nobody, nobody, prefix="syncd", clock=lambda: NOW, on_commit=lambda: None
+    )
+    quota = asyncio.Event()  # acme waits for its quota
+    rounds: list[tuple[str, int]] = []
+
+    async def run_tenant(tenant: str, jobs: list[Job]) -> None:
+        rounds.append((tenant, len(jobs)))
+        if tenant == "acme":
+            await quota.wait()
+
+    worker._run_tenant = run_tenant  # type: ignore[method-assign]
+    async with asyncio.timeout(5):
+        assert await worker.run_once() == 123  # returns while acme waits
+        await asyncio.sleep(0)
+        # beta again (its jobs stayed due: this stand-in finishes none), acme not
+        assert await worker.run_once() == 3
+        await asyncio.sleep(0)
+    assert rounds == [("acme", 120), ("beta", 3), ("beta", 3)]
+    quota.set()
+    worker.stop()
+    await worker.run()  # the running round ends before run does

@@ -157,21 +157,47 @@ async def _prepare_into(
 
 
 class JobWorker(LoopWorker):
-    """Claims due jobs and runs them: realms side by side, each realm's in turn.
+    """Claims due jobs and runs them: each realm on its own, each realm's in turn.
 
-    Creates and updates of several invoices of one realm due together go as QBO batch
-    requests (up to 30 each); a lone one goes as a single request, for latency.
+    A realm's round is a task of its own: a realm waiting on its QBO quota (or a slow
+    answer) never holds the others back, and its jobs are not claimed again until its
+    round ends. Creates and updates of several invoices of one realm due together go as
+    QBO batch requests (up to 30 each); a lone one goes as a single request, for latency.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rounds: dict[str, asyncio.Task[None]] = {}  # tenant → its running round
+
     async def run_once(self, limit: int = DUE_LIMIT) -> int:
-        """Run the jobs due now; return how many ran."""
-        jobs = await self._store.due_jobs(self._clock(), limit)
+        """Start a round for each realm with jobs due and none running; how many jobs."""
+        busy = [t for t, task in self._rounds.items() if not task.done()]
+        jobs = await self._store.due_jobs(self._clock(), limit, skip=busy)
         by_tenant: dict[str, list[Job]] = {}
         for job in jobs:
             by_tenant.setdefault(job.tenant, []).append(job)
-        work = [self._run_tenant(tenant, due) for tenant, due in by_tenant.items()]
-        await asyncio.shield(asyncio.gather(*work))
+        for tenant, due in by_tenant.items():
+            task = asyncio.create_task(self._round(tenant, due), name=f"jobs:{tenant}")
+            task.add_done_callback(lambda _: self.wake())
+            self._rounds[tenant] = task
         return len(jobs)
+
+    async def run(self) -> None:
+        """Claim and start rounds until stopped; then let the running rounds finish."""
+        try:
+            await super().run()
+        finally:
+            running = [t for t in self._rounds.values() if not t.done()]
+            await asyncio.shield(asyncio.gather(*running, return_exceptions=True))
+
+    async def _round(self, tenant: str, jobs: list[Job]) -> None:
+        """One realm's round; what fails in it is logged, as an iteration's failure is."""
+        try:
+            await self._run_tenant(tenant, jobs)
+        except StoreError as exc:  # the store's problem, said once per try
+            log.warning("worker_paused", worker="JobWorker", reason=str(exc))
+        except Exception:
+            log.exception("worker_iteration_failed", worker="JobWorker", tenant=tenant)
 
     async def _run_tenant(self, tenant: str, jobs: list[Job]) -> None:
         """One realm's due jobs (one per invoice at most): batches, then the rest."""

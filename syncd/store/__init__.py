@@ -8,7 +8,7 @@ ChangeSet and is written in one transaction, so implementations stay small.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -213,8 +213,10 @@ class Store(Protocol):
 
     # the jobs queue: the intent ledger of QBO writes
 
-    async def due_jobs(self, now: datetime, limit: int) -> list[Job]:
-        """Jobs to run now, never ahead of an earlier unfinished job of the same invoice."""
+    async def due_jobs(
+        self, now: datetime, limit: int, skip: Collection[str] = ()
+    ) -> list[Job]:
+        """Jobs to run now (up to `limit` per tenant, none of `skip`'s), in queue order."""
 
     async def start_jobs(self, jobs: list[Job]) -> None:
         """Mark jobs in flight, in one write (committed before their QBO call)."""

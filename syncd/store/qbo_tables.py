@@ -6,7 +6,7 @@ Tokens arrive sealed (Connections seals them): the store never sees them in clea
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -216,23 +216,30 @@ class QboTables:
             await db.execute("DELETE FROM oauth_states WHERE state = ?", (state,))
         return (row[0], bool(row[1]), datetime.fromisoformat(row[2])) if row else None
 
-    async def due_jobs(self, now: datetime, limit: int) -> list[Job]:
+    async def due_jobs(
+        self, now: datetime, limit: int, skip: Collection[str] = ()
+    ) -> list[Job]:
         """Jobs to run now, never ahead of an earlier unfinished job of the same invoice.
 
-        In-flight jobs are due too: a crash left their outcome unclear.
+        Up to `limit` of each tenant's (not of the tenants in `skip`), oldest first: one
+        realm's burst never hides another's work. In-flight jobs are due too: a crash
+        left their outcome unclear.
         """
         sql = (
-            f"SELECT id, {_JOB_COLS} FROM jobs j INDEXED BY jobs_waiting "
-            f"WHERE j.status IN {_UNFINISHED} "
+            f"SELECT id, {_JOB_COLS} FROM jobs j INDEXED BY jobs_waiting_tenant "
+            f"WHERE j.tenant = ? AND j.status IN {_UNFINISHED} "
             "AND j.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs e WHERE "
             "e.tenant = j.tenant AND e.queue = j.queue AND e.id < j.id "
             f"AND e.status IN {_UNFINISHED}) ORDER BY j.id LIMIT ?"
         )
-        async with (
-            self._db.read() as db,
-            db.execute(sql, (now.isoformat(), limit)) as cur,
-        ):
-            return [rows.job(r) for r in await cur.fetchall()]
+        due: list[Job] = []
+        async with self._db.read() as db:
+            for tenant in await _waiting_tenants(db):
+                if tenant in skip:
+                    continue
+                async with db.execute(sql, (tenant, now.isoformat(), limit)) as cur:
+                    due += [rows.job(r) for r in await cur.fetchall()]
+        return due
 
     async def start_jobs(self, jobs: list[Job]) -> None:
         """Record the intent before the call (each job's new status and attempts)."""
@@ -470,3 +477,20 @@ async def write_inbound(
         # another writer applied one of these events since this batch was decided (the
         # reconciliation and the webhooks both saw it): decide again, or it is twice
         raise StaleWriteError("a QBO event was applied meanwhile") from exc
+
+
+async def _waiting_tenants(db: aiosqlite.Connection) -> list[str]:
+    """The tenants with unfinished jobs: an index seek each (a loose index scan)."""
+    sql = (
+        "SELECT tenant FROM jobs INDEXED BY jobs_waiting_tenant "
+        f"WHERE status IN {_UNFINISHED} AND tenant > ? ORDER BY tenant LIMIT 1"
+    )
+    found: list[str] = []
+    after = ""
+    while True:
+        async with db.execute(sql, (after,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return found
+        after = str(row[0])
+        found.append(after)

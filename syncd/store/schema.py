@@ -163,4 +163,10 @@ MIGRATIONS: tuple[str, ...] = (
         realm_id TEXT NOT NULL, month TEXT NOT NULL, reads INTEGER NOT NULL,
         PRIMARY KEY (realm_id, month)) WITHOUT ROWID;
     """,
+    # 13: unfinished jobs by tenant, so each realm's due jobs are found on their own: one
+    # tenant's burst no longer fills every round while the others wait
+    """
+    CREATE INDEX jobs_waiting_tenant ON jobs (tenant, id, next_attempt_at)
+        WHERE status IN ('pending', 'in_flight');
+    """,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -478,9 +478,11 @@ class SqliteStore:
         """Consume a one-time OAuth state: (tenant, force, created) or None."""
         return await self._qbo.take_state(state)
 
-    async def due_jobs(self, now: datetime, limit: int) -> list[Job]:
-        """Jobs to run now, never ahead of an earlier unfinished job of the same invoice."""
-        return await self._qbo.due_jobs(now, limit)
+    async def due_jobs(
+        self, now: datetime, limit: int, skip: Collection[str] = ()
+    ) -> list[Job]:
+        """Jobs to run now (up to `limit` per tenant, none of `skip`'s), in queue order."""
+        return await self._qbo.due_jobs(now, limit, skip)
 
     async def start_jobs(self, jobs: list[Job]) -> None:
         """Record the intent before the call (each job's new status and attempts)."""
