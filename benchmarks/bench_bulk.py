@@ -178,17 +178,18 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         "ceiling (1,200) | QBO copies | duplicates | 429s | writes | real s |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    total = 0.0
     for tenant, rate, steady, copies, unique, throttled, writes, elapsed in report:
-        total += steady
         print(
             f"| {tenant} | {rate:,.0f}; {steady:,.0f} | {rate / CEILING:.0%}; "
             f"{steady / CEILING:.0%} | {copies:,} | {copies - unique} | {throttled} | "
             f"{writes} | {elapsed:.1f} |"
         )
     if len(report) > 1:
+        last = max(r[-1] for r in report)  # real seconds until the last realm was done
+        total = len(report) * args.invoices / (last / 60 * args.time_scale)
         print(
-            f"all realms together: {total:,.0f} invoices / QBO-minute "
+            f"all realms together: {len(report) * args.invoices:,} invoices in "
+            f"{last:.0f} s = {total:,.0f} invoices / QBO-minute "
             f"({total / CEILING:.1f}x one realm's ceiling)"
         )
 
