@@ -155,9 +155,13 @@ def _rss(pid: int) -> tuple[float, float]:
     return found["VmRSS"], found["VmHWM"]
 
 
-def through_syncd(workdir: Path, broker: Broker, events: int) -> dict[str, float]:
+def through_syncd(
+    workdir: Path, broker: Broker, events: int, check: str
+) -> dict[str, float]:
     """Start syncd on the store, time it, push moves through it, watch its memory."""
-    config = write_config(workdir, broker.port, {"acme": RULES})
+    config = write_config(
+        workdir, broker.port, {"acme": RULES}, store=f'check = "{check}"'
+    )
     syncd = SyncdProcess(config)
     started = time.perf_counter()
     syncd.start()
@@ -227,6 +231,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument(
+        "--store-check",
+        default="quick",
+        choices=("quick", "schema"),
+        help="[store] check: quick_check reads the whole file at start",
+    )
     args = parser.parse_args()
     results: list[tuple[int, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -239,7 +249,7 @@ def main() -> None:
                 began = time.perf_counter()
                 build(workdir / "syncd.db", size)
                 print(f"built {size:,} invoices in {time.perf_counter() - began:.0f} s")
-                figures = through_syncd(workdir, broker, args.events)
+                figures = through_syncd(workdir, broker, args.events, args.store_check)
                 figures |= asyncio.run(in_process(workdir / "syncd.db", size))
                 stored = sum(
                     os.path.getsize(p) for p in workdir.glob("syncd.db*") if p.is_file()

@@ -34,6 +34,7 @@ def write_config(
         f'public_url = "http://127.0.0.1:{http_port}"',
         "[store]",
         f'url = "sqlite:///{workdir}/syncd.db"',
+        extra.get("store", ""),
         "[log]",
         'format = "json"',
         "[shutdown]",

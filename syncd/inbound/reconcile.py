@@ -34,7 +34,7 @@ CDC_DAYS, CDC_MAX = 30, 1000
 SAFETY = timedelta(seconds=2)  # QBO and syncd clocks differ a little
 DAILY = timedelta(days=1)
 STALE_TRIES = 3
-OVERDUE_PAGE = 200  # invoices marked overdue per write
+OVERDUE_PAGE = 100  # invoices marked overdue per write (~50 ms under the lock at 1M)
 
 
 class Reconciler:
