@@ -30,6 +30,7 @@ from syncd.store.progress import ProgressReader, Seen
 WINDOW = 500  # messages published and not yet applied, at most
 POLL = 0.5  # seconds between looks at the store
 REPORT_EVERY = 2.0  # seconds between progress lines
+STALLED = 60.0  # seconds without progress before saying so
 # QBO's quota per realm as syncd's limiter spends it (qbo.md §6): 38 batch requests of
 # 30 invoices a minute, and the rest of 450 requests for single writes (payments,
 # receipts, customers and items)
@@ -80,6 +81,8 @@ class Handover:
         self._report = Report(total=len(history.messages))
         self._seen: dict[str, str] = {}  # message id → outcome
         self._last_said, self._last_line = float("-inf"), ""
+        self._moved_at = clock()  # when syncd last applied one of ours
+        self._too_big: list[str] = []
 
     async def run(self, *, wait: bool) -> Report:
         """Hand the history over; with `wait`, until its QBO writes are made."""
@@ -91,6 +94,7 @@ class Handover:
                 await self._until_written(reader)
             await self._look(reader, force=True)
             await self._refusals(reader)
+        self._report.refused += self._too_big
         return self._report
 
     def _client(self) -> aiomqtt.Client:
@@ -126,6 +130,12 @@ class Handover:
             while len(outstanding) >= WINDOW:
                 outstanding = await self._catch_up(reader, outstanding)
             payload = message.envelope(self._tenant, now)
+            if len(payload) > self._config.mqtt.max_payload_bytes:
+                self._too_big.append(
+                    f"{message.type} {message.subject}: {len(payload):,} bytes, over "
+                    f"[mqtt] max_payload_bytes ({self._config.mqtt.max_payload_bytes:,})"
+                )
+                continue  # syncd would refuse it without reading its id: never sent
             await client.publish(message.topic(prefix, self._tenant), payload, qos=1)
             self._report.published += 1
             outstanding.append(message.id)
@@ -139,7 +149,17 @@ class Handover:
         await asyncio.sleep(POLL)
         self._note(await reader.seen(outstanding))
         await self._look(reader)
-        return [i for i in outstanding if i not in self._seen]
+        left = [i for i in outstanding if i not in self._seen]
+        now = self._clock()
+        if len(left) < len(outstanding):
+            self._moved_at = now
+        elif now - self._moved_at > STALLED:
+            self._moved_at = now  # said once a STALLED period
+            self._say(
+                f"waiting: syncd applied none of {len(left)} messages in {STALLED:.0f} s "
+                "(is it running, and connected to the broker?)"
+            )
+        return left
 
     async def _until_written(self, reader: ProgressReader) -> None:
         while True:

@@ -25,7 +25,7 @@ from tests.syncd_process import QBO_ENV
 
 COUNT = 60  # invoices of 2025 in the history
 PAID = range(0, COUNT, 4)  # each of these has its payment in the history
-NOT_JSON = 5 + 2 * COUNT + 3 + len(PAID) + 1  # the history's last line
+NOT_JSON = 5 + 2 * COUNT + 4 + len(PAID) + 1  # the history's last line
 
 
 def _invoice(n: int, status: str, created: str, version: int = 3) -> dict[str, Any]:
@@ -69,6 +69,8 @@ def _history(path: Path) -> None:
     lines.append(_line("invoice.upserted", _invoice(900, "open", "2023-06-01"), 900))
     lines.append(_line("invoice.upserted", _invoice(901, "voided", "2025-02-02"), 901))
     lines.append(_line("invoice.upserted", _invoice(902, "draft", "2025-02-03"), 902))
+    too_big = _invoice(903, "open", "2025-02-04") | {"notes": "x" * 300_000}
+    lines.append(_line("invoice.upserted", too_big, 903))  # over syncd's 256 KiB
     for n in PAID:
         payment = {
             "payment_id": f"P-{n}",
@@ -117,7 +119,8 @@ async def test_history_is_synced_once_paid_and_nobody_mailed(setup: Setup, tmp_p
     """The whole history, killed half-way and run again, then a third time for nothing.
 
     One invoice syncd heard of live, kept out by `[sync] since` (HL8), is in the history
-    too: it is copied once. The unreadable line is listed, and the exit code says so.
+    too: it is copied once. The unreadable line and the invoice too big to publish are
+    listed, and the exit code says so.
     """
     live = _invoice(7, "sent" if 7 % 2 else "open", "2025-08-08")
     await setup.crm.send("acme", "invoice.upserted", live)
@@ -143,7 +146,10 @@ async def test_history_is_synced_once_paid_and_nobody_mailed(setup: Setup, tmp_p
     assert second.returncode == 1, second.stderr  # the line that is not JSON
     assert f"line {NOT_JSON}: not JSON" in second.stderr
     assert "applied before" in second.stderr
-    assert f"backfill: {COUNT + 2 + 5 + len(PAID)}/" in second.stdout
+    total = COUNT + 3 + 5 + len(PAID)  # H-903 is too big to send: never handed over
+    assert f"backfill: {total - 1}/{total} handed over" in second.stdout, second.stdout
+    assert "invoice.upserted H-903: 300," in second.stderr
+    assert "over [mqtt] max_payload_bytes" in second.stderr
     assert f"{COUNT} synced, 0 failed" in second.stdout, second.stdout
 
     copies = await setup.qbo_rows("select * from Invoice maxresults 1000")
