@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 
@@ -16,7 +17,7 @@ from syncd.clock import Clock, utc_now
 from syncd.config import Config, reload_rules
 from syncd.connections import Connections
 from syncd.engine.rulebook import RuleBook
-from syncd.exceptions import ConfigError
+from syncd.exceptions import ConfigError, StoreError
 from syncd.housekeeping import Housekeeper
 from syncd.inbound.reconcile import Reconciler
 from syncd.inbound.worker import InboundWorker
@@ -142,6 +143,8 @@ class Daemon:
             for task in self._tasks:
                 task.remove_done_callback(self._exit_if_crashed)
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(StoreError):  # reads answered while workers ended
+                await self.meter.flush()
             await self.connections.close()
             await self.store.close()
         log.info("syncd_stopped", outbox_flushed=flushed)
