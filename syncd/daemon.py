@@ -143,7 +143,7 @@ class Daemon:
             for task in self._tasks:
                 task.remove_done_callback(self._exit_if_crashed)
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            with contextlib.suppress(StoreError):  # reads answered while workers ended
+            with contextlib.suppress(StoreError):  # every read, to the last worker's
                 await self.meter.flush()
             await self.connections.close()
             await self.store.close()

@@ -69,14 +69,16 @@ class ReadsMeter:
         return used
 
     def stop(self) -> None:
-        """End `run` (after a last flush)."""
+        """End `run`; the last flush is the daemon's, once every worker has ended."""
         self._stopping.set()
 
     async def run(self) -> None:
-        """Flush every FLUSH_EVERY seconds, and once more when stopped."""
+        """Flush every FLUSH_EVERY seconds until stopped."""
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), FLUSH_EVERY)
+            if self._stopping.is_set():
+                return
             try:
                 await self.flush()
             except StoreError as exc:  # the store's health is reported elsewhere

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import structlog
@@ -46,6 +46,18 @@ class LoopWorker:
         self._stopping.set()
         self._wake.set()
 
+    async def guarded(self, work: Awaitable[int | None]) -> int:
+        """`work`'s result (0 for none); a failure is logged, never raised."""
+        try:
+            return await work or 0
+        except (
+            StoreError
+        ) as exc:  # the store's problem, said once per try, no traceback
+            log.warning("worker_paused", worker=type(self).__name__, reason=str(exc))
+        except Exception:
+            log.exception("worker_iteration_failed", worker=type(self).__name__)
+        return 0
+
     async def run_once(self) -> int:
         """Do what is due now; return how much was done."""
         raise NotImplementedError
@@ -53,17 +65,7 @@ class LoopWorker:
     async def run(self) -> None:
         """Iterate until stopped; an iteration that fails is logged and tried again."""
         while not self._stopping.is_set():
-            done = 0
-            try:
-                done = await self.run_once()
-            except (
-                StoreError
-            ) as exc:  # the store's problem, said once per try, no traceback
-                log.warning(
-                    "worker_paused", worker=type(self).__name__, reason=str(exc)
-                )
-            except Exception:
-                log.exception("worker_iteration_failed", worker=type(self).__name__)
+            done = await self.guarded(self.run_once())
             if not done:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.idle)

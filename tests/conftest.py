@@ -9,7 +9,6 @@ import structlog
 from hypothesis import settings
 
 from syncd.bus.inbox import Inbox
-from syncd.engine.rulebook import RuleBook
 from syncd.store.sqlite import SqliteStore
 from tests.mosquitto import Broker
 from tests.sandbox_process import SandboxProcess
@@ -71,12 +70,6 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 @pytest.fixture
 def inbox(store: SqliteStore) -> Inbox:
     """The inbox on a real store, tenants acme and beta on the default rules, at NOW."""
-    from tests.test_inbox import NOW, RULES
+    from tests.test_isolation import inbox_on
 
-    return Inbox(
-        store,
-        RuleBook({"acme": RULES, "beta": RULES}),
-        prefix="syncd",
-        max_payload_bytes=256 * 1024,
-        clock=lambda: NOW,
-    )
+    return inbox_on(store)

@@ -40,7 +40,8 @@ class BrokenStore(SqliteStore):
         raise StoreError(self._db.problem)
 
 
-def _inbox(store: SqliteStore) -> Inbox:
+def inbox_on(store: SqliteStore) -> Inbox:
+    """The inbox tests use: tenants acme and beta on the default rules, at NOW."""
     return Inbox(
         store,
         RuleBook({"acme": RULES, "beta": RULES}),
@@ -55,7 +56,7 @@ async def test_a_message_failing_after_validation_is_isolated(tmp_path):
     store = PoisonedStore(tmp_path / "syncd.db")
     await store.open()
     try:
-        inbox = _inbox(store)
+        inbox = inbox_on(store)
         batch = [
             upsert("I-1", 1, "draft", mid="m-1"),
             upsert("POISON", 1, "draft", mid="m-2"),
@@ -91,7 +92,7 @@ async def test_an_unusable_store_fails_the_batch_unacked(tmp_path):
     await store.open()
     try:
         with pytest.raises(StoreError):
-            await _inbox(store).handle([upsert("I-1", 1, "draft", mid="m-1")])
+            await inbox_on(store).handle([upsert("I-1", 1, "draft", mid="m-1")])
         assert await store.ledger("acme", "m-1") is None
     finally:
         await store.close()
@@ -108,7 +109,7 @@ async def test_a_read_only_file_is_a_store_error(tmp_path):
     ro._db._db = await aiosqlite.connect(ro_uri, uri=True, isolation_level=None)
     try:
         with pytest.raises(StoreError, match="readonly database"):
-            await _inbox(ro).handle([upsert("I-1", 1, "draft", mid="m-1")])
+            await inbox_on(ro).handle([upsert("I-1", 1, "draft", mid="m-1")])
         assert ro.problem is not None
     finally:
         await ro.close()
@@ -192,7 +193,7 @@ def test_any_json_is_applied_or_refused_never_failed(batch):
             store = SqliteStore(Path(folder) / "syncd.db")
             await store.open()
             try:
-                await _inbox(store).handle(batch)
+                await inbox_on(store).handle(batch)
                 for message in batch:
                     mid = json.loads(message.payload)["id"]
                     entry = await store.ledger("acme", mid)
@@ -210,7 +211,7 @@ async def test_an_extra_invoice_id_on_a_type_without_one_is_ignored(tmp_path):
     await store.open()
     try:
         data = {"qbo_invoice_id": "130", "deal_id": "D", "invoice_id": [[]]}
-        await _inbox(store).handle([raw("acme", "command.link", data, "l-1")])
+        await inbox_on(store).handle([raw("acme", "command.link", data, "l-1")])
         entry = await store.ledger("acme", "l-1")
         assert entry is not None
         assert entry.outcome is Outcome.APPLIED

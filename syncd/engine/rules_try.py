@@ -52,23 +52,12 @@ def compare(
     new: Rules,
     invoices: list[Invoice],
     history: Mapping[str, list[HistoryEntry]],
-    report: Report | None = None,
 ) -> Report:
-    """What `new` would change for these invoices, compared with `old`.
-
-    Given a `report`, adds to it (one page of invoices after another).
-    """
-    report = report if report is not None else Report()
+    """What `new` would change for these invoices, compared with `old`."""
+    report = Report()
     for inv in invoices:
         _invoice(old, new, inv, history.get(inv.invoice_id, []), report)
-    if not report.counts["remapped"]:
-        for event in sorted(set(old.qbo_events) | set(new.qbo_events)):
-            before, after = old.qbo_events.get(event, ""), new.qbo_events.get(event, "")
-            if before != after:
-                report.add(
-                    "remapped",
-                    f"QBO {event}: {before or '(nothing)'} → {after or '(nothing)'}",
-                )
+    _remapped(old, new, report)
     return report
 
 
@@ -80,13 +69,23 @@ async def replay(
     before: tuple[str, str] | None = None
     while found := await store.invoice_page(tenant, limit=page, before=before):
         history = await store.histories(tenant, [i.invoice_id for i in found])
-        compare(old, new, found, history, report)
+        for inv in found:
+            _invoice(old, new, inv, history.get(inv.invoice_id, []), report)
         seen += len(found)
         last = found[-1]
         before = (last.updated_at.isoformat(), last.invoice_id)
-    return seen, compare(
-        old, new, [], {}, report
-    )  # the QBO events, with no invoice too
+    _remapped(old, new, report)
+    return seen, report
+
+
+def _remapped(old: Rules, new: Rules, report: Report) -> None:
+    for event in sorted(set(old.qbo_events) | set(new.qbo_events)):
+        before, after = old.qbo_events.get(event, ""), new.qbo_events.get(event, "")
+        if before != after:
+            report.add(
+                "remapped",
+                f"QBO {event}: {before or '(nothing)'} → {after or '(nothing)'}",
+            )
 
 
 def _invoice(

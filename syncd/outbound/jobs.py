@@ -167,7 +167,7 @@ class JobWorker(LoopWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._rounds: dict[str, asyncio.Task[None]] = {}  # tenant → its running round
+        self._rounds: dict[str, asyncio.Task[int]] = {}  # tenant → its running round
 
     async def run_once(self, limit: int = DUE_LIMIT) -> int:
         """Start a round for each realm with jobs due and none running; how many jobs."""
@@ -177,7 +177,9 @@ class JobWorker(LoopWorker):
         for job in jobs:
             by_tenant.setdefault(job.tenant, []).append(job)
         for tenant, due in by_tenant.items():
-            task = asyncio.create_task(self._round(tenant, due), name=f"jobs:{tenant}")
+            round_ = self.guarded(self._run_tenant(tenant, due))
+            with bound_contextvars(tenant=tenant):  # the task's log lines name it
+                task = asyncio.create_task(round_, name=f"jobs:{tenant}")
             task.add_done_callback(lambda _: self.wake())
             self._rounds[tenant] = task
         return len(jobs)
@@ -189,15 +191,6 @@ class JobWorker(LoopWorker):
         finally:
             running = [t for t in self._rounds.values() if not t.done()]
             await asyncio.shield(asyncio.gather(*running, return_exceptions=True))
-
-    async def _round(self, tenant: str, jobs: list[Job]) -> None:
-        """One realm's round; what fails in it is logged, as an iteration's failure is."""
-        try:
-            await self._run_tenant(tenant, jobs)
-        except StoreError as exc:  # the store's problem, said once per try
-            log.warning("worker_paused", worker="JobWorker", reason=str(exc))
-        except Exception:
-            log.exception("worker_iteration_failed", worker="JobWorker", tenant=tenant)
 
     async def _run_tenant(self, tenant: str, jobs: list[Job]) -> None:
         """One realm's due jobs (one per invoice at most): batches, then the rest."""

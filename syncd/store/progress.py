@@ -8,15 +8,15 @@ opened read-only (WAL lets it read while syncd writes); nothing here takes a wri
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-_CHUNK = 500  # ids per query (SQLite's bound-parameter limit is far above)
-_UNFINISHED = ("pending", "in_flight")
+from syncd.store.database import rows_among
+
 _DEFERRED = "deferred"  # a message stored for later is not applied yet
 
 
@@ -47,29 +47,26 @@ class ProgressReader:
 
     async def seen(self, message_ids: Sequence[str]) -> dict[str, Seen]:
         """The ledger's word on each message syncd has taken (deferred ones are not)."""
-        found: dict[str, Seen] = {}
-        for chunk in _chunks(message_ids):
-            rows = await self._rows(
-                "SELECT message_id, outcome, reason FROM messages "
-                f"WHERE tenant = ? AND message_id IN ({_marks(chunk)})",
-                chunk,
-            )
-            for message_id, outcome, reason in rows:
-                if outcome != _DEFERRED:
-                    found[str(message_id)] = Seen(str(outcome), str(reason))
-        return found
+        rows = await self._rows(
+            "SELECT message_id, outcome, reason FROM messages "
+            "WHERE tenant = ? AND message_id IN ({among})",
+            [],
+            message_ids,
+        )
+        return {
+            str(message_id): Seen(str(outcome), str(reason))
+            for message_id, outcome, reason in rows
+            if outcome != _DEFERRED
+        }
 
     async def sync_states(self, invoice_ids: Sequence[str]) -> Counter[str]:
         """How many of these invoices stand in each sync state."""
-        states: Counter[str] = Counter()
-        for chunk in _chunks(invoice_ids):
-            rows = await self._rows(
-                "SELECT sync_state, count(*) FROM invoices "
-                f"WHERE tenant = ? AND invoice_id IN ({_marks(chunk)}) GROUP BY 1",
-                chunk,
-            )
-            states.update({str(state): int(n) for state, n in rows})
-        return states
+        rows = await self._rows(
+            "SELECT sync_state FROM invoices WHERE tenant = ? AND invoice_id IN ({among})",
+            [],
+            invoice_ids,
+        )
+        return Counter(str(state) for (state,) in rows)
 
     async def unfinished_writes(
         self, invoice_ids: Sequence[str], payment_ids: Sequence[str]
@@ -79,30 +76,24 @@ class ProgressReader:
         A payment of an invoice waits in its invoice's queue; a sales receipt (a payment
         of no invoice) is its own queue, found by its payment id.
         """
-        kinds: Counter[str] = Counter()
-        status = f"status IN ({_marks(_UNFINISHED)})"
-        asks = (("queue", invoice_ids, ""), ("subject", payment_ids, "receipt.push"))
-        for column, ids, only in asks:
-            for chunk in _chunks(ids):
-                rows = await self._rows(
-                    f"SELECT kind, count(*) FROM jobs WHERE tenant = ? AND {status} "
-                    f"AND (? = '' OR kind = ?) AND {column} IN ({_marks(chunk)}) "
-                    "GROUP BY kind",
-                    [*_UNFINISHED, only, only, *chunk],
-                )
-                kinds.update({str(kind): int(n) for kind, n in rows})
-        return kinds
+        status = "status IN ('pending', 'in_flight')"
+        by_queue = await self._rows(
+            f"SELECT kind FROM jobs WHERE tenant = ? AND {status} AND queue IN ({{among}})",
+            [],
+            invoice_ids,
+        )
+        receipts = await self._rows(
+            f"SELECT kind FROM jobs WHERE tenant = ? AND {status} "
+            "AND kind = 'receipt.push' AND subject IN ({among})",
+            [],
+            payment_ids,
+        )
+        return Counter(str(kind) for (kind,) in [*by_queue, *receipts])
 
-    async def _rows(self, sql: str, args: Sequence[str]) -> list[tuple[Any, ...]]:
+    async def _rows(
+        self, sql: str, first: list[str], values: Sequence[str]
+    ) -> list[tuple[Any, ...]]:
         assert self._db is not None  # noqa: S101 -- used inside `async with` only
-        async with self._db.execute(sql, (self._tenant, *args)) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
-
-
-def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start : start + _CHUNK]
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join("?" * len(values))
+        return list(
+            await rows_among(self._db, sql, [self._tenant, *first], list(values))
+        )

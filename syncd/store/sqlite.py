@@ -265,24 +265,7 @@ class SqliteStore:
 
     async def history(self, tenant: str, invoice_id: str) -> list[HistoryEntry]:
         """Return one invoice's moves, oldest first."""
-        sql = (
-            "SELECT from_status, to_status, cause, event_id, at FROM history "
-            "WHERE tenant = ? AND invoice_id = ? ORDER BY seq"
-        )
-        async with self._db.read() as db, db.execute(sql, (tenant, invoice_id)) as cur:
-            rows = await cur.fetchall()
-        return [
-            HistoryEntry(
-                tenant=tenant,
-                invoice_id=invoice_id,
-                from_status=f,
-                to_status=t,
-                cause=c,
-                event_id=e,
-                at=datetime.fromisoformat(a),
-            )
-            for f, t, c, e, a in rows
-        ]
+        return (await self.histories(tenant, [invoice_id])).get(invoice_id, [])
 
     async def histories(
         self, tenant: str, invoice_ids: list[str]
