@@ -230,7 +230,9 @@ _STORE_KEYS = {
 
 def _store(r: TableReader, data: dict[str, Any], base: Path) -> tuple[Path, str]:
     t = r.sub(data, "", "store", _STORE_KEYS)
-    check = r.text(t, "store", "check", "quick", ("quick", "schema"))
+    check = r.text(
+        t, "store", "check", "quick", ("quick", "at-start", "background", "schema")
+    )
     url = r.text(t, "store", "url", "sqlite:syncd.db")
     scheme, _, rest = url.partition(":")
     if scheme != "sqlite" or not rest:

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from syncd.exceptions import StoreError
+from syncd.store import database
+from syncd.store.database import Database
 from syncd.store.sqlite import SqliteStore
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
@@ -375,5 +379,99 @@ async def test_corrupt_pages_under_syncd_pause_intake_and_say_so(
             syncd.start()
             await _until(lambda: all(db.outcomes("acme").get(m["id"]) for m in sent))
         assert {db.outcomes("acme")[m["id"]] for m in sent} == {"applied"}
+    finally:
+        syncd.stop()
+
+
+async def _damaged_in_the_middle(path: Path, invoices: int = 3000) -> Path:
+    """A store whose damage only a whole-file check finds (opening it works).
+
+    Returns a sound copy made before the damage.
+    """
+    await _filled_store(path, invoices)
+    checkpoint = sqlite3.connect(path)
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    sound = path.with_name("sound-" + path.name)
+    shutil.copy(path, sound)
+    with path.open("r+b") as f:
+        middle = f.seek(0, 2) // 4096 // 2
+        f.seek(4096 * middle)
+        f.write(b"\xa5" * 4096 * 2)
+    return sound
+
+
+async def test_a_big_store_is_checked_after_start_and_damage_stops_its_writes(
+    tmp_path, monkeypatch
+):
+    """Issue 14: start-up never waits for a whole-file read; a damage found stops writes.
+
+    With `check = "quick"` a store at least CHECK_AT_START_BELOW big opens after a schema
+    check, and quick_check reads it on its own connection while syncd runs.
+    """
+    monkeypatch.setattr(database, "CHECK_AT_START_BELOW", 0)  # every store is "big"
+    damaged = tmp_path / "damaged.db"
+    sound = await _damaged_in_the_middle(damaged)
+    db = Database(damaged, "quick")
+    await db.open()  # the whole-file check would refuse it: see the end
+    try:
+        assert db._background is not None
+        await db._background.task
+        assert db.problem is not None
+        assert "fails its integrity check" in db.problem
+        with pytest.raises(StoreError, match="integrity check"):
+            async with db.tx() as conn:
+                await conn.execute("UPDATE meta SET value = 'x' WHERE key = 'none'")
+    finally:
+        await db.close()
+    db = Database(sound, "quick")
+    await db.open()
+    try:
+        assert db._background is not None
+        await db._background.task
+        assert db.problem is None
+        async with db.tx() as conn:
+            await conn.execute("UPDATE meta SET value = 'x' WHERE key = 'none'")
+    finally:
+        await db.close()
+    db = Database(damaged, "at-start")
+    with pytest.raises(StoreError, match=r"malformed|integrity check"):
+        await db.open()
+
+
+async def test_damage_found_after_start_pauses_intake_and_is_said(
+    tmp_path, broker: Broker
+):
+    """Issue 14: `[store] check = "background"`: syncd serves, then the check stops it.
+
+    The finding pauses intake (nothing acked), turns /readyz 503 and is logged; with
+    the store restored the message waiting in the broker is applied.
+    """
+    workdir = tmp_path / "syncd"
+    workdir.mkdir()
+    path = workdir / "syncd.db"
+    sound = await _damaged_in_the_middle(path)
+    syncd = SyncdProcess(
+        write_config(workdir, broker.port, store='check = "background"')
+    )
+    syncd.start(wait_ready=False)
+    try:
+        await _until(lambda: "store_check_failed" in syncd.log(), 30)
+        status, body = syncd.get("/readyz")
+        assert status == 503
+        assert "integrity check" in json.loads(body)["reason"]
+        async with Crm(broker.port) as crm:
+            sent = await crm.send(
+                "acme", "invoice.upserted", invoice("N-1", 1, "draft")
+            )
+            await _until(lambda: "intake_paused" in syncd.log(), 20)
+            assert syncd.stop(timeout=20) == 0
+            shutil.copy(sound, path)
+            for side in SIDE:
+                path.with_name(path.name + side).unlink(missing_ok=True)
+            syncd.start()
+            await crm.wait_for(lambda r: bool(crm.on("sync/invoice/N-1")))
+        assert "store_checked" in syncd.log()
+        assert DbView(path).outcomes("acme")[sent["id"]] == "applied"
     finally:
         syncd.stop()
