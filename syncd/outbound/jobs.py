@@ -49,6 +49,7 @@ from syncd.outbound.push import (
     delete_invoice,
     prepare_push,
     push_invoice,
+    resolve_ahead,
     send_invoice,
     void_invoice,
 )
@@ -309,6 +310,7 @@ class JobWorker(LoopWorker):
                 self._context(job, invoice, client, conn, machine, False, ChangeSet())
             )
         await self._store.start_jobs([c.job for c in contexts])
+        await resolve_ahead(contexts)
         ready: list[tuple[JobContext, Prepared]] = []
         for ctx in contexts:
             before = len(ready)

@@ -45,6 +45,8 @@ class JobContext:
     # QBO events the job saw (`[qbo_events]` keys): a change someone made under its
     # write, or what the write itself did to the balance; they move the CRM status
     seen: list[str] = field(default_factory=list)
+    # customers and items settled ahead with the rest of a batch
+    known: resolve.Known | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,33 @@ async def prepare_push(ctx: JobContext) -> Prepared | None:
     return Prepared(plan, body, inv.qbo_status)
 
 
+async def resolve_ahead(contexts: list[JobContext]) -> None:
+    """The new customers and items of a batch's pushes, settled together.
+
+    Only invoices that will be written count: one the filters keep out of QBO must not
+    bring its customer in.
+    """
+    if not contexts:
+        return
+    first = contexts[0]
+    wanted = [
+        c.invoice.data
+        for c in contexts
+        if c.invoice.qbo_id is not None
+        or ineligible(c.invoice, c.rules, c.connection) is None
+    ]
+    known = await resolve.ahead(
+        first.client,
+        first.store,
+        first.job.tenant,
+        first.rules,
+        wanted,
+        first.connection.preferences.get("accounts", {}),
+    )
+    for ctx in contexts:
+        ctx.known = known
+
+
 def batch_body(inv: Invoice, prepared: Prepared) -> tuple[str, dict[str, Any]]:
     """The operation and body of this push as one item of a batch request."""
     plan = prepared.plan
@@ -151,10 +180,17 @@ async def _resolve(ctx: JobContext) -> mapping.Resolved:
     names = mapping.item_names(ctx.invoice.data)
     return mapping.Resolved(
         customer_id=await resolve.customer(
-            client, store, tenant, rules, crm_customer, changes
+            client, store, tenant, rules, crm_customer, changes, ctx.known
         ),
         items=await resolve.items(
-            client, store, tenant, rules, names, changes, prefs.get("accounts", {})
+            client,
+            store,
+            tenant,
+            rules,
+            names,
+            changes,
+            prefs.get("accounts", {}),
+            ctx.known,
         ),
         custom_fields=prefs.get("custom_fields", {}),
         tax_codes=prefs.get("tax_codes", {}),

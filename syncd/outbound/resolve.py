@@ -2,19 +2,36 @@
 
 Links are remembered (`links` table), so a customer or item costs QBO reads only the
 first time; creates carry a stable requestid, so a retried create is the same object.
+For a batch of invoices, `ahead` finds the new ones in one query per kind and creates
+the missing ones in one batch request; what it leaves unsettled is resolved one by one.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from syncd.engine.rules import Rules
-from syncd.exceptions import QboRejectedError, ResolveError
+from syncd.exceptions import QboError, QboRejectedError, ResolveError
 from syncd.models import ChangeSet, Link, LinkKind
-from syncd.qbo import QboClient, queries
+from syncd.outbound import mapping
+from syncd.qbo import BATCH_ITEMS, BatchItem, QboClient, queries
 from syncd.store import Store
+
+log = structlog.get_logger(__name__)
+_BY_NAME = ("display_name", "display_name_then_email")
+
+
+@dataclass(slots=True)
+class Known:
+    """QBO ids settled ahead for a batch: customers by CRM key, items by name."""
+
+    customers: dict[str, str] = field(default_factory=dict)
+    items: dict[str, str] = field(default_factory=dict)
 
 
 def request_id(*parts: str) -> str:
@@ -32,11 +49,10 @@ async def customer(
     rules: Rules,
     crm: dict[str, Any],
     changes: ChangeSet,
+    known: Known | None = None,
 ) -> str:
     """The QBO Customer Id for the invoice's CRM customer."""
-    name = str(crm.get("name") or crm.get("contact_id") or "").strip()
-    email = str(crm.get("email") or crm.get("billing_email") or "").strip()
-    key = str(crm.get("contact_id") or name or email)
+    name, email, key = _identity(crm)
     if not key:
         raise ResolveError(
             "the invoice names no customer (customer.name or contact_id)"
@@ -44,7 +60,9 @@ async def customer(
     linked = await store.link(tenant, LinkKind.CUSTOMER, key)
     if linked:
         return linked
-    found = await _match(client, rules, name, email)
+    found = known.customers.get(key) if known else None
+    if found is None:
+        found = await _match(client, rules, name, email)
     if found is None:
         found = await _create_customer(client, tenant, rules, crm, name or email, key)
     changes.links.append(
@@ -78,19 +96,7 @@ async def _create_customer(
         raise ResolveError(
             f"no QBO customer matches {name!r} and create_missing is off"
         )
-    body: dict[str, Any] = {"DisplayName": name[:500]}
-    if crm.get("email"):
-        body["PrimaryEmailAddr"] = {"Address": crm["email"]}
-    if crm.get("currency"):
-        body["CurrencyRef"] = {"value": crm["currency"]}
-    address = crm.get("address") or {}
-    if address:
-        body["BillAddr"] = {
-            "Line1": address.get("line1"),
-            "City": address.get("city"),
-            "PostalCode": address.get("postal_code"),
-            "Country": address.get("country"),
-        }
+    body = _customer_body(crm, name)
     try:
         created = await client.create(
             "Customer", body, request_id(tenant, "customer", key)
@@ -107,6 +113,30 @@ async def _create_customer(
     return str(created["Id"])
 
 
+def _identity(crm: dict[str, Any]) -> tuple[str, str, str]:
+    """The CRM customer's name, e-mail and key (its contact id, else name, else e-mail)."""
+    name = str(crm.get("name") or crm.get("contact_id") or "").strip()
+    email = str(crm.get("email") or crm.get("billing_email") or "").strip()
+    return name, email, str(crm.get("contact_id") or name or email)
+
+
+def _customer_body(crm: dict[str, Any], name: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"DisplayName": name[:500]}
+    if crm.get("email"):
+        body["PrimaryEmailAddr"] = {"Address": crm["email"]}
+    if crm.get("currency"):
+        body["CurrencyRef"] = {"value": crm["currency"]}
+    address = crm.get("address") or {}
+    if address:
+        body["BillAddr"] = {
+            "Line1": address.get("line1"),
+            "City": address.get("city"),
+            "PostalCode": address.get("postal_code"),
+            "Country": address.get("country"),
+        }
+    return body
+
+
 async def items(
     client: QboClient,
     store: Store,
@@ -115,13 +145,19 @@ async def items(
     names: list[str],
     changes: ChangeSet,
     accounts: Mapping[str, str] | None = None,
+    known: Known | None = None,
 ) -> dict[str, str]:
     """QBO Item Ids by exact name; missing ones created as Service items (or refused)."""
     accounts = accounts or {}
     found: dict[str, str] = {}
     for name in names:
         linked = await store.link(tenant, LinkKind.ITEM, name)
-        if linked is None:
+        if linked is None and known and name in known.items:
+            linked = known.items[name]
+            changes.links.append(
+                Link(tenant=tenant, kind=LinkKind.ITEM, key=name, qbo_id=linked)
+            )
+        elif linked is None:
             rows = await client.query(queries.named("Item", "Name", name))
             if rows.get("Item"):
                 linked = str(rows["Item"][0]["Id"])
@@ -149,11 +185,154 @@ async def _create_item(
         raise ResolveError(
             f'QBO has no item named {name!r} and [items] on_missing = "fail" (PD3)'
         )
-    account = rules.items.income_account
-    body = {
-        "Name": name[:100],
-        "Type": "Service",
-        "IncomeAccountRef": {"value": await account_id(client, accounts, account)},
-    }
+    account = await account_id(client, accounts, rules.items.income_account)
+    body = _item_body(name, account)
     created = await client.create("Item", body, request_id(tenant, "item", name))
     return str(created["Id"])
+
+
+def _item_body(name: str, account: str) -> dict[str, Any]:
+    return {
+        "Name": name[:100],
+        "Type": "Service",
+        "IncomeAccountRef": {"value": account},
+    }
+
+
+async def ahead(
+    client: QboClient,
+    store: Store,
+    tenant: str,
+    rules: Rules,
+    invoices: list[dict[str, Any]],
+    accounts: Mapping[str, str],
+) -> Known:
+    """The customers and items new to syncd among a batch's invoices, settled together.
+
+    One query per kind finds those QBO has (by DisplayName, by Name), one batch request
+    creates the rest. Nothing is made twice: whatever this leaves unsettled (a fault,
+    a name QBO refuses, a customer matched by e-mail) is resolved one by one, and that
+    path looks for the name in QBO before it creates.
+    """
+    known = Known()
+    try:
+        await _customers_ahead(client, store, tenant, rules, invoices, known)
+        await _items_ahead(client, store, tenant, rules, invoices, accounts, known)
+    except QboError as exc:  # the one-by-one path meets it again and handles it
+        log.info("resolve_ahead_stopped", code=exc.code, reason=exc.message)
+    return known
+
+
+async def _customers_ahead(
+    client: QboClient,
+    store: Store,
+    tenant: str,
+    rules: Rules,
+    invoices: list[dict[str, Any]],
+    known: Known,
+) -> None:
+    if rules.customers.match not in _BY_NAME:
+        return  # matched by e-mail only: one by one
+    wanted = await _new_customers(store, tenant, invoices)
+    if not wanted:
+        return
+    names = {key: name for key, (name, _, _) in wanted.items()}
+    found = await _by_name(client, "Customer", "DisplayName", names.values())
+    missing: dict[str, dict[str, Any]] = {}  # one create per name, as one by one
+    for key, (name, email, crm) in wanted.items():
+        if name.lower() in found:
+            known.customers[key] = found[name.lower()]
+        elif rules.customers.create_missing and not (
+            email and rules.customers.match == "display_name_then_email"
+        ):
+            missing.setdefault(name.lower(), _customer_body(crm, name))
+    made = await _create_together(client, tenant, "Customer", missing)
+    for key, name in names.items():
+        if key not in known.customers and name.lower() in made:
+            known.customers[key] = made[name.lower()]
+
+
+async def _new_customers(
+    store: Store, tenant: str, invoices: list[dict[str, Any]]
+) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """The named customers not linked yet: key → (name, e-mail, the CRM's customer)."""
+    wanted: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for data in invoices:
+        crm = data.get("customer") or {}
+        name, email, key = _identity(crm)
+        if (
+            name
+            and key not in wanted
+            and not await store.link(tenant, LinkKind.CUSTOMER, key)
+        ):
+            wanted[key] = (name, email, crm)
+    return wanted
+
+
+async def _items_ahead(
+    client: QboClient,
+    store: Store,
+    tenant: str,
+    rules: Rules,
+    invoices: list[dict[str, Any]],
+    accounts: Mapping[str, str],
+    known: Known,
+) -> None:
+    wanted = {
+        name
+        for data in invoices
+        for name in mapping.item_names(data)
+        if await store.link(tenant, LinkKind.ITEM, name) is None
+    }
+    if not wanted:
+        return
+    found = await _by_name(client, "Item", "Name", wanted)
+    known.items.update((n, found[n.lower()]) for n in wanted if n.lower() in found)
+    rest = sorted(n for n in wanted if n not in known.items)
+    if not rest or rules.items.on_missing == "fail":
+        return  # refused one by one, with the reason
+    account = await account_id(client, accounts, rules.items.income_account)
+    missing = {n.lower(): _item_body(n, account) for n in rest}
+    made = await _create_together(client, tenant, "Item", missing)
+    known.items.update((n, made[n.lower()]) for n in rest if n.lower() in made)
+
+
+async def _by_name(
+    client: QboClient, entity: str, field_name: str, names: Iterable[str]
+) -> dict[str, str]:
+    """QBO's objects among `names` (one question per 30): lower-cased name → first Id."""
+    listed = sorted(set(names))
+    found: dict[str, str] = {}
+    for n in range(0, len(listed), BATCH_ITEMS):
+        statement = queries.among(entity, field_name, listed[n : n + BATCH_ITEMS])
+        for row in (await client.query(statement)).get(entity, []):
+            found.setdefault(str(row.get(field_name, "")).lower(), str(row["Id"]))
+    return found
+
+
+async def _create_together(
+    client: QboClient, tenant: str, entity: str, bodies: Mapping[str, dict[str, Any]]
+) -> dict[str, str]:
+    """Create objects in batch requests (up to 30 each): key → Id of those made.
+
+    A refused item stays unmade here; the batch's requestid names its objects, so a
+    resent batch gets QBO's first answer.
+    """
+    made: dict[str, str] = {}
+    keys = sorted(bodies)
+    for n in range(0, len(keys), BATCH_ITEMS):
+        chunk = keys[n : n + BATCH_ITEMS]
+        items = [
+            BatchItem(str(i), entity, "create", bodies[k]) for i, k in enumerate(chunk)
+        ]
+        named = "|".join([tenant, entity, *chunk]).encode()
+        answers = await client.batch(
+            items, "n-" + hashlib.sha256(named).hexdigest()[:34]
+        )
+        for i, key in enumerate(chunk):
+            answer = answers.get(str(i))
+            if isinstance(answer, dict):
+                made[key] = str(answer["Id"])
+            elif answer is not None:
+                log.info("create_left_for_later", entity=entity, reason=answer.message)
+    return made

@@ -24,6 +24,12 @@ def named(entity: str, field: str, value: str) -> str:
     return f"select * from {entity} where {field} = {quote(value)}"
 
 
+def among(entity: str, field: str, values: Iterable[str]) -> str:
+    """The objects whose `field` is one of `values` (a few names in one question)."""
+    listed = ", ".join(quote(v) for v in values)
+    return f"select * from {entity} where {field} in ({listed}) maxresults 1000"
+
+
 def of_customer(
     entity: str, customer_id: str, since: str | None = None, until: str | None = None
 ) -> str:

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -244,12 +246,19 @@ class BackgroundCheck:
 
     async def _run(self) -> None:
         began = time.monotonic()
+        # a thread of its own, niced: the check yields the CPU to intake, and no
+        # thread shared with other work is left niced
+        pool = ThreadPoolExecutor(1, thread_name_prefix="syncd.store.check")
         try:
-            problems = await asyncio.to_thread(self._check)
+            problems = await asyncio.get_running_loop().run_in_executor(
+                pool, self._check
+            )
         except sqlite3.Error as exc:
             if self._stopping:
                 return  # interrupted by the stop
             problems = str(exc)
+        finally:
+            pool.shutdown(wait=False)
         if problems:
             log.error("store_check_failed", path=str(self._path), problems=problems)
             self._damaged(problems)
@@ -258,6 +267,8 @@ class BackgroundCheck:
             log.info("store_checked", path=str(self._path), seconds=seconds)
 
     def _check(self) -> str:
+        with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         uri = f"file:{quote(str(self._path))}?mode=ro"
         self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         try:

@@ -74,8 +74,13 @@ class Queued(Setup):
 
         await self.crm.wait_for(done, timeout)
 
-    async def batches(self) -> list[dict[str, Any]]:
-        return [w for w in await self.writes() if w["path"].endswith("/batch")]
+    async def batches(self, kind: str = "b-") -> list[dict[str, Any]]:
+        """Batch requests of invoices (`b-`), or of customers and items (`n-`)."""
+        return [
+            w
+            for w in await self.writes()
+            if w["path"].endswith("/batch") and w["query"]["requestid"].startswith(kind)
+        ]
 
     async def sandbox_faults(self, **api: float) -> None:
         admin = Connection(self.http, self.sandbox.origin)
@@ -153,6 +158,11 @@ async def test_a_batch_whose_answer_is_lost_is_written_once(queued: Queued):
     await queued.all_synced(ids, timeout=60)
     copies = await queued.qbo_rows("select * from Invoice maxresults 1000")
     assert sorted(c["DocNumber"] for c in copies) == sorted(f"C{n}" for n in range(6))
+    # the customer and item were made in a batch held the same way: each once too
+    customers = await queued.qbo_rows("select * from Customer")
+    assert [c["DisplayName"] for c in customers] == ["Batch Co"]
+    items = await queued.qbo_rows("select * from Item where Name = 'Consulting'")
+    assert len(items) == 1
     for _ in range(100):  # the first request is logged when its held answer goes
         if len(sent := await queued.batches()) >= 2:
             break
@@ -198,3 +208,90 @@ async def test_a_lone_push_is_a_single_request(queued: Queued):
     assert await queued.batches() == []
     singles = [w for w in await queued.writes() if w["path"].endswith("/invoice")]
     assert len(singles) == 1
+
+
+def _named(n: int, contact: str, name: str, item: str) -> dict[str, Any]:
+    data = _invoice(n)
+    data["customer"] = {"contact_id": contact, "name": name}
+    data["lines"][0]["item"] = item
+    return data
+
+
+async def test_new_customers_and_items_of_a_queue_are_made_in_batches(
+    queued: Queued,
+):
+    """Issue 14: a queue's new customers and items are settled in batches, none twice.
+
+    29 customers and 3 items new to syncd: found with one query per kind, the missing
+    made in one batch request per kind. 10 customers and 1 item exist in QBO already (made by hand): they are matched, not
+    made again. Two CRM contacts share a name: one customer, as one by one. A name an
+    inactive customer holds is refused in the batch (6240): that customer alone is
+    made one by one, under a distinct name, as before.
+    """
+    await queued.connect()
+    await asyncio.to_thread(queued.syncd.stop)
+    for n in range(10):
+        await queued.qbo.create("Customer", {"DisplayName": f"Cust {n}"})
+    held = await queued.qbo.create("Customer", {"DisplayName": "Cust 28"})
+    await queued.qbo.call(  # inactive: no query finds it, yet it holds the name
+        "POST",
+        "customer",
+        {
+            "Id": held["Id"],
+            "SyncToken": held["SyncToken"],
+            "sparse": True,
+            "Active": False,
+        },
+    )
+    accounts = await queued.qbo_rows("select * from Account where Name = 'Services'")
+    account = {"value": accounts[0]["Id"]} if accounts else {"value": "1"}
+    await queued.qbo.create(
+        "Item", {"Name": "Design", "Type": "Service", "IncomeAccountRef": account}
+    )
+    invoices = [
+        _named(n, f"K-{n}", f"Cust {n}", ("Design", "Audit", "Support")[n % 3])
+        for n in range(29)
+    ]
+    invoices.append(_named(29, "K-29", "Cust 12", "Audit"))  # another contact, a name
+    ids = await _queue_while_down(queued, invoices)
+    requests = f"requests?realm={queued.realm}"
+    before = len(await queued.qbo.admin("GET", requests))
+    await asyncio.to_thread(queued.syncd.start)
+    await queued.all_synced(ids, timeout=60)
+    log = (await queued.qbo.admin("GET", requests))[before:]
+
+    customers = await queued.qbo_rows("select * from Customer maxresults 1000")
+    names = sorted(c["DisplayName"] for c in customers)
+    expected = [f"Cust {n}" for n in range(28)] + ["Cust 28 (K-28)"]
+    assert names == sorted(expected)  # each once; the held name made distinct
+    by_id = {c["Id"]: c["DisplayName"] for c in customers}
+    copies = await queued.qbo_rows("select * from Invoice maxresults 1000")
+    billed = {c["DocNumber"]: by_id[c["CustomerRef"]["value"]] for c in copies}
+    assert billed["C12"] == billed["C29"] == "Cust 12"
+    assert billed["C28"] == "Cust 28 (K-28)" and billed["C5"] == "Cust 5"
+    items = await queued.qbo_rows("select * from Item maxresults 1000")
+    assert sorted(i["Name"] for i in items if i["Name"] != "Services") == [
+        "Audit",
+        "Design",
+        "Support",
+    ]
+
+    made = [
+        r["path"].rsplit("/", 1)[1]
+        for r in log
+        if r["method"] == "POST" and r["status"] == 200
+    ]
+    assert made.count("customer") == 1  # Cust 28 (K-28) alone
+    assert made.count("item") == 0
+    assert len(await queued.batches("n-")) == 2  # customers, items
+    asked = [r["query"].get("query", "") for r in log if r["path"].endswith("/query")]
+    about = [q for q in asked if "from Customer" in q or "from Item" in q]
+    assert len([q for q in about if " in (" in q]) == 2
+    assert len([q for q in about if " in (" not in q]) == 1  # Cust 28's own look-up
+
+
+async def _queue_while_down(setup: Queued, invoices: list[dict[str, Any]]) -> list[str]:
+    """Invoices sent while syncd is stopped: they wait in the broker, due together."""
+    for data in invoices:
+        await setup.crm.send("acme", "invoice.upserted", data)
+    return [d["invoice_id"] for d in invoices]
