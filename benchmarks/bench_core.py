@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -130,6 +131,14 @@ async def syncd_rate(
         return count / (time.perf_counter() - start), latencies
 
 
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time (user + system) a process, or one of its threads, has used so far."""
+    stat = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    with open(stat) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20_000)
@@ -150,10 +159,17 @@ def main() -> None:
             workdir.mkdir()
             syncd = SyncdProcess(write_config(workdir, broker.port))
             syncd.start()
+            assert syncd.proc is not None
+            pid = syncd.proc.pid
             try:
+                used = cpu_seconds(pid), cpu_seconds(pid, pid)
                 rate, lat = asyncio.run(
                     syncd_rate(broker.port, args.messages, args.invoices)
                 )
+                per_event = [
+                    (cpu_seconds(pid) - used[0]) / args.messages,
+                    (cpu_seconds(pid, pid) - used[1]) / args.messages,
+                ]
                 paced = args.messages // 4
                 _, paced_lat = asyncio.run(
                     syncd_rate(broker.port, paced, args.invoices, args.paced_rate, "p")
@@ -170,6 +186,11 @@ def main() -> None:
     print(f"raw broker QoS1 publish→receive: {raw:,.0f} msg/s")
     print(f"syncd end to end (publish → commit → state received): {rate:,.0f} events/s")
     print(f"syncd / raw: {rate / raw:.0%}")
+    print(
+        f"syncd CPU per event: {per_event[0] * 1e6:.0f} µs, of it the main thread "
+        f"{per_event[1] * 1e6:.0f} µs (one thread: at most "
+        f"{1 / per_event[1]:,.0f} events/s)"
+    )
     print(f"latency flat out: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
     q = statistics.quantiles(paced_lat, n=100)
     print(
