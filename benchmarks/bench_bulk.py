@@ -1,6 +1,7 @@
 """A bulk import at QBO's real quotas: invoices per QBO-minute against the batch ceiling.
 
     python -m benchmarks.bench_bulk [--invoices 10000] [--realms 1] [--time-scale 10]
+                                    [--customers 1]
 
 The sandbox enforces QBO's per-realm quotas (500 requests a minute, 10 at once, 40 batch
 requests a minute of up to 30 objects: a ceiling of 1,200 objects a minute) on a scaled
@@ -8,7 +9,8 @@ clock (`--time-scale 10`: a QBO-minute lasts 6 s), and syncd paces itself on the
 clock (`[qbo] time_scale`). The CRM publishes every invoice at once, per realm (one
 tenant each); the figure is invoices synced per QBO-minute, beside the ceiling. Then
 QBO's own API is asked: every invoice once (no duplicate), and the sandbox's request log
-for 429s (throttle failures).
+for 429s (throttle failures). `--customers N` spreads the invoices over N customers new
+to QBO (a first import, a backfill): syncd makes them as it goes.
 """
 
 from __future__ import annotations
@@ -42,16 +44,17 @@ LINES = [
 ]
 
 
-def _messages(tenant: str, count: int) -> list[tuple[str, bytes]]:
+def _messages(tenant: str, count: int, customers: int) -> list[tuple[str, bytes]]:
     out = []
     for n in range(count):
+        who = n % customers
         data = invoice(
             f"{tenant}-{n}",
             1,
             "open",
             number=f"C{n}",
             total="200.00",
-            customer={"contact_id": "C-1", "name": "Bulk Co"},
+            customer={"contact_id": f"C-{who}", "name": f"Bulk Co {who}"},
             lines=LINES,
         )
         env = envelope(tenant, "invoice.upserted", data)
@@ -123,7 +126,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                 status, body = await connect(http, syncd, tenant=tenant)
                 assert status == 200, body
                 realms[tenant] = body["realm_id"]
-            messages = [m for t in tenants for m in _messages(t, args.invoices)]
+            messages = [
+                m for t in tenants for m in _messages(t, args.invoices, args.customers)
+            ]
             started = time.perf_counter()
             waiter = asyncio.create_task(
                 _wait_synced(broker.port, len(messages), args.timeout)
@@ -152,6 +157,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                 kinds = Counter(
                     r["path"].rsplit("/", 1)[1] for r in log if r["method"] == "POST"
                 )
+                kinds["reads"] = sum(r["path"].endswith("/query") for r in log)
                 qbo_minutes = elapsed * args.time_scale / 60
                 report.append(
                     (
@@ -170,8 +176,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         sandbox.stop()
         broker.stop()
     print(
-        f"invoices per realm: {args.invoices:,}; realms: {args.realms}; "
-        f"QBO clock x{args.time_scale:g}"
+        f"invoices per realm: {args.invoices:,}; customers: {args.customers:,}; "
+        f"realms: {args.realms}; QBO clock x{args.time_scale:g}"
     )
     print(
         "| realm | invoices / QBO-minute (all; after the first minute) | of the "
@@ -215,6 +221,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--invoices", type=int, default=10_000)
     parser.add_argument("--realms", type=int, default=1)
+    parser.add_argument(
+        "--customers", type=int, default=1, help="distinct customers, new to QBO"
+    )
     parser.add_argument("--time-scale", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()

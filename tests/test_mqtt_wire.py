@@ -9,10 +9,12 @@ An aiomqtt upgrade that moves any of them fails this file first.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
+import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -117,3 +119,25 @@ async def test_a_batch_of_publishes_is_answered_and_refusals_have_their_reason(
         assert "Not authorized (0x87)" in refusals[mids[2]]
         for mid in mids:
             wire.forget(mid)
+
+
+async def test_paho_s_per_message_shortcuts_keep_its_behaviour(broker: Broker):
+    """Wire's two paho shortcuts: messages still arrive, and a publish can be waited on.
+
+    paho's message infos make their Condition only when waited on; its per-topic
+    callback matcher, never filled by syncd, is not walked. Both names are paho's own:
+    an upgrade that renames them fails here.
+    """
+    matching = inspect.getsource(paho.Client._handle_on_message)
+    assert "self._on_message_filtered.iter_match(" in matching
+    wire = _wire(broker, name="shortcut-test")
+    paho_client = wire.client._client
+    async with wire.client:
+        await wire.client.subscribe("t/short", qos=1)
+        info = paho_client.publish("t/short", b"one", qos=1)
+        assert info._made is None  # type: ignore[attr-defined]
+        await asyncio.to_thread(info.wait_for_publish, 5)  # a real wait, on a Condition
+        assert info.is_published()
+        [message] = await _take(wire, 1)
+        assert message.payload == b"one"
+        wire.ack(message)
