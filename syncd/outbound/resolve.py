@@ -214,87 +214,84 @@ async def ahead(
     a name QBO refuses, a customer matched by e-mail) is resolved one by one, and that
     path looks for the name in QBO before it creates.
     """
-    known = Known()
+    settle = _Ahead(client, store, tenant, rules)
     try:
-        await _customers_ahead(client, store, tenant, rules, invoices, known)
-        await _items_ahead(client, store, tenant, rules, invoices, accounts, known)
+        await settle.customers(invoices)
+        await settle.items(invoices, accounts)
     except QboError as exc:  # the one-by-one path meets it again and handles it
         log.info("resolve_ahead_stopped", code=exc.code, reason=exc.message)
-    return known
+    return settle.known
 
 
-async def _customers_ahead(
-    client: QboClient,
-    store: Store,
-    tenant: str,
-    rules: Rules,
-    invoices: list[dict[str, Any]],
-    known: Known,
-) -> None:
-    if rules.customers.match not in _BY_NAME:
-        return  # matched by e-mail only: one by one
-    wanted = await _new_customers(store, tenant, invoices)
-    if not wanted:
-        return
-    names = {key: name for key, (name, _, _) in wanted.items()}
-    found = await _by_name(client, "Customer", "DisplayName", names.values())
-    missing: dict[str, dict[str, Any]] = {}  # one create per name, as one by one
-    for key, (name, email, crm) in wanted.items():
-        if name.lower() in found:
-            known.customers[key] = found[name.lower()]
-        elif rules.customers.create_missing and not (
-            email and rules.customers.match == "display_name_then_email"
-        ):
-            missing.setdefault(name.lower(), _customer_body(crm, name))
-    made = await _create_together(client, tenant, "Customer", missing)
-    for key, name in names.items():
-        if key not in known.customers and name.lower() in made:
-            known.customers[key] = made[name.lower()]
+class _Ahead:
+    """One batch's settling of names: what it found or made so far in `known`."""
 
+    def __init__(
+        self, client: QboClient, store: Store, tenant: str, rules: Rules
+    ) -> None:
+        self.client, self.store, self.tenant, self.rules = client, store, tenant, rules
+        self.known = Known()
 
-async def _new_customers(
-    store: Store, tenant: str, invoices: list[dict[str, Any]]
-) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """The named customers not linked yet: key → (name, e-mail, the CRM's customer)."""
-    wanted: dict[str, tuple[str, str, dict[str, Any]]] = {}
-    for data in invoices:
-        crm = data.get("customer") or {}
-        name, email, key = _identity(crm)
-        if (
+    async def customers(self, invoices: list[dict[str, Any]]) -> None:
+        match, known = self.rules.customers.match, self.known
+        if match not in _BY_NAME:
+            return  # matched by e-mail only: one by one
+        wanted = await self._new_customers(invoices)
+        if not wanted:
+            return
+        names = {key: name for key, (name, _, _) in wanted.items()}
+        found = await _by_name(self.client, "Customer", "DisplayName", names.values())
+        missing: dict[str, dict[str, Any]] = {}  # one create per name, as one by one
+        for key, (name, email, crm) in wanted.items():
+            if name.lower() in found:
+                known.customers[key] = found[name.lower()]
+            elif self.rules.customers.create_missing and not (
+                email and match == "display_name_then_email"
+            ):
+                missing.setdefault(name.lower(), _customer_body(crm, name))
+        made = await _create_together(self.client, self.tenant, "Customer", missing)
+        for key, name in names.items():
+            if key not in known.customers and name.lower() in made:
+                known.customers[key] = made[name.lower()]
+
+    async def _new_customers(
+        self, invoices: list[dict[str, Any]]
+    ) -> dict[str, tuple[str, str, dict[str, Any]]]:
+        """The named customers not linked yet: key → (name, e-mail, the CRM's)."""
+        wanted: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        for data in invoices:
+            crm = data.get("customer") or {}
+            name, email, key = _identity(crm)
+            if (
+                name
+                and key not in wanted
+                and not await self.store.link(self.tenant, LinkKind.CUSTOMER, key)
+            ):
+                wanted[key] = (name, email, crm)
+        return wanted
+
+    async def items(
+        self, invoices: list[dict[str, Any]], accounts: Mapping[str, str]
+    ) -> None:
+        wanted = {
             name
-            and key not in wanted
-            and not await store.link(tenant, LinkKind.CUSTOMER, key)
-        ):
-            wanted[key] = (name, email, crm)
-    return wanted
-
-
-async def _items_ahead(
-    client: QboClient,
-    store: Store,
-    tenant: str,
-    rules: Rules,
-    invoices: list[dict[str, Any]],
-    accounts: Mapping[str, str],
-    known: Known,
-) -> None:
-    wanted = {
-        name
-        for data in invoices
-        for name in mapping.item_names(data)
-        if await store.link(tenant, LinkKind.ITEM, name) is None
-    }
-    if not wanted:
-        return
-    found = await _by_name(client, "Item", "Name", wanted)
-    known.items.update((n, found[n.lower()]) for n in wanted if n.lower() in found)
-    rest = sorted(n for n in wanted if n not in known.items)
-    if not rest or rules.items.on_missing == "fail":
-        return  # refused one by one, with the reason
-    account = await account_id(client, accounts, rules.items.income_account)
-    missing = {n.lower(): _item_body(n, account) for n in rest}
-    made = await _create_together(client, tenant, "Item", missing)
-    known.items.update((n, made[n.lower()]) for n in rest if n.lower() in made)
+            for data in invoices
+            for name in mapping.item_names(data)
+            if await self.store.link(self.tenant, LinkKind.ITEM, name) is None
+        }
+        if not wanted:
+            return
+        items = self.known.items
+        found = await _by_name(self.client, "Item", "Name", wanted)
+        items.update((n, found[n.lower()]) for n in wanted if n.lower() in found)
+        rest = sorted(n for n in wanted if n not in items)
+        if not rest or self.rules.items.on_missing == "fail":
+            return  # refused one by one, with the reason
+        income = self.rules.items.income_account
+        account = await account_id(self.client, accounts, income)
+        missing = {n.lower(): _item_body(n, account) for n in rest}
+        made = await _create_together(self.client, self.tenant, "Item", missing)
+        items.update((n, made[n.lower()]) for n in rest if n.lower() in made)
 
 
 async def _by_name(
