@@ -126,7 +126,7 @@ class Database:
             except sqlite3.Error as exc:
                 self._raise_unusable(exc)
                 raise
-            self.problem = None
+            self.problem = self._damaged  # None unless the check found damage meanwhile
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -475,3 +475,26 @@ async def test_damage_found_after_start_pauses_intake_and_is_said(
         assert DbView(path).outcomes("acme")[sent["id"]] == "applied"
     finally:
         syncd.stop()
+
+
+async def test_damage_found_during_a_write_stays_said_after_it(tmp_path):
+    """Issue 14: the background check may finish while a write is under way.
+
+    That write commits, and must not clear what the check found (was: /readyz said
+    ready again until the next write; found by the fresh-clone CI).
+    """
+    path = tmp_path / "s.db"
+    await _filled_store(path, 1)
+    db = Database(path, "schema")
+    await db.open()
+    try:
+        async with db.tx() as conn:
+            db._found_damage("page 7: btree broken")
+            await conn.execute("UPDATE meta SET value = 'x' WHERE key = 'none'")
+        assert db.problem is not None
+        assert "page 7: btree broken" in db.problem
+        with pytest.raises(StoreError, match="integrity check"):
+            async with db.tx():
+                pass
+    finally:
+        await db.close()
