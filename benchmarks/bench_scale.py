@@ -189,8 +189,7 @@ def through_syncd(
 
 def _checked_in_background(syncd: SyncdProcess, path: Path, check: str) -> float | None:
     """Seconds the background store check took (waited for); None when there was none."""
-    big = path.stat().st_size >= database.CHECK_AT_START_BELOW
-    if not (check == "background" or (check == "quick" and big)):
+    if not database.checks_after_start(check, path):
         return None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

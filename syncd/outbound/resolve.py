@@ -152,17 +152,14 @@ async def items(
     found: dict[str, str] = {}
     for name in names:
         linked = await store.link(tenant, LinkKind.ITEM, name)
-        if linked is None and known and name in known.items:
-            linked = known.items[name]
-            changes.links.append(
-                Link(tenant=tenant, kind=LinkKind.ITEM, key=name, qbo_id=linked)
-            )
-        elif linked is None:
-            rows = await client.query(queries.named("Item", "Name", name))
-            if rows.get("Item"):
-                linked = str(rows["Item"][0]["Id"])
-            else:
-                linked = await _create_item(client, tenant, rules, name, accounts)
+        if linked is None:
+            linked = known.items.get(name) if known else None
+            if linked is None:
+                rows = await client.query(queries.named("Item", "Name", name))
+                if rows.get("Item"):
+                    linked = str(rows["Item"][0]["Id"])
+                else:
+                    linked = await _create_item(client, tenant, rules, name, accounts)
             changes.links.append(
                 Link(tenant=tenant, kind=LinkKind.ITEM, key=name, qbo_id=linked)
             )
@@ -302,7 +299,7 @@ async def _by_name(
     found: dict[str, str] = {}
     for n in range(0, len(listed), BATCH_ITEMS):
         statement = queries.among(entity, field_name, listed[n : n + BATCH_ITEMS])
-        for row in (await client.query(statement)).get(entity, []):
+        for row in await client.query_all(statement, entity):
             found.setdefault(str(row.get(field_name, "")).lower(), str(row["Id"]))
     return found
 

@@ -25,9 +25,9 @@ def named(entity: str, field: str, value: str) -> str:
 
 
 def among(entity: str, field: str, values: Iterable[str]) -> str:
-    """The objects whose `field` is one of `values` (a few names in one question)."""
+    """The objects whose `field` is one of `values` (page with `query_all`)."""
     listed = ", ".join(quote(v) for v in values)
-    return f"select * from {entity} where {field} in ({listed}) maxresults 1000"
+    return f"select * from {entity} where {field} in ({listed})"
 
 
 def of_customer(
@@ -44,8 +44,7 @@ def of_customer(
 
 def by_ids(entity: str, ids: Iterable[str]) -> str:
     """The objects with these Ids, in one question."""
-    listed = ", ".join(quote(i) for i in sorted(ids))
-    return f"select * from {entity} where Id in ({listed})"
+    return among(entity, "Id", sorted(ids))
 
 
 def updated_since(entity: str, stamp: str) -> str:

@@ -39,7 +39,7 @@ class Database:
 
     def __init__(self, path: Path, check: str = "quick") -> None:
         self.path = path
-        self._check = check  # see CHECKS
+        self._check = check  # quick, at-start, background or schema: checks_after_start
         self._db: aiosqlite.Connection | None = None
         self._background: BackgroundCheck | None = None
         self._damaged: str | None = None  # what the background check found
@@ -70,9 +70,7 @@ class Database:
         try:
             for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
                 await db.execute(f"PRAGMA {pragma}")
-            background = self._check == "background" or (
-                self._check == "quick" and _size(self.path) >= CHECK_AT_START_BELOW
-            )
+            background = checks_after_start(self._check, self.path)
             await _check_integrity(db, "schema" if background else self._check)
             await _migrate(db)
             await _analyze(db)
@@ -192,8 +190,10 @@ def _private_file(path: Path) -> None:
             name.chmod(0o600)
 
 
-def _size(path: Path) -> int:
-    return os.stat(path).st_size  # one stat: not worth a thread
+def checks_after_start(check: str, path: Path) -> bool:
+    """Whether `[store] check` reads this store's whole file after start, not before."""
+    big = os.stat(path).st_size >= CHECK_AT_START_BELOW  # one stat: not worth a thread
+    return check == "background" or (check == "quick" and big)
 
 
 def _why(exc: BaseException) -> str:
