@@ -162,11 +162,25 @@ class Handover:
         return left
 
     async def _until_written(self, reader: ProgressReader) -> None:
+        """Return once no QBO write of this history is left, by a count made now.
+
+        `_look` reads only every REPORT_EVERY seconds: its count could predate the
+        payments' jobs, and the command ended before they were written.
+        """
         while True:
             await self._look(reader)
-            if not self._report.writes_left:
+            if not await self._writes_left(reader):
                 return
             await asyncio.sleep(POLL)
+
+    async def _writes_left(self, reader: ProgressReader) -> Counter[str]:
+        """The unfinished QBO writes of this history's invoices and payments, by kind."""
+        history = self._history
+        left = await reader.unfinished_writes(
+            [m.subject for m in history.invoices], [m.subject for m in history.payments]
+        )
+        self._report.writes_left = sum(left.values())
+        return left
 
     def _note(self, seen: dict[str, Seen]) -> None:
         for message_id, entry in seen.items():
@@ -179,13 +193,9 @@ class Handover:
         if not force and now - self._last_said < REPORT_EVERY:
             return
         self._last_said = now
-        history, report = self._history, self._report
-        invoices = [m.subject for m in history.invoices]
-        payments = [m.subject for m in history.payments]
-        report.states = await reader.sync_states(invoices)
-        left = await reader.unfinished_writes(invoices, payments)
-        report.writes_left = sum(left.values())
-        line = self._line(left)
+        invoices = [m.subject for m in self._history.invoices]
+        self._report.states = await reader.sync_states(invoices)
+        line = self._line(await self._writes_left(reader))
         if line != self._last_line:
             self._say(line)
         self._last_line = line
