@@ -145,24 +145,27 @@ def _tax(
     subtotal: Decimal,
     discount: Decimal,
 ) -> Decimal:
-    """Sales tax: QBO's own, or the request's `TxnTaxDetail.TotalTax` (an override).
+    """Sales tax: QBO's own, or, under automated sales tax, the request's override.
 
     With automated sales tax (qbo.md §10) QBO ignores the tax codes of lines and
     transaction and taxes every line at the rate of the customer's address (here: the
-    company's one "Automated Sales Tax" rate); otherwise `TxnTaxCodeRef` names the rate,
-    applied to the lines coded TAX. Either way `ApplyTaxAfterDiscount` says whether the
-    invoice-level discount comes off first.
+    company's one "Automated Sales Tax" rate) unless the request sets
+    `TxnTaxDetail.TotalTax`, the one override it honours. Otherwise (manual sales tax)
+    a request's `TotalTax` is ignored (python-quickbooks always sends `"TotalTax": 0`
+    beside the code): `TxnTaxCodeRef` names the rate, applied to the lines coded TAX.
+    Either way `ApplyTaxAfterDiscount` says whether the invoice-level discount comes
+    off first.
     """
     detail = obj.get("TxnTaxDetail") or {}
     override = obj.pop("_tax_override", None)
-    if override is not None:
+    ast = automated_tax_rate(company)
+    if override is not None and ast is not None:
         obj["TxnTaxDetail"] = {
             **_kept_code(detail),
             "TotalTax": money(override),
             "TaxLine": [],
         }
         return money(override)
-    ast = automated_tax_rate(company)
     if ast is not None:
         taxable = sum((ln["Amount"] for ln in sales), Decimal(0))
         if obj.get("ApplyTaxAfterDiscount") and subtotal:
@@ -270,7 +273,10 @@ def check_currency(
 def _due_date(
     company: Company, obj: dict[str, Any], customer: dict[str, Any], day: date
 ) -> None:
-    """The invoice's terms, else the customer's, else the company's default terms."""
+    """The invoice's terms, else the customer's, else the company's default terms.
+
+    An empty `DueDate` (python-quickbooks sends `""`) is no due date, as in QBO.
+    """
     prefs = company.tables["Preferences"]["1"]["SalesFormsPrefs"]
     ref = (
         obj.get("SalesTermRef")
@@ -280,9 +286,11 @@ def _due_date(
     term = company.get("Term", str((ref or {}).get("value")))
     if term is None and ref:
         raise faults.invalid_reference("Term", ref.get("value"))
-    if term is not None:
-        obj["SalesTermRef"] = {"value": term["Id"], "name": term["Name"]}
-        obj["DueDate"] = (day + timedelta(days=int(term["DueDays"]))).isoformat()
+    if term is None:
+        obj["DueDate"] = day.isoformat()  # no terms anywhere: due on receipt
+        return
+    obj["SalesTermRef"] = {"value": term["Id"], "name": term["Name"]}
+    obj["DueDate"] = (day + timedelta(days=int(term["DueDays"]))).isoformat()
 
 
 def _dates_and_numbers(
@@ -304,7 +312,7 @@ def _dates_and_numbers(
             "2170", "Invalid Date", f"TxnDate {txn_date!r} is not a date", "TxnDate"
         ) from None
     obj["TxnDate"] = txn_date
-    if kind == "Invoice" and "DueDate" not in obj:
+    if kind == "Invoice" and not obj.get("DueDate"):
         _due_date(company, obj, customer, day)
     number = obj.get("DocNumber")
     if existing is not None and not number:

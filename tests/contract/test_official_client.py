@@ -7,7 +7,9 @@ and the API origin for python-quickbooks.
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta
+import json
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 
 import pypdf
@@ -25,6 +27,7 @@ from quickbooks.objects.detailline import SalesItemLine, SalesItemLineDetail
 from quickbooks.objects.invoice import Invoice
 from quickbooks.objects.item import Item
 from quickbooks.objects.payment import Payment, PaymentLine
+from quickbooks.objects.tax import TxnTaxDetail
 
 from tests.sandbox_process import CLIENT_ID, CLIENT_SECRET, REDIRECT, SandboxProcess
 
@@ -145,3 +148,54 @@ def test_faults_reach_the_client_as_its_exceptions(sandbox: SandboxProcess):
     with pytest.raises(QuickbooksException) as info:
         twin.save(qb=client)
     assert info.value.error_code == 6240
+
+
+def test_an_invoice_as_the_client_sends_it_gets_qbos_dates_and_tax(
+    sandbox: SandboxProcess,
+):
+    """HL6, PD2, qbo.md §2/§10: the client's empty dates and `TotalTax: 0` are QBO's to fill.
+
+    python-quickbooks sends `"TxnDate": ""`, `"DueDate": ""` and `"TotalTax": 0` beside a
+    tax code; QBO dates the invoice today (company time), dues it by the company's
+    default terms (Net 30) and, with manual sales tax, computes the tax from
+    `TxnTaxCodeRef` (the 0 is no override).
+    """
+    _, client = _connect(sandbox)
+    customer = Customer()
+    customer.DisplayName = "Dated Co"
+    customer = customer.save(qb=client)
+    item = Item()
+    item.Name, item.Type = "Dated service", "Service"
+    item.IncomeAccountRef = Ref()
+    item.IncomeAccountRef.value = "1"
+    item = item.save(qb=client)
+    company_tz = timezone(timedelta(hours=-7))
+    before = datetime.now(company_tz).date()
+
+    invoice = Invoice()
+    line = SalesItemLine()
+    line.Amount = 120
+    line.SalesItemLineDetail = SalesItemLineDetail()
+    line.SalesItemLineDetail.ItemRef = item.to_ref()
+    line.SalesItemLineDetail.TaxCodeRef = Ref()
+    line.SalesItemLineDetail.TaxCodeRef.value = "TAX"
+    invoice.Line.append(line)
+    invoice.CustomerRef = customer.to_ref()
+    invoice.TxnTaxDetail = TxnTaxDetail()
+    invoice.TxnTaxDetail.TxnTaxCodeRef = Ref()
+    invoice.TxnTaxDetail.TxnTaxCodeRef.value = "2"  # California, 8 %
+    sent = json.loads(invoice.to_json())
+    assert (sent["TxnDate"], sent["DueDate"], sent["TxnTaxDetail"]["TotalTax"]) == (
+        "",
+        "",
+        0,
+    )
+    invoice = invoice.save(qb=client)
+
+    after = datetime.now(company_tz).date()
+    day = date.fromisoformat(invoice.TxnDate)
+    assert day in {before, after}
+    assert date.fromisoformat(invoice.DueDate) == day + timedelta(days=30)
+    assert invoice.SalesTermRef.value == "3"
+    assert Decimal(str(invoice.TxnTaxDetail.TotalTax)) == Decimal("9.60")
+    assert Decimal(str(invoice.TotalAmt)) == Decimal("129.60")

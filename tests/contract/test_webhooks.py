@@ -235,10 +235,11 @@ async def test_cdc_limits(qbo: Connection):
         "GET", "cdc", params={"entities": "Invoice", "changedSince": old}, expect=400
     )
     assert "30 days" in fault["Fault"]["Error"][0]["Detail"]
+    recent = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%d")
     fault = await qbo.call(
         "GET",
         "cdc",
-        params={"entities": "TaxCode", "changedSince": "2026-11-01"},
+        params={"entities": "TaxCode", "changedSince": recent},
         expect=400,
     )
     assert fault["Fault"]["Error"][0]["code"] == "500"

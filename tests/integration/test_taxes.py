@@ -95,3 +95,18 @@ async def test_codes_in_an_automated_company_fail_with_both_figures(setup: Setup
     assert (
         "QBO computed a total of 241.31 but the CRM total is 243.00" in failed["error"]
     )
+
+
+@pytest.mark.rules(*CALIFORNIA)
+@pytest.mark.rules('method = "auto"', 'method = "override"')
+async def test_an_override_in_a_manual_tax_company_is_not_honoured(setup: Setup):
+    """qbo.md §10: only automated sales tax honours TotalTax; manual tax uses the code.
+
+    The CRM taxed before the discount (20.00, total 245.00) and syncd sends that as an
+    override; QBO computes 8 % of 225.00 (18.00) from the code: refused with both figures.
+    """
+    await setup.crm.send("acme", "invoice.upserted", _taxed("245.00"))
+    failed = await setup.state("INV-1", lambda d: d["sync_state"] == "failed")
+    assert (
+        "QBO computed a total of 243.00 but the CRM total is 245.00" in failed["error"]
+    )
