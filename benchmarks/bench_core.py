@@ -16,6 +16,7 @@ import os
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
@@ -37,7 +38,7 @@ def _moves(count: int, invoices: int, tag: str = "") -> list[tuple[str, bytes]]:
             "id": f"bench{tag}-{n}",
             "type": "invoice.upserted",
             "tenant": "acme",
-            "occurred_at": "2026-11-22T10:15:00Z",
+            "occurred_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "data": {
                 "invoice_id": f"INV{tag}-{inv}",
                 "version": step + 1,

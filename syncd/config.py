@@ -148,7 +148,8 @@ def parse_config(
         store_path=store_path,
         store_check=store_check,
         retention=Retention(
-            ledger_days=r.integer(keep, "store", "keep_ledger_days", 8, low=1),
+            # a day of it allows for clocks (bus/envelope.check_timely): at least 2
+            ledger_days=r.integer(keep, "store", "keep_ledger_days", 8, low=2),
             rejected_days=r.integer(keep, "store", "keep_rejected_days", 30, low=1),
             finished_days=r.integer(keep, "store", "keep_finished_days", 30, low=1),
         ),

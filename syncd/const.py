@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Final
 
 TENANT_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -13,6 +14,11 @@ MAX_VERSION: Final = 2**63 - 1  # the store's INTEGER
 INT_RANGE: Final = (-(2**63), 2**63 - 1)
 MAX_DEPTH: Final = 32
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 256 * 1024
+# the years a date in a message may name: what businesses (and QBO) use; at the ends of
+# Python's range a due date or a time zone overflows (year 9999 + 30 days, year 1 at +14:00)
+DATE_YEARS: Final = (1900, 2199)
+# a CRM's clock may run this far ahead of syncd's (a local time sent as UTC, at most 14 h)
+CLOCK_AHEAD_LIMIT: Final = timedelta(days=1)
 
 # The message types a CRM may publish (contract: "CRM → syncd").
 CRM_TYPES: Final = frozenset(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from datetime import timedelta
 
 import structlog
 
@@ -47,6 +48,7 @@ class Daemon:
             prefix=config.mqtt.topic_prefix,
             max_payload_bytes=config.mqtt.max_payload_bytes,
             clock=self.clock,
+            ids_kept=timedelta(days=config.retention.ledger_days),
         )
         self.link = MqttLink(config.mqtt, config.secrets, self._on_batch, self.clock)
         self.publisher = Publisher(

@@ -22,6 +22,11 @@ MESSAGES_IN = Counter(
     ["type", "outcome"],
     registry=REGISTRY,
 )
+UNSERVED = Counter(
+    "syncd_messages_unserved_total",
+    "CRM messages refused because their topic names a tenant this syncd does not serve",
+    registry=REGISTRY,
+)
 MESSAGES_OUT = Counter(
     "syncd_messages_out",
     "Messages published to the CRM and acknowledged by the broker, by kind",

@@ -38,6 +38,7 @@ class RawMessage:
     topic: str
     payload: bytes
     received_at: datetime
+    retained: bool = False  # delivered with the retain flag: a replay, never acted on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ import json
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
@@ -28,13 +29,18 @@ class Received:
 
 
 def envelope(
-    tenant: str, message_type: str, data: dict[str, Any], message_id: str | None = None
+    tenant: str,
+    message_type: str,
+    data: dict[str, Any],
+    message_id: str | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
+    """An envelope as a CRM sends it, dated now (or `at`, a test's own clock)."""
     return {
         "id": message_id or f"msg-{next(_ids)}",
         "type": message_type,
         "tenant": tenant,
-        "occurred_at": "2026-11-22T10:15:00Z",
+        "occurred_at": (at or datetime.now(UTC)).isoformat(timespec="seconds"),
         "data": data,
     }
 
@@ -89,15 +95,22 @@ class Crm:
             self.received.append(Received(m.topic.value, payload, m.retain))
             self._arrived.set()
 
-    async def publish_raw(self, topic: str, payload: bytes) -> None:
-        await self._client.publish(topic, payload, qos=1)
+    async def publish_raw(
+        self, topic: str, payload: bytes, retain: bool = False
+    ) -> None:
+        await self._client.publish(topic, payload, qos=1, retain=retain)
 
     async def send(
-        self, tenant: str, message_type: str, data: dict[str, Any], **kw: Any
+        self,
+        tenant: str,
+        message_type: str,
+        data: dict[str, Any],
+        retain: bool = False,
+        **kw: Any,
     ) -> dict[str, Any]:
         env = envelope(tenant, message_type, data, **kw)
         topic = f"{self.prefix}/{tenant}/crm/" + message_type.replace(".", "/")
-        await self.publish_raw(topic, json.dumps(env).encode())
+        await self.publish_raw(topic, json.dumps(env).encode(), retain)
         return env
 
     def on(self, suffix: str) -> list[Received]:

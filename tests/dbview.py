@@ -18,6 +18,15 @@ class DbView:
         finally:
             db.close()
 
+    def execute(self, sql: str, *params: Any) -> None:
+        """Change the store while syncd is stopped (what time or an operator would do)."""
+        db = sqlite3.connect(self.path, timeout=10)
+        try:
+            with db:
+                db.execute(sql, params)
+        finally:
+            db.close()
+
     def status(self, tenant: str, invoice_id: str) -> tuple[str, int] | None:
         rows = self.query(
             "SELECT status, version FROM invoices WHERE tenant = ? AND invoice_id = ?",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from syncd.bus.envelope import parse, readable_id, topic_parts
+from syncd.bus.envelope import check_timely, parse, readable_id, topic_parts
 from syncd.exceptions import InvalidMessageError
 from syncd.models import RawMessage
 from tests.crm import envelope, invoice
@@ -17,10 +17,14 @@ TOPIC = "syncd/acme/crm/invoice/upserted"
 LIMIT = 256 * 1024
 
 
-def _raw(payload: bytes | dict[str, Any], topic: str = TOPIC) -> RawMessage:
+def _raw(
+    payload: bytes | dict[str, Any], topic: str = TOPIC, retained: bool = False
+) -> RawMessage:
     if isinstance(payload, dict):
         payload = json.dumps(payload).encode()
-    return RawMessage(topic=topic, payload=payload, received_at=datetime.now(UTC))
+    return RawMessage(
+        topic=topic, payload=payload, received_at=datetime.now(UTC), retained=retained
+    )
 
 
 def _good() -> dict[str, Any]:
@@ -102,6 +106,30 @@ _DELETE = object()
         ("data.total", "19,50", "data.total must be a decimal string"),
         ("data.currency", "usd", "data.currency must be a 3-letter currency code"),
         ("data.issue_date", "22/11/2026", "data.issue_date must be a date"),
+        # issue 22 §6: valid ISO dates no business uses crashed the job worker
+        (
+            "data.issue_date",
+            "9999-12-31",
+            "must fall in the years 1900 to 2199, not 9999",
+        ),
+        (
+            "data.due_date",
+            "1899-12-31",
+            "must fall in the years 1900 to 2199, not 1899",
+        ),
+        (
+            "data.created_at",
+            "0001-01-01T00:00:00+14:00",
+            "data.created_at must fall in the years 1900 to 2199, not 1",
+        ),
+        ("data.created_at", "9999-12-31T23:00:00-05:00", "not 9999"),
+        (
+            "occurred_at",
+            "0001-01-01T00:00:00+14:00",
+            "occurred_at must fall in the years",
+        ),
+        # issue 22 §9: the number reaches the PDF's Content-Disposition header
+        ("data.number", "7\r\nSet-Cookie: a=b", "must not contain control characters"),
         (
             "data.lines.0.unit_price",
             100.0,
@@ -218,3 +246,42 @@ def test_readable_id_recovers_the_id_when_it_can():
     """A refused message's id is quoted back when it can be read at all."""
     assert readable_id(json.dumps({"id": "abc"}).encode(), LIMIT) == "abc"
     assert readable_id(b"junk", LIMIT) is None
+
+
+def test_a_retained_message_is_refused():
+    """Issue 22 §3: a retained message comes back at every subscribe: never acted on."""
+    refusal = _refusal(_raw(_good(), retained=True))
+    assert "published with the retain flag" in refusal.reason
+    assert refusal.message_id == "m-1"
+
+
+@pytest.mark.parametrize(
+    ("age", "refused"),
+    [
+        (timedelta(days=6, hours=23), None),
+        (timedelta(days=7, minutes=1), "older than syncd's memory of message ids"),
+        (timedelta(hours=-23), None),
+        (timedelta(days=-1, minutes=-1), "more than a day ahead of syncd's clock"),
+    ],
+)
+def test_a_message_older_than_the_ledgers_memory_is_refused(age, refused):
+    """Issue 22 §3: the ledger keeps ids 8 days; older news may be a forgotten replay."""
+    now = datetime.now(UTC)
+    env = parse(
+        _raw(
+            envelope(
+                "acme",
+                "invoice.upserted",
+                invoice("I", 1, "draft"),
+                "m-1",
+                at=now - age,
+            )
+        ),
+        "syncd",
+        LIMIT,
+    )
+    if refused is None:
+        check_timely(env, now, timedelta(days=8))
+        return
+    with pytest.raises(InvalidMessageError, match=refused):
+        check_timely(env, now, timedelta(days=8))

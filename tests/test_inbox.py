@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from syncd import metrics
 from syncd.bus.inbox import Inbox
 from syncd.engine.rulebook import RuleBook
 from syncd.engine.rules import load_rules, parse_rules
@@ -18,7 +19,7 @@ NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
 def raw(tenant: str, message_type: str, data: dict[str, Any], mid: str | None = None):
-    body = envelope(tenant, message_type, data, mid)
+    body = envelope(tenant, message_type, data, mid, at=NOW)
     topic = f"syncd/{tenant}/crm/" + message_type.replace(".", "/")
     return RawMessage(topic=topic, payload=json.dumps(body).encode(), received_at=NOW)
 
@@ -157,15 +158,42 @@ async def test_several_moves_of_one_invoice_in_one_batch_apply_in_order(inbox, s
 
 async def test_unknown_tenant_is_refused_and_tenants_stay_apart(inbox, store):
     """A tenant syncd does not serve is refused; one tenant never sees another's data."""
-    changes = await inbox.handle([upsert("I-1", 1, "draft", tenant="ghost", mid="g")])
+    message = upsert("I-1", 1, "draft", tenant="ghost", mid="g")
+    changes = await inbox.handle([message])
     [rejected] = published(changes, "out/input/rejected")
-    assert rejected["data"]["reason"] == "tenant 'ghost' is not served by this syncd"
+    assert rejected["data"]["reason"] == (
+        "tenant 'ghost' is not served by this syncd "
+        f"(the payload, {len(message.payload)} bytes, is not kept)"
+    )
     assert changes.outbox[0].topic == "syncd/ghost/out/input/rejected"
     await inbox.handle([upsert("I-1", 1, "open", tenant="beta")])
     await inbox.handle([upsert("I-1", 1, "draft", tenant="acme")])
     assert (await store.invoice("beta", "I-1")).status == "open"
     assert (await store.invoice("acme", "I-1")).status == "draft"
     assert await store.invoice("ghost", "I-1") is None
+
+
+async def test_an_unserved_tenants_message_is_counted_and_its_payload_never_kept(
+    inbox, store
+):
+    """Issue 22 §4: anyone can name a tenant; 150 messages of 250 KB once added 38 MB for 30 days."""
+    before = metrics.UNSERVED._value.get()
+    big = invoice("I-1", 1, "draft", notes="x" * 250_000)
+    await inbox.handle(
+        [raw(f"evil{n}", "invoice.upserted", big, f"e{n}") for n in range(3)]
+    )
+    for n in range(3):
+        entry = await store.ledger(f"evil{n}", f"e{n}")
+        assert entry is not None and entry.outcome is Outcome.REJECTED
+        assert entry.payload is None
+        assert entry.topic == f"syncd/evil{n}/crm/invoice/upserted"
+        assert "bytes, is not kept" in entry.reason
+    assert metrics.UNSERVED._value.get() == before + 3
+    # a served tenant's refusal keeps its payload, for the admin's diagnosis
+    bad = raw("acme", "invoice.upserted", {"invoice_id": "I-2"}, "bad")
+    await inbox.handle([bad])
+    entry = await store.ledger("acme", "bad")
+    assert entry is not None and entry.payload == bad.payload
 
 
 async def test_bad_input_does_not_block_the_rest_of_the_batch(inbox, store):

@@ -133,7 +133,7 @@ async def _run(rules: Rules, sequence, cuts: list[int], db: Path) -> SqliteStore
     for n, (inv, status, version, dup) in enumerate(sequence):
         mid = f"m-{n - 1}" if dup == 0 and n else f"m-{n}"
         data = {"invoice_id": inv, "version": version, "status": status}
-        body = json.dumps(envelope("t", "invoice.upserted", data, mid)).encode()
+        body = json.dumps(envelope("t", "invoice.upserted", data, mid, at=NOW)).encode()
         messages.append(
             RawMessage(topic="p/t/crm/invoice/upserted", payload=body, received_at=NOW)
         )

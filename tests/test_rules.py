@@ -135,6 +135,7 @@ def test_unknown_statuses_elsewhere_are_reported():
         ("items", "on_missing", "skip", "items.on_missing: 'skip' is not one of"),
         ("fields", "due_days", -1, "fields.due_days: must be at least 0"),
         ("fields", "due_days", "30", "fields.due_days: must be an integer"),
+        ("fields", "due_days", 3000000, "fields.due_days: must be at most 3650"),
         ("reviews", "on_first_payment", 1, "reviews.on_first_payment: must be true"),
     ],
 )

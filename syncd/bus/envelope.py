@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from syncd.bus.payloads import check_data
-from syncd.const import CRM_TYPES, INT_RANGE, MAX_DEPTH, MAX_MESSAGE_ID_LEN
+from syncd.bus.payloads import check_data, utc_year
+from syncd.const import (
+    CLOCK_AHEAD_LIMIT,
+    CRM_TYPES,
+    DATE_YEARS,
+    INT_RANGE,
+    MAX_DEPTH,
+    MAX_MESSAGE_ID_LEN,
+)
 from syncd.exceptions import InvalidMessageError
 from syncd.models import Envelope, RawMessage
 
@@ -31,6 +38,12 @@ def parse(raw: RawMessage, prefix: str, max_bytes: int) -> Envelope:
     tenant, topic_type = parts
     body = _decode(raw.payload, max_bytes)
     message_id = _message_id(body)
+    if raw.retained:
+        raise InvalidMessageError(
+            "published with the retain flag: a broker sends retained messages again at "
+            "every subscribe, so syncd acts on none (publish it without retain)",
+            message_id,
+        )
     _check_shape(body, message_id)
     _check_type(body.get("type"), topic_type, message_id)
     if body.get("tenant") != tenant:
@@ -131,4 +144,35 @@ def _occurred_at(value: Any, message_id: str) -> datetime:
             'occurred_at must be an ISO 8601 time with a zone, e.g. "2026-11-22T10:15:00Z"',
             message_id,
         )
+    first, last = DATE_YEARS
+    if not first <= utc_year(when) <= last:
+        raise InvalidMessageError(
+            f"occurred_at must fall in the years {first} to {last}, not {value!r}",
+            message_id,
+        )
     return when
+
+
+def check_timely(env: Envelope, now: datetime, memory: timedelta) -> None:
+    """Refuse a message syncd cannot tell apart from one it applied and forgot.
+
+    The ledger keeps each message id for `memory` (`[store] keep_ledger_days`) from its
+    arrival. A message that happened longer ago than that, less the most a CRM's clock
+    may run ahead, may be a replay of one applied before and forgotten since (a retained
+    message, a CRM's retry after an outage): it could act twice, so it is refused. So is
+    one dated further ahead than a clock can run: it would stay "recent" for ever.
+    """
+    oldest = now - (memory - CLOCK_AHEAD_LIMIT)
+    if env.occurred_at < oldest:
+        raise InvalidMessageError(
+            f"occurred_at {env.occurred_at.isoformat()} is older than syncd's memory of "
+            f"message ids ({memory.days} days, less a day for clocks): syncd cannot tell "
+            "whether it was applied before; send it again as a new message",
+            env.id,
+        )
+    if env.occurred_at > now + CLOCK_AHEAD_LIMIT:
+        raise InvalidMessageError(
+            f"occurred_at {env.occurred_at.isoformat()} is more than a day ahead of "
+            f"syncd's clock ({now.isoformat(timespec='seconds')})",
+            env.id,
+        )

@@ -15,8 +15,9 @@ pauses intake and tries again.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -55,12 +56,14 @@ class Inbox:
         prefix: str,
         max_payload_bytes: int,
         clock: Clock,
+        ids_kept: timedelta = timedelta(days=8),
     ) -> None:
         self._store = store
         self._rulebook = rulebook
         self._prefix = prefix
         self._max_bytes = max_payload_bytes
         self._clock = clock
+        self._ids_kept = ids_kept  # how long the ledger remembers a message id
 
     async def handle(self, batch: list[RawMessage]) -> ChangeSet:
         """Process a batch; return once its effects are committed.
@@ -138,7 +141,7 @@ class Inbox:
         accepted: list[Envelope] = []
         refused: list[_Refusal] = []
         for raw in batch:
-            self._accept(raw, accepted, refused)
+            self._accept(raw, now, accepted, refused)
         async with self._store.write_lock:
             seen = await self._seen(accepted, refused)
             for refusal in refused:
@@ -157,16 +160,28 @@ class Inbox:
         return changes
 
     def _accept(
-        self, raw: RawMessage, accepted: list[Envelope], refused: list[_Refusal]
+        self,
+        raw: RawMessage,
+        now: datetime,
+        accepted: list[Envelope],
+        refused: list[_Refusal],
     ) -> None:
         try:
             env = envelope.parse(raw, self._prefix, self._max_bytes)
+            envelope.check_timely(env, now, self._ids_kept)
         except InvalidMessageError as exc:
             refused.append(self._refusal(raw, exc))
             return
         if self._rulebook.machine(env.tenant) is None:
-            reason = f"tenant {env.tenant!r} is not served by this syncd"
-            refused.append(self._refusal(raw, InvalidMessageError(reason, env.id)))
+            # anyone who can publish can name any tenant: what is kept is what a person
+            # needs (topic, id, reason, size), never the payload
+            metrics.UNSERVED.inc()
+            reason = (
+                f"tenant {env.tenant!r} is not served by this syncd "
+                f"(the payload, {len(raw.payload)} bytes, is not kept)"
+            )
+            refusal = self._refusal(raw, InvalidMessageError(reason, env.id))
+            refused.append(dataclasses.replace(refusal, keep_payload=False))
         else:
             accepted.append(env)
 
@@ -222,7 +237,7 @@ class Inbox:
                     outcome=outcome,
                     reason=r.reason,
                     received_at=now,
-                    payload=r.raw.payload,
+                    payload=r.raw.payload if r.keep_payload else None,
                 )
             )
 
@@ -280,6 +295,7 @@ class _Refusal:
     tenant: str
     message_id: str | None
     reason: str
+    keep_payload: bool = True  # for the admin's diagnosis (never an unserved tenant's)
 
 
 def _invoice_id(env: Envelope) -> str | None:

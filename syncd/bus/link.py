@@ -23,6 +23,7 @@ import structlog
 from paho.mqtt import properties as paho_properties
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from syncd.bus.wire import Wire
 from syncd.clock import Clock
@@ -180,7 +181,15 @@ class MqttLink:
         client = wire.client
         await client.publish(self.status_topic, b"online", qos=1, retain=True)
         if self._intake_open:
-            await client.subscribe(f"{self._config.topic_prefix}/+/crm/#", qos=1)
+            # never the retained messages of these topics: the broker would send them
+            # again at every subscribe, and a message would act again once its ledger
+            # row is gone (a second receipt, a second e-mail)
+            await client.subscribe(
+                f"{self._config.topic_prefix}/+/crm/#",
+                options=SubscribeOptions(
+                    qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND
+                ),
+            )
         self._wire = wire
         self.connected.set()
         log.info("mqtt_connected", host=self._config.host, port=self._config.port)
@@ -237,7 +246,12 @@ class MqttLink:
     async def _process(self, wire: Wire, batch: list[aiomqtt.Message]) -> None:
         now = self._clock()
         raw = [
-            RawMessage(topic=m.topic.value, payload=_bytes(m.payload), received_at=now)
+            RawMessage(
+                topic=m.topic.value,
+                payload=_bytes(m.payload),
+                received_at=now,
+                retained=bool(m.retain),
+            )
             for m in batch
         ]
         await self._handle_until_stored(raw)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from syncd.bus.topics import level_problem
-from syncd.const import MAX_TEXT_LEN, MAX_VERSION
+from syncd.const import DATE_YEARS, MAX_TEXT_LEN, MAX_VERSION
 from syncd.exceptions import InvalidMessageError
 
 Check = Callable[[Any], str | None]
@@ -20,6 +20,7 @@ Spec = Mapping[str, tuple[Check, bool]]  # field → (check, required)
 
 _MONEY_RE = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PAYMENT_KINDS = ("invoice", "order_form", "subscription", "membership", "booking")
 
 
@@ -86,19 +87,19 @@ def currency(value: Any) -> str | None:
 
 
 def day(value: Any) -> str | None:
-    """An ISO 8601 date."""
+    """An ISO 8601 date within DATE_YEARS."""
     if isinstance(value, str):
         try:
-            date.fromisoformat(value)
+            parsed = date.fromisoformat(value)
         except ValueError:
             pass
         else:
-            return None
+            return _in_years(parsed.year)
     return f'must be a date such as "2026-11-22", not {_show(value)}'
 
 
 def moment(value: Any) -> str | None:
-    """An ISO 8601 time with its zone, or a date."""
+    """An ISO 8601 time with its zone, or a date, within DATE_YEARS (in UTC)."""
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -106,8 +107,33 @@ def moment(value: Any) -> str | None:
             pass
         else:
             if parsed.tzinfo is not None or len(value) == 10:
-                return None
+                return _in_years(parsed.year) or _in_years(utc_year(parsed))
     return f'must be a time with its zone such as "2026-11-22T10:15:00Z", not {_show(value)}'
+
+
+def utc_year(when: datetime) -> int:
+    """The year of `when` in UTC; 0 or 10000 where UTC falls outside Python's range."""
+    if when.tzinfo is None:
+        return when.year
+    try:
+        return when.astimezone(UTC).year
+    except OverflowError:
+        return 0 if when.year == 1 else 10000
+
+
+def _in_years(year: int) -> str | None:
+    first, last = DATE_YEARS
+    if first <= year <= last:
+        return None
+    return f"must fall in the years {first} to {last}, not {year}"
+
+
+def number(value: Any) -> str | None:
+    """An invoice number: text without control characters (it reaches headers, PDFs)."""
+    problem = text(value)
+    if problem is None and (bad := _CONTROL_RE.search(value)):
+        return f"must not contain control characters (U+{ord(bad.group()):04X})"
+    return problem
 
 
 def table(spec: Spec) -> Check:
@@ -214,7 +240,7 @@ INVOICE: Spec = {
     "invoice_id": (ident, True),
     "version": (version, True),
     "status": (text, True),
-    "number": (text, False),
+    "number": (number, False),
     "currency": (currency, False),
     "issue_date": (day, False),
     "due_date": (day, False),

@@ -19,6 +19,9 @@ from syncd.engine.tables import TableReader, read_toml
 from syncd.exceptions import ConfigError
 
 _TAX_METHODS = ("auto", "codes", "override")
+MAX_DUE_DAYS = (
+    3650  # ten years of terms: beyond, no business, and date arithmetic fails
+)
 _SECTIONS = {"statuses", "moves", "sync", "qbo_events", "customers", "items", "taxes"}
 _SECTIONS |= {"payments", "fields", "reviews"}
 _SYNC_LISTS = ("on", "send_on", "void_on", "delete_on")
@@ -273,7 +276,7 @@ def _plain_sections(r: TableReader, data: dict[str, Any]) -> dict[str, Any]:
             deposit_account=r.text(p, "payments", "deposit_account", pd.deposit_account)
         ),
         "fields": FieldRules(
-            due_days=r.integer(f, "fields", "due_days", fd.due_days),
+            due_days=r.integer(f, "fields", "due_days", fd.due_days, high=MAX_DUE_DAYS),
             custom=MappingProxyType(r.text_map(f, "fields", "custom")),
         ),
         "reviews": ReviewRules(

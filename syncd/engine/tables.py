@@ -77,15 +77,24 @@ class TableReader:
         return value
 
     def integer(
-        self, data: dict[str, Any], key: str, name: str, default: int, low: int = 0
+        self,
+        data: dict[str, Any],
+        key: str,
+        name: str,
+        default: int,
+        low: int = 0,
+        high: int | None = None,
     ) -> int:
-        """Return an integer of at least `low`."""
+        """Return an integer of at least `low` (and at most `high`)."""
         value = data.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
             self.problem(_join(key, name), f"must be an integer, not {_kind(value)}")
             return default
         if value < low:
             self.problem(_join(key, name), f"must be at least {low}, not {value}")
+            return default
+        if high is not None and value > high:
+            self.problem(_join(key, name), f"must be at most {high}, not {value}")
             return default
         return value
 

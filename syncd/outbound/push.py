@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import structlog
+
 from syncd.engine import qbo_events
 from syncd.engine.qbo_events import qbo_status
 from syncd.engine.rules import Rules
@@ -21,6 +23,8 @@ from syncd.models import ChangeSet, Connection, Invoice, Job, SyncState
 from syncd.outbound import mapping, resolve
 from syncd.qbo import QboClient, queries
 from syncd.store import Store
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -126,22 +130,32 @@ async def resolve_ahead(contexts: list[JobContext]) -> None:
     if not contexts:
         return
     first = contexts[0]
-    wanted = [
-        c.invoice.data
-        for c in contexts
-        if c.invoice.qbo_id is not None
-        or ineligible(c.invoice, c.rules, c.connection) is None
-    ]
-    known = await resolve.ahead(
-        first.client,
-        first.store,
-        first.job.tenant,
-        first.rules,
-        wanted,
-        first.connection.preferences.get("accounts", {}),
-    )
+    wanted = [c.invoice.data for c in contexts if _will_write(c)]
+    try:
+        known = await resolve.ahead(
+            first.client,
+            first.store,
+            first.job.tenant,
+            first.rules,
+            wanted,
+            first.connection.preferences.get("accounts", {}),
+        )
+    except Exception:  # a shortcut only: each push resolves on its own
+        log.exception("resolve_ahead_failed", invoices=len(wanted))
+        return
     for ctx in contexts:
         ctx.known = known
+
+
+def _will_write(ctx: JobContext) -> bool:
+    """Whether a batch's push will reach QBO; one that cannot tell fails on its own."""
+    try:
+        return (
+            ctx.invoice.qbo_id is not None
+            or ineligible(ctx.invoice, ctx.rules, ctx.connection) is None
+        )
+    except Exception:  # noqa: BLE001 -- its own job meets the same fault and records it
+        return False
 
 
 def batch_body(inv: Invoice, prepared: Prepared) -> tuple[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def _deep() -> bytes:
     """The issue's 779-byte message: 300 nested lists in an extra field."""
     head = (
         '{"id":"d1","type":"invoice.upserted","tenant":"acme",'
-        '"occurred_at":"2026-11-22T10:15:00Z",'
+        f'"occurred_at":"{datetime.now(UTC).isoformat()}",'
         '"data":{"invoice_id":"D","version":1,"status":"draft","x":'
     )
     return (head + "[" * 300 + "]" * 300 + "}}").encode()
