@@ -27,6 +27,11 @@ UNSERVED = Counter(
     "CRM messages refused because their topic names a tenant this syncd does not serve",
     registry=REGISTRY,
 )
+WEBHOOKS_GIVEN_UP = Counter(
+    "syncd_webhooks_given_up_total",
+    "Webhook notifications whose fetch kept failing, left to reconciliation (CDC)",
+    registry=REGISTRY,
+)
 MESSAGES_OUT = Counter(
     "syncd_messages_out",
     "Messages published to the CRM and acknowledged by the broker, by kind",

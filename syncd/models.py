@@ -281,6 +281,26 @@ class DealLink:
     deal_id: str | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredWebhook:
+    """A webhook body kept before its 200, waiting to be applied."""
+
+    seq: int
+    body: bytes
+    received_at: datetime  # when QBO first delivered what it holds (the lag)
+    attempts: int = 0  # how many times fetching what it names failed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookRetry:
+    """Notifications whose fetch failed: stored again, to try once `next_at` comes."""
+
+    body: bytes
+    received_at: datetime
+    attempts: int
+    next_at: datetime
+
+
 @dataclass(slots=True)
 class ChangeSet:
     """Everything one batch changes, written by the store in one transaction."""
@@ -295,9 +315,7 @@ class ChangeSet:
     deals: list[DealLink] = field(default_factory=list)
     # QBO webhooks: stored bodies now processed, and the event keys now applied
     inbound_done: list[int] = field(default_factory=list)
-    inbound_new: list[bytes] = field(
-        default_factory=list
-    )  # webhook bodies to try again
+    inbound_new: list[WebhookRetry] = field(default_factory=list)  # to try again
     inbound_events: list[tuple[str, str]] = field(default_factory=list)
     outbox_done: list[int] = field(default_factory=list)  # published, or parked
     # the CRM's `command.refresh` requests: new ones, and the seqs of those done

@@ -97,8 +97,8 @@ async def filled(tmp_path):
     ]
     await store.store_inbound(b'{"applied": true}', OLD)
     await store.store_inbound(b'{"waiting": true}', OLD)
-    [(applied, _), _] = await store.pending_inbound(10)
-    await store.commit(ChangeSet(resolved=resolved, inbound_done=[applied]))  # type: ignore[arg-type]
+    [applied, _] = await store.pending_inbound(10)
+    await store.commit(ChangeSet(resolved=resolved, inbound_done=[applied.seq]))  # type: ignore[arg-type]
     yield store
     await store.close()
 
@@ -135,9 +135,7 @@ async def test_what_is_past_its_time_goes_and_pending_work_stays(
         "failed-named",
         "resolved-now",
     ]
-    assert [body for _, body in await filled.pending_inbound(10)] == [
-        b'{"waiting": true}'
-    ]
+    assert [w.body for w in await filled.pending_inbound(10)] == [b'{"waiting": true}']
     keys = ["payment-received:9", "first-payment:58"]
     assert await filled.new_events("R1", keys) == {"payment-received:9"}
     assert await keeper.pass_once() == dict.fromkeys(deleted, 0)

@@ -316,14 +316,17 @@ async def test_migration_7_moves_refresh_requests_out_of_the_webhook_table(tmp_p
         b'{"syncdRefresh":{"tenant":"acme","message_id":"m-1","contact_id":"C-9"}}'
     )
     for body in (request, b'{"eventNotifications":[]}'):
-        db.execute("INSERT INTO inbound (body, received_at) VALUES (?, ?)", (body, "t"))
+        db.execute(
+            "INSERT INTO inbound (body, received_at) VALUES (?, ?)",
+            (body, NOW.isoformat()),
+        )
     db.close()
     store = SqliteStore(path)
     await store.open()
     try:
         [(_, moved)] = await store.pending_refreshes(10)
         assert moved == {"tenant": "acme", "message_id": "m-1", "contact_id": "C-9"}
-        assert [body for _, body in await store.pending_inbound(10)] == [
+        assert [w.body for w in await store.pending_inbound(10)] == [
             b'{"eventNotifications":[]}'
         ]
     finally:
@@ -492,7 +495,7 @@ async def test_webhook_bodies_arriving_together_share_one_commit(store):
         *(store.store_inbound(f"body {n}".encode(), NOW) for n in range(50))
     )
     stored = await store.pending_inbound(100)
-    assert sorted(b for _, b in stored) == sorted(
+    assert sorted(w.body for w in stored) == sorted(
         f"body {n}".encode() for n in range(50)
     )
 

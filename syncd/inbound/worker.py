@@ -1,13 +1,14 @@
 """QBO → CRM: stored webhooks → fetch what changed → the rules' QBO events → checked moves.
 
 Per batch of stored webhook bodies: repeats are dropped (CloudEvents id, or entity, id,
-operation and time), every changed invoice and payment of a realm is fetched with one
-`Id IN (…)` query per entity, and each synced invoice's QBO view is compared with the
-one syncd last knew: a void, a deletion, a balance paid down (fully or partly), or another
-edit. Each maps through `[qbo_events]` to a CRM status; a move the rules allow is applied,
-recorded and published as `…/out/invoice/set_status`, a refused one is a failure naming the
-move and the rule to change (RO6, RO7, DC4). syncd's own writes coming back (the SyncToken
-it wrote, or a payment it wrote) are not bounced to the CRM.
+operation and time), every changed invoice and payment of a realm is fetched with
+`Id IN (…)` queries per entity (100 ids each), and each synced invoice's QBO view is
+compared with the one syncd last knew: a void, a deletion, a balance paid down (fully or
+partly), or another edit. Each maps through `[qbo_events]` to a CRM status; a move the
+rules allow is applied, recorded and published as `…/out/invoice/set_status`, a refused
+one is a failure naming the move and the rule to change (RO6, RO7, DC4). syncd's own
+writes coming back (the SyncToken it wrote, or a payment it wrote) are not bounced to the
+CRM.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -24,11 +26,17 @@ from syncd import metrics
 from syncd.exceptions import QboAuthError, QboError, StaleWriteError
 from syncd.inbound import plan
 from syncd.inbound.news import QboChanges
-from syncd.models import ChangeSet, LinkKind
+from syncd.models import ChangeSet, LinkKind, StoredWebhook, WebhookRetry
 from syncd.qbo import QboClient, queries, webhooks
 from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
+# Ids to one `Id IN (…)` question: a GET's URL holds about 550 (issue 22 §2); 100 keep
+# it near 2 KB
+BY_IDS_CHUNK = 100
+# a body whose fetch failed: tried again after 5 s, doubling to 5 min, 8 tries in all
+# (about 15 minutes), then left to reconciliation
+RETRY_ATTEMPTS, RETRY_FIRST_PAUSE, RETRY_PAUSE_CAP = 8, 5.0, 300.0
 
 
 class InboundWorker(LoopWorker):
@@ -42,30 +50,28 @@ class InboundWorker(LoopWorker):
         self.last_webhook = {}
 
     async def run_once(self) -> int:
-        """Process the stored webhook bodies and refresh requests waiting now; how many."""
-        pending = await self._store.pending_inbound(50)
+        """Process the stored webhook bodies and refresh requests due now; how many."""
+        now = self._clock()
+        pending = await self._store.pending_inbound(50, now)
         refreshes = await self._store.pending_refreshes(50)
         if not pending and not refreshes:
             return 0
-        by_realm: dict[str, list[webhooks.Notification]] = {}
-        for _, body in pending:
-            for note in webhooks.parse(body):
-                by_realm.setdefault(note.realm_id, []).append(note)
-        # one tenant's trouble never holds up the others: what cannot be done now is
-        # tried again later (behind what came since) and the rest is committed
-        changes = ChangeSet(inbound_done=[seq for seq, _ in pending], at=self._clock())
+        # one tenant's trouble never holds up the others, and a body that failed never
+        # holds up the ones after it: what cannot be done now is stored again on its own
+        # and tried later, a few times; the rest is committed
+        changes = ChangeSet(inbound_done=[w.seq for w in pending], at=now)
         done = 0
         for seq, request in refreshes:
             work = functools.partial(self._refresh, request)
             if await _whole_or_not_at_all(f"refresh {seq}", work, changes):
                 changes.refreshes_done.append(seq)
                 done += 1
-        for realm, notes in by_realm.items():
-            work = functools.partial(self._realm, realm, notes)
-            if await _whole_or_not_at_all(f"realm {realm}", work, changes):
+        for group in _groups(pending):
+            work = functools.partial(self._realm, group.realm, group.notes)
+            if await _whole_or_not_at_all(f"realm {group.realm}", work, changes):
                 done += 1
-            else:
-                changes.inbound_new.append(webhooks.legacy_body(realm, notes))
+            elif (retry := _again(group, now)) is not None:
+                changes.inbound_new.append(retry)
         try:
             await self._store.commit(changes)
         except StaleWriteError:
@@ -229,10 +235,80 @@ class InboundWorker(LoopWorker):
 async def _by_ids(
     client: QboClient, entity: str, ids: set[str]
 ) -> dict[str, dict[str, Any]]:
-    if not ids:
-        return {}
-    rows = await client.query_all(queries.by_ids(entity, ids), entity)
-    return {str(r["Id"]): r for r in rows}
+    """The objects with these Ids, BY_IDS_CHUNK to a question (a GET's URL is bounded)."""
+    found: dict[str, dict[str, Any]] = {}
+    listed = sorted(ids)
+    for start in range(0, len(listed), BY_IDS_CHUNK):
+        chunk = listed[start : start + BY_IDS_CHUNK]
+        rows = await client.query_all(queries.by_ids(entity, chunk), entity)
+        found.update((str(r["Id"]), r) for r in rows)
+    return found
+
+
+@dataclass(slots=True)
+class _Group:
+    """Notifications of one realm fetched together, and what their bodies carried."""
+
+    realm: str
+    notes: list[webhooks.Notification]
+    received_at: datetime
+    attempts: int
+
+
+def _groups(pending: list[StoredWebhook]) -> list[_Group]:
+    """A realm's new notifications together; each body being retried on its own.
+
+    A body that failed before is never merged with the ones that came since: whatever
+    made it fail cannot hold them back (issue 22: one big body jammed a realm for ever).
+    """
+    fresh: dict[str, _Group] = {}
+    groups: list[_Group] = []
+    for stored in pending:
+        try:
+            notes = webhooks.parse(stored.body)
+        except (ValueError, KeyError, TypeError):  # checked at the door: never here
+            log.exception("inbound_body_unreadable", seq=stored.seq)
+            continue
+        by_realm: dict[str, list[webhooks.Notification]] = {}
+        for note in notes:
+            by_realm.setdefault(note.realm_id, []).append(note)
+        for realm, realm_notes in by_realm.items():
+            if stored.attempts:
+                groups.append(
+                    _Group(realm, realm_notes, stored.received_at, stored.attempts)
+                )
+            elif realm in fresh:
+                fresh[realm].notes += realm_notes
+            else:
+                fresh[realm] = _Group(realm, realm_notes, stored.received_at, 0)
+    return [*fresh.values(), *groups]
+
+
+def _again(group: _Group, now: datetime) -> WebhookRetry | None:
+    """The group stored again to try later, or None once it has failed too often.
+
+    Given up, its changes still reach the CRM: reconciliation (CDC) reads everything
+    changed since its last pass, webhooks or not.
+    """
+    attempts = group.attempts + 1
+    if attempts >= RETRY_ATTEMPTS:
+        metrics.WEBHOOKS_GIVEN_UP.inc()
+        log.error(
+            "inbound_given_up",
+            realm=group.realm,
+            notifications=len(group.notes),
+            attempts=attempts,
+            received_at=group.received_at.isoformat(),
+            left_to="reconciliation (CDC)",
+        )
+        return None
+    pause = min(RETRY_FIRST_PAUSE * 2 ** (attempts - 1), RETRY_PAUSE_CAP)
+    return WebhookRetry(
+        body=webhooks.legacy_body(group.realm, group.notes),
+        received_at=group.received_at,
+        attempts=attempts,
+        next_at=now + timedelta(seconds=pause),
+    )
 
 
 async def _whole_or_not_at_all(

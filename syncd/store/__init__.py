@@ -26,6 +26,7 @@ from syncd.models import (
     Link,
     LinkKind,
     OutboxRow,
+    StoredWebhook,
     TenantCounts,
     UnderWay,
 )
@@ -238,8 +239,10 @@ class Store(Protocol):
     async def store_inbound(self, body: bytes, now: datetime) -> None:
         """Keep a webhook body (before the 200)."""
 
-    async def pending_inbound(self, limit: int) -> list[tuple[int, bytes]]:
-        """Stored bodies not yet processed, oldest first."""
+    async def pending_inbound(
+        self, limit: int, now: datetime | None = None
+    ) -> list[StoredWebhook]:
+        """Stored bodies not yet processed (and due at `now`: retries wait), oldest first."""
 
     async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
         """Which event keys of a realm were not applied yet."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +24,9 @@ from syncd.models import (
     JobStatus,
     Link,
     LinkKind,
+    StoredWebhook,
     UnderWay,
+    WebhookRetry,
 )
 from syncd.store import rows
 from syncd.store.database import Database, GroupCommit, many, rows_among
@@ -304,11 +306,26 @@ class QboTables:
                 "INSERT INTO inbound (body, received_at) VALUES (?, ?)", rows
             )
 
-    async def pending_inbound(self, limit: int) -> list[tuple[int, bytes]]:
-        """Stored webhook bodies not processed yet, oldest first."""
-        sql = "SELECT seq, body FROM inbound WHERE done = 0 ORDER BY seq LIMIT ?"
-        async with self._db.read() as db, db.execute(sql, (limit,)) as cur:
-            return [(int(s), bytes(b)) for s, b in await cur.fetchall()]
+    async def pending_inbound(
+        self, limit: int, now: datetime | None = None
+    ) -> list[StoredWebhook]:
+        """Stored webhook bodies not processed yet (and due at `now`), oldest first."""
+        sql = (
+            "SELECT seq, body, received_at, attempts FROM inbound WHERE done = 0 "
+            "AND (next_at IS NULL OR next_at <= ?) ORDER BY seq LIMIT ?"
+        )
+        due = (now or datetime.max.replace(tzinfo=UTC)).isoformat()
+        async with self._db.read() as db, db.execute(sql, (due, limit)) as cur:
+            rows = await cur.fetchall()
+        return [
+            StoredWebhook(
+                seq=int(s),
+                body=bytes(b),
+                received_at=datetime.fromisoformat(at),
+                attempts=int(n),
+            )
+            for s, b, at, n in rows
+        ]
 
     async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
         """Which of these event keys were not applied yet."""
@@ -452,21 +469,24 @@ async def write_inbound(
     db: aiosqlite.Connection,
     done: list[int],
     keys: list[tuple[str, str]],
-    new: list[bytes],
+    new: list[WebhookRetry],
     at: datetime | None,
 ) -> None:
-    """Mark webhook bodies processed, remember the events they applied, queue new ones."""
+    """Mark webhook bodies processed, remember the events they applied, queue retries."""
     await many(db, "UPDATE inbound SET done = 1 WHERE seq = ?", [(s,) for s in done])
-    if not keys and not new:
-        return
-    if at is None:
-        raise ValueError("a ChangeSet that stores webhook rows needs its time (`at`)")
-    now = at.isoformat()
     await many(
         db,
-        "INSERT INTO inbound (body, received_at) VALUES (?, ?)",
-        [(body, now) for body in new],
+        "INSERT INTO inbound (body, received_at, attempts, next_at) VALUES (?, ?, ?, ?)",
+        [
+            (r.body, r.received_at.isoformat(), r.attempts, r.next_at.isoformat())
+            for r in new
+        ],
     )
+    if not keys:
+        return
+    if at is None:
+        raise ValueError("a ChangeSet that stores webhook event keys needs `at`")
+    now = at.isoformat()
     try:
         await many(
             db,

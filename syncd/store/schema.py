@@ -169,4 +169,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_waiting_tenant ON jobs (tenant, id, next_attempt_at)
         WHERE status IN ('pending', 'in_flight');
     """,
+    # 14: a webhook body whose fetch failed is tried again on its own, later, a bounded
+    # number of times (it was merged with the realm's newer ones and retried for ever)
+    """
+    ALTER TABLE inbound ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE inbound ADD COLUMN next_at TEXT;
+    """,
 )

@@ -34,6 +34,7 @@ from syncd.models import (
     LinkKind,
     OutboxRow,
     Outcome,
+    StoredWebhook,
     TenantCounts,
     UnderWay,
 )
@@ -495,9 +496,11 @@ class SqliteStore:
         """Keep a webhook body before answering 200 (processed later)."""
         return await self._qbo.store_inbound(body, now)
 
-    async def pending_inbound(self, limit: int) -> list[tuple[int, bytes]]:
-        """Stored webhook bodies not processed yet, oldest first."""
-        return await self._qbo.pending_inbound(limit)
+    async def pending_inbound(
+        self, limit: int, now: datetime | None = None
+    ) -> list[StoredWebhook]:
+        """Stored webhook bodies not processed yet (and due at `now`), oldest first."""
+        return await self._qbo.pending_inbound(limit, now)
 
     async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
         """Which of these event keys were not applied yet."""

@@ -563,3 +563,60 @@ async def test_one_tenants_trouble_never_holds_up_anothers_webhooks(
     finally:
         syncd.stop()
         sandbox.stop()
+
+
+def _signed(realm: str, entities: list[dict[str, str]]) -> tuple[bytes, str]:
+    body = json.dumps(
+        {
+            "eventNotifications": [
+                {"realmId": realm, "dataChangeEvent": {"entities": entities}}
+            ]
+        }
+    ).encode()
+    signature = base64.b64encode(
+        hmac.new(VERIFIER.encode(), body, hashlib.sha256).digest()
+    ).decode()
+    return body, signature
+
+
+async def test_a_bulk_change_in_qbo_never_jams_the_realms_webhooks(setup: Setup, http):
+    """Issue 22 §2, RO6: 1,000 ids of one realm are fetched 100 at a time.
+
+    All ids went in one `Id IN (…)` GET: past ~550 the URL was too long, the read failed
+    (400) and was retried every 5 s for ever, and every later webhook of the realm was
+    merged into it: this void never reached the CRM (until CDC, minutes later).
+    """
+    invoice = await _synced_invoice(setup)
+    url = f"http://127.0.0.1:{setup.syncd.http_port}/webhooks/qbo"
+    stamp = "2026-01-01T00:00:00.000Z"
+    bulk = [
+        {
+            "name": "Invoice",
+            "id": str(900000 + n),
+            "operation": "Update",
+            "lastUpdated": stamp,
+        }
+        for n in range(1000)
+    ]
+    body, signature = _signed(setup.realm, bulk)
+    async with http.post(url, data=body, headers={"intuit-signature": signature}) as r:
+        assert r.status == 200
+    await setup.qbo.admin("POST", f"realms/{setup.realm}/invoice/{invoice['Id']}/void")
+    void = [
+        {
+            "name": "Invoice",
+            "id": invoice["Id"],
+            "operation": "Void",
+            "lastUpdated": stamp,
+        }
+    ]
+    body, signature = _signed(setup.realm, void)
+    async with http.post(url, data=body, headers={"intuit-signature": signature}) as r:
+        assert r.status == 200
+    await setup.crm.wait_for(
+        lambda r: any(
+            m.body["data"]["to"] == "voided"
+            for m in setup.crm.on("acme/out/invoice/set_status")
+        )
+    )
+    assert '"event":"inbound_fetch_failed"' not in setup.syncd.log()
