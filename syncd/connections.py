@@ -42,6 +42,7 @@ from syncd.qbo import (
     QboAuth,
     QboClient,
     RealmLimiter,
+    RefreshGate,
     authorize_url,
     exchange_code,
     queries,
@@ -154,6 +155,9 @@ class Connections:
         )
         self._clients: dict[str, QboClient] = {}
         self._connections: dict[str, Connection] = {}  # decrypted once, with the client
+        # one client per tenant: two would each refresh the same rotating token
+        self._building: dict[str, asyncio.Lock] = {}
+        self._refreshes = RefreshGate()
         self.on_connected: Callable[[], None] = lambda: None
         self.on_published: Callable[[], None] = lambda: None  # outbox rows committed
         self.on_read: Callable[[str, datetime], None] = lambda realm, at: None
@@ -167,8 +171,17 @@ class Connections:
         """One HTTP session for the process, with explicit timeouts."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
 
+    def stopping(self) -> None:
+        """Start no token refresh from now on: its answer might never be kept."""
+        self._refreshes.closed = True
+
     async def close(self) -> None:
-        """Close the HTTP session."""
+        """Wait for the refreshes under way (their tokens kept), then close the session.
+
+        The store must still be open: a rotated refresh token that is not kept is a lost
+        connection.
+        """
+        await self._refreshes.close()
         if self._session is not None:
             await self._session.close()
 
@@ -399,10 +412,21 @@ class Connections:
         self._connections.pop(tenant, None)
 
     async def client(self, tenant: str) -> QboClient | None:
-        """The tenant's client, or None when it is not connected (or needs reconnecting)."""
+        """The tenant's client, or None when it is not connected (or needs reconnecting).
+
+        Built once, whoever asks first: concurrent first callers (the job worker and the
+        reconciliation, right after a start) wait for the one being built.
+        """
         cached = self._clients.get(tenant)
         if cached is not None:
             return cached
+        async with self._building.setdefault(tenant, asyncio.Lock()):
+            cached = self._clients.get(tenant)
+            if cached is not None:
+                return cached
+            return await self._build(tenant)
+
+    async def _build(self, tenant: str) -> QboClient | None:
         conn = await self._store.connection(tenant)
         if conn is None or conn.status != "connected":
             return None
@@ -415,6 +439,7 @@ class Connections:
             realm_id=conn.realm_id,
             token=self._sealer().open(conn.sealed_token),
             store=_SealedTokens(self._store, self._sealer()),
+            gate=self._refreshes,
         )
         qbo = self._config.qbo
         limiter = self._limiters.setdefault(

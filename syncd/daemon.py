@@ -130,6 +130,7 @@ class Daemon:
     async def stop(self) -> None:
         """Stop intake, finish the batch in hand, flush the outbox, close everything."""
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        self.connections.stopping()  # a refresh's answer must be kept: none starts now
         await self.link.stop_intake()
         self.jobs.stop()
         self.inbound.stop()

@@ -5,6 +5,7 @@ A real store; the client is built but never called (no network in these tests).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -184,3 +185,17 @@ async def test_oauth_states_are_single_use_and_expire(store, connections):
         await connections.finish(callback)  # taken once, even by a refused callback
     with pytest.raises(ConnectError, match="not served"):
         await connections.start("globex", force=False)
+
+
+async def test_concurrent_first_callers_share_one_client(store, connections):
+    """Issue 22 §8: two clients for one realm each refresh the same rotating token.
+
+    After a restart the job worker and the reconciliation ask for a tenant's client at
+    once; each built its own (with its own refresh lock) from the stored token, both
+    refreshed, and Intuit refused the second as a spent token: reconnect needed.
+    """
+    await _connect(store, "R1")
+    first, second, third = await asyncio.gather(
+        *(connections.client("acme") for _ in range(3))
+    )
+    assert first is not None and first is second is third

@@ -1,8 +1,12 @@
 """Intuit OAuth 2.0 on aiohttp with authlib's protocol helpers.
 
-Intuit rotates refresh tokens and a superseded one answers `invalid_grant`, so every new
-token is persisted (through the TokenStore) BEFORE it is used, and refreshes of one realm
-are single-flight under a lock: one refresher per realm.
+Intuit rotates refresh tokens and a superseded one answers `invalid_grant`: a refresh
+token presented twice is a lost connection. So refreshes of one realm are single-flight
+under a lock (one QboAuth per realm: `Connections` builds one client per tenant), and a
+refresh, once sent, runs to its end in a task of its own whatever happens to its caller:
+the answer is kept in memory at once and persisted (through the TokenStore) before the
+new token is used. A `RefreshGate` holds the refreshes under way, so a stopping syncd
+starts none and waits for those in flight before it closes its store.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +35,7 @@ _API = {
     "sandbox": "https://sandbox-quickbooks.api.intuit.com",
 }
 REFRESH_LEEWAY = 300  # seconds before expiry when a token is refreshed
+REFRESH_DRAIN = 30.0  # seconds a stopping syncd waits for a refresh's answer, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,45 @@ async def _token_call(
     return dict(data)
 
 
+def leeway(token: dict[str, Any]) -> int:
+    """How long before its expiry an access token is refreshed.
+
+    REFRESH_LEEWAY, but at most half the token's life: a token that lives 310 s was
+    refreshed on every call 10 s after it was issued, each a rotation of the refresh
+    token and a chance to present a spent one.
+    """
+    life = token.get("expires_in")
+    if isinstance(life, int | float) and life > 0:
+        return int(min(REFRESH_LEEWAY, life / 2))
+    return REFRESH_LEEWAY
+
+
+class RefreshGate:
+    """The token refreshes under way in this process; closed, it lets none start."""
+
+    def __init__(self) -> None:
+        self._under_way: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    def start(self, refresh: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `refresh` to its end in a task of its own (a cancelled caller leaves it)."""
+        if self.closed:
+            refresh.close()
+            raise QboTransientError(
+                "syncd is stopping: the token is refreshed after the restart"
+            )
+        task = asyncio.get_running_loop().create_task(refresh, name="syncd.qbo.refresh")
+        self._under_way.add(task)
+        task.add_done_callback(self._under_way.discard)
+        return task
+
+    async def close(self) -> None:
+        """Start no refresh from now on; wait for those under way (their answers kept)."""
+        self.closed = True
+        if self._under_way:
+            await asyncio.wait(set(self._under_way), timeout=REFRESH_DRAIN)
+
+
 class QboAuth:
     """One realm's bearer tokens: refreshed ahead of expiry, single-flight, persisted first."""
 
@@ -158,12 +203,15 @@ class QboAuth:
         realm_id: str,
         token: dict[str, Any],
         store: TokenStore,
+        gate: RefreshGate | None = None,
     ) -> None:
         self._http, self._endpoints, self._app = http, endpoints, app
         self.tenant, self.realm_id = tenant, realm_id
         self._token = token
         self._store = store
+        self._gate = gate or RefreshGate()
         self._lock = asyncio.Lock()
+        self._unsaved = False  # a rotated token the store could not keep yet
         self.refreshes = 0
 
     @property
@@ -183,8 +231,12 @@ class QboAuth:
     async def bearer(self) -> str:
         """The Authorization header value, refreshing first when due."""
         async with self._lock:
-            if self._token.get("expires_at", 0) - REFRESH_LEEWAY <= time.time():
-                await self._refresh()
+            if self._unsaved:
+                await self._save()
+            due = self._token.get("expires_at", 0) - leeway(self._token)
+            if due <= time.time():
+                # shielded: a caller cancelled mid-refresh must not lose Intuit's answer
+                await asyncio.shield(self._gate.start(self._refresh()))
             return f"Bearer {self._token['access_token']}"
 
     def rejected(self, header: str) -> None:
@@ -202,10 +254,17 @@ class QboAuth:
         )
         fresh = await _token_call(self._http, self._endpoints, self._app, body)
         fresh.setdefault("refresh_token", self._token["refresh_token"])
-        # the old refresh token may already be dead: the new one is saved before any use
-        await self._store.save_token(self.tenant, self.realm_id, fresh)
+        # the old refresh token is dead from now on: the new one is kept in memory at
+        # once (a store that fails below must not lose it) and saved before any use
         self._token = fresh
         self.refreshes += 1
+        self._unsaved = True
+        await self._save()
+
+    async def _save(self) -> None:
+        """Persist the current token set; until it is kept, nothing uses it."""
+        await self._store.save_token(self.tenant, self.realm_id, self._token)
+        self._unsaved = False
 
     @property
     def refresh_token(self) -> str:

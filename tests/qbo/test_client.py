@@ -18,6 +18,7 @@ from syncd.exceptions import (
     QboRejectedError,
     QboStaleError,
     QboTransientError,
+    StoreError,
 )
 from syncd.qbo import (
     App,
@@ -26,9 +27,11 @@ from syncd.qbo import (
     QboAuth,
     QboClient,
     RealmLimiter,
+    RefreshGate,
     authorize_url,
     exchange_code,
 )
+from syncd.qbo.auth import leeway
 from tests.sandbox_process import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -50,8 +53,30 @@ class MemoryTokens:
         self.saved.append(token)
 
 
+class HeldTokens(MemoryTokens):
+    """A store whose writes wait until released (a slow disk), or fail (a full one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+        self.failing = False
+
+    async def save_token(
+        self, tenant: str, realm_id: str, token: dict[str, Any]
+    ) -> None:
+        self.entered.set()
+        await self.release.wait()
+        if self.failing:
+            raise StoreError("the store cannot be used: database or disk is full")
+        await super().save_token(tenant, realm_id, token)
+
+
 async def connect(
-    http: aiohttp.ClientSession, origin: str, limiter: RealmLimiter | None = None
+    http: aiohttp.ClientSession,
+    origin: str,
+    limiter: RealmLimiter | None = None,
+    store: MemoryTokens | None = None,
+    gate: RefreshGate | None = None,
 ):
     endpoints = Endpoints.for_environment("sandbox", origin)
     async with http.get(
@@ -59,7 +84,7 @@ async def connect(
     ) as r:
         callback = parse_qs(urlparse(r.headers["Location"]).query)
     token = await exchange_code(http, endpoints, APP, callback["code"][0])
-    store = MemoryTokens()
+    store = store or MemoryTokens()
     auth = QboAuth(
         http,
         endpoints,
@@ -68,6 +93,7 @@ async def connect(
         realm_id=callback["realmId"][0],
         token=token,
         store=store,
+        gate=gate,
     )
     return QboClient(http, endpoints.api, auth, limiter), auth, store
 
@@ -83,6 +109,7 @@ def test_public_names():
             "QboAuth",
             "QboClient",
             "RealmLimiter",
+            "RefreshGate",
             "TokenStore",
             "authorize_url",
             "exchange_code",
@@ -206,6 +233,61 @@ async def test_expired_tokens_refresh_once_and_are_saved_first(sandbox, http):
     assert auth.refreshes == 1
     assert [t["refresh_token"] for t in store.saved] == [auth.refresh_token]
     assert auth.refresh_token != old_refresh
+
+
+async def test_a_refresh_outlives_its_cancelled_caller_and_is_kept(sandbox, http):
+    """Issue 22 §8: the caller of a refresh cancelled (syncd stopping) loses no token.
+
+    Intuit has rotated the refresh token once it answers: cancelling the save with its
+    caller left the store holding the spent one, and the next start lost the connection.
+    """
+    store, gate = HeldTokens(), RefreshGate()
+    client, auth, _ = await connect(http, sandbox.origin, store=store, gate=gate)
+    old_refresh = auth.refresh_token
+    await Connection(http, sandbox.origin).admin(
+        "POST", "tokens/expire", {"realm": client.realm_id}
+    )
+    caller = asyncio.create_task(client.preferences())
+    await store.entered.wait()  # Intuit answered; the new token is being saved
+    caller.cancel()
+    await asyncio.sleep(0)
+    assert caller.cancelled()
+    store.release.set()
+    await gate.close()  # what a stopping syncd waits for before closing its store
+    assert [t["refresh_token"] for t in store.saved] == [auth.refresh_token]
+    assert auth.refresh_token != old_refresh
+    assert gate.closed
+    await Connection(http, sandbox.origin).admin(
+        "POST", "tokens/expire", {"realm": client.realm_id}
+    )
+    with pytest.raises(QboTransientError, match="syncd is stopping"):
+        await client.preferences()  # due again, and no refresh may start now
+    assert auth.refreshes == 1
+
+
+async def test_a_rotated_token_the_store_cannot_keep_is_kept_in_memory(sandbox, http):
+    """Issue 22 §8: a full disk at the refresh costs no connection: saved once it can be."""
+    store = HeldTokens()
+    client, auth, _ = await connect(http, sandbox.origin, store=store)
+    await Connection(http, sandbox.origin).admin(
+        "POST", "tokens/expire", {"realm": client.realm_id}
+    )
+    store.failing = True
+    store.release.set()
+    with pytest.raises(StoreError):
+        await client.preferences()
+    assert store.saved == []
+    store.failing = False
+    await client.preferences()  # saves the token it holds first, then calls
+    assert auth.refreshes == 1
+    assert [t["refresh_token"] for t in store.saved] == [auth.refresh_token]
+
+
+def test_a_short_lived_token_is_refreshed_at_half_its_life():
+    """Issue 22 §8: a 310 s token with a 300 s leeway was refreshed on every call."""
+    assert leeway({"expires_in": 310}) == 155
+    assert leeway({"expires_in": 3600}) == 300
+    assert leeway({}) == 300
 
 
 async def test_a_401_after_the_last_transient_fault_refreshes_and_answers(
