@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,14 @@ def parse_config(
             values={k: v for k, v in environ.items() if k.startswith("SYNCD_")}
         ),
     )
+    broker_user = config.secrets.get("MQTT_USERNAME")
+    if broker_user and broker_user in config.tenants:
+        r.problem(
+            "tenants",
+            f"tenant {broker_user!r} has the name of syncd's own broker user "
+            "(SYNCD_MQTT_USERNAME): the broker's per-tenant ACL would give its CRM "
+            "syncd's rights",
+        )
     if r.problems:
         raise ConfigError(r.problems)
     return config
@@ -174,12 +183,24 @@ def _mqtt(r: TableReader, data: dict[str, Any], base: Path) -> MqttConfig:
         r.problem(
             "mqtt.url", 'must look like "mqtt://host:1883" or "mqtts://host:8883"'
         )
+    if url.username is not None or url.password is not None:
+        # syncd.toml holds no secret: they would be ignored, and lie around in the file
+        r.problem(
+            "mqtt.url",
+            "must not hold a user or password: set SYNCD_MQTT_USERNAME and "
+            "SYNCD_MQTT_PASSWORD in the environment",
+        )
     ca_file = r.text(t, "mqtt", "ca_file", "")
     ca_path = (base / ca_file) if ca_file else None
     if ca_path is not None and not ca_path.is_file():
         r.problem("mqtt.ca_file", f"{ca_path}: no such file")
     prefix = r.text(t, "mqtt", "topic_prefix", "syncd")
-    if not prefix or any(c in prefix for c in "+#") or prefix.strip("/") != prefix:
+    if (
+        not prefix
+        or any(c in prefix for c in "+#")
+        or prefix.strip("/") != prefix
+        or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in prefix)
+    ):
         r.problem("mqtt.topic_prefix", f"{prefix!r} is not a usable topic prefix")
     return MqttConfig(
         host=url.hostname or "127.0.0.1",
@@ -188,9 +209,14 @@ def _mqtt(r: TableReader, data: dict[str, Any], base: Path) -> MqttConfig:
         ca_file=ca_path,
         client_id=r.text(t, "mqtt", "client_id", "syncd"),
         topic_prefix=prefix,
-        session_expiry=r.integer(t, "mqtt", "session_expiry", 7 * 24 * 3600, low=1),
-        receive_maximum=r.integer(t, "mqtt", "receive_maximum", 1000, low=1),
-        keepalive=r.integer(t, "mqtt", "keepalive", 30, low=5),
+        # MQTT's own ranges: a four-byte interval, two-byte maximum and keepalive
+        session_expiry=r.integer(
+            t, "mqtt", "session_expiry", 7 * 24 * 3600, low=1, high=2**32 - 1
+        ),
+        receive_maximum=r.integer(
+            t, "mqtt", "receive_maximum", 1000, low=1, high=65535
+        ),
+        keepalive=r.integer(t, "mqtt", "keepalive", 30, low=5, high=65535),
         max_payload_bytes=r.integer(
             t, "mqtt", "max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES, low=1024
         ),
@@ -199,23 +225,44 @@ def _mqtt(r: TableReader, data: dict[str, Any], base: Path) -> MqttConfig:
 
 def _port(r: TableReader, url: Any, default: int) -> int:
     try:
-        return int(url.port or default)
+        port = int(url.port if url.port is not None else default)
     except ValueError:
-        r.problem("mqtt.url", "has a port that is not a number")
+        r.problem("mqtt.url", "has a port that is not a number from 1 to 65535")
         return default
+    if port == 0:
+        r.problem("mqtt.url", "has port 0: no broker listens there")
+        return default
+    return port
+
+
+_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+)$")
+
+
+def _web_url(r: TableReader, key: str, value: str) -> str:
+    """An http(s) URL with a host, or "" (not set)."""
+    if value and (
+        urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname
+    ):
+        r.problem(key, f"{value[:80]!r} must be an http:// or https:// URL with a host")
+        return ""
+    return value
 
 
 def _http(r: TableReader, data: dict[str, Any]) -> HttpConfig:
     t = r.sub(data, "", "http", {"listen", "public_url", "body_timeout"})
     listen = r.text(t, "http", "listen", "127.0.0.1:8080")
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        r.problem("http.listen", f'{listen!r} is not "host:port"')
+    if (
+        not _HOST_RE.match(host)
+        or not (port.isascii() and port.isdigit())
+        or not 0 < int(port) < 65536
+    ):
+        r.problem("http.listen", f'{listen!r} is not "host:port" (port 1 to 65535)')
         host, port = "127.0.0.1", "8080"
     return HttpConfig(
         host=host.strip("[]"),
         port=int(port),
-        public_url=r.text(t, "http", "public_url", ""),
+        public_url=_web_url(r, "http.public_url", r.text(t, "http", "public_url", "")),
         body_timeout=r.integer(t, "http", "body_timeout", 10, low=1),
     )
 
@@ -265,7 +312,7 @@ def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
         environment=r.text(
             t, "qbo", "environment", "production", ("production", "sandbox")
         ),
-        base_url=r.text(t, "qbo", "base_url", ""),
+        base_url=_web_url(r, "qbo.base_url", r.text(t, "qbo", "base_url", "")),
         reconcile_interval=r.integer(t, "qbo", "reconcile_interval", 300, low=1),
         request_timeout=float(r.integer(t, "qbo", "request_timeout", 30, low=1)),
         throttle_pause=float(r.integer(t, "qbo", "throttle_pause", 60, low=1)),

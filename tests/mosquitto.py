@@ -22,12 +22,19 @@ class Broker:
         port: int | None = None,
         nodelay: bool = True,
         extra_conf: str = "",
+        conf: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
+        if conf is not None:  # a whole configuration of the test's (a shipped one)
+            as_root = "user root\n" if os.geteuid() == 0 else ""
+            self.conf.write_text(
+                conf + f"\nlog_dest file {workdir}/mosquitto.log\n" + as_root
+            )
+            return
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"

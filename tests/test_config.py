@@ -102,3 +102,60 @@ def test_mqtts_defaults_to_tls_port(tmp_path):
         8883,
         True,
     )
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "problem"),
+    [
+        (
+            "mqtt",
+            "receive_maximum = 70000",
+            "mqtt.receive_maximum: must be at most 65535",
+        ),
+        ("mqtt", "keepalive = 70000", "mqtt.keepalive: must be at most 65535"),
+        (
+            "mqtt",
+            "session_expiry = 9999999999999",
+            "mqtt.session_expiry: must be at most 4294967295",
+        ),
+        ("mqtt", 'url = "mqtt://127.0.0.1:0"', "mqtt.url: has port 0"),
+        (
+            "mqtt",
+            'url = "mqtt://user:secretpw@127.0.0.1:1883"',
+            "mqtt.url: must not hold a user or password: set SYNCD_MQTT_USERNAME",
+        ),
+        (
+            "mqtt",
+            'topic_prefix = "sys\\u0000x"',
+            "mqtt.topic_prefix: 'sys\\x00x' is not",
+        ),
+        ("http", 'listen = "127.0.0.1:0"', "http.listen: '127.0.0.1:0' is not"),
+        ("http", 'listen = "nonsense host:8080"', "http.listen: 'nonsense host:8080'"),
+        ("http", 'listen = "127.0.0.1:٣"', "http.listen:"),
+        (
+            "http",
+            'public_url = "javascript:alert(1)"',
+            "http.public_url: 'javascript:alert(1)' must be an http:// or https://",
+        ),
+        (
+            "qbo",
+            'base_url = "file:///etc/passwd"',
+            "qbo.base_url: 'file:///etc/passwd' must be an http:// or https://",
+        ),
+    ],
+)
+def test_check_refuses_what_the_daemon_cannot_run(tmp_path, section, line, problem):
+    """Issue 22 §9: each passed `syncd check` and failed at run time (or leaked)."""
+    path = _write(tmp_path, f'[{section}]\n{line}\n[[tenants]]\nid = "a"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert any(problem in p for p in info.value.problems), info.value.problems
+    assert "secretpw" not in "\n".join(info.value.problems)
+
+
+def test_a_tenant_named_like_syncds_broker_user_is_refused(tmp_path):
+    """Issue 22 §1: the per-tenant ACL pattern would give that CRM syncd's rights."""
+    path = _write(tmp_path, '[[tenants]]\nid = "syncd"\n')
+    with pytest.raises(ConfigError, match="has the name of syncd's own broker user"):
+        load_config(path, {"SYNCD_MQTT_USERNAME": "syncd"})
+    assert list(load_config(path, {}).tenants) == ["syncd"]

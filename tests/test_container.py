@@ -59,9 +59,13 @@ def test_every_file_the_image_and_compose_use_exists():
         assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
     syncd = COMPOSE["services"]["syncd"]
     mosquitto = COMPOSE["services"]["mosquitto"]
+    ignored = (ROOT / ".gitignore").read_text().split()
+    readme = (ROOT / "README.md").read_text()
     for volume in syncd["volumes"] + mosquitto["volumes"]:
         host = volume.split(":")[0]
-        if host.startswith("."):
+        if host.removeprefix("./") in ignored:  # a secret the operator makes
+            assert f"mosquitto_passwd -c -b {host.removeprefix('./')}" in readme
+        elif host.startswith("."):
             assert (ROOT / host).exists(), (
                 f"compose mounts {host}, which does not exist"
             )
@@ -138,3 +142,27 @@ def test_the_image_installs_syncd_as_ci_does():
     python = next(args for kind, args in _instructions() if kind == "FROM")
     assert python.startswith("python:3.11")  # the Python CI and pyproject use
     assert 'requires-python = ">=3.11"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_shipped_deployment_is_closed_by_default():
+    """Issue 22 §1: no anonymous client, an ACL, and ports on this host's loopback only.
+
+    Before, Mosquitto took anonymous clients and compose published 1883 on every
+    interface: anyone on the network voided a tenant's invoices in QBO.
+    """
+    conf = (ROOT / "deploy" / "mosquitto.conf").read_text()
+    settings = dict(
+        line.split("#")[0].split(None, 1)
+        for line in conf.splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert settings["allow_anonymous"].strip() == "false"
+    mounted = {
+        v.split(":")[1]: v.split(":")[0]
+        for v in COMPOSE["services"]["mosquitto"]["volumes"]
+    }
+    assert mounted[settings["acl_file"].strip()] == "./deploy/mosquitto.acl"
+    assert settings["password_file"].strip() in mounted
+    for service in COMPOSE["services"].values():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), port

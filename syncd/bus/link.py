@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from syncd.bus.probe import accepts_anonymous
 from syncd.bus.wire import Wire
 from syncd.clock import Clock
 from syncd.config import MqttConfig, Secrets
@@ -86,6 +87,7 @@ class MqttLink:
         self._inflight: asyncio.Task[None] | None = None
         self.status_topic = f"{config.topic_prefix}/{TOPIC_STATUS}"
         self._refusals: dict[int, str] = {}  # mid → the reason of a PUBACK that refused
+        self._probe: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Connect, serve and reconnect with capped jittered backoff until closed."""
@@ -151,6 +153,27 @@ class MqttLink:
     async def close(self) -> None:
         """Publish `offline`, disconnect cleanly and end `run`."""
         self._closing.set()
+        if self._probe is not None:
+            self._probe.cancel()
+
+    async def _warn_if_open(self) -> None:
+        """Say so when the broker lets anyone in: its ACL is all that isolates tenants."""
+        c = self._config
+        try:
+            open_ = await accepts_anonymous(c, tls_context(c))
+        except Exception:  # a probe only: its failure is no news
+            log.debug("broker_probe_failed", exc_info=True)
+            return
+        if open_:
+            log.warning(
+                "broker_accepts_anonymous",
+                host=c.host,
+                port=c.port,
+                why="anyone who reaches the broker can write any tenant's CRM topics "
+                "(void, delete, pay) and forge syncd's messages",
+                fix="allow_anonymous false, a password per CRM and the per-tenant ACL "
+                "(README, 'Deployment: a closed broker')",
+            )
 
     def _new_wire(self) -> Wire:
         c = self._config
@@ -193,6 +216,8 @@ class MqttLink:
         self._wire = wire
         self.connected.set()
         log.info("mqtt_connected", host=self._config.host, port=self._config.port)
+        if self._probe is None:  # once a run, beside the work: never delays intake
+            self._probe = asyncio.create_task(self._warn_if_open(), name="syncd.probe")
         self._failing = False
         self._consumer = None
         if self._intake_open:
