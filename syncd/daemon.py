@@ -18,6 +18,7 @@ from syncd.clock import Clock, utc_now
 from syncd.config import Config, reload_rules
 from syncd.connections import Connections
 from syncd.engine.rulebook import RuleBook
+from syncd.engine.tables import shown
 from syncd.exceptions import ConfigError, StoreError
 from syncd.housekeeping import Housekeeper
 from syncd.inbound.reconcile import Reconciler
@@ -84,6 +85,8 @@ class Daemon:
         self.connections.on_connected = self.jobs.wake
         self.connections.on_published = self.publisher.wake
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloads: set[asyncio.Task[None]] = set()
+        self._reloading = asyncio.Lock()  # two SIGHUPs: the later file wins
         self.crashed = False
 
     @property
@@ -153,15 +156,30 @@ class Daemon:
         log.info("syncd_stopped", outbox_flushed=flushed)
 
     def reload(self) -> None:
-        """Re-read every tenant's rules; keep the old ones if any new file is bad."""
+        """SIGHUP: re-read the rules in a thread (the loop serves every tenant meanwhile)."""
+        task = asyncio.get_running_loop().create_task(
+            self._reload(), name="syncd.reload"
+        )
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        """Re-read every tenant's rules; keep the old ones if any new file is bad.
+
+        Whatever goes wrong is said in the log, never raised: the old rules stay.
+        """
         try:
-            fresh = reload_rules(self.config)
+            async with self._reloading:
+                fresh = await asyncio.to_thread(reload_rules, self.config)
+                self.rulebook.replace(fresh)
         except ConfigError as exc:
             log.error(  # noqa: TRY400 -- the problems say it all; no traceback
-                "rules_reload_refused", problems=exc.problems
+                "rules_reload_refused", problems=shown(exc.problems)
             )
             return
-        self.rulebook.replace(fresh)
+        except Exception:
+            log.exception("rules_reload_failed")
+            return
         log.info("rules_reloaded", tenants=sorted(fresh))
 
     async def _on_batch(self, batch: list[RawMessage]) -> None:

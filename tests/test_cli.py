@@ -70,3 +70,24 @@ def test_run_refuses_a_bad_config(tmp_path):
     result = _syncd("run", "--config", str(tmp_path / "syncd.toml"))
     assert result.returncode == 2
     assert "mqtt.url: must be a string" in result.stderr
+
+
+def test_deeply_nested_toml_is_one_line_not_a_traceback(tmp_path):
+    """Issue 22 §9: 2,000 nested lists were a 3,000-line RecursionError traceback."""
+    deep = "a = " + "[" * 2000 + "]" * 2000 + "\n"
+    (tmp_path / "deep.toml").write_text(deep)
+    (tmp_path / "syncd.toml").write_text(
+        '[[tenants]]\nid = "acme"\nrules = "deep.toml"\n'
+    )
+    (tmp_path / "deep-syncd.toml").write_text(deep)
+    for args in (
+        ("check", "--config", str(tmp_path / "syncd.toml")),
+        ("check", "--config", str(tmp_path / "deep-syncd.toml")),
+        ("rules", "graph", "--config", str(tmp_path / "syncd.toml")),
+        ("run", "--config", str(tmp_path / "syncd.toml")),
+    ):
+        result = _syncd(*args)
+        assert result.returncode in (1, 2), (args, result.stderr)
+        assert "nested too deeply" in result.stderr, args
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.splitlines()) < 5

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from syncd.engine import rules as rules_module
 from syncd.engine.rules import CustomerRules, TaxRules, load_rules, parse_rules
 from syncd.exceptions import ConfigError
 
@@ -204,3 +205,48 @@ def test_absent_sections_take_their_dataclass_defaults():
         {"VAT20": "TAX"},
         True,
     )
+
+
+def test_deeply_nested_toml_is_a_problem_not_a_recursion_error(tmp_path):
+    """Issue 22 §9: tomllib recurses; 2,000 levels were a RecursionError everywhere."""
+    path = tmp_path / "deep.toml"
+    path.write_text("a = " + "[" * 2000 + "]" * 2000 + "\n")
+    with pytest.raises(ConfigError, match="not valid TOML: nested too deeply"):
+        load_rules(path)
+
+
+def test_the_reachability_check_walks_the_moves_once(monkeypatch):
+    """Issue 22 §5: a walk per sync.on status per QBO event made an 80 KB file 7 s.
+
+    2,500 statuses in a ring, all of them in sync.on: the moves are walked a bounded
+    number of times, whatever the number of statuses.
+    """
+    walks = []
+    real = rules_module._reachable_from
+
+    def counted(starts, moves):
+        walks.append(len(starts))
+        return real(starts, moves)
+
+    monkeypatch.setattr(rules_module, "_reachable_from", counted)
+    names = [f"s{n}" for n in range(2500)]
+    ring = "\n".join(
+        f'{a} = ["{b}"]' for a, b in zip(names, names[1:] + names[:1], strict=True)
+    )
+    text = (
+        f"[statuses]\nall = {names!r}\n[moves]\n{ring}\n"
+        f"[sync]\non = {names!r}\n"
+        '[qbo_events]\ninvoice_updated = "s1"\npayment_created = "s2"\n'
+        'payment_created_partial = "s3"\ninvoice_voided = "s4"\ninvoice_deleted = "s5"\n'
+    ).replace("'", '"')
+    rules = parse_rules(tomllib.loads(text), "ring")
+    assert len(rules.statuses) == 2500
+    assert len(walks) <= 2
+
+
+def test_a_status_listed_twice_is_a_problem():
+    """Issue 22 §5: 150,000 copies of one status in sync.on multiplied every check."""
+    data = tomllib.loads(DEFAULT.read_text())
+    data["sync"]["on"] = ["open"] * 1000
+    with pytest.raises(ConfigError, match=r"sync\.on: lists 'open' more than once"):
+        parse_rules(data, "x")

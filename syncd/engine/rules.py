@@ -292,24 +292,26 @@ def _check_reachable(r: TableReader, rules: Rules) -> None:
     if rules.initial not in rules.statuses:
         return
     reachable = rules.reachable()
+    known = set(rules.statuses)
     named = [(f"sync.{n}", s) for n in _SYNC_LISTS for s in getattr(rules.sync, n)]
     named += [(f"qbo_events.{n}", s) for n, s in rules.qbo_events.items() if s]
+    # what a synced invoice can be in: reached from any sync.on status (one walk)
+    synced = _reachable_from(rules.sync.on or tuple(reachable), rules.moves)
     for key, status in named:
-        if status in rules.statuses and status not in reachable:
+        if status in known and status not in reachable:
             r.problem(
                 key,
                 f"{status!r} cannot be reached from {rules.initial!r} by any move "
                 "in [moves], so this would never happen",
             )
         elif key.startswith("qbo_events.") and status in reachable:
-            _check_event_target(r, rules, key, status)
+            _check_event_target(r, rules, key, status, synced)
 
 
-def _check_event_target(r: TableReader, rules: Rules, key: str, status: str) -> None:
+def _check_event_target(
+    r: TableReader, rules: Rules, key: str, status: str, synced: frozenset[str]
+) -> None:
     """A QBO event happens to a synced invoice: some synced status must move there."""
-    synced: set[str] = set()
-    for start in rules.sync.on or rules.reachable():
-        synced |= _reachable(start, rules.moves)
     if not any(rules.allows(s, status) for s in synced):
         r.problem(
             key,
@@ -319,7 +321,14 @@ def _check_event_target(r: TableReader, rules: Rules, key: str, status: str) -> 
 
 
 def _reachable(initial: str, moves: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
-    seen, todo = {initial}, [initial]
+    return _reachable_from((initial,), moves)
+
+
+def _reachable_from(
+    starts: tuple[str, ...], moves: Mapping[str, tuple[str, ...]]
+) -> frozenset[str]:
+    """Every status some move path leads to from one of `starts` (linear: one walk)."""
+    seen, todo = set(starts), list(starts)
     while todo:
         for dest in moves.get(todo.pop(), ()):
             if dest not in seen:

@@ -9,6 +9,7 @@ and QBO events that would map to another CRM status.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,8 +56,7 @@ def compare(
 ) -> Report:
     """What `new` would change for these invoices, compared with `old`."""
     report = Report()
-    for inv in invoices:
-        _invoice(old, new, inv, history.get(inv.invoice_id, []), report)
+    _page(old, new, invoices, history, report)
     _remapped(old, new, report)
     return report
 
@@ -69,13 +69,24 @@ async def replay(
     before: tuple[str, str] | None = None
     while found := await store.invoice_page(tenant, limit=page, before=before):
         history = await store.histories(tenant, [i.invoice_id for i in found])
-        for inv in found:
-            _invoice(old, new, inv, history.get(inv.invoice_id, []), report)
+        # the comparing is CPU work: in a thread, so a daemon's loop serves on meanwhile
+        await asyncio.to_thread(_page, old, new, found, history, report)
         seen += len(found)
         last = found[-1]
         before = (last.updated_at.isoformat(), last.invoice_id)
     _remapped(old, new, report)
     return seen, report
+
+
+def _page(
+    old: Rules,
+    new: Rules,
+    invoices: list[Invoice],
+    history: Mapping[str, list[HistoryEntry]],
+    report: Report,
+) -> None:
+    for inv in invoices:
+        _invoice(old, new, inv, history.get(inv.invoice_id, []), report)
 
 
 def _remapped(old: Rules, new: Rules, report: Report) -> None:

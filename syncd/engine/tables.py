@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections import Counter
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,41 @@ from syncd.exceptions import ConfigError
 _MISSING: Any = object()
 
 
+MAX_TOML_BYTES = 4 * 1024 * 1024  # a syncd.toml of thousands of tenants fits
+
+
 def read_toml(path: Path, source: str) -> dict[str, Any]:
     """Parse a TOML file; raise ConfigError naming `source` when it cannot."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    if len(raw) > MAX_TOML_BYTES:
+        raise ConfigError(
+            [f"{source}: {len(raw)} bytes, over the {MAX_TOML_BYTES} a file may have"]
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
+    return parse_toml(text, source)
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """Parse TOML text; raise ConfigError naming `source` when it cannot."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
+    except RecursionError:  # tomllib recurses: `a = [[[[…]]]]` 2,000 deep
+        raise ConfigError([f"{source}: not valid TOML: nested too deeply"]) from None
+
+
+def shown(problems: list[str], limit: int = 100) -> list[str]:
+    """The first `limit` problems, and how many more there are (a page stays small)."""
+    if len(problems) <= limit:
+        return problems
+    return [*problems[:limit], f"… and {len(problems) - limit} more problems"]
 
 
 class TableReader:
@@ -116,7 +144,12 @@ class TableReader:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.problem(_join(key, name), "must be a list of strings")
             return default
-        return tuple(value)
+        once = tuple(dict.fromkeys(value))
+        if len(once) != len(value):
+            counted = Counter(value)
+            twice = next(v for v in once if counted[v] > 1)
+            self.problem(_join(key, name), f"lists {twice!r} more than once")
+        return once
 
     def text_map(self, data: dict[str, Any], key: str, name: str) -> dict[str, str]:
         """Return a table whose values are all strings."""

@@ -234,6 +234,13 @@ async def test_sighup_reloads_good_rules_and_keeps_old_on_bad(tmp_path, broker):
             rules.write_text("[moves\n")
             proc.signal(signal.SIGHUP)
             await _wait_log(proc, "rules_reload_refused")
+            # issue 22 §9: tomllib recursed; SIGHUP logged asyncio's own traceback
+            rules.write_text("a = " + "[" * 2000 + "]" * 2000 + "\n")
+            proc.signal(signal.SIGHUP)
+            async with asyncio.timeout(10):
+                while "nested too deeply" not in proc.log():
+                    await asyncio.sleep(0.05)
+            assert "Exception in callback" not in proc.log()
             await crm.send("acme", "invoice.upserted", invoice("I", 4, "sent"))
             await crm.wait_for(lambda r: _states(crm, "I") == ["draft", "open", "sent"])
     finally:
