@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,9 @@ class HttpConfig:
     port: int = 8080
     public_url: str = ""
     body_timeout: int = 10  # seconds for a request body to arrive in full
+    # reverse proxies whose X-Forwarded-For names the client (the guard counts by it)
+    trusted_proxies: tuple[str, ...] = ()
+    metrics_token: bool = False  # /metrics wants the admin token (it names tenants)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,7 +253,12 @@ def _web_url(r: TableReader, key: str, value: str) -> str:
 
 
 def _http(r: TableReader, data: dict[str, Any]) -> HttpConfig:
-    t = r.sub(data, "", "http", {"listen", "public_url", "body_timeout"})
+    t = r.sub(
+        data,
+        "",
+        "http",
+        {"listen", "public_url", "body_timeout", "trusted_proxies", "metrics_token"},
+    )
     listen = r.text(t, "http", "listen", "127.0.0.1:8080")
     host, _, port = listen.rpartition(":")
     if (
@@ -264,7 +273,19 @@ def _http(r: TableReader, data: dict[str, Any]) -> HttpConfig:
         port=int(port),
         public_url=_web_url(r, "http.public_url", r.text(t, "http", "public_url", "")),
         body_timeout=r.integer(t, "http", "body_timeout", 10, low=1),
+        trusted_proxies=_addresses(r, r.texts(t, "http", "trusted_proxies")),
+        metrics_token=r.flag(t, "http", "metrics_token", False),
     )
+
+
+def _addresses(r: TableReader, values: tuple[str, ...]) -> tuple[str, ...]:
+    """IP addresses (of reverse proxies whose X-Forwarded-For syncd believes)."""
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            r.problem("http.trusted_proxies", f"{value!r} is not an IP address")
+    return values
 
 
 _STORE_KEYS = {

@@ -30,6 +30,7 @@ from syncd.secrets import Cipher
 from syncd.store import Store, sqlite_store
 
 log = structlog.get_logger(__name__)
+ADMIN_TOKEN_MIN = 24  # characters: guesses are paced, not impossible
 
 
 class Daemon:
@@ -128,6 +129,14 @@ class Daemon:
         for task in self._tasks:
             task.add_done_callback(self._exit_if_crashed)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+        token = self.config.secrets.get("ADMIN_TOKEN") or ""
+        if 0 < len(token) < ADMIN_TOKEN_MIN:  # its length only: never the token
+            log.warning(
+                "admin_token_short",
+                length=len(token),
+                advice=f"use {ADMIN_TOKEN_MIN} characters or more, e.g. "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))"',
+            )
         log.info("syncd_started", tenants=sorted(self.config.tenants))
 
     async def stop(self) -> None:

@@ -26,6 +26,7 @@ def build_app(config: Config) -> web.Application:
     app[oauth.AUTHENTICATED] = lambda request: page.session_of(request) is not None
     app[oauth.TENANTS] = frozenset(config.tenants)
     app[oauth.ATTEMPTS] = guard.Attempts()
+    app[oauth.TRUSTED_PROXIES] = frozenset(config.http.trusted_proxies)
     app[oauth.NOW] = daemon.clock
     oauth.routes(app)
     admin.routes(app)
@@ -52,7 +53,21 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics_route(request: web.Request) -> web.Response:
-    """Prometheus text format: counters as they are, the store's gauges read now."""
+    """Prometheus text format: counters as they are, the store's gauges read now.
+
+    With `[http] metrics_token = true`, only with the admin token (the labels name every
+    tenant and QBO company).
+    """
+    if request.app[CONFIG].http.metrics_token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        right = await request.app[oauth.ATTEMPTS].check(
+            guard.client_address(request, request.app[oauth.TRUSTED_PROXIES]),
+            given,
+            request.app[oauth.ADMIN_TOKEN],
+            request.app[oauth.NOW](),
+        )
+        if not right:
+            return web.json_response({"error": "admin token required"}, status=401)
     daemon = request.app[DAEMON]
     if daemon.store.is_open:
         await daemon.refresh_metrics()

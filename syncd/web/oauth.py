@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -16,6 +15,7 @@ CONNECTIONS = web.AppKey("connections", Connections)
 AUTHENTICATED: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("authenticated")
 TENANTS: web.AppKey[frozenset[str]] = web.AppKey("tenants")
 ATTEMPTS = web.AppKey("attempts", guard.Attempts)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])
 NOW: web.AppKey[Callable[[], datetime]] = web.AppKey("now")
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,19 +40,16 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
     if guarded and request.method == "GET" and request.app[AUTHENTICATED](request):
         return await _known_tenant(request, handler)
     if guarded:
-        attempts, now = request.app[ATTEMPTS], request.app[NOW]()
-        address = request.remote or ""
-        wait = attempts.wait(address, now)
-        if wait:
-            return guard.too_many(wait)
-        expected = request.app.get(ADMIN_TOKEN, "")
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         given = given or request.query.get("access_token", "")
-        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-            if given:  # a wrong token, not a missing one
-                attempts.wrong(address, now)
+        right = await request.app[ATTEMPTS].check(
+            guard.client_address(request, request.app[TRUSTED_PROXIES]),
+            given,
+            request.app.get(ADMIN_TOKEN, ""),
+            request.app[NOW](),
+        )
+        if not right:
             return web.json_response({"error": "admin token required"}, status=401)
-        attempts.right(address)
         return await _known_tenant(request, handler)
     return await handler(request)
 

@@ -11,7 +11,6 @@ in every form.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -25,9 +24,9 @@ from syncd.engine.rules import Rules, parse_rules
 from syncd.engine.tables import parse_toml, shown
 from syncd.exceptions import ConfigError, ConnectError, StoreError
 from syncd.models import SyncState
-from syncd.web import admin, diagram
+from syncd.web import admin, diagram, guard
 from syncd.web.keys import DAEMON
-from syncd.web.oauth import ADMIN_TOKEN, ATTEMPTS
+from syncd.web.oauth import ADMIN_TOKEN, ATTEMPTS, TRUSTED_PROXIES
 from syncd.web.session import Session, Sessions, csrf_ok
 
 PAGE_SIZE = 50
@@ -111,23 +110,16 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the admin token (wrong ones slowed down); start a session."""
     form = await request.post()
-    attempts, now = request.app[ATTEMPTS], request.app[DAEMON].clock()
-    address = request.remote or ""
-    wait = attempts.wait(address, now)
-    if wait:
-        error = f"Too many wrong tokens: try again in {int(wait) + 1} s."
-        response = _render("login.html", None, error=error)
-        response.set_status(429)
-        response.headers["Retry-After"] = str(int(wait) + 1)
-        return response
-    expected = request.app.get(ADMIN_TOKEN, "")
-    given = str(form.get("token", ""))
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        attempts.wrong(address, now)
+    right = await request.app[ATTEMPTS].check(
+        guard.client_address(request, request.app[TRUSTED_PROXIES]),
+        str(form.get("token", "")),
+        request.app.get(ADMIN_TOKEN, ""),
+        request.app[DAEMON].clock(),
+    )
+    if not right:
         response = _render("login.html", None, error="That is not the admin token.")
         response.set_status(401)
         return response
-    attempts.right(address)
     response = web.HTTPSeeOther("/")
     request.app[SESSIONS].start(response, request.app[DAEMON].clock())
     return response
