@@ -130,11 +130,11 @@ def backup(config_path: Path, destination: Path) -> None:
     Restore: stop syncd, put the copy where `[store] url` points, start syncd.
     """
     config = _load(config_path, exit_code=2)
-    if destination.exists():
-        click.echo(f"error: {destination} exists: choose a new file", err=True)
-        sys.exit(2)
     try:
         counts = copy_store(config.store_path, destination)
+    except FileExistsError:  # a file, a folder or a link (even dangling): not ours
+        click.echo(f"error: {destination} exists: choose a new file", err=True)
+        sys.exit(2)
     except (OSError, sqlite3.Error) as exc:
         click.echo(f"syncd: backup of {config.store_path} failed: {exc}", err=True)
         destination.unlink(missing_ok=True)

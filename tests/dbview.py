@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+from syncd.store.sqlite import SqliteStore
 
 
 class DbView:
@@ -17,6 +20,16 @@ class DbView:
             return db.execute(sql, params).fetchall()
         finally:
             db.close()
+
+    def create_empty(self) -> None:
+        """A store file with syncd's schema and nothing in it (as a first start leaves it)."""
+
+        async def opened() -> None:
+            store = SqliteStore(self.path)
+            await store.open()
+            await store.close()
+
+        asyncio.run(opened())
 
     def execute(self, sql: str, *params: Any) -> None:
         """Change the store while syncd is stopped (what time or an operator would do)."""

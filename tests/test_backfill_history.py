@@ -31,8 +31,15 @@ def _inv(invoice_id: str, version: int, created: str | None, **extra: Any):
     return _env("invoice.upserted", data)
 
 
-def _pay(payment_id: str, invoice_id: str | None, day: str):
-    data = {"payment_id": payment_id, "amount": "1.00", "date": day}
+def _pay(payment_id: str, invoice_id: Any, day: str):
+    data = {
+        "payment_id": payment_id,
+        "amount": "1.00",
+        "date": day,
+        "customer": {"name": "A"},
+        "currency": "USD",
+        "kind": "invoice" if invoice_id else "booking",
+    }
     if invoice_id:
         data["invoice_id"] = invoice_id
     return _env("payment.recorded", data)
@@ -135,3 +142,26 @@ def test_the_eta_follows_qbos_quota():
     assert eta_minutes(1140, 0) == 1
     assert eta_minutes(0, 412) == 1
     assert eta_minutes(11400, 824) == 12
+
+
+def test_a_line_syncd_would_refuse_is_listed_and_the_rest_go(tmp_path):
+    """Issue 22 §9: a payment whose invoice_id is a list crashed the whole command.
+
+    Each line now meets the door's own checks: one that syncd would refuse is listed
+    with the reason, never sent, and never fatal.
+    """
+    path = _write(
+        tmp_path / "h.jsonl",
+        [
+            _inv("I-1", 1, "2025-02-01"),
+            _pay("P-LIST", ["I-1"], "2025-04-01"),
+            _pay("P-OBJ", {"id": "I-1"}, "2025-04-01"),
+            _inv("I-9999", 1, "2025-02-01", issue_date="9999-12-31"),
+            _pay("P-1", "I-1", "2025-04-01"),
+        ],
+    )
+    history = read_history(path, "acme", SINCE)
+    assert [m.subject for m in history.messages] == ["I-1", "P-1"]
+    assert len(history.refused) == 3
+    assert "line 2: data.invoice_id must be a string" in history.refused[0]
+    assert "must fall in the years 1900 to 2199" in history.refused[2]

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "inbound": SHARED
     | {"syncd.engine", "syncd.bus.events", "syncd.qbo", "syncd.outbound.push"},
     # a client of the daemon: its topics (the broker link's TLS) and its store, read only
-    "backfill": SHARED | {"syncd.bus.link"},
+    "backfill": SHARED | {"syncd.bus.link", "syncd.bus.payloads"},
 }
 
 

@@ -21,6 +21,9 @@ from typing import Any
 
 import orjson
 
+from syncd.bus.payloads import check_data
+from syncd.exceptions import InvalidMessageError
+
 TYPES = ("contact.upserted", "invoice.upserted", "payment.recorded")
 PHASES = ("contacts", "invoices", "payments")
 
@@ -168,7 +171,11 @@ def _problem(record: Any, tenant: str) -> str | None:
     subject = _subject(record["type"], data)
     if not isinstance(subject, str) or not subject:
         return "the contact, invoice or payment id is missing"
-    return None  # the rest is syncd's to check, as for any message
+    try:  # the door's own checks: a line syncd would refuse is listed, never sent
+        check_data(record["type"], data, subject)
+    except InvalidMessageError as exc:
+        return exc.reason
+    return None
 
 
 def _subject(kind: str, data: dict[str, Any]) -> Any:

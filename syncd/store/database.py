@@ -323,9 +323,14 @@ async def many(db: aiosqlite.Connection, sql: str, params: list[Any]) -> int:
 def copy_store(source: Path, destination: Path) -> dict[str, int]:
     """A consistent copy of a store in use (SQLite's online backup), checked; row counts.
 
-    The copy is made 0600 and passes SQLite's integrity check before it is kept.
+    The copy is made 0600 and passes SQLite's integrity check before it is kept. It is
+    a new file: anything at `destination` (a dangling symlink included, whose target
+    would be created) raises FileExistsError.
     """
-    _private_file(destination)
+    if not destination.parent.exists():
+        destination.parent.mkdir(mode=0o700, parents=True)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    os.close(os.open(destination, flags, 0o600))
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     dst = sqlite3.connect(destination)
     try:

@@ -7,6 +7,7 @@ the PDF is QBO's own (HS8). Every route needs the admin token (web_oauth.admin_a
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from syncd.web import cursor
 from syncd.web.keys import DAEMON
 
 PAGE_MAX = 1000  # invoices per answer of GET /api/tenants/T/invoices
+_DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII only: "²" and "٣" are str.isdigit()
 
 
 def routes(app: web.Application) -> None:
@@ -129,7 +131,7 @@ async def list_invoices(request: web.Request) -> web.Response:
 def _limit(value: str | None) -> int:
     if value is None:
         return PAGE_MAX
-    if not value.isdigit() or not 1 <= int(value) <= PAGE_MAX:
+    if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= PAGE_MAX:
         raise ValueError(f"limit: a whole number from 1 to {PAGE_MAX}")
     return int(value)
 
@@ -170,10 +172,19 @@ async def invoice_pdf(request: web.Request) -> web.StreamResponse:
         pdf = await client.pdf("Invoice", inv.qbo_id)
     except QboError as exc:
         return web.json_response({"error": exc.message}, status=502)
-    headers = {
-        "Content-Disposition": f'inline; filename="invoice-{inv.qbo_doc_number or inv.qbo_id}.pdf"'
-    }
+    name = pdf_filename(inv.qbo_doc_number or inv.qbo_id)
+    headers = {"Content-Disposition": f'inline; filename="{name}"'}
     return web.Response(body=pdf, content_type="application/pdf", headers=headers)
+
+
+def pdf_filename(number: str) -> str:
+    """`invoice-<number>.pdf`, keeping only [A-Za-z0-9._-] of the number.
+
+    The number is the CRM's: a quote or CR/LF in it broke the header, or added
+    parameters to it.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", number)[:64].strip(".") or "copy"
+    return f"invoice-{safe}.pdf"
 
 
 async def list_failures(request: web.Request) -> web.Response:

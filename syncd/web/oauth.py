@@ -56,8 +56,8 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
 
 async def _known_tenant(request: web.Request, handler: Handler) -> web.StreamResponse:
     """`/api/tenants/T/…` of a tenant this syncd does not serve: 404, said once here."""
-    parts = request.path.split("/")
-    tenant = parts[3] if parts[1:3] == ["api", "tenants"] and len(parts) > 3 else None
+    # the value the handler will use (`acme%2F..%2Fglobex` is one segment of the path)
+    tenant = request.match_info.get("tenant")
     if tenant is not None and tenant not in request.app[TENANTS]:
         return web.json_response({"error": "no such tenant"}, status=404)
     return await handler(request)

@@ -11,9 +11,12 @@ in every form.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -30,6 +33,7 @@ from syncd.web.oauth import ADMIN_TOKEN, ATTEMPTS, TRUSTED_PROXIES
 from syncd.web.session import Session, Sessions, csrf_ok
 
 PAGE_SIZE = 50
+_DIGITS = re.compile(r"[0-9]+")
 PAGE_LAST = 2000  # pages offered: the API's cursors reach further
 # rules pasted to try: 2,500 statuses make 80 KB; the check runs in a thread, this long
 MAX_PASTED_RULES, PASTED_RULES_SECONDS = 256 * 1024, 20.0
@@ -119,6 +123,11 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not right:
         response = _render("login.html", None, error="That is not the admin token.")
         response.set_status(401)
+        return response
+    if plain := _plain_http_elsewhere(request.headers.get("Origin", "")):
+        # the session cookie is Secure: the browser would drop it and come back here
+        response = _render("login.html", None, error=plain)
+        response.set_status(400)
         return response
     response = web.HTTPSeeOther("/")
     request.app[SESSIONS].start(response, request.app[DAEMON].clock())
@@ -214,8 +223,29 @@ async def invoices(request: web.Request) -> web.Response:
     )
 
 
+def _plain_http_elsewhere(origin: str) -> str | None:
+    """Why a log-in over plain HTTP off this machine cannot work, or None when it can."""
+    parts = urlsplit(origin)
+    if parts.scheme != "http" or not parts.hostname:
+        return None
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    return (
+        f"The admin page needs HTTPS at {origin}: its session cookie is Secure, so a "
+        "browser drops it over plain HTTP anywhere but on this machine (localhost). "
+        "Put a TLS reverse proxy in front of syncd (README, 'In a container'), or "
+        "open it on this machine."
+    )
+
+
 def _int(value: str | None, default: int) -> int:
-    return int(value) if value and value.isdigit() else default
+    # ASCII digits only: "²".isdigit() is True and int("²") raises (a 500)
+    ok = value is not None and len(value) <= 9 and _DIGITS.fullmatch(value)
+    return int(value) if ok and value else default
 
 
 async def invoice(request: web.Request) -> web.Response:

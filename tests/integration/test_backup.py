@@ -87,3 +87,24 @@ async def test_a_backup_while_running_restores_whole(tmp_path, broker):
     # the copy taken mid-stream passed SQLite's integrity check and holds a prefix
     assert midway.stdout.startswith("ok:")
     assert DbView(tmp_path / "midway.db").status("acme", "I-59") is None
+
+
+def test_a_backup_never_follows_a_link_at_its_destination(tmp_path):
+    """Issue 22 §9: a dangling symlink made the copy at its target (a /tmp race)."""
+    workdir = tmp_path / "s"
+    workdir.mkdir()
+    config = write_config(workdir, 1883)
+    DbView(workdir / "syncd.db").create_empty()
+    target = tmp_path / "elsewhere" / "planted.db"
+    target.parent.mkdir()
+    link = tmp_path / "bk" / "link.db"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    result = _backup(config, link)
+    assert result.returncode == 2, result.stderr
+    assert "exists: choose a new file" in result.stderr
+    assert not target.exists()
+    assert link.is_symlink()  # left as it was
+    fresh = _backup(config, tmp_path / "bk" / "copy.db")
+    assert fresh.returncode == 0, fresh.stderr
+    assert (tmp_path / "bk" / "copy.db").stat().st_mode & 0o777 == 0o600

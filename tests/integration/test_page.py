@@ -149,3 +149,29 @@ async def test_hostile_rules_pasted_are_answered_not_hung_or_crashed(
         )
     )
     assert "sync.on: lists &#39;open&#39; more than once" in dup
+
+
+async def test_small_edges_answer_as_documented(setup: Setup, browser, http):
+    """Issue 22 §9 over HTTP: each small edge answered as documented.
+
+    `?page=²`, `limit=²`, a log-in over plain HTTP off this machine, and a tenant spelt
+    with an encoded slash.
+    """
+    await _log_in(browser)
+    async with browser.get("/tenants/acme/invoices?page=%C2%B2") as r:
+        assert r.status == 200  # was a 500
+    api = f"http://127.0.0.1:{setup.syncd.http_port}/api/tenants"
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with http.get(f"{api}/acme/invoices?limit=%C2%B2", headers=headers) as r:
+        assert r.status == 400
+        assert "a whole number from 1 to 1000" in (await r.json())["error"]
+    async with http.get(f"{api}/acme%2F..%2Fglobex/failures", headers=headers) as r:
+        assert r.status == 404
+    login = f"http://127.0.0.1:{setup.syncd.http_port}/login"
+    elsewhere = {"Origin": "http://syncd.test:8080"}
+    async with http.post(
+        login, data={"token": ADMIN}, headers=elsewhere, allow_redirects=False
+    ) as r:
+        assert r.status == 400
+        assert "needs HTTPS" in await r.text()
+        assert "Set-Cookie" not in r.headers
