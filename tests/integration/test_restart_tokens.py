@@ -124,8 +124,9 @@ async def test_a_restart_mid_stream_never_costs_a_connection(tmp_path, broker, h
         await _all_sent(DbView(workdir / "syncd.db"))
         async with http.get(f"{sandbox.origin}/_sandbox/tokens") as r:
             issued = await r.json()
-        # each tenant's grant was refreshed, again and again: the test tried what it says
-        assert len(issued["refresh"]) - len(TENANTS) >= 3 * len(TENANTS), issued
+        # each tenant's grant was refreshed at each start at least (its access token
+        # dead): the test tried what it says
+        assert len(issued["refresh"]) - len(TENANTS) >= 2 * len(TENANTS), issued
         assert set((await _statuses(http, syncd)).values()) == {"connected"}
         assert '"event":"qbo_reconnect_needed"' not in syncd.log()
     finally:
