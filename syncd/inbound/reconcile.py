@@ -22,11 +22,12 @@ from syncd import metrics
 from syncd.bus import events
 from syncd.config import Config
 from syncd.connections import Connections
-from syncd.exceptions import QboAuthError, QboError, StaleWriteError
+from syncd.exceptions import StaleWriteError
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
+from syncd.qbo.steps import Step, next_step
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -72,12 +73,8 @@ class Reconciler:
                 try:
                     missed += await self.pass_for(tenant, full_day=daily)
                     await self._connections.watch(tenant)
-                except QboAuthError as exc:  # the grant is gone: said everywhere
-                    await self._connections.needs_reconnect(tenant, exc.message)
-                except QboError as exc:
-                    log.warning("reconcile_failed", tenant=tenant, error=exc.message)
-                except Exception:
-                    log.exception("reconcile_crashed", tenant=tenant)
+                except Exception as exc:  # noqa: BLE001 -- one tenant's, never the rest's
+                    await self._after(tenant, exc)
             if daily:
                 last_daily = self._clock()
             interval = self._config.qbo.reconcile_interval
@@ -86,6 +83,16 @@ class Reconciler:
                 interval = max(1, interval // 5)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
+
+    async def _after(self, tenant: str, exc: Exception) -> None:
+        """A tenant's pass failed: reconnect needed, or tried again next interval."""
+        then = next_step(exc)
+        if then.step is Step.RECONNECT:  # the grant is gone: said everywhere
+            await self._connections.needs_reconnect(tenant, str(exc))
+        elif then.step is Step.DEFECT:
+            log.error("reconcile_crashed", tenant=tenant, exc_info=exc)
+        else:  # the next pass starts from the same checkpoint
+            log.warning("reconcile_failed", tenant=tenant, error=then.message)
 
     async def pass_for(self, tenant: str, full_day: bool = False) -> int:
         """One CDC pass for a tenant (the last day's changes if `full_day`).

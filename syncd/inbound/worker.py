@@ -23,11 +23,12 @@ from typing import Any
 import structlog
 
 from syncd import metrics
-from syncd.exceptions import QboAuthError, QboError, StaleWriteError
+from syncd.exceptions import QboError, StaleWriteError
 from syncd.inbound import plan
 from syncd.inbound.news import QboChanges
 from syncd.models import ChangeSet, LinkKind, StoredWebhook, WebhookRetry
 from syncd.qbo import QboClient, queries, webhooks
+from syncd.qbo.steps import Step, next_step
 from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
@@ -139,12 +140,17 @@ class InboundWorker(LoopWorker):
             return True
         try:
             found = await self._fetch(client, notes)
-        except QboAuthError as exc:
-            await self._connections.needs_reconnect(tenant, exc.message)
-            return True
         except QboError as exc:
-            log.warning("inbound_fetch_failed", tenant=tenant, error=exc.message)
-            return False  # stored again: tried after what came since
+            then = next_step(exc)
+            if then.step is Step.RECONNECT:
+                await self._connections.needs_reconnect(tenant, exc.message)
+                return True  # reconciliation brings them once reconnected
+            log.warning(
+                "inbound_fetch_failed", tenant=tenant, error=exc.message, then=then.step
+            )
+            # RETRY: stored again on its own, tried later; FAIL: asking again cannot
+            # help, so they are left to reconciliation now
+            return then.step is not Step.RETRY
         changes.inbound_events += [(realm, n.key) for n in notes]
         self.last_webhook[tenant] = self._clock()
         await self._merges(tenant, notes, changes)

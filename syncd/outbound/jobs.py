@@ -23,10 +23,8 @@ from syncd.engine import failures, qbo_events
 from syncd.engine.decide import jobs_for_move
 from syncd.engine.machine import InvoiceMachine
 from syncd.exceptions import (
-    QboAuthError,
     QboError,
     QboTransientError,
-    ResolveError,
     StaleWriteError,
     StoreError,
 )
@@ -55,6 +53,7 @@ from syncd.outbound.push import (
 )
 from syncd.qbo import BatchItem, QboClient
 from syncd.qbo.client import NO_RESULT
+from syncd.qbo.steps import Step, next_step
 from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
@@ -360,19 +359,25 @@ class JobWorker(LoopWorker):
     async def _guard(self, ctx: JobContext, work: Awaitable[None]) -> bool:
         """Run `work` for the job; True when it went through, else the job is handled.
 
-        Each failure is the job's own: retried, failed with a record, or postponed.
+        Each failure is the job's own: retried, failed with a record, or postponed, as
+        `next_step` says. A store that cannot be used is raised: the job stays in flight
+        and the worker pauses.
         """
-        job, inv = ctx.job, ctx.invoice
         try:
             await work
-        except QboAuthError as exc:
+        except Exception as exc:  # noqa: BLE001 -- every failure: next_step says what next
+            await self._after(ctx, exc)
+            return False
+        return True
+
+    async def _after(self, ctx: JobContext, exc: Exception) -> None:
+        job, inv = ctx.job, ctx.invoice
+        then = next_step(exc)
+        if then.step is Step.STORE:
+            raise exc
+        if then.step is Step.RECONNECT:
             await self._connections.needs_reconnect(job.tenant, str(exc))
-            self._fail(
-                ctx,
-                "reconnect_needed",
-                f"reconnect needed: {exc.message}",
-                retryable=True,
-            )
+            self._fail(ctx, then.code, then.message, retryable=True)
             self._postpone(
                 job,
                 inv,
@@ -380,27 +385,14 @@ class JobWorker(LoopWorker):
                 "paused: the QBO company must be reconnected",
                 in_doubt=ctx.unclear,
             )
-        except QboTransientError as exc:
-            self._retry(ctx, exc, exc.retry_after)
-        except QboError as exc:
-            if exc.retryable:
-                self._retry(ctx, exc, None)
-            else:
-                self._fail(
-                    ctx, exc.code or type(exc).__name__, exc.message, retryable=False
-                )
-                self._finish(job, ctx.changes, JobStatus.FAILED, exc.message)
-        except ResolveError as exc:
-            self._fail(ctx, "not_resolved", str(exc), retryable=False)
-            self._finish(job, ctx.changes, JobStatus.FAILED, str(exc))
-        except Exception as exc:  # a defect: this job fails, recorded; the others go on
-            log.exception("job_crashed")
-            message = f"internal error ({type(exc).__name__}): see syncd's log"
-            self._fail(ctx, "internal_error", message, retryable=True)
-            self._finish(job, ctx.changes, JobStatus.FAILED, message)
+        elif then.step is Step.RETRY and isinstance(exc, QboError):
+            self._retry(ctx, exc, then.retry_after)
         else:
-            return True
-        return False
+            if then.step is Step.DEFECT:  # this job fails, recorded; the others go on
+                log.error("job_crashed", exc_info=exc)
+            retryable = then.step is Step.DEFECT
+            self._fail(ctx, then.code, then.message, retryable=retryable)
+            self._finish(job, ctx.changes, JobStatus.FAILED, then.message)
 
     async def _record(
         self,
