@@ -26,8 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "engine": SHARED | {"syncd.bus.events"},
     "bus": SHARED | {"syncd.engine"},
     "outbound": SHARED | {"syncd.engine", "syncd.bus.events", "syncd.qbo"},
-    "inbound": SHARED
-    | {"syncd.engine", "syncd.bus.events", "syncd.qbo", "syncd.outbound.push"},
+    "inbound": SHARED | {"syncd.engine", "syncd.bus.events", "syncd.qbo"},
     # a client of the daemon: its topics (the broker link's TLS) and its store, read only
     "backfill": SHARED | {"syncd.bus.link", "syncd.bus.payloads"},
 }

@@ -376,7 +376,7 @@ class Chaos:
         )
         # the rest once syncd has settled the edit (pushed, or refused if the payment
         # came first): a CRM raising the total of an invoice QBO holds as fully paid
-        # would leave the CRM saying paid (see README, "Known limits")
+        # would leave the CRM saying paid (docs/proved-under-fire.md, the run 2 breaches)
         if self.rng.random() < 0.5 and await self._settled(s):
             rest = await self._qbo_invoice(realm, qbo_id)
             if Decimal(str(rest["Balance"])) > 0:

@@ -2,7 +2,7 @@
 
 Two tenants, 30 invoice stories each, the saboteur acting every ~1 s (SIGKILLs of
 syncd, Mosquitto restarts, QBO API and webhook fault phases, access tokens expired).
-The long run is `python -m benchmarks.chaos --minutes 30` (README, "Chaos run").
+The long run is `python -m benchmarks.chaos --minutes 30` (docs/proved-under-fire.md, "The chaos run").
 """
 
 from __future__ import annotations
