@@ -8,7 +8,6 @@ and their transition history (the audit trail), links, connections, unfinished w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -16,7 +15,7 @@ import structlog
 
 from syncd import metrics
 from syncd.config import Retention
-from syncd.exceptions import StoreError
+from syncd.loop import Loop, Said
 from syncd.models import Cutoffs
 from syncd.store import Store
 
@@ -32,23 +31,23 @@ class Housekeeper:
         self, store: Store, keep: Retention, clock: Callable[[], datetime]
     ) -> None:
         self._store, self._keep, self._clock = store, keep, clock
-        self._stopping = asyncio.Event()
+        self._loop = Loop(
+            self._round,
+            interval=INTERVAL,
+            said=Said(paused="retention_paused", failed="retention_crashed"),
+        )
 
     def stop(self) -> None:
         """End `run`."""
-        self._stopping.set()
+        self._loop.stop()
 
     async def run(self) -> None:
         """A pass at start, then every INTERVAL; a failing pass is logged and retried."""
-        while not self._stopping.is_set():
-            try:
-                await self.pass_once()
-            except StoreError as exc:  # the store's health is reported elsewhere
-                log.warning("retention_paused", error=str(exc))
-            except Exception:
-                log.exception("retention_crashed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), INTERVAL)
+        await self._loop.run()
+
+    async def _round(self) -> int:
+        await self.pass_once()
+        return 0  # never busy: the next pass is INTERVAL away
 
     async def pass_once(self) -> dict[str, int]:
         """Delete every finished record past its time; return how many of each kind."""
@@ -59,7 +58,7 @@ class Housekeeper:
             finished=now - timedelta(days=self._keep.finished_days),
         )
         total: dict[str, int] = {}
-        while not self._stopping.is_set():
+        while not self._loop.stopping:
             async with self._store.write_lock:
                 deleted = await self._store.prune(cutoffs, PAGE)
             for kind, count in deleted.items():

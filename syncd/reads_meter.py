@@ -10,8 +10,6 @@ logged once a month.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -19,6 +17,7 @@ from datetime import datetime
 import structlog
 
 from syncd.exceptions import StoreError
+from syncd.loop import Loop, Said
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -41,7 +40,12 @@ class ReadsMeter:
         self._store, self.budget, self._clock = store, budget, clock
         self._pending: Counter[tuple[str, str]] = Counter()
         self._warned: str | None = None  # the month the budget warning was given for
-        self._stopping = asyncio.Event()
+        self._loop = Loop(
+            self._round,
+            interval=FLUSH_EVERY,
+            said=Said(paused="reads_not_recorded", failed="reads_flush_failed"),
+            first_round_at_start=False,
+        )
 
     def count(self, realm: str, at: datetime) -> None:
         """One read answered by QBO."""
@@ -70,19 +74,15 @@ class ReadsMeter:
 
     def stop(self) -> None:
         """End `run`; the last flush is the daemon's, once every worker has ended."""
-        self._stopping.set()
+        self._loop.stop()
 
     async def run(self) -> None:
         """Flush every FLUSH_EVERY seconds until stopped."""
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), FLUSH_EVERY)
-            if self._stopping.is_set():
-                return
-            try:
-                await self.flush()
-            except StoreError as exc:  # the store's health is reported elsewhere
-                log.warning("reads_not_recorded", error=str(exc))
+        await self._loop.run()
+
+    async def _round(self) -> int:
+        await self.flush()
+        return 0
 
     async def _warn_near_budget(self) -> None:
         month = month_of(self._clock())

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-import structlog
-
 from syncd.connections import Connections
 from syncd.engine.rulebook import RuleBook
-from syncd.exceptions import StoreError
+from syncd.loop import Loop, Said
 from syncd.store import Store
-
-log = structlog.get_logger(__name__)
 
 
 class LoopWorker:
@@ -34,29 +28,29 @@ class LoopWorker:
     ) -> None:
         self._store, self._connections, self._rulebook = store, connections, rulebook
         self._prefix, self._clock, self._on_commit = prefix, clock, on_commit
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._loop = Loop(
+            self.run_once,
+            interval=lambda: self.idle,
+            said=Said(paused="worker_paused", failed="worker_iteration_failed"),
+            worker=type(self).__name__,
+        )
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker was asked to stop."""
+        return self._loop.stopping
 
     def wake(self) -> None:
         """Something to do was committed."""
-        self._wake.set()
+        self._loop.wake()
 
     def stop(self) -> None:
         """End `run` after the current iteration."""
-        self._stopping.set()
-        self._wake.set()
+        self._loop.stop()
 
     async def guarded(self, work: Awaitable[int | None]) -> int:
         """`work`'s result (0 for none); a failure is logged, never raised."""
-        try:
-            return await work or 0
-        except (
-            StoreError
-        ) as exc:  # the store's problem, said once per try, no traceback
-            log.warning("worker_paused", worker=type(self).__name__, reason=str(exc))
-        except Exception:
-            log.exception("worker_iteration_failed", worker=type(self).__name__)
-        return 0
+        return await self._loop.guarded(work)
 
     async def run_once(self) -> int:
         """Do what is due now; return how much was done."""
@@ -64,9 +58,4 @@ class LoopWorker:
 
     async def run(self) -> None:
         """Iterate until stopped; an iteration that fails is logged and tried again."""
-        while not self._stopping.is_set():
-            done = await self.guarded(self.run_once())
-            if not done:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.idle)
-                self._wake.clear()
+        await self._loop.run()

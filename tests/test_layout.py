@@ -18,6 +18,7 @@ SHARED = {
     "syncd.store",
     "syncd.connections",
     "syncd.worker",
+    "syncd.loop",
     "syncd.metrics",
 }
 ALLOWED: dict[str, set[str]] = {

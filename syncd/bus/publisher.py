@@ -24,6 +24,7 @@ from syncd.bus.link import Published
 from syncd.bus.topics import topic_problem
 from syncd.clock import Clock
 from syncd.exceptions import StoreError
+from syncd.loop import Loop, Said
 from syncd.models import ChangeSet, Failure, OutboxRow
 from syncd.store import Store
 
@@ -51,29 +52,26 @@ class Publisher:
         self._link = link
         self._prefix = prefix
         self._strikes: tuple[int, int] = (0, 0)  # (seq, times the link fell with it)
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._loop = Loop(
+            self._round,
+            interval=_IDLE_SECONDS,
+            said=Said(paused="publish_paused", failed="publish_failed"),
+            busy=_BATCH,  # a full batch: more may wait, publish again at once
+        )
 
     def wake(self) -> None:
         """Say that new rows were committed."""
-        self._wake.set()
+        self._loop.wake()
 
     async def run(self) -> None:
         """Publish until stopped; one failed batch never ends the loop."""
-        while not self._stopping.is_set():
-            await self._connected_or_stopping()
-            if self._stopping.is_set():
-                break
-            try:
-                sent = await self.flush()
-            except StoreError as exc:
-                log.warning("publish_paused", reason=str(exc))
-                sent = 0
-            except Exception:
-                log.exception("publish_failed")
-                sent = 0
-            if sent < _BATCH:
-                await self._idle()
+        await self._loop.run()
+
+    async def _round(self) -> int:
+        await self._connected_or_stopping()
+        if self._loop.stopping:
+            return 0
+        return await self.flush()
 
     async def _connected_or_stopping(self) -> None:
         """Wait for the broker, or for the stop.
@@ -85,7 +83,7 @@ class Publisher:
             return
         waits = {
             asyncio.ensure_future(self._link.connected.wait()),
-            asyncio.ensure_future(self._stopping.wait()),
+            asyncio.ensure_future(self._loop.until_stopped()),
         }
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -95,7 +93,6 @@ class Publisher:
 
     async def flush(self) -> int:
         """Publish one batch of pending rows; return how many left the outbox."""
-        self._wake.clear()
         rows = await self._store.pending_outbox(_BATCH)
         if not rows:
             return 0
@@ -179,9 +176,4 @@ class Publisher:
 
     def stop(self) -> None:
         """End `run` after the current batch."""
-        self._stopping.set()
-        self._wake.set()
-
-    async def _idle(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), _IDLE_SECONDS)
+        self._loop.stop()

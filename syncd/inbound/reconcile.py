@@ -10,8 +10,6 @@ back to queries by `MetaData.LastUpdatedTime`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +23,7 @@ from syncd.connections import Connections
 from syncd.exceptions import StaleWriteError
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
+from syncd.loop import Loop, Said
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
 from syncd.qbo.steps import Step, next_step
@@ -53,11 +52,17 @@ class Reconciler:
         self._config, self._store, self._connections = config, store, connections
         self._inbound, self._clock, self._on_commit = inbound, clock, on_commit
         self.passed: dict[str, datetime] = {}  # tenant → when its last pass ended
-        self._stopping = asyncio.Event()
+        self._last_daily = clock()
+        self._interval = float(config.qbo.reconcile_interval)
+        self._loop = Loop(
+            self._round,
+            interval=lambda: self._interval,
+            said=Said(paused="reconcile_paused", failed="reconcile_crashed"),
+        )
 
     def stop(self) -> None:
         """End `run`."""
-        self._stopping.set()
+        self._loop.stop()
 
     async def run(self) -> None:
         """Pass at start, then every interval; sooner while webhooks fail; a day's pass daily.
@@ -65,24 +70,25 @@ class Reconciler:
         The interval shrinks to a fifth while CDC keeps finding what webhooks missed. One
         failing tenant never stops the rest.
         """
-        last_daily = self._clock()
-        while not self._stopping.is_set():
-            daily = self._clock() - last_daily >= DAILY
-            missed = 0
-            for tenant in self._config.tenants:
-                try:
-                    missed += await self.pass_for(tenant, full_day=daily)
-                    await self._connections.watch(tenant)
-                except Exception as exc:  # noqa: BLE001 -- one tenant's, never the rest's
-                    await self._after(tenant, exc)
-            if daily:
-                last_daily = self._clock()
-            interval = self._config.qbo.reconcile_interval
-            if missed:  # webhooks are failing: look again sooner
-                log.warning("reconcile_found_missed_changes", changes=missed)
-                interval = max(1, interval // 5)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), interval)
+        await self._loop.run()
+
+    async def _round(self) -> int:
+        daily = self._clock() - self._last_daily >= DAILY
+        missed = 0
+        for tenant in self._config.tenants:
+            try:
+                missed += await self.pass_for(tenant, full_day=daily)
+                await self._connections.watch(tenant)
+            except Exception as exc:  # noqa: BLE001 -- one tenant's, never the rest's
+                await self._after(tenant, exc)
+        if daily:
+            self._last_daily = self._clock()
+        interval = self._config.qbo.reconcile_interval
+        if missed:  # webhooks are failing: look again sooner
+            log.warning("reconcile_found_missed_changes", changes=missed)
+            interval = max(1, interval // 5)
+        self._interval = float(interval)
+        return 0  # never busy: the next pass is an interval away
 
     async def _after(self, tenant: str, exc: Exception) -> None:
         """A tenant's pass failed: reconnect needed, or tried again next interval."""

@@ -204,12 +204,12 @@ class JobWorker(LoopWorker):
             return
         batched, alone = batch.split(jobs)
         for chunk in batched:
-            if self._stopping.is_set():
+            if self.stopping:
                 return
             with bound_contextvars(tenant=tenant, batch=len(chunk)):
                 await self._run_batch(chunk)
         for job in alone:
-            if self._stopping.is_set():
+            if self.stopping:
                 return
             with bound_contextvars(
                 tenant=tenant, invoice=job.queue, job=job.kind.value
