@@ -24,8 +24,8 @@ from syncd.backfill.history import read_history
 from syncd.config import Config, load_config
 from syncd.engine import rules_try
 from syncd.engine.machine import mermaid
-from syncd.engine.rules import Rules, load_rules
 from syncd.exceptions import ConfigError, StoreError
+from syncd.rules.model import Rules, load_rules
 from syncd.store import sqlite_store
 from syncd.store.database import copy_store
 from syncd.web.app import build_app

@@ -12,9 +12,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from syncd.const import DEFAULT_MAX_PAYLOAD_BYTES, TENANT_ID_RE
-from syncd.engine.rules import Rules, load_rules
-from syncd.engine.tables import TableReader, read_toml
 from syncd.exceptions import ConfigError
+from syncd.rules.model import Rules, load_rules
+from syncd.rules.tables import TableReader, read_toml
 
 _SECTIONS = {"mqtt", "http", "store", "qbo", "log", "shutdown", "tenants"}
 _MQTT_KEYS = {"url", "client_id", "topic_prefix", "session_expiry", "receive_maximum"}

@@ -18,7 +18,6 @@ from syncd.clock import Clock, utc_now
 from syncd.config import Config, reload_rules
 from syncd.connections import Connections
 from syncd.engine.rulebook import RuleBook
-from syncd.engine.tables import shown
 from syncd.exceptions import ConfigError, StoreError
 from syncd.housekeeping import Housekeeper
 from syncd.inbound.reconcile import Reconciler
@@ -26,6 +25,7 @@ from syncd.inbound.worker import InboundWorker
 from syncd.models import RawMessage
 from syncd.outbound.jobs import JobWorker
 from syncd.reads_meter import ReadsMeter
+from syncd.rules.tables import shown
 from syncd.secrets import Cipher
 from syncd.store import Store, sqlite_store
 

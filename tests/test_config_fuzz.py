@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.config import parse_config
-from syncd.engine.rules import parse_rules
 from syncd.exceptions import ConfigError
+from syncd.rules.model import parse_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES: dict[str, Any] = tomllib.loads((ROOT / "rules" / "default.toml").read_text())

@@ -16,8 +16,8 @@ import pytest
 
 from syncd.engine import decide
 from syncd.engine.machine import InvoiceMachine
-from syncd.engine.rules import load_rules
 from syncd.models import ChangeSet, Envelope, Invoice, JobKind, Outcome, SyncState
+from syncd.rules.model import load_rules
 
 RULES = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.toml")
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from syncd.engine.machine import InvoiceMachine
 from syncd.engine.qbo_events import classify
-from syncd.engine.rules import ReviewRules
 from syncd.inbound.news import QboChanges
 from syncd.inbound.plan import Known, Scope, invoice_ids, news_keys, plan
 from syncd.models import ChangeSet, Invoice, SyncState
+from syncd.rules.model import ReviewRules
 from tests.test_inbox import RULES
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

@@ -10,8 +10,8 @@ from typing import Any
 from syncd import metrics
 from syncd.bus.inbox import Inbox
 from syncd.engine.rulebook import RuleBook
-from syncd.engine.rules import load_rules, parse_rules
 from syncd.models import Outcome, RawMessage, SyncState
+from syncd.rules.model import load_rules, parse_rules
 from tests.crm import envelope, invoice
 
 RULES = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.toml")

@@ -19,12 +19,22 @@ SHARED = {
     "syncd.connections",
     "syncd.worker",
     "syncd.loop",
+    "syncd.rules",
     "syncd.metrics",
 }
 ALLOWED: dict[str, set[str]] = {
     "qbo": {"syncd.exceptions"},
     "store": {"syncd.exceptions", "syncd.models"},
-    "engine": SHARED | {"syncd.bus.events"},
+    # the rules an admin edits: read and checked, built on by engine and config alike
+    "rules": {"syncd.const", "syncd.exceptions"},
+    # decisions: no store, no network, no config; bus.events until typed intents
+    "engine": {
+        "syncd.const",
+        "syncd.exceptions",
+        "syncd.models",
+        "syncd.rules",
+        "syncd.bus.events",
+    },
     "bus": SHARED | {"syncd.engine"},
     "outbound": SHARED | {"syncd.engine", "syncd.bus.events", "syncd.qbo"},
     "inbound": SHARED | {"syncd.engine", "syncd.bus.events", "syncd.qbo"},
@@ -74,7 +84,15 @@ def test_every_package_says_what_it_owns_and_may_import():
             ast.parse((SYNCD / package / "__init__.py").read_text())
         )
         assert doc, package
-        if package in ("bus", "engine", "outbound", "inbound", "web", "backfill"):
+        if package in (
+            "bus",
+            "engine",
+            "outbound",
+            "inbound",
+            "web",
+            "backfill",
+            "rules",
+        ):
             assert "May import" in doc, package
 
 
@@ -94,3 +112,10 @@ def test_the_import_reader_sees_modules_and_names():
     found = _imports(SYNCD / "inbound" / "worker.py")
     assert {"syncd.inbound.plan", "syncd.qbo.webhooks", "syncd.models"} <= found
     assert not _allowed("syncd.web.admin", ALLOWED["bus"])
+
+
+def test_config_builds_on_the_rules_never_on_the_engine():
+    """Issue 23: config imported engine.rules, making a cycle {bus, engine, config}."""
+    found = _imports(SYNCD / "config.py")
+    assert not any(m.startswith(("syncd.engine", "syncd.bus")) for m in found), found
+    assert "syncd.rules.model" in found

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from syncd.bus.inbox import Inbox
 from syncd.engine.machine import InvoiceMachine, mermaid
 from syncd.engine.rulebook import RuleBook
-from syncd.engine.rules import Rules, load_rules, parse_rules
 from syncd.models import Outcome, RawMessage
+from syncd.rules.model import Rules, load_rules, parse_rules
 from syncd.store.sqlite import SqliteStore
 from tests.crm import envelope
 

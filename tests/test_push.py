@@ -16,7 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.engine.qbo_events import qbo_status
-from syncd.engine.rules import SyncRules
 from syncd.models import ChangeSet, Connection, Invoice, Job, JobKind, SyncState
 from syncd.outbound import mapping
 from syncd.outbound.push import (
@@ -29,6 +28,7 @@ from syncd.outbound.push import (
     record,
     void_invoice,
 )
+from syncd.rules.model import SyncRules
 from tests.test_inbox import RULES
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from syncd.engine.rules import CustomerRules, ItemRules
 from syncd.exceptions import ResolveError
 from syncd.models import ChangeSet, LinkKind
 from syncd.outbound import resolve
 from syncd.qbo import QboClient, queries
+from syncd.rules.model import CustomerRules, ItemRules
 from tests.qbo.test_client import connect
 from tests.test_inbox import RULES
 

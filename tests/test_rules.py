@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from syncd.engine import rules as rules_module
-from syncd.engine.rules import CustomerRules, TaxRules, load_rules, parse_rules
 from syncd.exceptions import ConfigError
+from syncd.rules import model as rules_module
+from syncd.rules.model import CustomerRules, TaxRules, load_rules, parse_rules
 
 DEFAULT = Path(__file__).resolve().parent.parent / "rules" / "default.toml"
 

@@ -7,9 +7,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from syncd.engine.rules import load_rules
 from syncd.engine.rules_try import SHOWN, compare, render, replay
 from syncd.models import ChangeSet, HistoryEntry, Invoice
+from syncd.rules.model import load_rules
 from syncd.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent

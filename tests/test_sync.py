@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.engine.decide import jobs_for_move
-from syncd.engine.rules import SyncRules
 from syncd.models import Invoice, Job, JobKind, Subject
+from syncd.rules.model import SyncRules
 from tests.test_inbox import RULES
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -15,7 +15,6 @@ import structlog
 
 from syncd.bus import events
 from syncd.engine.machine import InvoiceMachine
-from syncd.engine.rules import Rules
 from syncd.models import (
     ChangeSet,
     DealLink,
@@ -29,6 +28,7 @@ from syncd.models import (
     Outcome,
     SyncState,
 )
+from syncd.rules.model import Rules
 
 log = structlog.get_logger(__name__)
 

@@ -18,7 +18,7 @@ from transitions import MachineError
 from transitions.extensions import GraphMachine
 from transitions.extensions.asyncio import AsyncMachine
 
-from syncd.engine.rules import Rules
+from syncd.rules.model import Rules
 
 
 def trigger_name(dest: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from syncd.engine.machine import InvoiceMachine
-from syncd.engine.rules import Rules
+from syncd.rules.model import Rules
 
 
 class RuleBook:

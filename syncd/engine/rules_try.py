@@ -13,12 +13,29 @@ import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from syncd.engine.rules import Rules
 from syncd.models import HistoryEntry, Invoice
-from syncd.store import Store
+from syncd.rules.model import Rules
 
 SHOWN = 200  # lines listed per section; the rest are counted
+
+
+class History(Protocol):
+    """What a replay reads: a tenant's invoices a page at a time, and their moves.
+
+    The store's own methods fill it; the engine never imports the store.
+    """
+
+    async def invoice_page(
+        self, tenant: str, *, limit: int, before: tuple[str, str] | None = None
+    ) -> list[Invoice]:
+        """Invoices by last change, newest first, after `before`."""
+
+    async def histories(
+        self, tenant: str, invoice_ids: list[str]
+    ) -> dict[str, list[HistoryEntry]]:
+        """The moves of each invoice, oldest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +79,7 @@ def compare(
 
 
 async def replay(
-    store: Store, tenant: str, old: Rules, new: Rules, page: int = 1000
+    store: History, tenant: str, old: Rules, new: Rules, page: int = 1000
 ) -> tuple[int, Report]:
     """`compare` over the tenant's whole store, a page at a time (flat memory at any size)."""
     report, seen = Report(), 0

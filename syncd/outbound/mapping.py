@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from syncd.engine.rules import Rules
+from syncd.rules.model import Rules
 
 CENT = Decimal("0.01")
 DOC_NUMBER_MAX = 21  # QBO's DocNumber length

@@ -11,12 +11,12 @@ from decimal import Decimal
 from typing import Any
 
 from syncd.engine.qbo_events import qbo_status
-from syncd.engine.rules import Rules
 from syncd.exceptions import QboTransientError
 from syncd.models import LinkKind, SyncState
 from syncd.outbound import mapping, resolve
 from syncd.outbound.push import JobContext, apply_answer
 from syncd.qbo import queries
+from syncd.rules.model import Rules
 
 
 def payment_marker(tenant: str, payment_id: str) -> str:

@@ -17,11 +17,11 @@ import structlog
 
 from syncd.engine import qbo_events
 from syncd.engine.qbo_events import qbo_status
-from syncd.engine.rules import Rules
 from syncd.exceptions import QboStaleError
 from syncd.models import ChangeSet, Connection, Invoice, Job, SyncState
 from syncd.outbound import mapping, resolve
 from syncd.qbo import QboClient, queries
+from syncd.rules.model import Rules
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)

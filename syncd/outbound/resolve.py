@@ -15,11 +15,11 @@ from typing import Any
 
 import structlog
 
-from syncd.engine.rules import Rules
 from syncd.exceptions import QboError, QboRejectedError, ResolveError
 from syncd.models import ChangeSet, Link, LinkKind
 from syncd.outbound import mapping
 from syncd.qbo import BATCH_ITEMS, BatchItem, QboClient, queries
+from syncd.rules.model import Rules
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from syncd.engine.rules import Rules
+from syncd.rules.model import Rules
 
 WIDTH, HEIGHT, RADIUS, BOX_W, BOX_H = 760, 560, 210, 120, 34
 

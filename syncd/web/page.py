@@ -23,10 +23,10 @@ from aiohttp import web
 
 from syncd.daemon import Daemon
 from syncd.engine import rules_try
-from syncd.engine.rules import Rules, parse_rules
-from syncd.engine.tables import parse_toml, shown
 from syncd.exceptions import ConfigError, ConnectError, StoreError
 from syncd.models import SyncState
+from syncd.rules.model import Rules, parse_rules
+from syncd.rules.tables import parse_toml, shown
 from syncd.web import admin, diagram, guard
 from syncd.web.keys import DAEMON
 from syncd.web.oauth import ADMIN_TOKEN, ATTEMPTS, TRUSTED_PROXIES

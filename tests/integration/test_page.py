@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from syncd.engine.rules import load_rules
+from syncd.rules.model import load_rules
 from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
 from tests.syncd_process import ADMIN, RULES

@@ -15,8 +15,8 @@ from types import MappingProxyType
 from typing import Any
 
 from syncd.const import QBO_EVENTS
-from syncd.engine.tables import TableReader, read_toml
 from syncd.exceptions import ConfigError
+from syncd.rules.tables import TableReader, read_toml
 
 _TAX_METHODS = ("auto", "codes", "override")
 MAX_DUE_DAYS = (
