@@ -16,7 +16,6 @@ from syncd.bus.link import MqttLink
 from syncd.bus.publisher import Publisher
 from syncd.clock import Clock, utc_now
 from syncd.config import Config, reload_rules
-from syncd.connections import Connections
 from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import ConfigError, StoreError
 from syncd.housekeeping import Housekeeper
@@ -24,9 +23,10 @@ from syncd.inbound.reconcile import Reconciler
 from syncd.inbound.worker import InboundWorker
 from syncd.models import RawMessage
 from syncd.outbound.jobs import JobWorker
-from syncd.reads_meter import ReadsMeter
+from syncd.realms.connections import Connections
+from syncd.realms.reads import ReadsMeter
+from syncd.realms.secrets import Cipher
 from syncd.rules.tables import shown
-from syncd.secrets import Cipher
 from syncd.store import Store, sqlite_store
 
 log = structlog.get_logger(__name__)
@@ -117,6 +117,7 @@ class Daemon:
         """Open the store, then connect and start publishing."""
         await self.store.open()
         await self.connections.open()
+        await self.connections.open_all_books()
         self._tasks = [
             asyncio.create_task(self.link.run(), name="syncd.bus.link"),
             asyncio.create_task(self.publisher.run(), name="syncd.publisher"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from syncd.connections import Connections
 from syncd.engine.rulebook import RuleBook
 from syncd.loop import Loop, Said
+from syncd.realms.connections import Connections
 from syncd.store import Store
 
 

@@ -14,7 +14,6 @@ import pytest
 from cryptography.fernet import Fernet
 
 from syncd.config import load_config
-from syncd.connections import Connections, custom_field_ids
 from syncd.exceptions import ConfigError, ConnectError, StoreError
 from syncd.models import (
     ChangeSet,
@@ -26,7 +25,9 @@ from syncd.models import (
     LinkKind,
     SyncState,
 )
-from syncd.secrets import Cipher
+from syncd.realms.connections import Connections
+from syncd.realms.secrets import Cipher
+from syncd.realms.settings import custom_field_ids
 from syncd.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +103,8 @@ async def test_a_first_connection_opens_the_books_and_builds_a_client(
     """OD1, HL8: the first company is the tenant's books, since its first connection."""
     await _connect(store, "R1")
     assert await connections.client("acme") is not None
+    assert await store.books("acme") is None  # a client changes nothing (issue 23)
+    await connections.open_all_books()  # at start, and at each connection
     assert await store.books("acme") == ("R1", NOW)
     stored = await store.connection("acme")
     assert stored is not None and b"refresh_token" not in stored.sealed_token
@@ -115,7 +118,7 @@ async def test_switching_company_sets_every_old_reference_aside(store, connectio
     both keep a history line.
     """
     await _connect(store, "R1")
-    await connections.client("acme")
+    await connections.open_all_books()
     waiting = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-2", NOW)
     await store.commit(
         ChangeSet(
@@ -129,7 +132,7 @@ async def test_switching_company_sets_every_old_reference_aside(store, connectio
     )
     await connections.needs_reconnect("acme", "switching")
     await _connect(store, "R2")
-    assert await connections.client("acme") is not None
+    await connections.open_all_books()
     assert await store.books("acme") == ("R2", NOW)  # since: the first connection
     one, two = await store.invoice("acme", "I-1"), await store.invoice("acme", "I-2")
     assert one is not None and two is not None

@@ -14,9 +14,8 @@ SHARED = {
     "syncd.const",
     "syncd.exceptions",
     "syncd.models",
-    "syncd.secrets",
     "syncd.store",
-    "syncd.connections",
+    "syncd.realms",
     "syncd.worker",
     "syncd.loop",
     "syncd.rules",
@@ -38,6 +37,8 @@ ALLOWED: dict[str, set[str]] = {
     "bus": SHARED | {"syncd.engine"},
     "outbound": SHARED | {"syncd.engine", "syncd.bus.events", "syncd.qbo"},
     "inbound": SHARED | {"syncd.engine", "syncd.bus.events", "syncd.qbo"},
+    # a QBO company's life: connecting, clients, books, tokens, reads
+    "realms": SHARED | {"syncd.qbo", "syncd.bus.events"},
     # a client of the daemon: its topics (the broker link's TLS) and its store, read only
     "backfill": SHARED | {"syncd.bus.link", "syncd.bus.payloads"},
 }

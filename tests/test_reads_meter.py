@@ -8,7 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from syncd.exceptions import StoreError
-from syncd.reads_meter import ReadsMeter
+from syncd.realms.reads import ReadsMeter
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 LAST_MONTH = datetime(2026, 10, 31, 23, 59, tzinfo=UTC)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.token_health import assess, due_warning, state_message, warning_message
+from syncd.realms.health import assess, due_warning, state_message, warning_message
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

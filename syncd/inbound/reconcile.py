@@ -19,7 +19,6 @@ import structlog
 from syncd import metrics
 from syncd.bus import events
 from syncd.config import Config
-from syncd.connections import Connections
 from syncd.exceptions import StaleWriteError
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
@@ -27,6 +26,7 @@ from syncd.loop import Loop, Said
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
 from syncd.qbo.steps import Step, next_step
+from syncd.realms.connections import Connections
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)

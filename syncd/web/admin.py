@@ -26,7 +26,7 @@ from syncd.models import (
     Subject,
     SyncState,
 )
-from syncd.reads_meter import month_of
+from syncd.realms.reads import month_of
 from syncd.store import Store
 from syncd.web import cursor
 from syncd.web.keys import DAEMON

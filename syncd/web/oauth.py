@@ -7,8 +7,8 @@ from datetime import datetime
 
 from aiohttp import web
 
-from syncd.connections import Connections
 from syncd.exceptions import ConfigError, ConnectError, QboError
+from syncd.realms.connections import Connections
 from syncd.web import guard
 
 CONNECTIONS = web.AppKey("connections", Connections)

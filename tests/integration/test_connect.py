@@ -13,7 +13,7 @@ import pytest
 
 from syncd.exceptions import RealmTakenError
 from syncd.models import Connection as StoredConnection
-from syncd.secrets import Cipher
+from syncd.realms.secrets import Cipher
 from syncd.store.sqlite import SqliteStore
 from tests.crm import Crm, invoice
 from tests.dbview import DbView

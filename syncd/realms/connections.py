@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
 import structlog
 
-from syncd import metrics, token_health
-from syncd.bus import events
+from syncd import metrics
 from syncd.clock import Clock
 from syncd.config import Config
 from syncd.exceptions import (
@@ -31,10 +30,6 @@ from syncd.exceptions import (
 from syncd.models import (
     ChangeSet,
     Connection,
-    HistoryEntry,
-    Invoice,
-    JobStatus,
-    SyncState,
 )
 from syncd.qbo import (
     App,
@@ -45,78 +40,17 @@ from syncd.qbo import (
     RefreshGate,
     authorize_url,
     exchange_code,
-    queries,
     revoke,
 )
-from syncd.secrets import Cipher
+from syncd.realms import books
+from syncd.realms import health as token_health
+from syncd.realms.secrets import Cipher
+from syncd.realms.settings import read_settings
 from syncd.store import Store
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 STATE_TTL = timedelta(minutes=10)
-# the settings read at the callback: 8 tries, pauses 0.25 s doubling to 4 s (~16 s at most)
-SETTINGS_TRIES, SETTINGS_FIRST_PAUSE, SETTINGS_PAUSE_CAP = 8, 0.25, 4.0
-
-
-def custom_field_ids(prefs: dict[str, Any]) -> dict[str, str]:
-    """Sales-form custom field names → DefinitionId, from Preferences.SalesFormsPrefs."""
-    found: dict[str, str] = {}
-    for group in prefs.get("SalesFormsPrefs", {}).get("CustomField", []):
-        for entry in group.get("CustomField", []):
-            name = str(entry.get("Name", ""))
-            if name.startswith("SalesFormsPrefs.SalesCustomName") and entry.get(
-                "StringValue"
-            ):
-                found[str(entry["StringValue"])] = name.removeprefix(
-                    "SalesFormsPrefs.SalesCustomName"
-                )
-    return found
-
-
-def _set_aside(invoice: Invoice, now: datetime, *, queued: bool) -> None:
-    """Forget the invoice's QBO copy in a company the tenant left."""
-    invoice.qbo_id = invoice.qbo_sync_token = invoice.qbo_doc_number = None
-    invoice.qbo_status = invoice.balance = invoice.error = None
-    invoice.pushed_body = None
-    invoice.sync_state = SyncState.PENDING if queued else SyncState.OTHER_COMPANY
-    invoice.updated_at = now
-
-
-async def read_settings(client: QboClient) -> dict[str, Any]:
-    """What the company has (OD2), read once at connection so syncs need no look-ups.
-
-    Each read is retried on QBO's transient answers (429 included, with short pauses
-    rather than the minute QBO asks for), within what a browser waits at the callback.
-    """
-    prefs = await _patiently(client.preferences)
-    taxes = await _patiently(
-        lambda: client.query_all(queries.every("TaxCode"), "TaxCode")
-    )
-    accounts = await _patiently(
-        lambda: client.query_all(queries.every("Account"), "Account")
-    )
-    currency = prefs.get("CurrencyPrefs", {})
-    return {
-        "home_currency": currency.get("HomeCurrency", {}).get("value", "USD"),
-        "multicurrency": bool(currency.get("MultiCurrencyEnabled")),
-        # qbo.md §10: QBO then ignores tax codes; only a TotalTax override is honoured
-        "automated_sales_tax": bool(prefs.get("TaxPrefs", {}).get("PartnerTaxEnabled")),
-        "custom_fields": custom_field_ids(prefs),
-        "tax_codes": {t["Name"]: str(t["Id"]) for t in taxes},
-        "accounts": {a["Name"]: str(a["Id"]) for a in accounts},
-    }
-
-
-async def _patiently(read: Callable[[], Awaitable[_T]]) -> _T:
-    delay = SETTINGS_FIRST_PAUSE
-    for _ in range(SETTINGS_TRIES - 1):
-        try:
-            return await read()
-        except QboTransientError as exc:
-            log.info("qbo_settings_retry", error=exc.message, pause=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, SETTINGS_PAUSE_CAP)
-    return await read()
 
 
 def _taken(realm_id: str, tenant: str, holder: str | None) -> ConnectError:
@@ -258,6 +192,7 @@ class Connections:
             raise _taken(realm_id, tenant, None) from exc
         self._forget(tenant)
         self._said.pop(tenant, None)  # a new grant: its health is said afresh
+        await self._open_books(tenant, realm_id, conn.connected_at)
         try:
             conn.preferences = await self._read_settings(tenant)
         except QboTransientError as exc:
@@ -269,6 +204,8 @@ class Connections:
             log.warning("qbo_settings_deferred", tenant=tenant, error=exc.message)
         self._forget(tenant)  # the client cached while reading them holds none
         await self._store.jobs_due_now(tenant, self._clock())
+        if await self.client(tenant) is not None:
+            await self.watch(tenant)  # the new grant's health, said at once
         self.on_connected()
         log.info("qbo_connected", tenant=tenant, realm=realm_id)
         return conn
@@ -289,67 +226,31 @@ class Connections:
                 409,
             )
 
+    async def open_all_books(self) -> None:
+        """At start: each connected tenant's books are its company's.
+
+        A switch a crash interrupted between the callback and its commit is applied now;
+        `client()` itself changes nothing.
+        """
+        for tenant in self._config.tenants:
+            conn = await self._store.connection(tenant)
+            if conn is not None:
+                await self._open_books(tenant, conn.realm_id, conn.connected_at)
+
     async def _open_books(
         self, tenant: str, realm_id: str, connected_at: datetime
     ) -> None:
-        """Make sure nothing remembered for another company is used with `realm_id`.
-
-        The tenant's links and its invoices' QBO ids belong to the company of its books.
-        When the tenant is now connected to another one (after a disconnect, or forced),
-        they are set aside in one transaction: links forgotten; each invoice keeps its
-        history (plus a line naming the old company and QBO invoice), and is `pending`
-        when a push is queued (it goes to the new company), else `other_company`.
-        """
-        async with self._store.write_lock:  # one switch, whoever asks for the client
-            books = await self._store.books(tenant)
-            old, since = books if books else (None, connected_at)
-            if old == realm_id:
-                return
-            # `[sync] since = "connection"` is the tenant's first connection, to any company
-            changes = ChangeSet(books={tenant: (realm_id, since)})
-            if old is None and not await self._store.remembers_references(tenant):
-                await self._store.commit(changes)  # a first connection
-                return
-            now = self._clock()
-            queued = {
-                j.invoice_id
-                for j in await self._store.jobs(tenant)
-                if j.status is JobStatus.PENDING
-            }
-            for invoice in await self._store.linked_invoices_of(tenant):
-                was = f"QBO company {old or '(an earlier one)'} as invoice {invoice.qbo_id}"
-                if invoice.qbo_doc_number:
-                    was += f" (#{invoice.qbo_doc_number})"
-                _set_aside(invoice, now, queued=invoice.invoice_id in queued)
-                if invoice.sync_state is SyncState.OTHER_COMPANY:
-                    invoice.error = (
-                        f"synced to {was}; not in company {realm_id} until a "
-                        "command.sync or a sync status pushes it there"
-                    )
-                changes.invoices[(tenant, invoice.invoice_id)] = invoice
-                changes.history.append(
-                    HistoryEntry(
-                        tenant=tenant,
-                        invoice_id=invoice.invoice_id,
-                        from_status=invoice.status,
-                        to_status=invoice.status,
-                        cause=f"qbo company switched to {realm_id}; was {was}",
-                        event_id=f"connect:{realm_id}",
-                        at=now,
-                    )
-                )
-                changes.outbox.append(
-                    events.sync_state(self._prefix, invoice, now, None)
-                )
-            await self._store.commit(changes)
-        log.warning(
-            "qbo_books_switched",
-            tenant=tenant,
-            old=old,
-            new=realm_id,
-            invoices=len(changes.invoices),
+        """The tenant's books are `realm_id`'s (a switch sets the old company aside)."""
+        switched = await books.open_books(
+            self._store,
+            tenant,
+            realm_id,
+            connected_at,
+            prefix=self._prefix,
+            now=self._clock(),
         )
-        self.on_published()
+        if switched:
+            self.on_published()
 
     async def _read_settings(self, tenant: str) -> dict[str, Any]:
         """Read the company's settings (OD2) and keep them with the connection."""
@@ -430,7 +331,6 @@ class Connections:
         conn = await self._store.connection(tenant)
         if conn is None or conn.status != "connected":
             return None
-        await self._open_books(tenant, conn.realm_id, conn.connected_at)
         auth = QboAuth(
             self._http,
             self.endpoints,
@@ -461,7 +361,6 @@ class Connections:
         )
         self._clients[tenant] = client
         self._connections[tenant] = conn
-        await self.watch(tenant)
         return client
 
     def refresh_expiries(self) -> dict[str, int]:
