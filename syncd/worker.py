@@ -4,11 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Protocol
 
 from syncd.engine.rulebook import RuleBook
 from syncd.loop import Loop, Said
-from syncd.realms.connections import Connections
+from syncd.models import Connection
+from syncd.qbo import QboClient
 from syncd.store import Store
+
+
+class Clients(Protocol):
+    """What a worker asks of the tenants' QBO connections (`realms.Connections` is one).
+
+    Workers get this, never the whole of the connections: no OAuth, no books.
+    """
+
+    async def client(self, tenant: str) -> QboClient | None:
+        """The tenant's client, or None when it is not connected."""
+
+    async def connected(self, tenant: str) -> tuple[QboClient, Connection] | None:
+        """The client and the connection with the company's settings read."""
+
+    async def needs_reconnect(self, tenant: str, reason: str) -> None:
+        """The grant is gone: pause the tenant and say so everywhere."""
+
+    async def watch(self, tenant: str) -> None:
+        """Say how the tenant's grant stands (and warn before it ends)."""
 
 
 class LoopWorker:
@@ -19,7 +40,7 @@ class LoopWorker:
     def __init__(
         self,
         store: Store,
-        connections: Connections,
+        connections: Clients,
         rulebook: RuleBook,
         *,
         prefix: str,

@@ -26,8 +26,8 @@ from syncd.loop import Loop, Said
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
 from syncd.qbo.steps import Step, next_step
-from syncd.realms.connections import Connections
 from syncd.store import Store
+from syncd.worker import Clients
 
 log = structlog.get_logger(__name__)
 CDC_DAYS, CDC_MAX = 30, 1000
@@ -44,7 +44,7 @@ class Reconciler:
         self,
         config: Config,
         store: Store,
-        connections: Connections,
+        connections: Clients,
         inbound: InboundWorker,
         clock: Callable[[], datetime],
         on_commit: Callable[[], None],

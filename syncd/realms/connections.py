@@ -11,7 +11,7 @@ import asyncio
 import functools
 import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -42,7 +42,7 @@ from syncd.qbo import (
     exchange_code,
     revoke,
 )
-from syncd.realms import books
+from syncd.realms import books, consent
 from syncd.realms import health as token_health
 from syncd.realms.secrets import Cipher
 from syncd.realms.settings import read_settings
@@ -50,17 +50,6 @@ from syncd.store import Store
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
-STATE_TTL = timedelta(minutes=10)
-
-
-def _taken(realm_id: str, tenant: str, holder: str | None) -> ConnectError:
-    who = f"tenant {holder!r}" if holder else "another tenant"
-    return ConnectError(
-        f"QBO company {realm_id} is already connected to {who}: a company belongs to "
-        f"one tenant, so {tenant!r} was not connected. Consent with {tenant!r}'s own "
-        f"company, or disconnect {who} first.",
-        409,
-    )
 
 
 class _SealedTokens:
@@ -157,13 +146,15 @@ class Connections:
         if tenant not in self._config.tenants:
             raise ConnectError(f"tenant {tenant!r} is not served by this syncd", 404)
         state = secrets.token_urlsafe(24)
-        await self._store.new_state(state, tenant, force, self._clock(), STATE_TTL)
+        await self._store.new_state(
+            state, tenant, force, self._clock(), consent.STATE_TTL
+        )
         return authorize_url(self.endpoints, self.app, state)
 
     async def finish(self, params: dict[str, str]) -> Connection:
         """The callback: check the state, trade the code, keep or refuse the realm."""
         taken = await self._store.take_state(params.get("state", ""))
-        if taken is None or taken[2] < self._clock() - STATE_TTL:
+        if taken is None or taken[2] < self._clock() - consent.STATE_TTL:
             raise ConnectError(
                 "unknown or expired state: start again from /oauth/connect"
             )
@@ -184,12 +175,12 @@ class Connections:
             status="connected",
             sealed_token=self._sealer().seal(token),
             connected_at=self._clock(),
-            preferences=_checkpoint(before, realm_id),
+            preferences=consent.checkpoint(before, realm_id),
         )
         try:
             await self._store.save_connection(conn)
         except RealmTakenError as exc:  # taken between the check and now
-            raise _taken(realm_id, tenant, None) from exc
+            raise consent.taken(realm_id, tenant, None) from exc
         self._forget(tenant)
         self._said.pop(tenant, None)  # a new grant: its health is said afresh
         await self._open_books(tenant, realm_id, conn.connected_at)
@@ -213,7 +204,7 @@ class Connections:
     async def _check_realm(self, tenant: str, realm_id: str, force: bool) -> None:
         holder = await self._store.tenant_of_realm(realm_id)
         if holder is not None and holder != tenant:
-            raise _taken(realm_id, tenant, holder)
+            raise consent.taken(realm_id, tenant, holder)
         current = await self._store.connection(tenant)
         if current is None or current.realm_id == realm_id:
             return  # new, or the same company again: links stay
@@ -260,7 +251,7 @@ class Connections:
         stored = await self._store.connection(tenant)
         settings = {
             **await read_settings(client),
-            **_checkpoint(stored, client.realm_id),
+            **consent.checkpoint(stored, client.realm_id),
         }
         await self._store.set_preferences(tenant, settings)
         conn = self._connections.get(tenant)
@@ -439,18 +430,3 @@ class Connections:
         await self._store.commit(ChangeSet(outbox=outbox))
         self._said[tenant] = (health.status, health.days_left)
         self.on_published()
-
-
-def _checkpoint(conn: Connection | None, realm_id: str) -> dict[str, Any]:
-    """What a reconnection to the same company keeps: how far reconciliation got.
-
-    Before any pass, that is the earlier connection's time.
-
-    Without it, a reconnection started CDC from the new connection's time, and what
-    changed in QBO while the tenant waited to be reconnected never reached the CRM
-    (found by the chaos run).
-    """
-    if conn is None or conn.realm_id != realm_id:
-        return {}
-    kept = conn.preferences.get("reconciled_to") or conn.connected_at.isoformat()
-    return {"reconciled_to": kept}
