@@ -14,13 +14,8 @@ from hypothesis import strategies as st
 
 from syncd.exceptions import QboTransientError, StaleWriteError
 from syncd.models import ChangeSet, Invoice, Job, JobKind, JobStatus
-from syncd.outbound.jobs import (
-    BASE_SECONDS,
-    CAP_SECONDS,
-    MAX_ATTEMPTS,
-    JobWorker,
-    retry_delay,
-)
+from syncd.outbound.jobs import JobWorker
+from syncd.outbound.outcomes import BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS, retry_delay
 from syncd.outbound.push import JobContext
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

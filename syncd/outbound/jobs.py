@@ -8,37 +8,27 @@ the two leaves an in-flight job whose handler checks QBO before writing again.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import random
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from syncd import metrics
-from syncd.bus import events
-from syncd.engine import failures, qbo_events
-from syncd.engine.decide import jobs_for_move
 from syncd.engine.machine import InvoiceMachine
 from syncd.exceptions import (
     QboError,
     QboTransientError,
-    StaleWriteError,
-    StoreError,
 )
 from syncd.models import (
     ChangeSet,
     Connection,
-    Failure,
     Invoice,
     Job,
     JobKind,
     JobStatus,
-    SyncState,
 )
-from syncd.outbound import batch
+from syncd.outbound import batch, outcomes, record
 from syncd.outbound.payments import push_customer, push_payment, push_receipt
 from syncd.outbound.push import (
     JobContext,
@@ -58,23 +48,8 @@ from syncd.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
 
-BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS = 2.0, 300.0, 8
 DUE_LIMIT = 120  # jobs claimed per round: enough for a few full batches
-WAIT_FOR_CONNECTION = timedelta(seconds=30)
 STALE_TRIES = 3  # another writer changed the invoice during the call: read it again
-
-
-_QBO_SIDE = (
-    "qbo_id",
-    "qbo_sync_token",
-    "qbo_doc_number",
-    "qbo_status",
-    "balance",
-    "sync_state",
-    "error",
-    "last_synced_at",
-    "pushed_body",
-)
 
 
 Handler = Callable[[JobContext], Awaitable[None]]
@@ -90,20 +65,6 @@ HANDLERS: dict[JobKind, Handler] = {
 }
 
 
-def retry_delay(
-    attempts: int, retry_after: float | None, jitter: float
-) -> float | None:
-    """Seconds until a failed job's next try, or None when it has had its tries.
-
-    QBO's Retry-After when it gave one, else 2 s doubling to 5 min; plus up to a quarter
-    more (`jitter` in [0, 1)) so that many jobs failed together do not return together.
-    """
-    if attempts >= MAX_ATTEMPTS:
-        return None
-    delay = retry_after or min(CAP_SECONDS, BASE_SECONDS * 2 ** max(attempts - 1, 0))
-    return delay + delay / 4 * jitter
-
-
 def _no_invoice(job: Job, now: datetime) -> Invoice:
     """A receipt or a contact has no CRM invoice: handlers get a placeholder, never stored."""
     return Invoice(
@@ -114,38 +75,6 @@ def _no_invoice(job: Job, now: datetime) -> Invoice:
         data={},
         updated_at=now,
     )
-
-
-def _caught_up(
-    job: Job,
-    worked: Invoice,
-    fresh: Invoice,
-    machine: InvoiceMachine | None,
-    now: datetime,
-) -> list[Job]:
-    """Another push when the CRM changed the invoice while this one was in QBO.
-
-    An edit arriving while the first push was in flight queued nothing (the invoice had
-    no QBO copy yet), and the push had written the snapshot it started with: QBO kept
-    the older total for good (found by the chaos run).
-    """
-    if (
-        machine is None
-        or job.kind is not JobKind.INVOICE_PUSH
-        or job.status is not JobStatus.DONE
-        or fresh.version == worked.version
-    ):
-        return []
-    kinds = jobs_for_move(machine.rules, fresh, entered=False)
-    if JobKind.INVOICE_PUSH not in kinds:
-        return []
-    fresh.sync_state = SyncState.PENDING
-    return [Job.for_invoice(fresh.tenant, JobKind.INVOICE_PUSH, fresh.invoice_id, now)]
-
-
-def _take_qbo_side(fresh: Invoice, worked: Invoice) -> None:
-    for name in _QBO_SIDE:
-        setattr(fresh, name, getattr(worked, name))
 
 
 async def _prepare_into(
@@ -198,7 +127,7 @@ class JobWorker(LoopWorker):
             # not connected (or paused): every job of the tenant waits, in one write
             now = self._clock()
             count = await self._store.postpone_jobs(
-                tenant, now, now + WAIT_FOR_CONNECTION
+                tenant, now, now + outcomes.WAIT_FOR_CONNECTION
             )
             log.warning("qbo_not_connected", tenant=tenant, jobs_waiting=count)
             return
@@ -399,99 +328,12 @@ class JobWorker(LoopWorker):
         done: list[tuple[Job, Invoice | None, ChangeSet, list[str]]],
         machine: InvoiceMachine | None,
     ) -> None:
-        """Commit the jobs' results onto their invoices as they stand now, in one write.
-
-        Each entry: a job, the invoice it worked on, its changes and the QBO events it
-        saw. The CRM side may have moved on during the QBO call: its fields are kept and
-        the QBO side is taken from the job; another writer committing first means
-        reading again (the QBO call is never repeated for that). Each event seen moves
-        the CRM status as the rules map it (RO6). A batch's results that cannot be
-        committed together are committed one job at a time: one bad result never holds
-        back the others'.
-        """
-        if await self._commit_together(done, machine):
-            return
-        for entry in done:
-            try:
-                await self._record([entry], machine)
-            except StoreError:
-                raise
-            except Exception:
-                log.exception("job_result_not_recorded", job_id=entry[0].id)
-
-    async def _commit_together(
-        self,
-        done: list[tuple[Job, Invoice | None, ChangeSet, list[str]]],
-        machine: InvoiceMachine | None,
-    ) -> bool:
-        """True once committed; False when a batch's results must go one by one."""
-        for attempt in range(1, STALE_TRIES + 1):
-            async with self._store.write_lock:
-                batch_changes = ChangeSet()
-                for job, worked, changes, seen in done:
-                    batch_changes.merge(
-                        await self._onto_fresh(job, worked, changes, machine, seen)
-                    )
-                try:
-                    await self._store.commit(batch_changes)
-                except StaleWriteError:
-                    if attempt == STALE_TRIES:
-                        raise
-                    log.info("job_result_recorded_again", attempt=attempt)
-                    continue
-                except StoreError:
-                    raise  # the store itself: intake pauses, the jobs stay in flight
-                except Exception:
-                    if len(done) == 1:
-                        raise
-                    log.warning("batch_result_recorded_job_by_job", exc_info=True)
-                    return False
-                return True
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _onto_fresh(
-        self,
-        job: Job,
-        worked: Invoice | None,
-        changes: ChangeSet,
-        machine: InvoiceMachine | None,
-        seen: list[str],
-    ) -> ChangeSet:
-        """One job's results onto the invoice as stored now (read under the lock)."""
-        if worked is None or job.invoice_id is None:
-            return changes
-        fresh = await self._store.invoice(job.tenant, job.invoice_id)
-        fresh = fresh or worked
-        _take_qbo_side(fresh, worked)
-        now, moved = self._clock(), ChangeSet()
-        if machine is not None:  # a job ran: its tenant has rules
-            for event in seen:
-                await qbo_events.apply(fresh, event, machine, self._prefix, now, moved)
-        again = _caught_up(job, worked, fresh, machine, now)
-        state = events.sync_state(self._prefix, fresh, now, None)
-        return dataclasses.replace(
-            changes,
-            invoices={(fresh.tenant, fresh.invoice_id): fresh},
-            history=[*changes.history, *moved.history],
-            failures=[*changes.failures, *moved.failures],
-            outbox=[*changes.outbox, *moved.outbox, state],
-            jobs=[*changes.jobs, *again],
+        await record.commit(
+            self._store, done, machine, prefix=self._prefix, clock=self._clock
         )
 
     def _succeeded(self, ctx: JobContext) -> None:
-        if ctx.problem:
-            self._fail(ctx, *ctx.problem, retryable=False)
-        elif ctx.skipped:  # not a failure: the retained state says it, with the reason
-            ctx.invoice.sync_state, ctx.invoice.error = SyncState.SKIPPED, ctx.skipped
-            log.info("push_skipped", reason=ctx.skipped)
-        elif ctx.note:
-            ctx.invoice.error = ctx.note
-            self._say(ctx, "note", ctx.note, retryable=False)
-        log.info("job_done", qbo_id=ctx.invoice.qbo_id, attempts=ctx.job.attempts)
-        if ctx.job.attempts > 1 and ctx.job.id is not None and not ctx.problem:
-            # it failed before and went through by itself: its failures are over
-            ctx.changes.jobs_recovered.append((ctx.job.tenant, ctx.job.id, ctx.now))
-        self._finish(ctx.job, ctx.changes, JobStatus.DONE, None)
+        outcomes.succeeded(ctx, prefix=self._prefix, now=self._clock())
 
     def _retry(
         self,
@@ -501,39 +343,8 @@ class JobWorker(LoopWorker):
         *,
         unclear: bool = False,
     ) -> None:
-        """Another try later, or a failure after the last; `unclear`: it may be written.
-
-        A job in doubt stays in flight: its next try looks for its own earlier write
-        before writing again. One that started in doubt stays so (its look-up may not
-        have run: the chaos run found a batch's write, its record lost to a SIGKILL,
-        written again after the look-up was throttled).
-        """
-        job = ctx.job
-        # QBO's throttle is the realm's state, not this job's fault: it never uses up
-        # the job's tries (it waits the pause QBO asks for, as long as QBO asks)
-        tries = 1 if after is not None else job.attempts
-        delay = retry_delay(tries, after, random.random())  # noqa: S311
-        if delay is None:
-            self._fail(
-                ctx,
-                exc.code or "transient",
-                f"gave up after {job.attempts} attempts: {exc.message}",
-                retryable=True,
-            )
-            self._finish(job, ctx.changes, JobStatus.FAILED, exc.message)
-            return
-        in_doubt = unclear or ctx.unclear
-        job.status = JobStatus.IN_FLIGHT if in_doubt else JobStatus.PENDING
-        job.last_error = exc.message
-        job.next_attempt_at = self._clock() + timedelta(seconds=delay)
-        ctx.invoice.sync_state, ctx.invoice.error = (
-            SyncState.PENDING,
-            f"retrying: {exc.message}",
-        )
-        ctx.changes.jobs.append(job)
-        metrics.JOB_RETRIES.labels(job.kind.value).inc()
-        log.warning(
-            "job_retry", error=exc.message, attempts=job.attempts, delay=round(delay, 1)
+        outcomes.retry(
+            ctx, exc, after, prefix=self._prefix, now=self._clock(), unclear=unclear
         )
 
     def _postpone(
@@ -545,47 +356,23 @@ class JobWorker(LoopWorker):
         *,
         in_doubt: bool,
     ) -> None:
-        """Wait for a connection; a job in doubt stays in flight (see `_retry`)."""
-        job.status = JobStatus.IN_FLIGHT if in_doubt else JobStatus.PENDING
-        job.last_error = reason
-        job.next_attempt_at = self._clock() + WAIT_FOR_CONNECTION
-        invoice.sync_state, invoice.error = SyncState.PENDING, reason
-        changes.jobs.append(job)
+        outcomes.postpone(
+            job, invoice, changes, reason, in_doubt=in_doubt, now=self._clock()
+        )
 
     def _fail(
         self, ctx: JobContext, code: str, message: str, *, retryable: bool
     ) -> None:
-        """A failure record and an `…/out/sync/failed` message (HS2)."""
-        inv = ctx.invoice
-        inv.sync_state, inv.error = SyncState.FAILED, message
-        self._say(ctx, code, message, retryable=retryable, record=True)
-        log.error("job_failed", code=code, error=message)
-
-    def _say(
-        self,
-        ctx: JobContext,
-        code: str,
-        message: str,
-        *,
-        retryable: bool,
-        record: bool = False,
-    ) -> None:
-        failure = Failure(
-            tenant=ctx.job.tenant,
-            invoice_id=ctx.invoice.invoice_id,
-            operation=ctx.job.kind.value,
-            code=code,
-            message=message,
-            event_id=None,
-            at=self._clock(),
-            attempts=ctx.job.attempts,
+        outcomes.fail(
+            ctx,
+            code,
+            message,
             retryable=retryable,
-            job_id=ctx.job.id,
+            prefix=self._prefix,
+            now=self._clock(),
         )
-        failures.report(ctx.changes, self._prefix, failure, record=record)
 
     def _finish(
         self, job: Job, changes: ChangeSet, status: JobStatus, error: str | None
     ) -> None:
-        job.status, job.last_error = status, error
-        changes.jobs.append(job)
+        outcomes.finish(job, changes, status, error)
