@@ -6,9 +6,7 @@ the PDF is QBO's own (HS8). Every route needs the admin token (web_oauth.admin_a
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,14 +18,10 @@ from syncd.models import (
     ChangeSet,
     Failure,
     Invoice,
-    Job,
-    JobKind,
-    JobStatus,
-    Subject,
-    SyncState,
 )
+from syncd.outbound import retry as retrying
+from syncd.outbound.retry import NotRetried
 from syncd.realms.reads import month_of
-from syncd.store import Store
 from syncd.web import cursor
 from syncd.web.keys import DAEMON
 
@@ -194,52 +188,6 @@ async def list_failures(request: web.Request) -> web.Response:
     return web.json_response([_failure(f) for f in found])
 
 
-async def _job_again(store: Store, failure: Failure, now: datetime) -> Job | None:
-    """The failed job, due again with what it carried (a payment's amount, say)."""
-    earlier = await store.job(failure.job_id) if failure.job_id is not None else None
-    if earlier is not None:
-        return dataclasses.replace(
-            earlier,
-            id=None,
-            status=JobStatus.PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            last_error=None,
-        )
-    if failure.operation in _INVOICE_JOBS and failure.invoice_id is not None:
-        # recorded before failures named their job: an invoice's job carries nothing
-        return Job.for_invoice(
-            failure.tenant, JobKind(failure.operation), failure.invoice_id, now
-        )
-    return None
-
-
-_INVOICE_JOBS = {k.value for k in JobKind if k.subject is Subject.INVOICE}
-
-
-_NOT_RETRIED = (
-    "only a failed QBO write is retried: a refused status move is fixed in the CRM or "
-    "the rules, a refused message is sent again by the CRM"
-)
-
-
-def can_retry(failure: Failure) -> bool:
-    """Whether a retry can help: an open failure of a QBO job (the page's Retry button)."""
-    return (
-        failure.resolved_at is None
-        and failure.invoice_id is not None
-        and (failure.job_id is not None or failure.operation in _INVOICE_JOBS)
-    )
-
-
-class NotRetried(Exception):
-    """A failure that a retry cannot help; `status` and `reason` say why."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
-
-
 async def open_failure(daemon: Daemon, tenant: str, wanted: str) -> Failure:
     """The tenant's open failure whose id is `wanted`, or NotRetried (404)."""
     for failure in await daemon.store.failures(tenant):
@@ -249,31 +197,13 @@ async def open_failure(daemon: Daemon, tenant: str, wanted: str) -> Failure:
 
 
 async def retry(daemon: Daemon, failure: Failure) -> None:
-    """Queue the failed job again and mark the failure handled, in one transaction."""
-    if failure.invoice_id is None or failure.id is None:
-        raise NotRetried(404, "no such failure")
-    tenant, now = failure.tenant, daemon.clock()
-    async with daemon.store.write_lock:
-        job = await _job_again(daemon.store, failure, now)
-        if job is None:
-            raise NotRetried(409, _NOT_RETRIED)
-        inv = await daemon.store.invoice(tenant, failure.invoice_id)
-        # the job and the failure's resolution in one transaction: never one without the other
-        changes = ChangeSet(jobs=[job], resolved=[(tenant, failure.id, now)])
-        if inv is not None:
-            inv.sync_state, inv.error = (
-                SyncState.PENDING,
-                "retry requested by the admin",
-            )
-            if job.kind is JobKind.INVOICE_PUSH:
-                inv.pushed_body = (
-                    None  # write it all again: the admin may have fixed QBO
-                )
-            changes.invoices[(tenant, inv.invoice_id)] = inv
-            changes.outbox.append(
-                events.sync_state(daemon.config.mqtt.topic_prefix, inv, now, None)
-            )
-        await daemon.store.commit(changes)
+    """Queue the failed job again and mark the failure handled (outbound/retry.py)."""
+    await retrying.retry(
+        daemon.store,
+        failure,
+        prefix=daemon.config.mqtt.topic_prefix,
+        now=daemon.clock(),
+    )
     daemon.jobs.wake()
     daemon.publisher.wake()
 

@@ -25,6 +25,7 @@ from syncd.daemon import Daemon
 from syncd.engine import rules_try
 from syncd.exceptions import ConfigError, ConnectError, StoreError
 from syncd.models import SyncState
+from syncd.outbound.retry import NotRetried, can_retry
 from syncd.rules.model import Rules, parse_rules
 from syncd.rules.tables import parse_toml, shown
 from syncd.web import admin, diagram, guard
@@ -272,7 +273,7 @@ async def failures(request: web.Request, message: str | None = None) -> web.Resp
         tenant=tenant,
         message=message or request.query.get("message"),
         open=[f for f in found if f.resolved_at is None],
-        can_retry=admin.can_retry,
+        can_retry=can_retry,
         resolved=[f for f in found if f.resolved_at is not None][:50],
     )
 
@@ -295,7 +296,7 @@ async def act_on_failure(request: web.Request) -> web.StreamResponse:
         else:
             await admin.dismiss(daemon, failure)
             said = "Dismissed."
-    except admin.NotRetried as exc:
+    except NotRetried as exc:
         said = f"Not done: {exc.reason}"
     raise web.HTTPSeeOther(f"/tenants/{tenant}/failures?{urlencode({'message': said})}")
 
@@ -312,7 +313,7 @@ async def retry_all(request: web.Request) -> web.StreamResponse:
         try:
             await admin.retry(daemon, failure)
             done += 1
-        except admin.NotRetried:
+        except NotRetried:
             skipped += 1
     said = f"Queued {done} again" + (
         f"; {skipped} cannot be retried" if skipped else ""
