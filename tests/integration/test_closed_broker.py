@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 
 from tests.crm import envelope, invoice
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.integration.test_broker_auth import _passwd
 from tests.mosquitto import Broker, free_port
 from tests.syncd_process import RULES, SyncdProcess, write_config
@@ -73,15 +73,9 @@ def _upsert(tenant: str, invoice_id: str, message_id: str) -> bytes:
     return json.dumps(envelope(tenant, "invoice.upserted", data, message_id)).encode()
 
 
-async def _applied(db: DbView, message_id: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = db.query("SELECT outcome FROM messages WHERE message_id = ?", message_id)
-        if rows:
-            assert rows == [("applied",)]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{message_id} never applied")
+async def _applied(db: DbView, message_id: str) -> None:
+    sql = "SELECT outcome FROM messages WHERE message_id = ?"
+    assert await eventually(lambda: db.query(sql, message_id)) == [("applied",)]
 
 
 async def _forge(
@@ -162,7 +156,4 @@ async def test_each_crm_reaches_only_its_own_tenant(closed: Broker, tmp_path):
 
 async def test_syncd_warns_when_its_broker_lets_anyone_in(syncd: SyncdProcess):
     """Issue 22 §1: the tests' own brokers take anonymous clients: syncd says so."""
-    deadline = time.monotonic() + 10
-    while '"event":"broker_accepts_anonymous"' not in syncd.log():
-        assert time.monotonic() < deadline, syncd.log()
-        await asyncio.sleep(0.1)
+    await eventually(lambda: '"event":"broker_accepts_anonymous"' in syncd.log())

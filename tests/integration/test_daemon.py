@@ -11,6 +11,7 @@ import aiomqtt
 
 from tests.crm import Crm, envelope, invoice
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.mosquitto import Broker
 from tests.syncd_process import RULES, SyncdProcess, write_config
 
@@ -175,8 +176,11 @@ async def test_status_online_then_offline_on_stop_and_on_kill(tmp_path, broker):
     assert proc.log().count('"event":"syncd_stopped"') == 2
     proc.start()
     proc.kill()
-    await asyncio.sleep(0.5)
-    assert await status() == "offline"
+
+    async def offline() -> bool:
+        return await status() == "offline"
+
+    await eventually(offline)  # the will, once the broker notices
 
 
 async def test_readyz_follows_the_broker(tmp_path):

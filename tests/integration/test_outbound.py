@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.crm import Crm, invoice
+from tests.eventually import eventually
 from tests.integration.test_connect import connect
 from tests.sandbox_process import Connection, SandboxProcess
 from tests.syncd_process import ADMIN, QBO_ENV, RULES, SyncdProcess, write_config
@@ -206,11 +207,12 @@ async def test_command_sync_send_and_void(setup: Setup):
     synced = await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
     await setup.crm.send("acme", "command.send", {"invoice_id": "INV-1"})
     await setup.crm.wait_for(lambda r: True)
-    for _ in range(50):
+
+    async def sent() -> dict[str, Any] | None:
         [row] = await setup.qbo_rows("select * from Invoice")
-        if row.get("EmailStatus") == "EmailSent":
-            break
-        await asyncio.sleep(0.1)
+        return row if row.get("EmailStatus") == "EmailSent" else None
+
+    row = await eventually(sent, timeout=5)
     assert row["BillEmail"] == {"Address": "ap@acme.test"}
     await setup.crm.send("acme", "command.void", {"invoice_id": "INV-1"})
     voided = await setup.state("INV-1", lambda d: d["qbo_status"] == "voided")
@@ -308,12 +310,7 @@ async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setu
         "kind": "booking",
     }
     await setup.crm.send("acme", "payment.recorded", booking)
-    for _ in range(100):
-        receipts = await setup.qbo_rows("select * from SalesReceipt")
-        if receipts:
-            break
-        await asyncio.sleep(0.1)
-    [receipt] = receipts
+    [receipt] = await eventually(lambda: setup.qbo_rows("select * from SalesReceipt"))
     assert receipt["TotalAmt"] == Decimal("35.00")
     assert receipt["Line"][0]["SalesItemLineDetail"]["ItemRef"]["name"] == "Booking"
     [customer] = await setup.qbo_rows(
@@ -333,11 +330,12 @@ async def test_payments_link_to_the_invoice_and_receipts_stand_alone(setup: Setu
             "customer": {"name": "Someone Else", "email": "known@in.test"},
         },
     )
-    for _ in range(100):
+
+    async def two() -> list[dict[str, Any]] | None:
         receipts = await setup.qbo_rows("select * from SalesReceipt")
-        if len(receipts) == 2:
-            break
-        await asyncio.sleep(0.1)
+        return receipts if len(receipts) == 2 else None
+
+    receipts = await eventually(two)
     assert receipts[1]["CustomerRef"]["value"] == known["Id"]  # HL4: matched by e-mail
 
 
@@ -500,13 +498,14 @@ async def test_contact_changes_are_pushed_when_allowed(setup: Setup):
         "address": {"line1": "1 Main St", "city": "Springfield"},
     }
     await setup.crm.send("acme", "contact.upserted", contact)
-    for _ in range(100):
+
+    async def updated() -> dict[str, Any] | None:
         [customer] = await setup.qbo_rows(
             "select * from Customer where DisplayName = 'Acme Ltd'"
         )
-        if customer.get("PrimaryEmailAddr"):
-            break
-        await asyncio.sleep(0.1)
+        return customer if customer.get("PrimaryEmailAddr") else None
+
+    customer = await eventually(updated)
     assert customer["PrimaryEmailAddr"] == {"Address": "billing@acme.test"}
     assert customer["BillAddr"]["City"] == "Springfield"
 

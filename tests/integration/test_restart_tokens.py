@@ -9,11 +9,11 @@ draft → open → sent, and a restart mid-stream: one or two tenants lost their
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.integration.test_connect import connect
 from tests.sandbox_process import SandboxProcess
 from tests.syncd_process import ADMIN, QBO_ENV, RULES, SyncdProcess, write_config
@@ -58,19 +58,12 @@ async def _stream(crm: Crm, numbers: range, seconds: float) -> None:
             await asyncio.sleep(seconds / len(steps))
 
 
-async def _all_sent(db: DbView, timeout: float = 120) -> None:
+async def _all_sent(db: DbView) -> None:
     want = len(TENANTS) * PER_TENANT
     sql = (
         "SELECT count(*) FROM invoices WHERE status = 'sent' AND sync_state = 'synced'"
     )
-    deadline = time.monotonic() + timeout
-    done = 0
-    while time.monotonic() < deadline:
-        done = db.query(sql)[0][0]
-        if done == want:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{done} of {want} invoices synced and sent")
+    await eventually(lambda: db.query(sql)[0][0] == want, timeout=120)
 
 
 async def _expire(http, sandbox: SandboxProcess) -> None:

@@ -8,14 +8,13 @@ Receipt, a second e-mail.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
-import time
 from datetime import UTC, datetime
 
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.syncd_process import SyncdProcess, write_config
 
 PAYMENT = {
@@ -28,14 +27,13 @@ PAYMENT = {
 }
 
 
-async def _until(db: DbView, sql: str, expected: object, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+async def _until(db: DbView, sql: str, expected: object) -> None:
+    def check() -> bool:
         with contextlib.suppress(sqlite3.Error):  # the store may not exist yet
-            if db.query(sql) == expected:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{sql}: {db.query(sql)} != {expected}")
+            return db.query(sql) == expected
+        return False
+
+    await eventually(check)
 
 
 async def test_a_retained_message_is_not_replayed_after_its_ledger_row_expires(
