@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.syncd_process import SyncdProcess, write_config
 
 
@@ -53,10 +54,7 @@ async def test_a_backup_while_running_restores_whole(tmp_path, broker):
                     )
                     assert midway.returncode == 0, midway.stderr
             view = DbView(workdir / "syncd.db")
-            for _ in range(100):
-                if view.status("acme", "I-59") is not None:
-                    break
-                await asyncio.sleep(0.1)
+            await eventually(lambda: view.status("acme", "I-59") is not None)
         final = await asyncio.to_thread(_backup, syncd.config, tmp_path / "final.db")
         assert final.returncode == 0, final.stderr
         assert "60 invoices" in final.stdout
@@ -77,11 +75,7 @@ async def test_a_backup_while_running_restores_whole(tmp_path, broker):
         assert view.status("acme", "I-59") == ("draft", 1)
         async with Crm(broker.port) as crm:
             await crm.send("acme", "invoice.upserted", invoice("I-0", 2, "open"))
-            for _ in range(100):
-                if view.status("acme", "I-0") == ("open", 2):
-                    break
-                await asyncio.sleep(0.1)
-        assert view.status("acme", "I-0") == ("open", 2)
+            await eventually(lambda: view.status("acme", "I-0") == ("open", 2))
     finally:
         syncd.stop()
     # the copy taken mid-stream passed SQLite's integrity check and holds a prefix

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.eventually import eventually
 from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
 
@@ -48,11 +48,15 @@ async def test_metrics_count_messages_moves_qbo_calls_and_the_backlog(setup: Set
     await setup.crm.send("acme", "invoice.upserted", _invoice(3, "deleted"))  # refused
     await setup.crm.wait_for(lambda r: bool(setup.crm.on("out/input/rejected")))
     rejected = ("syncd_messages_out_total", (("kind", "out/input/rejected"),))
-    for _ in range(50):  # counted once the broker acked it: the CRM may hear it first
-        got = await _metrics(setup)
-        if got.get(rejected):
-            break
-        await asyncio.sleep(0.1)
+
+    Found = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+    async def counted() -> Found | None:
+        # counted once the broker acked it: the CRM may hear it first
+        found = await _metrics(setup)
+        return found if found.get(rejected) else None
+
+    got: Found = await eventually(counted, timeout=5)
 
     def value(name: str, **labels: str) -> float:
         return got.get((name, tuple(sorted(labels.items()))), 0.0)
