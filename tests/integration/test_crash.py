@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-import time
+import sqlite3
 
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.mosquitto import Broker
 from tests.syncd_process import SyncdProcess, write_config
 
@@ -24,16 +26,13 @@ def _stream() -> list[tuple[str, int, str]]:
 
 
 async def _wait_applied(db: DbView, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done = db.query("SELECT count(*) FROM messages WHERE tenant = 'acme'")[0][0]
-        except Exception:  # noqa: BLE001 -- the file may not exist yet
-            done = 0
-        if done >= count:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"only {done} of {count} messages processed")
+    def done() -> bool:
+        with contextlib.suppress(sqlite3.Error):  # the file may not exist yet
+            sql = "SELECT count(*) FROM messages WHERE tenant = 'acme'"
+            return bool(db.query(sql)[0][0] >= count)
+        return False
+
+    await eventually(done, timeout=timeout)
 
 
 def _assert_exactly_once(db: DbView, sent: dict[str, list[str]]) -> None:
@@ -117,10 +116,8 @@ async def test_broker_restart_mid_stream_loses_nothing(tmp_path):
                 await asyncio.sleep(0.5)
                 broker.start()
         await _wait_applied(DbView(workdir / "syncd.db"), len(stream))
-        for _ in range(100):  # and the publisher caught up after the restart
-            if DbView(workdir / "syncd.db").outbox_size() == 0:
-                break
-            await asyncio.sleep(0.1)
+        # and the publisher caught up after the restart
+        await eventually(lambda: DbView(workdir / "syncd.db").outbox_size() == 0)
     finally:
         proc.stop()
         broker.stop()

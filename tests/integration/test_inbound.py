@@ -15,6 +15,7 @@ import pytest
 
 from tests.crm import Crm
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.integration.test_connect import connect
 from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
@@ -177,11 +178,7 @@ async def test_forged_signatures_are_refused(wired: Setup, http):
     ).decode()
     async with http.post(url, data=stranger, headers={"intuit-signature": signed}) as r:
         assert r.status == 200
-    for _ in range(50):
-        if '"event":"webhook_unknown_realm"' in wired.syncd.log():
-            break
-        await asyncio.sleep(0.1)
-    assert '"event":"webhook_unknown_realm"' in wired.syncd.log()
+    await eventually(lambda: '"event":"webhook_unknown_realm"' in wired.syncd.log())
 
 
 @pytest.fixture
@@ -233,11 +230,9 @@ async def test_what_changed_in_qbo_while_a_reconnect_was_due_reaches_the_crm(
     invoice = await _synced_invoice(unwired)
     await unwired.qbo.admin("POST", "tokens/revoke-all", {"realm": unwired.realm})
     db = DbView(unwired.syncd.config.parent / "syncd.db")
-    for _ in range(100):  # the next pass finds the grant gone, and says so
-        if db.query("SELECT status FROM connections")[0][0] == "needs_reconnect":
-            break
-        await asyncio.sleep(0.1)
-    assert db.query("SELECT status FROM connections")[0][0] == "needs_reconnect"
+    # the next pass finds the grant gone, and says so
+    sql = "SELECT status FROM connections"
+    await eventually(lambda: db.query(sql)[0][0] == "needs_reconnect")
     await unwired.fresh_reader()
     await _pay(unwired, invoice, "200.00")
     await asyncio.sleep(4)  # passes that cannot run: the tenant must be reconnected
