@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.crm import Crm, invoice
+from tests.eventually import eventually
 from tests.integration.test_connect import connect
 from tests.integration.test_outbound import TODAY, Setup
 from tests.sandbox_process import Connection, SandboxProcess
@@ -163,11 +164,15 @@ async def test_a_batch_whose_answer_is_lost_is_written_once(queued: Queued):
     assert [c["DisplayName"] for c in customers] == ["Batch Co"]
     items = await queued.qbo_rows("select * from Item where Name = 'Consulting'")
     assert len(items) == 1
-    for _ in range(100):  # the first request is logged when its held answer goes
-        if len(sent := await queued.batches()) >= 2:
-            break
-        await asyncio.sleep(0.1)
-    assert len(sent) >= 2 and len({b["query"]["requestid"] for b in sent}) == 1
+
+    async def both() -> (
+        list[Any] | None
+    ):  # the first is logged when its held answer goes
+        sent = await queued.batches()
+        return sent if len(sent) >= 2 else None
+
+    sent = await eventually(both, timeout=10)
+    assert len({b["query"]["requestid"] for b in sent}) == 1
 
 
 async def test_a_crash_while_a_batch_is_in_qbo_writes_nothing_twice(queued: Queued):
@@ -186,10 +191,11 @@ async def test_a_crash_while_a_batch_is_in_qbo_writes_nothing_twice(queued: Queu
         await queued.crm.send("acme", "invoice.upserted", _invoice(n))
     await queued.sandbox_faults(slow_after_commit=1.0, slow_seconds=10)
     await asyncio.to_thread(queued.syncd.start)
-    for _ in range(100):  # until the batch is in QBO (committed, its answer held)
-        if len(await queued.qbo_rows("select * from Invoice")) == 7:
-            break
-        await asyncio.sleep(0.05)
+
+    async def in_qbo() -> bool:  # the batch is in QBO (committed, its answer held)
+        return len(await queued.qbo_rows("select * from Invoice")) == 7
+
+    await eventually(in_qbo, timeout=5)
     assert await queued.batches() == []  # its answer is not given yet
     queued.syncd.kill()
     await queued.sandbox_faults(slow_after_commit=0.0)

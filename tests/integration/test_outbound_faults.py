@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
 
@@ -23,10 +24,8 @@ async def test_sigkill_while_qbo_holds_the_answer(setup: Setup):
         "PUT", "faults", {"api": {"slow_after_commit": 1.0, "slow_seconds": 3}}
     )
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
-    for _ in range(100):  # wait until QBO has the invoice but syncd has no answer yet
-        if await setup.qbo_rows("select * from Invoice"):
-            break
-        await asyncio.sleep(0.05)
+    # until QBO has the invoice but syncd has no answer yet
+    await eventually(lambda: setup.qbo_rows("select * from Invoice"), timeout=20)
     setup.syncd.kill()
     await setup.qbo.admin("PUT", "faults", {"api": {"slow_after_commit": 0.0}})
     await asyncio.to_thread(setup.syncd.start)

@@ -10,6 +10,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.eventually import eventually
 from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
 from tests.syncd_process import ADMIN
@@ -33,13 +34,13 @@ async def test_the_reads_syncd_made_are_counted_per_month(setup: Setup):
     await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
     await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
     await setup.crm.send("acme", "command.refresh", {"invoice_id": "INV-1"})
-    made = 0
-    for _ in range(100):  # until the refresh's read is in QBO's log
-        made = await _qbo_reads(setup)
-        counted = await _reads(setup)
-        if made and counted["reads"] == made:
-            break
-        await asyncio.sleep(0.1)
+
+    async def agreed() -> tuple[int, dict[str, Any]] | None:
+        # until the refresh's read is in QBO's log, and counted
+        made, counted = await _qbo_reads(setup), await _reads(setup)
+        return (made, counted) if made and counted["reads"] == made else None
+
+    made, counted = await eventually(agreed, timeout=10)
     month = datetime.now(UTC).strftime("%Y-%m")
     assert made >= 2  # the settings read at the connection, the refresh
     assert counted["realm_id"] == setup.realm and counted["month"] == month
@@ -49,10 +50,9 @@ async def test_the_reads_syncd_made_are_counted_per_month(setup: Setup):
 
     await asyncio.to_thread(setup.syncd.stop)  # a clean stop flushes the count
     await asyncio.to_thread(setup.syncd.start)  # and reconciles at once: a read more
-    for _ in range(100):  # until syncd is quiet: both counts read in one look
+
+    async def quiet() -> bool:  # until syncd is quiet: both counts read in one look
         in_qbo = await _qbo_reads(setup)
-        after = (await _reads(setup))["reads"]
-        if after == in_qbo > made:
-            break
-        await asyncio.sleep(0.1)
-    assert after == in_qbo > made
+        return bool((await _reads(setup))["reads"] == in_qbo > made)
+
+    await eventually(quiet, timeout=10)
