@@ -40,7 +40,11 @@ class Daemon:
         self.config = config
         self.clock = clock
         key = config.secrets.get("SECRET_KEY")
-        self.store: Store = sqlite_store(config.store_path, check=config.store_check)
+        self.store: Store = sqlite_store(
+            config.store_path,
+            check=config.store_check,
+            prefix=config.mqtt.topic_prefix,
+        )
         cipher = Cipher(key) if key else None
         self.connections = Connections(config, self.store, self.clock, cipher)
         self.rulebook = RuleBook({t.id: t.rules for t in config.tenants.values()})
@@ -60,7 +64,6 @@ class Daemon:
             self.store,
             self.connections,
             self.rulebook,
-            prefix=config.mqtt.topic_prefix,
             clock=self.clock,
             on_commit=self.publisher.wake,
         )
@@ -68,7 +71,6 @@ class Daemon:
             self.store,
             self.connections,
             self.rulebook,
-            prefix=config.mqtt.topic_prefix,
             clock=self.clock,
             on_commit=self.publisher.wake,
         )

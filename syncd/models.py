@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class SyncState(StrEnum):
@@ -125,6 +125,24 @@ class Failure:
     id: int | None = None
     job_id: int | None = None  # the QBO job that failed (its retry runs it again)
     resolved_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """One message for a tenant's CRM, decided: its kinds are in `syncd.messages`."""
+
+    tenant: str
+    at: datetime
+    data: dict[str, Any]
+    causation_id: str | None = None
+
+    type: ClassVar[str] = ""
+    topic: ClassVar[str] = ""  # below "<prefix>/<tenant>/"
+    retain: ClassVar[bool] = False
+
+    def subtopic(self) -> str:
+        """The topic below `<prefix>/<tenant>/`."""
+        return self.topic
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,7 +327,7 @@ class ChangeSet:
     invoices: dict[tuple[str, str], Invoice] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    outbox: list[Outbound] = field(default_factory=list)
+    outbox: list[Message] = field(default_factory=list)  # rendered at commit
     jobs: list[Job] = field(default_factory=list)  # new (id None) or updated
     links: list[Link] = field(default_factory=list)
     deals: list[DealLink] = field(default_factory=list)

@@ -43,12 +43,11 @@ class LoopWorker:
         connections: Clients,
         rulebook: RuleBook,
         *,
-        prefix: str,
         clock: Callable[[], datetime],
         on_commit: Callable[[], None],
     ) -> None:
         self._store, self._connections, self._rulebook = store, connections, rulebook
-        self._prefix, self._clock, self._on_commit = prefix, clock, on_commit
+        self._clock, self._on_commit = clock, on_commit
         self._loop = Loop(
             self.run_once,
             interval=lambda: self.idle,

@@ -5,11 +5,11 @@ It lived in a web module, tested only through HTTP.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from syncd.messages import StateChanged
 from syncd.models import Failure, Invoice, Job, JobKind, JobStatus, SyncState
 from syncd.outbound import retry
 
@@ -87,10 +87,11 @@ def test_the_plan_queues_resolves_and_says_pending_in_one_changeset():
         pushed_body={"TotalAmt": "1"},
     )
     job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
-    changes = retry.plan(_failure("invoice.push"), job, invoice, prefix="p", now=NOW)
+    changes = retry.plan(_failure("invoice.push"), job, invoice, now=NOW)
     assert changes.jobs == [job]
     assert changes.resolved == [("acme", 4, NOW)]
     assert (invoice.sync_state, invoice.pushed_body) == (SyncState.PENDING, None)
     [state] = changes.outbox
-    assert state.topic == "p/acme/sync/invoice/I-1"
-    assert json.loads(state.payload)["data"]["error"] == "retry requested by the admin"
+    assert isinstance(state, StateChanged)
+    assert state.subtopic() == "sync/invoice/I-1"
+    assert state.data["error"] == "retry requested by the admin"

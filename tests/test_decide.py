@@ -7,7 +7,6 @@ rows, jobs, refresh requests, outbound messages.
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from syncd.engine import decide
 from syncd.engine.machine import InvoiceMachine
+from syncd.messages import InputRejected, StateChanged
 from syncd.models import ChangeSet, Envelope, Invoice, JobKind, Outcome, SyncState
 from syncd.rules.model import load_rules
 
@@ -36,7 +36,6 @@ def _ctx(kind: str, data: dict[str, Any], rules=RULES) -> decide.Context:
     return decide.Context(
         envelope=env,
         machine=InvoiceMachine(rules),
-        prefix="syncd",
         now=NOW,
         changes=ChangeSet(),
     )
@@ -62,9 +61,7 @@ def _outcome(ctx: decide.Context) -> tuple[Outcome, str]:
 
 def _rejections(ctx: decide.Context) -> list[str]:
     return [
-        json.loads(o.payload)["data"]["reason"]
-        for o in ctx.changes.outbox
-        if o.topic.endswith("out/input/rejected")
+        o.data["reason"] for o in ctx.changes.outbox if isinstance(o, InputRejected)
     ]
 
 
@@ -179,8 +176,9 @@ async def test_each_command_queues_its_jobs_and_says_pending(command, kinds):
     await decide.apply_command(ctx, invoice)
     assert [j.kind for j in ctx.changes.jobs] == kinds
     assert invoice.sync_state is SyncState.PENDING
-    [state] = [o for o in ctx.changes.outbox if "/sync/invoice/I-1" in o.topic]
-    assert json.loads(state.payload)["data"]["sync_state"] == "pending"
+    [state] = [o for o in ctx.changes.outbox if isinstance(o, StateChanged)]
+    assert state.subtopic() == "sync/invoice/I-1"
+    assert state.data["sync_state"] == "pending"
     assert _outcome(ctx)[0] is Outcome.APPLIED
 
 

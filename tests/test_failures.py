@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 from syncd.engine import failures
+from syncd.messages import SyncFailed
 from syncd.models import ChangeSet, Failure
 
 AT = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -30,13 +30,12 @@ def _failure(**extra: object) -> Failure:
 def test_a_failure_is_recorded_and_told():
     """HS2: the admin's panel gets the record; the CRM gets …/out/sync/failed."""
     changes = ChangeSet()
-    failures.report(changes, "syncd", _failure())
+    failures.report(changes, _failure())
     assert changes.failures == [_failure()]
     [message] = changes.outbox
-    assert message.topic == "syncd/acme/out/sync/failed"
-    body = json.loads(message.payload)
-    assert body["type"] == "sync.failed"
-    assert body["data"] == {
+    assert isinstance(message, SyncFailed)
+    assert (message.tenant, message.at) == ("acme", AT)
+    assert message.data == {
         "invoice_id": "I-1",
         "operation": "invoice.push",
         "code": "6000",
@@ -44,12 +43,11 @@ def test_a_failure_is_recorded_and_told():
         "attempts": 2,
         "retryable": False,
     }
-    assert body["occurred_at"] == "2026-11-27T10:00:00Z"
 
 
 def test_a_note_is_told_but_not_recorded():
     """OD9: "copied, not e-mailed" is worth saying, not a failure to retry."""
     changes = ChangeSet()
-    failures.report(changes, "syncd", _failure(code="note"), record=False)
+    failures.report(changes, _failure(code="note"), record=False)
     assert changes.failures == []
-    assert json.loads(changes.outbox[0].payload)["data"]["code"] == "note"
+    assert changes.outbox[0].data["code"] == "note"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +20,7 @@ from syncd.rules.model import ReviewRules
 from tests.test_inbox import RULES
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
-SCOPE = Scope(tenant="acme", realm="9130", prefix="syncd", now=NOW)
+SCOPE = Scope(tenant="acme", realm="9130", now=NOW)
 
 
 def _synced(status: str = "open", **kw: Any) -> Invoice:
@@ -73,15 +72,11 @@ async def _plan(
 
 
 def _topics(changes: ChangeSet) -> list[str]:
-    return [o.topic.removeprefix("syncd/acme/") for o in changes.outbox]
+    return [o.subtopic() for o in changes.outbox]
 
 
 def _data(changes: ChangeSet, suffix: str) -> list[dict[str, Any]]:
-    return [
-        json.loads(o.payload)["data"]
-        for o in changes.outbox
-        if o.topic.endswith(suffix)
-    ]
+    return [o.data for o in changes.outbox if o.subtopic().endswith(suffix)]
 
 
 async def test_a_payment_in_qbo_moves_the_crm_status_as_the_rules_say():

@@ -12,6 +12,7 @@ from syncd.bus.inbox import Inbox
 from syncd.engine.rulebook import RuleBook
 from syncd.models import Outcome, RawMessage, SyncState
 from syncd.rules.model import load_rules, parse_rules
+from syncd.store.outbox import render
 from tests.crm import envelope, invoice
 
 RULES = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.toml")
@@ -29,7 +30,9 @@ def upsert(invoice_id: str, version: int, status: str, tenant: str = "acme", **k
 
 
 def published(changes, suffix: str) -> list[dict[str, Any]]:
-    return [json.loads(o.payload) for o in changes.outbox if o.topic.endswith(suffix)]
+    """The messages decided, as the store renders them (under the prefix `syncd`)."""
+    out = [render("syncd", o) for o in changes.outbox]
+    return [json.loads(o.payload) for o in out if o.topic.endswith(suffix)]
 
 
 async def test_allowed_move_is_applied_recorded_and_published(inbox, store):
@@ -165,7 +168,7 @@ async def test_unknown_tenant_is_refused_and_tenants_stay_apart(inbox, store):
         "tenant 'ghost' is not served by this syncd "
         f"(the payload, {len(message.payload)} bytes, is not kept)"
     )
-    assert changes.outbox[0].topic == "syncd/ghost/out/input/rejected"
+    assert render("syncd", changes.outbox[0]).topic == "syncd/ghost/out/input/rejected"
     await inbox.handle([upsert("I-1", 1, "open", tenant="beta")])
     await inbox.handle([upsert("I-1", 1, "draft", tenant="acme")])
     assert (await store.invoice("beta", "I-1")).status == "open"

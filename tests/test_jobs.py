@@ -217,7 +217,6 @@ def _retrying(attempts: int, unclear: bool) -> tuple[JobWorker, JobContext]:
         nobody,
         nobody,
         nobody,
-        prefix="syncd",
         clock=lambda: NOW,
         on_commit=lambda: None,
     )
@@ -306,9 +305,7 @@ async def test_one_realms_burst_never_holds_another_realm_back(store):
     assert {j.tenant for j in await store.due_jobs(NOW, 120, skip=["acme"])} == {"beta"}
 
     nobody: Any = None
-    worker = JobWorker(
-        store, nobody, nobody, prefix="syncd", clock=lambda: NOW, on_commit=lambda: None
-    )
+    worker = JobWorker(store, nobody, nobody, clock=lambda: NOW, on_commit=lambda: None)
     quota = asyncio.Event()  # acme waits for its quota
     rounds: list[tuple[str, int]] = []
 

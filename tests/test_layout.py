@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import layout
+
 SYNCD = Path(__file__).resolve().parent.parent / "syncd"
 SHARED = {
     "syncd.clock",
     "syncd.config",
     "syncd.const",
     "syncd.exceptions",
+    "syncd.messages",
     "syncd.models",
     "syncd.store",
     "syncd.realms",
@@ -23,22 +26,22 @@ SHARED = {
 }
 ALLOWED: dict[str, set[str]] = {
     "qbo": {"syncd.exceptions"},
-    "store": {"syncd.exceptions", "syncd.models"},
+    "store": {"syncd.exceptions", "syncd.models", "syncd.messages"},
     # the rules an admin edits: read and checked, built on by engine and config alike
     "rules": {"syncd.const", "syncd.exceptions"},
-    # decisions: no store, no network, no config; bus.events until typed intents
+    # decisions: no store, no network, no config; they append typed intents (messages)
     "engine": {
         "syncd.const",
         "syncd.exceptions",
         "syncd.models",
+        "syncd.messages",
         "syncd.rules",
-        "syncd.bus.events",
     },
     "bus": SHARED | {"syncd.engine"},
-    "outbound": SHARED | {"syncd.engine", "syncd.bus.events", "syncd.qbo"},
-    "inbound": SHARED | {"syncd.engine", "syncd.bus.events", "syncd.qbo"},
+    "outbound": SHARED | {"syncd.engine", "syncd.qbo"},
+    "inbound": SHARED | {"syncd.engine", "syncd.qbo"},
     # a QBO company's life: connecting, clients, books, tokens, reads
-    "realms": SHARED | {"syncd.qbo", "syncd.bus.events"},
+    "realms": SHARED | {"syncd.qbo"},
     # a client of the daemon: its topics (the broker link's TLS) and its store, read only
     "backfill": SHARED | {"syncd.bus.link", "syncd.bus.payloads"},
 }
@@ -120,3 +123,39 @@ def test_config_builds_on_the_rules_never_on_the_engine():
     found = _imports(SYNCD / "config.py")
     assert not any(m.startswith(("syncd.engine", "syncd.bus")) for m in found), found
     assert "syncd.rules.model" in found
+
+
+def _package_cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    packages: dict[str, set[str]] = {}
+    for mod, deps in graph.items():
+        own = layout.package(mod)
+        packages.setdefault(own, set())
+        packages[own] |= {layout.package(d) for d in deps} - {own}
+    for deps in list(packages.values()):
+        for dep in deps:
+            packages.setdefault(dep, set())
+    return [c for c in layout.components(packages) if len(c) > 1]
+
+
+def test_no_import_climbs_back_up():
+    """Issue 23: no package imports one that imports it back (was {bus, engine, config})."""
+    graph = layout.modules(SYNCD)
+    assert _package_cycles(graph) == []
+    assert [c for c in layout.components(graph) if len(c) > 1] == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    """The check above is only as good as its cycle finder: bus → engine → bus."""
+    graph = {
+        "syncd.bus.inbox": {"syncd.engine.decide"},
+        "syncd.engine.decide": {"syncd.bus.events"},
+        "syncd.bus.events": set(),
+    }
+    assert _package_cycles(graph) == [{"syncd.bus", "syncd.engine"}]
+
+
+def test_the_engine_decides_without_bus_store_qbo_or_config():
+    """Issue 23: decisions append typed intents; they never render, store or call QBO."""
+    found = {m for path in (SYNCD / "engine").glob("*.py") for m in _imports(path)}
+    banned = ("syncd.bus", "syncd.store", "syncd.qbo", "syncd.config")
+    assert not [m for m in found if m.startswith(banned)], found

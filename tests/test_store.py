@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from syncd.exceptions import StaleWriteError, StoreError
+from syncd.messages import ConnectionState, SyncFailed
 from syncd.models import (
     ChangeSet,
     Failure,
@@ -20,7 +21,6 @@ from syncd.models import (
     JobStatus,
     LedgerEntry,
     LinkKind,
-    Outbound,
     Outcome,
     SyncState,
 )
@@ -85,7 +85,7 @@ async def test_a_change_set_commits_whole_or_not_at_all(tmp_path):
     broken = ChangeSet(
         ledger=[_ledger("m-2"), _ledger("m-1")],  # m-1 again: primary key violation
         invoices={("acme", "I-1"): invoice},
-        outbox=[Outbound(topic="x", payload=b"y")],
+        outbox=[SyncFailed(tenant="acme", at=NOW, data={})],
     )
     with pytest.raises(sqlite3.IntegrityError):
         await store.commit(broken)
@@ -136,13 +136,13 @@ async def test_outbox_keeps_order_and_forgets_published_rows(tmp_path):
     """Pending rows come back oldest first; done rows never come back."""
     store = SqliteStore(tmp_path / "syncd.db")
     await store.open()
-    await store.commit(
-        ChangeSet(outbox=[Outbound(topic=f"t/{n}", payload=b"p") for n in range(5)])
-    )
+    said = [ConnectionState(tenant=f"t{n}", at=NOW, data={}) for n in range(5)]
+    await store.commit(ChangeSet(outbox=list(said)))
     rows = await store.pending_outbox(3)
-    assert [r.topic for r in rows] == ["t/0", "t/1", "t/2"]
+    assert [r.topic for r in rows] == [f"syncd/t{n}/connection" for n in range(3)]
     await store.outbox_done([r.seq for r in rows[:2]])
-    assert [r.topic for r in await store.pending_outbox(10)] == ["t/2", "t/3", "t/4"]
+    left = [r.topic for r in await store.pending_outbox(10)]
+    assert left == [f"syncd/t{n}/connection" for n in (2, 3, 4)]
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.pending_outbox(1)

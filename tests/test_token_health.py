@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -46,17 +45,14 @@ def test_each_warning_is_said_once_and_in_order(days_seen):
 def test_the_messages_are_the_contracts():
     """`P/T/connection` retained; `P/T/out/connection/warning` with its level."""
     health = assess(NOW, _in(6.5))
-    state = state_message("syncd", "acme", "9130", health, NOW)
-    assert (state.topic, state.retain) == ("syncd/acme/connection", True)
-    data = json.loads(state.payload)["data"]
+    state = state_message("acme", "9130", health, NOW)
+    assert (state.subtopic(), state.retain) == ("connection", True)
+    data = state.data
     assert (data["status"], data["days_left"], data["realm_id"]) == (
         "expiring",
         6,
         "9130",
     )
-    warning = warning_message("syncd", "acme", "7_days", health, NOW)
-    assert (warning.topic, warning.retain) == (
-        "syncd/acme/out/connection/warning",
-        False,
-    )
-    assert json.loads(warning.payload)["data"]["level"] == "7_days"
+    warning = warning_message("acme", "7_days", health, NOW)
+    assert (warning.subtopic(), warning.retain) == ("out/connection/warning", False)
+    assert warning.data["level"] == "7_days"

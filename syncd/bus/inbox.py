@@ -23,13 +23,14 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from syncd import metrics
-from syncd.bus import envelope, events
+from syncd.bus import envelope
 from syncd.bus.payloads import DATA_SPECS
 from syncd.clock import Clock
 from syncd.const import TENANT_ID_RE
 from syncd.engine import decide
 from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import InvalidMessageError, StaleWriteError, StoreError
+from syncd.messages import InputRejected
 from syncd.models import (
     ChangeSet,
     Envelope,
@@ -222,9 +223,7 @@ class Inbox:
         if not TENANT_ID_RE.match(r.tenant):
             return  # no topic of that tenant can be written: the log line is all
         changes.outbox.append(
-            events.rejected(
-                self._prefix, r.tenant, r.raw.topic, r.message_id, r.reason, now
-            )
+            InputRejected.of(r.tenant, r.raw.topic, r.message_id, r.reason, now)
         )
         if r.message_id:
             seen.add(key)
@@ -263,9 +262,7 @@ class Inbox:
         if machine is None:  # rules reloaded without this tenant since _accept
             return
         key = (env.tenant, _invoice_id(env) or "")
-        ctx = decide.Context(
-            envelope=env, machine=machine, prefix=self._prefix, now=now, changes=changes
-        )
+        ctx = decide.Context(envelope=env, machine=machine, now=now, changes=changes)
         if env.type == "payment.recorded":
             decide.apply_payment(ctx, invoices.get(key))
             return

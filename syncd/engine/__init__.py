@@ -6,10 +6,10 @@ with its QBO jobs), the QBO-side moves (`qbo_events`: QBO's view of an invoice, 
 changed in it, and the CRM status that maps to) and the one failure path (`failures`: a
 record and `…/sync/failed`).
 
-May import: `syncd.const`, `syncd.exceptions`, `syncd.models`, `syncd.rules` and, until
-decisions append typed intents, `syncd.bus.events` (the shapes of the messages a decision
-causes). Nothing here touches the network or imports the store: `rules_try` reads history
-through its own small protocol, which the store fills.
+May import: `syncd.const`, `syncd.exceptions`, `syncd.models`, `syncd.messages` (the
+typed intents a decision appends: the store renders them into topics, envelopes and ids
+at commit) and `syncd.rules`. Never `bus`, `store`, `qbo` or `config`: `rules_try` reads
+history through its own small protocol, which the store fills.
 """
 
 from __future__ import annotations

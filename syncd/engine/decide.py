@@ -13,8 +13,8 @@ from typing import Any
 
 import structlog
 
-from syncd.bus import events
 from syncd.engine.machine import InvoiceMachine
+from syncd.messages import InputRejected, InvoiceLinked, StateChanged
 from syncd.models import (
     ChangeSet,
     DealLink,
@@ -39,7 +39,6 @@ class Context:
 
     envelope: Envelope
     machine: InvoiceMachine
-    prefix: str
     now: datetime
     changes: ChangeSet
 
@@ -68,9 +67,7 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
         kinds = jobs_for_move(rules, invoice, entered=from_status != status)
     enqueue(ctx, invoice, kinds)
     ctx.changes.invoices[(invoice.tenant, invoice.invoice_id)] = invoice
-    ctx.changes.outbox.append(
-        events.sync_state(ctx.prefix, invoice, ctx.now, ctx.envelope.id)
-    )
+    ctx.changes.outbox.append(StateChanged.of(invoice, ctx.now, ctx.envelope.id))
     told = f"{from_status or 'new'} → {status}"
     if backfill:
         told += "; backfill: " + ("copy queued" if kinds else "kept out of QBO")
@@ -171,9 +168,7 @@ async def apply_command(ctx: Context, current: Invoice | None) -> None:
         return
     enqueue(ctx, current, kinds)
     ctx.changes.invoices[(current.tenant, current.invoice_id)] = current
-    ctx.changes.outbox.append(
-        events.sync_state(ctx.prefix, current, ctx.now, ctx.envelope.id)
-    )
+    ctx.changes.outbox.append(StateChanged.of(current, ctx.now, ctx.envelope.id))
     _ledger(ctx, Outcome.APPLIED, f"{ctx.envelope.type}: {', '.join(kinds)} queued")
 
 
@@ -219,9 +214,7 @@ def apply_deleted(ctx: Context, current: Invoice | None) -> None:
     kind = JobKind.INVOICE_DELETE if deletes else JobKind.INVOICE_VOID
     enqueue(ctx, current, [kind])
     ctx.changes.invoices[(current.tenant, current.invoice_id)] = current
-    ctx.changes.outbox.append(
-        events.sync_state(ctx.prefix, current, ctx.now, ctx.envelope.id)
-    )
+    ctx.changes.outbox.append(StateChanged.of(current, ctx.now, ctx.envelope.id))
     _ledger(ctx, Outcome.APPLIED, f"{kind} queued")
 
 
@@ -269,12 +262,11 @@ def apply_link(ctx: Context) -> None:
         )
     )
     ctx.changes.outbox.append(
-        events.invoice_linked(
-            ctx.prefix,
-            tenant,
-            {"qbo_invoice_id": data["qbo_invoice_id"], "deal_id": deal},
-            ctx.now,
-            ctx.envelope.id,
+        InvoiceLinked(
+            tenant=tenant,
+            at=ctx.now,
+            data={"qbo_invoice_id": data["qbo_invoice_id"], "deal_id": deal},
+            causation_id=ctx.envelope.id,
         )
     )
     _ledger(ctx, Outcome.APPLIED, f"deal {deal or 'unlinked'}")
@@ -376,7 +368,7 @@ def _refuse(ctx: Context, from_status: str | None, status: str, reason: str) -> 
     )
     _ledger(ctx, Outcome.REFUSED, reason)
     ctx.changes.outbox.append(
-        events.rejected(ctx.prefix, env.tenant, env.topic, env.id, reason, ctx.now)
+        InputRejected.of(env.tenant, env.topic, env.id, reason, ctx.now)
     )
 
 
@@ -385,7 +377,7 @@ def _reject(ctx: Context, reason: str) -> None:
     log.warning("message_rejected", reason=reason)
     _ledger(ctx, Outcome.REJECTED, reason)
     ctx.changes.outbox.append(
-        events.rejected(ctx.prefix, env.tenant, env.topic, env.id, reason, ctx.now)
+        InputRejected.of(env.tenant, env.topic, env.id, reason, ctx.now)
     )
 
 

@@ -7,13 +7,11 @@ panel and its retry.
 
 from __future__ import annotations
 
-from syncd.bus import events
+from syncd.messages import SyncFailed
 from syncd.models import ChangeSet, Failure
 
 
-def report(
-    changes: ChangeSet, prefix: str, failure: Failure, *, record: bool = True
-) -> None:
+def report(changes: ChangeSet, failure: Failure, *, record: bool = True) -> None:
     """Add the `…/out/sync/failed` message, and the failure record unless `record` is off."""
     if record:
         changes.failures.append(failure)
@@ -25,4 +23,4 @@ def report(
         "attempts": failure.attempts,
         "retryable": failure.retryable,
     }
-    changes.outbox.append(events.sync_failed(prefix, failure.tenant, data, failure.at))
+    changes.outbox.append(SyncFailed(tenant=failure.tenant, at=failure.at, data=data))

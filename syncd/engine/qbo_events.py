@@ -13,9 +13,9 @@ from typing import Any
 
 import structlog
 
-from syncd.bus import events
 from syncd.engine import failures
 from syncd.engine.machine import InvoiceMachine
+from syncd.messages import StatusSet
 from syncd.models import ChangeSet, Failure, HistoryEntry, Invoice
 
 log = structlog.get_logger(__name__)
@@ -79,7 +79,6 @@ async def apply(
     inv: Invoice,
     event: str,
     machine: InvoiceMachine,
-    prefix: str,
     now: datetime,
     changes: ChangeSet,
 ) -> None:
@@ -107,7 +106,7 @@ async def apply(
             "to": target,
             "reason": f"QBO: {event}",
         }
-        changes.outbox.append(events.set_status(prefix, inv.tenant, data, now))
+        changes.outbox.append(StatusSet(tenant=inv.tenant, at=now, data=data))
         log.info(
             "qbo_event_applied",
             qbo_event=event,
@@ -128,7 +127,7 @@ async def apply(
         event_id=None,
         at=now,
     )
-    failures.report(changes, prefix, failure)
+    failures.report(changes, failure)
     log.warning(
         "qbo_event_refused",
         qbo_event=event,

@@ -6,8 +6,7 @@ requests, one realm's notifications applied whole or not at all), the decisions
 (`news`: imported invoices, new customers, review requests) and the reconciliation
 pass (`reconcile`: CDC, queries for gaps, overdue as days pass).
 
-May import: the top-level modules, `syncd.engine`, `syncd.bus.events`, `syncd.qbo`,
-and `syncd.outbound.push` for QBO's view of an invoice (`qbo_status`).
+May import: the top-level modules, `syncd.engine`, `syncd.qbo`.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from syncd.bus import events
-from syncd.models import ChangeSet, Outbound
+from syncd.messages import ContactCreated, InvoiceImported, ReviewRequested
+from syncd.models import ChangeSet
 
 
 @dataclass(slots=True)
@@ -25,12 +25,11 @@ class QboChanges:
 
 
 def imported(
-    prefix: str,
     tenant: str,
     obj: dict[str, Any],
     now: datetime,
     deal_id: str | None = None,
-) -> Outbound:
+) -> InvoiceImported:
     """An invoice created in QBO, shown in the CRM, linked to no deal (HS3, HS4)."""
     data = {
         "qbo_id": obj["Id"],
@@ -51,14 +50,10 @@ def imported(
             if ln.get("DetailType") == "SalesItemLineDetail"
         ],
     }
-    return _message(
-        prefix, tenant, "invoice.imported", "out/invoice/imported", data, now
-    )
+    return InvoiceImported(tenant=tenant, at=now, data=data)
 
 
-def contact_created(
-    prefix: str, tenant: str, obj: dict[str, Any], now: datetime
-) -> Outbound:
+def contact_created(tenant: str, obj: dict[str, Any], now: datetime) -> ContactCreated:
     """A customer new in QBO (HL1)."""
     address = obj.get("BillAddr") or {}
     data = {
@@ -74,12 +69,12 @@ def contact_created(
             "country": address.get("Country"),
         },
     }
-    return _message(prefix, tenant, "contact.created", "out/contact/created", data, now)
+    return ContactCreated(tenant=tenant, at=now, data=data)
 
 
 def review_requested(
-    prefix: str, tenant: str, payment: dict[str, Any], now: datetime
-) -> Outbound:
+    tenant: str, payment: dict[str, Any], now: datetime
+) -> ReviewRequested:
     """A customer's first QBO payment, when reviews are switched on (HL2)."""
     customer = payment.get("CustomerRef") or {}
     data = {
@@ -88,9 +83,7 @@ def review_requested(
         "payment_id": payment["Id"],
         "date": payment.get("TxnDate"),
     }
-    return _message(
-        prefix, tenant, "review.requested", "out/review/requested", data, now
-    )
+    return ReviewRequested(tenant=tenant, at=now, data=data)
 
 
 def first_time(key: str, realm: str, fresh: set[str], changes: ChangeSet) -> bool:
@@ -99,10 +92,3 @@ def first_time(key: str, realm: str, fresh: set[str], changes: ChangeSet) -> boo
         return False
     changes.inbound_events.append((realm, key))
     return True
-
-
-def _message(
-    prefix: str, tenant: str, kind: str, topic: str, data: dict[str, Any], now: datetime
-) -> Outbound:
-    payload = events.envelope(kind, tenant, data, now, None)
-    return Outbound(topic=f"{prefix}/{tenant}/{topic}", payload=payload)

@@ -18,12 +18,12 @@ from typing import Any
 
 import structlog
 
-from syncd.bus import events
 from syncd.engine import qbo_events
 from syncd.engine.machine import InvoiceMachine
 from syncd.engine.qbo_events import classify, qbo_status
 from syncd.inbound import news
 from syncd.inbound.news import QboChanges
+from syncd.messages import PaymentReceived, StateChanged
 from syncd.models import ChangeSet, HistoryEntry, Invoice, SyncState
 from syncd.store import Store
 
@@ -51,7 +51,6 @@ class Scope:
 
     tenant: str
     realm: str
-    prefix: str
     now: datetime
     listing: bool = False  # a refresh lists QBO-made invoices each time it is asked
 
@@ -115,14 +114,14 @@ async def plan(
             f"first-payment:{payment['CustomerRef']['value']}", known, scope, changes
         ):
             changes.outbox.append(
-                news.review_requested(scope.prefix, scope.tenant, payment, scope.now)
+                news.review_requested(scope.tenant, payment, scope.now)
             )
     for customer in found.customers:
         if str(customer["Id"]) in known.customers:
             continue  # a customer syncd itself created or matched
         if _first(f"contact-created:{customer['Id']}", known, scope, changes):
             changes.outbox.append(
-                news.contact_created(scope.prefix, scope.tenant, customer, scope.now)
+                news.contact_created(scope.tenant, customer, scope.now)
             )
 
 
@@ -145,7 +144,6 @@ async def _invoice(
         first = _first(f"invoice-imported:{qbo_id}", known, scope, changes)
         if not ours and (first or scope.listing):
             message = news.imported(
-                scope.prefix,
                 scope.tenant,
                 obj or {},
                 scope.now,
@@ -193,9 +191,9 @@ async def _invoice(
         _record_conflict(inv, obj, changes, scope.now)
     take_qbo_view(inv, obj, scope.now)
     if event is not None:
-        await qbo_events.apply(inv, event, machine, scope.prefix, scope.now, changes)
+        await qbo_events.apply(inv, event, machine, scope.now, changes)
     changes.invoices[key] = inv
-    changes.outbox.append(events.sync_state(scope.prefix, inv, scope.now, None))
+    changes.outbox.append(StateChanged.of(inv, scope.now))
 
 
 def _payment_received(
@@ -209,7 +207,7 @@ def _payment_received(
                 continue
             data = payment_data(inv.invoice_id, payment, line)
             changes.outbox.append(
-                events.payment_received(scope.prefix, scope.tenant, data, scope.now)
+                PaymentReceived(tenant=scope.tenant, at=scope.now, data=data)
             )
 
 

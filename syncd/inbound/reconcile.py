@@ -17,12 +17,12 @@ from typing import Any
 import structlog
 
 from syncd import metrics
-from syncd.bus import events
 from syncd.config import Config
 from syncd.exceptions import StaleWriteError
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
 from syncd.loop import Loop, Said
+from syncd.messages import StateChanged
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
 from syncd.qbo.steps import Step, next_step
@@ -166,11 +166,7 @@ class Reconciler:
                 for inv in found:
                     inv.qbo_status = "overdue"
                     changes.invoices[(tenant, inv.invoice_id)] = inv
-                    changes.outbox.append(
-                        events.sync_state(
-                            self._config.mqtt.topic_prefix, inv, self._clock(), None
-                        )
-                    )
+                    changes.outbox.append(StateChanged.of(inv, self._clock()))
                 if changes.invoices:
                     await self._store.commit(changes)
             if len(found) < OVERDUE_PAGE:

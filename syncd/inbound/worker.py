@@ -199,7 +199,6 @@ class InboundWorker(LoopWorker):
         scope = plan.Scope(
             tenant=tenant,
             realm=realm,
-            prefix=self._prefix,
             now=self._clock(),
             listing=listing,
         )

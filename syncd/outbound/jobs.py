@@ -16,6 +16,7 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from syncd.engine.machine import InvoiceMachine
+from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import (
     QboError,
     QboTransientError,
@@ -44,7 +45,8 @@ from syncd.outbound.push import (
 from syncd.qbo import BatchItem, QboClient
 from syncd.qbo.client import NO_RESULT
 from syncd.qbo.steps import Step, next_step
-from syncd.worker import LoopWorker
+from syncd.store import Store
+from syncd.worker import Clients, LoopWorker
 
 log = structlog.get_logger(__name__)
 
@@ -94,8 +96,16 @@ class JobWorker(LoopWorker):
     QBO batch requests (up to 30 each); a lone one goes as a single request, for latency.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        store: Store,
+        connections: Clients,
+        rulebook: RuleBook,
+        *,
+        clock: Callable[[], datetime],
+        on_commit: Callable[[], None],
+    ) -> None:
+        super().__init__(store, connections, rulebook, clock=clock, on_commit=on_commit)
         self._rounds: dict[str, asyncio.Task[int]] = {}  # tenant → its running round
 
     async def run_once(self, limit: int = DUE_LIMIT) -> int:
@@ -328,12 +338,10 @@ class JobWorker(LoopWorker):
         done: list[tuple[Job, Invoice | None, ChangeSet, list[str]]],
         machine: InvoiceMachine | None,
     ) -> None:
-        await record.commit(
-            self._store, done, machine, prefix=self._prefix, clock=self._clock
-        )
+        await record.commit(self._store, done, machine, clock=self._clock)
 
     def _succeeded(self, ctx: JobContext) -> None:
-        outcomes.succeeded(ctx, prefix=self._prefix, now=self._clock())
+        outcomes.succeeded(ctx, now=self._clock())
 
     def _retry(
         self,
@@ -343,9 +351,7 @@ class JobWorker(LoopWorker):
         *,
         unclear: bool = False,
     ) -> None:
-        outcomes.retry(
-            ctx, exc, after, prefix=self._prefix, now=self._clock(), unclear=unclear
-        )
+        outcomes.retry(ctx, exc, after, now=self._clock(), unclear=unclear)
 
     def _postpone(
         self,
@@ -368,7 +374,6 @@ class JobWorker(LoopWorker):
             code,
             message,
             retryable=retryable,
-            prefix=self._prefix,
             now=self._clock(),
         )
 

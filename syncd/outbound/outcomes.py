@@ -36,16 +36,16 @@ def retry_delay(
     return delay + delay / 4 * jitter
 
 
-def succeeded(ctx: JobContext, *, prefix: str, now: datetime) -> None:
+def succeeded(ctx: JobContext, *, now: datetime) -> None:
     """The job went through: what it noted, skipped or found wrong is said; it is done."""
     if ctx.problem:
-        fail(ctx, *ctx.problem, retryable=False, prefix=prefix, now=now)
+        fail(ctx, *ctx.problem, retryable=False, now=now)
     elif ctx.skipped:  # not a failure: the retained state says it, with the reason
         ctx.invoice.sync_state, ctx.invoice.error = SyncState.SKIPPED, ctx.skipped
         log.info("push_skipped", reason=ctx.skipped)
     elif ctx.note:
         ctx.invoice.error = ctx.note
-        say(ctx, "note", ctx.note, retryable=False, prefix=prefix, now=now)
+        say(ctx, "note", ctx.note, retryable=False, now=now)
     log.info("job_done", qbo_id=ctx.invoice.qbo_id, attempts=ctx.job.attempts)
     if ctx.job.attempts > 1 and ctx.job.id is not None and not ctx.problem:
         # it failed before and went through by itself: its failures are over
@@ -58,7 +58,6 @@ def retry(
     exc: QboError,
     after: float | None,
     *,
-    prefix: str,
     now: datetime,
     unclear: bool = False,
 ) -> None:
@@ -80,7 +79,6 @@ def retry(
             exc.code or "transient",
             f"gave up after {job.attempts} attempts: {exc.message}",
             retryable=True,
-            prefix=prefix,
             now=now,
         )
         finish(job, ctx.changes, JobStatus.FAILED, exc.message)
@@ -123,13 +121,12 @@ def fail(
     message: str,
     *,
     retryable: bool,
-    prefix: str,
     now: datetime,
 ) -> None:
     """A failure record and an `…/out/sync/failed` message (HS2)."""
     inv = ctx.invoice
     inv.sync_state, inv.error = SyncState.FAILED, message
-    say(ctx, code, message, retryable=retryable, prefix=prefix, now=now, record=True)
+    say(ctx, code, message, retryable=retryable, now=now, record=True)
     log.error("job_failed", code=code, error=message)
 
 
@@ -139,7 +136,6 @@ def say(
     message: str,
     *,
     retryable: bool,
-    prefix: str,
     now: datetime,
     record: bool = False,
 ) -> None:
@@ -156,7 +152,7 @@ def say(
         retryable=retryable,
         job_id=ctx.job.id,
     )
-    failures.report(ctx.changes, prefix, failure, record=record)
+    failures.report(ctx.changes, failure, record=record)
 
 
 def finish(job: Job, changes: ChangeSet, status: JobStatus, error: str | None) -> None:

@@ -15,11 +15,11 @@ from datetime import datetime
 
 import structlog
 
-from syncd.bus import events
 from syncd.engine import qbo_events
 from syncd.engine.decide import jobs_for_move
 from syncd.engine.machine import InvoiceMachine
 from syncd.exceptions import StaleWriteError, StoreError
+from syncd.messages import StateChanged
 from syncd.models import ChangeSet, Invoice, Job, JobKind, JobStatus, SyncState
 from syncd.store import Store
 
@@ -45,15 +45,14 @@ async def commit(
     done: list[Done],
     machine: InvoiceMachine | None,
     *,
-    prefix: str,
     clock: Callable[[], datetime],
 ) -> None:
     """Commit the jobs' results together, else one job at a time."""
-    if await _together(store, done, machine, prefix=prefix, clock=clock):
+    if await _together(store, done, machine, clock=clock):
         return
     for entry in done:
         try:
-            await commit(store, [entry], machine, prefix=prefix, clock=clock)
+            await commit(store, [entry], machine, clock=clock)
         except StoreError:
             raise
         except Exception:
@@ -65,7 +64,6 @@ async def _together(
     done: list[Done],
     machine: InvoiceMachine | None,
     *,
-    prefix: str,
     clock: Callable[[], datetime],
 ) -> bool:
     """True once committed; False when a batch's results must go one by one."""
@@ -78,7 +76,7 @@ async def _together(
                     fresh = await store.invoice(job.tenant, job.invoice_id)
                 batch_changes.merge(
                     await onto_fresh(
-                        job, worked, fresh, changes, machine, seen, prefix, clock()
+                        job, worked, fresh, changes, machine, seen, clock()
                     )
                 )
             try:
@@ -106,7 +104,6 @@ async def onto_fresh(
     changes: ChangeSet,
     machine: InvoiceMachine | None,
     seen: list[str],
-    prefix: str,
     now: datetime,
 ) -> ChangeSet:
     """One job's results onto the invoice as stored now (read under the lock)."""
@@ -118,9 +115,9 @@ async def onto_fresh(
     moved = ChangeSet()
     if machine is not None:  # a job ran: its tenant has rules
         for event in seen:
-            await qbo_events.apply(fresh, event, machine, prefix, now, moved)
+            await qbo_events.apply(fresh, event, machine, now, moved)
     again = caught_up(job, worked, fresh, machine, now)
-    state = events.sync_state(prefix, fresh, now, None)
+    state = StateChanged.of(fresh, now)
     return dataclasses.replace(
         changes,
         invoices={(fresh.tenant, fresh.invoice_id): fresh},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from syncd.bus import events
+from syncd.messages import StateChanged
 from syncd.models import (
     ChangeSet,
     Failure,
@@ -69,7 +69,6 @@ def plan(
     job: Job,
     invoice: Invoice | None,
     *,
-    prefix: str,
     now: datetime,
 ) -> ChangeSet:
     """The job and the failure's resolution together: never one without the other."""
@@ -85,11 +84,11 @@ def plan(
                 None  # write it all again: the admin may have fixed QBO
             )
         changes.invoices[(failure.tenant, invoice.invoice_id)] = invoice
-        changes.outbox.append(events.sync_state(prefix, invoice, now, None))
+        changes.outbox.append(StateChanged.of(invoice, now))
     return changes
 
 
-async def retry(store: Store, failure: Failure, *, prefix: str, now: datetime) -> None:
+async def retry(store: Store, failure: Failure, *, now: datetime) -> None:
     """Queue the failed job again and mark the failure handled, in one transaction."""
     if failure.invoice_id is None or failure.id is None:
         raise NotRetried(404, "no such failure")
@@ -101,4 +100,4 @@ async def retry(store: Store, failure: Failure, *, prefix: str, now: datetime) -
         if job is None:
             raise NotRetried(409, NOT_RETRIED)
         invoice = await store.invoice(failure.tenant, failure.invoice_id)
-        await store.commit(plan(failure, job, invoice, prefix=prefix, now=now))
+        await store.commit(plan(failure, job, invoice, now=now))

@@ -5,6 +5,5 @@ Owns the OAuth consent and callback (`connect`), each tenant's client with its l
 company as a plan applied once (`books`), the health of the grant (`health`), Intuit's
 metered reads (`reads`) and the sealing of secrets at rest (`secrets`).
 
-May import: the top-level modules, `syncd.qbo`, `syncd.rules` and `syncd.bus.events`
-(the token-health and switch messages).
+May import: the top-level modules, `syncd.qbo` and `syncd.rules`.
 """

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import structlog
 
-from syncd.bus import events
+from syncd.messages import StateChanged
 from syncd.models import ChangeSet, HistoryEntry, Invoice, JobStatus, SyncState
 from syncd.store import Store
 
@@ -26,7 +26,6 @@ def switch(
     linked: list[Invoice],
     queued: set[str | None],
     *,
-    prefix: str,
     now: datetime,
 ) -> ChangeSet:
     """The switch of a tenant's books from `old` to `realm_id`, as one ChangeSet.
@@ -58,7 +57,7 @@ def switch(
                 at=now,
             )
         )
-        changes.outbox.append(events.sync_state(prefix, invoice, now, None))
+        changes.outbox.append(StateChanged.of(invoice, now))
     return changes
 
 
@@ -68,7 +67,6 @@ async def open_books(
     realm_id: str,
     connected_at: datetime,
     *,
-    prefix: str,
     now: datetime,
 ) -> bool:
     """Make sure nothing remembered for another company is used with `realm_id`.
@@ -90,9 +88,7 @@ async def open_books(
             if j.status is JobStatus.PENDING
         }
         linked = await store.linked_invoices_of(tenant)
-        changes = switch(
-            tenant, realm_id, old, since, linked, queued, prefix=prefix, now=now
-        )
+        changes = switch(tenant, realm_id, old, since, linked, queued, now=now)
         await store.commit(changes)
     log.warning(
         "qbo_books_switched",

@@ -27,6 +27,7 @@ from syncd.exceptions import (
     QboTransientError,
     RealmTakenError,
 )
+from syncd.messages import Message
 from syncd.models import (
     ChangeSet,
     Connection,
@@ -84,7 +85,6 @@ class Connections:
         self.on_connected: Callable[[], None] = lambda: None
         self.on_published: Callable[[], None] = lambda: None  # outbox rows committed
         self.on_read: Callable[[str, datetime], None] = lambda realm, at: None
-        self._prefix = config.mqtt.topic_prefix
         self._limiters: dict[str, RealmLimiter] = {}
         self.throttled: dict[str, datetime] = {}  # realm → QBO's last 429 to it
         # tenant → (status, days left) last published on `P/T/connection`
@@ -237,7 +237,6 @@ class Connections:
             tenant,
             realm_id,
             connected_at,
-            prefix=self._prefix,
             now=self._clock(),
         )
         if switched:
@@ -388,12 +387,8 @@ class Connections:
         now = self._clock()
         changes = ChangeSet(
             outbox=[
-                token_health.state_message(
-                    self._prefix, tenant, conn.realm_id, health, now
-                ),
-                token_health.warning_message(
-                    self._prefix, tenant, "reconnect_needed", health, now
-                ),
+                token_health.state_message(tenant, conn.realm_id, health, now),
+                token_health.warning_message(tenant, "reconnect_needed", health, now),
             ]
         )
         await self._store.commit(changes)
@@ -409,15 +404,13 @@ class Connections:
         health = token_health.assess(now, client.auth.refresh_expires_at)
         if self._said.get(tenant) == (health.status, health.days_left):
             return  # nothing new since the last state published
-        outbox = [
-            token_health.state_message(self._prefix, tenant, conn.realm_id, health, now)
+        outbox: list[Message] = [
+            token_health.state_message(tenant, conn.realm_id, health, now)
         ]
         level = token_health.due_warning(health, conn.warned)
         if level is not None:
             outbox.append(
-                token_health.warning_message(
-                    self._prefix, tenant, f"{level}_days", health, now
-                )
+                token_health.warning_message(tenant, f"{level}_days", health, now)
             )
             log.warning(
                 "qbo_connection_expiring",

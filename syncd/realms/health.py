@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from syncd.bus import events
-from syncd.models import Outbound
+from syncd.messages import ConnectionState, ConnectionWarning
 
 WARN_DAYS = (30, 7)  # warned once each, the larger first
 
@@ -54,8 +53,8 @@ def due_warning(health: Health, warned: int | None) -> int | None:
 
 
 def state_message(
-    prefix: str, tenant: str, realm_id: str, health: Health, now: datetime
-) -> Outbound:
+    tenant: str, realm_id: str, health: Health, now: datetime
+) -> ConnectionState:
     """The retained `P/T/connection` state."""
     data = {
         "status": health.status,
@@ -64,13 +63,12 @@ def state_message(
         "days_left": health.days_left,
         "reason": health.reason,
     }
-    payload = events.envelope("connection.state", tenant, data, now, None)
-    return Outbound(topic=f"{prefix}/{tenant}/connection", payload=payload, retain=True)
+    return ConnectionState(tenant=tenant, at=now, data=data)
 
 
 def warning_message(
-    prefix: str, tenant: str, level: str, health: Health, now: datetime
-) -> Outbound:
+    tenant: str, level: str, health: Health, now: datetime
+) -> ConnectionWarning:
     """`P/T/out/connection/warning`: `30_days`, `7_days` or `reconnect_needed`."""
     data = {
         "level": level,
@@ -78,5 +76,4 @@ def warning_message(
         "expires_at": health.expires_at.isoformat() if health.expires_at else None,
         "reason": health.reason,
     }
-    payload = events.envelope("connection.warning", tenant, data, now, None)
-    return Outbound(topic=f"{prefix}/{tenant}/out/connection/warning", payload=payload)
+    return ConnectionWarning(tenant=tenant, at=now, data=data)

@@ -2,7 +2,8 @@
 
 SQLite (`syncd.store.sqlite`) fills it today; a PostgreSQL implementation for several
 replicas fills the same Protocol later. Everything a batch changes arrives as one
-ChangeSet and is written in one transaction, so implementations stay small.
+ChangeSet and is written in one transaction, so implementations stay small; the
+messages it decides are rendered there (`outbox`: topic, envelope, id), once.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from syncd.models import (
 __all__ = ["Store", "sqlite_store"]
 
 
-def sqlite_store(path: Path, check: str = "quick") -> Store:
-    """The Store on one SQLite file (the only implementation so far)."""
+def sqlite_store(path: Path, check: str = "quick", prefix: str = "syncd") -> Store:
+    """The Store on one SQLite file; its outbox renders topics under `prefix`."""
     from syncd.store.sqlite import SqliteStore
 
-    return SqliteStore(path, check=check)
+    return SqliteStore(path, check=check, prefix=prefix)
 
 
 class Store(Protocol):

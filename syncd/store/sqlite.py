@@ -40,6 +40,7 @@ from syncd.models import (
 )
 from syncd.store import rows
 from syncd.store.database import Database, many, rows_among
+from syncd.store.outbox import render
 from syncd.store.qbo_tables import (
     QboTables,
     write_deals,
@@ -54,8 +55,9 @@ _INVOICE_COLS = rows.INVOICE_COLS
 class SqliteStore:
     """The Store on one SQLite file: the core tables here, the QBO side's composed."""
 
-    def __init__(self, path: Path, check: str = "quick") -> None:
+    def __init__(self, path: Path, check: str = "quick", prefix: str = "syncd") -> None:
         self.path = path
+        self._prefix = prefix  # the topic prefix outbox messages are rendered under
         self._db = Database(path, check)
         self._qbo = QboTables(self._db)
         # held from reading an invoice to committing its change, within this process:
@@ -128,7 +130,10 @@ class SqliteStore:
             await many(
                 db,
                 "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, ?)",
-                [(o.topic, o.payload, int(o.retain)) for o in changes.outbox],
+                [
+                    (o.topic, o.payload, int(o.retain))
+                    for o in (render(self._prefix, m) for m in changes.outbox)
+                ],
             )
             await many(
                 db,

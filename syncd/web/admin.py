@@ -11,9 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from syncd.bus import events
 from syncd.daemon import Daemon
 from syncd.exceptions import QboError
+from syncd.messages import invoice_view
 from syncd.models import (
     ChangeSet,
     Failure,
@@ -41,7 +41,7 @@ def routes(app: web.Application) -> None:
 
 
 def _state(inv: Invoice) -> dict[str, Any]:
-    return {**events.invoice_view(inv), "updated_at": inv.updated_at.isoformat()}
+    return {**invoice_view(inv), "updated_at": inv.updated_at.isoformat()}
 
 
 def _failure(f: Failure) -> dict[str, Any]:
@@ -201,7 +201,6 @@ async def retry(daemon: Daemon, failure: Failure) -> None:
     await retrying.retry(
         daemon.store,
         failure,
-        prefix=daemon.config.mqtt.topic_prefix,
         now=daemon.clock(),
     )
     daemon.jobs.wake()
