@@ -1,0 +1,153 @@
+"""The QBO job queue on SQLite: due jobs per realm in queue order, claims, postponements."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection
+from datetime import datetime
+
+import aiosqlite
+import orjson
+
+from syncd.models import (
+    Job,
+    JobStatus,
+)
+from syncd.store import rows
+from syncd.store.database import Database, many
+
+_JOB_COLS = "tenant, queue, kind, subject, status, attempts, next_attempt_at, payload, last_error"
+
+_PENDING = JobStatus.PENDING.value
+
+UNFINISHED = (
+    JobStatus.PENDING.value,
+    JobStatus.IN_FLIGHT.value,
+)  # SQL: ('pending', …)
+
+_ABSORBED = "absorbed by the same job queued again meanwhile"
+
+
+class JobTables:
+    """A SqliteStore's job queue."""
+
+    _db: Database
+
+    async def due_jobs(
+        self, now: datetime, limit: int, skip: Collection[str] = ()
+    ) -> list[Job]:
+        """Jobs to run now, never ahead of an earlier unfinished job of the same invoice.
+
+        Up to `limit` of each tenant's (not of the tenants in `skip`), oldest first: one
+        realm's burst never hides another's work. In-flight jobs are due too: a crash
+        left their outcome unclear.
+        """
+        sql = (
+            f"SELECT id, {_JOB_COLS} FROM jobs j INDEXED BY jobs_waiting_tenant "
+            f"WHERE j.tenant = ? AND j.status IN {UNFINISHED} "
+            "AND j.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs e WHERE "
+            "e.tenant = j.tenant AND e.queue = j.queue AND e.id < j.id "
+            f"AND e.status IN {UNFINISHED}) ORDER BY j.id LIMIT ?"
+        )
+        due: list[Job] = []
+        async with self._db.read() as db:
+            for tenant in await _waiting_tenants(db):
+                if tenant in skip:
+                    continue
+                async with db.execute(sql, (tenant, now.isoformat(), limit)) as cur:
+                    due += [rows.job(r) for r in await cur.fetchall()]
+        return due
+
+    async def start_jobs(self, jobs: list[Job]) -> None:
+        """Record the intent before the call (each job's new status and attempts)."""
+        async with self._db.tx() as db:
+            await many(
+                db,
+                "UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
+                [(j.status.value, j.attempts, j.id) for j in jobs],
+            )
+
+    async def postpone_jobs(self, tenant: str, now: datetime, until: datetime) -> int:
+        """Make a tenant's due jobs wait (its company is not connected); return how many.
+
+        Only those due by `now`: jobs already waiting are not written again (every
+        round used to rewrite every pending job of a disconnected tenant).
+        """
+        async with self._db.tx() as db:
+            cur = await db.execute(
+                # in-flight jobs too (a crash left them unclear): they were due again
+                # at once, and the worker looped on them while the tenant waited
+                f"UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status IN "
+                f"{UNFINISHED} AND next_attempt_at <= ?",
+                (until.isoformat(), tenant, now.isoformat()),
+            )
+            return int(cur.rowcount)
+
+    async def jobs_due_now(self, tenant: str, now: datetime) -> None:
+        """Make a tenant's waiting jobs due (its company was just reconnected)."""
+        async with self._db.tx() as db:
+            await db.execute(
+                f"UPDATE jobs SET next_attempt_at = ? WHERE tenant = ? AND status = '{_PENDING}'",
+                (now.isoformat(), tenant),
+            )
+
+    async def job(self, job_id: int) -> Job | None:
+        """One job, by its id."""
+        sql = f"SELECT id, {_JOB_COLS} FROM jobs WHERE id = ?"
+        async with self._db.read() as db, db.execute(sql, (job_id,)) as cur:
+            row = await cur.fetchone()
+        return rows.job(row) if row else None
+
+    async def jobs(self, tenant: str) -> list[Job]:
+        """Every job of a tenant, oldest first."""
+        sql = f"SELECT id, {_JOB_COLS} FROM jobs WHERE tenant = ? ORDER BY id"
+        async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
+            return [rows.job(r) for r in await cur.fetchall()]
+
+
+async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
+    """New jobs (a pending one of the same kind for the invoice absorbs them), updates."""
+    new = [rows.job_row(j) for j in jobs if j.id is None]
+    await many(
+        db,
+        f"INSERT OR IGNORE INTO jobs ({_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        new,
+    )
+    for job in (j for j in jobs if j.id is not None):
+        try:
+            await db.execute(
+                "UPDATE jobs SET status = ?, attempts = ?, next_attempt_at = ?, "
+                "payload = ?, last_error = ? WHERE id = ?",
+                (
+                    job.status.value,
+                    job.attempts,
+                    job.next_attempt_at.isoformat(),
+                    orjson.dumps(job.payload),
+                    job.last_error,
+                    job.id,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            # put back to wait while the same job was queued anew during its call (the
+            # CRM changed the invoice): the new one does the same work, at its turn
+            await db.execute(
+                "UPDATE jobs SET status = ?, attempts = ?, last_error = ? WHERE id = ?",
+                (JobStatus.DONE.value, job.attempts, _ABSORBED, job.id),
+            )
+
+
+async def _waiting_tenants(db: aiosqlite.Connection) -> list[str]:
+    """The tenants with unfinished jobs: an index seek each (a loose index scan)."""
+    sql = (
+        "SELECT tenant FROM jobs INDEXED BY jobs_waiting_tenant "
+        f"WHERE status IN {UNFINISHED} AND tenant > ? ORDER BY tenant LIMIT 1"
+    )
+    found: list[str] = []
+    after = ""
+    while True:
+        async with db.execute(sql, (after,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return found
+        after = str(row[0])
+        found.append(after)

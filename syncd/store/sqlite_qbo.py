@@ -1,0 +1,200 @@
+"""What syncd knows of QBO's side on SQLite: stored webhooks, applied events, links, deals."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import aiosqlite
+import orjson
+
+from syncd.exceptions import StaleWriteError
+from syncd.models import (
+    DealLink,
+    Invoice,
+    JobKind,
+    Link,
+    LinkKind,
+    StoredWebhook,
+    UnderWay,
+    WebhookRetry,
+)
+from syncd.store import rows
+from syncd.store.database import Database, GroupCommit, many, rows_among
+from syncd.store.sqlite_jobs import UNFINISHED
+
+
+class QboTables:
+    """A SqliteStore's webhook bodies and event keys, customer and item links, deals."""
+
+    _db: Database
+    _inbound: GroupCommit[tuple[bytes, str]]  # webhook bodies share transactions
+
+    async def store_inbound(self, body: bytes, now: datetime) -> None:
+        """Keep a webhook body before answering 200 (processed later)."""
+        await self._inbound.add((body, now.isoformat()))
+
+    async def _insert_inbound(self, rows: list[tuple[bytes, str]]) -> None:
+        async with self._db.tx() as db:
+            await db.executemany(
+                "INSERT INTO inbound (body, received_at) VALUES (?, ?)", rows
+            )
+
+    async def pending_inbound(
+        self, limit: int, now: datetime | None = None
+    ) -> list[StoredWebhook]:
+        """Stored webhook bodies not processed yet (and due at `now`), oldest first."""
+        sql = (
+            "SELECT seq, body, received_at, attempts FROM inbound WHERE done = 0 "
+            "AND (next_at IS NULL OR next_at <= ?) ORDER BY seq LIMIT ?"
+        )
+        due = (now or datetime.max.replace(tzinfo=UTC)).isoformat()
+        async with self._db.read() as db, db.execute(sql, (due, limit)) as cur:
+            rows = await cur.fetchall()
+        return [
+            StoredWebhook(
+                seq=int(s),
+                body=bytes(b),
+                received_at=datetime.fromisoformat(at),
+                attempts=int(n),
+            )
+            for s, b, at, n in rows
+        ]
+
+    async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
+        """Which of these event keys were not applied yet."""
+        if not keys:
+            return set()
+        marks = ",".join("?" * len(keys))
+        sql = f"SELECT key FROM inbound_events WHERE realm_id = ? AND key IN ({marks})"
+        async with self._db.read() as db, db.execute(sql, [realm_id, *keys]) as cur:
+            seen = {str(k) for (k,) in await cur.fetchall()}
+        return set(keys) - seen
+
+    async def links_to(self, tenant: str, kind: LinkKind, qbo_id: str) -> list[Link]:
+        """The CRM things linked to one QBO object."""
+        sql = "SELECT key FROM links WHERE tenant = ? AND kind = ? AND qbo_id = ?"
+        async with (
+            self._db.read() as db,
+            db.execute(sql, (tenant, kind.value, qbo_id)) as cur,
+        ):
+            rows = await cur.fetchall()
+        return [Link(tenant=tenant, kind=kind, key=k, qbo_id=qbo_id) for (k,) in rows]
+
+    async def link(self, tenant: str, kind: LinkKind, key: str) -> str | None:
+        """The QBO id a CRM customer or item is linked to."""
+        sql = "SELECT qbo_id FROM links WHERE tenant = ? AND kind = ? AND key = ?"
+        async with (
+            self._db.read() as db,
+            db.execute(sql, (tenant, kind.value, key)) as cur,
+        ):
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def invoices_by_qbo_ids(
+        self, tenant: str, qbo_ids: list[str]
+    ) -> dict[str, Invoice]:
+        """The tenant's invoices synced as these QBO invoices, by QBO Id."""
+        sql = (
+            f"SELECT {rows.INVOICE_COLS} FROM invoices INDEXED BY invoices_qbo_id "
+            "WHERE tenant = ? AND qbo_id IN ({among})"
+        )
+        async with self._db.read() as db:
+            found = await rows_among(db, sql, [tenant], qbo_ids)
+        invoices = [rows.invoice(row) for row in found]
+        return {str(inv.qbo_id): inv for inv in invoices}
+
+    async def deals(self, tenant: str, qbo_invoice_ids: list[str]) -> dict[str, str]:
+        """The CRM deals these QBO-made invoices are linked to (HS4)."""
+        sql = (
+            "SELECT qbo_invoice_id, deal_id FROM deals WHERE tenant = ? "
+            "AND deal_id IS NOT NULL AND qbo_invoice_id IN ({among})"
+        )
+        async with self._db.read() as db:
+            found = await rows_among(db, sql, [tenant], qbo_invoice_ids)
+        return {str(q): str(d) for q, d in found}
+
+    async def writes_under_way(self, tenant: str, invoice_ids: list[str]) -> UnderWay:
+        """The deletes, voids and CRM payments queued for these invoices, unfinished."""
+        sql = (
+            "SELECT queue, kind, payload FROM jobs INDEXED BY jobs_invoice "
+            f"WHERE tenant = ? AND kind IN ('{JobKind.INVOICE_DELETE}', "
+            f"'{JobKind.INVOICE_VOID}', '{JobKind.PAYMENT_PUSH}') "
+            f"AND status IN {UNFINISHED} AND queue IN ({{among}})"
+        )
+        async with self._db.read() as db:
+            found = await rows_among(db, sql, [tenant], invoice_ids)
+        removing: set[str] = set()
+        paying: dict[str, Decimal] = {}
+        for queue, kind, payload in found:
+            if kind != JobKind.PAYMENT_PUSH:
+                removing.add(str(queue))
+                continue
+            amount = Decimal(str(orjson.loads(payload).get("amount", "0")))
+            paying[str(queue)] = paying.get(str(queue), Decimal(0)) + amount
+        return UnderWay(removing=removing, paying=paying)
+
+    async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
+        """Which of these QBO customers syncd created or matched (linked)."""
+        sql = (
+            "SELECT qbo_id FROM links WHERE tenant = ? AND kind = ? "
+            "AND qbo_id IN ({among})"
+        )
+        async with self._db.read() as db:
+            found = await rows_among(
+                db, sql, [tenant, LinkKind.CUSTOMER.value], qbo_ids
+            )
+        return {str(q) for (q,) in found}
+
+
+async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
+    """Remember customer and item links."""
+    await many(
+        db,
+        "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?)",
+        [(k.tenant, k.kind.value, k.key, k.qbo_id) for k in links],
+    )
+
+
+async def write_deals(db: aiosqlite.Connection, deals: list[DealLink]) -> None:
+    """Remember which CRM deal each QBO-made invoice belongs to (None: unlinked)."""
+    await many(
+        db,
+        "INSERT OR REPLACE INTO deals VALUES (?, ?, ?)",
+        [(d.tenant, d.qbo_invoice_id, d.deal_id) for d in deals],
+    )
+
+
+async def write_inbound(
+    db: aiosqlite.Connection,
+    done: list[int],
+    keys: list[tuple[str, str]],
+    new: list[WebhookRetry],
+    at: datetime | None,
+) -> None:
+    """Mark webhook bodies processed, remember the events they applied, queue retries."""
+    await many(db, "UPDATE inbound SET done = 1 WHERE seq = ?", [(s,) for s in done])
+    await many(
+        db,
+        "INSERT INTO inbound (body, received_at, attempts, next_at) VALUES (?, ?, ?, ?)",
+        [
+            (r.body, r.received_at.isoformat(), r.attempts, r.next_at.isoformat())
+            for r in new
+        ],
+    )
+    if not keys:
+        return
+    if at is None:
+        raise ValueError("a ChangeSet that stores webhook event keys needs `at`")
+    now = at.isoformat()
+    try:
+        await many(
+            db,
+            "INSERT INTO inbound_events VALUES (?, ?, ?)",
+            [(realm, key, now) for realm, key in dict.fromkeys(keys)],
+        )
+    except sqlite3.IntegrityError as exc:
+        # another writer applied one of these events since this batch was decided (the
+        # reconciliation and the webhooks both saw it): decide again, or it is twice
+        raise StaleWriteError("a QBO event was applied meanwhile") from exc
