@@ -4,13 +4,15 @@ A round returns how much it did; a busy round (at least `busy`) is followed by a
 once, else the loop waits to be woken or for `interval` seconds. A round that fails is
 said once and the loop goes on: a store that cannot be used as a warning (its health is
 reported elsewhere), anything else with its traceback. Stopping ends the loop after the
-round in hand.
+round in hand. A loop that must never give up (the broker link) paces its rounds with a
+`Backoff`; a bounded retry inside one call uses stamina instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -99,3 +101,26 @@ class Loop:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), interval)
         self._wake.clear()
+
+
+class Backoff:
+    """Pauses that start at `first`, double up to `cap`, each jittered ±50 %."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self._first, self._cap = first, cap
+        self._next = first
+
+    @property
+    def backing_off(self) -> bool:
+        """Whether a pause was taken since the last `reset`."""
+        return self._next > self._first
+
+    def pause(self) -> float:
+        """The next pause, in seconds."""
+        pause = self._next * random.uniform(0.5, 1.5)  # noqa: S311 -- jitter
+        self._next = min(self._next * 2, self._cap)
+        return pause
+
+    def reset(self) -> None:
+        """It worked: the next pause is the first again."""
+        self._next = self._first

@@ -7,7 +7,7 @@ import asyncio
 import structlog
 
 from syncd.exceptions import StoreError
-from syncd.loop import Loop, Said
+from syncd.loop import Backoff, Loop, Said
 
 SAID = Said(paused="thing_paused", failed="thing_failed")
 
@@ -77,3 +77,17 @@ async def test_a_loop_may_wait_first_and_stop_before_any_round():
     await asyncio.wait_for(task, 5)
     assert ran == []
     assert await loop.sleep(3600)  # stopped: returns at once
+
+
+def test_a_backoff_doubles_to_its_cap_with_jitter_and_starts_over_when_reset():
+    """The broker link's pauses between connections (bus/link.py)."""
+    backoff = Backoff(0.2, 3.0)
+    states = [backoff.backing_off]
+    pauses = [backoff.pause() for _ in range(8)]
+    bases = [0.2, 0.4, 0.8, 1.6, 3.0, 3.0, 3.0, 3.0]
+    assert all(b * 0.5 <= p <= b * 1.5 for p, b in zip(pauses, bases, strict=True))
+    states.append(backoff.backing_off)
+    backoff.reset()
+    states.append(backoff.backing_off)
+    assert states == [False, True, False]
+    assert backoff.pause() <= 0.3

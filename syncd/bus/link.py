@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +30,7 @@ from syncd.clock import Clock
 from syncd.config import MqttConfig, Secrets
 from syncd.const import TOPIC_STATUS
 from syncd.exceptions import StoreError
+from syncd.loop import Backoff, Loop, Said
 from syncd.models import OutboxRow, RawMessage
 
 log = structlog.get_logger(__name__)
@@ -88,27 +88,31 @@ class MqttLink:
         self.status_topic = f"{config.topic_prefix}/{TOPIC_STATUS}"
         self._refusals: dict[int, str] = {}  # mid → the reason of a PUBACK that refused
         self._probe: asyncio.Task[None] | None = None
+        self._reconnects = Backoff(_BACKOFF_FIRST, _BACKOFF_CAP)
+        # the batch was not committed when a round fails, so not acked: it comes again
+        self._loop = Loop(
+            self._session,
+            interval=self._reconnects.pause,
+            said=Said(paused="intake_paused", failed="intake_failed"),
+        )
 
     async def run(self) -> None:
         """Connect, serve and reconnect with capped jittered backoff until closed."""
-        delay = _BACKOFF_FIRST
-        while not self._closing.is_set():
-            wire = self._new_wire()
-            try:
-                async with wire.client:
-                    delay = _BACKOFF_FIRST
-                    await self._serve(wire)
-            except aiomqtt.MqttError as exc:
-                self._lost(exc)
-            except Exception:
-                # the batch was not committed, so it was not acked: the broker redelivers
-                log.exception("intake_failed")
-            finally:
-                self._wire = None
-                self.connected.clear()
-            if not self._closing.is_set():
-                await self._sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 -- jitter
-                delay = min(delay * 2, _BACKOFF_CAP)
+        await self._loop.run()
+
+    async def _session(self) -> int:
+        """One connection, served until it falls (a round of the link's loop)."""
+        wire = self._new_wire()
+        try:
+            async with wire.client:
+                self._reconnects.reset()
+                await self._serve(wire)
+        except aiomqtt.MqttError as exc:
+            self._lost(exc)
+        finally:
+            self._wire = None
+            self.connected.clear()
+        return 0
 
     async def publish_many(self, messages: Sequence[OutboxRow]) -> Published:
         """Publish in order at QoS 1; say how many from the start the broker answered.
@@ -153,6 +157,7 @@ class MqttLink:
     async def close(self) -> None:
         """Publish `offline`, disconnect cleanly and end `run`."""
         self._closing.set()
+        self._loop.stop()
         if self._probe is not None:
             self._probe.cancel()
 
@@ -289,19 +294,19 @@ class MqttLink:
         The batch stays un-acked meanwhile: the broker keeps it, and the rest of the
         queue waits behind the receive window. Stopping gives up on it, still un-acked.
         """
-        delay = _BACKOFF_FIRST
+        pauses = Backoff(_BACKOFF_FIRST, _BACKOFF_CAP)
         while True:
             try:
                 await self._handler(raw)
             except StoreError as exc:
                 if self._intake_stopped.is_set():
                     raise
-                log.warning("intake_paused", reason=str(exc), retry_in=round(delay, 1))
+                pause = pauses.pause()
+                log.warning("intake_paused", reason=str(exc), retry_in=round(pause, 1))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._intake_stopped.wait(), delay)
-                delay = min(delay * 2, _BACKOFF_CAP)
+                    await asyncio.wait_for(self._intake_stopped.wait(), pause)
             else:
-                if delay > _BACKOFF_FIRST:
+                if pauses.backing_off:
                     log.info("intake_resumed")
                 return
 
@@ -314,10 +319,6 @@ class MqttLink:
         else:
             log.warning("mqtt_disconnected", error=str(exc))
             self._failing = True
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
 
 
 @dataclass(frozen=True, slots=True)

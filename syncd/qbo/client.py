@@ -8,8 +8,6 @@ Amounts travel as exact decimals (simplejson with Decimal).
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import simplejson
+import stamina
 
 from syncd.exceptions import QboAuthError, QboError, QboTransientError
 from syncd.qbo.auth import QboAuth
@@ -39,6 +38,23 @@ class BatchItem:
     entity: str
     operation: str  # "create" or "update"
     body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Tries:
+    """What one call has been through so far."""
+
+    refreshed: bool = False  # the token was refreshed after a 401
+    unanswered: bool = False  # a try got no answer: a write may have been done
+    final: bool = False  # what failed must not be tried again within this call
+
+    def worth_another(self, exc: Exception) -> bool:
+        """A transient fault without QBO's Retry-After, in a call not yet ended."""
+        return (
+            isinstance(exc, QboTransientError)
+            and exc.retry_after is None
+            and not self.final
+        )
 
 
 class QboClient:
@@ -255,39 +271,55 @@ class QboClient:
         raw: bool = False,
         batch: bool = False,
     ) -> Any:
-        # one refresh and one more try for a 401 (the token may have died early), on top
-        # of the tries for transient faults: a 401 on the last of those must not end the
-        # loop without an answer (the chaos run found it did)
-        refreshed, attempt, unanswered = False, 1, False
+        request = (method, path, kind, params, data, content_type, accept, raw)
+        tries = _Tries()
+        # transient faults are tried again (stamina: jittered, growing pauses); a 429 with
+        # Retry-After is not (the realm pauses as QBO asks, elsewhere), nor a failed refresh
+        async for attempt in stamina.retry_context(
+            on=tries.worth_another,
+            attempts=_ATTEMPTS,
+            timeout=None,
+            wait_initial=0.4,
+            wait_max=4.0,
+            wait_jitter=0.6,
+        ):
+            with attempt:
+                try:
+                    return await self._authorised(request, tries, batch=batch)
+                except QboError as exc:
+                    # a 429 is a refusal; anything else may have been done before it failed
+                    if isinstance(exc, QboTransientError) and exc.retry_after is None:
+                        tries.unanswered = True
+                    exc.maybe_written = tries.unanswered and kind == "write"
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover -- stamina re-raises
+
+    async def _authorised(
+        self, request: tuple[Any, ...], tries: _Tries, *, batch: bool
+    ) -> Any:
+        """One try with the current token; a 401 refreshes it once per call, tries again.
+
+        A token may die early; a 401 on the last transient try must still get its
+        refresh, or the call ends without an answer (the chaos run found it did).
+        """
         while True:
             try:
                 header = await self._auth.bearer()
-            except QboError as exc:  # the refresh failed: said the same way
-                exc.maybe_written = unanswered and kind == "write"
+            except QboError:
+                tries.final = True  # the refresh failed: said as it is
                 raise
             try:
-                request = (method, path, kind, params, data, content_type, accept, raw)
                 return await self._once(*request, authorization=header, batch=batch)
             except QboAuthError as exc:
-                if refreshed:
+                if tries.refreshed:
                     # refused again with the token just refreshed: the grant itself is
                     # fine (a dead one fails at the refresh, invalid_grant); try later
-                    again = QboTransientError(
+                    tries.final = True
+                    raise QboTransientError(
                         f"{exc.message}, again after a refresh", exc.code, exc.detail
-                    )
-                    again.maybe_written = unanswered and kind == "write"
-                    raise again from exc
-                exc.maybe_written = unanswered and kind == "write"
-                refreshed = True
+                    ) from exc
+                tries.refreshed = True
                 self._auth.rejected(header)
-            except QboTransientError as exc:
-                # a 429 is a refusal; anything else may have been done before it failed
-                unanswered = unanswered or exc.retry_after is None
-                exc.maybe_written = unanswered and kind == "write"
-                if exc.retry_after or attempt >= _ATTEMPTS:
-                    raise
-                await asyncio.sleep(random.uniform(0.2, 0.5) * 2**attempt)  # noqa: S311 -- jitter
-                attempt += 1
 
     async def _once(
         self,

@@ -6,16 +6,14 @@ syncs need no look-ups.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import structlog
+import stamina
 
 from syncd.exceptions import QboTransientError
 from syncd.qbo import QboClient, queries
 
-log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 # the settings read at the callback: 8 tries, pauses 0.25 s doubling to 4 s (~16 s at most)
 SETTINGS_TRIES, SETTINGS_FIRST_PAUSE, SETTINGS_PAUSE_CAP = 8, 0.25, 4.0
@@ -62,12 +60,15 @@ async def read_settings(client: QboClient) -> dict[str, Any]:
 
 
 async def _patiently(read: Callable[[], Awaitable[_T]]) -> _T:
-    delay = SETTINGS_FIRST_PAUSE
-    for _ in range(SETTINGS_TRIES - 1):
-        try:
+    """`read`, tried again on QBO's transient faults (stamina: growing, jittered pauses)."""
+    async for attempt in stamina.retry_context(
+        on=QboTransientError,
+        attempts=SETTINGS_TRIES,
+        timeout=None,
+        wait_initial=SETTINGS_FIRST_PAUSE,
+        wait_max=SETTINGS_PAUSE_CAP,
+        wait_jitter=SETTINGS_FIRST_PAUSE,
+    ):
+        with attempt:
             return await read()
-        except QboTransientError as exc:
-            log.info("qbo_settings_retry", error=exc.message, pause=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, SETTINGS_PAUSE_CAP)
-    return await read()
+    raise AssertionError("unreachable")  # pragma: no cover -- stamina re-raises
