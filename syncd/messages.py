@@ -67,7 +67,7 @@ class InputRejected(Message):
     """A refused message: its topic, its id if readable, and why."""
 
     type: ClassVar[str] = TYPE_REJECTED
-    topic: ClassVar[str] = TOPIC_REJECTED
+    below: ClassVar[str] = TOPIC_REJECTED
 
     @classmethod
     def of(
@@ -88,7 +88,7 @@ class SyncFailed(Message):
     """A sync that failed (HS2): invoice, operation, QBO code and message, attempts."""
 
     type: ClassVar[str] = "sync.failed"
-    topic: ClassVar[str] = TOPIC_SYNC_FAILED
+    below: ClassVar[str] = TOPIC_SYNC_FAILED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +96,7 @@ class StatusSet(Message):
     """A QBO event moved the invoice (RO6): `{invoice_id, from, to, reason}`."""
 
     type: ClassVar[str] = "invoice.set_status"
-    topic: ClassVar[str] = TOPIC_SET_STATUS
+    below: ClassVar[str] = TOPIC_SET_STATUS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,7 +104,7 @@ class PaymentReceived(Message):
     """A QBO payment on a synced invoice (OD10, HS5)."""
 
     type: ClassVar[str] = "payment.received"
-    topic: ClassVar[str] = "out/payment/received"
+    below: ClassVar[str] = "out/payment/received"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,7 +112,7 @@ class InvoiceLinked(Message):
     """A QBO-made invoice linked to a CRM deal, or unlinked (`deal_id` null)."""
 
     type: ClassVar[str] = "invoice.linked"
-    topic: ClassVar[str] = "out/invoice/linked"
+    below: ClassVar[str] = "out/invoice/linked"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +120,7 @@ class InvoiceImported(Message):
     """An invoice a person made in QBO, shown in the CRM (HS3, HS4)."""
 
     type: ClassVar[str] = "invoice.imported"
-    topic: ClassVar[str] = "out/invoice/imported"
+    below: ClassVar[str] = "out/invoice/imported"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,7 +128,7 @@ class ContactCreated(Message):
     """A customer new in QBO (HL1)."""
 
     type: ClassVar[str] = "contact.created"
-    topic: ClassVar[str] = "out/contact/created"
+    below: ClassVar[str] = "out/contact/created"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,7 +136,7 @@ class ReviewRequested(Message):
     """A customer's first QBO payment, when reviews are switched on (HL2)."""
 
     type: ClassVar[str] = "review.requested"
-    topic: ClassVar[str] = "out/review/requested"
+    below: ClassVar[str] = "out/review/requested"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,7 +144,7 @@ class ConnectionState(Message):
     """The retained state of the tenant's QBO connection (`P/T/connection`)."""
 
     type: ClassVar[str] = "connection.state"
-    topic: ClassVar[str] = "connection"
+    below: ClassVar[str] = "connection"
     retain: ClassVar[bool] = True
 
 
@@ -153,7 +153,7 @@ class ConnectionWarning(Message):
     """`30_days`, `7_days` or `reconnect_needed` before the connection lapses."""
 
     type: ClassVar[str] = "connection.warning"
-    topic: ClassVar[str] = "out/connection/warning"
+    below: ClassVar[str] = "out/connection/warning"
 
 
 def invoice_view(invoice: Invoice) -> dict[str, Any]:

@@ -137,12 +137,12 @@ class Message:
     causation_id: str | None = None
 
     type: ClassVar[str] = ""
-    topic: ClassVar[str] = ""  # below "<prefix>/<tenant>/"
+    below: ClassVar[str] = ""  # its topic below "<prefix>/<tenant>/"
     retain: ClassVar[bool] = False
 
     def subtopic(self) -> str:
         """The topic below `<prefix>/<tenant>/`."""
-        return self.topic
+        return self.below
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

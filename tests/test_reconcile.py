@@ -9,11 +9,13 @@ from typing import Any
 
 from syncd.config import load_config
 from syncd.inbound import reconcile
-from syncd.inbound.reconcile import Reconciler
+from syncd.inbound.reconcile import Reconciler, missed_by_webhooks
+from syncd.messages import PaymentReceived, StateChanged
 from syncd.models import ChangeSet, Invoice, SyncState
 from syncd.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 async def test_open_balances_turn_overdue_when_the_day_comes(tmp_path):
@@ -98,3 +100,28 @@ async def test_the_overdue_pass_marks_a_page_at_a_time_and_only_what_turned(
     assert overdue == sorted([*(i.invoice_id for i in turned), "I-12", "I-15"])
     assert len(await store.pending_outbox(100)) == 8
     await store.close()
+
+
+def test_a_pass_counts_what_webhooks_missed_not_the_states_it_refreshed():
+    """A refreshed state is no news; a move, a failure or a payment told is (issue 23).
+
+    When the outbox held rendered topics, states were told apart by their topic; typed
+    messages are told apart by their type.
+    """
+    invoice = Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=1,
+        data={},
+        updated_at=NOW,
+    )
+    quiet = ChangeSet(outbox=[StateChanged.of(invoice, NOW)])
+    assert missed_by_webhooks(quiet) == 0
+    news = ChangeSet(
+        outbox=[
+            StateChanged.of(invoice, NOW),
+            PaymentReceived(tenant="acme", at=NOW, data={}),
+        ]
+    )
+    assert missed_by_webhooks(news) == 1
