@@ -32,6 +32,11 @@ WEBHOOKS_GIVEN_UP = Counter(
     "Webhook notifications whose fetch kept failing, left to reconciliation (CDC)",
     registry=REGISTRY,
 )
+RECONCILE_ROUNDS = Counter(
+    "syncd_reconcile_rounds",
+    "Reconciliation rounds run (each one over every tenant it can reach)",
+    registry=REGISTRY,
+)
 MESSAGES_OUT = Counter(
     "syncd_messages_out",
     "Messages published to the CRM and acknowledged by the broker, by kind",

@@ -77,6 +77,7 @@ class Crm:
         )
         self._task: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
+        self._barriers: set[bytes] = set()  # markers back from the broker
 
     async def __aenter__(self) -> Crm:
         await self._client.__aenter__()
@@ -92,8 +93,29 @@ class Crm:
     async def _collect(self) -> None:
         async for m in self._client.messages:
             payload = m.payload if isinstance(m.payload, bytes) else b""
-            self.received.append(Received(m.topic.value, payload, m.retain))
+            if m.topic.value == self._barrier_topic:
+                self._barriers.add(payload)
+            else:
+                self.received.append(Received(m.topic.value, payload, m.retain))
             self._arrived.set()
+
+    @property
+    def _barrier_topic(self) -> str:
+        return f"{self.prefix}/_test/barrier"  # syncd reads P/+/crm/# only
+
+    async def barrier(self, timeout: float = 15) -> None:
+        """Return once all the broker took before now has reached this client.
+
+        The broker hands one subscriber its messages in the order it took them, so a
+        marker published now comes back after whatever syncd published before it: a
+        positive signal that "nothing more came", instead of a sleep.
+        """
+        marker = f"barrier-{next(_ids)}".encode()
+        await self._client.publish(self._barrier_topic, marker, qos=1)
+        async with asyncio.timeout(timeout):
+            while marker not in self._barriers:
+                self._arrived.clear()
+                await self._arrived.wait()
 
     async def publish_raw(
         self, topic: str, payload: bytes, retain: bool = False

@@ -88,6 +88,7 @@ class Reconciler:
             log.warning("reconcile_found_missed_changes", changes=missed)
             interval = max(1, interval // 5)
         self._interval = float(interval)
+        metrics.RECONCILE_ROUNDS.inc()
         return 0  # never busy: the next pass is an interval away
 
     async def _after(self, tenant: str, exc: Exception) -> None:

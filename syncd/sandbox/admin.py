@@ -45,6 +45,7 @@ def routes(app: web.Application) -> None:
     r.add_post(PREFIX + "/tokens/revoke-all", revoke_tokens)
     r.add_get(PREFIX + "/tokens", issued_tokens)
     r.add_get(PREFIX + "/webhooks", webhooks)
+    r.add_get(PREFIX + "/webhooks/outstanding", outstanding_webhooks)
 
 
 async def list_realms(request: web.Request) -> web.Response:
@@ -231,6 +232,11 @@ async def issued_tokens(request: web.Request) -> web.Response:
 async def webhooks(request: web.Request) -> web.Response:
     """Every webhook delivery with its attempts and statuses."""
     return json_response([d.report() for d in request.app[SANDBOX].notifier.deliveries])
+
+
+async def outstanding_webhooks(request: web.Request) -> web.Response:
+    """How many changes and deliveries are not answered yet: 0 when all is told."""
+    return json_response({"outstanding": request.app[SANDBOX].notifier.outstanding()})
 
 
 def _floats(values: dict[str, Any]) -> dict[str, float]:

@@ -140,6 +140,7 @@ class Notifier:
         self._queue: deque[Delivery] = deque()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sending = 0  # deliveries being posted (and retried) now
 
     def notify(self, change: Change) -> None:
         """Queue one change (called by every company on every change)."""
@@ -156,7 +157,15 @@ class Notifier:
             self._enqueue(self._take())
             while self._queue:
                 delivery = self._queue.popleft()
-                await self._deliver(session, delivery)
+                self._sending += 1
+                try:
+                    await self._deliver(session, delivery)
+                finally:
+                    self._sending -= 1
+
+    def outstanding(self) -> int:
+        """Changes and deliveries not answered yet (dropped ones are not coming)."""
+        return len(self._pending) + len(self._queue) + len(self._tasks) + self._sending
 
     def _take(self) -> list[Delivery]:
         changes, self._pending = self._pending, []

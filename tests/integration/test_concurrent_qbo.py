@@ -6,9 +6,10 @@ only through its own writes (or a refresh): exactly the window the chaos run hit
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
+from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.integration.test_inbound import _pay
 from tests.integration.test_outbound import Setup, _invoice
 from tests.integration.test_outbound import setup as setup  # the fixture
@@ -86,10 +87,13 @@ async def test_an_edit_while_the_first_push_is_in_flight_reaches_qbo(setup: Setu
     await setup.qbo.admin("PUT", "faults", {"api": {"slow": 1.0, "slow_seconds": 1}})
     try:
         await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
-        await asyncio.sleep(1.5)  # resolving the customer and item: in flight
+        db = DbView(setup.syncd.config.parent / "syncd.db")
+        in_flight = "SELECT count(*) FROM jobs WHERE status = 'in_flight'"
+        await eventually(lambda: db.query(in_flight)[0][0] == 1)  # in QBO's hands
         edit = _invoice(2, "open", lines=LINES_300, total="300.00")
-        await setup.crm.send("acme", "invoice.upserted", edit)
-        await asyncio.sleep(0.5)
+        sent = await setup.crm.send("acme", "invoice.upserted", edit)
+        await eventually(lambda: sent["id"] in db.outcomes("acme"))
+        assert db.query(in_flight)[0][0] == 1  # the edit came during the first push
     finally:
         await setup.qbo.admin("PUT", "faults", {"api": {"slow": 0.0}})
     await setup.state(

@@ -65,6 +65,16 @@ async def _synced_invoice(s: Setup) -> dict[str, Any]:
     return row
 
 
+async def _all_told(s: Setup) -> bool:
+    """The sandbox has no change or delivery left unanswered."""
+    left = await s.qbo.admin("GET", "webhooks/outstanding")
+    return bool(left["outstanding"] == 0)
+
+
+async def _more_deliveries(s: Setup, than: int) -> bool:
+    return len(await s.qbo.admin("GET", "webhooks")) > than
+
+
 async def _pay(s: Setup, invoice: dict[str, Any], amount: str) -> None:
     """A bookkeeper records a payment in QBO."""
     await s.qbo.pay_by_hand(s.realm, invoice, amount)
@@ -134,7 +144,7 @@ async def test_a_refused_mapping_is_a_failure_and_no_set_status(wired: Setup):
 async def test_syncds_own_writes_do_not_echo(wired: Setup):
     """An invoice syncd wrote comes back as a webhook: nothing is sent to the CRM."""
     await _synced_invoice(wired)
-    await asyncio.sleep(1.0)  # the webhook of syncd's own create has come and gone
+    await wired.settled()  # the webhook of syncd's own create has come and been applied
     assert wired.crm.on("acme/out/invoice/set_status") == []
     deliveries = await wired.qbo.admin("GET", "webhooks")
     assert deliveries and all(d["delivered"] for d in deliveries)
@@ -210,7 +220,8 @@ async def test_without_webhooks_cdc_still_converges(unwired: Setup):
     )
     [moved] = unwired.crm.on("acme/out/invoice/set_status")
     assert (moved.body["data"]["from"], moved.body["data"]["to"]) == ("open", "paid")
-    await asyncio.sleep(2.5)  # more passes: nothing is applied or reported twice
+    await unwired.reconciled(rounds=2)  # more passes: nothing applied or told twice
+    await unwired.settled()
     assert len(unwired.crm.on("acme/out/invoice/set_status")) == 1
     assert len(unwired.crm.on("acme/out/payment/received")) == 1
     log = await unwired.qbo.admin("GET", f"requests?realm={unwired.realm}")
@@ -235,7 +246,8 @@ async def test_what_changed_in_qbo_while_a_reconnect_was_due_reaches_the_crm(
     await eventually(lambda: db.query(sql)[0][0] == "needs_reconnect")
     await unwired.fresh_reader()
     await _pay(unwired, invoice, "200.00")
-    await asyncio.sleep(4)  # passes that cannot run: the tenant must be reconnected
+    await unwired.reconciled(rounds=2)  # passes that cannot run: reconnect needed
+    await unwired.settled()
     assert unwired.crm.on("acme/out/invoice/set_status") == []
     status, body = await connect(http, unwired.syncd, f"&realm={unwired.realm}")
     assert status == 200, body
@@ -254,7 +266,7 @@ async def test_duplicated_and_delayed_webhooks_apply_once(wired: Setup):
     await wired.crm.wait_for(
         lambda r: bool(wired.crm.on("acme/out/invoice/set_status"))
     )
-    await asyncio.sleep(1.0)
+    await wired.settled()  # every duplicate delivered and applied (or seen as known)
     assert len(wired.crm.on("acme/out/invoice/set_status")) == 1
     assert len(wired.crm.on("acme/out/payment/received")) == 1
     deliveries = await wired.qbo.admin("GET", "webhooks")
@@ -340,7 +352,7 @@ async def test_refresh_pulls_an_invoice_and_a_contacts_list(setup: Setup):
     """PD8: `command.refresh` pulls one invoice now, or a contact's invoices in a range."""
     invoice = await _synced_invoice(setup)
     await _pay(setup, invoice, "200.00")  # no webhooks here: nothing happens by itself
-    await asyncio.sleep(0.5)
+    await setup.settled()  # syncd has nothing left to do: it has not heard of it
     assert setup.crm.on("acme/out/invoice/set_status") == []
     await setup.crm.send("acme", "command.refresh", {"invoice_id": "INV-1"})
     await setup.crm.wait_for(
@@ -421,12 +433,13 @@ async def test_a_late_webhook_never_moves_an_invoice_back(wired: Setup):
     await wired.qbo.admin(
         "PUT", "faults", {"webhooks": {"delay": 1.0, "delay_seconds": 1.5}}
     )
+    held = len(await wired.qbo.admin("GET", "webhooks"))
     await _pay(wired, invoice, "50.00")  # its webhook is held back
-    await asyncio.sleep(0.3)
+    await eventually(lambda: _more_deliveries(wired, held))
     await wired.qbo.admin("PUT", "faults", {"webhooks": {"delay": 0.0}})
     await _pay(wired, invoice, "150.00")
     await wired.state("INV-1", lambda d: d["status"] == "paid")
-    await asyncio.sleep(2.0)  # the late one arrives and is applied
+    await wired.settled()  # the late one arrives and is applied
     moves = [m.body["data"]["to"] for m in wired.crm.on("acme/out/invoice/set_status")]
     assert moves[-1] == "paid"
     assert "partially_paid" not in moves[moves.index("paid") :]
@@ -450,9 +463,7 @@ async def test_a_customer_merged_away_in_qbo_moves_its_link(wired: Setup):
     )
     db = DbView(wired.syncd.config.parent / "syncd.db")
     sql = "SELECT qbo_id FROM links WHERE tenant = 'acme' AND kind = 'customer'"
-    async with asyncio.timeout(15):
-        while db.query(sql) != [(survivor_id,)]:
-            await asyncio.sleep(0.05)
+    await eventually(lambda: db.query(sql) == [(survivor_id,)])
     second = {**_invoice(1, "open"), "invoice_id": "INV-2", "number": "1002"}
     await wired.crm.send("acme", "invoice.upserted", second)
     await wired.state("INV-2", lambda d: d["sync_state"] == "synced")
@@ -486,7 +497,7 @@ async def test_a_contacts_listing_pages_past_1000_invoices(setup: Setup):
     await setup.crm.wait_for(
         lambda r: len(setup.crm.on("acme/out/invoice/imported")) >= 1100, timeout=60
     )
-    await asyncio.sleep(0.5)
+    await setup.settled()  # anything told twice would be out by now
     imported = {
         m.body["data"]["qbo_id"] for m in setup.crm.on("acme/out/invoice/imported")
     }
@@ -543,8 +554,8 @@ async def test_one_tenants_trouble_never_holds_up_anothers_webhooks(
                     "GET", "query", params={"query": "select * from Invoice"}
                 )
             )["QueryResponse"]["Invoice"]
-            await asyncio.sleep(0.3)  # acme's notification is delivered first
             s = Setup(syncd, globex, crm, realms["globex"])
+            await eventually(lambda: _all_told(s))  # acme's notification goes first
             await _pay(s, row, "200.00")
             await crm.wait_for(lambda r: bool(crm.on("globex/out/invoice/set_status")))
         [moved] = crm.on("globex/out/invoice/set_status")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.crm import Crm, invoice
+from tests.dbview import DbView
 from tests.eventually import eventually
 from tests.integration.test_connect import connect
 from tests.sandbox_process import Connection, SandboxProcess
@@ -57,6 +58,48 @@ class Setup:
         async with self.qbo.session.get(url, headers=headers) as r:
             body = await r.json()
         return body["sync_state"], body["error"]
+
+    async def settled(self, timeout: float = 15) -> None:
+        """Wait until nothing is left to happen: a positive signal, not a sleep.
+
+        QBO's webhooks all answered, every stored one applied, no job waiting or in
+        flight, and the outbox empty (what syncd had to say is out).
+        """
+        db = DbView(self.syncd.config.parent / "syncd.db")
+
+        async def quiet() -> bool:
+            left = await self.qbo.admin("GET", "webhooks/outstanding")
+            return (
+                left["outstanding"] == 0
+                and db.query("SELECT count(*) FROM inbound WHERE done = 0")[0][0] == 0
+                and db.query(
+                    "SELECT count(*) FROM jobs WHERE status IN ('pending', 'in_flight')"
+                )[0][0]
+                == 0
+                and db.outbox_size() == 0
+            )
+
+        await eventually(quiet, timeout=timeout)
+        await self.crm.barrier()  # and what was published has reached the CRM
+
+    async def metric(self, name: str) -> float:
+        """One unlabelled sample of syncd's /metrics (0 when absent)."""
+        url = f"http://127.0.0.1:{self.syncd.http_port}/metrics"
+        async with self.qbo.session.get(url) as r:
+            text = await r.text()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    async def reconciled(self, rounds: int = 2, timeout: float = 20) -> None:
+        """Wait until reconciliation has run `rounds` more rounds (a positive signal)."""
+        name = "syncd_reconcile_rounds_total"
+        target = await self.metric(name) + rounds
+        await eventually(lambda: self._reached(name, target), timeout=timeout)
+
+    async def _reached(self, name: str, target: float) -> bool:
+        return await self.metric(name) >= target
 
     async def writes(self) -> list[dict[str, Any]]:
         log = await self.qbo.admin("GET", f"requests?realm={self.realm}")
@@ -189,10 +232,12 @@ async def test_edits_update_the_same_invoice_and_unchanged_makes_no_call(setup: 
         ),
     )
     before = len(await setup.writes())
-    await setup.crm.send(
+    sent = await setup.crm.send(
         "acme", "invoice.upserted", _invoice(3, "open", lines=lines, total="300.00")
     )
-    await asyncio.sleep(1.0)
+    db = DbView(setup.syncd.config.parent / "syncd.db")
+    await eventually(lambda: sent["id"] in db.outcomes("acme"))
+    await setup.settled()
     assert len(await setup.writes()) == before
     rows = await setup.qbo_rows("select * from Invoice")
     assert len(rows) == 1

@@ -129,7 +129,9 @@ async def test_a_webhook_for_one_company_moves_only_its_tenant(two: Two):
     ) as r:
         assert r.status == 200
     await two.crm.wait_for(lambda r: bool(two.crm.on("beta/out/invoice/set_status")))
-    await asyncio.sleep(0.5)
+    pending = "SELECT count(*) FROM inbound WHERE done = 0"
+    await eventually(lambda: two.db.query(pending)[0][0] == 0 == two.db.outbox_size())
+    await two.crm.barrier()
     assert two.db.status("beta", "INV-1") == ("paid", 1)
     assert two.db.status("acme", "INV-1") == ("open", 1)
     assert two.crm.on("acme/out/invoice/set_status") == []

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.crm import Crm
+from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.integration.test_connect import connect
 from tests.sandbox_process import SandboxProcess
 from tests.syncd_process import QBO_ENV, SyncdProcess, write_config
@@ -44,7 +46,10 @@ async def test_an_ending_authorization_is_warned_once(expiring, http):
     syncd.stop()
     await asyncio.to_thread(syncd.start)
     await crm.wait_for(lambda r: len(crm.on("acme/connection")) >= 2, timeout=30)
-    await asyncio.sleep(0.5)
+    # a warning would be committed with the state, and published right after it
+    db = DbView(syncd.config.parent / "syncd.db")
+    await eventually(lambda: db.outbox_size() == 0)
+    await crm.barrier()
     [warning] = crm.on("acme/out/connection/warning")
     assert warning.body["data"]["level"] == "30_days"
     assert "qbo_connection_expiring" in syncd.log()
