@@ -33,3 +33,24 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout} s; last: {last!r}")
         await asyncio.sleep(every)
+
+
+def until(check: Callable[[], Any], *, timeout: float = 15, every: float = 0.05) -> Any:
+    """`eventually` for code that is not async (process start-up, sync tests).
+
+    Only AssertionError and OSError (a port not open yet) count as "not yet"; anything
+    else (a process that died) ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except (AssertionError, OSError) as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s; last: {last!r}")
+        time.sleep(every)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from syncd.demo.services import free_port, mosquitto_binary
+from tests.eventually import until
 
 __all__ = ["Broker", "free_port", "mosquitto_binary"]
 
@@ -57,16 +57,14 @@ class Broker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log()}") from None
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
+        until(self._listens, timeout=10, every=0.02)
+
+    def _listens(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {self.log()}")
+        socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+        return True
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

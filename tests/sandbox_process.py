@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import time
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import aiohttp
 import simplejson
 
+from tests.eventually import until
 from tests.mosquitto import free_port
 
 CLIENT_ID, CLIENT_SECRET, VERIFIER = "test-client", "test-secret", "test-verifier"
@@ -50,18 +50,14 @@ class SandboxProcess:
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=log)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(
-                    self.origin + "/_sandbox/realms", timeout=1
-                ).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(self.log_path.read_text()) from None
-                time.sleep(0.05)
-        raise RuntimeError("sandbox did not start")
+        until(self._answers, timeout=20)
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(self.log_path.read_text())
+        urllib.request.urlopen(self.origin + "/_sandbox/realms", timeout=1).close()
+        return True
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

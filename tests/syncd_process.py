@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
+from tests.eventually import until
 from tests.mosquitto import free_port
 
 RULES = Path(__file__).resolve().parent.parent / "rules" / "default.toml"
@@ -85,18 +85,16 @@ class SyncdProcess:
             return e.code, e.read()
 
     def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"syncd exited {self.proc.returncode}: {self.log()}")
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"syncd not ready: {self.log()}")
+        try:
+            until(self._ready, timeout=timeout)
+        except AssertionError:
+            raise RuntimeError(f"syncd not ready: {self.log()}") from None
+
+    def _ready(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            code = self.proc.returncode if self.proc else None
+            raise RuntimeError(f"syncd exited {code}: {self.log()}")
+        return self.get("/readyz")[0] == 200
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

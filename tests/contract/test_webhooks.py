@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.eventually import eventually
 from tests.sandbox_process import VERIFIER, Connection, SandboxProcess
 
 
@@ -111,7 +112,7 @@ async def test_cloudevents_mix_realms_and_name_operations(tmp_path, receiver, ht
             params={"operation": "void"},
         )
         await hook.wait(1)
-        await asyncio.sleep(0.3)
+        await _told(one)
         events = [e for _, body in hook.calls for e in json.loads(body)]
         assert hook.calls[0][0]["Content-Type"].startswith(
             "application/cloudevents+json"
@@ -154,7 +155,7 @@ async def test_webhook_faults_drop_and_duplicate(tmp_path, receiver, http):
         qbo = await Connection(http, process.origin).connect()
         await qbo.admin("PUT", "faults", {"webhooks": {"drop": 1.0}})
         await qbo.customer("Dropped")
-        await asyncio.sleep(0.4)
+        await _told(qbo)
         assert hook.calls == []
         await qbo.admin("PUT", "faults", {"webhooks": {"drop": 0.0, "duplicate": 1.0}})
         await qbo.customer("Twice")
@@ -185,7 +186,7 @@ async def test_person_in_qbo_changes_are_notified(tmp_path, receiver, http):
         paid = (await qbo.call("GET", f"invoice/{invoice['Id']}"))["Invoice"]
         assert paid["Balance"] == 0
         await hook.wait(1)
-        await asyncio.sleep(0.3)
+        await _told(qbo)
         names = [
             (e["name"], e["operation"])
             for _, b in hook.calls
@@ -274,7 +275,7 @@ async def test_delayed_deliveries_arrive_out_of_order(tmp_path, receiver, http):
             "PUT", "faults", {"webhooks": {"delay": 1.0, "delay_seconds": 0.8}}
         )
         first = await qbo.customer("First")
-        await asyncio.sleep(0.3)
+        await eventually(lambda: _deliveries(qbo))  # made, and held back
         await qbo.admin("PUT", "faults", {"webhooks": {"delay": 0.0}})
         second = await qbo.customer("Second")
         await hook.wait(2)
@@ -313,7 +314,7 @@ async def test_cloudevents_carry_at_most_100_events_and_merges_name_the_deleted(
         gone, into = made[0]["Customer"]["Id"], made[1]["Customer"]["Id"]
         await qbo.admin("POST", f"realms/{qbo.realm}/customer/{gone}/merge?into={into}")
         await hook.wait(2, timeout=15)
-        await asyncio.sleep(2)
+        await _told(qbo)
         deliveries = [json.loads(body) for _, body in hook.calls]
         assert all(len(d) <= 100 for d in deliveries)
         events = [e for d in deliveries for e in d]
@@ -323,3 +324,17 @@ async def test_cloudevents_carry_at_most_100_events_and_merges_name_the_deleted(
         await qbo.call("GET", f"customer/{gone}", expect=400)  # merged away: gone
     finally:
         process.stop()
+
+
+async def _told(qbo: Connection) -> None:
+    """Wait until the sandbox has no change or delivery left unanswered (or dropped)."""
+
+    async def none_left() -> bool:
+        left = await qbo.admin("GET", "webhooks/outstanding")
+        return bool(left["outstanding"] == 0)
+
+    await eventually(none_left)
+
+
+async def _deliveries(qbo: Connection) -> int:
+    return len(await qbo.admin("GET", "webhooks"))

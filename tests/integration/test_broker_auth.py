@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.crm import envelope, invoice
+from tests.eventually import eventually
 from tests.mosquitto import Broker
 from tests.syncd_process import SyncdProcess, write_config
 
@@ -157,10 +158,7 @@ async def test_a_wrong_password_or_an_unknown_ca_keeps_syncd_not_ready(
         why = "CERTIFICATE_VERIFY_FAILED"
     syncd.start(wait_ready=False)
     try:
-        deadline = time.monotonic() + 15
-        while why not in syncd.log() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert why in syncd.log()
+        await eventually(lambda: why in syncd.log())
         status, body = syncd.get("/readyz")
         assert status == 503
         assert json.loads(body)["checks"]["broker"] is False

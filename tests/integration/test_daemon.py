@@ -194,11 +194,7 @@ async def test_readyz_follows_the_broker(tmp_path):
     try:
         assert proc.get("/readyz")[0] == 200
         broker.stop()
-        for _ in range(100):
-            code, body = proc.get("/readyz")
-            if code == 503:
-                break
-            await asyncio.sleep(0.05)
+        code, body = await eventually(lambda: _not_ready(proc))
         assert code == 503
         assert json.loads(body)["checks"] == {
             "store": True,
@@ -241,9 +237,7 @@ async def test_sighup_reloads_good_rules_and_keeps_old_on_bad(tmp_path, broker):
             # issue 22 §9: tomllib recursed; SIGHUP logged asyncio's own traceback
             rules.write_text("a = " + "[" * 2000 + "]" * 2000 + "\n")
             proc.signal(signal.SIGHUP)
-            async with asyncio.timeout(10):
-                while "nested too deeply" not in proc.log():
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: "nested too deeply" in proc.log(), timeout=10)
             assert "Exception in callback" not in proc.log()
             await crm.send("acme", "invoice.upserted", invoice("I", 4, "sent"))
             await crm.wait_for(lambda r: _states(crm, "I") == ["draft", "open", "sent"])
@@ -274,9 +268,13 @@ async def test_messages_sent_while_syncd_is_down_are_processed(tmp_path, broker)
 
 
 async def _wait_log(proc: SyncdProcess, event: str, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while f'"event":"{event}"' not in proc.log():
-            await asyncio.sleep(0.05)
+    await eventually(lambda: f'"event":"{event}"' in proc.log(), timeout=timeout)
+
+
+def _not_ready(proc: SyncdProcess) -> tuple[int, bytes] | None:
+    """/readyz's answer once it is 503, else None."""
+    code, body = proc.get("/readyz")
+    return (code, body) if code == 503 else None
 
 
 def test_config_paths_are_real(tmp_path: Path):

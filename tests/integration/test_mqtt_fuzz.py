@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.crm import envelope, invoice
 from tests.dbview import DbView
+from tests.eventually import until
 from tests.mosquitto import Broker
 from tests.syncd_process import RULES, SyncdProcess, write_config
 
@@ -153,12 +153,10 @@ def _send(broker: Broker, tenant: str, data: dict[str, Any]) -> str:
 
 
 def _wait(predicate: Any, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+    try:
+        return bool(until(predicate, timeout=timeout, every=0.02))
+    except AssertionError:
+        return False
 
 
 def _outcome(db: DbView, message_id: str) -> str | None:

@@ -8,7 +8,6 @@ type, a body that fits the schema. The seeded examples are checked the same way.
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from hypothesis import HealthCheck, settings
 
 from syncd.web.openapi import DOCUMENT
 from tests.crm import envelope, invoice
+from tests.eventually import until
 from tests.mosquitto import Broker
 from tests.syncd_process import ADMIN, QBO_ENV, SyncdProcess, write_config
 
@@ -88,15 +88,17 @@ def _fits(path: str, status: int, body: Any) -> None:
     jsonschema.validate(body, schema)
 
 
+def _failures(api: Api) -> tuple[int, Any] | None:
+    status, failures = _get(api, "/api/tenants/acme/failures")
+    return (status, failures) if failures else None
+
+
 def test_the_document_is_served_and_the_examples_fit_it(api: Api):
     """`/openapi.json` is the document; a real invoice, history and failure fit it."""
     with urllib.request.urlopen(api.base + "/openapi.json", timeout=5) as r:
         assert json.loads(r.read()) == json.loads(json.dumps(DOCUMENT))
-    for _ in range(50):  # the two messages are applied asynchronously
-        status, failures = _get(api, "/api/tenants/acme/failures")
-        if failures:
-            break
-        time.sleep(0.1)
+    # the two messages are applied asynchronously
+    status, failures = until(lambda: _failures(api), timeout=5, every=0.1)
     _fits("/api/tenants/{tenant}/failures", status, failures)
     assert failures and failures[0]["code"] == "move_refused"
     status, listed = _get(api, "/api/tenants/acme/invoices")

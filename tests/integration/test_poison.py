@@ -7,7 +7,6 @@ valid message of another tenant is applied and published.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ import pytest
 from syncd.store.sqlite import SqliteStore
 from tests.crm import Crm, envelope, invoice
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.mosquitto import Broker
 from tests.syncd_process import RULES, SyncdProcess, write_config
 
@@ -63,9 +63,7 @@ POISONS = [
 
 async def _outbox_empties(db: DbView) -> None:
     """The publisher deletes a row just after its PUBACK: wait for that."""
-    async with asyncio.timeout(10):
-        while db.outbox_size():
-            await asyncio.sleep(0.05)
+    await eventually(lambda: db.outbox_size() == 0, timeout=10)
 
 
 def _syncd(tmp_path: Path, broker: Broker) -> SyncdProcess:

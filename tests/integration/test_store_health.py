@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import sqlite3
@@ -22,6 +21,7 @@ from syncd.store.database import Database
 from syncd.store.sqlite import SqliteStore
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
+from tests.eventually import eventually
 from tests.mosquitto import Broker
 from tests.syncd_process import ADMIN, QBO_ENV, SyncdProcess, write_config
 from tests.test_inbox import NOW, RULES, upsert
@@ -126,9 +126,7 @@ async def test_a_store_in_a_read_only_folder_is_one_line(tmp_path):
 
 
 async def _until(predicate: Callable[[], bool], seconds: float = 10) -> None:
-    async with asyncio.timeout(seconds):
-        while not predicate():
-            await asyncio.sleep(0.05)
+    await eventually(predicate, timeout=seconds)
 
 
 @asynccontextmanager

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from hypothesis import strategies as st
 
 from tests.crm import envelope, invoice
 from tests.dbview import DbView
+from tests.eventually import until
 from tests.mosquitto import Broker
 from tests.syncd_process import QBO_ENV, SyncdProcess, write_config
 
@@ -158,9 +158,7 @@ def test_syncd_still_serves_after_the_fuzzing(target):
         "syncd/acme/crm/invoice/upserted", json.dumps(body), qos=1, port=broker.port
     )
     view = DbView(syncd.config.parent / "syncd.db")
-    deadline = time.monotonic() + 10
-    while view.status("acme", "AFTER-1") is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    until(lambda: view.status("acme", "AFTER-1") is not None, timeout=10)
     assert view.status("acme", "AFTER-1") == ("draft", 1)
     assert "loop_crashed" not in syncd.log()
     assert "inbound_item_failed" not in syncd.log()  # every stored body was handled
