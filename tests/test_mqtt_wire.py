@@ -20,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from syncd.bus.wire import Wire
+from tests.eventually import eventually
 from tests.mosquitto import Broker
 
 
@@ -58,15 +59,17 @@ async def acl_broker(tmp_path: Path) -> AsyncIterator[Broker]:
     broker.stop()
 
 
+def _gathered(wire: Wire, got: list[aiomqtt.Message], count: int) -> bool:
+    """Add what has arrived to `got`; True once it holds `count` messages."""
+    got += wire.arrived(count - len(got))
+    return len(got) >= count
+
+
 async def _take(wire: Wire, count: int) -> list[aiomqtt.Message]:
     async with asyncio.timeout(10):
         first = await anext(wire.client.messages)
         got = [first]
-        while len(got) < count:
-            more = wire.arrived(count - len(got))
-            if not more:
-                await asyncio.sleep(0.02)
-            got += more
+        await eventually(lambda: _gathered(wire, got, count), every=0.02)
     return got
 
 
