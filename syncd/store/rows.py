@@ -20,6 +20,9 @@ from syncd.models import (
     SyncState,
 )
 
+# jobs not finished yet, as an SQL tuple: ('pending', 'in_flight')
+UNFINISHED = (JobStatus.PENDING.value, JobStatus.IN_FLIGHT.value)
+
 INVOICE_COLS = (
     "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
     "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body, "

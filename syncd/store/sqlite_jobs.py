@@ -15,15 +15,12 @@ from syncd.models import (
 )
 from syncd.store import rows
 from syncd.store.database import Database, many
+from syncd.store.rows import UNFINISHED
 
 _JOB_COLS = "tenant, queue, kind, subject, status, attempts, next_attempt_at, payload, last_error"
 
 _PENDING = JobStatus.PENDING.value
 
-UNFINISHED = (
-    JobStatus.PENDING.value,
-    JobStatus.IN_FLIGHT.value,
-)  # SQL: ('pending', …)
 
 _ABSORBED = "absorbed by the same job queued again meanwhile"
 

@@ -22,7 +22,7 @@ from syncd.models import (
 )
 from syncd.store import rows
 from syncd.store.database import Database, GroupCommit, many, rows_among
-from syncd.store.sqlite_jobs import UNFINISHED
+from syncd.store.rows import UNFINISHED
 
 
 class QboTables:
