@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -17,18 +18,22 @@ from syncd import metrics
 from syncd.config import Retention
 from syncd.loop import Loop, Said
 from syncd.models import Cutoffs
-from syncd.store import Store
+from syncd.store import Pruning, WriteLock
 
 log = structlog.get_logger(__name__)
 PAGE = 500  # rows of each kind per write
 INTERVAL = 3600.0  # seconds between passes
 
 
+class Prunable(Pruning, WriteLock, Protocol):
+    """What retention needs of the store."""
+
+
 class Housekeeper:
     """Deletes what retention allows, a page at a time."""
 
     def __init__(
-        self, store: Store, keep: Retention, clock: Callable[[], datetime]
+        self, store: Prunable, keep: Retention, clock: Callable[[], datetime]
     ) -> None:
         self._store, self._keep, self._clock = store, keep, clock
         self._loop = Loop(

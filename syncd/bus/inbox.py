@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -40,10 +41,14 @@ from syncd.models import (
     Outcome,
     RawMessage,
 )
-from syncd.store import Store
+from syncd.store import Intake, WriteLock
 
 log = structlog.get_logger(__name__)
 STALE_TRIES = 3  # another writer changed an invoice: read and decide again
+
+
+class InboxStore(Intake, WriteLock, Protocol):
+    """What the inbox needs of the store."""
 
 
 class Inbox:
@@ -51,7 +56,7 @@ class Inbox:
 
     def __init__(
         self,
-        store: Store,
+        store: InboxStore,
         rulebook: RuleBook,
         *,
         prefix: str,

@@ -26,7 +26,7 @@ from syncd.clock import Clock
 from syncd.exceptions import StoreError
 from syncd.loop import Loop, Said
 from syncd.models import ChangeSet, Failure, OutboxRow
-from syncd.store import Store
+from syncd.store import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,7 @@ class Link(Protocol):
 class Publisher:
     """Publishes the outbox whenever woken, or every second as a safety net."""
 
-    def __init__(self, store: Store, link: Link, prefix: str, clock: Clock) -> None:
+    def __init__(self, store: Outbox, link: Link, prefix: str, clock: Clock) -> None:
         self._store, self._clock = store, clock
         self._link = link
         self._prefix = prefix

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -25,7 +25,7 @@ from syncd.inbound import news
 from syncd.inbound.news import QboChanges
 from syncd.messages import PaymentReceived, StateChanged
 from syncd.models import ChangeSet, HistoryEntry, Invoice, SyncState
-from syncd.store import Store
+from syncd.store import References, Webhooks
 
 log = structlog.get_logger(__name__)
 _REMOVALS = ("invoice_deleted", "invoice_voided")
@@ -75,7 +75,11 @@ def invoice_ids(found: QboChanges) -> set[str]:
     return set(found.invoices) | found.deleted | paid
 
 
-async def load(store: Store, tenant: str, realm: str, found: QboChanges) -> Known:
+class Loading(References, Webhooks, Protocol):
+    """What loading a batch of QBO changes needs of the store."""
+
+
+async def load(store: Loading, tenant: str, realm: str, found: QboChanges) -> Known:
     """Read what the store knows about `found`, one question per kind."""
     ids = sorted(invoice_ids(found))
     invoices = await store.invoices_by_qbo_ids(tenant, ids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -26,7 +26,7 @@ from syncd.messages import StateChanged
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
 from syncd.qbo.steps import Step, next_step
-from syncd.store import Store
+from syncd.store import InvoiceReads, Realms, WriteLock
 from syncd.worker import Clients
 
 log = structlog.get_logger(__name__)
@@ -37,13 +37,17 @@ STALE_TRIES = 3
 OVERDUE_PAGE = 100  # invoices marked overdue per write (~50 ms under the lock at 1M)
 
 
+class Reconciling(Realms, InvoiceReads, WriteLock, Protocol):
+    """What reconciliation needs of the store (its checkpoint, overdue invoices)."""
+
+
 class Reconciler:
     """Runs CDC passes for every connected tenant."""
 
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: Reconciling,
         connections: Clients,
         inbound: InboundWorker,
         clock: Callable[[], datetime],

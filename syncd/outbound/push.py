@@ -22,7 +22,7 @@ from syncd.models import ChangeSet, Connection, Invoice, Job, SyncState
 from syncd.outbound import mapping, resolve
 from syncd.qbo import QboClient, queries
 from syncd.rules.model import Rules
-from syncd.store import Store
+from syncd.store import References
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +36,7 @@ class JobContext:
     client: QboClient
     connection: Connection
     rules: Rules
-    store: Store
+    store: References
     now: datetime
     unclear: bool  # the job was in flight before: its write may have happened
     changes: ChangeSet

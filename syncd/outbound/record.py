@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -21,7 +22,7 @@ from syncd.engine.machine import InvoiceMachine
 from syncd.exceptions import StaleWriteError, StoreError
 from syncd.messages import StateChanged
 from syncd.models import ChangeSet, Invoice, Job, JobKind, JobStatus, SyncState
-from syncd.store import Store
+from syncd.store import Committer, InvoiceReads, WriteLock
 
 log = structlog.get_logger(__name__)
 STALE_TRIES = 3  # another writer changed the invoice during the call: read it again
@@ -40,8 +41,12 @@ _QBO_SIDE = (
 )
 
 
+class Recording(Committer, InvoiceReads, WriteLock, Protocol):
+    """What recording a job's results needs of the store."""
+
+
 async def commit(
-    store: Store,
+    store: Recording,
     done: list[Done],
     machine: InvoiceMachine | None,
     *,
@@ -60,7 +65,7 @@ async def commit(
 
 
 async def _together(
-    store: Store,
+    store: Recording,
     done: list[Done],
     machine: InvoiceMachine | None,
     *,

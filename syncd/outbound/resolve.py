@@ -20,7 +20,7 @@ from syncd.models import ChangeSet, Link, LinkKind
 from syncd.outbound import mapping
 from syncd.qbo import BATCH_ITEMS, BatchItem, QboClient, queries
 from syncd.rules.model import Rules
-from syncd.store import Store
+from syncd.store import References
 
 log = structlog.get_logger(__name__)
 _BY_NAME = ("display_name", "display_name_then_email")
@@ -44,7 +44,7 @@ def request_id(*parts: str) -> str:
 
 async def customer(
     client: QboClient,
-    store: Store,
+    store: References,
     tenant: str,
     rules: Rules,
     crm: dict[str, Any],
@@ -139,7 +139,7 @@ def _customer_body(crm: dict[str, Any], name: str) -> dict[str, Any]:
 
 async def items(
     client: QboClient,
-    store: Store,
+    store: References,
     tenant: str,
     rules: Rules,
     names: list[str],
@@ -198,7 +198,7 @@ def _item_body(name: str, account: str) -> dict[str, Any]:
 
 async def ahead(
     client: QboClient,
-    store: Store,
+    store: References,
     tenant: str,
     rules: Rules,
     invoices: list[dict[str, Any]],
@@ -224,7 +224,7 @@ class _Ahead:
     """One batch's settling of names: what it found or made so far in `known`."""
 
     def __init__(
-        self, client: QboClient, store: Store, tenant: str, rules: Rules
+        self, client: QboClient, store: References, tenant: str, rules: Rules
     ) -> None:
         self.client, self.store, self.tenant, self.rules = client, store, tenant, rules
         self.known = Known()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
+from typing import Protocol
 
 from syncd.messages import StateChanged
 from syncd.models import (
@@ -19,7 +20,7 @@ from syncd.models import (
     Subject,
     SyncState,
 )
-from syncd.store import Store
+from syncd.store import InvoiceReads, JobQueue, WriteLock
 
 _INVOICE_JOBS = {k.value for k in JobKind if k.subject is Subject.INVOICE}
 NOT_RETRIED = (
@@ -88,7 +89,11 @@ def plan(
     return changes
 
 
-async def retry(store: Store, failure: Failure, *, now: datetime) -> None:
+class Retrying(JobQueue, InvoiceReads, WriteLock, Protocol):
+    """What the admin's retry needs of the store."""
+
+
+async def retry(store: Retrying, failure: Failure, *, now: datetime) -> None:
     """Queue the failed job again and mark the failure handled, in one transaction."""
     if failure.invoice_id is None or failure.id is None:
         raise NotRetried(404, "no such failure")

@@ -8,12 +8,13 @@ syncd remembered of the old one is set aside: `switch` plans it without I/O, and
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
 from syncd.messages import StateChanged
 from syncd.models import ChangeSet, HistoryEntry, Invoice, JobStatus, SyncState
-from syncd.store import Store
+from syncd.store import JobQueue, Realms, WriteLock
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +62,12 @@ def switch(
     return changes
 
 
+class Switching(JobQueue, Realms, WriteLock, Protocol):
+    """What switching a tenant's books needs of the store."""
+
+
 async def open_books(
-    store: Store,
+    store: Switching,
     tenant: str,
     realm_id: str,
     connected_at: datetime,

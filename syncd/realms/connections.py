@@ -12,7 +12,7 @@ import functools
 import secrets
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import structlog
@@ -47,7 +47,7 @@ from syncd.realms import books, consent
 from syncd.realms import health as token_health
 from syncd.realms.secrets import Cipher
 from syncd.realms.settings import read_settings
-from syncd.store import Store
+from syncd.store import JobQueue, Realms, WriteLock
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -56,7 +56,7 @@ _T = TypeVar("_T")
 class _SealedTokens:
     """QboAuth's TokenStore: a rotated token set is sealed, then stored."""
 
-    def __init__(self, store: Store, cipher: Cipher) -> None:
+    def __init__(self, store: Realms, cipher: Cipher) -> None:
         self._store, self._cipher = store, cipher
 
     async def save_token(
@@ -65,11 +65,15 @@ class _SealedTokens:
         await self._store.save_token(tenant, realm_id, self._cipher.seal(token))
 
 
+class Linked(Realms, JobQueue, WriteLock, Protocol):
+    """What a tenant's connection needs of the store (books included)."""
+
+
 class Connections:
     """Builds and caches each connected tenant's QboClient."""
 
     def __init__(
-        self, config: Config, store: Store, clock: Clock, cipher: Cipher | None
+        self, config: Config, store: Linked, clock: Clock, cipher: Cipher | None
     ) -> None:
         self._config, self._store, self._clock = config, store, clock
         self._cipher = cipher

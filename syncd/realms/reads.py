@@ -18,7 +18,7 @@ import structlog
 
 from syncd.exceptions import StoreError
 from syncd.loop import Loop, Said
-from syncd.store import Store
+from syncd.store import Realms
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +35,7 @@ class ReadsMeter:
     """Counts reads by (realm, month) and keeps them in the store."""
 
     def __init__(
-        self, store: Store, budget: int, clock: Callable[[], datetime]
+        self, store: Realms, budget: int, clock: Callable[[], datetime]
     ) -> None:
         self._store, self.budget, self._clock = store, budget, clock
         self._pending: Counter[tuple[str, str]] = Counter()
