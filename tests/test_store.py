@@ -1,4 +1,7 @@
-"""The SQLite store: migrations, one-transaction commits, outbox order, real files."""
+"""The SQLite store's own: migrations, WAL, compressed snapshots, group commit.
+
+What every store promises is in `tests/store/contract.py`, run on SQLite there.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +12,13 @@ from datetime import UTC, date, datetime
 import orjson
 import pytest
 
-from syncd.exceptions import StaleWriteError, StoreError
-from syncd.messages import ConnectionState, SyncFailed
+from syncd.exceptions import StoreError
 from syncd.models import (
     ChangeSet,
     Failure,
-    HistoryEntry,
-    Invoice,
     Job,
     JobKind,
-    JobStatus,
-    LedgerEntry,
     LinkKind,
-    Outcome,
-    SyncState,
 )
 from syncd.store import rows
 from syncd.store.database import GroupCommit
@@ -30,18 +26,6 @@ from syncd.store.schema import MIGRATIONS
 from syncd.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-
-
-def _ledger(message_id: str, tenant: str = "acme") -> LedgerEntry:
-    return LedgerEntry(
-        tenant=tenant,
-        message_id=message_id,
-        topic="t",
-        type="invoice.upserted",
-        outcome=Outcome.APPLIED,
-        reason="",
-        received_at=NOW,
-    )
 
 
 async def test_migrations_set_the_schema_version_and_use_wal(tmp_path):
@@ -67,85 +51,6 @@ async def test_a_newer_schema_is_refused(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="newer than this syncd"):
         await SqliteStore(tmp_path / "syncd.db").open()
-
-
-async def test_a_change_set_commits_whole_or_not_at_all(tmp_path):
-    """A failing row rolls back every other row of the same ChangeSet."""
-    store = SqliteStore(tmp_path / "syncd.db")
-    await store.open()
-    await store.commit(ChangeSet(ledger=[_ledger("m-1")]))
-    invoice = Invoice(
-        tenant="acme",
-        invoice_id="I-1",
-        status="open",
-        version=1,
-        data={},
-        updated_at=NOW,
-    )
-    broken = ChangeSet(
-        ledger=[_ledger("m-2"), _ledger("m-1")],  # m-1 again: primary key violation
-        invoices={("acme", "I-1"): invoice},
-        outbox=[SyncFailed(tenant="acme", at=NOW, data={})],
-    )
-    with pytest.raises(sqlite3.IntegrityError):
-        await store.commit(broken)
-    assert await store.known_messages([("acme", "m-1"), ("acme", "m-2")]) == {
-        ("acme", "m-1")
-    }
-    assert await store.invoice("acme", "I-1") is None
-    assert await store.pending_outbox(10) == []
-    await store.close()
-
-
-async def test_round_trip_and_tenant_isolation(tmp_path):
-    """What is committed reads back, and only under its own tenant."""
-    store = SqliteStore(tmp_path / "syncd.db")
-    await store.open()
-    invoice = Invoice(
-        tenant="acme",
-        invoice_id="I-1",
-        status="open",
-        version=3,
-        data={"total": "10.00"},
-        updated_at=NOW,
-    )
-    move = HistoryEntry(
-        tenant="acme",
-        invoice_id="I-1",
-        from_status="draft",
-        to_status="open",
-        cause="crm",
-        event_id="m-1",
-        at=NOW,
-    )
-    await store.commit(
-        ChangeSet(
-            ledger=[_ledger("m-1")], invoices={("acme", "I-1"): invoice}, history=[move]
-        )
-    )
-    loaded = await store.invoice("acme", "I-1")
-    assert loaded is not None
-    assert (loaded.status, loaded.version, loaded.total) == ("open", 3, "10.00")
-    assert await store.invoice("other", "I-1") is None
-    assert await store.history("acme", "I-1") == [move]
-    assert await store.known_messages([("other", "m-1")]) == set()
-    await store.close()
-
-
-async def test_outbox_keeps_order_and_forgets_published_rows(tmp_path):
-    """Pending rows come back oldest first; done rows never come back."""
-    store = SqliteStore(tmp_path / "syncd.db")
-    await store.open()
-    said = [ConnectionState(tenant=f"t{n}", at=NOW, data={}) for n in range(5)]
-    await store.commit(ChangeSet(outbox=list(said)))
-    rows = await store.pending_outbox(3)
-    assert [r.topic for r in rows] == [f"syncd/t{n}/connection" for n in range(3)]
-    await store.outbox_done([r.seq for r in rows[:2]])
-    left = [r.topic for r in await store.pending_outbox(10)]
-    assert left == [f"syncd/t{n}/connection" for n in (2, 3, 4)]
-    await store.close()
-    with pytest.raises(StoreError, match="closed"):
-        await store.pending_outbox(1)
 
 
 def _at_version(path, version: int) -> sqlite3.Connection:
@@ -377,93 +282,6 @@ async def test_migration_8_types_jobs_and_moves_deals_out_of_links(tmp_path):
         assert [j.subject for j in await store.jobs("acme")][-1] == "P-9"
     finally:
         await store.close()
-
-
-async def test_a_stale_copy_of_an_invoice_is_refused_whole(tmp_path):
-    """Issue 11: writes to one invoice serialise in the store (a revision check).
-
-    Two writers read the same invoice; the second to commit is refused with
-    nothing of its ChangeSet written, and succeeds once it reads again.
-    """
-    store = SqliteStore(tmp_path / "syncd.db")
-    await store.open()
-    try:
-        new = Invoice(
-            tenant="acme",
-            invoice_id="I-1",
-            status="draft",
-            version=1,
-            data={},
-            updated_at=NOW,
-        )
-        await store.commit(ChangeSet(invoices={("acme", "I-1"): new}))
-        with pytest.raises(StaleWriteError):  # "new" again: someone stored it first
-            await store.commit(ChangeSet(invoices={("acme", "I-1"): new}))
-        first = await store.invoice("acme", "I-1")
-        second = await store.invoice("acme", "I-1")
-        assert first is not None and second is not None and first.rev == 1
-        first.status = "open"
-        await store.commit(ChangeSet(invoices={("acme", "I-1"): first}))
-        second.status = "voided"
-        late = Failure(
-            tenant="acme",
-            invoice_id="I-1",
-            operation="status_move",
-            code="x",
-            message="y",
-            event_id=None,
-            at=NOW,
-        )
-        with pytest.raises(StaleWriteError):
-            await store.commit(
-                ChangeSet(invoices={("acme", "I-1"): second}, failures=[late])
-            )
-        assert await store.failures("acme") == []  # nothing of the refused ChangeSet
-        again = await store.invoice("acme", "I-1")
-        assert again is not None and (again.status, again.rev) == ("open", 2)
-        again.status = "voided"
-        await store.commit(ChangeSet(invoices={("acme", "I-1"): again}))
-        stored = await store.invoice("acme", "I-1")
-        assert stored is not None and (stored.status, stored.rev) == ("voided", 3)
-    finally:
-        await store.close()
-
-
-async def test_tenant_counts_are_counted_by_the_database(store):
-    """The admin page's counts: one tenant's own, finished jobs and handled failures out."""
-
-    def inv(tenant: str, invoice_id: str, state: SyncState) -> Invoice:
-        return Invoice(
-            tenant=tenant,
-            invoice_id=invoice_id,
-            status="open",
-            version=1,
-            data={},
-            updated_at=NOW,
-            sync_state=state,
-        )
-
-    invoices = [
-        inv("acme", "I-1", SyncState.SYNCED),
-        inv("acme", "I-2", SyncState.SYNCED),
-        inv("acme", "I-3", SyncState.FAILED),
-        inv("beta", "I-1", SyncState.PENDING),
-    ]
-    done = Job.for_invoice("acme", JobKind.INVOICE_SEND, "I-1", NOW)
-    done.status = JobStatus.DONE
-    await store.commit(
-        ChangeSet(
-            invoices={(i.tenant, i.invoice_id): i for i in invoices},
-            jobs=[Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW), done],
-            failures=[_failure("acme"), _failure("acme"), _failure("beta")],
-        )
-    )
-    [first, _] = await store.failures("acme")
-    assert first.id is not None
-    await store.commit(ChangeSet(resolved=[("acme", first.id, NOW)]))
-    counts = await store.tenant_counts("acme")
-    assert counts.sync_states == {"synced": 2, "failed": 1}
-    assert (counts.jobs_waiting, counts.open_failures) == (1, 1)
 
 
 def _failure(tenant: str) -> Failure:

@@ -1,0 +1,289 @@
+"""The store contract (issue 24): one suite, every implementation held to it.
+
+The vdirsyncer pattern: `StoreContract` holds the tests, each module under
+`tests/store/` subclasses it with a `store` fixture for one database. A behaviour every
+role promises is tested here, never against one database's files or errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from syncd.exceptions import RealmTakenError, StaleWriteError, StoreError
+from syncd.messages import ConnectionState, SyncFailed
+from syncd.models import (
+    ChangeSet,
+    Connection,
+    Failure,
+    HistoryEntry,
+    Invoice,
+    Job,
+    JobKind,
+    JobStatus,
+    LedgerEntry,
+    Outcome,
+    SyncState,
+)
+from syncd.store import Store
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def ledger(message_id: str, tenant: str = "acme") -> LedgerEntry:
+    return LedgerEntry(
+        tenant=tenant,
+        message_id=message_id,
+        topic="t",
+        type="invoice.upserted",
+        outcome=Outcome.APPLIED,
+        reason="",
+        received_at=NOW,
+    )
+
+
+def invoice(
+    invoice_id: str = "I-1",
+    tenant: str = "acme",
+    status: str = "open",
+    state: SyncState = SyncState.PENDING,
+) -> Invoice:
+    return Invoice(
+        tenant=tenant,
+        invoice_id=invoice_id,
+        status=status,
+        version=1,
+        data={"total": "10.00"},
+        updated_at=NOW,
+        sync_state=state,
+    )
+
+
+def failure(tenant: str = "acme", invoice_id: str = "I-1") -> Failure:
+    return Failure(
+        tenant=tenant,
+        invoice_id=invoice_id,
+        operation="invoice.push",
+        code="6000",
+        message="QBO refused",
+        event_id=None,
+        at=NOW,
+    )
+
+
+def connection(tenant: str, realm_id: str) -> Connection:
+    return Connection(
+        tenant=tenant,
+        realm_id=realm_id,
+        status="connected",
+        sealed_token=b"sealed",
+        connected_at=NOW,
+    )
+
+
+class StoreContract:
+    """What every Store promises, role by role. Subclasses give the `store` fixture."""
+
+    # Committer: one ChangeSet, one transaction
+
+    async def test_a_change_set_commits_whole_or_not_at_all(self, store: Store) -> None:
+        await store.commit(ChangeSet(ledger=[ledger("m-1")]))
+        broken = ChangeSet(
+            ledger=[ledger("m-2"), ledger("m-1")],  # m-1 again: a unique key broken
+            invoices={("acme", "I-1"): invoice()},
+            outbox=[SyncFailed(tenant="acme", at=NOW, data={})],
+        )
+        with pytest.raises(Exception):  # noqa: B017, PT011 -- each database has its own
+            await store.commit(broken)
+        known = await store.known_messages([("acme", "m-1"), ("acme", "m-2")])
+        assert known == {("acme", "m-1")}
+        assert await store.invoice("acme", "I-1") is None
+        assert await store.pending_outbox(10) == []
+
+    async def test_round_trip_and_tenant_isolation(self, store: Store) -> None:
+        move = HistoryEntry(
+            tenant="acme",
+            invoice_id="I-1",
+            from_status="draft",
+            to_status="open",
+            cause="crm",
+            event_id="m-1",
+            at=NOW,
+        )
+        changes = ChangeSet(
+            ledger=[ledger("m-1")],
+            invoices={("acme", "I-1"): invoice()},
+            history=[move],
+        )
+        await store.commit(changes)
+        loaded = await store.invoice("acme", "I-1")
+        assert loaded is not None
+        assert (loaded.status, loaded.version, loaded.total) == ("open", 1, "10.00")
+        assert await store.invoice("beta", "I-1") is None
+        assert await store.history("acme", "I-1") == [move]
+        assert await store.known_messages([("beta", "m-1")]) == set()
+        assert set(await store.load_invoices("acme", ["I-1", "I-2"])) == {"I-1"}
+
+    # writes to one invoice serialise in the store, across processes
+
+    async def test_a_stale_copy_of_an_invoice_is_refused_whole(
+        self, store: Store
+    ) -> None:
+        new = invoice(status="draft")
+        await store.commit(ChangeSet(invoices={("acme", "I-1"): new}))
+        with pytest.raises(StaleWriteError):  # "new" again: someone stored it first
+            await store.commit(ChangeSet(invoices={("acme", "I-1"): new}))
+        first = await store.invoice("acme", "I-1")
+        second = await store.invoice("acme", "I-1")
+        assert first is not None and second is not None
+        first.status = "open"
+        await store.commit(ChangeSet(invoices={("acme", "I-1"): first}))
+        second.status = "voided"
+        changes = ChangeSet(invoices={("acme", "I-1"): second}, failures=[failure()])
+        with pytest.raises(StaleWriteError):
+            await store.commit(changes)
+        assert await store.failures("acme") == []  # nothing of the refused ChangeSet
+        again = await store.invoice("acme", "I-1")
+        assert again is not None and again.status == "open"
+        again.status = "voided"
+        await store.commit(ChangeSet(invoices={("acme", "I-1"): again}))
+        stored = await store.invoice("acme", "I-1")
+        assert stored is not None and stored.status == "voided"
+
+    async def test_two_writers_at_once_on_one_invoice_one_is_refused(
+        self, store: Store
+    ) -> None:
+        await store.commit(ChangeSet(invoices={("acme", "I-1"): invoice()}))
+        copies = [await store.invoice("acme", "I-1") for _ in range(2)]
+        for copy, status in zip(copies, ("sent", "voided"), strict=True):
+            assert copy is not None
+            copy.status = status
+        results = await asyncio.gather(
+            *(
+                store.commit(ChangeSet(invoices={("acme", "I-1"): c}))
+                for c in copies
+                if c is not None
+            ),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in results) == [
+            "NoneType",
+            "StaleWriteError",
+        ]
+        stored = await store.invoice("acme", "I-1")
+        winner = copies[results.index(None)]
+        assert stored is not None and winner is not None
+        assert stored.status == winner.status
+
+    # Outbox
+
+    async def test_outbox_keeps_order_and_forgets_published_rows(
+        self, store: Store
+    ) -> None:
+        said = [ConnectionState(tenant=f"t{n}", at=NOW, data={}) for n in range(5)]
+        await store.commit(ChangeSet(outbox=list(said)))
+        rows = await store.pending_outbox(3)
+        assert [r.topic for r in rows] == [f"syncd/t{n}/connection" for n in range(3)]
+        await store.outbox_done([r.seq for r in rows[:2]])
+        left = [r.topic for r in await store.pending_outbox(10)]
+        assert left == [f"syncd/t{n}/connection" for n in (2, 3, 4)]
+
+    # JobQueue
+
+    async def test_a_job_queued_twice_is_one_job(self, store: Store) -> None:
+        twin = [Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW) for _ in "ab"]
+        await store.commit(ChangeSet(jobs=[twin[0]]))
+        await store.commit(ChangeSet(jobs=[twin[1]]))
+        pending = [j for j in await store.jobs("acme") if j.status is JobStatus.PENDING]
+        assert len(pending) == 1
+
+    async def test_due_jobs_come_in_queue_order_per_tenant(self, store: Store) -> None:
+        jobs = [
+            Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW),
+            Job.for_invoice("acme", JobKind.INVOICE_SEND, "I-1", NOW),
+            Job.for_invoice("beta", JobKind.INVOICE_PUSH, "I-9", NOW),
+        ]
+        later = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-2", NOW)
+        later.next_attempt_at = NOW + timedelta(hours=1)
+        await store.commit(ChangeSet(jobs=[*jobs, later]))
+        due = await store.due_jobs(NOW, 10)
+        # an invoice's queue runs one job at a time: the send waits for the push
+        assert {(j.tenant, j.invoice_id, j.kind) for j in due} == {
+            ("acme", "I-1", JobKind.INVOICE_PUSH),
+            ("beta", "I-9", JobKind.INVOICE_PUSH),
+        }
+        assert [j.tenant for j in await store.due_jobs(NOW, 10, skip=["acme"])] == [
+            "beta"
+        ]
+
+    # Realms
+
+    async def test_a_company_belongs_to_one_tenant(self, store: Store) -> None:
+        await store.save_connection(connection("acme", "9130"))
+        assert await store.tenant_of_realm("9130") == "acme"
+        with pytest.raises(RealmTakenError):
+            await store.save_connection(connection("beta", "9130"))
+        stored = await store.connection("acme")
+        assert stored is not None and stored.realm_id == "9130"
+        assert await store.connection("beta") is None
+
+    async def test_an_oauth_state_is_taken_once_even_at_once(
+        self, store: Store
+    ) -> None:
+        await store.new_state("s-1", "acme", False, NOW, timedelta(minutes=10))
+        taken = await asyncio.gather(store.take_state("s-1"), store.take_state("s-1"))
+        assert sorted(t is None for t in taken) == [False, True]
+        [kept] = [t for t in taken if t is not None]
+        assert kept[:2] == ("acme", False)
+        assert await store.take_state("s-1") is None
+
+    # Webhooks
+
+    async def test_webhook_bodies_wait_until_applied(self, store: Store) -> None:
+        await store.store_inbound(b'{"a": 1}', NOW)
+        await store.store_inbound(b'{"b": 2}', NOW)
+        pending = await store.pending_inbound(10)
+        assert [w.body for w in pending] == [b'{"a": 1}', b'{"b": 2}']
+        changes = ChangeSet(
+            inbound_done=[pending[0].seq], inbound_events=[("9130", "k-1")], at=NOW
+        )
+        await store.commit(changes)
+        assert [w.body for w in await store.pending_inbound(10)] == [b'{"b": 2}']
+        assert await store.new_events("9130", ["k-1", "k-2"]) == {"k-2"}
+
+    # InvoiceReads
+
+    async def test_tenant_counts_are_the_tenants_own(self, store: Store) -> None:
+        invoices = [
+            invoice("I-1", state=SyncState.SYNCED),
+            invoice("I-2", state=SyncState.SYNCED),
+            invoice("I-3", state=SyncState.FAILED),
+            invoice("I-1", tenant="beta"),
+        ]
+        done = Job.for_invoice("acme", JobKind.INVOICE_SEND, "I-1", NOW)
+        done.status = JobStatus.DONE
+        await store.commit(
+            ChangeSet(
+                invoices={(i.tenant, i.invoice_id): i for i in invoices},
+                jobs=[Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW), done],
+                failures=[failure(), failure(), failure("beta")],
+            )
+        )
+        [first, _] = await store.failures("acme")
+        assert first.id is not None
+        await store.commit(ChangeSet(resolved=[("acme", first.id, NOW)]))
+        counts = await store.tenant_counts("acme")
+        assert counts.sync_states == {"synced": 2, "failed": 1}
+        assert (counts.jobs_waiting, counts.open_failures) == (1, 1)
+
+    # Health
+
+    async def test_a_closed_store_says_so(self, store: Store) -> None:
+        states = [(store.is_open, store.problem)]
+        await store.close()
+        states.append((store.is_open, None))
+        assert states == [(True, None), (False, None)]
+        with pytest.raises(StoreError, match="closed"):
+            await store.pending_outbox(1)
