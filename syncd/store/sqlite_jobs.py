@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection
 from datetime import datetime
 
@@ -107,30 +106,39 @@ async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
     new = [rows.job_row(j) for j in jobs if j.id is None]
     await many(
         db,
-        f"INSERT OR IGNORE INTO jobs ({_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO jobs ({_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         new,
     )
     for job in (j for j in jobs if j.id is not None):
-        try:
-            await db.execute(
-                "UPDATE jobs SET status = ?, attempts = ?, next_attempt_at = ?, "
-                "payload = ?, last_error = ? WHERE id = ?",
-                (
-                    job.status.value,
-                    job.attempts,
-                    job.next_attempt_at.isoformat(),
-                    orjson.dumps(job.payload),
-                    job.last_error,
-                    job.id,
-                ),
-            )
-        except sqlite3.IntegrityError:
+        if job.status is JobStatus.PENDING:
             # put back to wait while the same job was queued anew during its call (the
             # CRM changed the invoice): the new one does the same work, at its turn
-            await db.execute(
-                "UPDATE jobs SET status = ?, attempts = ?, last_error = ? WHERE id = ?",
-                (JobStatus.DONE.value, job.attempts, _ABSORBED, job.id),
-            )
+            async with db.execute(_ABSORB, (job.attempts, _ABSORBED, job.id)) as cur:
+                if cur.rowcount:
+                    continue
+        await db.execute(
+            "UPDATE jobs SET status = ?, attempts = ?, next_attempt_at = ?, "
+            "payload = ?, last_error = ? WHERE id = ?",
+            (
+                job.status.value,
+                job.attempts,
+                job.next_attempt_at.isoformat(),
+                orjson.dumps(job.payload),
+                job.last_error,
+                job.id,
+            ),
+        )
+
+
+# a job put back to pending while its twin waits: the twin does the work (checked, not
+# caught: an error inside a transaction ends it on PostgreSQL)
+_ABSORB = (
+    "UPDATE jobs SET status = 'done', attempts = ?, last_error = ? WHERE id = ? "
+    "AND EXISTS (SELECT 1 FROM jobs twin WHERE twin.tenant = jobs.tenant "
+    "AND twin.queue = jobs.queue AND twin.kind = jobs.kind "
+    "AND twin.subject = jobs.subject AND twin.status = 'pending' AND twin.id <> jobs.id)"
+)
 
 
 async def _waiting_tenants(db: aiosqlite.Connection) -> list[str]:

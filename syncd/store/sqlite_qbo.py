@@ -152,7 +152,8 @@ async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
     """Remember customer and item links."""
     await many(
         db,
-        "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?)",
+        "INSERT INTO links VALUES (?, ?, ?, ?) ON CONFLICT (tenant, kind, key) "
+        "DO UPDATE SET qbo_id = excluded.qbo_id",
         [(k.tenant, k.kind.value, k.key, k.qbo_id) for k in links],
     )
 
@@ -161,7 +162,8 @@ async def write_deals(db: aiosqlite.Connection, deals: list[DealLink]) -> None:
     """Remember which CRM deal each QBO-made invoice belongs to (None: unlinked)."""
     await many(
         db,
-        "INSERT OR REPLACE INTO deals VALUES (?, ?, ?)",
+        "INSERT INTO deals VALUES (?, ?, ?) ON CONFLICT (tenant, qbo_invoice_id) "
+        "DO UPDATE SET deal_id = excluded.deal_id",
         [(d.tenant, d.qbo_invoice_id, d.deal_id) for d in deals],
     )
 

@@ -188,13 +188,9 @@ class RealmTables:
 
     async def take_state(self, state: str) -> tuple[str, bool, datetime] | None:
         """Consume a one-time OAuth state: (tenant, force, created) or None."""
-        async with self._db.tx() as db:
-            async with db.execute(
-                "SELECT tenant, force, created_at FROM oauth_states WHERE state = ?",
-                (state,),
-            ) as cur:
-                row = await cur.fetchone()
-            await db.execute("DELETE FROM oauth_states WHERE state = ?", (state,))
+        sql = "DELETE FROM oauth_states WHERE state = ? RETURNING tenant, force, created_at"
+        async with self._db.tx() as db, db.execute(sql, (state,)) as cur:
+            row = await cur.fetchone()
         return (row[0], bool(row[1]), datetime.fromisoformat(row[2])) if row else None
 
     async def tenant_of_realm(self, realm_id: str) -> str | None:

@@ -8,6 +8,7 @@ role promises is tested here, never against one database's files or errors.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -198,6 +199,30 @@ class StoreContract:
         await store.commit(ChangeSet(jobs=[twin[1]]))
         pending = [j for j in await store.jobs("acme") if j.status is JobStatus.PENDING]
         assert len(pending) == 1
+
+    async def test_a_job_put_back_to_wait_is_absorbed_by_its_twin_queued_meanwhile(
+        self, store: Store
+    ) -> None:
+        """A retry meeting the same job queued during its call leaves one to do the work.
+
+        Found by the CI chaos run with batches: the CRM edited an invoice while its push
+        was in QBO (a new push queued), the push was refused for a retry, and putting it
+        back to `pending` broke the one-pending-job rule: the whole batch's commit failed.
+        """
+        await store.commit(
+            ChangeSet(jobs=[Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)])
+        )
+        [first] = await store.due_jobs(NOW, 10)
+        first.status, first.attempts = JobStatus.IN_FLIGHT, 1
+        await store.start_jobs([first])
+        twin = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
+        await store.commit(ChangeSet(jobs=[twin]))
+        retry = replace(first, status=JobStatus.PENDING, last_error="QBO 3001")
+        other = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-2", NOW)
+        await store.commit(ChangeSet(jobs=[retry, other]))  # the rest of the batch too
+        jobs = {(j.id, j.queue): j.status for j in await store.jobs("acme")}
+        assert sorted(jobs.values()) == ["done", "pending", "pending"]
+        assert jobs[(first.id, "I-1")] is JobStatus.DONE
 
     async def test_due_jobs_come_in_queue_order_per_tenant(self, store: Store) -> None:
         jobs = [
