@@ -106,7 +106,7 @@ async def test_a_read_only_file_is_a_store_error(tmp_path):
     await store.close()
     ro = SqliteStore(path)
     ro_uri = f"file:{path}?mode=ro"
-    ro._db._db = await aiosqlite.connect(ro_uri, uri=True, isolation_level=None)
+    ro.database._db = await aiosqlite.connect(ro_uri, uri=True, isolation_level=None)
     try:
         with pytest.raises(StoreError, match="readonly database"):
             await inbox_on(ro).handle([upsert("I-1", 1, "draft", mid="m-1")])

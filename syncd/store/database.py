@@ -25,6 +25,7 @@ import structlog
 
 from syncd.exceptions import StoreError
 from syncd.store.schema import MIGRATIONS
+from syncd.store.sql import Sql
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -308,7 +309,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         )
 
 
-async def many(db: aiosqlite.Connection, sql: str, params: list[Any]) -> int:
+async def many(db: Sql, sql: str, params: list[Any]) -> int:
     """`executemany`, skipped when there is nothing to write; the rows it changed.
 
     Each call is a hop to aiosqlite's thread: a batch that changes three tables should
@@ -350,7 +351,7 @@ def copy_store(source: Path, destination: Path) -> dict[str, int]:
 
 
 async def rows_among(
-    db: aiosqlite.Connection, sql: str, first: list[Any], values: list[str]
+    db: Sql, sql: str, first: list[Any], values: list[str]
 ) -> list[Any]:
     """The rows of `sql` for `values`, asked a chunk at a time.
 

@@ -5,7 +5,6 @@ Tokens arrive sealed (`realms.Connections` seals them): the store never sees the
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,13 +17,13 @@ from syncd.models import (
     Invoice,
 )
 from syncd.store import rows
-from syncd.store.database import Database
+from syncd.store.sql import CONFLICT, Db
 
 
 class RealmTables:
     """A SqliteStore's connections, books, metered reads and one-time OAuth states."""
 
-    _db: Database
+    _db: Db
 
     async def connection(self, tenant: str) -> Connection | None:
         """Return the tenant's QBO connection."""
@@ -77,7 +76,7 @@ class RealmTables:
                     "warned = excluded.warned",
                     row,
                 )
-        except sqlite3.IntegrityError as exc:
+        except CONFLICT as exc:
             raise RealmTakenError(conn.realm_id) from exc
 
     async def save_token(self, tenant: str, realm_id: str, sealed: bytes) -> None:

@@ -15,7 +15,8 @@ from syncd.models import (
     TenantCounts,
 )
 from syncd.store import rows
-from syncd.store.database import Database, rows_among
+from syncd.store.database import rows_among
+from syncd.store.sql import Db
 
 _INVOICE_COLS = rows.INVOICE_COLS
 
@@ -23,7 +24,7 @@ _INVOICE_COLS = rows.INVOICE_COLS
 class AdminReads:
     """A SqliteStore's reads for the admin API and page, retention and the overdue pass."""
 
-    _db: Database
+    _db: Db
 
     async def tenant_counts(self, tenant: str) -> TenantCounts:
         """The tenant's invoices by sync state, jobs not finished, failures open."""

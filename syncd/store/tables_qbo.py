@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import aiosqlite
 import orjson
 
 from syncd.exceptions import StaleWriteError
@@ -21,14 +19,15 @@ from syncd.models import (
     WebhookRetry,
 )
 from syncd.store import rows
-from syncd.store.database import Database, GroupCommit, many, rows_among
+from syncd.store.database import GroupCommit, many, rows_among
 from syncd.store.rows import UNFINISHED
+from syncd.store.sql import CONFLICT, Db, Sql
 
 
 class QboTables:
     """A SqliteStore's webhook bodies and event keys, customer and item links, deals."""
 
-    _db: Database
+    _db: Db
     _inbound: GroupCommit[tuple[bytes, str]]  # webhook bodies share transactions
 
     async def store_inbound(self, body: bytes, now: datetime) -> None:
@@ -148,7 +147,7 @@ class QboTables:
         return {str(q) for (q,) in found}
 
 
-async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
+async def write_links(db: Sql, links: list[Link]) -> None:
     """Remember customer and item links."""
     await many(
         db,
@@ -158,7 +157,7 @@ async def write_links(db: aiosqlite.Connection, links: list[Link]) -> None:
     )
 
 
-async def write_deals(db: aiosqlite.Connection, deals: list[DealLink]) -> None:
+async def write_deals(db: Sql, deals: list[DealLink]) -> None:
     """Remember which CRM deal each QBO-made invoice belongs to (None: unlinked)."""
     await many(
         db,
@@ -169,7 +168,7 @@ async def write_deals(db: aiosqlite.Connection, deals: list[DealLink]) -> None:
 
 
 async def write_inbound(
-    db: aiosqlite.Connection,
+    db: Sql,
     done: list[int],
     keys: list[tuple[str, str]],
     new: list[WebhookRetry],
@@ -196,7 +195,7 @@ async def write_inbound(
             "INSERT INTO inbound_events VALUES (?, ?, ?)",
             [(realm, key, now) for realm, key in dict.fromkeys(keys)],
         )
-    except sqlite3.IntegrityError as exc:
+    except CONFLICT as exc:
         # another writer applied one of these events since this batch was decided (the
         # reconciliation and the webhooks both saw it): decide again, or it is twice
         raise StaleWriteError("a QBO event was applied meanwhile") from exc

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-import aiosqlite
 import orjson
 
 from syncd.models import (
@@ -13,8 +12,9 @@ from syncd.models import (
     JobStatus,
 )
 from syncd.store import rows
-from syncd.store.database import Database, many
+from syncd.store.database import many
 from syncd.store.rows import UNFINISHED
+from syncd.store.sql import Db, Sql
 
 _JOB_COLS = "tenant, queue, kind, subject, status, attempts, next_attempt_at, payload, last_error"
 
@@ -27,7 +27,7 @@ _ABSORBED = "absorbed by the same job queued again meanwhile"
 class JobTables:
     """A SqliteStore's job queue."""
 
-    _db: Database
+    _db: Db
 
     async def due_jobs(
         self, now: datetime, limit: int, skip: Collection[str] = ()
@@ -101,7 +101,7 @@ class JobTables:
             return [rows.job(r) for r in await cur.fetchall()]
 
 
-async def write_jobs(db: aiosqlite.Connection, jobs: list[Job]) -> None:
+async def write_jobs(db: Sql, jobs: list[Job]) -> None:
     """New jobs (a pending one of the same kind for the invoice absorbs them), updates."""
     new = [rows.job_row(j) for j in jobs if j.id is None]
     await many(
@@ -141,7 +141,7 @@ _ABSORB = (
 )
 
 
-async def _waiting_tenants(db: aiosqlite.Connection) -> list[str]:
+async def _waiting_tenants(db: Sql) -> list[str]:
     """The tenants with unfinished jobs: an index seek each (a loose index scan)."""
     sql = (
         "SELECT tenant FROM jobs INDEXED BY jobs_waiting_tenant "
