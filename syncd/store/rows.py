@@ -23,6 +23,12 @@ from syncd.models import (
 # jobs not finished yet, as an SQL tuple: ('pending', 'in_flight')
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.IN_FLIGHT.value)
 
+
+def when(value: str | datetime) -> datetime:
+    """A stored time: SQLite keeps ISO text, PostgreSQL a timestamptz (in UTC)."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
 INVOICE_COLS = (
     "tenant, invoice_id, status, version, sync_state, data, qbo_id, qbo_doc_number, "
     "qbo_status, balance, last_synced_at, error, updated_at, qbo_sync_token, pushed_body, "
@@ -131,14 +137,12 @@ def invoice(row: Any) -> Invoice:
         qbo_doc_number=doc,
         qbo_status=qbo_status,
         balance=balance,
-        last_synced_at=datetime.fromisoformat(last_synced_at)
-        if last_synced_at
-        else None,
+        last_synced_at=when(last_synced_at) if last_synced_at else None,
         error=error,
-        updated_at=datetime.fromisoformat(updated_at),
+        updated_at=when(updated_at),
         qbo_sync_token=sync_token,
         pushed_body=unpack(pushed) if pushed else None,
-        first_seen_at=datetime.fromisoformat(first_seen) if first_seen else None,
+        first_seen_at=when(first_seen) if first_seen else None,
         rev=rev,
     )
 
@@ -197,7 +201,7 @@ def job(row: Any) -> Job:
         invoice_id=queue if kind.subject in _OF_AN_INVOICE else None,
         status=JobStatus(status),
         attempts=attempts,
-        next_attempt_at=datetime.fromisoformat(next_at),
+        next_attempt_at=when(next_at),
         payload=orjson.loads(payload),
         last_error=error,
     )

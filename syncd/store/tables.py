@@ -10,7 +10,6 @@ SQLite's (`sqlite`) or PostgreSQL's (`postgres`).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -211,7 +210,7 @@ class SqlStore(AdminReads, RealmTables, JobTables, QboTables):
             jobs_pending=int(pending),
             jobs_in_flight=int(in_flight),
             outbox=int(outbox),
-            oldest_webhook=datetime.fromisoformat(oldest) if oldest else None,
+            oldest_webhook=rows.when(oldest) if oldest else None,
         )
 
     async def pending_outbox(self, limit: int) -> list[OutboxRow]:

@@ -50,15 +50,15 @@ class QboTables:
         )
         due = (now or datetime.max.replace(tzinfo=UTC)).isoformat()
         async with self._db.read() as db, db.execute(sql, (due, limit)) as cur:
-            rows = await cur.fetchall()
+            found = await cur.fetchall()
         return [
             StoredWebhook(
                 seq=int(s),
                 body=bytes(b),
-                received_at=datetime.fromisoformat(at),
+                received_at=rows.when(at),
                 attempts=int(n),
             )
-            for s, b, at, n in rows
+            for s, b, at, n in found
         ]
 
     async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:

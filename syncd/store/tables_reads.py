@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from syncd.models import (
@@ -57,9 +57,9 @@ class AdminReads:
             "WHERE tenant = ? AND invoice_id IN ({among}) ORDER BY seq"
         )
         async with self._db.read() as db:
-            rows = await rows_among(db, sql, [tenant], invoice_ids)
+            lines = await rows_among(db, sql, [tenant], invoice_ids)
         found: dict[str, list[HistoryEntry]] = {}
-        for invoice_id, f, t, c, e, a in rows:  # in order within each chunk
+        for invoice_id, f, t, c, e, a in lines:  # in order within each chunk
             found.setdefault(invoice_id, []).append(
                 HistoryEntry(
                     tenant=tenant,
@@ -68,7 +68,7 @@ class AdminReads:
                     to_status=t,
                     cause=c,
                     event_id=e,
-                    at=datetime.fromisoformat(a),
+                    at=rows.when(a),
                 )
             )
         return found
@@ -80,7 +80,7 @@ class AdminReads:
             " at, resolved_at, job_id FROM failures WHERE tenant = ? ORDER BY seq"
         )
         async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
-            rows = await cur.fetchall()
+            found = await cur.fetchall()
         return [
             Failure(
                 id=seq,
@@ -92,11 +92,11 @@ class AdminReads:
                 attempts=n,
                 retryable=bool(r),
                 event_id=e,
-                at=datetime.fromisoformat(a),
-                resolved_at=datetime.fromisoformat(done) if done else None,
+                at=rows.when(a),
+                resolved_at=rows.when(done) if done else None,
                 job_id=job_id,
             )
-            for seq, i, o, c, m, n, r, e, a, done, job_id in rows
+            for seq, i, o, c, m, n, r, e, a, done, job_id in found
         ]
 
     async def invoices(
@@ -172,6 +172,6 @@ class AdminReads:
             type=kind,
             outcome=Outcome(outcome),
             reason=reason,
-            received_at=datetime.fromisoformat(received_at),
+            received_at=rows.when(received_at),
             payload=payload,
         )

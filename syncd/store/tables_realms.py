@@ -44,9 +44,9 @@ class RealmTables:
             status=status,
             sealed_token=bytes(token),
             preferences=orjson.loads(prefs),
-            connected_at=datetime.fromisoformat(connected_at),
+            connected_at=rows.when(connected_at),
             error=error,
-            since=datetime.fromisoformat(since) if since else None,
+            since=rows.when(since) if since else None,
             warned=warned,
         )
 
@@ -130,7 +130,7 @@ class RealmTables:
         sql = "SELECT realm_id, since FROM books WHERE tenant = ?"
         async with self._db.read() as db, db.execute(sql, (tenant,)) as cur:
             row = await cur.fetchone()
-        return (str(row[0]), datetime.fromisoformat(row[1])) if row else None
+        return (str(row[0]), rows.when(row[1])) if row else None
 
     async def add_reads(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Add QBO reads counted since the last call, by (realm, month "YYYY-MM")."""
@@ -190,7 +190,7 @@ class RealmTables:
         sql = "DELETE FROM oauth_states WHERE state = ? RETURNING tenant, force, created_at"
         async with self._db.tx() as db, db.execute(sql, (state,)) as cur:
             row = await cur.fetchone()
-        return (row[0], bool(row[1]), datetime.fromisoformat(row[2])) if row else None
+        return (row[0], bool(row[1]), rows.when(row[2])) if row else None
 
     async def tenant_of_realm(self, realm_id: str) -> str | None:
         """The tenant connected to a QBO company."""
