@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import sys
 import urllib.error
 import urllib.request
@@ -22,11 +21,11 @@ from syncd import logs
 from syncd.backfill.handover import Handover, Report
 from syncd.backfill.history import read_history
 from syncd.config import Config, load_config
+from syncd.daemon import open_store
 from syncd.engine import rules_try
 from syncd.engine.machine import mermaid
 from syncd.exceptions import ConfigError, StoreError
 from syncd.rules.model import Rules, load_rules
-from syncd.store import sqlite_store
 from syncd.store.database import copy_store
 from syncd.web.app import build_app
 from syncd.web.keys import DAEMON
@@ -130,12 +129,19 @@ def backup(config_path: Path, destination: Path) -> None:
     Restore: stop syncd, put the copy where `[store] url` points, start syncd.
     """
     config = _load(config_path, exit_code=2)
+    if config.store_url:
+        click.echo(
+            "error: the store is PostgreSQL: back it up with pg_dump "
+            "(docs/operations.md, 'PostgreSQL')",
+            err=True,
+        )
+        sys.exit(2)
     try:
         counts = copy_store(config.store_path, destination)
     except FileExistsError:  # a file, a folder or a link (even dangling): not ours
         click.echo(f"error: {destination} exists: choose a new file", err=True)
         sys.exit(2)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, StoreError) as exc:
         click.echo(f"syncd: backup of {config.store_path} failed: {exc}", err=True)
         destination.unlink(missing_ok=True)
         sys.exit(1)
@@ -176,7 +182,7 @@ def backfill(
     if tenant not in config.tenants:
         click.echo(f"error: tenant {tenant!r} is not in {config_path}", err=True)
         sys.exit(2)
-    if not config.store_path.exists():
+    if not config.store_url and not config.store_path.exists():
         click.echo(
             f"error: no store at {config.store_path}: start syncd first", err=True
         )
@@ -195,7 +201,7 @@ def backfill(
     )
     try:
         report = asyncio.run(handover.run(wait=wait))
-    except (OSError, aiomqtt.MqttError, sqlite3.Error) as exc:
+    except (OSError, aiomqtt.MqttError, StoreError) as exc:
         click.echo(f"syncd: backfill stopped: {exc}; run it again to go on", err=True)
         sys.exit(1)
     for refusal in report.refused:
@@ -376,7 +382,7 @@ def try_rules(config_path: Path, tenant: str, rules_file: Path) -> None:
 async def _replay(
     config: Config, tenant: str, old: Rules, new: Rules
 ) -> tuple[int, rules_try.Report]:
-    store = sqlite_store(config.store_path, check="schema")
+    store = open_store(config, check="schema")
     await store.open()
     try:
         return await rules_try.replay(store, tenant, old, new)

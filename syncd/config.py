@@ -27,6 +27,7 @@ SECRET_NAMES = (
     "ADMIN_TOKEN",
     "SECRET_KEY",
     "MQTT_PASSWORD",
+    "STORE_PASSWORD",
 )
 
 
@@ -122,6 +123,8 @@ class Config:
     http: HttpConfig
     store_path: Path
     store_check: str = "quick"  # at start: "quick" (SQLite's quick_check) or "schema"
+    # a PostgreSQL database instead of the SQLite file (several replicas); "" for SQLite
+    store_url: str = ""
     retention: Retention = field(default_factory=Retention)
     qbo: QboConfig
     log_level: str = "info"
@@ -144,7 +147,7 @@ def parse_config(
     r.table(data, "", _SECTIONS)
     log = r.sub(data, "", "log", {"level", "format"})
     shutdown = r.sub(data, "", "shutdown", {"drain_seconds"})
-    store_path, store_check = _store(r, data, path.parent)
+    store_path, store_check, store_url = _store(r, data, path.parent)
     keep: dict[str, Any] = s if isinstance(s := data.get("store"), dict) else {}
     config = Config(
         path=path,
@@ -152,6 +155,7 @@ def parse_config(
         http=_http(r, data),
         store_path=store_path,
         store_check=store_check,
+        store_url=store_url,
         retention=Retention(
             # a day of it allows for clocks (bus/envelope.check_timely): at least 2
             ledger_days=r.integer(keep, "store", "keep_ledger_days", 8, low=2),
@@ -297,21 +301,34 @@ _STORE_KEYS = {
 }
 
 
-def _store(r: TableReader, data: dict[str, Any], base: Path) -> tuple[Path, str]:
+def _store(r: TableReader, data: dict[str, Any], base: Path) -> tuple[Path, str, str]:
+    """The SQLite file (its path), its start-up check, or a PostgreSQL URL."""
     t = r.sub(data, "", "store", _STORE_KEYS)
     check = r.text(
         t, "store", "check", "quick", ("quick", "at-start", "background", "schema")
     )
     url = r.text(t, "store", "url", "sqlite:syncd.db")
     scheme, _, rest = url.partition(":")
+    if scheme in ("postgresql", "postgres"):
+        where = urlsplit(url)
+        if where.password is not None:
+            r.problem(
+                "store.url",
+                "the password goes in SYNCD_STORE_PASSWORD, never in the URL "
+                "(the file is not a secret)",
+            )
+        elif not where.path.strip("/"):
+            r.problem("store.url", f"{url!r}: postgresql://USER@HOST:PORT/DATABASE")
+        return base / "syncd.db", check, url
     if scheme != "sqlite" or not rest:
         r.problem(
-            "store.url", f"{url!r}: only sqlite:PATH or sqlite:///ABSOLUTE/PATH yet"
+            "store.url",
+            f"{url!r}: sqlite:PATH, sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST/DB",
         )
-        return base / "syncd.db", check
+        return base / "syncd.db", check, ""
     if rest.startswith("///"):
-        return Path("/" + rest[3:].lstrip("/")), check  # sqlite:////abs works too
-    return base / rest.removeprefix("//"), check
+        return Path("/" + rest[3:].lstrip("/")), check, ""  # sqlite:////abs works too
+    return base / rest.removeprefix("//"), check, ""
 
 
 def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:

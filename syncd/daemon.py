@@ -27,10 +27,23 @@ from syncd.realms.connections import Connections
 from syncd.realms.reads import ReadsMeter
 from syncd.realms.secrets import Cipher
 from syncd.rules.tables import shown
-from syncd.store import Store, sqlite_store
+from syncd.store import Store, postgres_store, sqlite_store
 
 log = structlog.get_logger(__name__)
 ADMIN_TOKEN_MIN = 24  # characters: guesses are paced, not impossible
+
+
+def open_store(config: Config, check: str | None = None) -> Store:
+    """The store `[store] url` names: the SQLite file, or a PostgreSQL database.
+
+    `check` overrides `[store] check` (SQLite's check at start) for a short-lived use.
+    """
+    prefix = config.mqtt.topic_prefix
+    if config.store_url:
+        password = config.secrets.get("STORE_PASSWORD")
+        return postgres_store(config.store_url, password, prefix=prefix)
+    check = check or config.store_check
+    return sqlite_store(config.store_path, check=check, prefix=prefix)
 
 
 class Daemon:
@@ -40,11 +53,7 @@ class Daemon:
         self.config = config
         self.clock = clock
         key = config.secrets.get("SECRET_KEY")
-        self.store: Store = sqlite_store(
-            config.store_path,
-            check=config.store_check,
-            prefix=config.mqtt.topic_prefix,
-        )
+        self.store = open_store(config)
         cipher = Cipher(key) if key else None
         self.connections = Connections(config, self.store, self.clock, cipher)
         self.rulebook = RuleBook({t.id: t.rules for t in config.tenants.values()})

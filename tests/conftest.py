@@ -11,6 +11,7 @@ from hypothesis import settings
 from syncd.bus.inbox import Inbox
 from syncd.store.sqlite import SqliteStore
 from tests.mosquitto import Broker
+from tests.postgres import MADE, drop_made
 from tests.sandbox_process import SandboxProcess
 from tests.syncd_process import SyncdProcess, write_config
 
@@ -73,3 +74,9 @@ def inbox(store: SqliteStore) -> Inbox:
     from tests.test_isolation import inbox_on
 
     return inbox_on(store)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop the PostgreSQL databases the run's syncd processes were given."""
+    if MADE:
+        drop_made()

@@ -1,4 +1,9 @@
-"""Read syncd's SQLite file from a test, as an operator would (read-only, beside WAL)."""
+"""Read syncd's store from a test, as an operator would.
+
+Its SQLite file (read-only, beside WAL), or the PostgreSQL database named in `store.url`
+beside where the file would be (a run with `SYNCD_TEST_STORE=postgresql`). The SQL is
+SQLite's, translated.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,22 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from syncd.store.postgres import translate
 from syncd.store.sqlite import SqliteStore
 
 
 class DbView:
     def __init__(self, path: Path) -> None:
         self.path = path
+        marker = path.parent / "store.url"
+        self.url = marker.read_text() if marker.exists() else ""
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if self.url:
+            with psycopg.connect(self.url, autocommit=True) as pg:
+                return pg.execute(translate(sql), params).fetchall()
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
         try:
             return db.execute(sql, params).fetchall()
@@ -33,6 +46,10 @@ class DbView:
 
     def execute(self, sql: str, *params: Any) -> None:
         """Change the store while syncd is stopped (what time or an operator would do)."""
+        if self.url:
+            with psycopg.connect(self.url, autocommit=True) as pg:
+                pg.execute(translate(sql), params)
+            return
         db = sqlite3.connect(self.path, timeout=10)
         try:
             with db:

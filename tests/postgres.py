@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
+import psycopg.conninfo
 from psycopg.conninfo import make_conninfo
 
 SERVER = os.environ.get(
@@ -32,3 +33,39 @@ async def database() -> AsyncIterator[str]:
             SERVER, autocommit=True
         ) as admin:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# every database the tests' syncd processes were given, dropped when the session ends
+MADE: list[str] = []
+
+
+def url_of(name: str) -> str:
+    """The URL of database `name` on the test server, as `[store] url` takes it."""
+    where = psycopg.conninfo.conninfo_to_dict(SERVER)
+    user = where.get("user", "postgres")
+    host = where.get("host", "127.0.0.1")
+    port = where.get("port", "5432")
+    if str(host).startswith("/"):
+        return f"postgresql://{user}@/{name}?host={host}&port={port}"
+    return f"postgresql://{user}@{host}:{port}/{name}"
+
+
+def new_database() -> str:
+    """A new, empty database for one syncd process (not async: config writing is not)."""
+    name = f"syncd_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(SERVER, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    MADE.append(name)
+    return url_of(name)
+
+
+def drop_made() -> None:
+    """Drop every database `new_database` made."""
+    with psycopg.connect(SERVER, autocommit=True) as admin:
+        while MADE:
+            admin.execute(f'DROP DATABASE IF EXISTS "{MADE.pop()}" WITH (FORCE)')
+
+
+def on_postgres() -> bool:
+    """Whether this run puts syncd's store on PostgreSQL (`SYNCD_TEST_STORE`)."""
+    return os.environ.get("SYNCD_TEST_STORE", "sqlite") == "postgresql"

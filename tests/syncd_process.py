@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.eventually import until
 from tests.mosquitto import free_port
+from tests.postgres import new_database, on_postgres
 
 RULES = Path(__file__).resolve().parent.parent / "rules" / "default.toml"
 
@@ -33,7 +34,7 @@ def write_config(
         f'listen = "127.0.0.1:{http_port}"',
         f'public_url = "http://127.0.0.1:{http_port}"',
         "[store]",
-        f'url = "sqlite:///{workdir}/syncd.db"',
+        f'url = "{_store_url(workdir)}"',
         extra.get("store", ""),
         "[log]",
         'format = "json"',
@@ -52,6 +53,19 @@ def write_config(
     path = workdir / "syncd.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _store_url(workdir: Path) -> str:
+    """SQLite in the workdir; a new PostgreSQL database when the run asks for one.
+
+    A test reads either through `tests.dbview.DbView(workdir / "syncd.db")`: the
+    database's URL is left beside it in `store.url`.
+    """
+    if not on_postgres():
+        return f"sqlite:///{workdir}/syncd.db"
+    url = new_database()
+    (workdir / "store.url").write_text(url)
+    return url
 
 
 class SyncdProcess:

@@ -53,6 +53,32 @@ def test_store_urls(tmp_path):
     assert relative.store_path == tmp_path / "data" / "s.db"
 
 
+def test_a_postgresql_store_takes_its_password_from_the_environment(tmp_path):
+    """Issue 24: `[store] url = "postgresql://USER@HOST:PORT/DB"`, SYNCD_STORE_PASSWORD."""
+    tenants = '[[tenants]]\nid = "a"\n'
+    url = "postgresql://syncd@db.internal:5432/syncd"
+    config = load_config(
+        _write(tmp_path, f'[store]\nurl = "{url}"\n{tenants}'),
+        {"SYNCD_STORE_PASSWORD": "s3cret"},
+    )
+    assert config.store_url == url
+    assert config.secrets.get("STORE_PASSWORD") == "s3cret"
+    assert "s3cret" in config.secrets.redactions()  # never in a log line
+    with pytest.raises(ConfigError, match="SYNCD_STORE_PASSWORD, never in the URL"):
+        load_config(
+            _write(
+                tmp_path,
+                f'[store]\nurl = "postgresql://syncd:pw@db:5432/syncd"\n{tenants}',
+            )
+        )
+    with pytest.raises(ConfigError, match="USER@HOST:PORT/DATABASE"):
+        load_config(
+            _write(tmp_path, f'[store]\nurl = "postgresql://syncd@db"\n{tenants}')
+        )
+    sqlite = load_config(_write(tmp_path, tenants))
+    assert sqlite.store_url == ""  # the default: SQLite, nothing to install
+
+
 def test_every_problem_is_listed_with_file_and_key(tmp_path):
     """Unknown keys, bad values and broken rules are all reported together."""
     path = _write(

@@ -159,3 +159,28 @@ def test_the_engine_decides_without_bus_store_qbo_or_config():
     found = {m for path in (SYNCD / "engine").glob("*.py") for m in _imports(path)}
     banned = ("syncd.bus", "syncd.store", "syncd.qbo", "syncd.config")
     assert not [m for m in found if m.startswith(banned)], found
+
+
+def test_only_the_store_speaks_to_a_database():
+    """Issue 24: SQLite and PostgreSQL drivers stay inside `syncd/store/`.
+
+    The sandbox keeps a state file of its own (QBO's side, not syncd's store).
+    """
+    drivers = ("sqlite3", "aiosqlite", "psycopg")
+    outside = sorted(
+        f"{path.relative_to(SYNCD)}: {module}"
+        for path in SYNCD.rglob("*.py")
+        if path.relative_to(SYNCD).parts[0] not in ("store", "sandbox")
+        for node in ast.walk(ast.parse(path.read_text()))
+        for module in _modules_of(node)
+        if module.split(".")[0] in drivers
+    )
+    assert outside == []
+
+
+def _modules_of(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""]
+    return []

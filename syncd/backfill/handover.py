@@ -86,7 +86,14 @@ class Handover:
 
     async def run(self, *, wait: bool) -> Report:
         """Hand the history over; with `wait`, until its QBO writes are made."""
-        async with ProgressReader(self._config.store_path, self._tenant) as reader:
+        config = self._config
+        reader_of = ProgressReader(
+            config.store_path,
+            self._tenant,
+            config.store_url,
+            config.secrets.get("STORE_PASSWORD"),
+        )
+        async with reader_of as reader:
             async with self._client() as client:
                 for phase, messages in self._history.phases():
                     await self._phase(client, reader, phase, messages)

@@ -40,6 +40,7 @@ __all__ = [
     "Store",
     "Webhooks",
     "WriteLock",
+    "postgres_store",
     "sqlite_store",
 ]
 
@@ -49,6 +50,13 @@ def sqlite_store(path: Path, check: str = "quick", prefix: str = "syncd") -> Sto
     from syncd.store.sqlite import SqliteStore
 
     return SqliteStore(path, check=check, prefix=prefix)
+
+
+def postgres_store(url: str, password: str | None, prefix: str = "syncd") -> Store:
+    """The Store on a PostgreSQL database, for several replicas."""
+    from syncd.store.postgres import PostgresStore
+
+    return PostgresStore(url, password, prefix=prefix)
 
 
 class Store(

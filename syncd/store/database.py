@@ -324,6 +324,8 @@ async def many(db: Sql, sql: str, params: list[Any]) -> int:
 def copy_store(source: Path, destination: Path) -> dict[str, int]:
     """A consistent copy of a store in use (SQLite's online backup), checked; row counts.
 
+    StoreError when SQLite cannot copy or the copy fails its check.
+
     The copy is made 0600 and passes SQLite's integrity check before it is kept. It is
     a new file: anything at `destination` (a dangling symlink included, whose target
     would be created) raises FileExistsError.
@@ -332,6 +334,13 @@ def copy_store(source: Path, destination: Path) -> dict[str, int]:
         destination.parent.mkdir(mode=0o700, parents=True)
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     os.close(os.open(destination, flags, 0o600))
+    try:
+        return _copy(source, destination)
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from exc
+
+
+def _copy(source: Path, destination: Path) -> dict[str, int]:
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     dst = sqlite3.connect(destination)
     try:

@@ -88,6 +88,22 @@ class PgConn:
         await cursor.executemany(translate(sql), [tuple(p) for p in parameters])
         return cursor
 
+    async def close(self) -> None:
+        """Close the connection (one of its own, not a pooled one)."""
+        await self._conn.close()
+
+
+async def connect(url: str, password: str | None) -> PgConn:
+    """One connection of its own (a reader beside the daemon, e.g. `syncd backfill`)."""
+    kwargs: dict[str, Any] = {"autocommit": True, "options": "-c TimeZone=UTC"}
+    if password is not None:
+        kwargs["password"] = password
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=10, **kwargs)
+    except psycopg.Error as exc:
+        raise StoreError(f"the store cannot be used: {_why(exc)}") from exc
+    return PgConn(conn)
+
 
 class PgDatabase:
     """A pool of connections, migrations under an advisory lock, and health."""

@@ -2,20 +2,23 @@
 
 `syncd backfill` asks it which of its messages syncd has applied (the ledger), where each
 invoice stands, and how many QBO writes of them are still to be made. The SQLite file is
-opened read-only (WAL lets it read while syncd writes); nothing here takes a write lock.
+opened read-only (WAL lets it read while syncd writes); a PostgreSQL store is read
+through a connection of its own. Nothing here takes a write lock.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from syncd.exceptions import StoreError
 from syncd.store.database import rows_among
+from syncd.store.sql import DATABASE_ERRORS, Sql
 
 _DEFERRED = "deferred"  # a message stored for later is not applied yet
 
@@ -31,19 +34,37 @@ class Seen:
 class ProgressReader:
     """Read-only questions about one tenant's messages, invoices and jobs."""
 
-    def __init__(self, path: Path, tenant: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        tenant: str,
+        url: str = "",
+        password: str | None = None,
+    ) -> None:
+        """The SQLite file at `path`, or the PostgreSQL database at `url` when given."""
         self._path, self._tenant = path, tenant
-        self._db: aiosqlite.Connection | None = None
+        self._url, self._password = url, password
+        self._db: Sql | None = None
+        self._close: Callable[[], Awaitable[None]] | None = None
 
     async def __aenter__(self) -> ProgressReader:
-        uri = f"file:{self._path}?mode=ro"
-        self._db = await aiosqlite.connect(uri, uri=True)
-        await self._db.execute("PRAGMA busy_timeout = 5000")
+        if self._url:
+            from syncd.store.postgres import connect
+
+            conn = await connect(self._url, self._password)
+            self._db, self._close = conn, conn.close
+            return self
+        try:
+            lite = await aiosqlite.connect(f"file:{self._path}?mode=ro", uri=True)
+            await lite.execute("PRAGMA busy_timeout = 5000")
+        except DATABASE_ERRORS as exc:
+            raise StoreError(f"the store cannot be read: {exc}") from exc
+        self._db, self._close = lite, lite.close
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._db is not None:
-            await self._db.close()
+        if self._close is not None:
+            await self._close()
 
     async def seen(self, message_ids: Sequence[str]) -> dict[str, Seen]:
         """The ledger's word on each message syncd has taken (deferred ones are not)."""
@@ -94,6 +115,10 @@ class ProgressReader:
         self, sql: str, first: list[str], values: Sequence[str]
     ) -> list[tuple[Any, ...]]:
         assert self._db is not None  # noqa: S101 -- used inside `async with` only
-        return list(
-            await rows_among(self._db, sql, [self._tenant, *first], list(values))
-        )
+        try:
+            found = await rows_among(
+                self._db, sql, [self._tenant, *first], list(values)
+            )
+        except DATABASE_ERRORS as exc:
+            raise StoreError(f"the store cannot be read: {exc}") from exc
+        return list(found)

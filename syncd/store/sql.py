@@ -15,6 +15,8 @@ import psycopg
 
 # a unique key or check broken by one write: about that write's data, never the database
 CONFLICT: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+# anything either database raises
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 
 
 class Sql(Protocol):

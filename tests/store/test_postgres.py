@@ -8,14 +8,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
+import psycopg.conninfo
 import pytest
 
 from syncd.exceptions import StoreError
+from syncd.models import ChangeSet
 from syncd.store import Store, sqlite_store
 from syncd.store.pg_schema import MIGRATIONS
 from syncd.store.postgres import PostgresStore, translate
-from tests.postgres import database
-from tests.store.contract import StoreContract
+from tests.eventually import eventually
+from tests.postgres import SERVER, database
+from tests.store.contract import StoreContract, ledger
 
 
 class TestPostgres(StoreContract):
@@ -87,3 +90,58 @@ async def test_a_database_that_cannot_be_reached_is_a_store_error():
         await store.open()
     assert "secret" not in str(refused.value)
     assert not store.is_open
+
+
+async def test_a_database_that_refuses_writes_pauses_then_recovers():
+    """A read-only database is StoreError with the reason (/readyz 503), until it heals.
+
+    The pool's connections are cut, as a failover does; the next ones find the database
+    read-only; once it takes writes again the first commit clears the problem.
+    """
+    async with database() as url:
+        store = PostgresStore(url)
+        await store.open()
+        name = str(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
+        try:
+            await _set_read_only(name, True)
+            # a cut connection first (the pool's), then the read-only database
+            refusals = [await _refusal(store, f"m-{n}") for n in range(3)]
+            assert any("read-only" in r for r in refusals), refusals
+            problems = [store.problem]
+            await _set_read_only(name, False)
+            await eventually(lambda: _commits(store, "m-ok"))
+            problems.append(store.problem)
+            assert "read-only" in str(problems[0]) and problems[1] is None
+            assert await store.known_messages([("acme", "m-ok")]) == {("acme", "m-ok")}
+        finally:
+            await store.close()
+
+
+async def _set_read_only(name: str, on: bool) -> None:
+    value = "on" if on else "off"
+    async with await psycopg.AsyncConnection.connect(SERVER, autocommit=True) as admin:
+        await admin.execute(
+            f'ALTER DATABASE "{name}" SET default_transaction_read_only = {value}'
+        )
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+async def _refusal(store: Store, message_id: str) -> str:
+    """Why a commit was refused ("" when it went through)."""
+    try:
+        await store.commit(ChangeSet(ledger=[ledger(message_id)]))
+    except StoreError as exc:
+        return str(exc)
+    return ""
+
+
+async def _commits(store: Store, message_id: str) -> bool:
+    try:
+        await store.commit(ChangeSet(ledger=[ledger(message_id)]))
+    except StoreError:
+        return False
+    return True
