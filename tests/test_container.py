@@ -166,3 +166,15 @@ def test_the_shipped_deployment_is_closed_by_default():
     for service in COMPOSE["services"].values():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), port
+
+
+def test_postgresql_is_offered_closed_and_off_by_default():
+    """Issue 24: compose's PostgreSQL runs only when asked and publishes no port.
+
+    It takes the password syncd reads (SYNCD_STORE_PASSWORD), never one in the file.
+    """
+    postgres = COMPOSE["services"]["postgres"]
+    assert postgres["profiles"] == ["postgres"]
+    assert "ports" not in postgres
+    assert "SYNCD_STORE_PASSWORD" in postgres["environment"]["POSTGRES_PASSWORD"]
+    assert "postgres-data" in COMPOSE["volumes"]
