@@ -26,6 +26,8 @@ from syncd.engine import rules_try
 from syncd.engine.machine import mermaid
 from syncd.exceptions import ConfigError, StoreError
 from syncd.rules.model import Rules, load_rules
+from syncd.store import postgres_store
+from syncd.store.copy import Progress, copy_to_postgres
 from syncd.store.database import copy_store
 from syncd.web.app import build_app
 from syncd.web.keys import DAEMON
@@ -334,6 +336,51 @@ def demo(exit_after: bool, workdir: Path | None) -> None:
 
     code = asyncio.run(play_demo(click.echo, stay=not exit_after, workdir=workdir))
     sys.exit(code)
+
+
+@main.group()
+def store() -> None:
+    """The store itself: moving it to another database."""
+
+
+@store.command(name="copy")
+@click.option("--from", "source", required=True, help="sqlite:///PATH (or sqlite:PATH)")
+@click.option("--to", "target", required=True, help="postgresql://USER@HOST:PORT/DB")
+def store_copy(source: str, target: str) -> None:
+    """Copy a SQLite store into a PostgreSQL database, resumably, with progress.
+
+    Stop syncd first. The password comes from SYNCD_STORE_PASSWORD. Run it again after an
+    interruption: it goes on where it stopped. Then set `[store] url` to the database.
+    """
+    scheme, _, rest = source.partition(":")
+    if scheme != "sqlite" or not rest:
+        click.echo(f"error: --from {source!r}: sqlite:///PATH", err=True)
+        sys.exit(2)
+    if not target.startswith(("postgresql://", "postgres://")):
+        click.echo(f"error: --to {target!r}: postgresql://USER@HOST:PORT/DB", err=True)
+        sys.exit(2)
+    path = Path("/" + rest[3:].lstrip("/")) if rest.startswith("///") else Path(rest)
+    password = os.environ.get("SYNCD_STORE_PASSWORD") or None
+    try:
+        asyncio.run(_schema_on(target, password))
+        counts = copy_to_postgres(path, target, password, _progress)
+    except StoreError as exc:
+        click.echo(f"\nsyncd: {exc}; run it again to go on", err=True)
+        sys.exit(1)
+    click.echo(f"\nok: {sum(counts.values())} rows copied into {target.split('@')[-1]}")
+
+
+def _progress(step: Progress) -> None:
+    share = f"{100 * step.copied // step.total} %" if step.total else "empty"
+    line = f"\r{step.table}: {step.copied:,}/{step.total:,} ({share})"
+    click.echo(line, err=True, nl=step.copied >= step.total)
+
+
+async def _schema_on(url: str, password: str | None) -> None:
+    """Create or update syncd's schema on the destination (as a start of syncd would)."""
+    target = postgres_store(url, password)
+    await target.open()
+    await target.close()
 
 
 @main.group()

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 
 import psycopg
 import psycopg.conninfo
-from psycopg.conninfo import make_conninfo
 
 SERVER = os.environ.get(
     "SYNCD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -27,7 +26,7 @@ async def database() -> AsyncIterator[str]:
     async with await psycopg.AsyncConnection.connect(SERVER, autocommit=True) as admin:
         await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield make_conninfo(SERVER, dbname=name)
+        yield url_of(name)
     finally:
         async with await psycopg.AsyncConnection.connect(
             SERVER, autocommit=True
