@@ -2,9 +2,11 @@
 
 Prints the raw broker rate (QoS 1 publish → receive, no syncd) measured the same way,
 then syncd's end-to-end rate (publish → committed → retained state message received)
-with p50/p99 latency. Every message is durable (SQLite, synchronous=FULL) before its ack.
+with p50/p99 latency. Every message is durable before its ack: SQLite (synchronous=FULL)
+and PostgreSQL (a database of its own on the local server), side by side in one run.
 
     python -m benchmarks.bench_core [--messages 20000] [--invoices 1000]
+        [--store sqlite|postgresql|both]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import aiomqtt
 
 from tests.crm import NODELAY
 from tests.mosquitto import Broker
+from tests.postgres import drop_made
 from tests.syncd_process import SyncdProcess, write_config
 
 _WINDOW = 200  # publishes in flight from the CRM side
@@ -150,54 +153,69 @@ def main() -> None:
         action="store_true",
         help="leave Mosquitto's set_tcp_nodelay at its default (false)",
     )
+    parser.add_argument(
+        "--store", choices=("sqlite", "postgresql", "both"), default="both"
+    )
     args = parser.parse_args()
+    stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(Path(tmp) / "broker", nodelay=not args.broker_nagle)
         broker.start()
         try:
             raw = asyncio.run(raw_rate(broker.port, args.messages))
-            workdir = Path(tmp) / "syncd"
-            workdir.mkdir()
-            syncd = SyncdProcess(write_config(workdir, broker.port))
-            syncd.start()
-            assert syncd.proc is not None
-            pid = syncd.proc.pid
-            try:
-                used = cpu_seconds(pid), cpu_seconds(pid, pid)
-                rate, lat = asyncio.run(
-                    syncd_rate(broker.port, args.messages, args.invoices)
-                )
-                per_event = [
-                    (cpu_seconds(pid) - used[0]) / args.messages,
-                    (cpu_seconds(pid, pid) - used[1]) / args.messages,
-                ]
-                paced = args.messages // 4
-                _, paced_lat = asyncio.run(
-                    syncd_rate(broker.port, paced, args.invoices, args.paced_rate, "p")
-                )
-            finally:
-                syncd.stop()
+            found = {s: _measure(Path(tmp), broker, s, args) for s in stores}
         finally:
             broker.stop()
-    q = statistics.quantiles(lat, n=100)
+            drop_made()
     print(f"messages: {args.messages} over {args.invoices} invoices")
     print(
         f"broker: mosquitto, set_tcp_nodelay {'false' if args.broker_nagle else 'true'}"
     )
     print(f"raw broker QoS1 publish→receive: {raw:,.0f} msg/s")
-    print(f"syncd end to end (publish → commit → state received): {rate:,.0f} events/s")
-    print(f"syncd / raw: {rate / raw:.0%}")
-    print(
-        f"syncd CPU per event: {per_event[0] * 1e6:.0f} µs, of it the main thread "
-        f"{per_event[1] * 1e6:.0f} µs (one thread: at most "
-        f"{1 / per_event[1]:,.0f} events/s)"
-    )
-    print(f"latency flat out: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
-    q = statistics.quantiles(paced_lat, n=100)
-    print(
-        f"latency at {args.paced_rate:,.0f} msg/s: "
-        f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms"
-    )
+    for store, (rate, lat, per_event, paced_lat) in found.items():
+        print(f"--- store: {store}")
+        print(
+            f"syncd end to end (publish → commit → state received): {rate:,.0f} events/s"
+        )
+        print(f"syncd / raw: {rate / raw:.0%}")
+        print(
+            f"syncd CPU per event: {per_event[0] * 1e6:.0f} µs, of it the main thread "
+            f"{per_event[1] * 1e6:.0f} µs (one thread: at most "
+            f"{1 / per_event[1]:,.0f} events/s)"
+        )
+        q = statistics.quantiles(lat, n=100)
+        print(f"latency flat out: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
+        q = statistics.quantiles(paced_lat, n=100)
+        print(
+            f"latency at {args.paced_rate:,.0f} msg/s: "
+            f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms"
+        )
+
+
+def _measure(
+    tmp: Path, broker: Broker, store: str, args: argparse.Namespace
+) -> tuple[float, list[float], list[float], list[float]]:
+    """Syncd on `store`: its rate, latencies flat out, CPU per event, paced latencies."""
+    workdir = tmp / f"syncd-{store}"
+    workdir.mkdir()
+    syncd = SyncdProcess(write_config(workdir, broker.port, database=store))
+    syncd.start()
+    assert syncd.proc is not None
+    pid = syncd.proc.pid
+    try:
+        used = cpu_seconds(pid), cpu_seconds(pid, pid)
+        rate, lat = asyncio.run(syncd_rate(broker.port, args.messages, args.invoices))
+        per_event = [
+            (cpu_seconds(pid) - used[0]) / args.messages,
+            (cpu_seconds(pid, pid) - used[1]) / args.messages,
+        ]
+        paced = args.messages // 4
+        _, paced_lat = asyncio.run(
+            syncd_rate(broker.port, paced, args.invoices, args.paced_rate, store[0])
+        )
+    finally:
+        syncd.stop()
+    return rate, lat, per_event, paced_lat
 
 
 if __name__ == "__main__":

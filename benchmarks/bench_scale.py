@@ -1,6 +1,7 @@
 """Cost at scale: a store of 10k, 100k (1M by flag) invoices, built with syncd's schema.
 
     python -m benchmarks.bench_scale [--sizes 10000,100000] [--events 5000]
+        [--store sqlite|postgresql|both]
 
 For each size: a store is filled (one tenant; each invoice synced, with a CRM snapshot, the
 body last written to QBO, 3 history lines, 3 ledger rows and 2 finished jobs, 1 % past
@@ -11,6 +12,8 @@ due); then
   does), the overdue pass, and the longest wait a small CRM commit had while it ran
   (intake pause);
 - the file's bytes per invoice.
+With `--store postgresql` (or `both`), the same store is then copied into a PostgreSQL
+database of its own (`syncd store copy`, timed) and measured the same way there.
 """
 
 from __future__ import annotations
@@ -28,14 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 
 from benchmarks.bench_core import syncd_rate
 from syncd.config import load_config
 from syncd.inbound.reconcile import Reconciler
 from syncd.models import ChangeSet, HistoryEntry, Invoice, SyncState
-from syncd.store import database, rows
+from syncd.store import Store, database, rows
+from syncd.store.copy import copy_to_postgres
+from syncd.store.postgres import PostgresStore
 from syncd.store.sqlite import SqliteStore
 from tests.mosquitto import Broker
+from tests.postgres import drop_made, new_database
 from tests.syncd_process import RULES, SyncdProcess, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,11 +163,18 @@ def _rss(pid: int) -> tuple[float, float]:
 
 
 def through_syncd(
-    workdir: Path, broker: Broker, events: int, check: str
+    workdir: Path, broker: Broker, events: int, check: str, url: str = ""
 ) -> dict[str, float]:
-    """Start syncd on the store, time it, push moves through it, watch its memory."""
+    """Start syncd on the store, time it, push moves through it, watch its memory.
+
+    `url`: a PostgreSQL copy of the store, used instead of the file.
+    """
     config = write_config(
-        workdir, broker.port, {"acme": RULES}, store=f'check = "{check}"'
+        workdir,
+        broker.port,
+        {"acme": RULES},
+        database=url or "sqlite",
+        store=f'check = "{check}"',
     )
     syncd = SyncdProcess(config)
     started = time.perf_counter()
@@ -169,10 +183,13 @@ def through_syncd(
     assert syncd.proc is not None
     figures["rss_start_mb"] = _rss(syncd.proc.pid)[0]
     try:
-        rate, latencies = asyncio.run(syncd_rate(broker.port, events, 1000, tag="x"))
+        tag = "u" if url else "x"  # each run its own invoices (and retained states)
+        rate, latencies = asyncio.run(syncd_rate(broker.port, events, 1000, tag=tag))
         figures["events_per_s"] = rate
         figures["p99_ms"] = statistics.quantiles(latencies, n=100)[98] * 1000
-        if checked := _checked_in_background(syncd, workdir / "syncd.db", check):
+        if not url and (
+            checked := _checked_in_background(syncd, workdir / "syncd.db", check)
+        ):
             # the first figures were taken while the whole-file check read the store
             figures["check_s"] = checked
             figures["events_per_s_during_check"] = figures["events_per_s"]
@@ -200,12 +217,17 @@ def _checked_in_background(syncd: SyncdProcess, path: Path, check: str) -> float
     raise RuntimeError("the background store check did not end in 5 minutes")
 
 
-async def in_process(path: Path, size: int) -> dict[str, float]:
-    """Look-ups, the overdue pass and the intake pause it causes, on the same file."""
-    store = SqliteStore(path)
+async def in_process(
+    path: Path, size: int, url: str = "", only_open: bool = False
+) -> dict[str, float]:
+    """Look-ups, the overdue pass and the intake pause it causes, on the same store."""
+    store: Store = PostgresStore(url) if url else SqliteStore(path)
     began = time.perf_counter()
     await store.open()
     figures = {"open_s": time.perf_counter() - began}
+    if only_open:  # the schema made, nothing measured
+        await store.close()
+        return figures
     ids = [str(10_000 + random.randrange(size)) for _ in range(200)]
     began = time.perf_counter()
     for qbo_id in ids:
@@ -259,8 +281,11 @@ def main() -> None:
         choices=("quick", "at-start", "background", "schema"),
         help="[store] check (quick: the whole-file read is in the background from 512 MB)",
     )
+    parser.add_argument(
+        "--store", choices=("sqlite", "postgresql", "both"), default="sqlite"
+    )
     args = parser.parse_args()
-    results: list[tuple[int, dict[str, float]]] = []
+    results: list[tuple[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(Path(tmp) / "broker")
         broker.start()
@@ -271,18 +296,48 @@ def main() -> None:
                 began = time.perf_counter()
                 build(workdir / "syncd.db", size)
                 print(f"built {size:,} invoices in {time.perf_counter() - began:.0f} s")
-                figures = through_syncd(workdir, broker, args.events, args.store_check)
-                figures |= asyncio.run(in_process(workdir / "syncd.db", size))
-                stored = sum(
-                    os.path.getsize(p) for p in workdir.glob("syncd.db*") if p.is_file()
-                )
-                figures["bytes_per_invoice"] = stored / size
-                figures |= _kept_for_good(workdir / "syncd.db", size)
-                results.append((size, figures))
-                print(orjson.dumps(figures).decode())
+                # PostgreSQL first: it is copied from the file as built
+                if args.store in ("postgresql", "both"):
+                    figures = _on_postgres(workdir, broker, size, args)
+                    results.append((f"{size:,} postgresql", figures))
+                    print(orjson.dumps(figures).decode())
+                if args.store in ("sqlite", "both"):
+                    figures = _on_sqlite(workdir, broker, size, args)
+                    results.append((f"{size:,} sqlite", figures))
+                    print(orjson.dumps(figures).decode())
         finally:
             broker.stop()
+            drop_made()
     _table(results)
+
+
+def _on_sqlite(
+    workdir: Path, broker: Broker, size: int, args: argparse.Namespace
+) -> dict[str, float]:
+    figures = through_syncd(workdir, broker, args.events, args.store_check)
+    figures |= asyncio.run(in_process(workdir / "syncd.db", size))
+    stored = sum(os.path.getsize(p) for p in workdir.glob("syncd.db*") if p.is_file())
+    figures["bytes_per_invoice"] = stored / size
+    return figures | _kept_for_good(workdir / "syncd.db", size)
+
+
+def _on_postgres(
+    workdir: Path, broker: Broker, size: int, args: argparse.Namespace
+) -> dict[str, float]:
+    """The same store copied into PostgreSQL (timed), then measured there."""
+    url = new_database()
+    asyncio.run(in_process(workdir / "syncd.db", 1, url=url, only_open=True))
+    began = time.perf_counter()
+    copy_to_postgres(workdir / "syncd.db", url, None)
+    figures = {"copy_s": time.perf_counter() - began}
+    pg_dir = workdir / "pg"
+    pg_dir.mkdir()
+    figures |= through_syncd(pg_dir, broker, args.events, args.store_check, url=url)
+    figures |= asyncio.run(in_process(workdir / "syncd.db", size, url=url))
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    figures["bytes_per_invoice"] = (row[0] if row else 0) / size
+    return figures
 
 
 _BOUNDED = ("messages", "jobs", "inbound", "inbound_events", "failures")
@@ -314,8 +369,9 @@ def _kept_for_good(path: Path, size: int) -> dict[str, float]:
     }
 
 
-def _table(results: list[tuple[int, dict[str, float]]]) -> None:
+def _table(results: list[tuple[str, dict[str, float]]]) -> None:
     shown = [
+        ("copied from SQLite (syncd store copy)", "copy_s", "{:.1f} s"),
         ("start-up to /readyz", "startup_s", "{:.2f} s"),
         ("RSS after start / end / peak", None, ""),
         ("store check in the background", "check_s", "{:.1f} s"),
@@ -338,7 +394,7 @@ def _table(results: list[tuple[int, dict[str, float]]]) -> None:
         ),
     ]
     print()
-    print("| figure | " + " | ".join(f"{size:,}" for size, _ in results) + " |")
+    print("| figure | " + " | ".join(name for name, _ in results) + " |")
     print("|---|" + "---|" * len(results))
     for label, key, form in shown:
         cells = []

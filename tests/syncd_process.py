@@ -20,8 +20,14 @@ def write_config(
     workdir: Path,
     broker_port: int,
     tenants: dict[str, Path] | None = None,
+    database: str | None = None,
     **extra: str,
 ) -> Path:
+    """syncd.toml in `workdir`.
+
+    `database`: "sqlite", "postgresql" (a new database) or a postgresql:// URL (that
+    one); by default the run's (`SYNCD_TEST_STORE`).
+    """
     http_port = free_port()
     tenants = tenants or {"acme": RULES}
     lines = [
@@ -34,7 +40,7 @@ def write_config(
         f'listen = "127.0.0.1:{http_port}"',
         f'public_url = "http://127.0.0.1:{http_port}"',
         "[store]",
-        f'url = "{_store_url(workdir)}"',
+        f'url = "{_store_url(workdir, database)}"',
         extra.get("store", ""),
         "[log]",
         'format = "json"',
@@ -55,15 +61,16 @@ def write_config(
     return path
 
 
-def _store_url(workdir: Path) -> str:
+def _store_url(workdir: Path, database: str | None) -> str:
     """SQLite in the workdir; a new PostgreSQL database when the run asks for one.
 
     A test reads either through `tests.dbview.DbView(workdir / "syncd.db")`: the
     database's URL is left beside it in `store.url`.
     """
-    if not on_postgres():
+    database = database or ("postgresql" if on_postgres() else "sqlite")
+    if database == "sqlite":
         return f"sqlite:///{workdir}/syncd.db"
-    url = new_database()
+    url = database if database.startswith("postgresql://") else new_database()
     (workdir / "store.url").write_text(url)
     return url
 
