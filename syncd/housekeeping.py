@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 
@@ -18,22 +17,18 @@ from syncd import metrics
 from syncd.config import Retention
 from syncd.loop import Loop, Said
 from syncd.models import Cutoffs
-from syncd.store import Pruning, WriteLock
+from syncd.store import Pruning
 
 log = structlog.get_logger(__name__)
 PAGE = 500  # rows of each kind per write
 INTERVAL = 3600.0  # seconds between passes
 
 
-class Prunable(Pruning, WriteLock, Protocol):
-    """What retention needs of the store."""
-
-
 class Housekeeper:
     """Deletes what retention allows, a page at a time."""
 
     def __init__(
-        self, store: Prunable, keep: Retention, clock: Callable[[], datetime]
+        self, store: Pruning, keep: Retention, clock: Callable[[], datetime]
     ) -> None:
         self._store, self._keep, self._clock = store, keep, clock
         self._loop = Loop(
@@ -64,8 +59,7 @@ class Housekeeper:
         )
         total: dict[str, int] = {}
         while not self._loop.stopping:
-            async with self._store.write_lock:
-                deleted = await self._store.prune(cutoffs, PAGE)
+            deleted = await self._store.prune(cutoffs, PAGE)
             for kind, count in deleted.items():
                 total[kind] = total.get(kind, 0) + count
                 metrics.PRUNED.labels(kind).inc(count)

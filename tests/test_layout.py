@@ -184,3 +184,16 @@ def _modules_of(node: ast.AST) -> list[str]:
     if isinstance(node, ast.ImportFrom):
         return [node.module or ""]
     return []
+
+
+def test_no_one_holds_a_store_lock():
+    """Issue 24: read-decide-commit is guarded by the store, never by a held lock.
+
+    A stale write is refused, in one process or across replicas, and decided again.
+    """
+    holders = sorted(
+        str(path.relative_to(SYNCD))
+        for path in SYNCD.rglob("*.py")
+        if "write_lock" in path.read_text() or "WriteLock" in path.read_text()
+    )
+    assert holders == []

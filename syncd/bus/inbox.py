@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -41,14 +40,10 @@ from syncd.models import (
     Outcome,
     RawMessage,
 )
-from syncd.store import Intake, WriteLock
+from syncd.store import Intake
 
 log = structlog.get_logger(__name__)
 STALE_TRIES = 3  # another writer changed an invoice: read and decide again
-
-
-class InboxStore(Intake, WriteLock, Protocol):
-    """What the inbox needs of the store."""
 
 
 class Inbox:
@@ -56,7 +51,7 @@ class Inbox:
 
     def __init__(
         self,
-        store: InboxStore,
+        store: Intake,
         rulebook: RuleBook,
         *,
         prefix: str,
@@ -148,20 +143,19 @@ class Inbox:
         refused: list[_Refusal] = []
         for raw in batch:
             self._accept(raw, now, accepted, refused)
-        async with self._store.write_lock:
-            seen = await self._seen(accepted, refused)
-            for refusal in refused:
-                self._refuse(refusal, seen, now, changes)
-            fresh = _unseen(accepted, seen)
-            invoices = await self._load(fresh)
-            for env in fresh:
-                with bound_contextvars(
-                    tenant=env.tenant,
-                    message_id=env.id,
-                    invoice=_invoice_id(env),
-                ):
-                    await self._route(env, now, changes, invoices)
-            await self._store.commit(changes)
+        seen = await self._seen(accepted, refused)
+        for refusal in refused:
+            self._refuse(refusal, seen, now, changes)
+        fresh = _unseen(accepted, seen)
+        invoices = await self._load(fresh)
+        for env in fresh:
+            with bound_contextvars(
+                tenant=env.tenant,
+                message_id=env.id,
+                invoice=_invoice_id(env),
+            ):
+                await self._route(env, now, changes, invoices)
+        await self._store.commit(changes)  # StaleWriteError: decided again (above)
         metrics.decided(changes, "crm")
         return changes
 

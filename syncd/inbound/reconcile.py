@@ -26,7 +26,7 @@ from syncd.messages import StateChanged
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
 from syncd.qbo.steps import Step, next_step
-from syncd.store import InvoiceReads, Realms, WriteLock
+from syncd.store import InvoiceReads, Realms, decided_afresh
 from syncd.worker import Clients
 
 log = structlog.get_logger(__name__)
@@ -37,7 +37,7 @@ STALE_TRIES = 3
 OVERDUE_PAGE = 100  # invoices marked overdue per write (~50 ms under the lock at 1M)
 
 
-class Reconciling(Realms, InvoiceReads, WriteLock, Protocol):
+class Reconciling(Realms, InvoiceReads, Protocol):
     """What reconciliation needs of the store (its checkpoint, overdue invoices)."""
 
 
@@ -142,14 +142,13 @@ class Reconciler:
         """Decide and commit a CDC answer; decide again if another writer came first."""
         for attempt in range(1, STALE_TRIES + 1):
             changes = ChangeSet(at=self._clock())
-            async with self._store.write_lock:
-                await self._inbound.apply(tenant, realm, found, changes)
-                try:
-                    await self._store.commit(changes)
-                except StaleWriteError:
-                    if attempt == STALE_TRIES:
-                        raise
-                    continue
+            await self._inbound.apply(tenant, realm, found, changes)
+            try:
+                await self._store.commit(changes)
+            except StaleWriteError:
+                if attempt == STALE_TRIES:
+                    raise
+                continue
             return changes
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -160,18 +159,21 @@ class Reconciler:
         messages are applied between pages whatever the size of the store.
         """
         today = self._clock().date()
-        while True:
-            async with self._store.write_lock:
-                found = await self._store.past_due(tenant, today, OVERDUE_PAGE)
-                changes = ChangeSet()
-                for inv in found:
-                    inv.qbo_status = "overdue"
-                    changes.invoices[(tenant, inv.invoice_id)] = inv
-                    changes.outbox.append(StateChanged.of(inv, self._clock()))
-                if changes.invoices:
-                    await self._store.commit(changes)
-            if len(found) < OVERDUE_PAGE:
-                return
+
+        async def page() -> int:
+            found = await self._store.past_due(tenant, today, OVERDUE_PAGE)
+            changes = ChangeSet()
+            for inv in found:
+                inv.qbo_status = "overdue"
+                changes.invoices[(tenant, inv.invoice_id)] = inv
+                changes.outbox.append(StateChanged.of(inv, self._clock()))
+            if changes.invoices:
+                await self._store.commit(changes)
+            return len(found)
+
+        # another writer changing one of a page's invoices: the page is read again
+        while await decided_afresh(page) == OVERDUE_PAGE:
+            pass
 
 
 def missed_by_webhooks(changes: ChangeSet) -> int:

@@ -102,8 +102,7 @@ class InboundWorker(LoopWorker):
         except QboError as exc:
             log.warning("refresh_failed", tenant=tenant, error=exc.message)
             return False
-        async with self._store.write_lock:
-            await self.apply(tenant, client.realm_id, found, changes, listing=True)
+        await self.apply(tenant, client.realm_id, found, changes, listing=True)
         return True
 
     async def _contact_invoices(
@@ -154,8 +153,7 @@ class InboundWorker(LoopWorker):
         changes.inbound_events += [(realm, n.key) for n in notes]
         self.last_webhook[tenant] = self._clock()
         await self._merges(tenant, notes, changes)
-        async with self._store.write_lock:
-            await self.apply(tenant, realm, found, changes)
+        await self.apply(tenant, realm, found, changes)
         return True
 
     async def _merges(

@@ -22,7 +22,7 @@ from syncd.engine.machine import InvoiceMachine
 from syncd.exceptions import StaleWriteError, StoreError
 from syncd.messages import StateChanged
 from syncd.models import ChangeSet, Invoice, Job, JobKind, JobStatus, SyncState
-from syncd.store import Committer, InvoiceReads, WriteLock
+from syncd.store import Committer, InvoiceReads
 
 log = structlog.get_logger(__name__)
 STALE_TRIES = 3  # another writer changed the invoice during the call: read it again
@@ -41,7 +41,7 @@ _QBO_SIDE = (
 )
 
 
-class Recording(Committer, InvoiceReads, WriteLock, Protocol):
+class Recording(Committer, InvoiceReads, Protocol):
     """What recording a job's results needs of the store."""
 
 
@@ -73,32 +73,29 @@ async def _together(
 ) -> bool:
     """True once committed; False when a batch's results must go one by one."""
     for attempt in range(1, STALE_TRIES + 1):
-        async with store.write_lock:
-            batch_changes = ChangeSet()
-            for job, worked, changes, seen in done:
-                fresh = None
-                if worked is not None and job.invoice_id is not None:
-                    fresh = await store.invoice(job.tenant, job.invoice_id)
-                batch_changes.merge(
-                    await onto_fresh(
-                        job, worked, fresh, changes, machine, seen, clock()
-                    )
-                )
-            try:
-                await store.commit(batch_changes)
-            except StaleWriteError:
-                if attempt == STALE_TRIES:
-                    raise
-                log.info("job_result_recorded_again", attempt=attempt)
-                continue
-            except StoreError:
-                raise  # the store itself: intake pauses, the jobs stay in flight
-            except Exception:
-                if len(done) == 1:
-                    raise
-                log.warning("batch_result_recorded_job_by_job", exc_info=True)
-                return False
-            return True
+        batch_changes = ChangeSet()
+        for job, worked, changes, seen in done:
+            fresh = None
+            if worked is not None and job.invoice_id is not None:
+                fresh = await store.invoice(job.tenant, job.invoice_id)
+            batch_changes.merge(
+                await onto_fresh(job, worked, fresh, changes, machine, seen, clock())
+            )
+        try:
+            await store.commit(batch_changes)
+        except StaleWriteError:
+            if attempt == STALE_TRIES:
+                raise
+            log.info("job_result_recorded_again", attempt=attempt)
+            continue
+        except StoreError:
+            raise  # the store itself: intake pauses, the jobs stay in flight
+        except Exception:
+            if len(done) == 1:
+                raise
+            log.warning("batch_result_recorded_job_by_job", exc_info=True)
+            return False
+        return True
     raise AssertionError("unreachable")  # pragma: no cover
 
 

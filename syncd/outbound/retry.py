@@ -20,7 +20,7 @@ from syncd.models import (
     Subject,
     SyncState,
 )
-from syncd.store import InvoiceReads, JobQueue, WriteLock
+from syncd.store import InvoiceReads, JobQueue, decided_afresh
 
 _INVOICE_JOBS = {k.value for k in JobKind if k.subject is Subject.INVOICE}
 NOT_RETRIED = (
@@ -89,7 +89,7 @@ def plan(
     return changes
 
 
-class Retrying(JobQueue, InvoiceReads, WriteLock, Protocol):
+class Retrying(JobQueue, InvoiceReads, Protocol):
     """What the admin's retry needs of the store."""
 
 
@@ -97,12 +97,16 @@ async def retry(store: Retrying, failure: Failure, *, now: datetime) -> None:
     """Queue the failed job again and mark the failure handled, in one transaction."""
     if failure.invoice_id is None or failure.id is None:
         raise NotRetried(404, "no such failure")
-    async with store.write_lock:
+    invoice_id = failure.invoice_id
+
+    async def queue_again() -> None:
         earlier = (
             await store.job(failure.job_id) if failure.job_id is not None else None
         )
         job = job_again(earlier, failure, now)
         if job is None:
             raise NotRetried(409, NOT_RETRIED)
-        invoice = await store.invoice(failure.tenant, failure.invoice_id)
+        invoice = await store.invoice(failure.tenant, invoice_id)
         await store.commit(plan(failure, job, invoice, now=now))
+
+    await decided_afresh(queue_again)

@@ -14,7 +14,7 @@ import structlog
 
 from syncd.messages import StateChanged
 from syncd.models import ChangeSet, HistoryEntry, Invoice, JobStatus, SyncState
-from syncd.store import JobQueue, Realms, WriteLock
+from syncd.store import JobQueue, Realms, decided_afresh
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +62,7 @@ def switch(
     return changes
 
 
-class Switching(JobQueue, Realms, WriteLock, Protocol):
+class Switching(JobQueue, Realms, Protocol):
     """What switching a tenant's books needs of the store."""
 
 
@@ -78,15 +78,16 @@ async def open_books(
 
     True when invoices were set aside (their states are in the outbox).
     """
-    async with store.write_lock:  # one switch, whoever asks
+
+    async def switch_once() -> ChangeSet | None:
         books = await store.books(tenant)
         old, since = books if books else (None, connected_at)
         if old == realm_id:
-            return False
+            return None
         # `[sync] since = "connection"` is the tenant's first connection, to any company
         if old is None and not await store.remembers_references(tenant):
             await store.commit(ChangeSet(books={tenant: (realm_id, since)}))
-            return False
+            return None
         queued = {
             j.invoice_id
             for j in await store.jobs(tenant)
@@ -95,10 +96,15 @@ async def open_books(
         linked = await store.linked_invoices_of(tenant)
         changes = switch(tenant, realm_id, old, since, linked, queued, now=now)
         await store.commit(changes)
+        return changes
+
+    # one switch, whoever asks: a second asker's stale write reads the new books
+    changes = await decided_afresh(switch_once)
+    if changes is None:
+        return False
     log.warning(
         "qbo_books_switched",
         tenant=tenant,
-        old=old,
         new=realm_id,
         invoices=len(changes.invoices),
     )

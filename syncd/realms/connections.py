@@ -47,7 +47,7 @@ from syncd.realms import books, consent
 from syncd.realms import health as token_health
 from syncd.realms.secrets import Cipher
 from syncd.realms.settings import read_settings
-from syncd.store import JobQueue, Realms, WriteLock
+from syncd.store import JobQueue, Realms
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -65,7 +65,7 @@ class _SealedTokens:
         await self._store.save_token(tenant, realm_id, self._cipher.seal(token))
 
 
-class Linked(Realms, JobQueue, WriteLock, Protocol):
+class Linked(Realms, JobQueue, Protocol):
     """What a tenant's connection needs of the store (books included)."""
 
 

@@ -10,9 +10,13 @@ messages it decides are rendered there (`outbox`: topic, envelope, id), once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+import structlog
+
+from syncd.exceptions import StaleWriteError
 from syncd.store.roles import (
     Committer,
     Health,
@@ -24,8 +28,11 @@ from syncd.store.roles import (
     Realms,
     References,
     Webhooks,
-    WriteLock,
 )
+
+log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+STALE_TRIES = 3  # another writer came first: decide again this many times at most
 
 __all__ = [
     "Committer",
@@ -39,10 +46,28 @@ __all__ = [
     "References",
     "Store",
     "Webhooks",
-    "WriteLock",
+    "decided_afresh",
     "postgres_store",
     "sqlite_store",
 ]
+
+
+async def decided_afresh(
+    read_decide_commit: Callable[[], Awaitable[_T]], tries: int = STALE_TRIES
+) -> _T:
+    """Run read-decide-commit again while another writer commits first.
+
+    The store refuses a write made from a stale read (StaleWriteError), in one process
+    or across replicas: there is no lock to hold, only a decision to make again.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            return await read_decide_commit()
+        except StaleWriteError:
+            if attempt == tries:
+                raise
+            log.info("decided_again", attempt=attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def sqlite_store(path: Path, check: str = "quick", prefix: str = "syncd") -> Store:
@@ -69,7 +94,6 @@ class Store(
     JobQueue,
     Webhooks,
     Pruning,
-    WriteLock,
     Protocol,
 ):
     """Every role at once: what an implementation fills (SQLite today)."""

@@ -73,7 +73,12 @@ def copy_to_postgres(
             kwargs["password"] = password
         with psycopg.connect(url, **kwargs) as pg:
             _check_destination(pg)
-            return {table: _copy_table(lite, pg, table, say) for table in TABLES}
+            counts = {table: _copy_table(lite, pg, table, say) for table in TABLES}
+            # statistics for the planner now, not when autovacuum comes round: without
+            # them the first hours of a big copy run on sequential scans
+            pg.execute("ANALYZE")
+            pg.commit()
+            return counts
     except (sqlite3.Error, psycopg.Error) as exc:
         raise StoreError(f"the copy stopped: {exc}") from exc
     finally:

@@ -6,7 +6,6 @@ Each consumer is typed against the roles it uses, so a second implementation
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -28,16 +27,6 @@ from syncd.models import (
     TenantCounts,
     UnderWay,
 )
-
-
-class WriteLock(Protocol):
-    """Held from reading an invoice to committing its change, within one process.
-
-    Across processes a stale write is refused (StaleWriteError) and the writer decides
-    again; the replicas issue takes the lock out of the interface, consumer by consumer.
-    """
-
-    write_lock: asyncio.Lock
 
 
 class Health(Protocol):

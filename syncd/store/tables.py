@@ -9,7 +9,6 @@ SQLite's (`sqlite`) or PostgreSQL's (`postgres`).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -46,9 +45,6 @@ class SqlStore(AdminReads, RealmTables, JobTables, QboTables):
         self._db = db
         # a burst of webhooks: their bodies share transactions instead of one fsync each
         self._inbound = GroupCommit[tuple[bytes, str]](self._insert_inbound)
-        # held from reading an invoice to committing its change, within this process:
-        # it avoids conflicts that the revision check would refuse (StaleWriteError)
-        self.write_lock = asyncio.Lock()
 
     @property
     def problem(self) -> str | None:
