@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 
-from syncd.store.postgres import translate
+from syncd.store import Store
+from syncd.store.postgres import PostgresStore, translate
 from syncd.store.sqlite import SqliteStore
 
 
@@ -38,7 +39,9 @@ class DbView:
         """A store file with syncd's schema and nothing in it (as a first start leaves it)."""
 
         async def opened() -> None:
-            store = SqliteStore(self.path)
+            store: Store = (
+                PostgresStore(self.url) if self.url else SqliteStore(self.path)
+            )
             await store.open()
             await store.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -71,9 +70,8 @@ async def test_connect_stores_tokens_sealed_and_reads_preferences(
     assert prefs["custom_fields"]["PO Number"] == "1"  # OD2: read once at connection
     assert prefs["tax_codes"]["TAX"] == "TAX"
     assert prefs["accounts"]["Undeposited Funds"]
-    db = sqlite3.connect(connected_syncd.config.parent / "syncd.db")
-    [(realm, token)] = db.execute("SELECT realm_id, token FROM connections").fetchall()
-    db.close()
+    db = DbView(connected_syncd.config.parent / "syncd.db")
+    [(realm, token)] = db.query("SELECT realm_id, token FROM connections")
     assert realm == body["realm_id"]
     assert b"access_token" not in token and b"RT1-" not in token
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import sqlite3
 
+from syncd.store.sql import DATABASE_ERRORS
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
 from tests.eventually import eventually
@@ -27,7 +27,7 @@ def _stream() -> list[tuple[str, int, str]]:
 
 async def _wait_applied(db: DbView, count: int, timeout: float = 60) -> None:
     def done() -> bool:
-        with contextlib.suppress(sqlite3.Error):  # the file may not exist yet
+        with contextlib.suppress(*DATABASE_ERRORS):  # the file may not exist yet
             sql = "SELECT count(*) FROM messages WHERE tenant = 'acme'"
             return bool(db.query(sql)[0][0] >= count)
         return False

@@ -7,14 +7,13 @@ valid message of another tenant is applied and published.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from syncd.store.sqlite import SqliteStore
 from tests.crm import Crm, envelope, invoice
 from tests.dbview import DbView
 from tests.eventually import eventually
@@ -121,22 +120,18 @@ async def test_an_outbox_row_the_broker_would_refuse_is_parked(tmp_path, broker)
     """Issue 9 §4: a stored row whose topic Mosquitto drops syncd for never blocks."""
     syncd = _syncd(tmp_path, broker)
     db_path = syncd.config.parent / "syncd.db"
-    store = SqliteStore(db_path)  # as an older syncd left it: the row is already stored
-    await store.open()
-    await store.close()
+    view = DbView(db_path)  # as an older syncd left it: the row is already stored
+    await asyncio.to_thread(view.create_empty)
     bad_topic = "syncd/acme/sync/invoice/CTL\x01A"
-    with sqlite3.connect(db_path) as db:
-        db.execute(
-            "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, 1)",
-            (bad_topic, b"{}"),
-        )
+    view.execute(
+        "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, 1)", bad_topic, b"{}"
+    )
     syncd.start()
     try:
         async with Crm(broker.port) as crm:
             good = envelope("globex", "invoice.upserted", invoice("G-1", 1, "draft"))
             await crm.publish_raw(GLOBEX, json.dumps(good).encode())
             await crm.wait_for(lambda r: bool(_globex_state(crm, "G-1")))
-        view = DbView(db_path)
         await _outbox_empties(view)
         [failure] = view.failures("acme")
         assert failure[1:3] == ("publish", "broker_refused")
@@ -152,14 +147,13 @@ async def test_a_row_the_broker_drops_syncd_for_is_parked_after_5_tries(tmp_path
     broker.start()
     syncd = _syncd(tmp_path, broker)
     db_path = syncd.config.parent / "syncd.db"
-    store = SqliteStore(db_path)
-    await store.open()
-    await store.close()
-    with sqlite3.connect(db_path) as db:
-        db.execute(
-            "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, 0)",
-            ("syncd/acme/out/sync/failed", b"x" * 10_000),
-        )
+    view = DbView(db_path)
+    await asyncio.to_thread(view.create_empty)
+    view.execute(
+        "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, 0)",
+        "syncd/acme/out/sync/failed",
+        b"x" * 10_000,
+    )
     syncd.start()
     try:
         async with Crm(broker.port) as crm:

@@ -9,9 +9,9 @@ Receipt, a second e-mail.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from datetime import UTC, datetime
 
+from syncd.store.sql import DATABASE_ERRORS
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
 from tests.eventually import eventually
@@ -29,7 +29,7 @@ PAYMENT = {
 
 async def _until(db: DbView, sql: str, expected: object) -> None:
     def check() -> bool:
-        with contextlib.suppress(sqlite3.Error):  # the store may not exist yet
+        with contextlib.suppress(*DATABASE_ERRORS):  # the store may not exist yet
             return db.query(sql) == expected
         return False
 
