@@ -74,10 +74,11 @@ def copy_to_postgres(
         with psycopg.connect(url, **kwargs) as pg:
             _check_destination(pg)
             counts = {table: _copy_table(lite, pg, table, say) for table in TABLES}
-            # statistics for the planner now, not when autovacuum comes round: without
-            # them the first hours of a big copy run on sequential scans
-            pg.execute("ANALYZE")
+            # statistics and the visibility map now: otherwise autovacuum comes round
+            # to a freshly copied store while syncd is serving (and the planner guesses)
             pg.commit()
+            pg.autocommit = True
+            pg.execute("VACUUM (ANALYZE)")
             return counts
     except (sqlite3.Error, psycopg.Error) as exc:
         raise StoreError(f"the copy stopped: {exc}") from exc
