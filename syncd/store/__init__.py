@@ -18,6 +18,7 @@ import structlog
 
 from syncd.exceptions import StaleWriteError
 from syncd.store.roles import (
+    AdminSessions,
     Committer,
     Health,
     Intake,
@@ -35,6 +36,7 @@ _T = TypeVar("_T")
 STALE_TRIES = 3  # another writer came first: decide again this many times at most
 
 __all__ = [
+    "AdminSessions",
     "Committer",
     "Health",
     "Intake",
@@ -94,6 +96,7 @@ class Store(
     JobQueue,
     Webhooks,
     Pruning,
+    AdminSessions,
     Protocol,
 ):
     """Every role at once: what an implementation fills (SQLite today)."""

@@ -1,6 +1,6 @@
 """The store's schema on PostgreSQL: today's SQLite schema, in PostgreSQL's types.
 
-Migrations start here (SQLite's 14 are history PostgreSQL never had); each entry is
+Migrations start here (SQLite's first 14 are history PostgreSQL never had); each entry is
 applied once, in order, under an advisory lock, so replicas starting together migrate
 once. Times are `timestamptz`, bodies `bytea`; flags stay integers, as the shared SQL
 writes them. `tests/store/test_postgres.py` proves both schemas hold the same columns.
@@ -97,5 +97,10 @@ MIGRATIONS: Final[list[str]] = [
         request BYTEA NOT NULL, at TIMESTAMPTZ NOT NULL,
         done INTEGER NOT NULL DEFAULT 0);
     CREATE INDEX refreshes_pending ON refreshes (done, seq);
+    """,
+    # 2: SQLite's 15, the admin page's sessions (the cookie's id kept as its SHA-256)
+    """
+    CREATE TABLE admin_sessions (
+        sid_hash TEXT PRIMARY KEY, csrf TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
     """,
 ]

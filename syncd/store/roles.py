@@ -261,3 +261,20 @@ class Pruning(Protocol):
 
     async def optimize(self) -> None:
         """Refresh the query planner's statistics where the data has changed."""
+
+
+class AdminSessions(Protocol):
+    """The admin page's logged-in browsers, by the SHA-256 of their cookie's id."""
+
+    async def start_session(
+        self, sid_hash: str, csrf: str, expires: datetime, now: datetime
+    ) -> None:
+        """Keep a new session (and forget those expired by `now`)."""
+
+    async def session(
+        self, sid_hash: str, now: datetime
+    ) -> tuple[str, datetime] | None:
+        """A live session's CSRF token and end, or None."""
+
+    async def end_session(self, sid_hash: str) -> None:
+        """Forget a session (logged out)."""

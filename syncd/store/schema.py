@@ -175,4 +175,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE inbound ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE inbound ADD COLUMN next_at TEXT;
     """,
+    # 15: the admin page's sessions, so a restart (or another replica) keeps them; the
+    # cookie's id is kept only as its SHA-256
+    """
+    CREATE TABLE admin_sessions (
+        sid_hash TEXT PRIMARY KEY, csrf TEXT NOT NULL, expires_at TEXT NOT NULL);
+    """,
 )

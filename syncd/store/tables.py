@@ -29,11 +29,12 @@ from syncd.store.tables_jobs import JobTables, write_jobs
 from syncd.store.tables_qbo import QboTables, write_deals, write_inbound, write_links
 from syncd.store.tables_reads import AdminReads
 from syncd.store.tables_realms import RealmTables
+from syncd.store.tables_sessions import SessionTables
 
 _INVOICE_COLS = rows.INVOICE_COLS
 
 
-class SqlStore(AdminReads, RealmTables, JobTables, QboTables):
+class SqlStore(AdminReads, RealmTables, JobTables, QboTables, SessionTables):
     """The Store on a `Db`.
 
     Intake, commit, outbox and retention here; each other role's tables in a module of

@@ -23,7 +23,7 @@ def build_app(config: Config) -> web.Application:
     app[DAEMON] = daemon = Daemon(config)
     app[oauth.CONNECTIONS] = daemon.connections
     app[oauth.ADMIN_TOKEN] = config.secrets.get("ADMIN_TOKEN") or ""
-    app[oauth.AUTHENTICATED] = lambda request: page.session_of(request) is not None
+    app[oauth.AUTHENTICATED] = _logged_in
     app[oauth.TENANTS] = frozenset(config.tenants)
     app[oauth.ATTEMPTS] = guard.Attempts()
     app[oauth.TRUSTED_PROXIES] = frozenset(config.http.trusted_proxies)
@@ -38,6 +38,10 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/metrics", metrics_route)
     app.router.add_get("/openapi.json", openapi.openapi)
     return app
+
+
+async def _logged_in(request: web.Request) -> bool:
+    return await page.session_of(request) is not None
 
 
 async def _daemon(app: web.Application) -> AsyncIterator[None]:

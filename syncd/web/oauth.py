@@ -12,7 +12,9 @@ from syncd.realms.connections import Connections
 from syncd.web import guard
 
 CONNECTIONS = web.AppKey("connections", Connections)
-AUTHENTICATED: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("authenticated")
+AUTHENTICATED: web.AppKey[Callable[[web.Request], Awaitable[bool]]] = web.AppKey(
+    "authenticated"
+)
 TENANTS: web.AppKey[frozenset[str]] = web.AppKey("tenants")
 ATTEMPTS = web.AppKey("attempts", guard.Attempts)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])
@@ -37,7 +39,11 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
     SameSite=Strict, so another site cannot ride on it); the page guards its own routes.
     """
     guarded = request.path.startswith("/api/") or request.path == "/oauth/connect"
-    if guarded and request.method == "GET" and request.app[AUTHENTICATED](request):
+    if (
+        guarded
+        and request.method == "GET"
+        and await request.app[AUTHENTICATED](request)
+    ):
         return await _known_tenant(request, handler)
     if guarded:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()

@@ -48,7 +48,7 @@ _TEMPLATES = jinja2.Environment(
 
 def routes(app: web.Application) -> None:
     """Add the page's routes."""
-    app[SESSIONS] = Sessions()
+    app[SESSIONS] = Sessions(app[DAEMON].store)
     r = app.router
     r.add_get("/", home)
     r.add_get("/login", login_form)
@@ -65,9 +65,9 @@ def routes(app: web.Application) -> None:
     r.add_post("/tenants/{tenant}/disconnect", disconnect)
 
 
-def session_of(request: web.Request) -> Session | None:
+async def session_of(request: web.Request) -> Session | None:
     """The request's admin session (the page's routes and the API accept it)."""
-    return request.app[SESSIONS].of(request, request.app[DAEMON].clock())
+    return await request.app[SESSIONS].of(request, request.app[DAEMON].clock())
 
 
 def _render(name: str, session: Session | None, **values: Any) -> web.Response:
@@ -84,8 +84,8 @@ def _render(name: str, session: Session | None, **values: Any) -> web.Response:
     return web.Response(text=html, content_type="text/html", headers=headers)
 
 
-def _required(request: web.Request) -> Session:
-    session = session_of(request)
+async def _required(request: web.Request) -> Session:
+    session = await session_of(request)
     if session is None:
         raise web.HTTPSeeOther("/login")
     return session
@@ -93,7 +93,7 @@ def _required(request: web.Request) -> Session:
 
 async def _posted(request: web.Request) -> tuple[Session, dict[str, str]]:
     """A form POST of a logged-in session with the right CSRF token, or 403."""
-    session = session_of(request)
+    session = await session_of(request)
     form = {k: str(v) for k, v in (await request.post()).items()}
     if session is None or not csrf_ok(session, form.get("csrf", "")):
         raise web.HTTPForbidden(text="log in again: the form's session has expired")
@@ -131,7 +131,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         response.set_status(400)
         return response
     response = web.HTTPSeeOther("/")
-    request.app[SESSIONS].start(response, request.app[DAEMON].clock())
+    await request.app[SESSIONS].start(response, request.app[DAEMON].clock())
     return response
 
 
@@ -139,13 +139,13 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """End the session."""
     await _posted(request)
     response = web.HTTPSeeOther("/login")
-    request.app[SESSIONS].end(request, response)
+    await request.app[SESSIONS].end(request, response)
     return response
 
 
 async def home(request: web.Request) -> web.Response:
     """Every tenant: connection, failures banner, invoice counts."""
-    session = _required(request)
+    session = await _required(request)
     daemon = request.app[DAEMON]
     try:
         tenants = [await _card(daemon, t) for t in daemon.config.tenants]
@@ -191,7 +191,7 @@ def _when(moment: datetime) -> str:
 
 async def invoices(request: web.Request) -> web.Response:
     """A tenant's invoices, filtered by sync state and status, a page at a time."""
-    session = _required(request)
+    session = await _required(request)
     tenant = _tenant(request)
     daemon = request.app[DAEMON]
     sync_state = request.query.get("sync_state", "")
@@ -251,7 +251,7 @@ def _int(value: str | None, default: int) -> int:
 
 async def invoice(request: web.Request) -> web.Response:
     """One invoice: its state, QBO link and PDF, and every move."""
-    session = _required(request)
+    session = await _required(request)
     tenant = _tenant(request)
     store = request.app[DAEMON].store
     inv = await store.invoice(tenant, request.match_info["invoice"])
@@ -263,7 +263,7 @@ async def invoice(request: web.Request) -> web.Response:
 
 async def failures(request: web.Request, message: str | None = None) -> web.Response:
     """A tenant's failures: the open ones with Retry and Dismiss, then the handled."""
-    session = _required(request)
+    session = await _required(request)
     tenant = _tenant(request)
     found = await request.app[DAEMON].store.failures(tenant)
     found.sort(key=lambda f: -(f.id or 0))
@@ -328,7 +328,7 @@ async def rules(
     session: Session | None = None,
 ) -> web.Response:
     """The tenant's state machine, drawn; a form to try other rules first."""
-    session = session or _required(request)
+    session = session or await _required(request)
     tenant = _tenant(request)
     machine = request.app[DAEMON].rulebook.machine(tenant)
     assert machine is not None  # noqa: S101 -- _tenant checked it

@@ -2,18 +2,27 @@
 
 The cookie is Secure, HttpOnly and SameSite=Strict and holds only a random session id;
 each session has its own CSRF token, which every form carries and every POST checks.
-Sessions live in memory: a restart asks for the token again.
+Sessions live in the store, the id only as its SHA-256: a restart keeps them, and any
+replica answers a logged-in browser. This process remembers its own too, so the page
+still opens while the store cannot be used (it is where an admin reads why).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import structlog
 from aiohttp import web
 
+from syncd.exceptions import StoreError
+from syncd.store import AdminSessions
+
+log = structlog.get_logger(__name__)
 COOKIE = "syncd_session"
 LIFETIME = timedelta(hours=12)
 
@@ -27,17 +36,23 @@ class Session:
 
 
 class Sessions:
-    """Session id → Session, for one process."""
+    """Session ids and their sessions, kept by the store."""
 
-    def __init__(self) -> None:
-        self._by_id: dict[str, Session] = {}
+    def __init__(self, store: AdminSessions) -> None:
+        self._store = store
+        self._here: dict[str, Session] = {}  # this process's, by hashed id
 
-    def start(self, response: web.StreamResponse, now: datetime) -> Session:
+    async def start(self, response: web.StreamResponse, now: datetime) -> Session:
         """A new session, its cookie set on `response`."""
-        self._by_id = {k: s for k, s in self._by_id.items() if s.expires > now}
         sid = secrets.token_urlsafe(32)
         session = Session(csrf=secrets.token_urlsafe(32), expires=now + LIFETIME)
-        self._by_id[sid] = session
+        key = _hashed(sid)
+        self._here = {k: v for k, v in self._here.items() if v.expires > now}
+        self._here[key] = session
+        try:
+            await self._store.start_session(key, session.csrf, session.expires, now)
+        except StoreError as exc:  # this process knows it; others will not
+            log.warning("admin_session_not_stored", reason=str(exc))
         response.set_cookie(
             COOKIE,
             sid,
@@ -49,15 +64,32 @@ class Sessions:
         )
         return session
 
-    def of(self, request: web.Request, now: datetime) -> Session | None:
+    async def of(self, request: web.Request, now: datetime) -> Session | None:
         """The request's live session, or None."""
-        session = self._by_id.get(request.cookies.get(COOKIE, ""))
-        return session if session is not None and session.expires > now else None
+        sid = request.cookies.get(COOKIE, "")
+        if not sid:
+            return None
+        key = _hashed(sid)
+        if (here := self._here.get(key)) is not None:
+            return here if here.expires > now else None
+        try:
+            found = await self._store.session(key, now)
+        except StoreError:
+            return None
+        return Session(csrf=found[0], expires=found[1]) if found else None
 
-    def end(self, request: web.Request, response: web.StreamResponse) -> None:
+    async def end(self, request: web.Request, response: web.StreamResponse) -> None:
         """Forget the request's session and its cookie."""
-        self._by_id.pop(request.cookies.get(COOKIE, ""), None)
+        if sid := request.cookies.get(COOKIE, ""):
+            self._here.pop(_hashed(sid), None)
+            with contextlib.suppress(StoreError):  # logged out here at least
+                await self._store.end_session(_hashed(sid))
         response.del_cookie(COOKIE, path="/")
+
+
+def _hashed(sid: str) -> str:
+    """What the store keeps of a cookie's id: it cannot be turned back into a cookie."""
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def csrf_ok(session: Session, given: str) -> bool:

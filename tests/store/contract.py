@@ -303,6 +303,19 @@ class StoreContract:
         assert counts.sync_states == {"synced": 2, "failed": 1}
         assert (counts.jobs_waiting, counts.open_failures) == (1, 1)
 
+    # AdminSessions
+
+    async def test_an_admin_session_lives_until_it_ends_or_expires(
+        self, store: Store
+    ) -> None:
+        ends = NOW + timedelta(hours=12)
+        await store.start_session("h-1", "csrf-1", ends, NOW)
+        assert await store.session("h-1", NOW) == ("csrf-1", ends)
+        assert await store.session("h-1", ends) is None  # expired
+        assert await store.session("h-2", NOW) is None
+        await store.end_session("h-1")
+        assert await store.session("h-1", NOW) is None
+
     # Health
 
     async def test_a_closed_store_says_so(self, store: Store) -> None:
