@@ -21,17 +21,24 @@ SERVER = os.environ.get(
 
 @asynccontextmanager
 async def database() -> AsyncIterator[str]:
-    """A new, empty database; its URL."""
-    name = f"syncd_test_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(SERVER, autocommit=True) as admin:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+    """A new, empty database for one test; its URL. Dropped after it."""
+    name = _create()
     try:
         yield url_of(name)
     finally:
-        async with await psycopg.AsyncConnection.connect(
-            SERVER, autocommit=True
-        ) as admin:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop(name)
+
+
+def _create() -> str:
+    name = f"syncd_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(SERVER, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def _drop(name: str) -> None:
+    with psycopg.connect(SERVER, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # every database the tests' syncd processes were given, dropped when the session ends
@@ -50,19 +57,16 @@ def url_of(name: str) -> str:
 
 
 def new_database() -> str:
-    """A new, empty database for one syncd process (not async: config writing is not)."""
-    name = f"syncd_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(SERVER, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    """A new, empty database for one syncd process, dropped when the session ends."""
+    name = _create()
     MADE.append(name)
     return url_of(name)
 
 
 def drop_made() -> None:
     """Drop every database `new_database` made."""
-    with psycopg.connect(SERVER, autocommit=True) as admin:
-        while MADE:
-            admin.execute(f'DROP DATABASE IF EXISTS "{MADE.pop()}" WITH (FORCE)')
+    while MADE:
+        _drop(MADE.pop())
 
 
 def on_postgres() -> bool:

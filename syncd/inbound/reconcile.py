@@ -18,7 +18,6 @@ import structlog
 
 from syncd import metrics
 from syncd.config import Config
-from syncd.exceptions import StaleWriteError
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
 from syncd.loop import Loop, Said
@@ -33,7 +32,6 @@ log = structlog.get_logger(__name__)
 CDC_DAYS, CDC_MAX = 30, 1000
 SAFETY = timedelta(seconds=2)  # QBO and syncd clocks differ a little
 DAILY = timedelta(days=1)
-STALE_TRIES = 3
 OVERDUE_PAGE = 100  # invoices marked overdue per write (~50 ms under the lock at 1M)
 
 
@@ -140,17 +138,14 @@ class Reconciler:
 
     async def _apply(self, tenant: str, realm: str, found: QboChanges) -> ChangeSet:
         """Decide and commit a CDC answer; decide again if another writer came first."""
-        for attempt in range(1, STALE_TRIES + 1):
+
+        async def decide() -> ChangeSet:
             changes = ChangeSet(at=self._clock())
             await self._inbound.apply(tenant, realm, found, changes)
-            try:
-                await self._store.commit(changes)
-            except StaleWriteError:
-                if attempt == STALE_TRIES:
-                    raise
-                continue
+            await self._store.commit(changes)
             return changes
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        return await decided_afresh(decide)
 
     async def _overdue(self, tenant: str) -> None:
         """QBO's view changes as days pass: an open balance past its due date is overdue.

@@ -51,7 +51,6 @@ from syncd.worker import Clients, LoopWorker
 log = structlog.get_logger(__name__)
 
 DUE_LIMIT = 120  # jobs claimed per round: enough for a few full batches
-STALE_TRIES = 3  # another writer changed the invoice during the call: read it again
 
 
 Handler = Callable[[JobContext], Awaitable[None]]

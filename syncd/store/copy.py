@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from syncd.exceptions import StoreError
+from syncd.store.postgres import settings
 
 CHUNK = 2000
 # every table of the schema and its primary key (meta is each database's own)
@@ -68,10 +69,7 @@ def copy_to_postgres(
         raise StoreError(f"no SQLite store at {source}")
     lite = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
-        kwargs: dict[str, Any] = {"options": "-c TimeZone=UTC"}
-        if password is not None:
-            kwargs["password"] = password
-        with psycopg.connect(url, **kwargs) as pg:
+        with psycopg.connect(url, **settings(password, autocommit=False)) as pg:
             _check_destination(pg)
             counts = {table: _copy_table(lite, pg, table, say) for table in TABLES}
             # statistics and the visibility map now: otherwise autovacuum comes round

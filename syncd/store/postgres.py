@@ -93,13 +93,20 @@ class PgConn:
         await self._conn.close()
 
 
+def settings(password: str | None, autocommit: bool = True) -> dict[str, Any]:
+    """How syncd connects: times in UTC, the password from the environment if given."""
+    found: dict[str, Any] = {"autocommit": autocommit, "options": "-c TimeZone=UTC"}
+    if password is not None:
+        found["password"] = password
+    return found
+
+
 async def connect(url: str, password: str | None) -> PgConn:
     """One connection of its own (a reader beside the daemon, e.g. `syncd backfill`)."""
-    kwargs: dict[str, Any] = {"autocommit": True, "options": "-c TimeZone=UTC"}
-    if password is not None:
-        kwargs["password"] = password
     try:
-        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=10, **kwargs)
+        conn = await psycopg.AsyncConnection.connect(
+            url, connect_timeout=10, **settings(password)
+        )
     except psycopg.Error as exc:
         raise StoreError(f"the store cannot be used: {_why(exc)}") from exc
     return PgConn(conn)
@@ -122,9 +129,7 @@ class PgDatabase:
 
     async def open(self) -> None:
         """Open the pool and bring the schema up to date (StoreError says why not)."""
-        kwargs: dict[str, Any] = {"autocommit": True, "options": "-c TimeZone=UTC"}
-        if self._password is not None:
-            kwargs["password"] = self._password
+        kwargs = settings(self._password)
         try:
             # one connection first: its refusal names the reason, at once (a pool
             # retries in silence until its timeout)
