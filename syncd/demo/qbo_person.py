@@ -14,16 +14,15 @@ from urllib.parse import parse_qs, urlparse
 import aiohttp
 
 from syncd.demo.services import CLIENT_ID, CLIENT_SECRET, Services
-from syncd.qbo import App, Endpoints, QboAuth, QboClient, authorize_url, exchange_code
-
-
-class _Kept:
-    """The person's tokens live for the demo only."""
-
-    async def save_token(
-        self, tenant: str, realm_id: str, token: dict[str, Any]
-    ) -> None:
-        """Nothing to keep."""
+from syncd.qbo import (
+    App,
+    Endpoints,
+    MemoryTokens,
+    QboAuth,
+    QboClient,
+    authorize_url,
+    exchange_code,
+)
 
 
 class QboPerson:
@@ -50,7 +49,7 @@ class QboPerson:
             tenant="person",
             realm_id=realm,
             token=token,
-            store=_Kept(),
+            store=MemoryTokens(),
         )
         return cls(QboClient(http, endpoints.api, auth))
 

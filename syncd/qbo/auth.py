@@ -2,11 +2,13 @@
 
 Intuit rotates refresh tokens and a superseded one answers `invalid_grant`: a refresh
 token presented twice is a lost connection. So refreshes of one realm are single-flight
-under a lock (one QboAuth per realm: `Connections` builds one client per tenant), and a
-refresh, once sent, runs to its end in a task of its own whatever happens to its caller:
-the answer is kept in memory at once and persisted (through the TokenStore) before the
-new token is used. A `RefreshGate` holds the refreshes under way, so a stopping syncd
-starts none and waits for those in flight before it closes its store.
+under a lock (one QboAuth per realm: `Connections` builds one client per tenant) and in
+the store's turn for the realm, which re-reads the stored token first: another replica
+may have refreshed it, and then its token is the live one. A refresh, once sent, runs
+to its end in a task of its own whatever happens to its caller: the answer is kept in
+memory at once and persisted (through the TokenStore) before the new token is used. A
+`RefreshGate` holds the refreshes under way, so a stopping syncd starts none and waits
+for those in flight before it closes its store.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,13 +75,53 @@ class App:
     redirect_uri: str
 
 
+class StoredToken(Protocol):
+    """A realm's token set as the store holds it, during a turn."""
+
+    token: dict[str, Any] | None  # None: the store holds none (the connection is gone)
+
+    async def keep(self, token: dict[str, Any]) -> None:
+        """Persist a rotated token set (before it is used)."""
+
+
 class TokenStore(Protocol):
     """Where a realm's latest tokens are kept (encrypted at rest)."""
 
-    async def save_token(
-        self, tenant: str, realm_id: str, token: dict[str, Any]
-    ) -> None:
-        """Persist the latest token set of a tenant's realm."""
+    def turn(
+        self, tenant: str, realm_id: str
+    ) -> AbstractAsyncContextManager[StoredToken]:
+        """The realm's stored tokens, while no one else may refresh them.
+
+        No one: no other task, and no other syncd on the same store (PostgreSQL
+        holds the connection's row locked until the turn ends).
+        """
+
+
+class MemoryTokens:
+    """A TokenStore in this process's memory (a QBO user's own session, tests)."""
+
+    def __init__(self) -> None:
+        self.saved: list[dict[str, Any]] = []
+        self._turn = asyncio.Lock()
+
+    @asynccontextmanager
+    async def turn(self, tenant: str, realm_id: str) -> AsyncIterator[StoredToken]:
+        """The last token kept (None before the first refresh), one turn at a time."""
+        async with self._turn:
+            yield _Kept(self.saved[-1] if self.saved else None, self)
+
+    async def keep(self, token: dict[str, Any]) -> None:
+        """Keep a rotated token set."""
+        self.saved.append(token)
+
+
+@dataclass(slots=True)
+class _Kept:
+    token: dict[str, Any] | None
+    _store: MemoryTokens
+
+    async def keep(self, token: dict[str, Any]) -> None:
+        await self._store.keep(token)
 
 
 def authorize_url(endpoints: Endpoints, app: App, state: str) -> str:
@@ -213,6 +256,7 @@ class QboAuth:
         self._lock = asyncio.Lock()
         self._unsaved = False  # a rotated token the store could not keep yet
         self.refreshes = 0
+        self.adopted = 0  # tokens another process refreshed, taken from the store
 
     @property
     def refresh_expires_at(self) -> int | None:
@@ -231,12 +275,9 @@ class QboAuth:
     async def bearer(self) -> str:
         """The Authorization header value, refreshing first when due."""
         async with self._lock:
-            if self._unsaved:
-                await self._save()
-            due = self._token.get("expires_at", 0) - leeway(self._token)
-            if due <= time.time():
+            if self._unsaved or self._due():
                 # shielded: a caller cancelled mid-refresh must not lose Intuit's answer
-                await asyncio.shield(self._gate.start(self._refresh()))
+                await asyncio.shield(self._gate.start(self._turn()))
             return f"Bearer {self._token['access_token']}"
 
     def rejected(self, header: str) -> None:
@@ -248,7 +289,26 @@ class QboAuth:
         if header == f"Bearer {self._token['access_token']}":
             self._token["expires_at"] = 0
 
-    async def _refresh(self) -> None:
+    def _due(self) -> bool:
+        due: int = self._token.get("expires_at", 0) - leeway(self._token)
+        return due <= time.time()
+
+    async def _turn(self) -> None:
+        """In the store's turn: keep what is unsaved, adopt a newer stored token, or refresh."""
+        async with self._store.turn(self.tenant, self.realm_id) as stored:
+            if self._unsaved:
+                await stored.keep(self._token)
+                self._unsaved = False
+            elif (
+                stored.token and stored.token.get("refresh_token") != self.refresh_token
+            ):
+                # another syncd on the store refreshed: ours is spent, never presented
+                self._token = stored.token
+                self.adopted += 1
+            if self._due():
+                await self._refresh(stored)
+
+    async def _refresh(self, stored: StoredToken) -> None:
         body = prepare_token_request(
             "refresh_token", refresh_token=self._token["refresh_token"]
         )
@@ -259,11 +319,7 @@ class QboAuth:
         self._token = fresh
         self.refreshes += 1
         self._unsaved = True
-        await self._save()
-
-    async def _save(self) -> None:
-        """Persist the current token set; until it is kept, nothing uses it."""
-        await self._store.save_token(self.tenant, self.realm_id, self._token)
+        await stored.keep(self._token)
         self._unsaved = False
 
     @property

@@ -8,9 +8,10 @@ are forgotten, so nothing is written to the wrong books).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +40,7 @@ from syncd.qbo import (
     QboClient,
     RealmLimiter,
     RefreshGate,
+    StoredToken,
     authorize_url,
     exchange_code,
     revoke,
@@ -47,22 +49,35 @@ from syncd.realms import books, consent
 from syncd.realms import health as token_health
 from syncd.realms.secrets import Cipher
 from syncd.realms.settings import read_settings
-from syncd.store import JobQueue, Realms
+from syncd.store import JobQueue, Realms, TokenTurn
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 
 class _SealedTokens:
-    """QboAuth's TokenStore: a rotated token set is sealed, then stored."""
+    """QboAuth's TokenStore: the stored token opened in a turn, a rotated one sealed."""
 
     def __init__(self, store: Realms, cipher: Cipher) -> None:
         self._store, self._cipher = store, cipher
 
-    async def save_token(
-        self, tenant: str, realm_id: str, token: dict[str, Any]
+    @contextlib.asynccontextmanager
+    async def turn(self, tenant: str, realm_id: str) -> AsyncIterator[StoredToken]:
+        async with self._store.token_turn(tenant, realm_id) as turn:
+            opened = self._cipher.open(turn.sealed) if turn.sealed else None
+            yield _Opened(opened, turn, self._cipher)
+
+
+class _Opened:
+    """A turn's token in clear; kept sealed."""
+
+    def __init__(
+        self, token: dict[str, Any] | None, turn: TokenTurn, cipher: Cipher
     ) -> None:
-        await self._store.save_token(tenant, realm_id, self._cipher.seal(token))
+        self.token, self._turn, self._cipher = token, turn, cipher
+
+    async def keep(self, token: dict[str, Any]) -> None:
+        await self._turn.keep(self._cipher.seal(token))
 
 
 class Linked(Realms, JobQueue, Protocol):

@@ -225,7 +225,11 @@ async def revoke_tokens(request: web.Request) -> web.Response:
 
 
 async def issued_tokens(request: web.Request) -> web.Response:
-    """Every access and refresh token issued, live or not (to grep logs for them)."""
+    """Every access and refresh token issued, live or not (to grep logs for them).
+
+    `spent_presented`: how many times a refresh token was presented after it had been
+    replaced (Intuit answers invalid_grant: never by a correct client).
+    """
     return json_response(request.app[SANDBOX].oauth.issued())
 
 

@@ -67,6 +67,9 @@ class OAuthServer:
         ] = {}  # code → realm, redirect, expiry
         self.grants: dict[str, Grant] = {}  # by current refresh token
         self.superseded: set[str] = set()
+        # refresh tokens presented after they were replaced: a replica holding a stale
+        # copy, or two refreshing at once (each a needs_reconnect at Intuit)
+        self.spent_presented = 0
         self.access: dict[str, AccessToken] = {}
 
     def authorize(self, params: dict[str, str], realm_id: str) -> str:
@@ -145,11 +148,12 @@ class OAuthServer:
                 count += 1
         return count
 
-    def issued(self) -> dict[str, list[str]]:
+    def issued(self) -> dict[str, Any]:
         """Every token handed out so far, live or not (a test greps logs for them)."""
         return {
             "access": list(self.access),
             "refresh": [*self.grants, *self.superseded],
+            "spent_presented": self.spent_presented,
         }
 
     def revoke_all(self, realm_id: str | None = None) -> int:
@@ -187,6 +191,8 @@ class OAuthServer:
 
     def _refresh(self, refresh_token: str) -> dict[str, Any]:
         grant = self.grants.get(refresh_token)
+        if refresh_token in self.superseded:
+            self.spent_presented += 1
         if grant is None or grant.revoked or grant.refresh_expires < utc_now():
             raise OAuthError(400, "invalid_grant", "Incorrect or invalid refresh token")
         del self.grants[refresh_token]

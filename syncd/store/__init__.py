@@ -28,6 +28,7 @@ from syncd.store.roles import (
     Pruning,
     Realms,
     References,
+    TokenTurn,
     Webhooks,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "Realms",
     "References",
     "Store",
+    "TokenTurn",
     "Webhooks",
     "decided_afresh",
     "postgres_store",

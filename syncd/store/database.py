@@ -38,6 +38,8 @@ CHECK_AT_START_BELOW = 512 * 1024 * 1024
 class Database:
     """The connection, its lock and its health."""
 
+    shared = False  # one process: its own locks are the only ones needed
+
     def __init__(self, path: Path, check: str = "quick") -> None:
         self.path = path
         self._check = check  # quick, at-start, background or schema: checks_after_start

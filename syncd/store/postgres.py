@@ -115,6 +115,8 @@ async def connect(url: str, password: str | None) -> PgConn:
 class PgDatabase:
     """A pool of connections, migrations under an advisory lock, and health."""
 
+    shared = True  # replicas write it too: turns hold row locks
+
     def __init__(self, url: str, password: str | None = None, size: int = 8) -> None:
         self.url = url
         self._password = password

@@ -6,7 +6,9 @@ Each consumer is typed against the roles it uses, so a second implementation
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
@@ -27,6 +29,14 @@ from syncd.models import (
     TenantCounts,
     UnderWay,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTurn:
+    """A realm's sealed token as stored, and how to keep a rotated one, during a turn."""
+
+    sealed: bytes | None  # None: no connection holds the realm now
+    keep: Callable[[bytes], Awaitable[None]]
 
 
 class Health(Protocol):
@@ -139,6 +149,11 @@ class Realms(Committer, Protocol):
 
     async def save_token(self, tenant: str, realm_id: str, sealed: bytes) -> None:
         """Persist a rotated token set, sealed (before it is used)."""
+
+    def token_turn(
+        self, tenant: str, realm_id: str
+    ) -> AbstractAsyncContextManager[TokenTurn]:
+        """The realm's sealed token while no one else may refresh it (any process)."""
 
     async def set_preferences(self, tenant: str, preferences: dict[str, Any]) -> None:
         """Keep what was read of the company at connection."""

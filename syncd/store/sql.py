@@ -33,6 +33,8 @@ class Db(Protocol):
     """A database: its transactions, its reads and its health."""
 
     problem: str | None
+    # other processes may write it too (PostgreSQL): a turn must lock rows, not a task
+    shared: bool
 
     @property
     def is_open(self) -> bool:

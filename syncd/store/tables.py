@@ -9,6 +9,7 @@ SQLite's (`sqlite`) or PostgreSQL's (`postgres`).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ class SqlStore(AdminReads, RealmTables, JobTables, QboTables, SessionTables):
     def __init__(self, db: Db, prefix: str = "syncd") -> None:
         self._prefix = prefix  # the topic prefix outbox messages are rendered under
         self._db = db
+        self._turns: dict[str, asyncio.Lock] = {}  # tenant → its token's turn here
         # a burst of webhooks: their bodies share transactions instead of one fsync each
         self._inbound = GroupCommit[tuple[bytes, str]](self._insert_inbound)
 

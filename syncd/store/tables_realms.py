@@ -5,7 +5,10 @@ Tokens arrive sealed (`realms.Connections` seals them): the store never sees the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,13 +20,21 @@ from syncd.models import (
     Invoice,
 )
 from syncd.store import rows
-from syncd.store.sql import CONFLICT, Db
+from syncd.store.roles import TokenTurn
+from syncd.store.sql import CONFLICT, Db, Sql
+
+_READ_SEALED = "SELECT token FROM connections WHERE tenant = ? AND realm_id = ?"
+_WRITE_SEALED = (
+    "UPDATE connections SET token = ?, status = 'connected', error = NULL "
+    "WHERE tenant = ? AND realm_id = ?"
+)
 
 
 class RealmTables:
     """A SqliteStore's connections, books, metered reads and one-time OAuth states."""
 
     _db: Db
+    _turns: dict[str, asyncio.Lock]
 
     async def connection(self, tenant: str) -> Connection | None:
         """Return the tenant's QBO connection."""
@@ -82,11 +93,30 @@ class RealmTables:
     async def save_token(self, tenant: str, realm_id: str, sealed: bytes) -> None:
         """Persist a rotated token set (sealed) before it is used."""
         async with self._db.tx() as db:
-            await db.execute(
-                "UPDATE connections SET token = ?, status = ?, error = NULL "
-                "WHERE tenant = ? AND realm_id = ?",
-                (sealed, "connected", tenant, realm_id),
-            )
+            await db.execute(_WRITE_SEALED, (sealed, tenant, realm_id))
+
+    @asynccontextmanager
+    async def token_turn(self, tenant: str, realm_id: str) -> AsyncIterator[TokenTurn]:
+        """The realm's sealed token, while no one else may refresh it.
+
+        One task of this process at a time; on a shared database (PostgreSQL) the
+        connection's row stays locked too, so another replica's turn waits, then reads
+        the token this one kept.
+        """
+        async with self._turns.setdefault(tenant, asyncio.Lock()):
+            if not self._db.shared:
+                async with self._db.read() as db:
+                    sealed = await _token(db, tenant, realm_id, lock=False)
+                keep = functools.partial(self.save_token, tenant, realm_id)
+                yield TokenTurn(sealed, keep)
+                return
+            async with self._db.tx() as db:
+                sealed = await _token(db, tenant, realm_id, lock=True)
+
+                async def keep_here(fresh: bytes) -> None:
+                    await db.execute(_WRITE_SEALED, (fresh, tenant, realm_id))
+
+                yield TokenTurn(sealed, keep_here)
 
     async def set_preferences(self, tenant: str, preferences: dict[str, Any]) -> None:
         """Keep what was read of the company (home currency, multicurrency)."""
@@ -198,3 +228,12 @@ class RealmTables:
         async with self._db.read() as db, db.execute(sql, (realm_id,)) as cur:
             row = await cur.fetchone()
         return str(row[0]) if row else None
+
+
+async def _token(db: Sql, tenant: str, realm_id: str, *, lock: bool) -> bytes | None:
+    """The stored sealed token (its row locked until the transaction ends, if `lock`)."""
+    async with db.execute(
+        _READ_SEALED + (" FOR UPDATE" if lock else ""), (tenant, realm_id)
+    ) as cur:
+        row = await cur.fetchone()
+    return bytes(row[0]) if row else None

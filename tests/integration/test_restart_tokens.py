@@ -120,6 +120,7 @@ async def test_a_restart_mid_stream_never_costs_a_connection(tmp_path, broker, h
         # each tenant's grant was refreshed at each start at least (its access token
         # dead): the test tried what it says
         assert len(issued["refresh"]) - len(TENANTS) >= 2 * len(TENANTS), issued
+        assert issued["spent_presented"] == 0  # issue 25: no refresh token twice
         assert set((await _statuses(http, syncd)).values()) == {"connected"}
         assert '"event":"qbo_reconnect_needed"' not in syncd.log()
     finally:

@@ -24,6 +24,7 @@ from syncd.qbo import (
     App,
     BatchItem,
     Endpoints,
+    MemoryTokens,
     QboAuth,
     QboClient,
     RealmLimiter,
@@ -43,16 +44,6 @@ from tests.sandbox_process import (
 APP = App(CLIENT_ID, CLIENT_SECRET, REDIRECT)
 
 
-class MemoryTokens:
-    def __init__(self) -> None:
-        self.saved: list[dict[str, Any]] = []
-
-    async def save_token(
-        self, tenant: str, realm_id: str, token: dict[str, Any]
-    ) -> None:
-        self.saved.append(token)
-
-
 class HeldTokens(MemoryTokens):
     """A store whose writes wait until released (a slow disk), or fail (a full one)."""
 
@@ -61,14 +52,12 @@ class HeldTokens(MemoryTokens):
         self.entered, self.release = asyncio.Event(), asyncio.Event()
         self.failing = False
 
-    async def save_token(
-        self, tenant: str, realm_id: str, token: dict[str, Any]
-    ) -> None:
+    async def keep(self, token: dict[str, Any]) -> None:
         self.entered.set()
         await self.release.wait()
         if self.failing:
             raise StoreError("the store cannot be used: database or disk is full")
-        await super().save_token(tenant, realm_id, token)
+        await super().keep(token)
 
 
 async def connect(
@@ -106,10 +95,12 @@ def test_public_names():
             "App",
             "BatchItem",
             "Endpoints",
+            "MemoryTokens",
             "QboAuth",
             "QboClient",
             "RealmLimiter",
             "RefreshGate",
+            "StoredToken",
             "TokenStore",
             "authorize_url",
             "exchange_code",
@@ -281,6 +272,39 @@ async def test_a_rotated_token_the_store_cannot_keep_is_kept_in_memory(sandbox, 
     await client.preferences()  # saves the token it holds first, then calls
     assert auth.refreshes == 1
     assert [t["refresh_token"] for t in store.saved] == [auth.refresh_token]
+
+
+async def test_a_token_another_replica_refreshed_is_adopted_never_presented(
+    sandbox, http
+):
+    """Issue 25: two syncd processes serve one realm from one store.
+
+    A refreshes (the refresh token rotates); B held the old set, and before the store's
+    turn re-read the token B presented the spent one: invalid_grant, tenant lost.
+    """
+    a_client, a_auth, store = await connect(http, sandbox.origin)
+    endpoints = Endpoints.for_environment("sandbox", sandbox.origin)
+    b_auth = QboAuth(
+        http,
+        endpoints,
+        APP,
+        tenant="acme",
+        realm_id=a_client.realm_id,
+        token=dict(a_auth._token),
+        store=store,
+    )
+    b_client = QboClient(http, endpoints.api, b_auth)
+    admin = Connection(http, sandbox.origin)
+    for _ in range(3):
+        await admin.admin("POST", "tokens/expire", {"realm": a_client.realm_id})
+        await asyncio.gather(a_client.preferences(), b_client.preferences())
+    assert a_auth.refreshes + b_auth.refreshes == 3  # one refresh per expiry
+    assert a_auth.adopted + b_auth.adopted == 3
+    assert (
+        a_auth.refresh_token == b_auth.refresh_token == store.saved[-1]["refresh_token"]
+    )
+    issued = await admin.admin("GET", "tokens")
+    assert issued["spent_presented"] == 0
 
 
 def test_a_short_lived_token_is_refreshed_at_half_its_life():

@@ -254,6 +254,27 @@ class StoreContract:
         assert stored is not None and stored.realm_id == "9130"
         assert await store.connection("beta") is None
 
+    async def test_a_token_refresh_has_its_turn_alone_and_reads_the_kept_token(
+        self, store: Store
+    ) -> None:
+        """Issue 25: turns on one realm's token follow each other; each reads the last kept."""
+        await store.save_connection(connection("acme", "9130"))
+        seen: list[bytes | None] = []
+
+        async def refresh(fresh: bytes) -> None:
+            async with store.token_turn("acme", "9130") as turn:
+                seen.append(turn.sealed)
+                await asyncio.sleep(0.01)  # Intuit answers
+                await turn.keep(fresh)
+
+        await asyncio.gather(refresh(b"rt-2"), refresh(b"rt-3"))
+        assert seen in ([b"sealed", b"rt-2"], [b"sealed", b"rt-3"])
+        stored = await store.connection("acme")
+        assert stored is not None and stored.sealed_token in (b"rt-2", b"rt-3")
+        assert stored.sealed_token != seen[1]
+        async with store.token_turn("beta", "9130") as turn:
+            assert turn.sealed is None  # not beta's company
+
     async def test_an_oauth_state_is_taken_once_even_at_once(
         self, store: Store
     ) -> None:

@@ -18,7 +18,7 @@ from syncd.store.pg_schema import MIGRATIONS
 from syncd.store.postgres import PostgresStore, translate
 from tests.eventually import eventually
 from tests.postgres import SERVER, database
-from tests.store.contract import StoreContract, ledger
+from tests.store.contract import StoreContract, connection, ledger
 
 
 class TestPostgres(StoreContract):
@@ -81,6 +81,40 @@ async def test_replicas_starting_together_migrate_once():
             )
             assert await cur.fetchone() == (str(len(MIGRATIONS)),)
         await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_token_turn_holds_the_row_against_another_replica():
+    """Issue 25: replica B's turn waits for A's to end, then reads the token A kept.
+
+    Without the row lock B read the token A was replacing and presented it to Intuit
+    once A's answer had made it spent: invalid_grant, and the tenant lost.
+    """
+    async with database() as url:
+        a, b = PostgresStore(url), PostgresStore(url)
+        await asyncio.gather(a.open(), b.open())
+        await a.save_connection(connection("acme", "9130"))
+        inside, release = asyncio.Event(), asyncio.Event()
+
+        async def a_refreshes() -> None:
+            async with a.token_turn("acme", "9130") as turn:
+                inside.set()
+                await release.wait()  # Intuit is answering A
+                await turn.keep(b"rt-2")
+
+        task = asyncio.create_task(a_refreshes())
+        await inside.wait()
+        b_turn = asyncio.create_task(_sealed_in_turn(b))
+        await asyncio.sleep(0.2)
+        assert not b_turn.done()  # B waits on the row
+        release.set()
+        await task
+        assert await b_turn == b"rt-2"
+        await asyncio.gather(a.close(), b.close())
+
+
+async def _sealed_in_turn(store: Store) -> bytes | None:
+    async with store.token_turn("acme", "9130") as turn:
+        return turn.sealed
 
 
 async def test_a_database_that_cannot_be_reached_is_a_store_error():
