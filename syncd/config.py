@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ from syncd.rules.tables import TableReader, read_toml
 
 _SECTIONS = {"mqtt", "http", "store", "qbo", "log", "shutdown", "tenants"}
 _MQTT_KEYS = {"url", "client_id", "topic_prefix", "session_expiry", "receive_maximum"}
-_MQTT_KEYS |= {"keepalive", "max_payload_bytes", "ca_file"}
+_MQTT_KEYS |= {"keepalive", "max_payload_bytes", "ca_file", "shared_group"}
+# a replica's name ends its MQTT client id and a status topic: letters, digits, - _ .
+_REPLICA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 SECRET_NAMES = (
@@ -61,6 +64,8 @@ class MqttConfig:
         None  # the CA that signed the broker's certificate (else the system's)
     )
     client_id: str = "syncd"
+    # several replicas: each subscribes through `$share/<group>/…`; "" = one process
+    shared_group: str = ""
     topic_prefix: str = "syncd"
     session_expiry: int = 7 * 24 * 3600  # how long the broker queues for us while down
     receive_maximum: int = 1000  # un-acked window; Mosquitto uses 20 when unset
@@ -125,6 +130,11 @@ class Config:
     store_check: str = "quick"  # at start: "quick" (SQLite's quick_check) or "schema"
     # a PostgreSQL database instead of the SQLite file (several replicas); "" for SQLite
     store_url: str = ""
+    # how long a replica's lease on a realm (or on the leader's chores) lasts unrenewed
+    lease_seconds: int = 30
+    # this replica's name (SYNCD_REPLICA, else the host name); `replica_named`: it was set
+    replica: str = "syncd"
+    replica_named: bool = False
     retention: Retention = field(default_factory=Retention)
     qbo: QboConfig
     log_level: str = "info"
@@ -156,6 +166,9 @@ def parse_config(
         store_path=store_path,
         store_check=store_check,
         store_url=store_url,
+        lease_seconds=r.integer(keep, "store", "lease_seconds", 30, low=3, high=3600),
+        replica=_replica(r, environ),
+        replica_named=bool(environ.get("SYNCD_REPLICA")),
         retention=Retention(
             # a day of it allows for clocks (bus/envelope.check_timely): at least 2
             ledger_days=r.integer(keep, "store", "keep_ledger_days", 8, low=2),
@@ -210,12 +223,16 @@ def _mqtt(r: TableReader, data: dict[str, Any], base: Path) -> MqttConfig:
         or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in prefix)
     ):
         r.problem("mqtt.topic_prefix", f"{prefix!r} is not a usable topic prefix")
+    group = r.text(t, "mqtt", "shared_group", "")
+    if group and not _REPLICA_RE.match(group):
+        r.problem("mqtt.shared_group", f"{group!r}: letters, digits, - _ . only")
     return MqttConfig(
         host=url.hostname or "127.0.0.1",
         port=_port(r, url, 8883 if url.scheme == "mqtts" else 1883),
         tls=url.scheme == "mqtts",
         ca_file=ca_path,
         client_id=r.text(t, "mqtt", "client_id", "syncd"),
+        shared_group=group,
         topic_prefix=prefix,
         # MQTT's own ranges: a four-byte interval, two-byte maximum and keepalive
         session_expiry=r.integer(
@@ -229,6 +246,16 @@ def _mqtt(r: TableReader, data: dict[str, Any], base: Path) -> MqttConfig:
             t, "mqtt", "max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES, low=1024
         ),
     )
+
+
+def _replica(r: TableReader, environ: Mapping[str, str]) -> str:
+    """This replica's name: SYNCD_REPLICA, else the host name."""
+    name = environ.get("SYNCD_REPLICA") or socket.gethostname()
+    if not _REPLICA_RE.match(name):
+        if "SYNCD_REPLICA" in environ:
+            r.problem("SYNCD_REPLICA", f"{name!r}: letters, digits, - _ . only")
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", name).strip("-.")[:63] or "syncd"
+    return name
 
 
 def _port(r: TableReader, url: Any, default: int) -> int:
@@ -298,6 +325,7 @@ _STORE_KEYS = {
     "keep_ledger_days",
     "keep_rejected_days",
     "keep_finished_days",
+    "lease_seconds",
 }
 
 

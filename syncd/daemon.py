@@ -26,6 +26,7 @@ from syncd.outbound.jobs import JobWorker
 from syncd.realms.connections import Connections
 from syncd.realms.reads import ReadsMeter
 from syncd.realms.secrets import Cipher
+from syncd.replicas import Replica
 from syncd.rules.tables import shown
 from syncd.store import Store, postgres_store, sqlite_store
 
@@ -65,9 +66,28 @@ class Daemon:
             clock=self.clock,
             ids_kept=timedelta(days=config.retention.ledger_days),
         )
-        self.link = MqttLink(config.mqtt, config.secrets, self._on_batch, self.clock)
+        self.replica = Replica(
+            config.replica,
+            self.store,
+            lambda: config.tenants,
+            self.clock,
+            lease=timedelta(seconds=config.lease_seconds),
+            on_change=self._leases_changed,
+        )
+        several = bool(config.mqtt.shared_group) or config.replica_named
+        self.link = MqttLink(
+            config.mqtt,
+            config.secrets,
+            self._on_batch,
+            self.clock,
+            replica=config.replica if several else None,
+        )
         self.publisher = Publisher(
-            self.store, self.link, config.mqtt.topic_prefix, self.clock
+            self.store,
+            self.link,
+            config.mqtt.topic_prefix,
+            self.clock,
+            ownership=self.replica,
         )
         self.jobs = JobWorker(
             self.store,
@@ -75,6 +95,7 @@ class Daemon:
             self.rulebook,
             clock=self.clock,
             on_commit=self.publisher.wake,
+            ownership=self.replica,
         )
         self.inbound = InboundWorker(
             self.store,
@@ -82,6 +103,7 @@ class Daemon:
             self.rulebook,
             clock=self.clock,
             on_commit=self.publisher.wake,
+            ownership=self.replica,
         )
         self.reconciler = Reconciler(
             config,
@@ -90,8 +112,11 @@ class Daemon:
             self.inbound,
             self.clock,
             self.publisher.wake,
+            ownership=self.replica,
         )
-        self.housekeeper = Housekeeper(self.store, config.retention, self.clock)
+        self.housekeeper = Housekeeper(
+            self.store, config.retention, self.clock, ownership=self.replica
+        )
         self.meter = ReadsMeter(self.store, config.qbo.monthly_reads_budget, self.clock)
         self.connections.on_read = self.meter.count
         self.connections.on_connected = self.jobs.wake
@@ -129,7 +154,9 @@ class Daemon:
         await self.store.open()
         await self.connections.open()
         await self.connections.open_all_books()
+        await self.replica.beat()  # its leases first: the workers start knowing them
         self._tasks = [
+            asyncio.create_task(self.replica.run(), name="syncd.replicas"),
             asyncio.create_task(self.link.run(), name="syncd.bus.link"),
             asyncio.create_task(self.publisher.run(), name="syncd.publisher"),
             asyncio.create_task(self.jobs.run(), name="syncd.outbound.jobs"),
@@ -162,6 +189,7 @@ class Daemon:
         self.housekeeper.stop()
         self.meter.stop()
         self.publisher.stop()
+        self.replica.stop()
         flushed = False
         try:
             flushed = await self.publisher.drain(self.config.drain_seconds)
@@ -172,6 +200,8 @@ class Daemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(StoreError):  # every read, to the last worker's
                 await self.meter.flush()
+            with contextlib.suppress(StoreError):  # the others take its realms now
+                await self.replica.leave()
             await self.connections.close()
             await self.store.close()
         log.info("syncd_stopped", outbox_flushed=flushed)
@@ -210,6 +240,13 @@ class Daemon:
             self.jobs.wake()
         if changes.refreshes:
             self.inbound.wake()
+
+    def _leases_changed(self) -> None:
+        """Realms (or the lead) came or went: the workers look again now."""
+        if not self._tasks:
+            return  # the first beat, before they start: their first round is now
+        for worker in (self.jobs, self.inbound, self.reconciler, self.publisher):
+            worker.wake()
 
     def _exit_if_crashed(self, task: asyncio.Task[None]) -> None:
         """A loop that dies is a bug: say so and stop (exit 1); the supervisor restarts."""

@@ -50,6 +50,13 @@ class StaleWriteError(SyncdError):
     """
 
 
+class FencedError(SyncdError):
+    """The lease this work was done under was taken over: nothing was written.
+
+    Another replica runs the realm now; it finds the work unfinished and does it.
+    """
+
+
 class RealmTakenError(SyncdError):
     """A QBO company (realm) belongs to at most one tenant; another already holds it."""
 

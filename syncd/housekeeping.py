@@ -17,6 +17,7 @@ from syncd import metrics
 from syncd.config import Retention
 from syncd.loop import Loop, Said
 from syncd.models import Cutoffs
+from syncd.replicas import Alone, Ownership
 from syncd.store import Pruning
 
 log = structlog.get_logger(__name__)
@@ -28,9 +29,14 @@ class Housekeeper:
     """Deletes what retention allows, a page at a time."""
 
     def __init__(
-        self, store: Pruning, keep: Retention, clock: Callable[[], datetime]
+        self,
+        store: Pruning,
+        keep: Retention,
+        clock: Callable[[], datetime],
+        ownership: Ownership | None = None,
     ) -> None:
         self._store, self._keep, self._clock = store, keep, clock
+        self._ownership: Ownership = ownership or Alone()  # the leader's chore
         self._loop = Loop(
             self._round,
             interval=INTERVAL,
@@ -46,7 +52,8 @@ class Housekeeper:
         await self._loop.run()
 
     async def _round(self) -> int:
-        await self.pass_once()
+        if self._ownership.leads:
+            await self.pass_once()
         return 0  # never busy: the next pass is INTERVAL away
 
     async def pass_once(self) -> dict[str, int]:

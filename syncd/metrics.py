@@ -91,6 +91,11 @@ OUTBOX = Gauge(
     "Messages for the CRM not yet acknowledged by the broker",
     registry=REGISTRY,
 )
+LEASES = Gauge(
+    "syncd_leases_held",
+    "Leases this replica holds: its realms, and the leader's chores when it leads",
+    registry=REGISTRY,
+)
 WEBHOOK_LAG = Gauge(
     "syncd_webhook_lag_seconds",
     "Age of the oldest stored webhook body not yet applied (0: none waiting)",

@@ -271,6 +271,7 @@ class Connection:
         None  # first connected to this company (reconnects keep it)
     )
     warned: int | None = None  # the expiry warning last given for this grant (days)
+    last_webhook_at: datetime | None = None  # a QBO notification last applied
 
 
 class LinkKind(StrEnum):
@@ -317,6 +318,16 @@ class WebhookRetry:
     received_at: datetime
     attempts: int
     next_at: datetime
+    realm_id: str | None = None  # the company it is about (its owner applies it)
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A lease as held: its name, the replica holding it, and the epoch it was taken at."""
+
+    name: str
+    owner: str
+    epoch: int
 
 
 @dataclass(slots=True)
@@ -348,6 +359,10 @@ class ChangeSet:
     books: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     # when it was decided: stamps the webhook rows and event keys it adds
     at: datetime | None = None
+    # the lease the work was done under: refused whole (FencedError) once taken over
+    fence: Fence | None = None
+    # tenant → when a QBO notification of its company was last applied
+    webhooks_applied: dict[str, datetime] = field(default_factory=dict)
 
     def merge(self, other: ChangeSet) -> None:
         """Add what `other` changes (later changes of one invoice win)."""
@@ -369,6 +384,8 @@ class ChangeSet:
         self.refreshes += other.refreshes
         self.refreshes_done += other.refreshes_done
         self.at = self.at or other.at
+        self.fence = self.fence or other.fence
+        self.webhooks_applied.update(other.webhooks_applied)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

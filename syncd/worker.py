@@ -10,6 +10,7 @@ from syncd.engine.rulebook import RuleBook
 from syncd.loop import Loop, Said
 from syncd.models import Connection
 from syncd.qbo import QboClient
+from syncd.replicas import Alone, Ownership
 from syncd.store import Store
 
 
@@ -45,9 +46,12 @@ class LoopWorker:
         *,
         clock: Callable[[], datetime],
         on_commit: Callable[[], None],
+        ownership: Ownership | None = None,
     ) -> None:
         self._store, self._connections, self._rulebook = store, connections, rulebook
         self._clock, self._on_commit = clock, on_commit
+        # which realms are this replica's to run (all of them, without a Replica)
+        self._ownership: Ownership = ownership or Alone()
         self._loop = Loop(
             self.run_once,
             interval=lambda: self.idle,

@@ -21,6 +21,7 @@ SHARED = {
     "syncd.realms",
     "syncd.worker",
     "syncd.loop",
+    "syncd.replicas",
     "syncd.rules",
     "syncd.metrics",
 }

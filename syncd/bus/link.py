@@ -72,9 +72,19 @@ class MqttLink:
     """Owns the broker connection: intake into a batch handler, and publishing."""
 
     def __init__(
-        self, config: MqttConfig, secrets: Secrets, handler: BatchHandler, clock: Clock
+        self,
+        config: MqttConfig,
+        secrets: Secrets,
+        handler: BatchHandler,
+        clock: Clock,
+        replica: str | None = None,
     ) -> None:
         self._config, self._clock = config, clock
+        # one of several replicas: its own client id (its own session, its own queued
+        # share) and, when sharing the subscription, its own status topic
+        self.client_id = (
+            f"{config.client_id}-{replica}" if replica else config.client_id
+        )
         self._secrets = secrets
         self._handler = handler
         self._wire: Wire | None = None
@@ -86,6 +96,11 @@ class MqttLink:
         self._consumer: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[None] | None = None
         self.status_topic = f"{config.topic_prefix}/{TOPIC_STATUS}"
+        if config.shared_group and replica:
+            self.status_topic += f"/{replica}"
+        self.intake_topic = f"{config.topic_prefix}/+/crm/#"
+        if config.shared_group:  # the broker hands each message to one replica
+            self.intake_topic = f"$share/{config.shared_group}/{self.intake_topic}"
         self._refusals: dict[int, str] = {}  # mid → the reason of a PUBACK that refused
         self._probe: asyncio.Task[None] | None = None
         self._reconnects = Backoff(_BACKOFF_FIRST, _BACKOFF_CAP)
@@ -188,7 +203,7 @@ class MqttLink:
         client = aiomqtt.Client(
             c.host,
             c.port,
-            identifier=c.client_id,
+            identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,  # with SessionExpiryInterval: the broker keeps our queue
             properties=props,
@@ -213,7 +228,7 @@ class MqttLink:
             # again at every subscribe, and a message would act again once its ledger
             # row is gone (a second receipt, a second e-mail)
             await client.subscribe(
-                f"{self._config.topic_prefix}/+/crm/#",
+                self.intake_topic,
                 options=SubscribeOptions(
                     qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND
                 ),

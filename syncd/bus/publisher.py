@@ -26,6 +26,7 @@ from syncd.clock import Clock
 from syncd.exceptions import StoreError
 from syncd.loop import Loop, Said
 from syncd.models import ChangeSet, Failure, OutboxRow
+from syncd.replicas import Alone, Ownership
 from syncd.store import Outbox
 
 log = structlog.get_logger(__name__)
@@ -47,8 +48,18 @@ class Link(Protocol):
 class Publisher:
     """Publishes the outbox whenever woken, or every second as a safety net."""
 
-    def __init__(self, store: Outbox, link: Link, prefix: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Outbox,
+        link: Link,
+        prefix: str,
+        clock: Clock,
+        ownership: Ownership | None = None,
+    ) -> None:
         self._store, self._clock = store, clock
+        # one publisher among replicas (the leader): rows go out in one order, so a
+        # retained state never goes backwards
+        self._ownership: Ownership = ownership or Alone()
         self._link = link
         self._prefix = prefix
         self._strikes: tuple[int, int] = (0, 0)  # (seq, times the link fell with it)
@@ -69,7 +80,7 @@ class Publisher:
 
     async def _round(self) -> int:
         await self._connected_or_stopping()
-        if self._loop.stopping:
+        if self._loop.stopping or not self._ownership.leads:
             return 0
         return await self.flush()
 
@@ -160,7 +171,12 @@ class Publisher:
         )
 
     async def drain(self, seconds: float) -> bool:
-        """Publish everything pending, for at most `seconds`; True when empty."""
+        """Publish everything pending, for at most `seconds`; True when empty.
+
+        Not the leader: nothing to do (the leader publishes what this replica wrote).
+        """
+        if not self._ownership.leads:
+            return True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 while True:

@@ -18,6 +18,7 @@ import structlog
 
 from syncd import metrics
 from syncd.config import Config
+from syncd.exceptions import FencedError
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
 from syncd.loop import Loop, Said
@@ -25,6 +26,7 @@ from syncd.messages import StateChanged
 from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
 from syncd.qbo.steps import Step, next_step
+from syncd.replicas import Alone, Ownership
 from syncd.store import InvoiceReads, Realms, decided_afresh
 from syncd.worker import Clients
 
@@ -50,8 +52,10 @@ class Reconciler:
         inbound: InboundWorker,
         clock: Callable[[], datetime],
         on_commit: Callable[[], None],
+        ownership: Ownership | None = None,
     ) -> None:
         self._config, self._store, self._connections = config, store, connections
+        self._ownership: Ownership = ownership or Alone()  # the realms it reconciles
         self._inbound, self._clock, self._on_commit = inbound, clock, on_commit
         self.passed: dict[str, datetime] = {}  # tenant → when its last pass ended
         self._last_daily = clock()
@@ -66,6 +70,10 @@ class Reconciler:
         """End `run`."""
         self._loop.stop()
 
+    def wake(self) -> None:
+        """Pass now (this replica took a realm over)."""
+        self._loop.wake()
+
     async def run(self) -> None:
         """Pass at start, then every interval; sooner while webhooks fail; a day's pass daily.
 
@@ -78,9 +86,13 @@ class Reconciler:
         daily = self._clock() - self._last_daily >= DAILY
         missed = 0
         for tenant in self._config.tenants:
+            if not self._ownership.owns(tenant):
+                continue  # another replica runs its QBO side
             try:
                 missed += await self.pass_for(tenant, full_day=daily)
                 await self._connections.watch(tenant)
+            except FencedError as exc:  # taken over mid-pass: the new holder passes
+                log.warning("realm_lease_lost", tenant=tenant, reason=str(exc))
             except Exception as exc:  # noqa: BLE001 -- one tenant's, never the rest's
                 await self._after(tenant, exc)
         if daily:
@@ -140,7 +152,7 @@ class Reconciler:
         """Decide and commit a CDC answer; decide again if another writer came first."""
 
         async def decide() -> ChangeSet:
-            changes = ChangeSet(at=self._clock())
+            changes = ChangeSet(at=self._clock(), fence=self._ownership.fence(tenant))
             await self._inbound.apply(tenant, realm, found, changes)
             await self._store.commit(changes)
             return changes
@@ -157,7 +169,7 @@ class Reconciler:
 
         async def page() -> int:
             found = await self._store.past_due(tenant, today, OVERDUE_PAGE)
-            changes = ChangeSet()
+            changes = ChangeSet(fence=self._ownership.fence(tenant))
             for inv in found:
                 inv.qbo_status = "overdue"
                 changes.invoices[(tenant, inv.invoice_id)] = inv

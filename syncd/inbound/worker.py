@@ -44,17 +44,16 @@ class InboundWorker(LoopWorker):
     """Applies stored QBO webhooks, in order, each event once."""
 
     idle = 5.0  # webhooks wake it; the wait only retries what QBO could not answer
-    last_webhook: dict[str, datetime]  # tenant → when its last notification was applied
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.last_webhook = {}
 
     async def run_once(self) -> int:
         """Process the stored webhook bodies and refresh requests due now; how many."""
         now = self._clock()
-        pending = await self._store.pending_inbound(50, now)
-        refreshes = await self._store.pending_refreshes(50)
+        owned = self._ownership.owned()  # its realms' bodies; the leader's, no one's
+        leads = self._ownership.leads
+        pending = await self._store.pending_inbound(
+            50, now, tenants=owned, strays=leads
+        )
+        refreshes = await self._store.pending_refreshes(50, owned)
         if not pending and not refreshes:
             return 0
         # one tenant's trouble never holds up the others, and a body that failed never
@@ -151,7 +150,7 @@ class InboundWorker(LoopWorker):
             # help, so they are left to reconciliation now
             return then.step is not Step.RETRY
         changes.inbound_events += [(realm, n.key) for n in notes]
-        self.last_webhook[tenant] = self._clock()
+        changes.webhooks_applied[tenant] = self._clock()
         await self._merges(tenant, notes, changes)
         await self.apply(tenant, realm, found, changes)
         return True
@@ -311,6 +310,7 @@ def _again(group: _Group, now: datetime) -> WebhookRetry | None:
         received_at=group.received_at,
         attempts=attempts,
         next_at=now + timedelta(seconds=pause),
+        realm_id=group.realm,
     )
 
 

@@ -18,12 +18,14 @@ from structlog.contextvars import bound_contextvars
 from syncd.engine.machine import InvoiceMachine
 from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import (
+    FencedError,
     QboError,
     QboTransientError,
 )
 from syncd.models import (
     ChangeSet,
     Connection,
+    Fence,
     Invoice,
     Job,
     JobKind,
@@ -45,6 +47,7 @@ from syncd.outbound.push import (
 from syncd.qbo import BatchItem, QboClient
 from syncd.qbo.client import NO_RESULT
 from syncd.qbo.steps import Step, next_step
+from syncd.replicas import Ownership
 from syncd.store import Store
 from syncd.worker import Clients, LoopWorker
 
@@ -103,14 +106,26 @@ class JobWorker(LoopWorker):
         *,
         clock: Callable[[], datetime],
         on_commit: Callable[[], None],
+        ownership: Ownership | None = None,
     ) -> None:
-        super().__init__(store, connections, rulebook, clock=clock, on_commit=on_commit)
+        super().__init__(
+            store,
+            connections,
+            rulebook,
+            clock=clock,
+            on_commit=on_commit,
+            ownership=ownership,
+        )
         self._rounds: dict[str, asyncio.Task[int]] = {}  # tenant → its running round
+        self._fences: dict[str, Fence | None] = {}  # tenant → its round's lease
 
     async def run_once(self, limit: int = DUE_LIMIT) -> int:
         """Start a round for each realm with jobs due and none running; how many jobs."""
         busy = [t for t, task in self._rounds.items() if not task.done()]
-        jobs = await self._store.due_jobs(self._clock(), limit, skip=busy)
+        owned = self._ownership.owned()
+        if owned == []:
+            return 0  # another replica runs every realm now
+        jobs = await self._store.due_jobs(self._clock(), limit, skip=busy, only=owned)
         by_tenant: dict[str, list[Job]] = {}
         for job in jobs:
             by_tenant.setdefault(job.tenant, []).append(job)
@@ -131,7 +146,21 @@ class JobWorker(LoopWorker):
             await asyncio.shield(asyncio.gather(*running, return_exceptions=True))
 
     async def _run_tenant(self, tenant: str, jobs: list[Job]) -> None:
-        """One realm's due jobs (one per invoice at most): batches, then the rest."""
+        """One realm's due jobs (one per invoice at most): batches, then the rest.
+
+        Under the realm's lease: once another replica has taken it over, nothing of
+        the round is committed (FencedError) and the round ends; the new holder finds
+        its jobs in flight and looks in QBO before writing again.
+        """
+        self._fences[tenant] = self._ownership.fence(tenant)
+        if not self._ownership.owns(tenant):
+            return
+        try:
+            await self._round_of(tenant, jobs)
+        except FencedError as exc:
+            log.warning("realm_lease_lost", tenant=tenant, reason=str(exc))
+
+    async def _round_of(self, tenant: str, jobs: list[Job]) -> None:
         if await self._connections.client(tenant) is None:
             # not connected (or paused): every job of the tenant waits, in one write
             now = self._clock()
@@ -184,7 +213,7 @@ class JobWorker(LoopWorker):
             unclear = job.status == JobStatus.IN_FLIGHT
             # the intent, committed before the call: in flight, one more attempt
             job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
-            await self._store.start_jobs([job])
+            await self._store.start_jobs([job], self._fences.get(job.tenant))
             ctx = self._context(job, invoice, client, conn, machine, unclear, changes)
             await self._attempt(ctx)
             seen = ctx.seen
@@ -246,7 +275,9 @@ class JobWorker(LoopWorker):
             contexts.append(
                 self._context(job, invoice, client, conn, machine, False, ChangeSet())
             )
-        await self._store.start_jobs([c.job for c in contexts])
+        await self._store.start_jobs(
+            [c.job for c in contexts], self._fences.get(tenant)
+        )
         await resolve_ahead(contexts)
         ready: list[tuple[JobContext, Prepared]] = []
         for ctx in contexts:
@@ -337,7 +368,8 @@ class JobWorker(LoopWorker):
         done: list[tuple[Job, Invoice | None, ChangeSet, list[str]]],
         machine: InvoiceMachine | None,
     ) -> None:
-        await record.commit(self._store, done, machine, clock=self._clock)
+        fence = self._fences.get(done[0][0].tenant) if done else None
+        await record.commit(self._store, done, machine, clock=self._clock, fence=fence)
 
     def _succeeded(self, ctx: JobContext) -> None:
         outcomes.succeeded(ctx, now=self._clock())

@@ -19,9 +19,17 @@ import structlog
 from syncd.engine import qbo_events
 from syncd.engine.decide import jobs_for_move
 from syncd.engine.machine import InvoiceMachine
-from syncd.exceptions import StaleWriteError, StoreError
+from syncd.exceptions import FencedError, StaleWriteError, StoreError
 from syncd.messages import StateChanged
-from syncd.models import ChangeSet, Invoice, Job, JobKind, JobStatus, SyncState
+from syncd.models import (
+    ChangeSet,
+    Fence,
+    Invoice,
+    Job,
+    JobKind,
+    JobStatus,
+    SyncState,
+)
 from syncd.store import Committer, InvoiceReads
 
 log = structlog.get_logger(__name__)
@@ -51,14 +59,15 @@ async def commit(
     machine: InvoiceMachine | None,
     *,
     clock: Callable[[], datetime],
+    fence: Fence | None = None,
 ) -> None:
-    """Commit the jobs' results together, else one job at a time."""
-    if await _together(store, done, machine, clock=clock):
+    """Commit the jobs' results together, else one job at a time (under `fence`)."""
+    if await _together(store, done, machine, clock=clock, fence=fence):
         return
     for entry in done:
         try:
-            await commit(store, [entry], machine, clock=clock)
-        except StoreError:
+            await commit(store, [entry], machine, clock=clock, fence=fence)
+        except (StoreError, FencedError):
             raise
         except Exception:
             log.exception("job_result_not_recorded", job_id=entry[0].id)
@@ -70,10 +79,11 @@ async def _together(
     machine: InvoiceMachine | None,
     *,
     clock: Callable[[], datetime],
+    fence: Fence | None,
 ) -> bool:
     """True once committed; False when a batch's results must go one by one."""
     for attempt in range(1, STALE_TRIES + 1):
-        batch_changes = ChangeSet()
+        batch_changes = ChangeSet(fence=fence)
         for job, worked, changes, seen in done:
             fresh = None
             if worked is not None and job.invoice_id is not None:
@@ -88,8 +98,10 @@ async def _together(
                 raise
             log.info("job_result_recorded_again", attempt=attempt)
             continue
-        except StoreError:
-            raise  # the store itself: intake pauses, the jobs stay in flight
+        except (StoreError, FencedError):
+            # the store itself (intake pauses), or the realm's lease lost: the jobs stay
+            # in flight, for this replica later or for the new holder
+            raise
         except Exception:
             if len(done) == 1:
                 raise

@@ -80,6 +80,31 @@ def parse(body: bytes) -> list[Notification]:
     raise ValueError("neither eventNotifications nor a CloudEvents array")
 
 
+def by_realm(body: bytes) -> dict[str, bytes]:
+    """A body as one body per company, each in its own form (CloudEvents ids kept).
+
+    ValueError (or KeyError, TypeError) when it is not a notification, as `parse`.
+    """
+    data = simplejson.loads(body)
+    realms: dict[str, list[Any]] = {}
+    if isinstance(data, dict) and "eventNotifications" in data:
+        for note in data["eventNotifications"]:
+            realms.setdefault(str(note["realmId"]), []).append(note)
+        if len(realms) <= 1:
+            return dict.fromkeys(realms, body)
+        return {
+            realm: simplejson.dumps({"eventNotifications": notes}).encode()
+            for realm, notes in realms.items()
+        }
+    if isinstance(data, list):
+        for event in data:
+            realms.setdefault(_cloud_event(event).realm_id, []).append(event)
+        if len(realms) <= 1:
+            return dict.fromkeys(realms, body)
+        return {realm: simplejson.dumps(e).encode() for realm, e in realms.items()}
+    raise ValueError("neither eventNotifications nor a CloudEvents array")
+
+
 def _legacy(note: dict[str, Any]) -> list[Notification]:
     realm = str(note["realmId"])
     out = []

@@ -24,6 +24,7 @@ from syncd.store.roles import (
     Intake,
     InvoiceReads,
     JobQueue,
+    Leases,
     Outbox,
     Pruning,
     Realms,
@@ -43,6 +44,7 @@ __all__ = [
     "Intake",
     "InvoiceReads",
     "JobQueue",
+    "Leases",
     "Outbox",
     "Pruning",
     "Realms",
@@ -99,6 +101,7 @@ class Store(
     Webhooks,
     Pruning,
     AdminSessions,
+    Leases,
     Protocol,
 ):
     """Every role at once: what an implementation fills (SQLite today)."""

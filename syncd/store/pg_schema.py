@@ -103,4 +103,13 @@ MIGRATIONS: Final[list[str]] = [
     CREATE TABLE admin_sessions (
         sid_hash TEXT PRIMARY KEY, csrf TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
     """,
+    # 3: SQLite's 16, replicas: leases with epochs, heartbeats, each webhook's realm
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY, owner TEXT, epoch BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL);
+    CREATE TABLE replicas (name TEXT PRIMARY KEY, seen_at TIMESTAMPTZ NOT NULL);
+    ALTER TABLE inbound ADD COLUMN realm_id TEXT;
+    ALTER TABLE connections ADD COLUMN last_webhook_at TIMESTAMPTZ;
+    """,
 ]

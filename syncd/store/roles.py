@@ -6,7 +6,7 @@ Each consumer is typed against the roles it uses, so a second implementation
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -18,6 +18,7 @@ from syncd.models import (
     Connection,
     Cutoffs,
     Failure,
+    Fence,
     HistoryEntry,
     Invoice,
     Job,
@@ -227,12 +228,20 @@ class JobQueue(Committer, Protocol):
     """The QBO job queue."""
 
     async def due_jobs(
-        self, now: datetime, limit: int, skip: Collection[str] = ()
+        self,
+        now: datetime,
+        limit: int,
+        skip: Collection[str] = (),
+        only: Collection[str] | None = None,
     ) -> list[Job]:
-        """Jobs to run now (up to `limit` per tenant, none of `skip`'s), in queue order."""
+        """Jobs to run now, in queue order: up to `limit` per tenant, of `only`'s."""
 
-    async def start_jobs(self, jobs: list[Job]) -> None:
-        """Mark jobs in flight, in one write (committed before their QBO call)."""
+    async def start_jobs(self, jobs: list[Job], fence: Fence | None = None) -> None:
+        """Claim jobs (in flight, one more attempt) in one write, before their QBO call.
+
+        FencedError, nothing written, if `fence`'s lease was taken over or another
+        replica claimed one of them meanwhile.
+        """
 
     async def postpone_jobs(self, tenant: str, now: datetime, until: datetime) -> int:
         """Make a tenant's jobs due by `now` wait until `until`; return how many."""
@@ -250,19 +259,31 @@ class JobQueue(Committer, Protocol):
 class Webhooks(Committer, Protocol):
     """QBO's stored webhook bodies, applied event keys and the CRM's refresh requests."""
 
-    async def store_inbound(self, body: bytes, now: datetime) -> None:
-        """Keep a webhook body (before the 200)."""
+    async def store_inbound(
+        self, body: bytes, now: datetime, realm_id: str | None = None
+    ) -> None:
+        """Keep a webhook body, of one company if `realm_id` (before the 200)."""
 
     async def pending_inbound(
-        self, limit: int, now: datetime | None = None
+        self,
+        limit: int,
+        now: datetime | None = None,
+        *,
+        tenants: Collection[str] | None = None,
+        strays: bool = True,
     ) -> list[StoredWebhook]:
-        """Stored bodies not yet processed (and due at `now`: retries wait), oldest first."""
+        """Stored bodies not yet processed (and due at `now`: retries wait), oldest first.
+
+        With `tenants`, their companies' only, and (`strays`) those no tenant claims.
+        """
 
     async def new_events(self, realm_id: str, keys: list[str]) -> set[str]:
         """Which event keys of a realm were not applied yet."""
 
-    async def pending_refreshes(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        """The CRM's refresh requests not yet done, oldest first."""
+    async def pending_refreshes(
+        self, limit: int, tenants: Collection[str] | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """The CRM's refresh requests not yet done (of `tenants` only), oldest first."""
 
 
 class Pruning(Protocol):
@@ -293,3 +314,26 @@ class AdminSessions(Protocol):
 
     async def end_session(self, sid_hash: str) -> None:
         """Forget a session (logged out)."""
+
+
+class Leases(Protocol):
+    """Replicas' heartbeats and the leases that keep a piece of work in one place."""
+
+    async def beat(self, replica: str, now: datetime, ttl: timedelta) -> list[str]:
+        """Say `replica` lives; the replicas seen within `ttl`, itself included."""
+
+    async def hold(
+        self,
+        replica: str,
+        names: Sequence[str],
+        share: int,
+        now: datetime,
+        ttl: timedelta,
+    ) -> dict[str, int]:
+        """Hold `share` of the leases `names` (renew, give back extras, take free): epochs."""
+
+    async def release(self, replica: str, now: datetime) -> None:
+        """Give back every lease of `replica` at once."""
+
+    async def leases(self) -> list[tuple[str, str | None, int, datetime]]:
+        """Every lease: name, owner (None when free), epoch, until when."""

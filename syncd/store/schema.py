@@ -181,4 +181,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE admin_sessions (
         sid_hash TEXT PRIMARY KEY, csrf TEXT NOT NULL, expires_at TEXT NOT NULL);
     """,
+    # 16: replicas (issue 25): leases (a realm's QBO work, the leader's chores) with an
+    # epoch that fences a replica whose lease was taken over, replicas' heartbeats, the
+    # realm of each stored webhook body (its owner applies it), the last webhook applied
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY, owner TEXT, epoch INTEGER NOT NULL,
+        expires_at TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE replicas (name TEXT PRIMARY KEY, seen_at TEXT NOT NULL) WITHOUT ROWID;
+    ALTER TABLE inbound ADD COLUMN realm_id TEXT;
+    ALTER TABLE connections ADD COLUMN last_webhook_at TEXT;
+    """,
 )

@@ -10,6 +10,7 @@ SQLite's (`sqlite`) or PostgreSQL's (`postgres`).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from syncd.store.database import GroupCommit, many, rows_among
 from syncd.store.outbox import render
 from syncd.store.sql import CONFLICT, Db, Sql
 from syncd.store.tables_jobs import JobTables, write_jobs
+from syncd.store.tables_leases import LeaseTables, check_fence
 from syncd.store.tables_qbo import QboTables, write_deals, write_inbound, write_links
 from syncd.store.tables_reads import AdminReads
 from syncd.store.tables_realms import RealmTables
@@ -35,7 +37,9 @@ from syncd.store.tables_sessions import SessionTables
 _INVOICE_COLS = rows.INVOICE_COLS
 
 
-class SqlStore(AdminReads, RealmTables, JobTables, QboTables, SessionTables):
+class SqlStore(
+    AdminReads, RealmTables, JobTables, QboTables, SessionTables, LeaseTables
+):
     """The Store on a `Db`.
 
     Intake, commit, outbox and retention here; each other role's tables in a module of
@@ -47,7 +51,7 @@ class SqlStore(AdminReads, RealmTables, JobTables, QboTables, SessionTables):
         self._db = db
         self._turns: dict[str, asyncio.Lock] = {}  # tenant → its token's turn here
         # a burst of webhooks: their bodies share transactions instead of one fsync each
-        self._inbound = GroupCommit[tuple[bytes, str]](self._insert_inbound)
+        self._inbound = GroupCommit[tuple[bytes, str, str | None]](self._insert_inbound)
 
     @property
     def problem(self) -> str | None:
@@ -93,6 +97,7 @@ class SqlStore(AdminReads, RealmTables, JobTables, QboTables, SessionTables):
     async def commit(self, changes: ChangeSet) -> None:
         """Write a whole ChangeSet in one transaction."""
         async with self._db.tx() as db:
+            await check_fence(db, changes.fence)
             await many(
                 db,
                 "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -155,6 +160,11 @@ class SqlStore(AdminReads, RealmTables, JobTables, QboTables, SessionTables):
                     (tenant, realm_id, since.isoformat()),
                 )
             await write_jobs(db, changes.jobs)
+            await many(
+                db,
+                "UPDATE connections SET last_webhook_at = ? WHERE tenant = ?",
+                [(at.isoformat(), t) for t, at in changes.webhooks_applied.items()],
+            )
             await write_links(db, changes.links)
             await write_deals(db, changes.deals)
             await write_inbound(
@@ -226,10 +236,15 @@ class SqlStore(AdminReads, RealmTables, JobTables, QboTables, SessionTables):
         async with self._db.tx() as db:
             await many(db, "DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
-    async def pending_refreshes(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        """The CRM's refresh requests not yet done, oldest first."""
-        sql = "SELECT seq, request FROM refreshes WHERE done = 0 ORDER BY seq LIMIT ?"
-        async with self._db.read() as db, db.execute(sql, (limit,)) as cur:
+    async def pending_refreshes(
+        self, limit: int, tenants: Collection[str] | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """The CRM's refresh requests not yet done (of `tenants` only), oldest first."""
+        where, params = "", sorted(tenants or ())
+        if tenants is not None:
+            where = f"AND tenant IN ({','.join('?' * len(params)) or 'NULL'}) "
+        sql = f"SELECT seq, request FROM refreshes WHERE done = 0 {where}ORDER BY seq LIMIT ?"
+        async with self._db.read() as db, db.execute(sql, (*params, limit)) as cur:
             return [(seq, orjson.loads(body)) for seq, body in await cur.fetchall()]
 
     async def invoice(self, tenant: str, invoice_id: str) -> Invoice | None:

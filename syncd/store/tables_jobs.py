@@ -7,7 +7,9 @@ from datetime import datetime
 
 import orjson
 
+from syncd.exceptions import FencedError
 from syncd.models import (
+    Fence,
     Job,
     JobStatus,
 )
@@ -15,6 +17,7 @@ from syncd.store import rows
 from syncd.store.database import many
 from syncd.store.rows import UNFINISHED
 from syncd.store.sql import Db, Sql
+from syncd.store.tables_leases import check_fence
 
 _JOB_COLS = "tenant, queue, kind, subject, status, attempts, next_attempt_at, payload, last_error"
 
@@ -30,13 +33,17 @@ class JobTables:
     _db: Db
 
     async def due_jobs(
-        self, now: datetime, limit: int, skip: Collection[str] = ()
+        self,
+        now: datetime,
+        limit: int,
+        skip: Collection[str] = (),
+        only: Collection[str] | None = None,
     ) -> list[Job]:
         """Jobs to run now, never ahead of an earlier unfinished job of the same invoice.
 
-        Up to `limit` of each tenant's (not of the tenants in `skip`), oldest first: one
-        realm's burst never hides another's work. In-flight jobs are due too: a crash
-        left their outcome unclear.
+        Up to `limit` of each tenant's (not of the tenants in `skip`; of those in `only`
+        if given), oldest first: one realm's burst never hides another's work. In-flight
+        jobs are due too: a crash left their outcome unclear.
         """
         sql = (
             f"SELECT id, {_JOB_COLS} FROM jobs j INDEXED BY jobs_waiting_tenant "
@@ -48,20 +55,27 @@ class JobTables:
         due: list[Job] = []
         async with self._db.read() as db:
             for tenant in await _waiting_tenants(db):
-                if tenant in skip:
+                if tenant in skip or (only is not None and tenant not in only):
                     continue
                 async with db.execute(sql, (tenant, now.isoformat(), limit)) as cur:
                     due += [rows.job(r) for r in await cur.fetchall()]
         return due
 
-    async def start_jobs(self, jobs: list[Job]) -> None:
-        """Record the intent before the call (each job's new status and attempts)."""
+    async def start_jobs(self, jobs: list[Job], fence: Fence | None = None) -> None:
+        """Record the intent before the call (each job's new status and attempts).
+
+        A claim: each job only from the attempts it was read at, under `fence`'s lease.
+        FencedError, nothing written, when another replica claimed one meanwhile.
+        """
         async with self._db.tx() as db:
-            await many(
+            await check_fence(db, fence)
+            claimed = await many(
                 db,
-                "UPDATE jobs SET status = ?, attempts = ? WHERE id = ?",
-                [(j.status.value, j.attempts, j.id) for j in jobs],
+                "UPDATE jobs SET status = ?, attempts = ? WHERE id = ? AND attempts = ?",
+                [(j.status.value, j.attempts, j.id, j.attempts - 1) for j in jobs],
             )
+            if claimed != len(jobs):
+                raise FencedError("a job was claimed elsewhere meanwhile: none started")
 
     async def postpone_jobs(self, tenant: str, now: datetime, until: datetime) -> int:
         """Make a tenant's due jobs wait (its company is not connected); return how many.

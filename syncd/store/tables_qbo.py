@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -28,28 +29,57 @@ class QboTables:
     """A SqliteStore's webhook bodies and event keys, customer and item links, deals."""
 
     _db: Db
-    _inbound: GroupCommit[tuple[bytes, str]]  # webhook bodies share transactions
+    _inbound: GroupCommit[
+        tuple[bytes, str, str | None]
+    ]  # webhook bodies share transactions
 
-    async def store_inbound(self, body: bytes, now: datetime) -> None:
-        """Keep a webhook body before answering 200 (processed later)."""
-        await self._inbound.add((body, now.isoformat()))
+    async def store_inbound(
+        self, body: bytes, now: datetime, realm_id: str | None = None
+    ) -> None:
+        """Keep a webhook body (of one company, if `realm_id`) before answering 200."""
+        await self._inbound.add((body, now.isoformat(), realm_id))
 
-    async def _insert_inbound(self, rows: list[tuple[bytes, str]]) -> None:
+    async def _insert_inbound(self, rows: list[tuple[bytes, str, str | None]]) -> None:
         async with self._db.tx() as db:
             await db.executemany(
-                "INSERT INTO inbound (body, received_at) VALUES (?, ?)", rows
+                "INSERT INTO inbound (body, received_at, realm_id) VALUES (?, ?, ?)",
+                rows,
             )
 
     async def pending_inbound(
-        self, limit: int, now: datetime | None = None
+        self,
+        limit: int,
+        now: datetime | None = None,
+        *,
+        tenants: Collection[str] | None = None,
+        strays: bool = True,
     ) -> list[StoredWebhook]:
-        """Stored webhook bodies not processed yet (and due at `now`), oldest first."""
+        """Stored webhook bodies not processed yet (and due at `now`), oldest first.
+
+        With `tenants`, only their companies' (a replica's realms), and, if `strays`,
+        bodies no tenant's company claims (no realm, or a company not connected).
+        """
+        where, params = "", []
+        if tenants is not None:
+            among = ",".join("?" * len(tenants)) or "NULL"
+            where = (
+                "AND (realm_id IN (SELECT realm_id FROM connections WHERE tenant IN "
+                f"({among}))"
+                + (
+                    " OR realm_id IS NULL OR realm_id NOT IN "
+                    "(SELECT realm_id FROM connections)"
+                    if strays
+                    else ""
+                )
+                + ") "
+            )
+            params = sorted(tenants)
         sql = (
             "SELECT seq, body, received_at, attempts FROM inbound WHERE done = 0 "
-            "AND (next_at IS NULL OR next_at <= ?) ORDER BY seq LIMIT ?"
+            f"AND (next_at IS NULL OR next_at <= ?) {where}ORDER BY seq LIMIT ?"
         )
         due = (now or datetime.max.replace(tzinfo=UTC)).isoformat()
-        async with self._db.read() as db, db.execute(sql, (due, limit)) as cur:
+        async with self._db.read() as db, db.execute(sql, (due, *params, limit)) as cur:
             found = await cur.fetchall()
         return [
             StoredWebhook(
@@ -178,9 +208,16 @@ async def write_inbound(
     await many(db, "UPDATE inbound SET done = 1 WHERE seq = ?", [(s,) for s in done])
     await many(
         db,
-        "INSERT INTO inbound (body, received_at, attempts, next_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO inbound (body, received_at, attempts, next_at, realm_id) "
+        "VALUES (?, ?, ?, ?, ?)",
         [
-            (r.body, r.received_at.isoformat(), r.attempts, r.next_at.isoformat())
+            (
+                r.body,
+                r.received_at.isoformat(),
+                r.attempts,
+                r.next_at.isoformat(),
+                r.realm_id,
+            )
             for r in new
         ],
     )

@@ -40,7 +40,7 @@ class RealmTables:
         """Return the tenant's QBO connection."""
         sql = (
             "SELECT c.realm_id, status, token, preferences, connected_at, error, b.since, "
-            "c.warned "
+            "c.warned, c.last_webhook_at "
             "FROM connections c LEFT JOIN books b "
             "ON b.tenant = c.tenant AND b.realm_id = c.realm_id WHERE c.tenant = ?"
         )
@@ -48,7 +48,7 @@ class RealmTables:
             row = await cur.fetchone()
         if row is None:
             return None
-        realm_id, status, token, prefs, connected_at, error, since, warned = row
+        realm_id, status, token, prefs, connected_at, error, since, warned, hook = row
         return Connection(
             tenant=tenant,
             realm_id=realm_id,
@@ -59,6 +59,7 @@ class RealmTables:
             error=error,
             since=rows.when(since) if since else None,
             warned=warned,
+            last_webhook_at=rows.when(hook) if hook else None,
         )
 
     async def save_connection(self, conn: Connection) -> None:
@@ -79,7 +80,9 @@ class RealmTables:
                 # not INSERT OR REPLACE: that would delete another tenant's row holding
                 # the same realm instead of refusing
                 await db.execute(
-                    "INSERT INTO connections VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO connections (tenant, realm_id, status, token, "
+                    "preferences, connected_at, error, warned) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (tenant) DO UPDATE SET realm_id = excluded.realm_id, "
                     "status = excluded.status, token = excluded.token, "
                     "preferences = excluded.preferences, "

@@ -166,7 +166,7 @@ async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
     expires = daemon.connections.refresh_expiries().get(tenant)
     now = daemon.clock()
     reconciled = daemon.reconciler.passed.get(tenant)
-    webhook = daemon.inbound.last_webhook.get(tenant)
+    webhook = conn.last_webhook_at if conn else None  # by whichever replica
     throttled = daemon.connections.throttled.get(conn.realm_id) if conn else None
     reads = (await daemon.meter.used()).get(conn.realm_id, 0) if conn else None
     return {

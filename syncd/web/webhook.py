@@ -28,11 +28,14 @@ async def receive(request: web.Request) -> web.Response:
         )
     try:
         notes = webhooks.parse(body)
+        parts = webhooks.by_realm(body)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         reason = f"not a QBO notification ({type(exc).__name__})"
         log.warning("webhook_unreadable", reason=reason, size=len(body))
         return web.json_response({"error": reason}, status=400)
-    await daemon.store.store_inbound(body, daemon.clock())
+    # each company's changes stored apart: the replica running the company applies them
+    for realm, part in parts.items():
+        await daemon.store.store_inbound(part, daemon.clock(), realm)
     daemon.inbound.wake()
     log.info("webhook_received", notifications=len(notes))
     return web.Response(status=200)

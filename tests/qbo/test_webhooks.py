@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from syncd.qbo.webhooks import legacy_body, parse
+from syncd.qbo.webhooks import by_realm, legacy_body, parse
 
 
 def _event(kind: str, data: dict[str, str]) -> dict[str, object]:
@@ -70,3 +71,30 @@ def test_notifications_stored_again_read_back_the_same():
     assert [(n.entity, n.id, n.operation, n.at, n.deleted_id) for n in again] == [
         (n.entity, n.id, n.operation, n.at, n.deleted_id) for n in notes
     ]
+
+
+def test_a_body_is_stored_as_one_body_per_company_in_its_own_form():
+    """Issue 25: each company's changes go to the replica that runs it; ids are kept."""
+    events = [
+        _event("qbo.invoice.updated.v1", {}) | {"id": f"e-{n}", "intuitaccountid": r}
+        for n, r in enumerate(["123", "456", "123"])
+    ]
+    body = json.dumps(events).encode()
+    parts = by_realm(body)
+    assert sorted(parts) == ["123", "456"]
+    assert [n.key for n in parse(parts["123"])] == ["e-0", "e-2"]
+    assert [n.key for n in parse(parts["456"])] == ["e-1"]
+    one = json.dumps(events[:1]).encode()
+    assert by_realm(one) == {"123": one}  # one company: the body as it came
+    legacy: dict[str, Any] = {
+        "eventNotifications": [
+            {"realmId": r, "dataChangeEvent": {"entities": []}} for r in ("1", "2")
+        ]
+    }
+    split = by_realm(json.dumps(legacy).encode())
+    assert {
+        r: json.loads(b)["eventNotifications"][0]["realmId"] for r, b in split.items()
+    } == {
+        "1": "1",
+        "2": "2",
+    }

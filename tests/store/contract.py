@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from syncd.exceptions import RealmTakenError, StaleWriteError, StoreError
+from syncd.exceptions import FencedError, RealmTakenError, StaleWriteError, StoreError
 from syncd.messages import ConnectionState, SyncFailed
 from syncd.models import (
     ChangeSet,
     Connection,
     Failure,
+    Fence,
     HistoryEntry,
     Invoice,
     Job,
@@ -244,6 +245,64 @@ class StoreContract:
         ]
 
     # Realms
+
+    async def test_a_job_is_claimed_once_whoever_read_it(self, store: Store) -> None:
+        """Issue 25: two replicas read the same due job; one claim wins, nothing doubles."""
+        await store.commit(
+            ChangeSet(jobs=[Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)])
+        )
+        [a] = await store.due_jobs(NOW, 10)
+        [b] = await store.due_jobs(NOW, 10)
+        for job in (a, b):
+            job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
+        claims = await asyncio.gather(
+            store.start_jobs([a]), store.start_jobs([b]), return_exceptions=True
+        )
+        assert sorted(type(c).__name__ for c in claims) == ["FencedError", "NoneType"]
+        [job] = await store.jobs("acme")
+        assert (job.status, job.attempts) == (JobStatus.IN_FLIGHT, 1)
+
+    # Leases (issue 25)
+
+    async def test_leases_are_shared_out_and_taken_over_once_expired(
+        self, store: Store
+    ) -> None:
+        realms = [f"realm:t{n}" for n in range(5)]
+        ttl = timedelta(seconds=30)
+        assert await store.beat("a", NOW, ttl) == ["a"]
+        a = await store.hold("a", realms, 5, NOW, ttl)
+        assert sorted(a) == realms and set(a.values()) == {1}
+        assert await store.beat("b", NOW, ttl) == ["a", "b"]
+        assert await store.hold("b", realms, 3, NOW, ttl) == {}  # all held, none free
+        kept = await store.hold("a", realms, 3, NOW, ttl)  # a gives back two at once
+        assert sorted(kept) == realms[:3]
+        b = await store.hold("b", realms, 3, NOW, ttl)
+        assert sorted(b) == realms[3:] and set(b.values()) == {2}
+        # a stops beating; once its leases expire, b takes them at the next epoch
+        later = NOW + ttl + timedelta(seconds=1)
+        assert await store.beat("b", later, ttl) == ["b"]
+        b = await store.hold("b", realms, 5, later, ttl)
+        assert b == dict.fromkeys(realms, 2)  # a's three at their next epoch
+        owners = {name: owner for name, owner, _, _ in await store.leases()}
+        assert set(owners.values()) == {"b"}
+
+    async def test_work_under_a_lease_taken_over_is_refused_whole(
+        self, store: Store
+    ) -> None:
+        ttl = timedelta(seconds=30)
+        [(name, epoch)] = (await store.hold("a", ["realm:acme"], 1, NOW, ttl)).items()
+        fence = Fence(name, "a", epoch)
+        await store.commit(ChangeSet(ledger=[ledger("m-1")], fence=fence))
+        later = NOW + ttl + timedelta(seconds=1)
+        assert await store.hold("b", ["realm:acme"], 1, later, ttl) == {name: 2}
+        with pytest.raises(FencedError):
+            await store.commit(ChangeSet(ledger=[ledger("m-2")], fence=fence))
+        assert await store.known_messages([("acme", "m-1"), ("acme", "m-2")]) == {
+            ("acme", "m-1")
+        }
+        await store.commit(ChangeSet(ledger=[ledger("m-2")], fence=Fence(name, "b", 2)))
+        await store.release("b", later)
+        assert [o for _, o, _, _ in await store.leases()] == [None]
 
     async def test_a_company_belongs_to_one_tenant(self, store: Store) -> None:
         await store.save_connection(connection("acme", "9130"))

@@ -1,0 +1,161 @@
+"""This replica among the others on one store: its heartbeat, its realms, its chores.
+
+Each realm's QBO side (its jobs, webhooks, refresh requests, reconciliation, quota and
+token) runs in one replica at a time, the holder of the realm's lease; the leader's
+chores (publishing the outbox, retention) run in the holder of the `leader` lease. A
+replica holds its fair share of the realms (the realms ÷ the replicas alive, rounded
+up): one that joins takes realms the others give back, one that dies loses its leases
+when they expire, and the others take them. Work done under a lease carries its epoch
+(`fence`), so a replica that lost its lease (paused, cut off) cannot commit over the new
+holder's work. One syncd alone holds every lease: the same code, nothing to configure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from syncd import metrics
+from syncd.loop import Loop, Said
+from syncd.models import Fence
+from syncd.store import Leases
+
+log = structlog.get_logger(__name__)
+REALM = "realm:"
+LEADER = "leader"
+
+
+class Ownership(Protocol):
+    """What the workers ask: which realms are theirs to run, and whether they lead."""
+
+    def owns(self, tenant: str) -> bool:
+        """Whether this replica runs the tenant's QBO side now."""
+
+    def owned(self) -> list[str] | None:
+        """The tenants whose QBO side this replica runs now (None: every one)."""
+
+    def fence(self, tenant: str) -> Fence | None:
+        """The tenant's lease as held (for commits of its QBO work); None if not held."""
+
+    @property
+    def leads(self) -> bool:
+        """Whether this replica runs the leader's chores now."""
+
+
+class Alone:
+    """Ownership without leases: a worker on a store of its own (tests, tools)."""
+
+    def owns(self, tenant: str) -> bool:
+        """Every tenant."""
+        return True
+
+    def owned(self) -> list[str] | None:
+        """Every tenant."""
+        return None
+
+    def fence(self, tenant: str) -> Fence | None:
+        """No lease to check."""
+        return None
+
+    @property
+    def leads(self) -> bool:
+        """Always."""
+        return True
+
+
+class Replica:
+    """Holds this replica's leases, renewed every third of their life."""
+
+    def __init__(
+        self,
+        name: str,
+        store: Leases,
+        tenants: Callable[[], Collection[str]],
+        clock: Callable[[], datetime],
+        *,
+        lease: timedelta = timedelta(seconds=30),
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.name = name
+        self._store, self._tenants, self._clock = store, tenants, clock
+        self._lease = lease
+        self._on_change = on_change
+        self._held: dict[str, int] = {}  # lease name → epoch
+        self._until: datetime | None = None  # the leases are ours until then, for sure
+        self.replicas: list[str] = [name]  # alive at the last beat, this one included
+        self._loop = Loop(
+            self.beat,
+            interval=lease.total_seconds() / 3,
+            said=Said(paused="replica_beat_paused", failed="replica_beat_failed"),
+        )
+
+    def owns(self, tenant: str) -> bool:
+        """Whether this replica runs the tenant's QBO side now."""
+        return self.fence(tenant) is not None
+
+    def owned(self) -> list[str] | None:
+        """The tenants whose QBO side this replica runs now."""
+        if not self._valid():
+            return []
+        return sorted(n.removeprefix(REALM) for n in self._held if n.startswith(REALM))
+
+    def fence(self, tenant: str) -> Fence | None:
+        """The tenant's lease as held (for commits of its QBO work); None if not held."""
+        return self._fence(REALM + tenant)
+
+    @property
+    def leads(self) -> bool:
+        """Whether this replica runs the leader's chores now."""
+        return self._fence(LEADER) is not None
+
+    def _fence(self, name: str) -> Fence | None:
+        epoch = self._held.get(name)
+        if epoch is None or not self._valid():
+            return None
+        return Fence(name, self.name, epoch)
+
+    def _valid(self) -> bool:
+        # a third of the lease short of its end: others take it only once it has ended
+        return self._until is not None and self._clock() < self._until
+
+    async def beat(self) -> int:
+        """Say this replica lives, and hold its share of the leases (none when busy)."""
+        now = self._clock()
+        self.replicas = await self._store.beat(self.name, now, self._lease)
+        realms = [REALM + t for t in sorted(self._tenants())]
+        share = math.ceil(len(realms) / max(1, len(self.replicas)))
+        held = await self._store.hold(self.name, realms, share, now, self._lease)
+        held |= await self._store.hold(self.name, [LEADER], 1, now, self._lease)
+        self._until = now + self._lease * 2 / 3
+        if held != self._held:
+            gained = sorted(set(held) - set(self._held))
+            lost = sorted(set(self._held) - set(held))
+            self._held = held
+            log.info(
+                "replica_leases",
+                replica=self.name,
+                replicas=len(self.replicas),
+                took=gained,
+                gave=lost,
+                holds=len(held),
+            )
+            self._on_change()
+        metrics.LEASES.set(len(held))
+        return 0
+
+    async def run(self) -> None:
+        """Beat until stopped."""
+        await self._loop.run()
+
+    def stop(self) -> None:
+        """End `run` after the beat in hand."""
+        self._loop.stop()
+
+    async def leave(self) -> None:
+        """Give back every lease now (a clean stop): the others take them at once."""
+        self._held, self._until = {}, None
+        await self._store.release(self.name, self._clock())
