@@ -1,6 +1,6 @@
 """The chaos run, long or short (issue 13), printing its figures and every breach.
 
-    python -m benchmarks.chaos --minutes 30 [--tenants 3] [--seed 13]
+    python -m benchmarks.chaos --minutes 30 [--tenants 3] [--seed 13] [--replicas 3]
 
 Without --minutes it plays --invoices stories per tenant (the CI-sized run in
 tests/chaos/ does that). Exit status 1 when an invariant broke.
@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from tests.chaos.harness import Chaos, Plan
+from tests.postgres import drop_made
 
 
 def main() -> None:
@@ -25,6 +26,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--every", type=float, default=3.0, help="seconds between acts")
     parser.add_argument("--keep", type=Path, help="keep the run's files here")
+    parser.add_argument(
+        "--no-broker-restarts",
+        action="store_true",
+        help="the saboteur leaves Mosquitto running",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="syncd processes on one PostgreSQL database (issue 25)",
+    )
     args = parser.parse_args()
     plan = Plan(
         tenants=args.tenants,
@@ -32,10 +44,15 @@ def main() -> None:
         minutes=args.minutes,
         seed=args.seed,
         sabotage_every=args.every,
+        replicas=args.replicas,
+        broker_restarts=not args.no_broker_restarts,
     )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.keep or Path(tmp)
-        report = asyncio.run(Chaos(plan, workdir).run())
+        try:
+            report = asyncio.run(Chaos(plan, workdir).run())
+        finally:
+            drop_made()
     print(report.table())
     sys.exit(1 if report.breaches else 0)
 

@@ -247,7 +247,11 @@ def check(config_path: Path) -> None:
 @click.option(
     "--verifier-token", default="sandbox-verifier", envvar="SYNCD_QBO_VERIFIER_TOKEN"
 )
-@click.option("--webhook-url", default=None, help="Where change notifications go.")
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="Where change notifications go (several, comma-separated: each in turn).",
+)
 @click.option(
     "--webhook-format",
     type=click.Choice(["legacy", "cloudevents"]),

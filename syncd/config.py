@@ -20,6 +20,7 @@ from syncd.rules.tables import TableReader, read_toml
 _SECTIONS = {"mqtt", "http", "store", "qbo", "log", "shutdown", "tenants"}
 _MQTT_KEYS = {"url", "client_id", "topic_prefix", "session_expiry", "receive_maximum"}
 _MQTT_KEYS |= {"keepalive", "max_payload_bytes", "ca_file", "shared_group"}
+_MQTT_KEYS |= {"park_seconds"}
 # a replica's name ends its MQTT client id and a status topic: letters, digits, - _ .
 _REPLICA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -66,6 +67,8 @@ class MqttConfig:
     client_id: str = "syncd"
     # several replicas: each subscribes through `$share/<group>/…`; "" = one process
     shared_group: str = ""
+    # with a shared group: how long a message may wait for its invoice's earlier ones
+    park_seconds: int = 300
     topic_prefix: str = "syncd"
     session_expiry: int = 7 * 24 * 3600  # how long the broker queues for us while down
     receive_maximum: int = 1000  # un-acked window; Mosquitto uses 20 when unset
@@ -233,6 +236,7 @@ def _mqtt(r: TableReader, data: dict[str, Any], base: Path) -> MqttConfig:
         ca_file=ca_path,
         client_id=r.text(t, "mqtt", "client_id", "syncd"),
         shared_group=group,
+        park_seconds=r.integer(t, "mqtt", "park_seconds", 300, low=1, high=86400),
         topic_prefix=prefix,
         # MQTT's own ranges: a four-byte interval, two-byte maximum and keepalive
         session_expiry=r.integer(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from datetime import timedelta
 
 import structlog
@@ -21,7 +22,8 @@ from syncd.exceptions import ConfigError, StoreError
 from syncd.housekeeping import Housekeeper
 from syncd.inbound.reconcile import Reconciler
 from syncd.inbound.worker import InboundWorker
-from syncd.models import RawMessage
+from syncd.loop import Loop, Said
+from syncd.models import ChangeSet, RawMessage
 from syncd.outbound.jobs import JobWorker
 from syncd.realms.connections import Connections
 from syncd.realms.reads import ReadsMeter
@@ -32,6 +34,7 @@ from syncd.store import Store, postgres_store, sqlite_store
 
 log = structlog.get_logger(__name__)
 ADMIN_TOKEN_MIN = 24  # characters: guesses are paced, not impossible
+PARKED_SWEEP = 5.0  # seconds between the leader's looks at the parked messages
 
 
 def open_store(config: Config, check: str | None = None) -> Store:
@@ -65,6 +68,11 @@ class Daemon:
             max_payload_bytes=config.mqtt.max_payload_bytes,
             clock=self.clock,
             ids_kept=timedelta(days=config.retention.ledger_days),
+            park_for=(
+                timedelta(seconds=config.mqtt.park_seconds)
+                if config.mqtt.shared_group
+                else None
+            ),
         )
         self.replica = Replica(
             config.replica,
@@ -72,7 +80,10 @@ class Daemon:
             lambda: config.tenants,
             self.clock,
             lease=timedelta(seconds=config.lease_seconds),
+            # a call of a replica that died holding a realm lands within this
+            settle=timedelta(seconds=2 * config.qbo.request_timeout),
             on_change=self._leases_changed,
+            busy=lambda tenant: self.jobs.busy(tenant),
         )
         several = bool(config.mqtt.shared_group) or config.replica_named
         self.link = MqttLink(
@@ -117,6 +128,12 @@ class Daemon:
         self.housekeeper = Housekeeper(
             self.store, config.retention, self.clock, ownership=self.replica
         )
+        # parked messages whose invoice changed unseen, or that waited long enough
+        self.parked = Loop(
+            self._sweep_parked,
+            interval=PARKED_SWEEP,
+            said=Said(paused="parked_sweep_paused", failed="parked_sweep_failed"),
+        )
         self.meter = ReadsMeter(self.store, config.qbo.monthly_reads_budget, self.clock)
         self.connections.on_read = self.meter.count
         self.connections.on_connected = self.jobs.wake
@@ -125,6 +142,7 @@ class Daemon:
         self._reloads: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()  # two SIGHUPs: the later file wins
         self.crashed = False
+        self._listener: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> dict[str, bool]:
@@ -165,6 +183,11 @@ class Daemon:
             asyncio.create_task(self.housekeeper.run(), name="syncd.housekeeping"),
             asyncio.create_task(self.meter.run(), name="syncd.reads_meter"),
         ]
+        self._listener = asyncio.create_task(self._told(), name="syncd.wake_ups")
+        if self.config.mqtt.shared_group:
+            self._tasks.append(
+                asyncio.create_task(self.parked.run(), name="syncd.bus.parked")
+            )
         for task in self._tasks:
             task.add_done_callback(self._exit_if_crashed)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
@@ -190,6 +213,9 @@ class Daemon:
         self.meter.stop()
         self.publisher.stop()
         self.replica.stop()
+        self.parked.stop()
+        if self._listener is not None:
+            self._listener.cancel()
         flushed = False
         try:
             flushed = await self.publisher.drain(self.config.drain_seconds)
@@ -234,12 +260,40 @@ class Daemon:
         log.info("rules_reloaded", tenants=sorted(fresh))
 
     async def _on_batch(self, batch: list[RawMessage]) -> None:
-        changes = await self.inbox.handle(batch)
+        self._woken_by(await self.inbox.handle(batch))
+
+    async def _sweep_parked(self) -> int:
+        """The leader decides the parked messages again (the others need not)."""
+        if not self.replica.leads:
+            return 0
+        changes = await self.inbox.redecide_parked()
+        if changes.unparked:
+            self._woken_by(changes)
+        return 0
+
+    def _woken_by(self, changes: ChangeSet) -> None:
         self.publisher.wake()
         if changes.jobs:
             self.jobs.wake()
         if changes.refreshes:
             self.inbound.wake()
+
+    async def _told(self) -> None:
+        """Another replica committed work for this one: wake who does it (polls stay)."""
+        woken: dict[str, list[Callable[[], None]]] = {
+            "jobs": [self.jobs.wake],
+            "outbox": [self.publisher.wake],
+            "inbound": [self.inbound.wake],
+        }
+        everyone = [wake for wakes in woken.values() for wake in wakes]
+        try:
+            async for what in self.store.wake_ups():
+                for wake in woken.get(what, everyone):
+                    wake()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the polls carry on without it
+            log.exception("wake_ups_ended")
 
     def _leases_changed(self) -> None:
         """Realms (or the lead) came or went: the workers look again now."""

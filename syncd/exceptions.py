@@ -50,6 +50,14 @@ class StaleWriteError(SyncdError):
     """
 
 
+class ContendedError(StoreError):
+    """A message's invoice kept changing under it: not decided, not acked, tried again.
+
+    Replicas writing one invoice at once: a race, never the message's fault, so it is
+    never refused for it (the MQTT link pauses and hands the batch over again).
+    """
+
+
 class FencedError(SyncdError):
     """The lease this work was done under was taken over: nothing was written.
 

@@ -29,6 +29,9 @@ class Outcome(StrEnum):
     REFUSED = "refused"
     REJECTED = "rejected"
     FAILED = "failed"  # valid, but failed while being decided or stored: isolated
+    # waiting for its invoice's earlier messages (replicas deliver out of order): decided
+    # again when the invoice changes, refused only once it has waited too long
+    PARKED = "parked"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -321,6 +324,29 @@ class WebhookRetry:
     realm_id: str | None = None  # the company it is about (its owner applies it)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parked:
+    """A CRM message that cannot be decided yet: kept whole until its invoice changes."""
+
+    tenant: str
+    message_id: str
+    invoice_id: str
+    topic: str
+    payload: bytes = field(repr=False)
+    reason: str
+    parked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A lease as a replica holds it after a beat."""
+
+    epoch: int
+    # taken from a replica that did not give it back (dead, or cut off): what it had
+    # under way may still land, so its unclear work waits before it is looked into
+    taken_over: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Fence:
     """A lease as held: its name, the replica holding it, and the epoch it was taken at."""
@@ -359,6 +385,9 @@ class ChangeSet:
     books: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     # when it was decided: stamps the webhook rows and event keys it adds
     at: datetime | None = None
+    # CRM messages parked (to decide later), and parked ones now decided (tenant, id)
+    parked: list[Parked] = field(default_factory=list)
+    unparked: list[tuple[str, str]] = field(default_factory=list)
     # the lease the work was done under: refused whole (FencedError) once taken over
     fence: Fence | None = None
     # tenant → when a QBO notification of its company was last applied
@@ -385,6 +414,8 @@ class ChangeSet:
         self.refreshes_done += other.refreshes_done
         self.at = self.at or other.at
         self.fence = self.fence or other.fence
+        self.parked += other.parked
+        self.unparked += other.unparked
         self.webhooks_applied.update(other.webhooks_applied)
 
 

@@ -41,6 +41,13 @@ class Ownership(Protocol):
     def fence(self, tenant: str) -> Fence | None:
         """The tenant's lease as held (for commits of its QBO work); None if not held."""
 
+    def settled(self, tenant: str) -> bool:
+        """Whether the tenant's unclear work may be looked into now.
+
+        False for a while after its realm was taken over from a replica that did not
+        give it back: a QBO call that replica had under way may still land.
+        """
+
     @property
     def leads(self) -> bool:
         """Whether this replica runs the leader's chores now."""
@@ -61,6 +68,10 @@ class Alone:
         """No lease to check."""
         return None
 
+    def settled(self, tenant: str) -> bool:
+        """Always."""
+        return True
+
     @property
     def leads(self) -> bool:
         """Always."""
@@ -78,13 +89,18 @@ class Replica:
         clock: Callable[[], datetime],
         *,
         lease: timedelta = timedelta(seconds=30),
+        settle: timedelta = timedelta(seconds=30),
         on_change: Callable[[], None] = lambda: None,
+        busy: Callable[[str], bool] = lambda tenant: False,
     ) -> None:
         self.name = name
         self._store, self._tenants, self._clock = store, tenants, clock
-        self._lease = lease
+        self._lease, self._settle = lease, settle
         self._on_change = on_change
+        self._busy = busy  # a tenant's QBO work is under way here (a job round)
         self._held: dict[str, int] = {}  # lease name → epoch
+        self._draining: set[str] = set()  # held past the share until its work ends
+        self._unsettled: dict[str, datetime] = {}  # realm taken over → settled then
         self._until: datetime | None = None  # the leases are ours until then, for sure
         self.replicas: list[str] = [name]  # alive at the last beat, this one included
         self._loop = Loop(
@@ -98,10 +114,19 @@ class Replica:
         return self.fence(tenant) is not None
 
     def owned(self) -> list[str] | None:
-        """The tenants whose QBO side this replica runs now."""
+        """The tenants whose QBO side this replica runs now (not those it hands over)."""
         if not self._valid():
             return []
-        return sorted(n.removeprefix(REALM) for n in self._held if n.startswith(REALM))
+        return sorted(
+            n.removeprefix(REALM)
+            for n in self._held
+            if n.startswith(REALM) and n not in self._draining
+        )
+
+    def settled(self, tenant: str) -> bool:
+        """Whether the tenant's unclear work may be looked into now."""
+        until = self._unsettled.get(REALM + tenant)
+        return until is None or self._clock() >= until
 
     def fence(self, tenant: str) -> Fence | None:
         """The tenant's lease as held (for commits of its QBO work); None if not held."""
@@ -128,9 +153,23 @@ class Replica:
         self.replicas = await self._store.beat(self.name, now, self._lease)
         realms = [REALM + t for t in sorted(self._tenants())]
         share = math.ceil(len(realms) / max(1, len(self.replicas)))
-        held = await self._store.hold(self.name, realms, share, now, self._lease)
-        held |= await self._store.hold(self.name, [LEADER], 1, now, self._lease)
+        # a realm given back while its round runs would be taken at once by another
+        # replica, which would find the round's jobs in flight: kept until it ends
+        busy = {
+            n
+            for n in self._held
+            if n.startswith(REALM) and self._busy(n.removeprefix(REALM))
+        }
+        found = await self._store.hold(
+            self.name, realms, share, now, self._lease, busy=busy
+        )
+        found |= await self._store.hold(self.name, [LEADER], 1, now, self._lease)
         self._until = now + self._lease * 2 / 3
+        self._draining = set(sorted(n for n in found if n.startswith(REALM))[share:])
+        for name, lease in found.items():
+            if lease.taken_over and name not in self._held:
+                self._unsettled[name] = now + self._settle
+        held = {name: lease.epoch for name, lease in found.items()}
         if held != self._held:
             gained = sorted(set(held) - set(self._held))
             lost = sorted(set(self._held) - set(held))

@@ -178,3 +178,35 @@ def test_postgresql_is_offered_closed_and_off_by_default():
     assert "ports" not in postgres
     assert "SYNCD_STORE_PASSWORD" in postgres["environment"]["POSTGRES_PASSWORD"]
     assert "postgres-data" in COMPOSE["volumes"]
+
+
+def test_the_replicas_compose_runs_three_named_replicas_closed(tmp_path):
+    """Issue 25: three replicas, each with a stable name of its own, closed.
+
+    The broker keeps a dead replica's share under its client id: a stable name brings it
+    back. One shared group, PostgreSQL, every port on loopback.
+    """
+    replicas_compose = yaml.safe_load((ROOT / "compose.replicas.yaml").read_text())
+    services = replicas_compose["services"]
+    replicas = {n: s for n, s in services.items() if n.startswith("syncd-")}
+    assert len(replicas) == 3
+    names = {s["environment"]["SYNCD_REPLICA"] for s in replicas.values()}
+    assert names == set(replicas)  # each its own stable name
+    for service in services.values():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), port
+        for volume in service.get("volumes", []):
+            host = volume.split(":")[0]
+            if host.startswith(".") and "passwords" not in host:
+                assert (ROOT / host).exists(), host
+    assert "ports" not in services["postgres"]
+    example = (ROOT / "deploy" / "syncd.env.example").read_text()
+    env = {line.split("=", 1)[0]: "x" for line in example.splitlines() if "=" in line}
+    etc = tmp_path / "etc" / "syncd"  # the layout the image mounts it in
+    shutil.copytree(ROOT / "rules", etc / "rules")
+    shutil.copy(ROOT / "deploy" / "syncd.replicas.toml", etc / "syncd.toml")
+    config = load_config(etc / "syncd.toml", env)
+    assert config.mqtt.shared_group
+    assert config.store_url.startswith("postgresql://")
+    assert config.mqtt.host in services
+    assert config.store_url.split("@")[1].split(":")[0] in services

@@ -93,6 +93,20 @@ def test_a_copy_found_after_an_unclear_outcome_is_written_whole():
     assert isinstance(plan, Update) and plan.changed == body
 
 
+def test_an_update_after_an_unclear_outcome_is_written_whole():
+    """Issue 25: a write that landed unrecorded (its replica fenced) left QBO unknown.
+
+    Found by the three-replica chaos run: v5 (quantity 33) was written by a replica whose
+    lease had been taken over, so not recorded; v6 went back to v4's quantity, and its
+    diff against v4 sent no line: QBO kept 33, and the totals differed.
+    """
+    v4 = mapping.invoice_body("acme", _data(), RULES, RESOLVED)
+    kept = _invoice(qbo_id="130", pushed_body=mapping.canonical(v4))
+    assert plan_write("acme", kept, v4) is None
+    plan = plan_write("acme", kept, v4, unclear=True)
+    assert isinstance(plan, Update) and plan.changed == v4
+
+
 def _answer(total: Decimal, balance: Decimal, **extra: Any) -> dict[str, Any]:
     return {
         "Id": "130",

@@ -29,7 +29,12 @@ from syncd.clock import Clock
 from syncd.const import TENANT_ID_RE
 from syncd.engine import decide
 from syncd.engine.rulebook import RuleBook
-from syncd.exceptions import InvalidMessageError, StaleWriteError, StoreError
+from syncd.exceptions import (
+    ContendedError,
+    InvalidMessageError,
+    StaleWriteError,
+    StoreError,
+)
 from syncd.messages import InputRejected
 from syncd.models import (
     ChangeSet,
@@ -44,6 +49,8 @@ from syncd.store import Intake
 
 log = structlog.get_logger(__name__)
 STALE_TRIES = 3  # another writer changed an invoice: read and decide again
+PARK_BATCH = 200  # parked messages decided again at once
+PARK_ROUNDS = 10  # rounds while each decides something (a message frees the next)
 
 
 class Inbox:
@@ -58,8 +65,12 @@ class Inbox:
         max_payload_bytes: int,
         clock: Clock,
         ids_kept: timedelta = timedelta(days=8),
+        park_for: timedelta | None = None,
     ) -> None:
         self._store = store
+        # replicas: how long a message may wait for its invoice's earlier ones (None:
+        # one process, whose broker keeps an invoice's messages in order)
+        self._park_for = park_for
         self._rulebook = rulebook
         self._prefix = prefix
         self._max_bytes = max_payload_bytes
@@ -75,6 +86,11 @@ class Inbox:
             return await self._handle_fresh(batch)
         except StoreError:
             raise
+        except StaleWriteError as exc:
+            if len(batch) == 1:  # a race, every try lost: handed over again, un-acked
+                raise ContendedError(
+                    f"its invoice kept changing under it ({STALE_TRIES} tries)"
+                ) from exc
         except Exception:  # noqa: BLE001 -- whatever it was, isolate it (logged below)
             if len(batch) == 1:
                 return await self._failed(batch[0])
@@ -157,6 +173,91 @@ class Inbox:
                 await self._route(env, now, changes, invoices)
         await self._store.commit(changes)  # StaleWriteError: decided again (above)
         metrics.decided(changes, "crm")
+        for parked in changes.parked:
+            log.info(
+                "message_parked",
+                tenant=parked.tenant,
+                message_id=parked.message_id,
+                invoice=parked.invoice_id,
+                reason=parked.reason,
+            )
+        if self._park_for is not None and changes.invoices:
+            changes.merge(await self._waiting_on(set(changes.invoices)))
+        return changes
+
+    async def _waiting_on(self, invoices: set[tuple[str, str]]) -> ChangeSet:
+        """Decide again the messages parked on these invoices, which just changed.
+
+        Never raises: what fails here is decided again by the next sweep.
+        """
+        try:
+            return await self.redecide_parked(invoices)
+        except StoreError:
+            raise
+        except Exception:
+            log.exception("parked_redecide_failed")
+            return ChangeSet()
+
+    async def redecide_parked(
+        self, invoices: set[tuple[str, str]] | None = None
+    ) -> ChangeSet:
+        """Decide again the parked messages (of `invoices`, else all): what it decided.
+
+        Each is decided as if it came now, allowed to wait on until it has waited
+        `park_for`; then it is refused or rejected as any message would be. Rounds go on
+        while they decide something (a message applied may free the next one).
+        """
+        decided = ChangeSet()
+        if self._park_for is None:
+            return decided
+        for _ in range(PARK_ROUNDS):
+            done = await self._redecide_once(invoices, self._park_for)
+            if not done.unparked:
+                break
+            decided.merge(done)
+        return decided
+
+    async def _redecide_once(
+        self, invoices: set[tuple[str, str]] | None, park_for: timedelta
+    ) -> ChangeSet:
+        waiting = await self._store.parked_messages(PARK_BATCH, invoices)
+        if not waiting:
+            return ChangeSet()
+        now = self._clock()
+        changes = ChangeSet()
+        envelopes: list[tuple[Envelope, bool]] = []
+        for parked in waiting:
+            raw = RawMessage(
+                topic=parked.topic, payload=parked.payload, received_at=parked.parked_at
+            )
+            try:
+                env = envelope.parse(raw, self._prefix, self._max_bytes)
+            except InvalidMessageError as exc:  # the prefix changed since: refused
+                changes.unparked.append((parked.tenant, parked.message_id))
+                self._refuse(self._refusal(raw, exc), set(), now, changes)
+                continue
+            envelopes.append((env, now - parked.parked_at < park_for))
+        envelopes.sort(key=lambda e: _version(e[0]))
+        loaded = await self._load([env for env, _ in envelopes])
+        for env, may_wait in envelopes:
+            part = ChangeSet()
+            with bound_contextvars(
+                tenant=env.tenant, message_id=env.id, invoice=_invoice_id(env)
+            ):
+                await self._route(env, now, part, loaded, may_wait=may_wait)
+            if part.parked:
+                continue  # still early: it waits on, its row as it was
+            part.unparked.append((env.tenant, env.id))
+            changes.merge(part)
+        if not changes.unparked:
+            return changes
+        try:
+            await self._store.commit(changes)
+        except StaleWriteError:  # decided elsewhere, or its invoice moved: next time
+            log.info("parked_decided_elsewhere", messages=len(changes.unparked))
+            return ChangeSet()
+        metrics.decided(changes, "crm")
+        log.info("parked_decided", messages=len(changes.unparked))
         return changes
 
     def _accept(
@@ -256,12 +357,20 @@ class Inbox:
         now: datetime,
         changes: ChangeSet,
         invoices: dict[tuple[str, str], Invoice],
+        *,
+        may_wait: bool | None = None,
     ) -> None:
         machine = self._rulebook.machine(env.tenant)
         if machine is None:  # rules reloaded without this tenant since _accept
             return
         key = (env.tenant, _invoice_id(env) or "")
-        ctx = decide.Context(envelope=env, machine=machine, now=now, changes=changes)
+        ctx = decide.Context(
+            envelope=env,
+            machine=machine,
+            now=now,
+            changes=changes,
+            may_wait=self._park_for is not None if may_wait is None else may_wait,
+        )
         if env.type == "payment.recorded":
             decide.apply_payment(ctx, invoices.get(key))
             return
@@ -303,6 +412,12 @@ def _invoice_id(env: Envelope) -> str | None:
         return None
     value = env.data.get("invoice_id")
     return value if isinstance(value, str) else None
+
+
+def _version(env: Envelope) -> int:
+    """An invoice snapshot's CRM version (0 for other types): older ones decided first."""
+    version = env.data.get("version")
+    return version if isinstance(version, int) else 0
 
 
 def _unseen(accepted: list[Envelope], seen: set[tuple[str, str]]) -> list[Envelope]:

@@ -26,6 +26,7 @@ from syncd.models import (
     JobKind,
     LedgerEntry,
     Outcome,
+    Parked,
     SyncState,
 )
 from syncd.rules.model import Rules
@@ -41,6 +42,9 @@ class Context:
     machine: InvoiceMachine
     now: datetime
     changes: ChangeSet
+    # replicas: a message that meets an invoice not (yet) where it expects may be early
+    # (its invoice's earlier messages went to another replica): it waits, parked
+    may_wait: bool = False
 
 
 async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
@@ -54,6 +58,9 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
         return current
     backfill = data.get("backfill") is True
     if _stale(ctx, current, version, backfill=backfill):
+        return current
+    if ctx.may_wait and not backfill and (gap := _gap(current, version)):
+        _wait(ctx, gap)
         return current
     from_status = current.status if current else None
     if not await _allowed(ctx, from_status, status):
@@ -73,6 +80,31 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
         told += "; backfill: " + ("copy queued" if kinds else "kept out of QBO")
     _ledger(ctx, Outcome.APPLIED, told)
     return invoice
+
+
+def _gap(current: Invoice | None, version: int) -> str | None:
+    """Why a snapshot looks early (a version between it and the applied one is missing).
+
+    Applied now, the missing one would come stale and its move be lost: a QBO copy never
+    made, an e-mail never sent. Versions are taken to start at 1 and grow by one per
+    snapshot the CRM publishes (a CRM that skips some makes those wait `park_for`).
+    """
+    if current is None:
+        if version > 1:
+            return f"version {version} of an invoice never seen: versions 1 to {version - 1} first"
+        return None
+    if version > current.version + 1:
+        return f"version {version} after {current.version}: {current.version + 1} first"
+    return None
+
+
+def _delete_gap(current: Invoice | None, version: Any) -> str | None:
+    """Why a delete looks early: its invoice unknown, or a version before it missing."""
+    if current is None:
+        return "unknown invoice: its snapshots first"
+    if isinstance(version, int) and version > current.version + 1:
+        return f"version {version} after {current.version}: the ones between first"
+    return None
 
 
 def _stale(
@@ -161,7 +193,7 @@ async def apply_command(ctx: Context, current: Invoice | None) -> None:
     """`command.sync` / `send` / `void` / `delete`: the manual buttons (RO3, OD4, PD7)."""
     kinds = _COMMANDS[ctx.envelope.type]
     if current is None:
-        _reject(
+        _reject_or_wait(
             ctx,
             f"unknown invoice {ctx.envelope.data['invoice_id']!r}: send invoice.upserted first",
         )
@@ -177,7 +209,7 @@ def apply_payment(ctx: Context, invoice: Invoice | None) -> None:
     data, tenant = ctx.envelope.data, ctx.envelope.tenant
     if data.get("invoice_id"):
         if invoice is None:
-            _reject(
+            _reject_or_wait(
                 ctx,
                 f"unknown invoice {data['invoice_id']!r}: the payment needs its invoice first",
             )
@@ -207,6 +239,9 @@ def apply_deleted(ctx: Context, current: Invoice | None) -> None:
     # a copy still being made (queued, or failing and retried) is deleted once it exists:
     # the delete waits behind the push in the invoice's queue
     coming = current is not None and current.sync_state in _COPY_COMING
+    if ctx.may_wait and (gap := _delete_gap(current, ctx.envelope.data.get("version"))):
+        _wait(ctx, gap)
+        return
     if current is None or (current.qbo_id is None and not coming):
         _ledger(ctx, Outcome.IGNORED, "the invoice has no QBO copy")
         return
@@ -306,7 +341,10 @@ async def _allowed(ctx: Context, from_status: str | None, status: str) -> bool:
         return True
     else:
         reason = machine.rules.explain_refusal(from_status, status)
-    _refuse(ctx, from_status, status, reason)
+    if ctx.may_wait:
+        _wait(ctx, reason)
+    else:
+        _refuse(ctx, from_status, status, reason)
     return False
 
 
@@ -369,6 +407,33 @@ def _refuse(ctx: Context, from_status: str | None, status: str, reason: str) -> 
     _ledger(ctx, Outcome.REFUSED, reason)
     ctx.changes.outbox.append(
         InputRejected.of(env.tenant, env.topic, env.id, reason, ctx.now)
+    )
+
+
+def _reject_or_wait(ctx: Context, reason: str) -> None:
+    if ctx.may_wait:
+        _wait(ctx, reason)
+    else:
+        _reject(ctx, reason)
+
+
+def _wait(ctx: Context, reason: str) -> None:
+    """Park the message: decided again when its invoice changes, or refused later."""
+    env = ctx.envelope
+    log.debug("message_waits", reason=reason)  # each look again too: the inbox says
+    ctx.changes.parked.append(
+        Parked(
+            tenant=env.tenant,
+            message_id=env.id,
+            invoice_id=str(env.data["invoice_id"]),
+            topic=env.topic,
+            payload=env.payload,
+            reason=reason,
+            parked_at=ctx.now,
+        )
+    )
+    _ledger(
+        ctx, Outcome.PARKED, f"waiting for the invoice's earlier messages: {reason}"
     )
 
 

@@ -125,7 +125,11 @@ class JobWorker(LoopWorker):
         owned = self._ownership.owned()
         if owned == []:
             return 0  # another replica runs every realm now
-        jobs = await self._store.due_jobs(self._clock(), limit, skip=busy, only=owned)
+        due = await self._store.due_jobs(self._clock(), limit, skip=busy, only=owned)
+        # unclear jobs of a realm just taken over wait: the call of the replica that held
+        # it may still land, and the look-up before writing again must see it
+        settled = self._ownership.settled
+        jobs = [j for j in due if j.status is JobStatus.PENDING or settled(j.tenant)]
         by_tenant: dict[str, list[Job]] = {}
         for job in jobs:
             by_tenant.setdefault(job.tenant, []).append(job)
@@ -136,6 +140,11 @@ class JobWorker(LoopWorker):
             task.add_done_callback(lambda _: self.wake())
             self._rounds[tenant] = task
         return len(jobs)
+
+    def busy(self, tenant: str) -> bool:
+        """Whether a round of the tenant's jobs runs now."""
+        task = self._rounds.get(tenant)
+        return task is not None and not task.done()
 
     async def run(self) -> None:
         """Claim and start rounds until stopped; then let the running rounds finish."""

@@ -69,12 +69,17 @@ class Update:
 
 
 def plan_write(
-    tenant: str, inv: Invoice, body: dict[str, Any]
+    tenant: str, inv: Invoice, body: dict[str, Any], unclear: bool = False
 ) -> Create | Update | None:
-    """What to write for `body` (OD4, OD5): create, a sparse update, or nothing."""
+    """What to write for `body` (OD4, OD5): create, a sparse update, or nothing.
+
+    `unclear`: an earlier try of this job may have written without its answer being
+    kept (a crash, or a replica whose lease was taken over): what QBO holds is unknown,
+    so every field is written, never only those that differ from the last body kept.
+    """
     if inv.qbo_id is None:
         return Create(body, resolve.request_id(tenant, inv.invoice_id, "create"))
-    changed = mapping.changed_fields(body, inv.pushed_body)
+    changed = mapping.changed_fields(body, None if unclear else inv.pushed_body)
     return Update(changed) if changed else None
 
 
@@ -115,7 +120,7 @@ async def prepare_push(ctx: JobContext) -> Prepared | None:
     body = mapping.invoice_body(tenant, inv.data, ctx.rules, resolved)
     if inv.qbo_id is None and ctx.unclear:
         await _adopt_earlier_write(ctx, resolved.customer_id)
-    plan = plan_write(tenant, inv, body)
+    plan = plan_write(tenant, inv, body, ctx.unclear)
     if plan is None:
         return None  # an unchanged snapshot makes no call
     return Prepared(plan, body, inv.qbo_status)

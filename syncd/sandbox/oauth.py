@@ -70,6 +70,12 @@ class OAuthServer:
         # refresh tokens presented after they were replaced: a replica holding a stale
         # copy, or two refreshing at once (each a needs_reconnect at Intuit)
         self.spent_presented = 0
+        # …of which after their replacement was in use (the replacement's access token
+        # called the API, or its refresh token was presented): a client that kept a
+        # stale copy. The others follow a lost answer (a crash before it was stored).
+        self.spent_after_use = 0
+        self._replaced_by: dict[str, tuple[str, str]] = {}  # old RT → new RT, access
+        self._used: set[str] = set()  # access tokens that called the API
         self.access: dict[str, AccessToken] = {}
 
     def authorize(self, params: dict[str, str], realm_id: str) -> str:
@@ -138,6 +144,7 @@ class OAuthServer:
             raise faults.unauthorized(f"Token expired: {token.expires.isoformat()}")
         if token.grant.realm_id != realm_id:
             raise faults.wrong_realm()
+        self._used.add(authorization.removeprefix("Bearer ").strip())
 
     def expire_access(self, realm_id: str | None = None) -> int:
         """Make access tokens expire now (for tests of refresh); return how many."""
@@ -154,6 +161,7 @@ class OAuthServer:
             "access": list(self.access),
             "refresh": [*self.grants, *self.superseded],
             "spent_presented": self.spent_presented,
+            "spent_after_use": self.spent_after_use,
         }
 
     def revoke_all(self, realm_id: str | None = None) -> int:
@@ -193,13 +201,21 @@ class OAuthServer:
         grant = self.grants.get(refresh_token)
         if refresh_token in self.superseded:
             self.spent_presented += 1
+            new_refresh, new_access = self._replaced_by.get(refresh_token, ("", ""))
+            if new_refresh in self.superseded or new_access in self._used:
+                self.spent_after_use += 1
         if grant is None or grant.revoked or grant.refresh_expires < utc_now():
             raise OAuthError(400, "invalid_grant", "Incorrect or invalid refresh token")
         del self.grants[refresh_token]
         self.superseded.add(refresh_token)
         # rolling expiry, never past the hard one
         grant.refresh_expires = min(utc_now() + REFRESH_TTL, grant.hard_expires)
-        return self._issue(grant)
+        answer = self._issue(grant)
+        self._replaced_by[refresh_token] = (
+            answer["refresh_token"],
+            answer["access_token"],
+        )
+        return answer
 
     def _issue(self, grant: Grant) -> dict[str, Any]:
         grant.refresh_token = "RT1-" + secrets.token_urlsafe(40)

@@ -132,6 +132,10 @@ class Notifier:
         time_scale: float = 1.0,
     ) -> None:
         self.url, self.verifier, self.fmt = url, verifier, fmt
+        # several URLs (comma-separated): each post goes to the next, as a load balancer
+        # in front of several replicas would send them
+        self._urls = (url or "").split(",")
+        self._turn = 0
         self.batch_delay, self.time_scale = batch_delay, time_scale
         self.faults = WebhookFaults()
         self.rng = random.Random(0)  # noqa: S311 -- fault rolls, not secrets
@@ -232,8 +236,10 @@ class Notifier:
             else "application/json",
         }
         try:
+            url = self._urls[self._turn % len(self._urls)]
+            self._turn += 1
             async with session.post(
-                str(self.url),
+                url,
                 data=delivery.body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=ANSWER_TIMEOUT),

@@ -30,6 +30,7 @@ from syncd.store.roles import (
     Realms,
     References,
     TokenTurn,
+    WakeUps,
     Webhooks,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "References",
     "Store",
     "TokenTurn",
+    "WakeUps",
     "Webhooks",
     "decided_afresh",
     "postgres_store",
@@ -102,6 +104,7 @@ class Store(
     Pruning,
     AdminSessions,
     Leases,
+    WakeUps,
     Protocol,
 ):
     """Every role at once: what an implementation fills (SQLite today)."""

@@ -139,6 +139,14 @@ class Database:
                 self._raise_unusable(exc)
                 raise
 
+    async def notify(self, db: Sql, what: str) -> None:
+        """One process: its own workers are woken in process."""
+
+    async def wake_ups(self) -> AsyncIterator[str]:
+        """One process: no one else tells anything (waits until cancelled)."""
+        await asyncio.Event().wait()
+        yield ""  # pragma: no cover -- never reached
+
     async def optimize(self) -> None:
         """SQLite's own judgement of which statistics are stale (cheap when none)."""
         async with self.tx() as db:

@@ -112,4 +112,12 @@ MIGRATIONS: Final[list[str]] = [
     ALTER TABLE inbound ADD COLUMN realm_id TEXT;
     ALTER TABLE connections ADD COLUMN last_webhook_at TIMESTAMPTZ;
     """,
+    # 4: SQLite's 17, messages parked until their invoice's earlier ones are decided
+    """
+    CREATE TABLE parked (
+        tenant TEXT NOT NULL, message_id TEXT NOT NULL, invoice_id TEXT NOT NULL,
+        topic TEXT NOT NULL, payload BYTEA NOT NULL, reason TEXT NOT NULL,
+        parked_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (tenant, message_id));
+    CREATE INDEX parked_invoice ON parked (tenant, invoice_id);
+    """,
 ]

@@ -10,6 +10,7 @@ down) is StoreError, kept in `problem` until a transaction succeeds.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import AsyncIterator, Iterable
@@ -23,9 +24,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from syncd.exceptions import StoreError
 from syncd.store.pg_schema import MIGRATIONS
+from syncd.store.sql import Sql
 from syncd.store.tables import SqlStore
 
 log = structlog.get_logger(__name__)
+_CHANNEL = "syncd"  # what one replica commits that another must act on
 # one number for syncd's migrations across every process on the database
 _MIGRATION_LOCK = 0x5_79_6E_63_64
 _HINT = re.compile(r"\s+INDEXED BY \w+")
@@ -172,6 +175,28 @@ class PgDatabase:
 
     async def optimize(self) -> None:
         """PostgreSQL's autovacuum keeps the statistics: nothing to do."""
+
+    async def notify(self, db: Sql, what: str) -> None:
+        """NOTIFY the replicas (delivered when the transaction commits, once per value)."""
+        await db.execute("SELECT pg_notify(?, ?)", (_CHANNEL, what))
+
+    async def wake_ups(self) -> AsyncIterator[str]:
+        """What the replicas NOTIFY, on a connection of its own; reconnects when cut."""
+        pause = 1.0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, connect_timeout=10, **settings(self._password)
+                ) as conn:
+                    await conn.execute(f"LISTEN {_CHANNEL}")
+                    pause = 1.0
+                    yield "all"  # what was told while not listening: look at everything
+                    async for note in conn.notifies():
+                        yield note.payload
+            except psycopg.Error as exc:
+                log.warning("store_listen_lost", reason=_why(exc), retry_in=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

@@ -6,7 +6,14 @@ Each consumer is typed against the roles it uses, so a second implementation
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -19,6 +26,7 @@ from syncd.models import (
     Cutoffs,
     Failure,
     Fence,
+    Held,
     HistoryEntry,
     Invoice,
     Job,
@@ -26,6 +34,7 @@ from syncd.models import (
     Link,
     LinkKind,
     OutboxRow,
+    Parked,
     StoredWebhook,
     TenantCounts,
     UnderWay,
@@ -77,6 +86,11 @@ class Intake(Committer, Protocol):
 
     async def load_invoices(self, tenant: str, ids: list[str]) -> dict[str, Invoice]:
         """Return the stored invoices among `ids` of `tenant`."""
+
+    async def parked_messages(
+        self, limit: int, invoices: Collection[tuple[str, str]] | None = None
+    ) -> list[Parked]:
+        """Parked messages (of these (tenant, invoice) only, if given), oldest first."""
 
 
 class Outbox(Committer, Protocol):
@@ -329,11 +343,19 @@ class Leases(Protocol):
         share: int,
         now: datetime,
         ttl: timedelta,
-    ) -> dict[str, int]:
-        """Hold `share` of the leases `names` (renew, give back extras, take free): epochs."""
+        busy: Collection[str] = (),
+    ) -> dict[str, Held]:
+        """Hold `share` of the leases `names`, and the `busy` ones beyond it."""
 
     async def release(self, replica: str, now: datetime) -> None:
         """Give back every lease of `replica` at once."""
 
     async def leases(self) -> list[tuple[str, str | None, int, datetime]]:
         """Every lease: name, owner (None when free), epoch, until when."""
+
+
+class WakeUps(Protocol):
+    """What other processes on the store commit for this one to act on."""
+
+    def wake_ups(self) -> AsyncIterator[str]:
+        """`jobs`, `outbox`, `inbound` as they commit (`all` after a gap); never ends."""

@@ -192,4 +192,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE inbound ADD COLUMN realm_id TEXT;
     ALTER TABLE connections ADD COLUMN last_webhook_at TEXT;
     """,
+    # 17: messages parked until their invoice's earlier ones are decided (replicas
+    # deliver an invoice's messages out of order), found by their invoice
+    """
+    CREATE TABLE parked (
+        tenant TEXT NOT NULL, message_id TEXT NOT NULL, invoice_id TEXT NOT NULL,
+        topic TEXT NOT NULL, payload BLOB NOT NULL, reason TEXT NOT NULL,
+        parked_at TEXT NOT NULL, PRIMARY KEY (tenant, message_id));
+    CREATE INDEX parked_invoice ON parked (tenant, invoice_id);
+    """,
 )

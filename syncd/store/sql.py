@@ -7,7 +7,7 @@ runs them as they are, PostgreSQL through `postgres.PgConn`, which translates.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -54,3 +54,9 @@ class Db(Protocol):
 
     async def optimize(self) -> None:
         """Keep the planner's statistics fresh (cheap when nothing changed)."""
+
+    async def notify(self, db: Sql, what: str) -> None:
+        """Tell the other processes on the database, once `db`'s transaction commits."""
+
+    def wake_ups(self) -> AsyncIterator[str]:
+        """What the other processes tell (nothing, for a database of one process)."""

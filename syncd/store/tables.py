@@ -10,7 +10,7 @@ SQLite's (`sqlite`) or PostgreSQL's (`postgres`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from syncd.models import (
     Cutoffs,
     Invoice,
     OutboxRow,
+    Parked,
 )
 from syncd.store import rows
 from syncd.store.database import GroupCommit, many, rows_among
@@ -94,15 +95,60 @@ class SqlStore(
             found = await rows_among(db, sql, [tenant], ids)
         return {row[1]: rows.invoice(row) for row in found}
 
+    def wake_ups(self) -> AsyncIterator[str]:
+        """What other processes committed for this one to act on: jobs, outbox, inbound."""
+        return self._db.wake_ups()
+
+    async def parked_messages(
+        self, limit: int, invoices: Collection[tuple[str, str]] | None = None
+    ) -> list[Parked]:
+        """Parked messages (of these (tenant, invoice) only, if given), oldest first."""
+        cols = "tenant, message_id, invoice_id, topic, payload, reason, parked_at"
+        async with self._db.read() as db:
+            if invoices is None:
+                sql = f"SELECT {cols} FROM parked ORDER BY parked_at LIMIT ?"
+                async with db.execute(sql, (limit,)) as cur:
+                    found = list(await cur.fetchall())
+            else:
+                found = []
+                sql = (
+                    f"SELECT {cols} FROM parked WHERE tenant = ? AND invoice_id = ? "
+                    "ORDER BY parked_at LIMIT ?"
+                )
+                for tenant, invoice_id in sorted(set(invoices)):
+                    async with db.execute(sql, (tenant, invoice_id, limit)) as cur:
+                        found += await cur.fetchall()
+        return [
+            Parked(
+                tenant=t,
+                message_id=m,
+                invoice_id=i,
+                topic=topic,
+                payload=bytes(payload),
+                reason=reason,
+                parked_at=rows.when(at),
+            )
+            for t, m, i, topic, payload, reason, at in found
+        ]
+
     async def commit(self, changes: ChangeSet) -> None:
         """Write a whole ChangeSet in one transaction."""
         async with self._db.tx() as db:
             await check_fence(db, changes.fence)
-            await many(
-                db,
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [rows.ledger_row(e) for e in changes.ledger],
-            )
+            await _unpark(db, changes.unparked)
+            try:
+                await many(
+                    db,
+                    "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [rows.ledger_row(e) for e in changes.ledger],
+                )
+            except CONFLICT as exc:
+                # another replica took the same message id first: decided again, the
+                # message is then a duplicate (an error ends a PostgreSQL transaction,
+                # so nothing else of this one is written)
+                raise StaleWriteError(
+                    "a message was recorded elsewhere meanwhile"
+                ) from exc
             await _write_invoices(db, list(changes.invoices.values()))
             await many(
                 db,
@@ -159,6 +205,22 @@ class SqlStore(
                     "DO UPDATE SET realm_id = excluded.realm_id, since = excluded.since",
                     (tenant, realm_id, since.isoformat()),
                 )
+            await many(
+                db,
+                "INSERT INTO parked VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        m.tenant,
+                        m.message_id,
+                        m.invoice_id,
+                        m.topic,
+                        m.payload,
+                        m.reason,
+                        m.parked_at.isoformat(),
+                    )
+                    for m in changes.parked
+                ],
+            )
             await write_jobs(db, changes.jobs)
             await many(
                 db,
@@ -174,6 +236,14 @@ class SqlStore(
                 changes.inbound_new,
                 changes.at,
             )
+            # the other replicas act at once, not at their next poll
+            for what, told in (
+                ("jobs", changes.jobs),
+                ("outbox", changes.outbox),
+                ("inbound", changes.inbound_new or changes.refreshes),
+            ):
+                if told:
+                    await self._db.notify(db, what)
 
     async def prune(self, cutoffs: Cutoffs, limit: int) -> dict[str, int]:
         """Delete up to `limit` finished records of each kind older than `cutoffs`.
@@ -306,3 +376,17 @@ async def _write_invoices(db: Sql, invoices: list[Invoice]) -> None:
         )
         if updated != len(known):
             raise StaleWriteError("an invoice changed since it was read")
+
+
+async def _unpark(db: Sql, decided: list[tuple[str, str]]) -> None:
+    """Parked messages now decided: their rows go (StaleWriteError if one went already)."""
+    gone = await many(
+        db, "DELETE FROM parked WHERE tenant = ? AND message_id = ?", decided
+    )
+    if gone != len(decided):
+        raise StaleWriteError("a parked message was decided elsewhere meanwhile")
+    await many(
+        db,
+        "DELETE FROM messages WHERE tenant = ? AND message_id = ? AND outcome = 'parked'",
+        decided,
+    )

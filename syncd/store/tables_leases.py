@@ -8,11 +8,11 @@ order, so two replicas balancing at once never deadlock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from syncd.exceptions import FencedError
-from syncd.models import Fence
+from syncd.models import Fence, Held
 from syncd.store import rows
 from syncd.store.database import many, rows_among
 from syncd.store.sql import Db, Sql
@@ -47,11 +47,13 @@ class LeaseTables:
         share: int,
         now: datetime,
         ttl: timedelta,
-    ) -> dict[str, int]:
-        """Hold `share` of the leases `names`: name → epoch.
+        busy: Collection[str] = (),
+    ) -> dict[str, Held]:
+        """Hold `share` of the leases `names`: name → as held.
 
-        Renews the replica's own (up to `share`), gives back the rest at once, and
-        takes free or expired ones until it holds `share`.
+        Renews the replica's own (up to `share`, and those `busy` beyond it: work under
+        them is under way), gives back the rest at once, and takes free or expired ones
+        until it holds `share`.
         """
         at, until = now.isoformat(), (now + ttl).isoformat()
         ordered = sorted(set(names))
@@ -68,7 +70,8 @@ class LeaseTables:
                 ordered,
             )
             mine = sorted(str(n) for n, owner, _ in found if owner == replica)
-            keep, give = mine[:share], mine[share:]
+            keep = mine[:share] + [n for n in mine[share:] if n in busy]
+            give = [n for n in mine if n not in keep]
             await many(
                 db,
                 "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ?",
@@ -80,22 +83,25 @@ class LeaseTables:
                 "AND owner = ?",
                 [(at, n, replica) for n in give],
             )
-            free = sorted(
-                str(n)
+            free = {
+                str(n): owner is not None
                 for n, owner, expires in found
                 if owner != replica and (owner is None or rows.when(expires) <= now)
-            )
-            for name in free[: max(0, share - len(keep))]:
+            }
+            taken_over: set[str] = set()
+            for name in sorted(free)[: max(0, share - len(keep))]:
                 cur = await db.execute(_TAKE, (replica, until, name, at))
                 if cur.rowcount:
                     keep.append(name)
+                    if free[name]:
+                        taken_over.add(name)
             held = await rows_among(
                 db,
                 "SELECT name, epoch FROM leases WHERE owner = ? AND name IN ({among})",
                 [replica],
                 sorted(keep),
             )
-        return {str(n): int(e) for n, e in held}
+        return {str(n): Held(int(e), str(n) in taken_over) for n, e in held}
 
     async def release(self, replica: str, now: datetime) -> None:
         """Give back every lease of `replica` at once (it stops): others take them now."""

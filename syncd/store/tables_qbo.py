@@ -45,6 +45,7 @@ class QboTables:
                 "INSERT INTO inbound (body, received_at, realm_id) VALUES (?, ?, ?)",
                 rows,
             )
+            await self._db.notify(db, "inbound")
 
     async def pending_inbound(
         self,

@@ -171,7 +171,7 @@ class RealmTables:
         async with self._db.tx() as db:
             await db.executemany(
                 "INSERT INTO qbo_reads VALUES (?, ?, ?) ON CONFLICT (realm_id, month) "
-                "DO UPDATE SET reads = reads + excluded.reads",
+                "DO UPDATE SET reads = qbo_reads.reads + excluded.reads",
                 rows,
             )
 

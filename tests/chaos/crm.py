@@ -48,6 +48,7 @@ class ChaosCrm:
         self.undecodable = 0
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
+        self._broken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.republished = 0
@@ -75,18 +76,33 @@ class ChaosCrm:
                 keepalive=5,
                 logger=_QUIET,
             )
+            self._broken.clear()
             try:
                 async with client:
                     await client.subscribe("syncd/#", qos=1)
                     self._client = client
                     self._connected.set()
-                    async for m in client.messages:
-                        self._keep(m.topic.value, m.payload, m.retain)
+                    reader = asyncio.create_task(self._read(client))
+                    broken = asyncio.create_task(self._broken.wait())
+                    try:
+                        # a socket a broker restart broke can leave the reader waiting
+                        # for ever: a publish that fails says so, and we reconnect
+                        await asyncio.wait(
+                            {reader, broken}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:
+                        reader.cancel()
+                        broken.cancel()
             except aiomqtt.MqttError:
                 pass
             self._connected.clear()
             self._client = None
             await asyncio.sleep(0.2)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            async for m in client.messages:
+                self._keep(m.topic.value, m.payload, m.retain)
 
     def _keep(self, topic: str, payload: object, retain: bool) -> None:
         if "/crm/" in topic:  # its own messages, back from the broker
@@ -117,6 +133,9 @@ class ChaosCrm:
                 await client.publish(topic, payload, qos=1, timeout=5)
             except aiomqtt.MqttError:
                 first = False
+                if client is self._client:  # reconnect, whatever the reader thinks
+                    self._connected.clear()
+                    self._broken.set()
                 await asyncio.sleep(0.1)
                 continue
             self.published += 1

@@ -31,6 +31,7 @@ from tests.crm import envelope
 from tests.dbview import DbView
 from tests.integration.test_connect import connect
 from tests.mosquitto import Broker
+from tests.postgres import new_database
 from tests.sandbox_process import Connection, SandboxProcess
 from tests.syncd_process import QBO_ENV, RULES, SyncdProcess, write_config
 
@@ -38,6 +39,7 @@ TODAY = datetime.now(UTC).date().isoformat()
 SYNC_ON = {"open", "sent"}
 SENDS_PER_TENANT = 30  # a sandbox company e-mails 40 invoices a day
 RECONCILE_SECONDS = 4
+LEASE_SECONDS = 6  # replicas: a realm's lease, so a dead replica's realms move soon
 # what syncd logs only when something went wrong that no input explains
 DEFECTS = (
     "job_crashed",
@@ -46,6 +48,9 @@ DEFECTS = (
     "job_result_not_recorded",
     "message_failed",
     "inbound_item_failed",
+    "reads_flush_failed",
+    "parked_redecide_failed",
+    "wake_ups_ended",
 )
 FATES = (
     "stay",
@@ -70,6 +75,11 @@ class Plan:
     sabotage_every: float = 3.0  # seconds between the saboteur's acts (±50 %)
     in_flight: int = 6  # stories at once per tenant
     pace: float = 2.0  # a CRM user's pause between two steps of a story, up to, seconds
+    # issue 25: several syncd processes on one PostgreSQL database and one broker (a
+    # shared subscription); the saboteur kills any of them, and once keeps one down
+    # until the others have taken its realms
+    replicas: int = 1
+    broker_restarts: bool = True  # the saboteur restarts Mosquitto among its acts
 
 
 @dataclass
@@ -152,25 +162,34 @@ class Chaos:
         self.down = asyncio.Lock()  # held while a process is down on purpose
         workdir.mkdir(parents=True, exist_ok=True)
         self.broker = Broker(workdir / "broker")
-        syncd_dir = workdir / "syncd"
-        syncd_dir.mkdir(exist_ok=True)
         self.sandbox = SandboxProcess(workdir)
-        config = write_config(
-            syncd_dir,
-            self.broker.port,
-            dict.fromkeys(self.tenants, RULES),
-            qbo_base_url=self.sandbox.origin,
-            qbo=f"reconcile_interval = {RECONCILE_SECONDS}\nrequest_timeout = 2\n"
-            "throttle_pause = 1",
+        several = plan.replicas > 1
+        database = new_database() if several else None
+        self.replicas: list[SyncdProcess] = []
+        for n in range(1, plan.replicas + 1):
+            syncd_dir = workdir / ("syncd" if n == 1 else f"syncd-{n}")
+            syncd_dir.mkdir(exist_ok=True)
+            config = write_config(
+                syncd_dir,
+                self.broker.port,
+                dict.fromkeys(self.tenants, RULES),
+                database=database,
+                qbo_base_url=self.sandbox.origin,
+                qbo=f"reconcile_interval = {RECONCILE_SECONDS}\nrequest_timeout = 2\n"
+                "throttle_pause = 1",
+                mqtt='shared_group = "syncd"\npark_seconds = 30' if several else "",
+                store=f"lease_seconds = {LEASE_SECONDS}" if several else "",
+            )
+            env = QBO_ENV | ({"SYNCD_REPLICA": f"r{n}"} if several else {})
+            self.replicas.append(SyncdProcess(config, env=env))
+        self.syncd = self.replicas[0]  # the one an admin connects through
+        # a load balancer in front of the replicas: each delivery to the next
+        hooks = ",".join(
+            f"http://127.0.0.1:{r.http_port}/webhooks/qbo" for r in self.replicas
         )
-        self.syncd = SyncdProcess(config, env=QBO_ENV)
-        self.sandbox.args = (
-            "--webhook-url",
-            f"http://127.0.0.1:{self.syncd.http_port}/webhooks/qbo",
-            "--webhook-delay",
-            "0.05",
-        )
-        self.db = DbView(syncd_dir / "syncd.db")
+        self.sandbox.args = ("--webhook-url", hooks, "--webhook-delay", "0.05")
+        self.db = DbView(workdir / "syncd" / "syncd.db")
+        self.kept_down = False  # once per run: a replica down past its leases
 
     # -- the run ------------------------------------------------------------------------
 
@@ -178,7 +197,8 @@ class Chaos:
         start = time.monotonic()
         self.broker.start()
         await asyncio.to_thread(self.sandbox.start)
-        await asyncio.to_thread(self.syncd.start)
+        for replica in self.replicas:
+            await asyncio.to_thread(replica.start)
         try:
             async with aiohttp.ClientSession() as http:
                 self.http = http
@@ -194,7 +214,8 @@ class Chaos:
                     await self.check()
         finally:
             self.report.seconds = time.monotonic() - start
-            self.syncd.stop()
+            for replica in self.replicas:
+                replica.stop()
             self.sandbox.stop()
             self.broker.stop()
         return self.report
@@ -255,8 +276,13 @@ class Chaos:
         message_id = await self._send(s.tenant, "invoice.upserted", data)
         s.status = status
         if self.rng.random() < 0.05:  # an older snapshot arrives late: ignored
+            # late: once syncd has applied the newer one (sent at once, replicas could
+            # decide it first, and it would be the newer one's predecessor, applied)
+            await self._until_applied(s, data["version"])
             line = {**data["lines"][0], "quantity": "99"}
+            total = str(s.price * 99)
             stale = {**data, "version": data["version"] - 1, "lines": [line]}
+            stale["total"] = total
             await self._send(s.tenant, "invoice.upserted", stale)
             self.f["stale snapshots sent"] += 1
         if status in SYNC_ON:
@@ -272,6 +298,15 @@ class Chaos:
             )
             if story is not None:
                 story.status = str(data.get("to"))
+
+    async def _until_applied(self, s: Story, version: int, timeout: float = 30) -> None:
+        topic = f"syncd/{s.tenant}/sync/invoice/{s.invoice_id}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = (self.crm.heard.retained.get(topic) or {}).get("data") or {}
+            if int(data.get("version") or 0) >= version:
+                return
+            await asyncio.sleep(0.1)
 
     def _synced(self, s: Story) -> dict[str, Any] | None:
         found = self.crm.heard.retained.get(
@@ -502,6 +537,8 @@ class Chaos:
 
     async def _sabotage(self) -> None:
         acts = {"kill": 4, "broker": 1, "api": 2, "webhooks": 2, "tokens": 2}
+        if not self.plan.broker_restarts:
+            del acts["broker"]
         # the first stories meet QBO faults: batches made the CI run so short that a
         # random first phase could miss all traffic
         api_on, hooks_on = True, False
@@ -529,18 +566,26 @@ class Chaos:
 
     async def _kill(self) -> None:
         await self._still_running()
-        self.syncd.kill()
+        victim = self.rng.choice(self.replicas)
+        victim.kill()
         self.f["syncd SIGKILLed"] += 1
-        await asyncio.sleep(self.rng.uniform(0, 1))
-        self.syncd.start(wait_ready=False)
-        await asyncio.to_thread(self.syncd.wait_ready, 60)
+        if len(self.replicas) > 1 and not self.kept_down:
+            # down past its leases: the others take its realms (and the lead)
+            self.kept_down = True
+            await asyncio.sleep(LEASE_SECONDS * 1.5)
+            self.f["replica kept down past its leases"] += 1
+        else:
+            await asyncio.sleep(self.rng.uniform(0, 1))
+        victim.start(wait_ready=False)
+        await asyncio.to_thread(victim.wait_ready, 60)
 
     async def _still_running(self) -> None:
-        assert self.syncd.proc is not None
-        code = self.syncd.proc.poll()
-        if code is not None:
-            self.report.breach(f"syncd exited by itself with code {code}")
-            self.syncd.start(wait_ready=False)
+        for replica in self.replicas:
+            assert replica.proc is not None
+            code = replica.proc.poll()
+            if code is not None:
+                self.report.breach(f"syncd exited by itself with code {code}")
+                replica.start(wait_ready=False)
 
     async def _restart_broker(self) -> None:
         self.broker.stop()
@@ -605,6 +650,7 @@ class Chaos:
             "jobs": q("SELECT count(*) FROM jobs WHERE status = 'pending'")[0][0],
             "outbox": q("SELECT count(*) FROM outbox")[0][0],
             "webhooks": q("SELECT count(*) FROM inbound WHERE done = 0")[0][0],
+            "parked": q("SELECT count(*) FROM parked")[0][0],
         }
 
     async def _quiet(self, timeout: float) -> None:
@@ -630,7 +676,9 @@ class Chaos:
             self._check_payments(tenant, payments)
             self._check_delivered(tenant)
             self._check_isolation(tenant, invoices)
-        self._check_secrets(await self.admin.admin("GET", "tokens"))
+        tokens = await self.admin.admin("GET", "tokens")
+        self._check_secrets(tokens)
+        self._check_tokens(tokens)
         self._check_log()
         self._check_failures()
         await self._still_running()
@@ -843,7 +891,7 @@ class Chaos:
 
     def _check_secrets(self, tokens: dict[str, list[str]]) -> None:
         """No secret of the environment and no token QBO issued is in syncd's log."""
-        log = self.syncd.log()
+        log = self._logs()
         env = [v for k, v in QBO_ENV.items() if k != "SYNCD_QBO_CLIENT_ID"]
         secrets = [*env, *tokens["access"], *tokens["refresh"]]
         self.f["secrets looked for in the log"] = len(secrets)
@@ -851,6 +899,19 @@ class Chaos:
         for secret in secrets:
             if secret in log:
                 self.report.breach(f"a secret is in syncd's log: {secret[:6]}…")
+
+    def _check_tokens(self, tokens: dict[str, Any]) -> None:
+        """No refresh token presented once its replacement was in use (issue 25).
+
+        A SIGKILL between Intuit's answer and its commit loses the replacement: the
+        next refresh presents the old one (counted apart: the admin reconnects).
+        """
+        self.f["refresh tokens presented after replaced"] = tokens["spent_presented"]
+        if tokens["spent_after_use"]:
+            self.report.breach(
+                f"{tokens['spent_after_use']} refresh tokens presented after their "
+                "replacement was in use"
+            )
 
     def _check_failures(self) -> None:
         """No failure left for an admin: every fault injected was a transient one."""
@@ -869,11 +930,14 @@ class Chaos:
 
     def _check_log(self) -> None:
         """No defect showed: no crashed job, loop or iteration, no message failed."""
-        log = self.syncd.log()
+        log = self._logs()
         for event in DEFECTS:
             count = log.count(f'"event":"{event}"')
             if count:
                 self.report.breach(f"syncd logged {event} {count} times")
+
+    def _logs(self) -> str:
+        return "\n".join(r.log() for r in self.replicas)
 
     def _heard_on(self, tenant: str, suffix: str) -> list[dict[str, Any]]:
         return [

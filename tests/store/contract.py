@@ -20,6 +20,7 @@ from syncd.models import (
     Connection,
     Failure,
     Fence,
+    Held,
     HistoryEntry,
     Invoice,
     Job,
@@ -27,6 +28,7 @@ from syncd.models import (
     JobStatus,
     LedgerEntry,
     Outcome,
+    Parked,
     SyncState,
 )
 from syncd.store import Store
@@ -262,6 +264,45 @@ class StoreContract:
         [job] = await store.jobs("acme")
         assert (job.status, job.attempts) == (JobStatus.IN_FLIGHT, 1)
 
+    async def test_a_parked_message_is_decided_once(self, store: Store) -> None:
+        """Issue 25: parked durably, found by its invoice; decided by one writer only."""
+        parked = Parked(
+            tenant="acme",
+            message_id="m-3",
+            invoice_id="I-1",
+            topic="syncd/acme/crm/invoice/upserted",
+            payload=b"{}",
+            reason="draft -> sent",
+            parked_at=NOW,
+        )
+        waiting = replace(ledger("m-3"), outcome=Outcome.PARKED)
+        await store.commit(ChangeSet(ledger=[waiting], parked=[parked]))
+        assert await store.parked_messages(10) == [parked]
+        assert await store.parked_messages(10, {("acme", "I-1")}) == [parked]
+        assert await store.parked_messages(10, {("acme", "I-2")}) == []
+
+        def decided() -> ChangeSet:
+            return ChangeSet(ledger=[ledger("m-3")], unparked=[("acme", "m-3")])
+
+        done = await asyncio.gather(
+            store.commit(decided()), store.commit(decided()), return_exceptions=True
+        )
+        assert sorted(type(d).__name__ for d in done) == ["NoneType", "StaleWriteError"]
+        assert await store.parked_messages(10) == []
+        entry = await store.ledger("acme", "m-3")
+        assert entry is not None and entry.outcome is Outcome.APPLIED
+
+    async def test_one_message_id_recorded_twice_at_once_is_a_stale_write(
+        self, store: Store
+    ) -> None:
+        """Two replicas given one message id: one records it, the other decides again."""
+        done = await asyncio.gather(
+            store.commit(ChangeSet(ledger=[ledger("m-1")])),
+            store.commit(ChangeSet(ledger=[ledger("m-1")])),
+            return_exceptions=True,
+        )
+        assert sorted(type(d).__name__ for d in done) == ["NoneType", "StaleWriteError"]
+
     # Leases (issue 25)
 
     async def test_leases_are_shared_out_and_taken_over_once_expired(
@@ -271,18 +312,26 @@ class StoreContract:
         ttl = timedelta(seconds=30)
         assert await store.beat("a", NOW, ttl) == ["a"]
         a = await store.hold("a", realms, 5, NOW, ttl)
-        assert sorted(a) == realms and set(a.values()) == {1}
+        assert a == dict.fromkeys(realms, Held(1, taken_over=False))
         assert await store.beat("b", NOW, ttl) == ["a", "b"]
         assert await store.hold("b", realms, 3, NOW, ttl) == {}  # all held, none free
-        kept = await store.hold("a", realms, 3, NOW, ttl)  # a gives back two at once
-        assert sorted(kept) == realms[:3]
+        # a gives back two at once, but keeps one whose work is under way
+        kept = await store.hold("a", realms, 3, NOW, ttl, busy={realms[4]})
+        assert sorted(kept) == [*realms[:3], realms[4]]
         b = await store.hold("b", realms, 3, NOW, ttl)
-        assert sorted(b) == realms[3:] and set(b.values()) == {2}
+        assert b == {
+            realms[3]: Held(2, taken_over=False)
+        }  # given back: nothing under way
+        kept = await store.hold("a", realms, 3, NOW, ttl)  # its work ended: given back
+        b = await store.hold("b", realms, 3, NOW, ttl)
+        assert sorted(b) == realms[3:]
         # a stops beating; once its leases expire, b takes them at the next epoch
         later = NOW + ttl + timedelta(seconds=1)
         assert await store.beat("b", later, ttl) == ["b"]
         b = await store.hold("b", realms, 5, later, ttl)
-        assert b == dict.fromkeys(realms, 2)  # a's three at their next epoch
+        assert {n: h.epoch for n, h in b.items()} == dict.fromkeys(realms, 2)
+        # a's three taken over: a call a had under way may still land
+        assert sorted(n for n, h in b.items() if h.taken_over) == realms[:3]
         owners = {name: owner for name, owner, _, _ in await store.leases()}
         assert set(owners.values()) == {"b"}
 
@@ -290,11 +339,13 @@ class StoreContract:
         self, store: Store
     ) -> None:
         ttl = timedelta(seconds=30)
-        [(name, epoch)] = (await store.hold("a", ["realm:acme"], 1, NOW, ttl)).items()
-        fence = Fence(name, "a", epoch)
+        [(name, held)] = (await store.hold("a", ["realm:acme"], 1, NOW, ttl)).items()
+        fence = Fence(name, "a", held.epoch)
         await store.commit(ChangeSet(ledger=[ledger("m-1")], fence=fence))
         later = NOW + ttl + timedelta(seconds=1)
-        assert await store.hold("b", ["realm:acme"], 1, later, ttl) == {name: 2}
+        assert await store.hold("b", ["realm:acme"], 1, later, ttl) == {
+            name: Held(2, taken_over=True)
+        }
         with pytest.raises(FencedError):
             await store.commit(ChangeSet(ledger=[ledger("m-2")], fence=fence))
         assert await store.known_messages([("acme", "m-1"), ("acme", "m-2")]) == {
@@ -303,6 +354,15 @@ class StoreContract:
         await store.commit(ChangeSet(ledger=[ledger("m-2")], fence=Fence(name, "b", 2)))
         await store.release("b", later)
         assert [o for _, o, _, _ in await store.leases()] == [None]
+
+    async def test_reads_add_up_per_company_and_month(self, store: Store) -> None:
+        """PostgreSQL refused `reads = reads + …` as ambiguous (found by the replicas run)."""
+        await store.add_reads({("9130", "2026-11"): 3})
+        await store.add_reads({("9130", "2026-11"): 4, ("9130", "2026-12"): 1})
+        assert sorted(await store.reads()) == [
+            ("9130", "2026-11", 7),
+            ("9130", "2026-12", 1),
+        ]
 
     async def test_a_company_belongs_to_one_tenant(self, store: Store) -> None:
         await store.save_connection(connection("acme", "9130"))
