@@ -36,6 +36,15 @@ from tests.sandbox_process import SandboxProcess
 from tests.syncd_process import QBO_ENV, RULES, SyncdProcess, write_config
 
 TENANTS = [f"t{n}" for n in range(1, 7)]
+TODAY = time.strftime("%Y-%m-%d", time.gmtime())
+LINES = [
+    {
+        "description": "Work",
+        "item": "Consulting",
+        "quantity": "2",
+        "unit_price": "100.00",
+    }
+]
 _WINDOW = 200
 
 
@@ -181,7 +190,15 @@ async def qbo_minute(
             start = time.perf_counter()
             for n in range(per_tenant):
                 for tenant in TENANTS:
-                    data = invoice(f"Q-{n}", 1, "open", total="199.50")
+                    data = invoice(
+                        f"Q-{n}",
+                        1,
+                        "open",
+                        total="200.00",
+                        issue_date=TODAY,
+                        customer={"contact_id": "C-1", "name": "Bench Co"},
+                        lines=LINES,
+                    )
                     await crm.send(tenant, "invoice.upserted", data)
             total = per_tenant * len(TENANTS)
 
@@ -191,6 +208,8 @@ async def qbo_minute(
             def synced(received: list[Any]) -> bool:
                 nonlocal seen
                 for r in received[seen:]:
+                    if "/sync/invoice/" not in r.topic:
+                        continue
                     body = r.body
                     if body.get("type") == "invoice.sync_state" and (
                         body["data"].get("sync_state") == "synced"
@@ -199,7 +218,7 @@ async def qbo_minute(
                 seen = len(received)
                 return len(done) >= total
 
-            await crm.wait_for(synced, timeout=900)
+            await crm.wait_for(synced, timeout=600)
             seconds = time.perf_counter() - start
         return total / seconds * 60, 0
 
@@ -225,7 +244,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=12_000)
     parser.add_argument("--replicas", default="1,2,3")
-    parser.add_argument("--qbo-invoices", type=int, default=120, help="per tenant")
+    parser.add_argument(
+        "--qbo-invoices", type=int, default=120, help="per tenant (0: no QBO part)"
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.replicas.split(",")]
     found: dict[int, dict[str, Any]] = {}
