@@ -246,6 +246,23 @@ def test_a_job_in_doubt_stays_in_flight_when_put_back(
     assert job.next_attempt_at > NOW and inv.sync_state == "pending"
 
 
+async def test_a_single_write_that_may_have_landed_stays_in_doubt():
+    """Issue 25, the three-replica long run: no answer, then a 429 within one call.
+
+    The call's error said `maybe_written`, but the single path put the job back to
+    `pending`; a batch then wrote the invoice again under its own request id (6140).
+    """
+    worker, ctx = _retrying(attempts=3, unclear=False)
+    refused = QboTransientError("QBO 3001", "3001", retry_after=1.0)
+    refused.maybe_written = True  # an earlier try of the same call got no answer
+    await worker._after(ctx, refused)
+    assert ctx.job.status is JobStatus.IN_FLIGHT
+    clear = QboTransientError("QBO 3001", "3001", retry_after=1.0)
+    worker, ctx = _retrying(attempts=3, unclear=False)
+    await worker._after(ctx, clear)
+    assert ctx.job.status is JobStatus.PENDING
+
+
 def test_a_throttled_job_never_uses_up_its_tries():
     """QBO's 429 is the realm's state: a job at its last try waits QBO's pause again.
 

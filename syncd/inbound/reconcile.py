@@ -18,7 +18,7 @@ import structlog
 
 from syncd import metrics
 from syncd.config import Config
-from syncd.exceptions import FencedError
+from syncd.exceptions import FencedError, StaleWriteError
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
 from syncd.loop import Loop, Said
@@ -93,6 +93,8 @@ class Reconciler:
                 await self._connections.watch(tenant)
             except FencedError as exc:  # taken over mid-pass: the new holder passes
                 log.warning("realm_lease_lost", tenant=tenant, reason=str(exc))
+            except StaleWriteError:  # its invoices kept changing (CRM traffic on them)
+                log.info("reconcile_decided_later", tenant=tenant)
             except Exception as exc:  # noqa: BLE001 -- one tenant's, never the rest's
                 await self._after(tenant, exc)
         if daily:

@@ -364,7 +364,10 @@ class JobWorker(LoopWorker):
                 in_doubt=ctx.unclear,
             )
         elif then.step is Step.RETRY and isinstance(exc, QboError):
-            self._retry(ctx, exc, then.retry_after)
+            # a try of the call may have written (no answer, then a 429): the job stays
+            # in doubt, so its next run looks for that write (a batch would not, and its
+            # own request id would not be QBO's dedupe key: a second invoice)
+            self._retry(ctx, exc, then.retry_after, unclear=exc.maybe_written)
         else:
             if then.step is Step.DEFECT:  # this job fails, recorded; the others go on
                 log.error("job_crashed", exc_info=exc)
