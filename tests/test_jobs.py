@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from syncd.exceptions import QboTransientError, StaleWriteError
 from syncd.models import ChangeSet, Invoice, Job, JobKind, JobStatus
+from syncd.outbound import record
 from syncd.outbound.jobs import JobWorker
 from syncd.outbound.outcomes import BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS, retry_delay
 from syncd.outbound.push import JobContext
@@ -319,3 +320,43 @@ async def test_one_realms_burst_never_holds_another_realm_back(store):
     quota.set()
     worker.stop()
     await worker.run()  # the running round ends before run does
+
+
+async def test_a_jobs_results_win_their_race_against_busy_crm_traffic():
+    """Issue 25, the 30-minute run: a batch's results lost their race three times.
+
+    Other replicas' intake wrote the same invoices three times in a row while they were
+    recorded; the round failed (worker_iteration_failed) and left them unrecorded.
+    """
+    inv = Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=1,
+        data={},
+        updated_at=NOW,
+    )
+
+    class Busy:
+        """A store whose invoice another writer changes five times first."""
+
+        def __init__(self) -> None:
+            self.lost, self.kept = 0, 0
+
+        async def invoice(self, tenant: str, invoice_id: str) -> Invoice:
+            return replace(inv)
+
+        async def commit(self, changes: ChangeSet) -> None:
+            if self.lost < 5:
+                self.lost += 1
+                raise StaleWriteError("an invoice changed since it was read")
+            self.kept += 1
+
+    store = Busy()
+    job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
+    job.id = 1
+    recording: Any = store  # the two calls record makes
+    await record.commit(
+        recording, [(job, replace(inv), ChangeSet(), [])], None, clock=lambda: NOW
+    )
+    assert (store.lost, store.kept) == (5, 1)

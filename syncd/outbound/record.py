@@ -9,7 +9,9 @@ committed one job at a time: one bad result never holds back the others'.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
@@ -33,7 +35,9 @@ from syncd.models import (
 from syncd.store import Committer, InvoiceReads
 
 log = structlog.get_logger(__name__)
-STALE_TRIES = 3  # another writer changed the invoice during the call: read it again
+# another writer changed the invoice during the call: read it again. Replicas take CRM
+# messages on the same invoices at once: three tries lost the race (the 30-minute run)
+STALE_TRIES = 12
 Done = tuple[Job, Invoice | None, ChangeSet, list[str]]  # job, invoice, changes, seen
 
 _QBO_SIDE = (
@@ -97,6 +101,8 @@ async def _together(
             if attempt == STALE_TRIES:
                 raise
             log.info("job_result_recorded_again", attempt=attempt)
+            # a pause that grows, jittered: writers that met here do not meet again
+            await asyncio.sleep(random.uniform(0, 0.01 * attempt))  # noqa: S311
             continue
         except (StoreError, FencedError):
             # the store itself (intake pauses), or the realm's lease lost: the jobs stay
