@@ -172,7 +172,7 @@ class Daemon:
         await self.store.open()
         await self.connections.open()
         await self.connections.open_all_books()
-        await self.replica.beat()  # its leases first: the workers start knowing them
+        await self.replica.first_beat()  # leases first: the workers start knowing them
         self._tasks = [
             asyncio.create_task(self.replica.run(), name="syncd.replicas"),
             asyncio.create_task(self.link.run(), name="syncd.bus.link"),

@@ -186,6 +186,14 @@ class Replica:
         metrics.LEASES.set(len(held))
         return 0
 
+    async def first_beat(self) -> None:
+        """The beat before the workers start: a failure is said, never raised.
+
+        A store that cannot be used must not stop syncd serving (its /readyz says why);
+        the loop beats again.
+        """
+        await self._loop.guarded(self.beat())
+
     async def run(self) -> None:
         """Beat until stopped."""
         await self._loop.run()
