@@ -28,6 +28,7 @@ import aiomqtt
 import psycopg
 
 from benchmarks.bench_core import cpu_seconds
+from benchmarks.bench_outbound import LINES, TODAY
 from tests.crm import NODELAY, Crm, invoice
 from tests.integration.test_connect import connect
 from tests.mosquitto import Broker
@@ -36,15 +37,6 @@ from tests.sandbox_process import SandboxProcess
 from tests.syncd_process import QBO_ENV, RULES, SyncdProcess, write_config
 
 TENANTS = [f"t{n}" for n in range(1, 7)]
-TODAY = time.strftime("%Y-%m-%d", time.gmtime())
-LINES = [
-    {
-        "description": "Work",
-        "item": "Consulting",
-        "quantity": "2",
-        "unit_price": "100.00",
-    }
-]
 _WINDOW = 200
 
 
