@@ -102,6 +102,10 @@ class QboConfig:
     time_scale: float = 1.0
     # the app's monthly allowance of metered reads (qbo.md §10: 500,000 on Builder)
     monthly_reads_budget: int = 500_000
+    # syncd's share of each company's quota (QBO: 500 requests, 40 of them batches, a
+    # minute); lower them when other tools write to the same company
+    requests_per_minute: int = 450
+    batch_requests_per_minute: int = 38
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -376,8 +380,11 @@ def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
             "throttle_pause",
             "time_scale",
             "monthly_reads_budget",
+            "requests_per_minute",
+            "batch_requests_per_minute",
         },
     )
+    per_minute = r.integer(t, "qbo", "requests_per_minute", 450, low=1, high=500)
     return QboConfig(
         environment=r.text(
             t, "qbo", "environment", "production", ("production", "sandbox")
@@ -389,6 +396,15 @@ def _qbo(r: TableReader, data: dict[str, Any]) -> QboConfig:
         time_scale=float(r.integer(t, "qbo", "time_scale", 1, low=1)),
         monthly_reads_budget=r.integer(
             t, "qbo", "monthly_reads_budget", 500_000, low=0
+        ),
+        requests_per_minute=per_minute,
+        batch_requests_per_minute=r.integer(
+            t,
+            "qbo",
+            "batch_requests_per_minute",
+            min(38, per_minute),
+            low=1,
+            high=min(40, per_minute),
         ),
     )
 

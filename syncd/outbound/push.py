@@ -99,8 +99,12 @@ async def push_invoice(ctx: JobContext) -> None:
     purely, write, then record QBO's answer.
     """
     prepared = await prepare_push(ctx)
-    if prepared is None:
-        return
+    if prepared is not None:
+        await write_alone(ctx, prepared)
+
+
+async def write_alone(ctx: JobContext, prepared: Prepared) -> None:
+    """A prepared push written as a request of its own, and QBO's answer taken."""
     if isinstance(prepared.plan, Create):
         plan = prepared.plan
         answer = await ctx.client.create("Invoice", plan.body, plan.request_id)

@@ -19,7 +19,7 @@ from syncd.qbo.auth import (
     revoke,
 )
 from syncd.qbo.client import BATCH_ITEMS, BatchItem, QboClient
-from syncd.qbo.throttle import RealmLimiter
+from syncd.qbo.throttle import RealmLimiter, spare
 
 __all__ = [
     "BATCH_ITEMS",
@@ -37,4 +37,5 @@ __all__ = [
     "exchange_code",
     "queries",
     "revoke",
+    "spare",
 ]

@@ -82,6 +82,11 @@ class QboClient:
         self._observe = observe
 
     @property
+    def limiter(self) -> RealmLimiter:
+        """The realm's quota as this process spends it."""
+        return self._limiter
+
+    @property
     def auth(self) -> QboAuth:
         """The realm's tokens."""
         return self._auth

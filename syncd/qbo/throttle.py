@@ -5,10 +5,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 
 _SECOND = 1.15
+# requests made while set only take the minute's room that batches will not need
+_SPARE: ContextVar[bool] = ContextVar("spare_requests", default=False)
+
+
+@contextmanager
+def spare() -> Iterator[None]:
+    """Requests made inside take only the room the realm's batches leave.
+
+    Writes that could have gone in a batch, sent one by one while the minute's batch
+    requests are spent: each batch still to come keeps its place in the minute, so
+    these never push a 30-object batch back.
+    """
+    token = _SPARE.set(True)
+    try:
+        yield
+    finally:
+        _SPARE.reset(token)
 
 
 class RealmLimiter:
@@ -43,16 +61,28 @@ class RealmLimiter:
             await self._admit(batch)
             yield
 
+    def batch_free(self) -> bool:
+        """Whether a batch request could go now (the minute's batches are not spent)."""
+        self._trim(time.monotonic())
+        return len(self._batches) < self.batches_per_minute
+
+    def _trim(self, now: float) -> None:
+        for sent in (self._sent, self._batches):
+            while sent and sent[0] <= now - self.window:
+                sent.popleft()
+
     async def _admit(self, batch: bool) -> None:
         async with self._gate:
             while True:
                 now = time.monotonic()
-                for sent in (self._sent, self._batches):
-                    while sent and sent[0] <= now - self.window:
-                        sent.popleft()
+                self._trim(now)
                 wait = 0.0
-                if len(self._sent) >= self.per_minute:
-                    wait = self._sent[0] + self.window - now
+                room = self.per_minute
+                if _SPARE.get() and not batch:
+                    owed = max(0, self.batches_per_minute - len(self._batches))
+                    room = max(1, room - owed)
+                if len(self._sent) >= room:
+                    wait = self._sent[len(self._sent) - room] + self.window - now
                 if batch and len(self._batches) >= self.batches_per_minute:
                     wait = max(wait, self._batches[0] + self.window - now)
                 second = self.window / 60 * _SECOND

@@ -355,8 +355,10 @@ class Connections:
             conn.realm_id,
             # sandbox companies allow 10 requests a second (qbo.md §10); keep one spare
             RealmLimiter(
+                per_minute=qbo.requests_per_minute,
                 per_second=9 if qbo.environment == "sandbox" else None,
                 window=60.0 / qbo.time_scale,
+                batches_per_minute=qbo.batch_requests_per_minute,
             ),
         )
         client = QboClient(

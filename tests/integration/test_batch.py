@@ -206,6 +206,30 @@ async def test_a_crash_while_a_batch_is_in_qbo_writes_nothing_twice(queued: Queu
     assert sorted(c["DocNumber"] for c in copies) == expected
 
 
+@pytest.mark.timeout(150)
+@pytest.mark.qbo("batch_requests_per_minute = 3")
+async def test_pushes_go_as_singles_while_the_minutes_batches_are_spent(
+    queued: Queued,
+):
+    """Issue 25: the realm's whole quota carries pushes, not only its batch requests.
+
+    syncd may send three batch requests a minute here: the new customer and item take
+    two, the first 30 invoices the third, and the other 60 go as single writes in the
+    minute's other requests, each invoice once, instead of waiting a minute per batch.
+    """
+    invoices = [_invoice(n) for n in range(90)]
+    ids = await _queue(queued, invoices)
+    await queued.connect()
+    await queued.all_synced(ids, timeout=90)
+    copies = await queued.qbo_rows("select * from Invoice maxresults 1000")
+    assert sorted(c["DocNumber"] for c in copies) == sorted(f"C{n}" for n in range(90))
+    writes = await queued.writes()
+    assert len([w for w in writes if w["path"].endswith("/batch")]) <= 3
+    singles = [w for w in writes if w["path"].endswith("/invoice")]
+    assert len(singles) == 90 - 30 * len(await queued.batches())
+    assert len(singles) >= 60
+
+
 async def test_a_lone_push_is_a_single_request(queued: Queued):
     """Without a queue, a push goes at once as a single write (latency first)."""
     await queued.connect()
