@@ -84,6 +84,7 @@ class Daemon:
             settle=timedelta(seconds=2 * config.qbo.request_timeout),
             on_change=self._leases_changed,
             busy=lambda tenant: self.jobs.busy(tenant),
+            quotas=self.connections,
         )
         several = bool(config.mqtt.shared_group) or config.replica_named
         self.link = MqttLink(

@@ -21,7 +21,7 @@ import structlog
 
 from syncd import metrics
 from syncd.loop import Loop, Said
-from syncd.models import Fence
+from syncd.models import Fence, Held
 from syncd.store import Leases
 
 log = structlog.get_logger(__name__)
@@ -51,6 +51,25 @@ class Ownership(Protocol):
     @property
     def leads(self) -> bool:
         """Whether this replica runs the leader's chores now."""
+
+
+class Quotas(Protocol):
+    """Each realm's QBO quota as this replica spends it, carried by the realm's lease.
+
+    A realm's holder keeps a record in its lease at each beat: the requests of its
+    minute, and a grant of what it may send until the next beat (it sends no more).
+    The next holder counts that record as its own before it sends anything, so the
+    two together never pass QBO's quota, even when the first died mid-minute.
+    """
+
+    def quota_record(self, tenant: str, ahead: float) -> str:
+        """The tenant's quota as spent here, with a grant for `ahead` seconds."""
+
+    def quota_grant(self, tenant: str, record: str) -> None:
+        """Send what `record` (now kept in the lease) grants, and no more."""
+
+    def quota_charge(self, tenant: str, record: str | None) -> None:
+        """Count the last holder's `record` as spent here; send nothing until a grant."""
 
 
 class Alone:
@@ -92,12 +111,14 @@ class Replica:
         settle: timedelta = timedelta(seconds=30),
         on_change: Callable[[], None] = lambda: None,
         busy: Callable[[str], bool] = lambda tenant: False,
+        quotas: Quotas | None = None,
     ) -> None:
         self.name = name
         self._store, self._tenants, self._clock = store, tenants, clock
         self._lease, self._settle = lease, settle
         self._on_change = on_change
         self._busy = busy  # a tenant's QBO work is under way here (a job round)
+        self._quotas = quotas
         self._held: dict[str, int] = {}  # lease name → epoch
         self._draining: set[str] = set()  # held past the share until its work ends
         self._unsettled: dict[str, datetime] = {}  # realm taken over → settled then
@@ -160,10 +181,17 @@ class Replica:
             for n in self._held
             if n.startswith(REALM) and self._busy(n.removeprefix(REALM))
         }
+        ahead = self._lease.total_seconds() / 3  # until the next beat
+        records = {
+            n: self._quotas.quota_record(n.removeprefix(REALM), ahead)
+            for n in self._held
+            if self._quotas and n.startswith(REALM)
+        }
         found = await self._store.hold(
-            self.name, realms, share, now, self._lease, busy=busy
+            self.name, realms, share, now, self._lease, busy=busy, spent=records
         )
         found |= await self._store.hold(self.name, [LEADER], 1, now, self._lease)
+        await self._carry_quotas(found, records, ahead)
         self._until = now + self._lease * 2 / 3
         self._draining = set(sorted(n for n in found if n.startswith(REALM))[share:])
         for name, lease in found.items():
@@ -186,6 +214,25 @@ class Replica:
         metrics.LEASES.set(len(held))
         return 0
 
+    async def _carry_quotas(
+        self, found: dict[str, Held], records: dict[str, str], ahead: float
+    ) -> None:
+        """Grant what the kept records allow; count the quota of realms just taken."""
+        quotas = self._quotas
+        if quotas is None:
+            return
+        for name, record in records.items():
+            if name in found:
+                quotas.quota_grant(name.removeprefix(REALM), record)
+        taken = [n for n in found if n.startswith(REALM) and n not in self._held]
+        for name in taken:
+            quotas.quota_charge(name.removeprefix(REALM), found[name].spent)
+        fresh = {n: quotas.quota_record(n.removeprefix(REALM), ahead) for n in taken}
+        if fresh:
+            await self._store.keep_spent(self.name, fresh)
+            for name, record in fresh.items():
+                quotas.quota_grant(name.removeprefix(REALM), record)
+
     async def first_beat(self) -> None:
         """The beat before the workers start: a failure is said, never raised.
 
@@ -204,5 +251,10 @@ class Replica:
 
     async def leave(self) -> None:
         """Give back every lease now (a clean stop): the others take them at once."""
+        records = {
+            n: self._quotas.quota_record(n.removeprefix(REALM), 0)
+            for n in self._held
+            if self._quotas and n.startswith(REALM)
+        }
         self._held, self._until = {}, None
-        await self._store.release(self.name, self._clock())
+        await self._store.release(self.name, self._clock(), spent=records)

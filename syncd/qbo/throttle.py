@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -53,6 +54,10 @@ class RealmLimiter:
         self._sent: deque[float] = deque()
         self._batches: deque[float] = deque()
         self._gate = asyncio.Lock()
+        # requests and batches this process may still send before it is granted more
+        # (None: no bound): the quota's record in the lease promises no more than that
+        self._allowed: list[int] | None = None
+        self._granted = asyncio.Event()
 
     @asynccontextmanager
     async def slot(self, batch: bool = False) -> AsyncIterator[None]:
@@ -66,6 +71,55 @@ class RealmLimiter:
         self._trim(time.monotonic())
         return len(self._batches) < self.batches_per_minute
 
+    def record(self, ahead: float) -> dict[str, list[float] | list[int]]:
+        """The minute's requests (wall-clock times), and a grant for `ahead` seconds.
+
+        What the realm's next holder counts as its own (`charge`) if this process stops
+        holding it: the requests sent, and as many as may still be sent before the next
+        record (twice the quota's pace over `ahead`). Once the record is kept where the
+        next holder reads it, `grant` lets this process send them, never more.
+        """
+        now = time.monotonic()
+        self._trim(now)
+        wall = time.time() - now
+        share = 2 * ahead / self.window
+        return {
+            "sent": [round(wall + t, 3) for t in self._sent],
+            "batches": [round(wall + t, 3) for t in self._batches],
+            "ahead": [
+                min(self.per_minute, math.ceil(self.per_minute * share)),
+                min(
+                    self.batches_per_minute, math.ceil(self.batches_per_minute * share)
+                ),
+            ],
+        }
+
+    def grant(self, record: dict[str, list[float] | list[int]]) -> None:
+        """From now on, send at most what `record` (kept) says may be sent ahead."""
+        self._allowed = [int(n) for n in record["ahead"]]
+        self._granted.set()
+
+    def charge(self, record: dict[str, list[float] | list[int]]) -> None:
+        """Count another process's requests (its `record`) as if sent here.
+
+        The requests it may have sent after its record (`ahead`) count as sent now:
+        later than they were, so this process waits longer than it must, never less.
+        Nothing more is sent until a `grant`.
+        """
+        self._allowed = [0, 0]
+        now = time.monotonic()
+        wall = time.time() - now
+        requests, batches = (int(n) for n in record.get("ahead", [0, 0]))
+        for key, sent, extra in (
+            ("sent", self._sent, requests),
+            ("batches", self._batches, batches),
+        ):
+            times = [min(now, float(t) - wall) for t in record.get(key, [])]
+            merged = sorted([*sent, *times, *([now] * extra)])
+            sent.clear()
+            sent.extend(merged)
+        self._trim(now)
+
     def _trim(self, now: float) -> None:
         for sent in (self._sent, self._batches):
             while sent and sent[0] <= now - self.window:
@@ -74,6 +128,13 @@ class RealmLimiter:
     async def _admit(self, batch: bool) -> None:
         async with self._gate:
             while True:
+                if self._allowed is not None and (
+                    self._allowed[0] <= 0 or (batch and self._allowed[1] <= 0)
+                ):
+                    # the grant is spent: wait for the next record to grant more
+                    self._granted.clear()
+                    await self._granted.wait()
+                    continue
                 now = time.monotonic()
                 self._trim(now)
                 wait = 0.0
@@ -94,5 +155,8 @@ class RealmLimiter:
                     self._sent.append(now)
                     if batch:
                         self._batches.append(now)
+                    if self._allowed is not None:
+                        self._allowed[0] -= 1
+                        self._allowed[1] -= batch
                     return
                 await asyncio.sleep(wait)

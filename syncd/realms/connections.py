@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -104,7 +105,8 @@ class Connections:
         self.on_connected: Callable[[], None] = lambda: None
         self.on_published: Callable[[], None] = lambda: None  # outbox rows committed
         self.on_read: Callable[[str, datetime], None] = lambda realm, at: None
-        self._limiters: dict[str, RealmLimiter] = {}
+        self._limiters: dict[str, RealmLimiter] = {}  # realm → its quota as spent here
+        self._by_tenant: dict[str, RealmLimiter] = {}  # the same, by tenant
         self.throttled: dict[str, datetime] = {}  # realm → QBO's last 429 to it
         # tenant → (status, days left) last published on `P/T/connection`
         self._said: dict[str, tuple[str, int | None]] = {}
@@ -317,6 +319,46 @@ class Connections:
             await self._read_settings(tenant)
         return client, conn
 
+    def limiter(self, tenant: str) -> RealmLimiter:
+        """The tenant's company quota as this process spends it (made on first use).
+
+        The lease of a tenant carries it between replicas (`record`, `charge`), before
+        this process may have built the tenant's client.
+        """
+        made = self._by_tenant.get(tenant)
+        if made is None:
+            qbo = self._config.qbo
+            made = self._by_tenant[tenant] = RealmLimiter(
+                per_minute=qbo.requests_per_minute,
+                # sandbox companies allow 10 requests a second (qbo.md §10); one spare
+                per_second=9 if qbo.environment == "sandbox" else None,
+                window=60.0 / qbo.time_scale,
+                batches_per_minute=qbo.batch_requests_per_minute,
+            )
+        return made
+
+    def quota_record(self, tenant: str, ahead: float) -> str:
+        """The tenant's quota as spent here, and a grant for `ahead` seconds (JSON)."""
+        return json.dumps(self.limiter(tenant).record(ahead))
+
+    def quota_grant(self, tenant: str, record: str) -> None:
+        """Send what `record`, now kept in the lease, grants."""
+        self.limiter(tenant).grant(json.loads(record))
+
+    def quota_charge(self, tenant: str, record: str | None) -> None:
+        """Count the quota the lease's last holder spent (its `record`) as spent here.
+
+        A record that cannot be read counts as the whole minute spent now.
+        """
+        limiter = self.limiter(tenant)
+        try:
+            spent = json.loads(record) if record else {}
+            limiter.charge(spent)
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("quota_record_unreadable", tenant=tenant, reason=str(exc))
+            full = [limiter.per_minute, limiter.batches_per_minute]
+            limiter.charge({"ahead": full})
+
     def _forget(self, tenant: str) -> None:
         self._clients.pop(tenant, None)
         self._connections.pop(tenant, None)
@@ -351,16 +393,11 @@ class Connections:
             gate=self._refreshes,
         )
         qbo = self._config.qbo
-        limiter = self._limiters.setdefault(
-            conn.realm_id,
-            # sandbox companies allow 10 requests a second (qbo.md §10); keep one spare
-            RealmLimiter(
-                per_minute=qbo.requests_per_minute,
-                per_second=9 if qbo.environment == "sandbox" else None,
-                window=60.0 / qbo.time_scale,
-                batches_per_minute=qbo.batch_requests_per_minute,
-            ),
-        )
+        own = self.limiter(tenant)
+        limiter = self._limiters.setdefault(conn.realm_id, own)
+        if limiter is not own:  # another tenant on the same company: one quota
+            limiter.charge(own.record(0))
+            self._by_tenant[tenant] = limiter
         client = QboClient(
             self._http,
             self.endpoints.api,

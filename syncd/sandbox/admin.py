@@ -44,6 +44,7 @@ def routes(app: web.Application) -> None:
     r.add_post(PREFIX + "/tokens/expire", expire_tokens)
     r.add_post(PREFIX + "/tokens/revoke-all", revoke_tokens)
     r.add_get(PREFIX + "/tokens", issued_tokens)
+    r.add_get(PREFIX + "/throttle", throttle_refusals)
     r.add_get(PREFIX + "/webhooks", webhooks)
     r.add_get(PREFIX + "/webhooks/outstanding", outstanding_webhooks)
 
@@ -231,6 +232,16 @@ async def issued_tokens(request: web.Request) -> web.Response:
     replaced (Intuit answers invalid_grant: never by a correct client).
     """
     return json_response(request.app[SANDBOX].oauth.issued())
+
+
+async def throttle_refusals(request: web.Request) -> web.Response:
+    """Requests refused with 429 for passing a limit, by realm and limit.
+
+    `{"9130…": {"minute": 0, "second": 2, "concurrent": 0, "batches": 0}}`: the limits
+    a client passed (faults injected with `rate_429` are not counted here).
+    """
+    refused = request.app[SANDBOX].throttle.refused
+    return json_response({realm: dict(counts) for realm, counts in refused.items()})
 
 
 async def webhooks(request: web.Request) -> web.Response:

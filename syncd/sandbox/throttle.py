@@ -7,7 +7,7 @@ benchmark meets the quota in seconds.
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +36,9 @@ class Throttle:
         self._second: dict[str, deque[float]] = defaultdict(deque)
         self._batches: dict[str, deque[float]] = defaultdict(deque)
         self._in_flight: dict[str, int] = defaultdict(int)
+        # realm → limit → requests refused for it (what a client passed, not faults
+        # injected): a client that keeps to QBO's quota has none for "minute", "batches"
+        self.refused: dict[str, Counter[str]] = defaultdict(Counter)
 
     @contextmanager
     def request(self, realm_id: str, batch: bool = False) -> Iterator[None]:
@@ -46,12 +49,14 @@ class Throttle:
         batches = _trim(self._batches[realm_id], now - window)
         second = _trim(self._second[realm_id], now - window / 60)
         per_second = self.limits.per_second
-        if (
-            len(recent) >= self.limits.per_minute
-            or (per_second and len(second) >= per_second)
-            or self._in_flight[realm_id] >= self.limits.concurrent
-            or (batch and len(batches) >= self.limits.batch_per_minute)
-        ):
+        passed = {
+            "minute": len(recent) >= self.limits.per_minute,
+            "second": bool(per_second) and len(second) >= per_second,
+            "concurrent": self._in_flight[realm_id] >= self.limits.concurrent,
+            "batches": batch and len(batches) >= self.limits.batch_per_minute,
+        }
+        if any(passed.values()):
+            self.refused[realm_id].update(k for k, v in passed.items() if v)
             raise faults.throttled()
         recent.append(now)
         second.append(now)

@@ -120,4 +120,8 @@ MIGRATIONS: Final[list[str]] = [
         parked_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (tenant, message_id));
     CREATE INDEX parked_invoice ON parked (tenant, invoice_id);
     """,
+    # 5: SQLite's 18, the quota a realm's holder spent, for the next holder
+    """
+    ALTER TABLE leases ADD COLUMN spent TEXT;
+    """,
 ]

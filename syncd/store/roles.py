@@ -344,11 +344,17 @@ class Leases(Protocol):
         now: datetime,
         ttl: timedelta,
         busy: Collection[str] = (),
+        spent: Mapping[str, str] = {},
     ) -> dict[str, Held]:
         """Hold `share` of the leases `names`, and the `busy` ones beyond it."""
 
-    async def release(self, replica: str, now: datetime) -> None:
-        """Give back every lease of `replica` at once."""
+    async def release(
+        self, replica: str, now: datetime, spent: Mapping[str, str] = {}
+    ) -> None:
+        """Give back every lease of `replica` at once (each with its `spent` record)."""
+
+    async def keep_spent(self, replica: str, spent: Mapping[str, str]) -> None:
+        """Keep `spent` records in the leases `replica` holds (name → record)."""
 
     async def leases(self) -> list[tuple[str, str | None, int, datetime]]:
         """Every lease: name, owner (None when free), epoch, until when."""

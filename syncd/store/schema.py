@@ -201,4 +201,9 @@ MIGRATIONS: tuple[str, ...] = (
         parked_at TEXT NOT NULL, PRIMARY KEY (tenant, message_id));
     CREATE INDEX parked_invoice ON parked (tenant, invoice_id);
     """,
+    # 18: the quota a realm's holder spent (its minute's requests, and a grant ahead),
+    # which the next holder counts as its own
+    """
+    ALTER TABLE leases ADD COLUMN spent TEXT;
+    """,
 )

@@ -8,7 +8,7 @@ order, so two replicas balancing at once never deadlock.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from syncd.exceptions import FencedError
@@ -48,46 +48,52 @@ class LeaseTables:
         now: datetime,
         ttl: timedelta,
         busy: Collection[str] = (),
+        spent: Mapping[str, str] = {},
     ) -> dict[str, Held]:
         """Hold `share` of the leases `names`: name → as held.
 
         Renews the replica's own (up to `share`, and those `busy` beyond it: work under
         them is under way), gives back the rest at once, and takes free or expired ones
-        until it holds `share`.
+        until it holds `share`. Each of its own keeps its `spent` record (the quota as
+        spent so far); each one taken comes with the record its last holder left.
         """
         at, until = now.isoformat(), (now + ttl).isoformat()
         ordered = sorted(set(names))
         async with self._db.tx() as db:
             await many(
                 db,
-                "INSERT INTO leases VALUES (?, NULL, 0, ?) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO leases (name, owner, epoch, expires_at) "
+                "VALUES (?, NULL, 0, ?) ON CONFLICT (name) DO NOTHING",
                 [(n, at) for n in ordered],
             )
             found = await rows_among(
                 db,
-                "SELECT name, owner, expires_at FROM leases WHERE name IN ({among})",
+                "SELECT name, owner, expires_at, spent FROM leases "
+                "WHERE name IN ({among})",
                 [],
                 ordered,
             )
-            mine = sorted(str(n) for n, owner, _ in found if owner == replica)
+            mine = sorted(str(n) for n, owner, _, _ in found if owner == replica)
             keep = mine[:share] + [n for n in mine[share:] if n in busy]
             give = [n for n in mine if n not in keep]
             await many(
                 db,
-                "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ?",
-                [(until, n, replica) for n in keep],
+                "UPDATE leases SET expires_at = ?, spent = COALESCE(?, spent) "
+                "WHERE name = ? AND owner = ?",
+                [(until, spent.get(n), n, replica) for n in keep],
             )
             await many(
                 db,
-                "UPDATE leases SET owner = NULL, expires_at = ? WHERE name = ? "
-                "AND owner = ?",
-                [(at, n, replica) for n in give],
+                "UPDATE leases SET owner = NULL, expires_at = ?, "
+                "spent = COALESCE(?, spent) WHERE name = ? AND owner = ?",
+                [(at, spent.get(n), n, replica) for n in give],
             )
             free = {
                 str(n): owner is not None
-                for n, owner, expires in found
+                for n, owner, expires, _ in found
                 if owner != replica and (owner is None or rows.when(expires) <= now)
             }
+            records = {str(n): record for n, _, _, record in found}
             taken_over: set[str] = set()
             for name in sorted(free)[: max(0, share - len(keep))]:
                 cur = await db.execute(_TAKE, (replica, until, name, at))
@@ -101,16 +107,35 @@ class LeaseTables:
                 [replica],
                 sorted(keep),
             )
-        return {str(n): Held(int(e), str(n) in taken_over) for n, e in held}
+        taken = set(keep) - set(mine)
+        return {
+            str(n): Held(
+                int(e),
+                str(n) in taken_over,
+                records.get(str(n)) if str(n) in taken else None,
+            )
+            for n, e in held
+        }
 
-    async def release(self, replica: str, now: datetime) -> None:
-        """Give back every lease of `replica` at once (it stops): others take them now."""
+    async def release(
+        self, replica: str, now: datetime, spent: Mapping[str, str] = {}
+    ) -> None:
+        """Give back every lease of `replica` at once (it stops): others take them now.
+
+        Each keeps its `spent` record for the next holder.
+        """
         async with self._db.tx() as db:
+            await _keep_spent(db, replica, spent)
             await db.execute(
                 "UPDATE leases SET owner = NULL, expires_at = ? WHERE owner = ?",
                 (now.isoformat(), replica),
             )
             await db.execute("DELETE FROM replicas WHERE name = ?", (replica,))
+
+    async def keep_spent(self, replica: str, spent: Mapping[str, str]) -> None:
+        """Keep `spent` records in the leases `replica` holds (name → record)."""
+        async with self._db.tx() as db:
+            await _keep_spent(db, replica, spent)
 
     async def leases(self) -> list[tuple[str, str | None, int, datetime]]:
         """Every lease: name, owner (None when free), epoch, until when."""
@@ -131,3 +156,11 @@ async def check_fence(db: Sql, fence: Fence | None) -> None:
     )
     if cur.rowcount != 1:
         raise FencedError(f"the lease {fence.name} was taken over: nothing written")
+
+
+async def _keep_spent(db: Sql, replica: str, spent: Mapping[str, str]) -> None:
+    await many(
+        db,
+        "UPDATE leases SET spent = ? WHERE name = ? AND owner = ?",
+        [(record, name, replica) for name, record in spent.items()],
+    )

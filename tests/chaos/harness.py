@@ -689,6 +689,17 @@ class Chaos:
         self.f["QBO API requests"] = len(log)
         self.f["QBO answers 429"] = statuses[429]
         self.f["QBO answers 5xx"] = sum(v for k, v in statuses.items() if k >= 500)
+        # QBO's quota per company, summed over every replica that held it (issue 25)
+        refused: Counter[str] = Counter()
+        for counts in (await self.admin.admin("GET", "throttle")).values():
+            refused.update(counts)
+        for limit in ("minute", "second", "concurrent", "batches"):
+            self.f[f"QBO 429s for passing its {limit} limit"] = refused[limit]
+        if refused["minute"] or refused["batches"]:
+            self.report.breach(
+                f"QBO's per-company quota passed: {refused['minute']} requests over "
+                f"500 a minute, {refused['batches']} batches over 40 a minute"
+            )
         deliveries = await self.admin.admin("GET", "webhooks")
         self.f["webhook deliveries"] = len(deliveries)
         self.f["webhook deliveries dropped"] = sum(d["dropped"] for d in deliveries)

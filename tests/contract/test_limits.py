@@ -36,6 +36,9 @@ async def test_over_the_minute_quota_is_429_3001(
     )
     other = await Connection(http, tight.origin).connect()
     await other.call("GET", "preferences")
+    # the sandbox counts what was passed, by realm and limit (the chaos runs check it)
+    refused = await qbo.admin("GET", "throttle")
+    assert refused == {qbo.realm: {"minute": 1}}
 
 
 async def test_over_the_concurrency_limit_is_429(
@@ -51,6 +54,7 @@ async def test_over_the_concurrency_limit_is_429(
     finally:
         await qbo.admin("PUT", "faults", {"api": {"slow": 0.0}})
     assert sorted(a[0] for a in answers) == [200, 200, 429, 429]
+    assert await qbo.admin("GET", "throttle") == {qbo.realm: {"concurrent": 2}}
 
 
 async def test_batch_items_answer_one_by_one(qbo: Connection):

@@ -355,6 +355,32 @@ class StoreContract:
         await store.release("b", later)
         assert [o for _, o, _, _ in await store.leases()] == [None]
 
+    async def test_a_leases_quota_record_goes_to_its_next_holder(
+        self, store: Store
+    ) -> None:
+        """Issue 25: what a realm's holder spent is read by whoever takes it next."""
+        ttl = timedelta(seconds=30)
+        name = "realm:acme"
+        assert await store.hold("a", [name], 1, NOW, ttl) == {name: Held(1)}
+        await store.keep_spent("a", {name: "first"})
+        await store.hold("a", [name], 1, NOW, ttl, spent={name: "second"})
+        await store.keep_spent("b", {name: "not b's to keep"})
+        later = NOW + ttl + timedelta(seconds=1)  # a died: b takes it once expired
+        assert await store.hold("b", [name], 1, later, ttl) == {
+            name: Held(2, taken_over=True, spent="second")
+        }
+        # held again: no record to take in (it is b's own)
+        assert await store.hold("b", [name], 1, later, ttl) == {name: Held(2)}
+        await store.release("b", later, spent={name: "at release"})
+        assert await store.hold("a", [name], 1, later, ttl) == {
+            name: Held(3, spent="at release")
+        }
+        # given back at a beat (a's share fell to none): the record goes with it
+        await store.hold("a", [name], 0, later, ttl, spent={name: "given back"})
+        assert await store.hold("b", [name], 1, later, ttl) == {
+            name: Held(4, spent="given back")
+        }
+
     async def test_reads_add_up_per_company_and_month(self, store: Store) -> None:
         """PostgreSQL refused `reads = reads + …` as ambiguous (found by the replicas run)."""
         await store.add_reads({("9130", "2026-11"): 3})
