@@ -345,8 +345,8 @@ class Held:
     # taken from a replica that did not give it back (dead, or cut off): what it had
     # under way may still land, so its unclear work waits before it is looked into
     taken_over: bool = False
-    # what the last holder recorded of the realm's quota it spent (JSON), when this
-    # beat took the lease from another replica
+    # what was recorded of the realm's quota spent (JSON) before this beat: the last
+    # holder's, for a lease this replica did not hold
     spent: str | None = None
 
 

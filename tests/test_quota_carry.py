@@ -119,3 +119,20 @@ async def test_a_new_holder_sends_nothing_before_its_grant_is_kept(
     assert await sent(limiter, 1) == 0
     qa.quota_grant("acme", qa.quota_record("acme", 10))
     assert await sent(limiter, 1) == 1
+
+
+async def test_a_replica_restarted_under_its_name_counts_what_it_spent_before(
+    store: SqliteStore,
+) -> None:
+    """SIGKILLed and back at once: its leases are still its own, its minute is not new."""
+    clock: dict[str, Any] = {"now": NOW}
+    before = Quotas()
+    a = replica("a", store, clock, before)
+    await a.beat()
+    assert await sent(before.limiter("acme"), 14) == 14
+    await a.beat()
+    after = Quotas()
+    again = replica("a", store, clock, after)
+    await again.beat()
+    assert again.owned() == ["acme"]
+    assert await sent(after.limiter("acme"), 40) == 40 - 28

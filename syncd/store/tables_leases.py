@@ -55,7 +55,9 @@ class LeaseTables:
         Renews the replica's own (up to `share`, and those `busy` beyond it: work under
         them is under way), gives back the rest at once, and takes free or expired ones
         until it holds `share`. Each of its own keeps its `spent` record (the quota as
-        spent so far); each one taken comes with the record its last holder left.
+        spent so far); each comes with the record kept before this call (for one just
+        taken, its last holder's; a replica restarted under the same name gets its
+        former self's).
         """
         at, until = now.isoformat(), (now + ttl).isoformat()
         ordered = sorted(set(names))
@@ -107,13 +109,8 @@ class LeaseTables:
                 [replica],
                 sorted(keep),
             )
-        taken = set(keep) - set(mine)
         return {
-            str(n): Held(
-                int(e),
-                str(n) in taken_over,
-                records.get(str(n)) if str(n) in taken else None,
-            )
+            str(n): Held(int(e), str(n) in taken_over, records.get(str(n)))
             for n, e in held
         }
 

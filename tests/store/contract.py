@@ -369,8 +369,10 @@ class StoreContract:
         assert await store.hold("b", [name], 1, later, ttl) == {
             name: Held(2, taken_over=True, spent="second")
         }
-        # held again: no record to take in (it is b's own)
-        assert await store.hold("b", [name], 1, later, ttl) == {name: Held(2)}
+        # held again: the record kept before (b's replica knows it is its own)
+        assert await store.hold("b", [name], 1, later, ttl, spent={name: "b's"}) == {
+            name: Held(2, spent="second")
+        }
         await store.release("b", later, spent={name: "at release"})
         assert await store.hold("a", [name], 1, later, ttl) == {
             name: Held(3, spent="at release")
