@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from syncd.engine.qbo_events import qbo_status
 from syncd.models import ChangeSet, Connection, Invoice, Job, JobKind, SyncState
 from syncd.outbound import mapping
+from syncd.outbound.payments import push_payment
 from syncd.outbound.push import (
     Create,
     JobContext,
@@ -25,6 +26,7 @@ from syncd.outbound.push import (
     adopt_send,
     ineligible,
     plan_write,
+    prepare_push,
     record,
     void_invoice,
 )
@@ -200,6 +202,45 @@ async def test_a_void_already_seen_in_qbo_leaves_the_invoice_synced():
     )
 
 
+async def test_a_snapshot_that_changes_nothing_in_qbo_leaves_the_invoice_synced():
+    """Issue 25's 30-minute run: 4 invoices stayed `pending` with their QBO copy right.
+
+    The CRM's `paid` snapshot (parked, decided later) queued a push whose body QBO
+    already held: no call, and the invoice must read synced, as after a write.
+    """
+    inv = _invoice(qbo_id="4157", qbo_sync_token="3", sync_state=SyncState.PENDING)
+    inv.data = {**inv.data, "customer": {"contact_id": "C-1", "name": "Acme"}}
+
+    class Linked:
+        async def link(self, tenant: str, kind: Any, key: str) -> str:
+            return RESOLVED.customer_id if key == "C-1" else RESOLVED.items[key]
+
+    nobody: Any = None  # no QBO call may happen
+    ctx = JobContext(
+        job=Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW),
+        invoice=inv,
+        client=nobody,
+        connection=_conn(),
+        rules=RULES,
+        store=Linked(),  # type: ignore[arg-type]
+        now=NOW,
+        unclear=False,
+        changes=ChangeSet(),
+    )
+    first = await prepare_push(ctx)  # QBO's copy was written by another body
+    assert first is not None and inv.sync_state is SyncState.PENDING
+    inv.pushed_body = mapping.canonical(first.body)  # … and now holds this one
+    assert await prepare_push(ctx) is None
+    assert (inv.sync_state, inv.error, inv.last_synced_at) == (
+        SyncState.SYNCED,
+        None,
+        NOW,
+    )
+    inv.sync_state, inv.error = SyncState.FAILED, "QBO's total differs"
+    assert await prepare_push(ctx) is None
+    assert inv.sync_state is SyncState.FAILED  # a failure stays said
+
+
 def test_a_voided_invoice_reads_as_voided():
     """PD7: QBO voids by zeroing the amounts and noting it."""
     voided = _answer(Decimal(0), Decimal(0), PrivateNote="Voided")
@@ -258,3 +299,54 @@ def test_since_connection_counts_from_the_first_connection_to_any_company():
     late.connected_at = NOW - timedelta(hours=1)
     reason = ineligible(inv, rules, late)
     assert reason is not None and "first heard of" in reason
+
+
+async def test_the_payment_that_settles_an_invoice_is_seen_as_qbos_payment():
+    """Issue 25's 30-minute run: an invoice stayed partially_paid, paid in QBO.
+
+    The webhook of the first (partial) payment, read before the second was in QBO,
+    moved the CRM back to partially paid after it had said paid; the second payment's
+    job must bring it to paid: its write is seen as QBO's `payment_created`.
+    """
+    inv = _invoice(
+        qbo_id="3761",
+        qbo_sync_token="2",
+        qbo_status="partially_paid",
+        balance="50.00",
+        pushed_body={"CustomerRef": {"value": "58"}},
+    )
+
+    class Qbo:
+        async def create(self, entity: str, body: Any, request_id: str) -> Any:
+            return {"Id": "99"}
+
+    payment = {"payment_id": "P-2", "amount": "50.00", "date": "2026-11-22"}
+    job = Job(
+        tenant="acme",
+        kind=JobKind.PAYMENT_PUSH,
+        subject="P-2",
+        invoice_id="I-1",
+        next_attempt_at=NOW,
+        payload=payment,
+    )
+    ctx = JobContext(
+        job=job,
+        invoice=inv,
+        client=Qbo(),  # type: ignore[arg-type]
+        connection=_conn(preferences={"accounts": {"Undeposited Funds": "4"}}),
+        rules=RULES,
+        store=None,  # type: ignore[arg-type]
+        now=NOW,
+        unclear=False,
+        changes=ChangeSet(),
+    )
+    await push_payment(ctx)
+    assert (inv.balance, inv.qbo_status, ctx.seen) == (
+        "0.00",
+        "paid",
+        ["payment_created"],
+    )
+    # a partial payment from open says nothing: the CRM moved the status itself
+    inv.qbo_status, inv.balance, ctx.seen = "open", "100.00", []
+    await push_payment(ctx)
+    assert (inv.qbo_status, ctx.seen) == ("partially_paid", [])

@@ -126,7 +126,14 @@ async def prepare_push(ctx: JobContext) -> Prepared | None:
         await _adopt_earlier_write(ctx, resolved.customer_id)
     plan = plan_write(tenant, inv, body, ctx.unclear)
     if plan is None:
-        return None  # an unchanged snapshot makes no call
+        # an unchanged snapshot makes no call: QBO holds this very body, so a push that
+        # was waiting is done (a snapshot that only moved the status, e.g. to `paid`,
+        # left it `pending` for good: found by the three-replica 30-minute run); a
+        # failure stays said
+        if inv.sync_state is SyncState.PENDING:
+            inv.sync_state, inv.error = SyncState.SYNCED, None
+            inv.last_synced_at = ctx.now
+        return None
     return Prepared(plan, body, inv.qbo_status)
 
 
