@@ -182,10 +182,17 @@ class Replica:
             if n.startswith(REALM) and self._busy(n.removeprefix(REALM))
         }
         ahead = self._lease.total_seconds() / 3  # until the next beat
+        # what this beat gives back (as the store decides: the share kept in name order,
+        # and the busy ones) sends nothing more: its record promises nothing ahead, so
+        # the next holder need not wait out requests that will never be sent
+        mine = sorted(n for n in self._held if n.startswith(REALM))
+        giving = {n for n in mine[share:] if n not in busy}
         records = {
-            n: self._quotas.quota_record(n.removeprefix(REALM), ahead)
-            for n in self._held
-            if self._quotas and n.startswith(REALM)
+            n: self._quotas.quota_record(
+                n.removeprefix(REALM), 0 if n in giving else ahead
+            )
+            for n in mine
+            if self._quotas
         }
         found = await self._store.hold(
             self.name, realms, share, now, self._lease, busy=busy, spent=records
@@ -222,8 +229,9 @@ class Replica:
         if quotas is None:
             return
         for name, record in records.items():
-            if name in found:
-                quotas.quota_grant(name.removeprefix(REALM), record)
+            # kept: its grant for the next beat; given back: nothing more (its record,
+            # kept now, promised nothing ahead)
+            quotas.quota_grant(name.removeprefix(REALM), record)
         taken = [n for n in found if n.startswith(REALM) and n not in self._held]
         for name in taken:
             quotas.quota_charge(name.removeprefix(REALM), found[name].spent)

@@ -136,3 +136,37 @@ async def test_a_replica_restarted_under_its_name_counts_what_it_spent_before(
     await again.beat()
     assert again.owned() == ["acme"]
     assert await sent(after.limiter("acme"), 40) == 40 - 28
+
+
+async def test_a_realm_given_back_promises_nothing_more(store: SqliteStore) -> None:
+    """A replica joins: the realm handed to it carries what was sent, no grant ahead.
+
+    The giver keeps to that (it sends nothing more there), so the taker waits only for
+    requests that were really sent, not for a grant that will never be used.
+    """
+    clock: dict[str, Any] = {"now": NOW}
+    qa, qb = Quotas(), Quotas()
+
+    def named(name: str, quotas: Quotas) -> Replica:
+        return Replica(
+            name,
+            store,
+            lambda: ["acme", "beta"],
+            lambda: clock["now"],
+            lease=LEASE,
+            quotas=quotas,
+        )
+
+    a, b = named("a", qa), named("b", qb)
+    await a.beat()
+    assert a.owned() == ["acme", "beta"]
+    assert await sent(qa.limiter("beta"), 14) == 14
+    await a.beat()
+    assert await sent(qa.limiter("beta"), 14) == 14  # 28 in the minute
+    await b.beat()  # b is seen; nothing free yet
+    await a.beat()  # a's share is one realm now: beta goes back
+    assert a.owned() == ["acme"]
+    assert await sent(qa.limiter("beta"), 1) == 0  # a sends nothing more there
+    await b.beat()
+    assert b.owned() == ["beta"]
+    assert await sent(qb.limiter("beta"), 40) == 40 - 28
