@@ -80,6 +80,10 @@ class Plan:
     # until the others have taken its realms
     replicas: int = 1
     broker_restarts: bool = True  # the saboteur restarts Mosquitto among its acts
+    # SIGKILLs the saboteur makes first, whatever its dice say, and goes on after the
+    # stories until it has: a run that finishes fast still kills (a faster syncd left
+    # the CI replicas run one kill)
+    min_kills: int = 0
 
 
 @dataclass
@@ -543,12 +547,14 @@ class Chaos:
         # random first phase could miss all traffic
         api_on, hooks_on = True, False
         await self._api_faults(True)
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() or self._kills_owed():
             every = self.plan.sabotage_every
             await asyncio.sleep(self.rng.uniform(every / 2, every * 1.5))
-            if self.stopping.is_set():
+            if self.stopping.is_set() and not self._kills_owed():
                 break
             [act] = self.rng.choices(list(acts), list(acts.values()))
+            if self._kills_owed():
+                act = "kill"
             if act == "kill":
                 await self._kill()
             elif act == "broker":
@@ -563,6 +569,9 @@ class Chaos:
                 await self._expire_tokens()
         await self._api_faults(False)
         await self._webhook_faults(False)
+
+    def _kills_owed(self) -> bool:
+        return self.f["syncd SIGKILLed"] < self.plan.min_kills
 
     async def _kill(self) -> None:
         await self._still_running()

@@ -26,6 +26,7 @@ async def test_three_replicas_lose_and_double_nothing(tmp_path):
             # replicas, one seeded run in three lost the CRM messages published during a
             # restart, not explained yet (docs/replicas.md, "Open")
             broker_restarts=False,
+            min_kills=3,
         ),
         tmp_path,
     ).run()
