@@ -62,6 +62,18 @@ def _payment(payment_id: str, invoice_id: str | None = "I-1", **kw) -> Job:
     )
 
 
+def _open_invoice() -> Invoice:
+    """An open invoice I-1 of acme, as a job finds it."""
+    return Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="open",
+        version=1,
+        data={},
+        updated_at=NOW,
+    )
+
+
 async def test_a_queue_runs_in_order_and_queues_run_side_by_side(store):
     """OD5: a payment waits for its invoice's push; a receipt is its own queue."""
     push = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
@@ -200,14 +212,7 @@ def _retrying(attempts: int, unclear: bool) -> tuple[JobWorker, JobContext]:
     )
     job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
     job.status, job.attempts = JobStatus.IN_FLIGHT, attempts
-    inv = Invoice(
-        tenant="acme",
-        invoice_id="I-1",
-        status="open",
-        version=1,
-        data={},
-        updated_at=NOW,
-    )
+    inv = _open_invoice()
     ctx = JobContext(
         job=job,
         invoice=inv,
@@ -328,14 +333,7 @@ async def test_a_jobs_results_win_their_race_against_busy_crm_traffic():
     Other replicas' intake wrote the same invoices three times in a row while they were
     recorded; the round failed (worker_iteration_failed) and left them unrecorded.
     """
-    inv = Invoice(
-        tenant="acme",
-        invoice_id="I-1",
-        status="open",
-        version=1,
-        data={},
-        updated_at=NOW,
-    )
+    inv = _open_invoice()
 
     class Busy:
         """A store whose invoice another writer changes five times first."""

@@ -9,7 +9,6 @@ QBO clients use.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from syncd.qbo import RealmLimiter
 from syncd.replicas import Replica
 from syncd.store.sqlite import SqliteStore
+from tests.qbo.test_client import goes
 from tests.test_inbox import NOW
 
 LEASE = timedelta(seconds=30)  # a beat every 10 s
@@ -47,19 +47,10 @@ class Quotas:
 
 async def sent(limiter: RealmLimiter, count: int, batch: bool = False) -> int:
     """How many of `count` requests go now (the rest would wait)."""
-    went = 0
-    for _ in range(count):
-
-        async def one() -> None:
-            async with limiter.slot(batch):
-                pass
-
-        try:
-            await asyncio.wait_for(one(), 0.1)
-        except TimeoutError:
+    for went in range(count):
+        if not await goes(limiter, batch):
             return went
-        went += 1
-    return went
+    return count
 
 
 def replica(

@@ -501,7 +501,7 @@ async def test_the_limiter_keeps_batches_under_their_own_quota(tmp_path, http):
         tight.stop()
 
 
-async def _goes(limiter: RealmLimiter, batch: bool = False) -> bool:
+async def goes(limiter: RealmLimiter, batch: bool = False) -> bool:
     """Whether a request is admitted at once (else it waits for the next minute)."""
 
     async def admitted() -> None:
@@ -523,22 +523,22 @@ async def test_spare_requests_leave_the_minute_room_for_the_batches_to_come():
     batches still go. A plain request is not held back so.
     """
     limiter = RealmLimiter(per_minute=6, batches_per_minute=3, window=60)
-    assert await _goes(limiter, batch=True)
+    assert await goes(limiter, batch=True)
     with syncd.qbo.spare():
-        assert [await _goes(limiter) for _ in range(4)] == [True, True, True, False]
+        assert [await goes(limiter) for _ in range(4)] == [True, True, True, False]
     assert limiter.batch_free()
-    assert await _goes(limiter, batch=True) and await _goes(limiter, batch=True)
+    assert await goes(limiter, batch=True) and await goes(limiter, batch=True)
     assert not limiter.batch_free()  # three batches in the minute: the rest waits
-    assert not await _goes(limiter)  # six requests in the minute
+    assert not await goes(limiter)  # six requests in the minute
 
 
 async def test_spare_requests_take_the_whole_minute_once_its_batches_are_spent():
     """With the minute's batches spent, spare singles fill every other request."""
     limiter = RealmLimiter(per_minute=5, batches_per_minute=1, window=60)
-    assert await _goes(limiter, batch=True)
+    assert await goes(limiter, batch=True)
     assert not limiter.batch_free()
     with syncd.qbo.spare():
-        assert [await _goes(limiter) for _ in range(5)] == [True] * 4 + [False]
+        assert [await goes(limiter) for _ in range(5)] == [True] * 4 + [False]
 
 
 @pytest.fixture
