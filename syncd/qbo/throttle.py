@@ -99,14 +99,18 @@ class RealmLimiter:
         self._allowed = [int(n) for n in record["ahead"]]
         self._granted.set()
 
-    def charge(self, record: dict[str, list[float] | list[int]]) -> None:
+    def charge(
+        self, record: dict[str, list[float] | list[int]], hold: bool = True
+    ) -> None:
         """Count another process's requests (its `record`) as if sent here.
 
         The requests it may have sent after its record (`ahead`) count as sent now:
         later than they were, so this process waits longer than it must, never less.
-        Nothing more is sent until a `grant`.
+        Nothing more is sent until a `grant` (unless not `hold`: a record of this same
+        process's, whose grant already binds it).
         """
-        self._allowed = [0, 0]
+        if hold:
+            self._allowed = [0, 0]
         now = time.monotonic()
         wall = time.time() - now
         requests, batches = (int(n) for n in record.get("ahead", [0, 0]))

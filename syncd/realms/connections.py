@@ -396,7 +396,8 @@ class Connections:
         own = self.limiter(tenant)
         limiter = self._limiters.setdefault(conn.realm_id, own)
         if limiter is not own:  # another tenant on the same company: one quota
-            limiter.charge(own.record(0))
+            # its grant goes on: the other tenant's lease keeps granting it
+            limiter.charge(own.record(0), hold=False)
             self._by_tenant[tenant] = limiter
         client = QboClient(
             self._http,
