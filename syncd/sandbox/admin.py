@@ -150,7 +150,7 @@ async def act(request: web.Request) -> web.Response:
     key = {"Id": current["Id"], "SyncToken": current["SyncToken"]}
     action = request.match_info["action"]
     if action == "void":
-        result = operations.void(company, entity, key)
+        result = operations.void(company, entity, key, by_person=True)
     elif action == "delete":
         result = operations.delete(company, entity, key)
     elif action == "send":

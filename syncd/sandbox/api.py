@@ -161,7 +161,8 @@ def write(
     allow_dup = "allowduplicatedocnum" in include
     if operation == "delete":
         return operations.delete(company, entity, body)
-    if operation == "void" or (operation == "update" and include == "void"):
+    # node-quickbooks sends `operation=update&include=void`, quickbooks-ruby `include=void`
+    if operation == "void" or (operation in ("", "update") and include == "void"):
         return operations.void(company, entity, body)
     if operation not in ("", "update", "create"):
         raise faults.unsupported(f"Operation {operation} is not supported")

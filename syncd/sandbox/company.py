@@ -16,12 +16,15 @@ from syncd.sandbox.clock import local_time, utc_now
 ENTITIES = {
     "account": "Account",
     "companyinfo": "CompanyInfo",
+    "creditmemo": "CreditMemo",
     "customer": "Customer",
     "employee": "Employee",
     "invoice": "Invoice",
     "item": "Item",
     "payment": "Payment",
     "preferences": "Preferences",
+    "purchase": "Purchase",
+    "refundreceipt": "RefundReceipt",
     "salesreceipt": "SalesReceipt",
     "taxcode": "TaxCode",
     "taxrate": "TaxRate",
@@ -165,7 +168,13 @@ class Company:
         gone, into = self.get(entity, gone_id), self.get(entity, into_id)
         if gone is None or into is None or gone_id == into_id:
             raise faults.invalid_reference(entity, gone_id if gone is None else into_id)
-        for kind in ("Invoice", "SalesReceipt", "Payment"):
+        for kind in (
+            "Invoice",
+            "SalesReceipt",
+            "Payment",
+            "CreditMemo",
+            "RefundReceipt",
+        ):
             for obj in list(self.tables[kind].values()):
                 if (obj.get("CustomerRef") or {}).get("value") == gone_id:
                     obj["CustomerRef"] = {
@@ -337,6 +346,22 @@ def _seed(company: Company) -> None:
             "Email": {"Address": "noreply@quickbooks.com"},
             "SupportedLanguages": "en",
             "FiscalYearStartMonth": "January",
+        },
+    )
+    add(
+        "Account",
+        {
+            "Id": "8",  # as in Intuit's sandbox company (qbo.md §11.6)
+            "Name": "Bank Charges",
+            "SubAccount": False,
+            "FullyQualifiedName": "Bank Charges",
+            "Active": True,
+            "Classification": "Expense",
+            "AccountType": "Expense",
+            "AccountSubType": "BankCharges",
+            "CurrentBalance": Decimal(0),
+            "CurrentBalanceWithSubAccounts": Decimal(0),
+            "CurrencyRef": dict(HOME_CURRENCY),
         },
     )
     company._next_id = 100  # user objects start above the seeded ones

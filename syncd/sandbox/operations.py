@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from syncd.sandbox import faults, names, payments, transactions
+from syncd.sandbox import credits, faults, names, payments, transactions
 from syncd.sandbox.company import Company
 
 Prepare = Callable[[Company, dict[str, Any], dict[str, Any] | None], None]
@@ -19,6 +19,9 @@ _PREPARE: dict[str, Prepare] = {
     "Invoice": lambda c, o, e: transactions.prepare_sale(c, o, e, "Invoice"),
     "SalesReceipt": lambda c, o, e: transactions.prepare_sale(c, o, e, "SalesReceipt"),
     "Payment": payments.prepare_payment,
+    "CreditMemo": credits.prepare_credit_memo,
+    "RefundReceipt": credits.prepare_refund,
+    "Purchase": credits.prepare_purchase,
 }
 WRITABLE = set(_PREPARE)
 # fields QBO sets itself; a client's values for them are ignored
@@ -31,6 +34,7 @@ _SERVER_FIELDS = {
     "Balance",
     "LinkedTxn",
     "UnappliedAmt",
+    "RemainingCredit",
     "status",
     "DeliveryInfo",
 }
@@ -60,8 +64,7 @@ def create(
     company.save(entity, obj, "Create")
     if entity == "Payment":
         payments.apply_payment(company, obj, +1)
-    if entity == "Invoice":
-        payments.refresh_balance(company, obj["CustomerRef"]["value"])
+    _refresh(company, obj)
     return copy.deepcopy(obj)
 
 
@@ -103,13 +106,24 @@ def update(
     return copy.deepcopy(obj)
 
 
+_TRANSACTIONS = ("Invoice", "Payment", "SalesReceipt", "CreditMemo", "RefundReceipt")
+_DELETABLE = (*_TRANSACTIONS, "Purchase")
+# the API voids only these; the others are voided in QBO's UI (qbo.md §11.1, §11.3)
+_API_VOIDABLE = ("Invoice", "Payment", "SalesReceipt")
+
+
 def delete(company: Company, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     """`operation=delete`: transactions only; the answer is `status: Deleted`."""
-    if entity not in ("Invoice", "Payment", "SalesReceipt"):
+    if entity not in _DELETABLE:
         raise faults.unsupported(
             f"Operation Delete is not supported for {entity}: make it inactive instead"
         )
     current = _current(company, entity, body)
+    if entity == "CreditMemo" and current["RemainingCredit"] < current["TotalAmt"]:
+        raise faults.business(
+            f"Credit memo {current['DocNumber']} is applied to a payment: remove it "
+            "from the payment before deleting it."
+        )
     if entity == "Invoice":
         payments.detach_invoice(company, current)
     if entity == "Payment":
@@ -119,16 +133,33 @@ def delete(company: Company, entity: str, body: dict[str, Any]) -> dict[str, Any
     return {"Id": current["Id"], "status": "Deleted", "domain": "QBO"}
 
 
-def void(company: Company, entity: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Void an Invoice (`operation=void`) or a Payment/SalesReceipt (`include=void`)."""
-    if entity not in ("Invoice", "Payment", "SalesReceipt"):
-        raise faults.unsupported(f"Operation Void is not supported for {entity}")
+def void(
+    company: Company, entity: str, body: dict[str, Any], by_person: bool = False
+) -> dict[str, Any]:
+    """Void an Invoice (`operation=void`) or a Payment/SalesReceipt (`include=void`).
+
+    A person in QBO's UI also voids credit memos and refund receipts (`by_person`).
+    """
+    voidable = (
+        (*_API_VOIDABLE, "CreditMemo", "RefundReceipt") if by_person else _API_VOIDABLE
+    )
+    if entity not in voidable:
+        raise faults.validation(
+            "500",
+            "Unsupported Operation",
+            "Operation void is not supported.",
+            "Operation",
+        )
     current = _current(company, entity, body)
     if current.get("PrivateNote", "").startswith("Voided"):
         raise faults.business("This transaction has already been voided.")
     if entity == "Payment":
         payments.apply_payment(company, current, -1)
         payments.void_payment(current)
+    elif entity in ("CreditMemo", "RefundReceipt"):
+        if current.get("RemainingCredit", current["TotalAmt"]) < current["TotalAmt"]:
+            raise faults.business("An applied credit memo cannot be voided.")
+        credits.void_credit(current)
     else:
         if entity == "Invoice":
             payments.detach_invoice(company, current)

@@ -1,4 +1,4 @@
-"""Transactions: Invoice, SalesReceipt, Payment — lines, totals, tax, links, void, delete."""
+"""Sales: Invoice, SalesReceipt, CreditMemo, RefundReceipt — lines, totals, tax, numbers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from syncd.sandbox.company import CURRENCY_NAMES, Company, custom_field_names
 from syncd.sandbox.names import ref_to
 
 CENT = Decimal("0.01")
+# sales forms share one DocNumber sequence, and a number is unique among them (§11.1)
+NUMBERED = ("Invoice", "SalesReceipt", "CreditMemo", "RefundReceipt")
 
 
 def money(value: Any) -> Decimal:
@@ -22,7 +24,11 @@ def money(value: Any) -> Decimal:
 def prepare_sale(
     company: Company, obj: dict[str, Any], existing: dict[str, Any] | None, kind: str
 ) -> None:
-    """Check and complete an Invoice or SalesReceipt: lines, discount, tax, totals."""
+    """Check and complete a sale (or its reversal): lines, discount, tax, totals.
+
+    `kind` is Invoice, SalesReceipt, CreditMemo or RefundReceipt; their item lines are
+    alike (qbo.md §11.1, §11.3), their own fields are set by the kind's module.
+    """
     customer = ref_to(company, "Customer", obj.get("CustomerRef"), "CustomerRef")
     obj["CustomerRef"] = {"value": customer["Id"], "name": customer["DisplayName"]}
     check_currency(company, obj, customer)
@@ -66,7 +72,7 @@ def prepare_sale(
             obj[key] = dict(customer["BillAddr"])
     if kind == "Invoice":
         _invoice_fields(obj, existing)
-    else:
+    elif kind == "SalesReceipt":
         _receipt_fields(company, obj)
 
 
@@ -321,7 +327,7 @@ def _dates_and_numbers(
         obj["DocNumber"] = str(company.next_doc_number)
         company.next_doc_number += 1
     elif not obj.pop("_allow_duplicate_doc_number", False):
-        for entity in ("Invoice", "SalesReceipt"):
+        for entity in NUMBERED:
             for other in company.tables[entity].values():
                 if other.get("DocNumber") == number and other["Id"] != obj.get("Id"):
                     raise faults.duplicate_doc_number(number)

@@ -10,6 +10,7 @@ import io
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pypdf
@@ -21,12 +22,15 @@ from quickbooks import QuickBooks
 from quickbooks.batch import batch_create
 from quickbooks.cdc import change_data_capture
 from quickbooks.exceptions import QuickbooksException
-from quickbooks.objects.base import Ref
+from quickbooks.objects.account import Account
+from quickbooks.objects.base import LinkedTxn, Ref
+from quickbooks.objects.creditmemo import CreditMemo
 from quickbooks.objects.customer import Customer
 from quickbooks.objects.detailline import SalesItemLine, SalesItemLineDetail
 from quickbooks.objects.invoice import Invoice
 from quickbooks.objects.item import Item
 from quickbooks.objects.payment import Payment, PaymentLine
+from quickbooks.objects.refundreceipt import RefundReceipt
 from quickbooks.objects.tax import TxnTaxDetail
 
 from tests.sandbox_process import CLIENT_ID, CLIENT_SECRET, REDIRECT, SandboxProcess
@@ -199,3 +203,61 @@ def test_an_invoice_as_the_client_sends_it_gets_qbos_dates_and_tax(
     assert invoice.SalesTermRef.value == "3"
     assert Decimal(str(invoice.TxnTaxDetail.TotalTax)) == Decimal("9.60")
     assert Decimal(str(invoice.TotalAmt)) == Decimal("129.60")
+
+
+def test_credit_memos_refunds_and_payments_of_several_lines(sandbox: SandboxProcess):
+    """Issue 26: python-quickbooks, unchanged, for credit memos, refunds, payment lines.
+
+    A Payment whose lines pay two invoices and apply a credit (qbo.md §11).
+    """
+    _, client = _connect(sandbox)
+    customer = Customer.from_json({"DisplayName": "Credit Client Co"}).save(qb=client)
+    item = Item.from_json(
+        {"Name": "Refundable", "Type": "Service", "IncomeAccountRef": {"value": "1"}}
+    ).save(qb=client)
+
+    def sale(cls: type[Any], amount: int, **extra: Any) -> Any:
+        body = {
+            "CustomerRef": {"value": customer.Id},
+            "Line": [
+                {
+                    "DetailType": "SalesItemLineDetail",
+                    "Amount": amount,
+                    "SalesItemLineDetail": {"ItemRef": {"value": item.Id}},
+                }
+            ],
+            **extra,
+        }
+        return cls.from_json(body).save(qb=client)
+
+    first, second = sale(Invoice, 70), sale(Invoice, 50)
+    memo = sale(CreditMemo, 30)
+    assert float(CreditMemo.get(memo.Id, qb=client).RemainingCredit) == 30
+
+    payment = Payment()
+    payment.CustomerRef = customer.to_ref()
+    payment.TotalAmt = 90
+    for kind, txn, amount in (
+        ("Invoice", first, 70),
+        ("Invoice", second, 50),
+        ("CreditMemo", memo, 30),
+    ):
+        line = PaymentLine()
+        line.Amount = amount
+        link = LinkedTxn()
+        link.TxnId, link.TxnType = txn.Id, kind
+        line.LinkedTxn.append(link)
+        payment.Line.append(line)
+    payment = payment.save(qb=client)
+    assert float(payment.UnappliedAmt) == 0
+    assert float(Invoice.get(first.Id, qb=client).Balance) == 0
+    assert float(Invoice.get(second.Id, qb=client).Balance) == 0
+    assert float(CreditMemo.get(memo.Id, qb=client).RemainingCredit) == 0
+
+    checking = Account.filter(Name="Checking", qb=client)[0]
+    refund = sale(RefundReceipt, 20, DepositToAccountRef={"value": checking.Id})
+    assert float(RefundReceipt.get(refund.Id, qb=client).TotalAmt) == 20
+    refund.delete(qb=client)
+    Payment.get(payment.Id, qb=client).delete(qb=client)
+    assert float(Invoice.get(first.Id, qb=client).Balance) == 70
+    assert float(CreditMemo.get(memo.Id, qb=client).RemainingCredit) == 30
