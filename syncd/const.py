@@ -26,6 +26,8 @@ CRM_TYPES: Final = frozenset(
         "invoice.upserted",
         "invoice.deleted",
         "payment.recorded",
+        "payment.deleted",
+        "payment.refunded",
         "contact.upserted",
         "command.sync",
         "command.send",
@@ -53,4 +55,5 @@ QBO_EVENTS: Final = (
     "payment_created_partial",
     "invoice_voided",
     "invoice_deleted",
+    "payment_removed",  # a payment on the invoice deleted or voided in QBO (issue 26)
 )

@@ -30,6 +30,7 @@ __all__ = [
     "InvoiceLinked",
     "Message",
     "PaymentReceived",
+    "PaymentRemoved",
     "ReviewRequested",
     "StateChanged",
     "StatusSet",
@@ -105,6 +106,14 @@ class PaymentReceived(Message):
 
     type: ClassVar[str] = "payment.received"
     below: ClassVar[str] = "out/payment/received"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRemoved(Message):
+    """A payment on a synced invoice deleted or voided in QBO (issue 26, HS7)."""
+
+    type: ClassVar[str] = "payment.removed"
+    below: ClassVar[str] = "out/payment/removed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -191,6 +191,7 @@ class Subject(StrEnum):
     PAYMENT = "payment"  # a payment of a CRM invoice
     RECEIPT = "receipt"  # a payment with no invoice (a QBO Sales Receipt)
     CONTACT = "contact"
+    REFUND = "refund"  # money paid back (a QBO RefundReceipt or CreditMemo)
 
 
 class JobKind(StrEnum):
@@ -203,6 +204,11 @@ class JobKind(StrEnum):
     PAYMENT_PUSH = "payment.push"
     RECEIPT_PUSH = "receipt.push"
     CUSTOMER_PUSH = "customer.push"
+    # issue 26: the money after the invoice
+    PAYMENT_REMOVE = "payment.remove"  # a CRM payment deleted: its QBO copy goes
+    RECEIPT_REMOVE = "receipt.remove"
+    FEE_PUSH = "fee.push"  # a processor's fee, booked as an expense
+    REFUND_PUSH = "refund.push"
 
     @property
     def subject(self) -> Subject:
@@ -214,6 +220,10 @@ _SUBJECTS = {
     JobKind.PAYMENT_PUSH: Subject.PAYMENT,
     JobKind.RECEIPT_PUSH: Subject.RECEIPT,
     JobKind.CUSTOMER_PUSH: Subject.CONTACT,
+    JobKind.PAYMENT_REMOVE: Subject.PAYMENT,
+    JobKind.RECEIPT_REMOVE: Subject.RECEIPT,
+    JobKind.FEE_PUSH: Subject.PAYMENT,
+    JobKind.REFUND_PUSH: Subject.REFUND,
 }
 
 
@@ -395,6 +405,8 @@ class ChangeSet:
     fence: Fence | None = None
     # tenant → when a QBO notification of its company was last applied
     webhooks_applied: dict[str, datetime] = field(default_factory=dict)
+    # payments, receipts and refunds as syncd knows them (issue 26)
+    payments: list[PaymentRecord] = field(default_factory=list)
 
     def merge(self, other: ChangeSet) -> None:
         """Add what `other` changes (later changes of one invoice win)."""
@@ -420,6 +432,44 @@ class ChangeSet:
         self.parked += other.parked
         self.unparked += other.unparked
         self.webhooks_applied.update(other.webhooks_applied)
+        self.payments += other.payments
+
+
+class MoneyKind(StrEnum):
+    """What a payment record is."""
+
+    PAYMENT = "payment"  # a CRM payment of an invoice: a QBO Payment
+    RECEIPT = "receipt"  # a CRM payment with no invoice: a QBO Sales Receipt
+    QBO_PAYMENT = "qbo_payment"  # a payment made in QBO on a synced invoice
+    REFUND = "refund"  # a CRM refund: a QBO RefundReceipt or CreditMemo
+
+
+class MoneyState(StrEnum):
+    """Where a payment stands; it only moves forward (recorded → removing → removed)."""
+
+    RECORDED = "recorded"
+    REMOVING = "removing"  # the CRM deleted it: syncd's delete in QBO is under way
+    REMOVED = "removed"  # gone from QBO (deleted or voided), by syncd or by a person
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRecord:
+    """A payment, receipt or refund and what it is in QBO (issue 26).
+
+    `payment_id` is the CRM's id (a refund's `refund_id`), or QBO's Id for a payment
+    made in QBO; such a payment on several synced invoices has a record per invoice.
+    """
+
+    tenant: str
+    kind: MoneyKind
+    payment_id: str
+    invoice_id: str = ""  # the CRM invoice it pays ("" for none)
+    amount: Decimal
+    state: MoneyState = MoneyState.RECORDED
+    qbo_id: str | None = None  # the QBO Payment, Sales Receipt or refund, once known
+    qbo_invoice_id: str | None = None
+    refunds: str | None = None  # a refund: the CRM payment it pays back, if named
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

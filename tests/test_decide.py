@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from syncd.engine import decide
+from syncd.engine import decide, money
 from syncd.engine.machine import InvoiceMachine
 from syncd.messages import InputRejected, StateChanged
 from syncd.models import ChangeSet, Envelope, Invoice, JobKind, Outcome, SyncState
@@ -78,7 +78,7 @@ PAYMENT = {
 def test_a_payment_of_a_known_invoice_queues_a_payment_behind_it():
     """HL5, RO4: one payment job, in the invoice's queue, carrying the payment."""
     ctx = _ctx("payment.recorded", {**PAYMENT, "invoice_id": "I-1"})
-    decide.apply_payment(ctx, _invoice())
+    money.apply_recorded(ctx, _invoice(), [])
     [job] = ctx.changes.jobs
     assert (job.kind, job.subject, job.invoice_id) == (
         JobKind.PAYMENT_PUSH,
@@ -92,7 +92,7 @@ def test_a_payment_of_a_known_invoice_queues_a_payment_behind_it():
 def test_a_payment_without_an_invoice_is_a_sales_receipt():
     """HL3: no invoice_id: a receipt job of its own (no invoice queue)."""
     ctx = _ctx("payment.recorded", {**PAYMENT, "kind": "booking"})
-    decide.apply_payment(ctx, None)
+    money.apply_recorded(ctx, None, [])
     [job] = ctx.changes.jobs
     assert (job.kind, job.invoice_id) == (JobKind.RECEIPT_PUSH, None)
 
@@ -100,7 +100,7 @@ def test_a_payment_without_an_invoice_is_a_sales_receipt():
 def test_a_payment_of_an_unknown_invoice_is_refused_with_the_reason():
     """The invoice must come first; nothing is queued."""
     ctx = _ctx("payment.recorded", {**PAYMENT, "invoice_id": "I-9"})
-    decide.apply_payment(ctx, None)
+    money.apply_recorded(ctx, None, [])
     assert ctx.changes.jobs == []
     assert _outcome(ctx)[0] is Outcome.REJECTED
     assert _rejections(ctx) == [

@@ -320,6 +320,10 @@ async def test_the_payment_that_settles_an_invoice_is_seen_as_qbos_payment():
         async def create(self, entity: str, body: Any, request_id: str) -> Any:
             return {"Id": "99"}
 
+    class NoRecords:  # a store from before payments had records (issue 26)
+        async def payment_records(self, *args: Any) -> list[Any]:
+            return []
+
     payment = {"payment_id": "P-2", "amount": "50.00", "date": "2026-11-22"}
     job = Job(
         tenant="acme",
@@ -335,12 +339,19 @@ async def test_the_payment_that_settles_an_invoice_is_seen_as_qbos_payment():
         client=Qbo(),  # type: ignore[arg-type]
         connection=_conn(preferences={"accounts": {"Undeposited Funds": "4"}}),
         rules=RULES,
-        store=None,  # type: ignore[arg-type]
+        store=NoRecords(),  # type: ignore[arg-type]
         now=NOW,
         unclear=False,
         changes=ChangeSet(),
     )
     await push_payment(ctx)
+    # its QBO copy is remembered, so that a delete on either side finds the other
+    [record] = ctx.changes.payments
+    assert (record.payment_id, record.qbo_id, record.qbo_invoice_id) == (
+        "P-2",
+        "99",
+        "3761",
+    )
     assert (inv.balance, inv.qbo_status, ctx.seen) == (
         "0.00",
         "paid",

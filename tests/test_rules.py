@@ -250,3 +250,24 @@ def test_a_status_listed_twice_is_a_problem():
     data["sync"]["on"] = ["open"] * 1000
     with pytest.raises(ConfigError, match=r"sync\.on: lists 'open' more than once"):
         parse_rules(data, "x")
+
+
+def test_the_money_after_the_invoice_rules_are_checked():
+    """Issue 26: `[payments]` fees and deletes, `[refunds]`, `payment_removed`."""
+    rules = load_rules(DEFAULT)
+    assert (rules.payments.fee_account, rules.payments.on_delete) == (
+        "Bank Charges",
+        "delete",
+    )
+    assert (rules.refunds.as_, rules.refunds.account) == ("refund_receipt", "")
+    assert rules.qbo_events["payment_removed"] == "open"
+    data = _default()
+    data["payments"]["on_delete"] = "shred"
+    data["refunds"]["as"] = "cheque"
+    data["refunds"]["acount"] = "Checking"
+    data["qbo_events"]["payment_removed"] = "reopened"
+    problems = _problems(data)
+    assert any(p.startswith("r.toml: payments.on_delete:") for p in problems)
+    assert any(p.startswith("r.toml: refunds.as:") for p in problems)
+    assert any(p.startswith("r.toml: refunds.acount: unknown key") for p in problems)
+    assert "r.toml: qbo_events.payment_removed: unknown status 'reopened'" in problems

@@ -16,8 +16,9 @@ pauses intake and tries again.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -27,7 +28,7 @@ from syncd.bus import envelope
 from syncd.bus.payloads import DATA_SPECS
 from syncd.clock import Clock
 from syncd.const import TENANT_ID_RE
-from syncd.engine import decide
+from syncd.engine import decide, money
 from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import (
     ContendedError,
@@ -42,7 +43,9 @@ from syncd.models import (
     Failure,
     Invoice,
     LedgerEntry,
+    MoneyKind,
     Outcome,
+    PaymentRecord,
     RawMessage,
 )
 from syncd.store import Intake
@@ -163,14 +166,14 @@ class Inbox:
         for refusal in refused:
             self._refuse(refusal, seen, now, changes)
         fresh = _unseen(accepted, seen)
-        invoices = await self._load(fresh)
+        loaded = await self._load(fresh)
         for env in fresh:
             with bound_contextvars(
                 tenant=env.tenant,
                 message_id=env.id,
                 invoice=_invoice_id(env),
             ):
-                await self._route(env, now, changes, invoices)
+                await self._route(env, now, changes, loaded)
         await self._store.commit(changes)  # StaleWriteError: decided again (above)
         metrics.decided(changes, "crm")
         for parked in changes.parked:
@@ -340,23 +343,41 @@ class Inbox:
                 )
             )
 
-    async def _load(self, fresh: list[Envelope]) -> dict[tuple[str, str], Invoice]:
+    async def _load(self, fresh: list[Envelope]) -> _Loaded:
         wanted: dict[str, list[str]] = {}
         for env in fresh:
             if invoice_id := _invoice_id(env):
                 wanted.setdefault(env.tenant, []).append(invoice_id)
-        loaded: dict[tuple[str, str], Invoice] = {}
+        loaded = _Loaded()
         for tenant, ids in wanted.items():
             found = await self._store.load_invoices(tenant, sorted(set(ids)))
-            loaded.update(((tenant, i), inv) for i, inv in found.items())
+            loaded.invoices.update(((tenant, i), inv) for i, inv in found.items())
+        await self._load_payments(fresh, loaded)
         return loaded
+
+    async def _load_payments(self, fresh: list[Envelope], loaded: _Loaded) -> None:
+        """What the store knows of the payments and refunds the messages name."""
+        named: dict[str, set[str]] = {}
+        for env in fresh:
+            if env.type in _MONEY_TYPES:
+                names = (env.data.get("payment_id"), env.data.get("refund_id"))
+                named.setdefault(env.tenant, set()).update(
+                    i for i in names if isinstance(i, str)
+                )
+                if env.type == "payment.refunded" and env.data.get("payment_id"):
+                    key = (env.tenant, str(env.data["payment_id"]))
+                    loaded.refunded[key] = await self._store.refunded(*key)
+        for tenant, ids in named.items():
+            loaded.payments += await self._store.payment_records(
+                tenant, tuple(MoneyKind), sorted(ids)
+            )
 
     async def _route(
         self,
         env: Envelope,
         now: datetime,
         changes: ChangeSet,
-        invoices: dict[tuple[str, str], Invoice],
+        loaded: _Loaded,
         *,
         may_wait: bool | None = None,
     ) -> None:
@@ -371,8 +392,9 @@ class Inbox:
             changes=changes,
             may_wait=self._park_for is not None if may_wait is None else may_wait,
         )
-        if env.type == "payment.recorded":
-            decide.apply_payment(ctx, invoices.get(key))
+        invoices = loaded.invoices
+        if env.type in _MONEY_TYPES:
+            _route_money(ctx, loaded, invoices.get(key))
             return
         if env.type == "contact.upserted":
             decide.apply_contact(ctx)
@@ -392,6 +414,29 @@ class Inbox:
         invoice = await decide.apply_upsert(ctx, invoices.get(key))
         if invoice is not None:
             invoices[key] = invoice
+
+
+@dataclass(slots=True)
+class _Loaded:
+    """What the store knows of one batch's invoices and payments."""
+
+    invoices: dict[tuple[str, str], Invoice] = field(default_factory=dict)
+    payments: list[PaymentRecord] = field(default_factory=list)
+    refunded: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+
+
+_MONEY_TYPES = ("payment.recorded", "payment.deleted", "payment.refunded")
+
+
+def _route_money(ctx: decide.Context, loaded: _Loaded, invoice: Invoice | None) -> None:
+    env = ctx.envelope
+    if env.type == "payment.recorded":
+        money.apply_recorded(ctx, invoice, loaded.payments)
+    elif env.type == "payment.deleted":
+        money.apply_deleted(ctx, loaded.payments)
+    else:
+        refunded = loaded.refunded.get((env.tenant, str(env.data.get("payment_id"))))
+        money.apply_refunded(ctx, invoice, loaded.payments, refunded or Decimal(0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -79,6 +79,14 @@ def rate(value: Any) -> str | None:
     return problem
 
 
+def amount(value: Any) -> str | None:
+    """Money paid or paid back: a decimal string above zero."""
+    problem = money(value)
+    if problem is None and Decimal(value) <= 0:
+        return f"must be above zero, not {value!r}"
+    return problem
+
+
 def currency(value: Any) -> str | None:
     """An ISO 4217 code."""
     if not isinstance(value, str) or not _CURRENCY_RE.match(value):
@@ -267,6 +275,29 @@ DATA_SPECS: Mapping[str, Spec] = {
         "date": (day, True),
         "method": (text, False),
         "kind": (one_of(*_PAYMENT_KINDS), True),
+        # the processor's fee, booked as an expense (issue 26, HS6)
+        "fee": (
+            table(
+                {
+                    "amount": (amount, True),
+                    "processor": (text, False),
+                    "currency": (currency, False),
+                }
+            ),
+            False,
+        ),
+    },
+    "payment.deleted": {"payment_id": (ident, True)},
+    "payment.refunded": {
+        "refund_id": (ident, True),
+        "payment_id": (ident, False),
+        "invoice_id": (ident, False),
+        "customer": (CUSTOMER, True),
+        "amount": (amount, True),
+        "currency": (currency, True),
+        "date": (day, True),
+        "method": (text, False),
+        "reason": (text, False),
     },
     "contact.upserted": {
         "contact_id": (ident, True),

@@ -54,7 +54,7 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
     rules = ctx.machine.rules
     if status not in rules.statuses:
         known = ", ".join(rules.statuses)
-        _reject(ctx, f"status {status!r} is not in the rules ({rules.source}): {known}")
+        reject(ctx, f"status {status!r} is not in the rules ({rules.source}): {known}")
         return current
     backfill = data.get("backfill") is True
     if _stale(ctx, current, version, backfill=backfill):
@@ -78,7 +78,7 @@ async def apply_upsert(ctx: Context, current: Invoice | None) -> Invoice | None:
     told = f"{from_status or 'new'} → {status}"
     if backfill:
         told += "; backfill: " + ("copy queued" if kinds else "kept out of QBO")
-    _ledger(ctx, Outcome.APPLIED, told)
+    ledger_row(ctx, Outcome.APPLIED, told)
     return invoice
 
 
@@ -117,7 +117,7 @@ def _stale(
         return False
     reason = f"version {version} is not newer than the applied {current.version}"
     log.info("stale_snapshot_ignored", version=version, applied=current.version)
-    _ledger(ctx, Outcome.IGNORED, reason)
+    ledger_row(ctx, Outcome.IGNORED, reason)
     return True
 
 
@@ -193,7 +193,7 @@ async def apply_command(ctx: Context, current: Invoice | None) -> None:
     """`command.sync` / `send` / `void` / `delete`: the manual buttons (RO3, OD4, PD7)."""
     kinds = _COMMANDS[ctx.envelope.type]
     if current is None:
-        _reject_or_wait(
+        reject_or_wait(
             ctx,
             f"unknown invoice {ctx.envelope.data['invoice_id']!r}: send invoice.upserted first",
         )
@@ -201,33 +201,7 @@ async def apply_command(ctx: Context, current: Invoice | None) -> None:
     enqueue(ctx, current, kinds)
     ctx.changes.invoices[(current.tenant, current.invoice_id)] = current
     ctx.changes.outbox.append(StateChanged.of(current, ctx.now, ctx.envelope.id))
-    _ledger(ctx, Outcome.APPLIED, f"{ctx.envelope.type}: {', '.join(kinds)} queued")
-
-
-def apply_payment(ctx: Context, invoice: Invoice | None) -> None:
-    """`payment.recorded`: a QBO Payment for an invoice (HL5), else a Sales Receipt (HL3)."""
-    data, tenant = ctx.envelope.data, ctx.envelope.tenant
-    if data.get("invoice_id"):
-        if invoice is None:
-            _reject_or_wait(
-                ctx,
-                f"unknown invoice {data['invoice_id']!r}: the payment needs its invoice first",
-            )
-            return
-        # one job per payment, queued behind the invoice's own jobs
-        kind, invoice_id = JobKind.PAYMENT_PUSH, invoice.invoice_id
-    else:
-        kind, invoice_id = JobKind.RECEIPT_PUSH, None
-    job = Job(
-        tenant=tenant,
-        kind=kind,
-        subject=str(data["payment_id"]),
-        invoice_id=invoice_id,
-        next_attempt_at=ctx.now,
-        payload=data,
-    )
-    ctx.changes.jobs.append(job)
-    _ledger(ctx, Outcome.APPLIED, f"{job.kind} queued")
+    ledger_row(ctx, Outcome.APPLIED, f"{ctx.envelope.type}: {', '.join(kinds)} queued")
 
 
 _COPY_COMING = (SyncState.PENDING, SyncState.FAILED)
@@ -243,14 +217,14 @@ def apply_deleted(ctx: Context, current: Invoice | None) -> None:
         _wait(ctx, gap)
         return
     if current is None or (current.qbo_id is None and not coming):
-        _ledger(ctx, Outcome.IGNORED, "the invoice has no QBO copy")
+        ledger_row(ctx, Outcome.IGNORED, "the invoice has no QBO copy")
         return
     deletes = sync.delete_on or not sync.void_on
     kind = JobKind.INVOICE_DELETE if deletes else JobKind.INVOICE_VOID
     enqueue(ctx, current, [kind])
     ctx.changes.invoices[(current.tenant, current.invoice_id)] = current
     ctx.changes.outbox.append(StateChanged.of(current, ctx.now, ctx.envelope.id))
-    _ledger(ctx, Outcome.APPLIED, f"{kind} queued")
+    ledger_row(ctx, Outcome.APPLIED, f"{kind} queued")
 
 
 def apply_refresh(ctx: Context, invoice: Invoice | None) -> None:
@@ -266,7 +240,7 @@ def apply_refresh(ctx: Context, invoice: Invoice | None) -> None:
     }
     if data.get("invoice_id"):
         if invoice is None or invoice.qbo_id is None:
-            _reject(
+            reject(
                 ctx, f"invoice {data['invoice_id']!r} has no QBO copy to refresh from"
             )
             return
@@ -278,7 +252,7 @@ def apply_refresh(ctx: Context, invoice: Invoice | None) -> None:
             "to": data.get("to"),
         }
     ctx.changes.refreshes.append(request)
-    _ledger(ctx, Outcome.APPLIED, "refresh queued")
+    ledger_row(ctx, Outcome.APPLIED, "refresh queued")
 
 
 def apply_link(ctx: Context) -> None:
@@ -304,14 +278,14 @@ def apply_link(ctx: Context) -> None:
             causation_id=ctx.envelope.id,
         )
     )
-    _ledger(ctx, Outcome.APPLIED, f"deal {deal or 'unlinked'}")
+    ledger_row(ctx, Outcome.APPLIED, f"deal {deal or 'unlinked'}")
 
 
 def apply_contact(ctx: Context) -> None:
     """`contact.upserted`: push changed details to QBO when the rules allow (PD5)."""
     data, tenant = ctx.envelope.data, ctx.envelope.tenant
     if not ctx.machine.rules.customers.push_updates:
-        _ledger(ctx, Outcome.IGNORED, "[customers] push_updates is off")
+        ledger_row(ctx, Outcome.IGNORED, "[customers] push_updates is off")
         return
     job = Job(
         tenant=tenant,
@@ -322,7 +296,7 @@ def apply_contact(ctx: Context) -> None:
         payload=data,
     )
     ctx.changes.jobs.append(job)
-    _ledger(ctx, Outcome.APPLIED, "customer.push queued")
+    ledger_row(ctx, Outcome.APPLIED, "customer.push queued")
 
 
 async def _allowed(ctx: Context, from_status: str | None, status: str) -> bool:
@@ -404,17 +378,18 @@ def _refuse(ctx: Context, from_status: str | None, status: str, reason: str) -> 
     log.warning(
         "move_refused", from_status=from_status, to_status=status, reason=reason
     )
-    _ledger(ctx, Outcome.REFUSED, reason)
+    ledger_row(ctx, Outcome.REFUSED, reason)
     ctx.changes.outbox.append(
         InputRejected.of(env.tenant, env.topic, env.id, reason, ctx.now)
     )
 
 
-def _reject_or_wait(ctx: Context, reason: str) -> None:
+def reject_or_wait(ctx: Context, reason: str) -> None:
+    """Park the message when it may be early (replicas), else refuse it."""
     if ctx.may_wait:
         _wait(ctx, reason)
     else:
-        _reject(ctx, reason)
+        reject(ctx, reason)
 
 
 def _wait(ctx: Context, reason: str) -> None:
@@ -425,28 +400,33 @@ def _wait(ctx: Context, reason: str) -> None:
         Parked(
             tenant=env.tenant,
             message_id=env.id,
-            invoice_id=str(env.data["invoice_id"]),
+            # a payment's message without one waits on its payment's own key
+            invoice_id=str(
+                env.data.get("invoice_id") or f"payment:{env.data.get('payment_id')}"
+            ),
             topic=env.topic,
             payload=env.payload,
             reason=reason,
             parked_at=ctx.now,
         )
     )
-    _ledger(
+    ledger_row(
         ctx, Outcome.PARKED, f"waiting for the invoice's earlier messages: {reason}"
     )
 
 
-def _reject(ctx: Context, reason: str) -> None:
+def reject(ctx: Context, reason: str) -> None:
+    """Refuse the message with a reason a person reads, on `…/out/input/rejected`."""
     env = ctx.envelope
     log.warning("message_rejected", reason=reason)
-    _ledger(ctx, Outcome.REJECTED, reason)
+    ledger_row(ctx, Outcome.REJECTED, reason)
     ctx.changes.outbox.append(
         InputRejected.of(env.tenant, env.topic, env.id, reason, ctx.now)
     )
 
 
-def _ledger(ctx: Context, outcome: Outcome, reason: str) -> None:
+def ledger_row(ctx: Context, outcome: Outcome, reason: str) -> None:
+    """The message's row in the processed-message ledger."""
     env = ctx.envelope
     ctx.changes.ledger.append(
         LedgerEntry(

@@ -22,6 +22,8 @@ class QboChanges:
     deleted: set[str] = field(default_factory=set)
     payments: list[dict[str, Any]] = field(default_factory=list)
     customers: list[dict[str, Any]] = field(default_factory=list)
+    # payments deleted or voided in QBO: Id → "deleted" or "voided" (issue 26)
+    removed_payments: dict[str, str] = field(default_factory=dict)
 
 
 def imported(

@@ -23,8 +23,16 @@ from syncd.engine.machine import InvoiceMachine
 from syncd.engine.qbo_events import classify, qbo_status
 from syncd.inbound import news
 from syncd.inbound.news import QboChanges
-from syncd.messages import PaymentReceived, StateChanged
-from syncd.models import ChangeSet, HistoryEntry, Invoice, SyncState
+from syncd.messages import PaymentReceived, PaymentRemoved, StateChanged
+from syncd.models import (
+    ChangeSet,
+    HistoryEntry,
+    Invoice,
+    MoneyKind,
+    MoneyState,
+    PaymentRecord,
+    SyncState,
+)
 from syncd.store import References, Webhooks
 
 log = structlog.get_logger(__name__)
@@ -43,6 +51,8 @@ class Known:
     removing: set[str] = field(default_factory=set)
     # CRM invoices with CRM payments syncd queued and has not recorded yet: their total
     paying: dict[str, Decimal] = field(default_factory=dict)
+    # syncd's records of the payments QBO says were deleted or voided (issue 26)
+    removed: list[PaymentRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +104,7 @@ async def load(store: Loading, tenant: str, realm: str, found: QboChanges) -> Kn
             tenant, [str(c["Id"]) for c in found.customers]
         ),
         fresh=await store.new_events(realm, news_keys(found)),
+        removed=await store.payments_in_qbo(tenant, sorted(found.removed_payments)),
     )
 
 
@@ -105,10 +116,12 @@ async def plan(
     changes: ChangeSet,
 ) -> None:
     """Add to `changes` what QBO's objects mean for the CRM."""
+    removed = _removed_on(found, known)
     for qbo_id, obj in found.invoices.items():
-        await _invoice(qbo_id, obj, known, machine, scope, changes)
+        await _invoice(qbo_id, obj, known, machine, scope, changes, qbo_id in removed)
     for qbo_id in found.deleted:
         await _invoice(qbo_id, None, known, machine, scope, changes)
+    _tell_removed(found, removed, known, scope, changes)
     for payment in found.payments:
         if str(payment.get("PrivateNote", "")).startswith("syncd:"):
             continue  # syncd's own payment, coming back
@@ -140,6 +153,7 @@ async def _invoice(
     machine: InvoiceMachine,
     scope: Scope,
     changes: ChangeSet,
+    payment_removed: bool = False,
 ) -> None:
     inv = known.invoices.get(qbo_id)
     if inv is None:
@@ -191,6 +205,8 @@ async def _invoice(
             # syncd's own delete or void coming back before its job recorded it (a
             # crash between QBO's answer and the commit): not a move made in QBO
             event = None
+    if payment_removed and obj is not None:
+        event = _after_removal(obj, scope.now) or event
     if event == "invoice_updated" and inv.sync_state == SyncState.PENDING and obj:
         _record_conflict(inv, obj, changes, scope.now)
     take_qbo_view(inv, obj, scope.now)
@@ -203,7 +219,10 @@ async def _invoice(
 def _payment_received(
     payment: dict[str, Any], known: Known, scope: Scope, changes: ChangeSet
 ) -> None:
-    """OD10, HS5: a QBO payment on a synced invoice goes to the CRM (not syncd's own)."""
+    """OD10, HS5: a QBO payment on a synced invoice goes to the CRM (not syncd's own).
+
+    It is recorded too: removed in QBO later, the CRM is told which invoice it paid.
+    """
     for line in payment.get("Line", []):
         for txn in line.get("LinkedTxn", []):
             inv = known.invoices.get(str(txn.get("TxnId")))
@@ -213,6 +232,77 @@ def _payment_received(
             changes.outbox.append(
                 PaymentReceived(tenant=scope.tenant, at=scope.now, data=data)
             )
+            changes.payments.append(
+                PaymentRecord(
+                    tenant=scope.tenant,
+                    kind=MoneyKind.QBO_PAYMENT,
+                    payment_id=str(payment["Id"]),
+                    invoice_id=inv.invoice_id,
+                    amount=Decimal(str(line.get("Amount", 0))),
+                    qbo_id=str(payment["Id"]),
+                    qbo_invoice_id=inv.qbo_id,
+                    at=scope.now,
+                )
+            )
+
+
+def _removed_on(found: QboChanges, known: Known) -> set[str]:
+    """The QBO invoices whose payments were removed in QBO (syncd's own removals aside)."""
+    return {
+        str(r.qbo_invoice_id)
+        for r in known.removed
+        if r.state == MoneyState.RECORDED and r.qbo_id in found.removed_payments
+    }
+
+
+def _after_removal(obj: dict[str, Any], now: datetime) -> str | None:
+    """What a payment removed in QBO leaves: still partly paid, or open again.
+
+    Decided by QBO's view now, not by a change since the last one seen: the invoice's
+    own event may have come (and been taken) before the payment's.
+    """
+    view = qbo_status(obj, now.date())
+    if view == "partially_paid":
+        return "payment_created_partial"
+    return "payment_removed" if view in ("open", "overdue") else None
+
+
+def _tell_removed(
+    found: QboChanges,
+    removed_on: set[str],
+    known: Known,
+    scope: Scope,
+    changes: ChangeSet,
+) -> None:
+    """`payment.removed` for each payment on a synced invoice deleted or voided in QBO."""
+    for record in known.removed:
+        if record.state != MoneyState.RECORDED or record.qbo_id is None:
+            continue  # syncd's own removal coming back, or told already
+        if str(record.qbo_invoice_id) not in removed_on:
+            continue
+        inv = changes.invoices.get((scope.tenant, record.invoice_id))
+        data = {
+            "invoice_id": record.invoice_id,
+            "payment_id": (
+                record.payment_id if record.kind == MoneyKind.PAYMENT else None
+            ),
+            "qbo_payment_id": record.qbo_id,
+            "how": found.removed_payments[record.qbo_id],
+            "balance": inv.balance if inv is not None else None,
+        }
+        changes.outbox.append(
+            PaymentRemoved(tenant=scope.tenant, at=scope.now, data=data)
+        )
+        changes.payments.append(
+            dataclasses.replace(record, state=MoneyState.REMOVED, at=scope.now)
+        )
+        log.info(
+            "qbo_payment_removed",
+            tenant=scope.tenant,
+            invoice=record.invoice_id,
+            qbo_payment=record.qbo_id,
+            how=data["how"],
+        )
 
 
 def payment_data(

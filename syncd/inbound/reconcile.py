@@ -19,6 +19,7 @@ import structlog
 from syncd import metrics
 from syncd.config import Config
 from syncd.exceptions import FencedError, StaleWriteError
+from syncd.inbound.fetch import removed_payments_invoices
 from syncd.inbound.news import QboChanges
 from syncd.inbound.worker import InboundWorker
 from syncd.loop import Loop, Said
@@ -27,7 +28,7 @@ from syncd.models import ChangeSet
 from syncd.qbo import QboClient, queries
 from syncd.qbo.steps import Step, next_step
 from syncd.replicas import Alone, Ownership
-from syncd.store import InvoiceReads, Realms, decided_afresh
+from syncd.store import InvoiceReads, Payments, Realms, decided_afresh
 from syncd.worker import Clients
 
 log = structlog.get_logger(__name__)
@@ -37,7 +38,7 @@ DAILY = timedelta(days=1)
 OVERDUE_PAGE = 100  # invoices marked overdue per write (~50 ms under the lock at 1M)
 
 
-class Reconciling(Realms, InvoiceReads, Protocol):
+class Reconciling(Realms, InvoiceReads, Payments, Protocol):
     """What reconciliation needs of the store (its checkpoint, overdue invoices)."""
 
 
@@ -135,6 +136,7 @@ class Reconciler:
         while True:
             started = self._clock()
             found, newest = await _changes(client, since, started)
+            await removed_payments_invoices(client, self._store, tenant, found)
             changes = await self._apply(tenant, conn.realm_id, found)
             metrics.decided(changes, "qbo")
             missed += missed_by_webhooks(changes)
@@ -210,8 +212,11 @@ async def _changes(
             for o in answer.get("Invoice", [])
             if o.get("status") == "Deleted"
         },
-        payments=[o for o in answer.get("Payment", []) if o.get("status") != "Deleted"],
+        payments=[o for o in answer.get("Payment", []) if not _removed(o)],
         customers=[c for c in answer.get("Customer", []) if _created_since(c, since)],
+        removed_payments={
+            str(o["Id"]): r for o in answer.get("Payment", []) if (r := _removed(o))
+        },
     )
     everything = [o for objs in answer.values() for o in objs]
     newest = None
@@ -220,6 +225,14 @@ async def _changes(
             datetime.fromisoformat(o["MetaData"]["LastUpdatedTime"]) for o in everything
         )
     return found, newest
+
+
+def _removed(payment: dict[str, Any]) -> str | None:
+    """A payment CDC shows deleted (a tombstone) or voided (zeroed, "Voided" noted)."""
+    if payment.get("status") == "Deleted":
+        return "deleted"
+    voided = str(payment.get("PrivateNote", "")).startswith("Voided")
+    return "voided" if voided and not payment.get("TotalAmt") else None
 
 
 def _created_since(obj: dict[str, Any], since: datetime) -> bool:

@@ -25,6 +25,7 @@ import structlog
 from syncd import metrics
 from syncd.exceptions import QboError, StaleWriteError
 from syncd.inbound import plan
+from syncd.inbound.fetch import by_ids, removed_payments_invoices
 from syncd.inbound.news import QboChanges
 from syncd.models import ChangeSet, LinkKind, StoredWebhook, WebhookRetry
 from syncd.qbo import QboClient, queries, webhooks
@@ -34,7 +35,6 @@ from syncd.worker import LoopWorker
 log = structlog.get_logger(__name__)
 # Ids to one `Id IN (…)` question: a GET's URL holds about 550 (issue 22 §2); 100 keep
 # it near 2 KB
-BY_IDS_CHUNK = 100
 # a body whose fetch failed: tried again after 5 s, doubling to 5 min, 8 tries in all
 # (about 15 minutes), then left to reconciliation
 RETRY_ATTEMPTS, RETRY_FIRST_PAUSE, RETRY_PAUSE_CAP = 8, 5.0, 300.0
@@ -93,7 +93,7 @@ class InboundWorker(LoopWorker):
         found = QboChanges()
         try:
             if "invoice_qbo_id" in request:
-                found.invoices = await _by_ids(
+                found.invoices = await by_ids(
                     client, "Invoice", {request["invoice_qbo_id"]}
                 )
             else:
@@ -138,6 +138,7 @@ class InboundWorker(LoopWorker):
             return True
         try:
             found = await self._fetch(client, notes)
+            await removed_payments_invoices(client, self._store, tenant, found)
         except QboError as exc:
             then = next_step(exc)
             if then.step is Step.RECONNECT:
@@ -212,14 +213,14 @@ class InboundWorker(LoopWorker):
             }
 
         found = QboChanges()
-        found.invoices = await _by_ids(
+        found.invoices = await by_ids(
             client, "Invoice", ids("Invoice", "Create", "Update", "Void", "Emailed")
         )
         found.payments = list(
-            (await _by_ids(client, "Payment", ids("Payment", "Create"))).values()
+            (await by_ids(client, "Payment", ids("Payment", "Create"))).values()
         )
         found.customers = list(
-            (await _by_ids(client, "Customer", ids("Customer", "Create"))).values()
+            (await by_ids(client, "Customer", ids("Customer", "Create"))).values()
         )
         # a payment moves its invoices' balances: fetch those too (one more query at most)
         linked = {
@@ -229,22 +230,13 @@ class InboundWorker(LoopWorker):
             for t in line.get("LinkedTxn", [])
             if t.get("TxnType") == "Invoice"
         } - set(found.invoices)
-        found.invoices.update(await _by_ids(client, "Invoice", linked))
+        found.invoices.update(await by_ids(client, "Invoice", linked))
         found.deleted = ids("Invoice", "Delete") - set(found.invoices)
+        found.removed_payments = {
+            **dict.fromkeys(ids("Payment", "Void"), "voided"),
+            **dict.fromkeys(ids("Payment", "Delete"), "deleted"),
+        }
         return found
-
-
-async def _by_ids(
-    client: QboClient, entity: str, ids: set[str]
-) -> dict[str, dict[str, Any]]:
-    """The objects with these Ids, BY_IDS_CHUNK to a question (a GET's URL is bounded)."""
-    found: dict[str, dict[str, Any]] = {}
-    listed = sorted(ids)
-    for start in range(0, len(listed), BY_IDS_CHUNK):
-        chunk = listed[start : start + BY_IDS_CHUNK]
-        rows = await client.query_all(queries.by_ids(entity, chunk), entity)
-        found.update((str(r["Id"]), r) for r in rows)
-    return found
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from syncd.models import (
     JobStatus,
 )
 from syncd.outbound import batch, outcomes, record
+from syncd.outbound.money import push_fee, push_refund, remove_payment
 from syncd.outbound.payments import push_customer, push_payment, push_receipt
 from syncd.outbound.push import (
     JobContext,
@@ -68,6 +69,10 @@ HANDLERS: dict[JobKind, Handler] = {
     JobKind.PAYMENT_PUSH: push_payment,
     JobKind.RECEIPT_PUSH: push_receipt,
     JobKind.CUSTOMER_PUSH: push_customer,
+    JobKind.PAYMENT_REMOVE: remove_payment,
+    JobKind.RECEIPT_REMOVE: remove_payment,
+    JobKind.FEE_PUSH: push_fee,
+    JobKind.REFUND_PUSH: push_refund,
 }
 
 

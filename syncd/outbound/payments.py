@@ -13,7 +13,7 @@ from typing import Any
 from syncd.engine import qbo_events
 from syncd.engine.qbo_events import qbo_status
 from syncd.exceptions import QboTransientError
-from syncd.models import LinkKind, SyncState
+from syncd.models import LinkKind, MoneyKind, MoneyState, PaymentRecord, SyncState
 from syncd.outbound import mapping, resolve
 from syncd.outbound.push import JobContext, apply_answer
 from syncd.qbo import queries
@@ -35,8 +35,14 @@ async def push_payment(ctx: JobContext) -> None:
     customer_id = str(inv.pushed_body["CustomerRef"]["value"])
     marker = payment_marker(ctx.job.tenant, pay["payment_id"])
     before = inv.qbo_status
-    if ctx.unclear and await _already_written(ctx, "Payment", customer_id, marker):
-        await _balance_from_qbo(ctx)
+    record = await _still_wanted(ctx, MoneyKind.PAYMENT)
+    if record is None:
+        return
+    if ctx.unclear and (
+        found := await already_written(ctx, "Payment", customer_id, marker)
+    ):
+        _written(ctx, record, found)
+        await balance_from_qbo(ctx)
         _see_settled(ctx, before)
         return
     body: dict[str, Any] = {
@@ -53,15 +59,16 @@ async def push_payment(ctx: JobContext) -> None:
             }
         ],
     }
-    await ctx.client.create(
+    written = await ctx.client.create(
         "Payment",
         body,
         resolve.request_id(ctx.job.tenant, "payment", pay["payment_id"]),
     )
+    _written(ctx, record, written)
     if ctx.job.attempts > 1:
         # an earlier try may have written it (the requestid gave its answer back) and its
         # webhook already set the balance: read it rather than subtract the amount again
-        await _balance_from_qbo(ctx)
+        await balance_from_qbo(ctx)
     else:
         _apply_to_invoice(ctx, amount)
     _see_settled(ctx, before)
@@ -79,7 +86,7 @@ def _see_settled(ctx: JobContext, before: str | None) -> None:
         ctx.seen.append(moved)
 
 
-async def _balance_from_qbo(ctx: JobContext) -> None:
+async def balance_from_qbo(ctx: JobContext) -> None:
     """The invoice's balance and QBO view as QBO has them now (one read)."""
     inv = ctx.invoice
     current = await ctx.client.read("Invoice", str(inv.qbo_id))
@@ -109,7 +116,13 @@ async def push_receipt(ctx: JobContext) -> None:
         ctx.client, ctx.store, tenant, by_email, pay["customer"], ctx.changes
     )
     marker = payment_marker(tenant, pay["payment_id"])
-    if ctx.unclear and await _already_written(ctx, "SalesReceipt", customer_id, marker):
+    record = await _still_wanted(ctx, MoneyKind.RECEIPT)
+    if record is None:
+        return
+    if ctx.unclear and (
+        found := await already_written(ctx, "SalesReceipt", customer_id, marker)
+    ):
+        _written(ctx, record, found)
         return
     item_name = str(pay["kind"]).replace("_", " ").capitalize()
     items = await resolve.items(
@@ -138,19 +151,59 @@ async def push_receipt(ctx: JobContext) -> None:
             }
         ],
     }
-    await ctx.client.create(
+    written = await ctx.client.create(
         "SalesReceipt", body, resolve.request_id(tenant, "receipt", pay["payment_id"])
     )
+    _written(ctx, record, written)
 
 
-async def _already_written(
+async def already_written(
     ctx: JobContext, entity: str, customer_id: str, marker: str
-) -> bool:
+) -> dict[str, Any] | None:
+    """The transaction an earlier try wrote, found by the marker in its memo."""
     rows = await ctx.client.query_all(
         queries.of_customer(entity, customer_id),
         entity,
     )
-    return any(found.get("PrivateNote") == marker for found in rows)
+    return next((found for found in rows if found.get("PrivateNote") == marker), None)
+
+
+async def _still_wanted(ctx: JobContext, kind: MoneyKind) -> PaymentRecord | None:
+    """The payment's record, or None when the CRM deleted it before it was written.
+
+    Its delete waits behind it in the same queue; a push failed and retried by the
+    admin after that delete must not bring it back.
+    """
+    pid = str(ctx.job.payload["payment_id"])
+    found = await ctx.store.payment_records(ctx.job.tenant, (kind,), [pid])
+    if found and found[0].state != MoneyState.RECORDED:
+        ctx.note = f"payment {pid} was deleted in the CRM before it reached QBO"
+        return None
+    return found[0] if found else _unrecorded(ctx, kind, pid)
+
+
+def _unrecorded(ctx: JobContext, kind: MoneyKind, pid: str) -> PaymentRecord:
+    """A payment queued before payments had records (a store from before issue 26)."""
+    return PaymentRecord(
+        tenant=ctx.job.tenant,
+        kind=kind,
+        payment_id=pid,
+        invoice_id=ctx.job.invoice_id or "",
+        amount=mapping.money(ctx.job.payload["amount"]),
+        at=ctx.now,
+    )
+
+
+def _written(ctx: JobContext, record: PaymentRecord, written: dict[str, Any]) -> None:
+    """Remember the QBO copy, so that a delete on either side finds the other."""
+    ctx.changes.payments.append(
+        dataclasses.replace(
+            record,
+            qbo_id=str(written["Id"]),
+            qbo_invoice_id=ctx.invoice.qbo_id if record.invoice_id else None,
+            at=ctx.now,
+        )
+    )
 
 
 async def _account(ctx: JobContext, rules: Rules) -> str:

@@ -30,6 +30,11 @@ def among(entity: str, field: str, values: Iterable[str]) -> str:
     return f"select * from {entity} where {field} in ({listed})"
 
 
+def dated(entity: str, day: str) -> str:
+    """The transactions of one TxnDate."""
+    return f"SELECT * FROM {entity} WHERE TxnDate = {quote(day)}"
+
+
 def of_customer(
     entity: str, customer_id: str, since: str | None = None, until: str | None = None
 ) -> str:

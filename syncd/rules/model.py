@@ -23,7 +23,7 @@ MAX_DUE_DAYS = (
     3650  # ten years of terms: beyond, no business, and date arithmetic fails
 )
 _SECTIONS = {"statuses", "moves", "sync", "qbo_events", "customers", "items", "taxes"}
-_SECTIONS |= {"payments", "fields", "reviews"}
+_SECTIONS |= {"payments", "refunds", "fields", "reviews"}
 _SYNC_LISTS = ("on", "send_on", "void_on", "delete_on")
 _MATCH = ("display_name", "email", "display_name_then_email")
 
@@ -71,9 +71,20 @@ class TaxRules:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentRules:
-    """Where QBO payments are deposited (RO4)."""
+    """Where QBO payments are deposited (RO4); fees and deleted payments (issue 26)."""
 
     deposit_account: str = "Undeposited Funds"
+    fee_account: str = ""  # the expense account fees are booked on ("": not booked)
+    fee_paid_from: str = ""  # the account fees are paid from ("": deposit_account)
+    on_delete: str = "delete"  # or "void": a payment deleted in the CRM, in QBO
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefundRules:
+    """How a CRM refund is written to QBO (issue 26, HS7)."""
+
+    as_: str = "refund_receipt"  # or "credit_memo" (`as` in the rules file)
+    account: str = ""  # paid from ("": [payments] deposit_account)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +117,7 @@ class Rules:
     items: ItemRules = field(default_factory=ItemRules)
     taxes: TaxRules = field(default_factory=TaxRules)
     payments: PaymentRules = field(default_factory=PaymentRules)
+    refunds: RefundRules = field(default_factory=RefundRules)
     fields: FieldRules = field(default_factory=FieldRules)
     reviews: ReviewRules = field(default_factory=ReviewRules)
 
@@ -248,11 +260,17 @@ def _plain_sections(r: TableReader, data: dict[str, Any]) -> dict[str, Any]:
     c = r.sub(data, "", "customers", {"match", "create_missing", "push_updates"})
     i = r.sub(data, "", "items", {"on_missing", "income_account"})
     t = r.sub(data, "", "taxes", {"default", "map", "code", "after_discount", "method"})
-    p = r.sub(data, "", "payments", {"deposit_account"})
+    p = r.sub(
+        data,
+        "",
+        "payments",
+        {"deposit_account", "fee_account", "fee_paid_from", "on_delete"},
+    )
+    u = r.sub(data, "", "refunds", {"as", "account"})
     f = r.sub(data, "", "fields", {"due_days", "custom"})
     v = r.sub(data, "", "reviews", {"on_first_payment"})
     cd, idf, td = CustomerRules(), ItemRules(), TaxRules()
-    pd, fd, vd = PaymentRules(), FieldRules(), ReviewRules()
+    pd, fd, vd, ud = PaymentRules(), FieldRules(), ReviewRules(), RefundRules()
     return {
         "customers": CustomerRules(
             match=r.text(c, "customers", "match", cd.match, _MATCH),
@@ -273,7 +291,18 @@ def _plain_sections(r: TableReader, data: dict[str, Any]) -> dict[str, Any]:
             method=r.text(t, "taxes", "method", td.method, _TAX_METHODS),
         ),
         "payments": PaymentRules(
-            deposit_account=r.text(p, "payments", "deposit_account", pd.deposit_account)
+            deposit_account=r.text(
+                p, "payments", "deposit_account", pd.deposit_account
+            ),
+            fee_account=r.text(p, "payments", "fee_account", pd.fee_account),
+            fee_paid_from=r.text(p, "payments", "fee_paid_from", pd.fee_paid_from),
+            on_delete=r.text(
+                p, "payments", "on_delete", pd.on_delete, ("delete", "void")
+            ),
+        ),
+        "refunds": RefundRules(
+            as_=r.text(u, "refunds", "as", ud.as_, ("refund_receipt", "credit_memo")),
+            account=r.text(u, "refunds", "account", ud.account),
         ),
         "fields": FieldRules(
             due_days=r.integer(f, "fields", "due_days", fd.due_days, high=MAX_DUE_DAYS),

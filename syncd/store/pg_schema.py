@@ -124,4 +124,14 @@ MIGRATIONS: Final[list[str]] = [
     """
     ALTER TABLE leases ADD COLUMN spent TEXT;
     """,
+    # 6: SQLite's 19, payments, receipts and refunds and their QBO copies (issue 26)
+    """
+    CREATE TABLE payments (
+        tenant TEXT NOT NULL, kind TEXT NOT NULL, payment_id TEXT NOT NULL,
+        invoice_id TEXT NOT NULL, amount TEXT NOT NULL, state TEXT NOT NULL,
+        qbo_id TEXT, qbo_invoice_id TEXT, refunds TEXT, at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (tenant, kind, payment_id, invoice_id));
+    CREATE INDEX payments_qbo_id ON payments (tenant, qbo_id);
+    CREATE INDEX payments_refunds ON payments (tenant, refunds) WHERE refunds IS NOT NULL;
+    """,
 ]

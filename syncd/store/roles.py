@@ -17,6 +17,7 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 from syncd.models import (
@@ -33,8 +34,10 @@ from syncd.models import (
     LedgerEntry,
     Link,
     LinkKind,
+    MoneyKind,
     OutboxRow,
     Parked,
+    PaymentRecord,
     StoredWebhook,
     TenantCounts,
     UnderWay,
@@ -78,8 +81,25 @@ class Committer(Protocol):
         """
 
 
-class Intake(Committer, Protocol):
-    """The CRM inbox: which messages are known, the invoices a batch names."""
+class Payments(Protocol):
+    """Payments, receipts and refunds and their QBO copies (issue 26)."""
+
+    async def payment_records(
+        self, tenant: str, kinds: tuple[MoneyKind, ...], payment_ids: list[str]
+    ) -> list[PaymentRecord]:
+        """The records of these CRM payments (or refunds), of these kinds."""
+
+    async def payments_in_qbo(
+        self, tenant: str, qbo_ids: list[str]
+    ) -> list[PaymentRecord]:
+        """The records whose QBO copy is one of these Payments (any kind)."""
+
+    async def refunded(self, tenant: str, payment_id: str) -> Decimal:
+        """What the CRM's refunds of one payment add up to (those not removed)."""
+
+
+class Intake(Committer, Payments, Protocol):
+    """The CRM inbox: which messages are known, the invoices and payments a batch names."""
 
     async def known_messages(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (tenant, message id) pairs the ledger already holds."""
@@ -214,8 +234,8 @@ class Realms(Committer, Protocol):
         """The tenant's invoices that have a QBO copy."""
 
 
-class References(Protocol):
-    """What QBO's objects are to syncd: links, deals, writes under way."""
+class References(Payments, Protocol):
+    """What QBO's objects are to syncd: links, deals, payments, writes under way."""
 
     async def invoices_by_qbo_ids(
         self, tenant: str, qbo_ids: list[str]

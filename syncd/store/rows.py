@@ -16,7 +16,6 @@ from syncd.models import (
     JobKind,
     JobStatus,
     LedgerEntry,
-    Subject,
     SyncState,
 )
 
@@ -198,13 +197,11 @@ def job(row: Any) -> Job:
         tenant=tenant,
         kind=kind,
         subject=subject,
-        invoice_id=queue if kind.subject in _OF_AN_INVOICE else None,
+        # a job of no invoice is its own queue (`Job.queue`); any other, its invoice's
+        invoice_id=None if queue == f"{kind.subject}:{subject}" else queue,
         status=JobStatus(status),
         attempts=attempts,
         next_attempt_at=when(next_at),
         payload=orjson.loads(payload),
         last_error=error,
     )
-
-
-_OF_AN_INVOICE = (Subject.INVOICE, Subject.PAYMENT)

@@ -206,4 +206,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE leases ADD COLUMN spent TEXT;
     """,
+    # 19: payments, receipts and refunds and their QBO copies (issue 26): a payment
+    # deleted in the CRM or removed in QBO is found by either side's id
+    """
+    CREATE TABLE payments (
+        tenant TEXT NOT NULL, kind TEXT NOT NULL, payment_id TEXT NOT NULL,
+        invoice_id TEXT NOT NULL, amount TEXT NOT NULL, state TEXT NOT NULL,
+        qbo_id TEXT, qbo_invoice_id TEXT, refunds TEXT, at TEXT NOT NULL,
+        PRIMARY KEY (tenant, kind, payment_id, invoice_id)) WITHOUT ROWID;
+    CREATE INDEX payments_qbo_id ON payments (tenant, qbo_id);
+    CREATE INDEX payments_refunds ON payments (tenant, refunds) WHERE refunds IS NOT NULL;
+    """,
 )

@@ -30,6 +30,7 @@ from syncd.store.outbox import render
 from syncd.store.sql import CONFLICT, Db, Sql
 from syncd.store.tables_jobs import JobTables, write_jobs
 from syncd.store.tables_leases import LeaseTables, check_fence
+from syncd.store.tables_money import MoneyTables, write_payments
 from syncd.store.tables_qbo import QboTables, write_deals, write_inbound, write_links
 from syncd.store.tables_reads import AdminReads
 from syncd.store.tables_realms import RealmTables
@@ -39,7 +40,13 @@ _INVOICE_COLS = rows.INVOICE_COLS
 
 
 class SqlStore(
-    AdminReads, RealmTables, JobTables, QboTables, SessionTables, LeaseTables
+    AdminReads,
+    RealmTables,
+    JobTables,
+    QboTables,
+    SessionTables,
+    LeaseTables,
+    MoneyTables,
 ):
     """The Store on a `Db`.
 
@@ -200,6 +207,7 @@ class SqlStore(
             for tenant, (realm_id, since) in changes.books.items():
                 await db.execute("DELETE FROM links WHERE tenant = ?", (tenant,))
                 await db.execute("DELETE FROM deals WHERE tenant = ?", (tenant,))
+                await db.execute("DELETE FROM payments WHERE tenant = ?", (tenant,))
                 await db.execute(
                     "INSERT INTO books VALUES (?, ?, ?) ON CONFLICT (tenant) "
                     "DO UPDATE SET realm_id = excluded.realm_id, since = excluded.since",
@@ -229,6 +237,7 @@ class SqlStore(
             )
             await write_links(db, changes.links)
             await write_deals(db, changes.deals)
+            await write_payments(db, changes.payments)
             await write_inbound(
                 db,
                 changes.inbound_done,

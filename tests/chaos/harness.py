@@ -84,6 +84,9 @@ class Plan:
     # stories until it has: a run that finishes fast still kills (a faster syncd left
     # the CI replicas run one kill)
     min_kills: int = 0
+    # and at most this many (None: as the dice say): each SIGKILL costs the run its
+    # restart and the stories caught in it, so CI bounds them (its 20 minutes)
+    max_kills: int | None = None
 
 
 @dataclass
@@ -555,6 +558,8 @@ class Chaos:
             [act] = self.rng.choices(list(acts), list(acts.values()))
             if self._kills_owed():
                 act = "kill"
+            if act == "kill" and self._kills_spent():
+                continue
             if act == "kill":
                 await self._kill()
             elif act == "broker":
@@ -572,6 +577,10 @@ class Chaos:
 
     def _kills_owed(self) -> bool:
         return self.f["syncd SIGKILLed"] < self.plan.min_kills
+
+    def _kills_spent(self) -> bool:
+        most = self.plan.max_kills
+        return most is not None and self.f["syncd SIGKILLed"] >= most
 
     async def _kill(self) -> None:
         await self._still_running()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -27,8 +29,11 @@ from syncd.models import (
     JobKind,
     JobStatus,
     LedgerEntry,
+    MoneyKind,
+    MoneyState,
     Outcome,
     Parked,
+    PaymentRecord,
     SyncState,
 )
 from syncd.store import Store
@@ -485,6 +490,57 @@ class StoreContract:
         assert await store.session("h-1", NOW) is None
 
     # Health
+
+    async def test_a_payment_is_found_by_either_sides_id_and_never_comes_back(
+        self, store: Store
+    ) -> None:
+        """Issue 26: a payment record, by CRM id or QBO id; its state only moves on."""
+
+        def record(state: MoneyState, **extra: Any) -> PaymentRecord:
+            fields: dict[str, Any] = {
+                "tenant": "acme",
+                "kind": MoneyKind.PAYMENT,
+                "payment_id": "P-1",
+                "invoice_id": "I-1",
+                "amount": Decimal("40.00"),
+                "state": state,
+                "at": NOW,
+            }
+            return PaymentRecord(**(fields | extra))
+
+        await store.commit(ChangeSet(payments=[record(MoneyState.RECORDED)]))
+        # the CRM deletes it before syncd's push recorded its QBO copy
+        await store.commit(ChangeSet(payments=[record(MoneyState.REMOVING)]))
+        await store.commit(
+            ChangeSet(payments=[record(MoneyState.RECORDED, qbo_id="77")])
+        )
+        (found,) = await store.payment_records("acme", (MoneyKind.PAYMENT,), ["P-1"])
+        assert (found.state, found.qbo_id, found.amount) == (
+            MoneyState.REMOVING,
+            "77",
+            Decimal("40.00"),
+        )
+        assert await store.payment_records("acme", (MoneyKind.REFUND,), ["P-1"]) == []
+        assert await store.payment_records("other", (MoneyKind.PAYMENT,), ["P-1"]) == []
+        (by_qbo,) = await store.payments_in_qbo("acme", ["77", "78"])
+        assert by_qbo.payment_id == "P-1"
+        refund = record(
+            MoneyState.RECORDED,
+            kind=MoneyKind.REFUND,
+            payment_id="R-1",
+            invoice_id="",
+            amount=Decimal("15.50"),
+            refunds="P-1",
+        )
+        await store.commit(ChangeSet(payments=[refund]))
+        assert await store.refunded("acme", "P-1") == Decimal("15.50")
+        await store.commit(
+            ChangeSet(payments=[replace(refund, state=MoneyState.REMOVED)])
+        )
+        assert await store.refunded("acme", "P-1") == 0
+        # another QBO company: what syncd knew of the old one's payments is forgotten
+        await store.commit(ChangeSet(books={"acme": ("other-realm", NOW)}))
+        assert await store.payments_in_qbo("acme", ["77"]) == []
 
     async def test_a_closed_store_says_so(self, store: Store) -> None:
         states = [(store.is_open, store.problem)]

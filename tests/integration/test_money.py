@@ -1,0 +1,244 @@
+"""The money after the invoice, through broker, syncd and the sandbox (issue 26, HS6, HS7).
+
+Payments deleted in the CRM leave QBO (deleted or voided) and QBO gives the invoice its
+balance back; payments deleted or voided in QBO reach the CRM as `payment.removed` and
+a checked move; a processor's fee is booked once as an expense; a refund is a refund
+receipt (or a credit memo) for the right customer, never more than was paid.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.dbview import DbView
+from tests.eventually import eventually
+from tests.integration.test_inbound import _pay, _synced_invoice, unwired, wired
+from tests.integration.test_outbound import Setup, _invoice, _payment
+from tests.integration.test_outbound import setup as setup  # the fixture
+
+__all__ = ["unwired", "wired"]  # fixtures used here
+
+
+def _removed(s: Setup) -> list[dict[str, Any]]:
+    return [m.body["data"] for m in s.crm.on("acme/out/payment/removed")]
+
+
+def _moves(s: Setup) -> list[tuple[str, str]]:
+    return [
+        (m.body["data"]["from"], m.body["data"]["to"])
+        for m in s.crm.on("acme/out/invoice/set_status")
+    ]
+
+
+async def _now(s: Setup, predicate: Any, timeout: float = 15) -> dict[str, Any]:
+    """Wait until the invoice's latest state message satisfies `predicate`."""
+
+    def latest() -> dict[str, Any] | None:
+        found = s.crm.on("acme/sync/invoice/INV-1")
+        return found[-1].body["data"] if found else None
+
+    await s.crm.wait_for(lambda r: predicate(latest() or {}), timeout)
+    return latest() or {}
+
+
+async def _decided(s: Setup, message_type: str, count: int) -> None:
+    """Wait until syncd's ledger holds `count` messages of a type (whatever became of them)."""
+    db = DbView(s.syncd.config.parent / "syncd.db")
+    sql = f"SELECT count(*) FROM messages WHERE type = '{message_type}'"
+    await eventually(lambda: db.query(sql)[0][0] >= count)
+
+
+def _refusals(s: Setup) -> list[str]:
+    return [m.body["data"]["reason"] for m in s.crm.on("acme/out/input/rejected")]
+
+
+async def _paid_in_crm(s: Setup, **extra: Any) -> dict[str, Any]:
+    """INV-1 synced, and the CRM's payment P-1 (50.00) written to QBO."""
+    await s.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await s.crm.send("acme", "payment.recorded", _payment(**extra))
+    await s.state("INV-1", lambda d: d["balance"] == "150.00")
+    await s.settled()
+    [payment] = await s.qbo_rows("select * from Payment")
+    return payment
+
+
+async def test_a_payment_removed_in_qbo_reaches_the_crm(wired: Setup):
+    """Voided (one payment left: partly paid), then deleted (open again), each told once."""
+    invoice = await _synced_invoice(wired)
+    await _pay(wired, invoice, "50.00")
+    await wired.state("INV-1", lambda d: d["status"] == "partially_paid")
+    await _pay(wired, invoice, "150.00")
+    await wired.state("INV-1", lambda d: d["status"] == "paid")
+    first, second = sorted(
+        await wired.qbo_rows("select * from Payment"), key=lambda p: int(p["Id"])
+    )
+    await wired.qbo.admin("POST", f"realms/{wired.realm}/payment/{second['Id']}/void")
+    await wired.crm.wait_for(lambda r: len(_removed(wired)) >= 1)
+    [voided] = _removed(wired)
+    assert voided == {
+        "invoice_id": "INV-1",
+        "payment_id": None,  # made in QBO, not by the CRM
+        "qbo_payment_id": second["Id"],
+        "how": "voided",
+        "balance": "150.00",
+    }
+    await wired.state("INV-1", lambda d: d["status"] == "partially_paid")
+    await wired.qbo.admin("POST", f"realms/{wired.realm}/payment/{first['Id']}/delete")
+    await wired.crm.wait_for(lambda r: len(_removed(wired)) >= 2)
+    deleted = _removed(wired)[1]
+    assert (deleted["qbo_payment_id"], deleted["how"], deleted["balance"]) == (
+        first["Id"],
+        "deleted",
+        "200.00",
+    )
+    state = await wired.state("INV-1", lambda d: d["status"] == "open")
+    assert (state["qbo_status"], state["balance"]) == ("open", "200.00")
+    await wired.settled()
+    assert _moves(wired) == [
+        ("open", "partially_paid"),
+        ("partially_paid", "paid"),
+        ("paid", "partially_paid"),
+        ("partially_paid", "open"),
+    ]
+    assert len(_removed(wired)) == 2
+
+
+async def test_a_payment_removed_in_qbo_reaches_the_crm_by_cdc(unwired: Setup):
+    """No webhook at all: reconciliation sees the deleted payment's tombstone."""
+    invoice = await _synced_invoice(unwired)
+    paid = await unwired.qbo.pay_by_hand(unwired.realm, invoice, "200.00")
+    await unwired.state("INV-1", lambda d: d["status"] == "paid", timeout=20)
+    await unwired.qbo.admin(
+        "POST", f"realms/{unwired.realm}/payment/{paid['Id']}/delete"
+    )
+    await unwired.crm.wait_for(lambda r: bool(_removed(unwired)), timeout=20)
+    [removed] = _removed(unwired)
+    assert (removed["qbo_payment_id"], removed["how"]) == (paid["Id"], "deleted")
+    await unwired.state("INV-1", lambda d: d["status"] == "open", timeout=20)
+    await unwired.reconciled(rounds=2)
+    assert len(_removed(unwired)) == 1
+
+
+async def test_a_payment_deleted_in_the_crm_leaves_qbo_once(wired: Setup):
+    """HS7: QBO's Payment deleted, the invoice's balance back; no echo; twice refused."""
+    payment = await _paid_in_crm(wired)
+    await wired.crm.send("acme", "payment.deleted", {"payment_id": "P-1"})
+    state = await _now(wired, lambda d: d.get("balance") == "200.00")
+    assert (state["qbo_status"], state["status"]) == ("open", "open")
+    assert await wired.qbo_rows("select * from Payment") == []
+    gone = await wired.qbo.call("GET", f"payment/{payment['Id']}", expect=400)
+    assert gone["Fault"]["Error"][0]["code"] == "610"
+    await wired.crm.send("acme", "payment.deleted", {"payment_id": "P-1"})
+    await wired.crm.wait_for(lambda r: bool(_refusals(wired)))
+    assert _refusals(wired) == ["payment 'P-1' was already deleted"]
+    await wired.settled()
+    assert _removed(wired) == []  # syncd's own removal is not news for the CRM
+    assert _moves(wired) == []
+
+
+@pytest.mark.rules('on_delete = "delete"', 'on_delete = "void"')
+async def test_a_payment_deleted_in_the_crm_is_voided_when_the_rules_say_so(
+    setup: Setup,
+):
+    payment = await _paid_in_crm(setup)
+    await setup.crm.send("acme", "payment.deleted", {"payment_id": "P-1"})
+    await _now(setup, lambda d: d.get("balance") == "200.00")
+    voided = (await setup.qbo.call("GET", f"payment/{payment['Id']}"))["Payment"]
+    assert (voided["TotalAmt"], voided["PrivateNote"]) == (0, "Voided")
+
+
+async def test_a_payment_deleted_before_it_reached_qbo_never_gets_there(setup: Setup):
+    """Recorded and deleted in one breath: nothing is left in QBO."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.crm.send("acme", "payment.recorded", _payment())
+    await setup.crm.send("acme", "payment.deleted", {"payment_id": "P-1"})
+    await _decided(setup, "payment.deleted", 1)
+    await setup.settled()
+    assert await setup.qbo_rows("select * from Payment") == []
+    state = await _now(setup, lambda d: d.get("sync_state") == "synced")
+    assert state["balance"] == "200.00"
+
+
+async def test_a_processors_fee_is_booked_once_as_an_expense(setup: Setup):
+    """HS6: a Purchase on Bank Charges, paid from the deposit account, memo naming P-1."""
+    fee = {"amount": "2.90", "processor": "stripe"}
+    await _paid_in_crm(setup, fee=fee)
+    # the CRM sends the same payment again (a new message id): still one fee
+    await setup.crm.send("acme", "payment.recorded", _payment(fee=fee))
+    await _decided(setup, "payment.recorded", 2)
+    await setup.settled()
+    [purchase] = await setup.qbo_rows("select * from Purchase")
+    assert purchase["TotalAmt"] == Decimal("2.90")
+    assert purchase["AccountRef"]["name"] == "Undeposited Funds"
+    [line] = purchase["Line"]
+    assert line["AccountBasedExpenseLineDetail"]["AccountRef"]["name"] == "Bank Charges"
+    assert "P-1" in purchase["PrivateNote"] and "stripe" in purchase["PrivateNote"]
+    assert len(await setup.qbo_rows("select * from Payment")) == 1
+    # a payment with no invoice (a Sales Receipt): its fee queues on its own
+    booking = _payment(payment_id="B-7", kind="booking", fee={"amount": "0.80"})
+    del booking["invoice_id"]
+    await setup.crm.send("acme", "payment.recorded", booking)
+    await eventually(lambda: _purchases(setup, 2))
+    await setup.crm.send(
+        "acme",
+        "payment.recorded",
+        _payment(payment_id="P-2", fee={"amount": "1.00", "currency": "EUR"}),
+    )
+    await setup.crm.wait_for(lambda r: bool(_refusals(setup)))
+    assert "the fee is in EUR and the payment in USD" in _refusals(setup)[0]
+
+
+async def _purchases(s: Setup, count: int) -> bool:
+    return len(await s.qbo_rows("select * from Purchase")) == count
+
+
+def _refund(**extra: Any) -> dict[str, Any]:
+    return {
+        "refund_id": "R-1",
+        "payment_id": "P-1",
+        "invoice_id": "INV-1",
+        "customer": {"name": "Acme Ltd"},
+        "amount": "20.00",
+        "currency": "USD",
+        "date": _payment()["date"],
+        "method": "card",
+        "reason": "one hour not worked",
+        **extra,
+    }
+
+
+async def test_a_refund_is_a_refund_receipt_for_the_customer_once(setup: Setup):
+    """HS7: from the deposit account, the invoice's customer; more than paid is refused."""
+    payment = await _paid_in_crm(setup)
+    await setup.crm.send("acme", "payment.refunded", _refund())
+    await setup.crm.send("acme", "payment.refunded", _refund())  # a repeat
+    await setup.crm.send(
+        "acme", "payment.refunded", _refund(refund_id="R-2", amount="30.01")
+    )
+    await setup.crm.wait_for(lambda r: bool(_refusals(setup)))
+    await setup.settled()
+    [receipt] = await setup.qbo_rows("select * from RefundReceipt")
+    assert receipt["TotalAmt"] == Decimal("20.00")
+    assert receipt["CustomerRef"]["value"] == payment["CustomerRef"]["value"]
+    assert receipt["DepositToAccountRef"]["name"] == "Undeposited Funds"
+    assert receipt["PrivateNote"] == "syncd:acme:refund:R-1"
+    assert _refusals(setup) == [
+        "a refund of 30.01 is more than what is left of payment 'P-1' "
+        "(50.00 paid, 20.00 refunded already)"
+    ]
+    # the invoice's own status stays the CRM's word
+    state = await _now(setup, lambda d: d.get("sync_state") == "synced")
+    assert (state["status"], state["balance"]) == ("open", "150.00")
+    assert setup.crm.on("acme/out/payment/refunded") == []  # never an echo
+
+
+@pytest.mark.rules('as = "refund_receipt"', 'as = "credit_memo"')
+async def test_a_refund_can_be_a_credit_memo(setup: Setup):
+    await _paid_in_crm(setup)
+    await setup.crm.send("acme", "payment.refunded", _refund(amount="50.00"))
+    [memo] = await eventually(lambda: setup.qbo_rows("select * from CreditMemo"))
+    assert (memo["TotalAmt"], memo["RemainingCredit"]) == (50, 50)
+    assert await setup.qbo_rows("select * from RefundReceipt") == []
