@@ -28,6 +28,7 @@ CRM_TYPES: Final = frozenset(
         "payment.recorded",
         "payment.deleted",
         "payment.refunded",
+        "credit_note.upserted",
         "contact.upserted",
         "command.sync",
         "command.send",

@@ -19,12 +19,13 @@ from syncd.const import (
     TYPE_REJECTED,
     TYPE_SYNC_STATE,
 )
-from syncd.models import Invoice, Message
+from syncd.models import CreditNote, Invoice, Message
 
 __all__ = [
     "ConnectionState",
     "ConnectionWarning",
     "ContactCreated",
+    "CreditNoteState",
     "InputRejected",
     "InvoiceImported",
     "InvoiceLinked",
@@ -61,6 +62,40 @@ class StateChanged(Message):
     def subtopic(self) -> str:
         """`sync/invoice/<invoice id>`."""
         return TOPIC_STATE.format(invoice_id=self.data["invoice_id"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditNoteState(Message):
+    """The retained latest word on one credit note (issue 26)."""
+
+    type: ClassVar[str] = "credit_note.sync_state"
+    retain: ClassVar[bool] = True
+
+    @classmethod
+    def of(
+        cls, note: CreditNote, at: datetime, causation_id: str | None = None
+    ) -> CreditNoteState:
+        """The state of `note` as it stands now."""
+        synced = note.last_synced_at
+        data = {
+            "credit_note_id": note.credit_note_id,
+            "sync_state": note.sync_state.value,
+            "status": note.status,
+            "version": note.version,
+            "invoice_id": note.invoice_id,
+            "qbo_id": note.qbo_id,
+            "qbo_doc_number": note.qbo_doc_number,
+            "qbo_status": note.qbo_status,
+            "total": note.data.get("total"),
+            "remaining_credit": note.remaining_credit,
+            "last_synced_at": synced.isoformat() if synced else None,
+            "error": note.error,
+        }
+        return cls(tenant=note.tenant, at=at, data=data, causation_id=causation_id)
+
+    def subtopic(self) -> str:
+        """`sync/credit_note/<credit note id>`."""
+        return f"sync/credit_note/{self.data['credit_note_id']}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -192,6 +192,7 @@ class Subject(StrEnum):
     RECEIPT = "receipt"  # a payment with no invoice (a QBO Sales Receipt)
     CONTACT = "contact"
     REFUND = "refund"  # money paid back (a QBO RefundReceipt or CreditMemo)
+    CREDIT_NOTE = "credit_note"  # a CRM credit note (a QBO CreditMemo)
 
 
 class JobKind(StrEnum):
@@ -209,6 +210,7 @@ class JobKind(StrEnum):
     RECEIPT_REMOVE = "receipt.remove"
     FEE_PUSH = "fee.push"  # a processor's fee, booked as an expense
     REFUND_PUSH = "refund.push"
+    CREDIT_NOTE_PUSH = "credit_note.push"  # copied, updated, applied, or removed
 
     @property
     def subject(self) -> Subject:
@@ -224,6 +226,7 @@ _SUBJECTS = {
     JobKind.RECEIPT_REMOVE: Subject.RECEIPT,
     JobKind.FEE_PUSH: Subject.PAYMENT,
     JobKind.REFUND_PUSH: Subject.REFUND,
+    JobKind.CREDIT_NOTE_PUSH: Subject.CREDIT_NOTE,
 }
 
 
@@ -407,6 +410,10 @@ class ChangeSet:
     webhooks_applied: dict[str, datetime] = field(default_factory=dict)
     # payments, receipts and refunds as syncd knows them (issue 26)
     payments: list[PaymentRecord] = field(default_factory=list)
+    # credit notes: the CRM's snapshots (newer versions only), and their QBO side as a
+    # job left it (never over a newer snapshot's state)
+    credit_notes: list[CreditNote] = field(default_factory=list)
+    credit_notes_synced: list[CreditNote] = field(default_factory=list)
 
     def merge(self, other: ChangeSet) -> None:
         """Add what `other` changes (later changes of one invoice win)."""
@@ -433,6 +440,8 @@ class ChangeSet:
         self.unparked += other.unparked
         self.webhooks_applied.update(other.webhooks_applied)
         self.payments += other.payments
+        self.credit_notes += other.credit_notes
+        self.credit_notes_synced += other.credit_notes_synced
 
 
 class MoneyKind(StrEnum):
@@ -470,6 +479,39 @@ class PaymentRecord:
     qbo_invoice_id: str | None = None
     refunds: str | None = None  # a refund: the CRM payment it pays back, if named
     at: datetime
+
+
+@dataclass(slots=True, kw_only=True)
+class CreditNote:
+    """A CRM credit note beside its QBO CreditMemo (issue 26).
+
+    `status` is the CRM's: `draft` (kept in the CRM), `open` (copied to QBO, applied to
+    its invoice when it names one), `voided` (removed from QBO: deleted, as its API
+    cannot void one).
+    """
+
+    tenant: str
+    credit_note_id: str
+    version: int
+    status: str
+    data: dict[str, Any]
+    sync_state: SyncState = SyncState.NOT_SYNCED
+    qbo_id: str | None = None
+    qbo_sync_token: str | None = None
+    qbo_doc_number: str | None = None
+    qbo_status: str | None = None  # open, applied, deleted
+    remaining_credit: str | None = None
+    applied_payment: str | None = None  # the QBO $0 Payment linking it to its invoice
+    pushed_body: dict[str, Any] | None = None
+    error: str | None = None
+    last_synced_at: datetime | None = None
+    updated_at: datetime
+
+    @property
+    def invoice_id(self) -> str | None:
+        """The CRM invoice it credits, if it names one."""
+        value = self.data.get("invoice_id")
+        return value if isinstance(value, str) and value else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

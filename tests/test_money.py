@@ -234,3 +234,70 @@ def test_a_refund_without_a_payment_is_taken_as_it_comes():
     ctx = _ctx("payment.refunded", _refund(payment_id=None))
     money.apply_refunded(ctx, None, [], Decimal(0))
     assert [j.kind for j in ctx.changes.jobs] == [JobKind.REFUND_PUSH]
+
+
+def _note_data(version: int, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "credit_note_id": "CN-1",
+        "version": version,
+        "status": status,
+        "invoice_id": "I-1",
+        "customer": {"name": "Acme"},
+        "lines": [{"item": "Consulting", "amount": "20.00"}],
+        "total": "20.00",
+        **extra,
+    }
+
+
+def test_an_open_credit_note_is_kept_and_queued_on_its_own():
+    ctx = _ctx("credit_note.upserted", _note_data(1, "open"))
+    note = money.apply_credit_note(ctx, None, _invoice())
+    assert note is not None and note.sync_state.value == "pending"
+    [job] = ctx.changes.jobs
+    assert (job.kind, job.queue) == (JobKind.CREDIT_NOTE_PUSH, "credit_note:CN-1")
+    assert [n.version for n in ctx.changes.credit_notes] == [1]
+    [state] = ctx.changes.outbox
+    assert state.subtopic() == "sync/credit_note/CN-1"
+    assert state.data["status"] == "open"
+
+
+def test_a_draft_credit_note_stays_in_the_crm():
+    ctx = _ctx("credit_note.upserted", _note_data(1, "draft"))
+    money.apply_credit_note(ctx, None, _invoice())
+    assert ctx.changes.jobs == []
+    assert _outcome(ctx) == (Outcome.APPLIED, "kept (a draft stays in the CRM)")
+
+
+def test_an_older_credit_note_version_is_ignored_and_a_voided_one_is_final():
+    first = _ctx("credit_note.upserted", _note_data(2, "voided"))
+    voided = money.apply_credit_note(first, None, _invoice())
+    old = _ctx("credit_note.upserted", _note_data(1, "open"))
+    money.apply_credit_note(old, voided, _invoice())
+    assert _outcome(old) == (
+        Outcome.IGNORED,
+        "version 1 is not newer than the applied 2",
+    )
+    again = _ctx("credit_note.upserted", _note_data(3, "open"))
+    money.apply_credit_note(again, voided, _invoice())
+    assert _rejections(again) == [
+        "credit note 'CN-1' is voided: a voided credit note is final"
+    ]
+
+
+def test_a_credit_note_keeps_its_invoice_and_names_a_known_one():
+    first = _ctx("credit_note.upserted", _note_data(1, "open"))
+    note = money.apply_credit_note(first, None, _invoice())
+    moved = _ctx("credit_note.upserted", _note_data(2, "open", invoice_id="I-2"))
+    money.apply_credit_note(moved, note, None)
+    assert _rejections(moved)[0].startswith("unknown invoice 'I-2'")
+    other = dataclasses.replace(_invoice(), invoice_id="I-2")
+    known = _ctx("credit_note.upserted", _note_data(2, "open", invoice_id="I-2"))
+    money.apply_credit_note(known, note, other)
+    assert _rejections(known) == [
+        "credit note 'CN-1' is for invoice 'I-1': it cannot move to another"
+    ]
+    unknown = _ctx("credit_note.upserted", _note_data(1, "open", invoice_id="I-9"))
+    money.apply_credit_note(unknown, None, None)
+    assert _rejections(unknown) == [
+        "unknown invoice 'I-9': a credit note names a known one"
+    ]

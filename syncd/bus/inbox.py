@@ -39,6 +39,7 @@ from syncd.exceptions import (
 from syncd.messages import InputRejected
 from syncd.models import (
     ChangeSet,
+    CreditNote,
     Envelope,
     Failure,
     Invoice,
@@ -367,10 +368,17 @@ class Inbox:
                 if env.type == "payment.refunded" and env.data.get("payment_id"):
                     key = (env.tenant, str(env.data["payment_id"]))
                     loaded.refunded[key] = await self._store.refunded(*key)
+        notes: dict[str, list[str]] = {}
+        for env in fresh:
+            if env.type == "credit_note.upserted":
+                notes.setdefault(env.tenant, []).append(str(env.data["credit_note_id"]))
         for tenant, ids in named.items():
             loaded.payments += await self._store.payment_records(
                 tenant, tuple(MoneyKind), sorted(ids)
             )
+        for tenant, note_ids in notes.items():
+            found = await self._store.credit_notes(tenant, note_ids)
+            loaded.credit_notes.update(((tenant, k), n) for k, n in found.items())
 
     async def _route(
         self,
@@ -423,9 +431,15 @@ class _Loaded:
     invoices: dict[tuple[str, str], Invoice] = field(default_factory=dict)
     payments: list[PaymentRecord] = field(default_factory=list)
     refunded: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    credit_notes: dict[tuple[str, str], CreditNote] = field(default_factory=dict)
 
 
-_MONEY_TYPES = ("payment.recorded", "payment.deleted", "payment.refunded")
+_MONEY_TYPES = (
+    "payment.recorded",
+    "payment.deleted",
+    "payment.refunded",
+    "credit_note.upserted",
+)
 
 
 def _route_money(ctx: decide.Context, loaded: _Loaded, invoice: Invoice | None) -> None:
@@ -434,6 +448,11 @@ def _route_money(ctx: decide.Context, loaded: _Loaded, invoice: Invoice | None) 
         money.apply_recorded(ctx, invoice, loaded.payments)
     elif env.type == "payment.deleted":
         money.apply_deleted(ctx, loaded.payments)
+    elif env.type == "credit_note.upserted":
+        key = (env.tenant, str(env.data["credit_note_id"]))
+        note = money.apply_credit_note(ctx, loaded.credit_notes.get(key), invoice)
+        if note is not None:
+            loaded.credit_notes[key] = note  # a later version in the batch sees it
     else:
         refunded = loaded.refunded.get((env.tenant, str(env.data.get("payment_id"))))
         money.apply_refunded(ctx, invoice, loaded.payments, refunded or Decimal(0))

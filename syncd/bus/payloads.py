@@ -288,6 +288,18 @@ DATA_SPECS: Mapping[str, Spec] = {
         ),
     },
     "payment.deleted": {"payment_id": (ident, True)},
+    "credit_note.upserted": {
+        "credit_note_id": (ident, True),
+        "version": (version, True),
+        "status": (one_of("draft", "open", "voided"), True),
+        "invoice_id": (ident, False),
+        "customer": (CUSTOMER, True),
+        "lines": (items(LINE), True),
+        "total": (amount, True),
+        "currency": (currency, False),
+        "issue_date": (day, False),
+        "created_at": (moment, False),
+    },
     "payment.refunded": {
         "refund_id": (ident, True),
         "payment_id": (ident, False),

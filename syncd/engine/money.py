@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from syncd.engine.decide import Context, ledger_row, reject, reject_or_wait
+from syncd.messages import CreditNoteState
 from syncd.models import (
+    CreditNote,
     Invoice,
     Job,
     JobKind,
@@ -21,6 +23,7 @@ from syncd.models import (
     MoneyState,
     Outcome,
     PaymentRecord,
+    SyncState,
 )
 
 _PAID = (MoneyKind.PAYMENT, MoneyKind.RECEIPT)
@@ -167,6 +170,76 @@ def apply_refunded(
         )
     )
     ledger_row(ctx, Outcome.APPLIED, f"{JobKind.REFUND_PUSH} queued")
+
+
+def apply_credit_note(
+    ctx: Context,
+    current: CreditNote | None,
+    invoice: Invoice | None,
+) -> CreditNote | None:
+    """`credit_note.upserted`: the credit note as it now stands, its job queued.
+
+    `open` is copied to QBO (and applied to its invoice), `voided` removed from QBO; a
+    draft stays in the CRM. A note is for one invoice, and a voided one is final.
+    """
+    data, tenant = ctx.envelope.data, ctx.envelope.tenant
+    note_id, version = str(data["credit_note_id"]), int(data["version"])
+    if current is not None and version <= current.version:
+        ledger_row(
+            ctx,
+            Outcome.IGNORED,
+            f"version {version} is not newer than the applied {current.version}",
+        )
+        return current
+    if current is not None and current.status == "voided":
+        reject(ctx, f"credit note {note_id!r} is voided: a voided credit note is final")
+        return current
+    if data.get("invoice_id") and invoice is None:
+        reject_or_wait(
+            ctx,
+            f"unknown invoice {data['invoice_id']!r}: a credit note names a known one",
+        )
+        return current
+    if (
+        current is not None
+        and current.invoice_id
+        and (data.get("invoice_id") != current.invoice_id)
+    ):
+        reject(
+            ctx,
+            f"credit note {note_id!r} is for invoice {current.invoice_id!r}: "
+            "it cannot move to another",
+        )
+        return current
+    note = (
+        dataclasses.replace(current, version=version, data=dict(data))
+        if current is not None
+        else CreditNote(
+            tenant=tenant,
+            credit_note_id=note_id,
+            version=version,
+            status=str(data["status"]),
+            data=dict(data),
+            updated_at=ctx.now,
+        )
+    )
+    note.status, note.updated_at = str(data["status"]), ctx.now
+    in_qbo = note.qbo_id is not None or note.sync_state in (
+        SyncState.PENDING,
+        SyncState.FAILED,
+    )
+    said = "kept (a draft stays in the CRM)"
+    if note.status == "open" or (note.status == "voided" and in_qbo):
+        # its own queue: an invoice not in QBO yet makes it wait, its failures its own
+        ctx.changes.jobs.append(
+            _job(ctx, JobKind.CREDIT_NOTE_PUSH, note_id, None, {"version": version})
+        )
+        note.sync_state = SyncState.PENDING
+        said = f"{JobKind.CREDIT_NOTE_PUSH} queued"
+    ctx.changes.credit_notes.append(note)
+    ctx.changes.outbox.append(CreditNoteState.of(note, ctx.now, ctx.envelope.id))
+    ledger_row(ctx, Outcome.APPLIED, said)
+    return note
 
 
 def latest(

@@ -33,6 +33,7 @@ from syncd.models import (
     JobStatus,
 )
 from syncd.outbound import batch, outcomes, record
+from syncd.outbound.credit_notes import push_credit_note
 from syncd.outbound.money import push_fee, push_refund, remove_payment
 from syncd.outbound.payments import push_customer, push_payment, push_receipt
 from syncd.outbound.push import (
@@ -73,6 +74,7 @@ HANDLERS: dict[JobKind, Handler] = {
     JobKind.RECEIPT_REMOVE: remove_payment,
     JobKind.FEE_PUSH: push_fee,
     JobKind.REFUND_PUSH: push_refund,
+    JobKind.CREDIT_NOTE_PUSH: push_credit_note,
 }
 
 

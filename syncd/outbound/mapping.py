@@ -80,6 +80,24 @@ def invoice_body(
     return body
 
 
+def credit_memo_body(
+    tenant: str, data: dict[str, Any], rules: Rules, resolved: Resolved
+) -> dict[str, Any]:
+    """The QBO CreditMemo for a CRM credit note: lines and taxes as an invoice's."""
+    lines = [_line(line, rules, resolved) for line in data.get("lines") or []]
+    body: dict[str, Any] = {
+        "CustomerRef": {"value": resolved.customer_id},
+        "Line": lines,
+        "PrivateNote": f"syncd:{tenant}:credit_note:{data['credit_note_id']}",
+    }
+    _taxes(body, data, rules, resolved, lines, None)
+    if data.get("currency"):
+        body["CurrencyRef"] = {"value": data["currency"]}
+    if data.get("issue_date"):
+        body["TxnDate"] = data["issue_date"]
+    return body
+
+
 def changed_fields(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
     """The top-level fields of `new` that differ from the last body written (canonical)."""
     if old is None:

@@ -81,12 +81,24 @@ class Company:
         self.listener = listener
         self._next_id = 1
         self.next_doc_number = 1001
+        self.doc_numbers: set[str] = set()  # DocNumbers sales forms hold (or held)
         # lower-cased unique names → "Entity:Id" (DisplayName across customers, vendors
         # and employees; Item and Account names among their own)
         self.names: dict[tuple[str, str], str] = {}
         self._name_of: dict[str, tuple[str, str]] = {}
         self.emails_today = 0
         _seed(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a company kept by an older sandbox has no index of its DocNumbers yet
+        self.__dict__.update(state)
+        if "doc_numbers" not in state:
+            self.doc_numbers = {
+                str(o["DocNumber"])
+                for table in self.tables.values()
+                for o in table.values()
+                if o.get("DocNumber")
+            }
 
     @property
     def multicurrency(self) -> bool:
@@ -124,6 +136,8 @@ class Company:
             obj["SyncToken"] = str(int(obj.get("SyncToken", "0")) + 1)
             obj.setdefault("MetaData", {"CreateTime": stamp})["LastUpdatedTime"] = stamp
         obj["domain"], obj["sparse"] = "QBO", False
+        if obj.get("DocNumber"):
+            self.doc_numbers.add(str(obj["DocNumber"]))
         self.tables[entity][obj["Id"]] = obj
         self._index_name(entity, obj)
         self._log(entity, obj["Id"], operation, now)

@@ -324,6 +324,9 @@ def _dates_and_numbers(
     if existing is not None and not number:
         obj["DocNumber"] = existing.get("DocNumber")
     elif not number:
+        # the next free number: one a client set itself is never given again
+        while str(company.next_doc_number) in company.doc_numbers:
+            company.next_doc_number += 1
         obj["DocNumber"] = str(company.next_doc_number)
         company.next_doc_number += 1
     elif not obj.pop("_allow_duplicate_doc_number", False):

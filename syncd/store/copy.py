@@ -40,6 +40,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "inbound_events": ("realm_id", "key"),
     "refreshes": ("seq",),
     "payments": ("tenant", "kind", "payment_id", "invoice_id"),
+    "credit_notes": ("tenant", "credit_note_id"),
 }
 # identity columns: their sequences start after the copied rows
 _IDENTITY = {"history": "seq", "failures": "seq", "outbox": "seq", "jobs": "id",

@@ -124,7 +124,7 @@ MIGRATIONS: Final[list[str]] = [
     """
     ALTER TABLE leases ADD COLUMN spent TEXT;
     """,
-    # 6: SQLite's 19, payments, receipts and refunds and their QBO copies (issue 26)
+    # 6: SQLite's 19, payments, receipts and refunds, credit notes (issue 26)
     """
     CREATE TABLE payments (
         tenant TEXT NOT NULL, kind TEXT NOT NULL, payment_id TEXT NOT NULL,
@@ -133,5 +133,12 @@ MIGRATIONS: Final[list[str]] = [
         PRIMARY KEY (tenant, kind, payment_id, invoice_id));
     CREATE INDEX payments_qbo_id ON payments (tenant, qbo_id);
     CREATE INDEX payments_refunds ON payments (tenant, refunds) WHERE refunds IS NOT NULL;
+    CREATE TABLE credit_notes (
+        tenant TEXT NOT NULL, credit_note_id TEXT NOT NULL, version BIGINT NOT NULL,
+        status TEXT NOT NULL, data BYTEA NOT NULL, sync_state TEXT NOT NULL,
+        qbo_id TEXT, qbo_sync_token TEXT, qbo_doc_number TEXT, qbo_status TEXT,
+        remaining_credit TEXT, applied_payment TEXT, pushed_body BYTEA, error TEXT,
+        last_synced_at TIMESTAMPTZ, updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (tenant, credit_note_id));
     """,
 ]

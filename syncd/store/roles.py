@@ -24,6 +24,7 @@ from syncd.models import (
     Backlog,
     ChangeSet,
     Connection,
+    CreditNote,
     Cutoffs,
     Failure,
     Fence,
@@ -96,6 +97,11 @@ class Payments(Protocol):
 
     async def refunded(self, tenant: str, payment_id: str) -> Decimal:
         """What the CRM's refunds of one payment add up to (those not removed)."""
+
+    async def credit_notes(
+        self, tenant: str, credit_note_ids: list[str]
+    ) -> dict[str, CreditNote]:
+        """These credit notes as syncd keeps them, by id."""
 
 
 class Intake(Committer, Payments, Protocol):
@@ -236,6 +242,9 @@ class Realms(Committer, Protocol):
 
 class References(Payments, Protocol):
     """What QBO's objects are to syncd: links, deals, payments, writes under way."""
+
+    async def invoice(self, tenant: str, invoice_id: str) -> Invoice | None:
+        """Return one invoice."""
 
     async def invoices_by_qbo_ids(
         self, tenant: str, qbo_ids: list[str]

@@ -207,7 +207,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE leases ADD COLUMN spent TEXT;
     """,
     # 19: payments, receipts and refunds and their QBO copies (issue 26): a payment
-    # deleted in the CRM or removed in QBO is found by either side's id
+    # deleted in the CRM or removed in QBO is found by either side's id; credit notes
     """
     CREATE TABLE payments (
         tenant TEXT NOT NULL, kind TEXT NOT NULL, payment_id TEXT NOT NULL,
@@ -216,5 +216,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (tenant, kind, payment_id, invoice_id)) WITHOUT ROWID;
     CREATE INDEX payments_qbo_id ON payments (tenant, qbo_id);
     CREATE INDEX payments_refunds ON payments (tenant, refunds) WHERE refunds IS NOT NULL;
+    CREATE TABLE credit_notes (
+        tenant TEXT NOT NULL, credit_note_id TEXT NOT NULL, version BIGINT NOT NULL,
+        status TEXT NOT NULL, data BLOB NOT NULL, sync_state TEXT NOT NULL,
+        qbo_id TEXT, qbo_sync_token TEXT, qbo_doc_number TEXT, qbo_status TEXT,
+        remaining_credit TEXT, applied_payment TEXT, pushed_body BLOB, error TEXT,
+        last_synced_at TEXT, updated_at TEXT NOT NULL,
+        PRIMARY KEY (tenant, credit_note_id));
     """,
 )

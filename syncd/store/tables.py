@@ -30,7 +30,7 @@ from syncd.store.outbox import render
 from syncd.store.sql import CONFLICT, Db, Sql
 from syncd.store.tables_jobs import JobTables, write_jobs
 from syncd.store.tables_leases import LeaseTables, check_fence
-from syncd.store.tables_money import MoneyTables, write_payments
+from syncd.store.tables_money import MoneyTables, write_credit_notes, write_payments
 from syncd.store.tables_qbo import QboTables, write_deals, write_inbound, write_links
 from syncd.store.tables_reads import AdminReads
 from syncd.store.tables_realms import RealmTables
@@ -209,6 +209,12 @@ class SqlStore(
                 await db.execute("DELETE FROM deals WHERE tenant = ?", (tenant,))
                 await db.execute("DELETE FROM payments WHERE tenant = ?", (tenant,))
                 await db.execute(
+                    "UPDATE credit_notes SET qbo_id = NULL, qbo_sync_token = NULL, "
+                    "qbo_status = NULL, applied_payment = NULL, pushed_body = NULL "
+                    "WHERE tenant = ?",
+                    (tenant,),
+                )
+                await db.execute(
                     "INSERT INTO books VALUES (?, ?, ?) ON CONFLICT (tenant) "
                     "DO UPDATE SET realm_id = excluded.realm_id, since = excluded.since",
                     (tenant, realm_id, since.isoformat()),
@@ -238,6 +244,9 @@ class SqlStore(
             await write_links(db, changes.links)
             await write_deals(db, changes.deals)
             await write_payments(db, changes.payments)
+            await write_credit_notes(
+                db, changes.credit_notes, changes.credit_notes_synced
+            )
             await write_inbound(
                 db,
                 changes.inbound_done,

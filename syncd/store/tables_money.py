@@ -1,4 +1,4 @@
-"""Payments, receipts and refunds and their QBO copies (issue 26), in the shared SQL.
+"""Payments, receipts, refunds and credit notes and their QBO copies (issue 26).
 
 A payment deleted in the CRM is found by the CRM's id; one removed in QBO by QBO's. A
 record's state only moves forward (recorded → removing → removed), whichever writer
@@ -10,7 +10,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from syncd.models import MoneyKind, MoneyState, PaymentRecord
+import orjson
+
+from syncd.models import CreditNote, MoneyKind, MoneyState, PaymentRecord, SyncState
 from syncd.store import rows
 from syncd.store.database import many, rows_among
 from syncd.store.sql import Db, Sql
@@ -69,6 +71,19 @@ class MoneyTables:
             found = await cur.fetchall()
         return sum((Decimal(amount) for (amount,) in found), Decimal(0))
 
+    async def credit_notes(
+        self, tenant: str, credit_note_ids: list[str]
+    ) -> dict[str, CreditNote]:
+        """These credit notes as syncd keeps them, by id."""
+        sql = (
+            f"SELECT {_NOTE_COLS} FROM credit_notes WHERE tenant = ? "
+            "AND credit_note_id IN ({among})"
+        )
+        async with self._db.read() as db:
+            found = await rows_among(db, sql, [tenant], sorted(set(credit_note_ids)))
+        notes = [_note(row) for row in found]
+        return {n.credit_note_id: n for n in notes}
+
 
 async def write_payments(db: Sql, records: list[PaymentRecord]) -> None:
     """Add or update payment records; a known QBO copy is never forgotten."""
@@ -122,4 +137,97 @@ def _record(row: Any) -> PaymentRecord:
         qbo_invoice_id=qbo_inv,
         refunds=refunds,
         at=rows.when(at),
+    )
+
+
+_NOTE_COLS = (
+    "tenant, credit_note_id, version, status, data, sync_state, qbo_id, "
+    "qbo_sync_token, qbo_doc_number, qbo_status, remaining_credit, applied_payment, "
+    "pushed_body, error, last_synced_at, updated_at"
+)
+
+
+async def write_credit_notes(
+    db: Sql, snapshots: list[CreditNote], synced: list[CreditNote]
+) -> None:
+    """The CRM's newer snapshots; then what jobs did in QBO (sync state: of its version)."""
+    await many(
+        db,
+        f"INSERT INTO credit_notes ({_NOTE_COLS}) VALUES "
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (tenant, credit_note_id) DO UPDATE SET version = excluded.version, "
+        "status = excluded.status, data = excluded.data, "
+        "sync_state = excluded.sync_state, updated_at = excluded.updated_at "
+        "WHERE excluded.version > credit_notes.version",
+        [_note_row(n) for n in snapshots],
+    )
+    await many(
+        db,
+        "UPDATE credit_notes SET qbo_id = ?, qbo_sync_token = ?, qbo_doc_number = ?, "
+        "qbo_status = ?, remaining_credit = ?, applied_payment = ?, pushed_body = ?, "
+        "error = ?, last_synced_at = ?, "
+        "sync_state = CASE WHEN version = ? THEN ? ELSE sync_state END "
+        "WHERE tenant = ? AND credit_note_id = ?",
+        [
+            (
+                n.qbo_id,
+                n.qbo_sync_token,
+                n.qbo_doc_number,
+                n.qbo_status,
+                n.remaining_credit,
+                n.applied_payment,
+                orjson.dumps(n.pushed_body) if n.pushed_body is not None else None,
+                n.error,
+                n.last_synced_at.isoformat() if n.last_synced_at else None,
+                n.version,
+                n.sync_state.value,
+                n.tenant,
+                n.credit_note_id,
+            )
+            for n in synced
+        ],
+    )
+
+
+def _note_row(n: CreditNote) -> tuple[Any, ...]:
+    return (
+        n.tenant,
+        n.credit_note_id,
+        n.version,
+        n.status,
+        orjson.dumps(n.data),
+        n.sync_state.value,
+        n.qbo_id,
+        n.qbo_sync_token,
+        n.qbo_doc_number,
+        n.qbo_status,
+        n.remaining_credit,
+        n.applied_payment,
+        orjson.dumps(n.pushed_body) if n.pushed_body is not None else None,
+        n.error,
+        n.last_synced_at.isoformat() if n.last_synced_at else None,
+        n.updated_at.isoformat(),
+    )
+
+
+def _note(row: Any) -> CreditNote:
+    (tenant, note_id, version, status, data, state, qbo_id, token, doc, view, left,
+     applied, pushed, error, synced, updated) = row  # fmt: skip
+    return CreditNote(
+        tenant=tenant,
+        credit_note_id=note_id,
+        version=int(version),
+        status=status,
+        data=orjson.loads(data),
+        sync_state=SyncState(state),
+        qbo_id=qbo_id,
+        qbo_sync_token=token,
+        qbo_doc_number=doc,
+        qbo_status=view,
+        remaining_credit=left,
+        applied_payment=applied,
+        pushed_body=orjson.loads(pushed) if pushed is not None else None,
+        error=error,
+        last_synced_at=rows.when(synced) if synced else None,
+        updated_at=rows.when(updated),
     )

@@ -70,6 +70,14 @@ async def test_a_credit_memo_is_numbered_with_sales_and_lowers_the_balance(
         expect=400,
     )
     assert _code(taken) == "6140"
+    # a number a client set itself is never given again by the sequence
+    chosen = int(memo["DocNumber"]) + 1
+    await qbo.invoice(customer, item, "10.00", DocNumber=str(chosen))
+    after = await qbo.create(
+        "CreditMemo",
+        {"CustomerRef": {"value": customer["Id"]}, "Line": [_sale_line(item, "1")]},
+    )
+    assert int(after["DocNumber"]) == chosen + 1
 
 
 async def test_a_zero_payment_applies_credit_and_deleting_it_gives_it_back(

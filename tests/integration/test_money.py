@@ -242,3 +242,119 @@ async def test_a_refund_can_be_a_credit_memo(setup: Setup):
     [memo] = await eventually(lambda: setup.qbo_rows("select * from CreditMemo"))
     assert (memo["TotalAmt"], memo["RemainingCredit"]) == (50, 50)
     assert await setup.qbo_rows("select * from RefundReceipt") == []
+
+
+def _credit_note(version: int, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "credit_note_id": "CN-1",
+        "version": version,
+        "status": status,
+        "invoice_id": "INV-1",
+        "customer": {"contact_id": "C-9", "name": "Acme Ltd"},
+        "lines": [
+            {
+                "description": "Goodwill: one hour",
+                "item": "Consulting",
+                "quantity": "1",
+                "unit_price": "50.00",
+            }
+        ],
+        "total": "50.00",
+        "currency": "USD",
+        "issue_date": _payment()["date"],
+        **extra,
+    }
+
+
+async def _note(s: Setup, predicate: Any) -> dict[str, Any]:
+    """Wait until the credit note's latest retained state satisfies `predicate`."""
+
+    def latest() -> dict[str, Any]:
+        found = s.crm.on("acme/sync/credit_note/CN-1")
+        return found[-1].body["data"] if found else {}
+
+    await s.crm.wait_for(lambda r: predicate(latest()))
+    return latest()
+
+
+async def _memo_writes(s: Setup) -> int:
+    return sum(1 for w in await s.writes() if "/creditmemo" in w["path"])
+
+
+async def test_a_credit_note_is_copied_applied_updated_and_voided(setup: Setup):
+    """A CreditMemo kept like an invoice, applied through a $0 payment, then removed."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.state("INV-1", lambda d: d["sync_state"] == "synced")
+    await setup.crm.send("acme", "credit_note.upserted", _credit_note(1, "open"))
+    state = await _note(setup, lambda d: d.get("qbo_status") == "applied")
+    assert (state["sync_state"], state["remaining_credit"], state["total"]) == (
+        "synced",
+        "0.00",
+        "50.00",
+    )
+    [memo] = await setup.qbo_rows("select * from CreditMemo")
+    assert (memo["Id"], memo["TotalAmt"], memo["RemainingCredit"]) == (
+        state["qbo_id"],
+        Decimal("50.00"),
+        0,
+    )
+    [link] = await setup.qbo_rows("select * from Payment")
+    assert (link["TotalAmt"], len(link["Line"])) == (0, 2)
+    [invoice] = await setup.qbo_rows("select * from Invoice")
+    assert invoice["Balance"] == Decimal("150.00")
+    await setup.settled()
+    writes = await _memo_writes(setup)
+    # the same content again: no call; a new description: that field alone
+    await setup.crm.send("acme", "credit_note.upserted", _credit_note(2, "open"))
+    await _note(setup, lambda d: d.get("version") == 2 and d["sync_state"] == "synced")
+    await setup.settled()
+    assert await _memo_writes(setup) == writes
+    changed = _credit_note(3, "open")
+    changed["lines"][0]["description"] = "Goodwill: one hour, as agreed"
+    await setup.crm.send("acme", "credit_note.upserted", changed)
+    await _note(setup, lambda d: d.get("version") == 3 and d["sync_state"] == "synced")
+    await setup.settled()
+    assert await _memo_writes(setup) == writes + 1
+    [memo] = await setup.qbo_rows("select * from CreditMemo")
+    assert memo["Line"][0]["Description"] == "Goodwill: one hour, as agreed"
+    await setup.crm.send("acme", "credit_note.upserted", _credit_note(4, "voided"))
+    state = await _note(setup, lambda d: d.get("qbo_status") == "deleted")
+    assert await setup.qbo_rows("select * from CreditMemo") == []
+    assert await setup.qbo_rows("select * from Payment") == []
+    [invoice] = await setup.qbo_rows("select * from Invoice")
+    assert invoice["Balance"] == Decimal("200.00")
+    await setup.crm.send("acme", "credit_note.upserted", _credit_note(5, "open"))
+    await setup.crm.wait_for(lambda r: bool(_refusals(setup)))
+    assert _refusals(setup) == [
+        "credit note 'CN-1' is voided: a voided credit note is final"
+    ]
+
+
+async def test_the_customers_balance_agrees_to_the_cent(setup: Setup):
+    """Issue 26's proof: invoice, partial payment, credit note, refund, removed payment.
+
+    The CRM's figure is its own arithmetic (invoices less payments still standing less
+    open credit notes; a refund receipt gives money back for what was sold, so it is
+    no debt); QBO's is the customer's Balance.
+    """
+    crm_balance = Decimal("200.00")
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.crm.send("acme", "payment.recorded", _payment(amount="80.00"))
+    crm_balance -= Decimal("80.00")
+    await setup.crm.send("acme", "credit_note.upserted", _credit_note(1, "open"))
+    crm_balance -= Decimal("50.00")
+    await setup.crm.send("acme", "payment.refunded", _refund(amount="30.00"))
+    await setup.crm.send("acme", "payment.deleted", {"payment_id": "P-1"})
+    crm_balance += Decimal("80.00")
+    await _decided(setup, "payment.deleted", 1)
+    await _note(setup, lambda d: d.get("qbo_status") == "applied")
+    await setup.settled()
+    [invoice] = await setup.qbo_rows("select * from Invoice")
+    customer = (
+        await setup.qbo.call("GET", f"customer/{invoice['CustomerRef']['value']}")
+    )["Customer"]
+    assert Decimal(str(customer["Balance"])) == crm_balance == Decimal("150.00")
+    assert invoice["Balance"] == crm_balance
+    [refund] = await setup.qbo_rows("select * from RefundReceipt")
+    assert refund["TotalAmt"] == Decimal("30.00")
+    assert _refusals(setup) == []

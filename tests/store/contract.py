@@ -20,6 +20,7 @@ from syncd.messages import ConnectionState, SyncFailed
 from syncd.models import (
     ChangeSet,
     Connection,
+    CreditNote,
     Failure,
     Fence,
     Held,
@@ -541,6 +542,52 @@ class StoreContract:
         # another QBO company: what syncd knew of the old one's payments is forgotten
         await store.commit(ChangeSet(books={"acme": ("other-realm", NOW)}))
         assert await store.payments_in_qbo("acme", ["77"]) == []
+
+    async def test_a_credit_note_keeps_the_newest_snapshot_and_its_qbo_side(
+        self, store: Store
+    ) -> None:
+        """Issue 26: an older snapshot never wins, nor does a job over a newer one.
+
+        A job's result never marks a newer snapshot synced, but its QBO copy is kept.
+        """
+        note = CreditNote(
+            tenant="acme",
+            credit_note_id="CN-1",
+            version=2,
+            status="open",
+            data={"total": "20.00"},
+            sync_state=SyncState.PENDING,
+            updated_at=NOW,
+        )
+        await store.commit(ChangeSet(credit_notes=[note]))
+        await store.commit(
+            ChangeSet(credit_notes=[replace(note, version=1, status="draft")])
+        )
+        pushed = replace(
+            note,
+            qbo_id="55",
+            sync_state=SyncState.SYNCED,
+            remaining_credit="0.00",
+            pushed_body={"Line": []},
+            last_synced_at=NOW,
+        )
+        newer = replace(note, version=3, status="voided")
+        await store.commit(ChangeSet(credit_notes=[newer]))
+        await store.commit(ChangeSet(credit_notes_synced=[pushed]))
+        found = (await store.credit_notes("acme", ["CN-1", "CN-2"]))["CN-1"]
+        assert (found.version, found.status, found.sync_state) == (
+            3,
+            "voided",
+            SyncState.PENDING,
+        )
+        assert (found.qbo_id, found.remaining_credit, found.pushed_body) == (
+            "55",
+            "0.00",
+            {"Line": []},
+        )
+        await store.commit(ChangeSet(credit_notes_synced=[replace(pushed, version=3)]))
+        found = (await store.credit_notes("acme", ["CN-1"]))["CN-1"]
+        assert found.sync_state is SyncState.SYNCED
 
     async def test_a_closed_store_says_so(self, store: Store) -> None:
         states = [(store.is_open, store.problem)]
