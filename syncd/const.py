@@ -57,4 +57,5 @@ QBO_EVENTS: Final = (
     "invoice_voided",
     "invoice_deleted",
     "payment_removed",  # a payment on the invoice deleted or voided in QBO (issue 26)
+    "credit_applied",  # a credit applied to it in QBO ("" = as a payment)
 )

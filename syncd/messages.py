@@ -25,12 +25,14 @@ __all__ = [
     "ConnectionState",
     "ConnectionWarning",
     "ContactCreated",
+    "CreditNoteImported",
     "CreditNoteState",
     "InputRejected",
     "InvoiceImported",
     "InvoiceLinked",
     "Message",
     "PaymentReceived",
+    "PaymentRefunded",
     "PaymentRemoved",
     "ReviewRequested",
     "StateChanged",
@@ -149,6 +151,22 @@ class PaymentRemoved(Message):
 
     type: ClassVar[str] = "payment.removed"
     below: ClassVar[str] = "out/payment/removed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRefunded(Message):
+    """A refund a person made in QBO for a synced customer (issue 26); never an echo."""
+
+    type: ClassVar[str] = "payment.refunded"
+    below: ClassVar[str] = "out/payment/refunded"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditNoteImported(Message):
+    """A credit memo a person made in QBO (issue 26); never an echo."""
+
+    type: ClassVar[str] = "credit_note.imported"
+    below: ClassVar[str] = "out/credit_note/imported"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from syncd.messages import ContactCreated, InvoiceImported, ReviewRequested
+from syncd.messages import (
+    ContactCreated,
+    CreditNoteImported,
+    InvoiceImported,
+    PaymentRefunded,
+    ReviewRequested,
+)
 from syncd.models import ChangeSet
 
 
@@ -24,6 +30,9 @@ class QboChanges:
     customers: list[dict[str, Any]] = field(default_factory=list)
     # payments deleted or voided in QBO: Id → "deleted" or "voided" (issue 26)
     removed_payments: dict[str, str] = field(default_factory=dict)
+    # refund receipts and credit memos created in QBO (issue 26)
+    refunds: list[dict[str, Any]] = field(default_factory=list)
+    credit_memos: list[dict[str, Any]] = field(default_factory=list)
 
 
 def imported(
@@ -86,6 +95,47 @@ def review_requested(
         "date": payment.get("TxnDate"),
     }
     return ReviewRequested(tenant=tenant, at=now, data=data)
+
+
+def refunded(tenant: str, obj: dict[str, Any], now: datetime) -> PaymentRefunded:
+    """A refund receipt a person made in QBO for a synced customer (issue 26, HS7)."""
+    data = {
+        "invoice_id": None,  # QBO links a refund receipt to nothing (qbo.md §11.3)
+        "qbo_refund_id": obj["Id"],
+        "customer": _customer(obj),
+        "amount": str(obj.get("TotalAmt")),
+        "currency": (obj.get("CurrencyRef") or {}).get("value"),
+        "date": obj.get("TxnDate"),
+        "method": (obj.get("PaymentMethodRef") or {}).get("name"),
+    }
+    return PaymentRefunded(tenant=tenant, at=now, data=data)
+
+
+def credit_memo_imported(
+    tenant: str, obj: dict[str, Any], applied_to: list[str], now: datetime
+) -> CreditNoteImported:
+    """A credit memo a person made in QBO, with the synced invoices it was applied to."""
+    data = {
+        "qbo_id": obj["Id"],
+        "qbo_doc_number": obj.get("DocNumber"),
+        "customer": _customer(obj),
+        "currency": (obj.get("CurrencyRef") or {}).get("value"),
+        "date": obj.get("TxnDate"),
+        "total": str(obj.get("TotalAmt")),
+        "remaining_credit": str(obj.get("RemainingCredit")),
+        "applied_to": applied_to,
+        "lines": [
+            {"description": ln.get("Description"), "amount": str(ln.get("Amount"))}
+            for ln in obj.get("Line", [])
+            if ln.get("DetailType") == "SalesItemLineDetail"
+        ],
+    }
+    return CreditNoteImported(tenant=tenant, at=now, data=data)
+
+
+def _customer(obj: dict[str, Any]) -> dict[str, Any]:
+    ref = obj.get("CustomerRef") or {}
+    return {"qbo_id": ref.get("value"), "name": ref.get("name")}
 
 
 def first_time(key: str, realm: str, fresh: set[str], changes: ChangeSet) -> bool:

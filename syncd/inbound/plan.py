@@ -37,6 +37,7 @@ from syncd.store import References, Webhooks
 
 log = structlog.get_logger(__name__)
 _REMOVALS = ("invoice_deleted", "invoice_voided")
+_PAYMENTS = ("payment_created", "payment_created_partial")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +72,8 @@ def news_keys(found: QboChanges) -> list[str]:
     keys += [f"first-payment:{p['CustomerRef']['value']}" for p in found.payments]
     keys += [f"contact-created:{c['Id']}" for c in found.customers]
     keys += [f"invoice-imported:{i}" for i in found.invoices]
+    keys += [f"refund:{r['Id']}" for r in found.refunds]
+    keys += [f"credit-memo:{m['Id']}" for m in found.credit_memos]
     return keys
 
 
@@ -100,9 +103,7 @@ async def load(store: Loading, tenant: str, realm: str, found: QboChanges) -> Kn
         removing=under_way.removing,
         paying=under_way.paying,
         deals=await store.deals(tenant, sorted(found.invoices)),
-        customers=await store.linked_customers(
-            tenant, [str(c["Id"]) for c in found.customers]
-        ),
+        customers=await store.linked_customers(tenant, _customer_ids(found)),
         fresh=await store.new_events(realm, news_keys(found)),
         removed=await store.payments_in_qbo(tenant, sorted(found.removed_payments)),
     )
@@ -116,17 +117,23 @@ async def plan(
     changes: ChangeSet,
 ) -> None:
     """Add to `changes` what QBO's objects mean for the CRM."""
-    removed = _removed_on(found, known)
+    removed, credited = _removed_on(found, known), _credited(found)
     for qbo_id, obj in found.invoices.items():
-        await _invoice(qbo_id, obj, known, machine, scope, changes, qbo_id in removed)
+        how = (
+            "removed" if qbo_id in removed else "credited" if qbo_id in credited else ""
+        )
+        await _invoice(qbo_id, obj, known, machine, scope, changes, how)
     for qbo_id in found.deleted:
         await _invoice(qbo_id, None, known, machine, scope, changes)
     _tell_removed(found, removed, known, scope, changes)
+    _credits(found, known, scope, changes)
     for payment in found.payments:
         if str(payment.get("PrivateNote", "")).startswith("syncd:"):
             continue  # syncd's own payment, coming back
         if _first(f"payment-received:{payment['Id']}", known, scope, changes):
-            _payment_received(payment, known, scope, changes)
+            # a $0 payment only applying a credit memo brings no money in
+            money_in = payment.get("TotalAmt") or not _linked(payment, "CreditMemo")
+            _payment_received(payment, known, scope, changes, tell=bool(money_in))
         if machine.rules.reviews.on_first_payment and _first(
             f"first-payment:{payment['CustomerRef']['value']}", known, scope, changes
         ):
@@ -142,6 +149,70 @@ async def plan(
             )
 
 
+def _customer_ids(found: QboChanges) -> list[str]:
+    """New customers, and the customers of refunds and credit memos made in QBO."""
+    ids = {str(c["Id"]) for c in found.customers}
+    for obj in (*found.refunds, *found.credit_memos):
+        ids.add(str((obj.get("CustomerRef") or {}).get("value")))
+    return sorted(ids)
+
+
+def _credits(found: QboChanges, known: Known, scope: Scope, changes: ChangeSet) -> None:
+    """Refunds and credit memos a person made in QBO for synced customers (HS7)."""
+    for refund in found.refunds:
+        if _ours(refund) or not _for_synced(refund, known):
+            continue
+        if _first(f"refund:{refund['Id']}", known, scope, changes):
+            changes.outbox.append(news.refunded(scope.tenant, refund, scope.now))
+    for memo in found.credit_memos:
+        if _ours(memo) or not _for_synced(memo, known):
+            continue
+        if _first(f"credit-memo:{memo['Id']}", known, scope, changes):
+            applied = _applied_to(found, known, str(memo["Id"]))
+            changes.outbox.append(
+                news.credit_memo_imported(scope.tenant, memo, applied, scope.now)
+            )
+
+
+def _ours(obj: dict[str, Any]) -> bool:
+    return str(obj.get("PrivateNote", "")).startswith("syncd:")
+
+
+def _for_synced(obj: dict[str, Any], known: Known) -> bool:
+    return str((obj.get("CustomerRef") or {}).get("value")) in known.customers
+
+
+def _applied_to(found: QboChanges, known: Known, memo_id: str) -> list[str]:
+    """The synced invoices the payments in `found` applied this credit memo to."""
+    applied: list[str] = []
+    for payment in found.payments:
+        if memo_id not in _linked(payment, "CreditMemo"):
+            continue
+        for qbo_id in _linked(payment, "Invoice"):
+            if (inv := known.invoices.get(qbo_id)) is not None:
+                applied.append(inv.invoice_id)
+    return applied
+
+
+def _linked(payment: dict[str, Any], kind: str) -> set[str]:
+    return {
+        str(t.get("TxnId"))
+        for line in payment.get("Line", [])
+        for t in line.get("LinkedTxn", [])
+        if t.get("TxnType") == kind
+    }
+
+
+def _credited(found: QboChanges) -> set[str]:
+    """Invoices a payment made in QBO applied a credit memo to (`credit_applied`)."""
+    return {
+        qbo_id
+        for p in found.payments
+        if not _ours(p) and _linked(p, "CreditMemo")
+        for qbo_id in _linked(p, "Invoice")
+    }
+
+
 def _first(key: str, known: Known, scope: Scope, changes: ChangeSet) -> bool:
     return news.first_time(key, scope.realm, known.fresh, changes)
 
@@ -153,7 +224,7 @@ async def _invoice(
     machine: InvoiceMachine,
     scope: Scope,
     changes: ChangeSet,
-    payment_removed: bool = False,
+    paid_how: str = "",
 ) -> None:
     inv = known.invoices.get(qbo_id)
     if inv is None:
@@ -181,6 +252,65 @@ async def _invoice(
             qbo_status=inv.qbo_status,
         )
         return
+    event = _paid_how(_event(inv, obj, known, scope), paid_how, obj, machine, scope.now)
+    if event == "invoice_updated" and inv.sync_state == SyncState.PENDING and obj:
+        _record_conflict(inv, obj, changes, scope.now)
+    take_qbo_view(inv, obj, scope.now)
+    if event is not None:
+        await qbo_events.apply(inv, event, machine, scope.now, changes)
+    changes.invoices[key] = inv
+    changes.outbox.append(StateChanged.of(inv, scope.now))
+
+
+def _payment_received(
+    payment: dict[str, Any],
+    known: Known,
+    scope: Scope,
+    changes: ChangeSet,
+    *,
+    tell: bool = True,
+) -> None:
+    """OD10, HS5: a QBO payment on a synced invoice goes to the CRM (not syncd's own).
+
+    It is recorded too: removed in QBO later, the CRM is told which invoice it paid.
+    """
+    for line in payment.get("Line", []):
+        for txn in line.get("LinkedTxn", []):
+            inv = known.invoices.get(str(txn.get("TxnId")))
+            if inv is None or txn.get("TxnType") != "Invoice":
+                continue
+            if tell:
+                data = payment_data(inv.invoice_id, payment, line)
+                changes.outbox.append(
+                    PaymentReceived(tenant=scope.tenant, at=scope.now, data=data)
+                )
+            changes.payments.append(
+                PaymentRecord(
+                    tenant=scope.tenant,
+                    kind=MoneyKind.QBO_PAYMENT,
+                    payment_id=str(payment["Id"]),
+                    invoice_id=inv.invoice_id,
+                    amount=Decimal(str(line.get("Amount", 0))),
+                    qbo_id=str(payment["Id"]),
+                    qbo_invoice_id=inv.qbo_id,
+                    at=scope.now,
+                )
+            )
+
+
+def _removed_on(found: QboChanges, known: Known) -> set[str]:
+    """The QBO invoices whose payments were removed in QBO (syncd's own removals aside)."""
+    return {
+        str(r.qbo_invoice_id)
+        for r in known.removed
+        if r.state == MoneyState.RECORDED and r.qbo_id in found.removed_payments
+    }
+
+
+def _event(
+    inv: Invoice, obj: dict[str, Any] | None, known: Known, scope: Scope
+) -> str | None:
+    """What happened to a synced invoice in QBO, syncd's own writes under way aside."""
     paying = known.paying.get(inv.invoice_id)
     if paying and inv.balance is not None:
         # syncd's own payments under way are not QBO events: compare with the balance
@@ -204,55 +334,26 @@ async def _invoice(
         if own:
             # syncd's own delete or void coming back before its job recorded it (a
             # crash between QBO's answer and the commit): not a move made in QBO
-            event = None
-    if payment_removed and obj is not None:
-        event = _after_removal(obj, scope.now) or event
-    if event == "invoice_updated" and inv.sync_state == SyncState.PENDING and obj:
-        _record_conflict(inv, obj, changes, scope.now)
-    take_qbo_view(inv, obj, scope.now)
-    if event is not None:
-        await qbo_events.apply(inv, event, machine, scope.now, changes)
-    changes.invoices[key] = inv
-    changes.outbox.append(StateChanged.of(inv, scope.now))
+            return None
+    return event
 
 
-def _payment_received(
-    payment: dict[str, Any], known: Known, scope: Scope, changes: ChangeSet
-) -> None:
-    """OD10, HS5: a QBO payment on a synced invoice goes to the CRM (not syncd's own).
-
-    It is recorded too: removed in QBO later, the CRM is told which invoice it paid.
-    """
-    for line in payment.get("Line", []):
-        for txn in line.get("LinkedTxn", []):
-            inv = known.invoices.get(str(txn.get("TxnId")))
-            if inv is None or txn.get("TxnType") != "Invoice":
-                continue
-            data = payment_data(inv.invoice_id, payment, line)
-            changes.outbox.append(
-                PaymentReceived(tenant=scope.tenant, at=scope.now, data=data)
-            )
-            changes.payments.append(
-                PaymentRecord(
-                    tenant=scope.tenant,
-                    kind=MoneyKind.QBO_PAYMENT,
-                    payment_id=str(payment["Id"]),
-                    invoice_id=inv.invoice_id,
-                    amount=Decimal(str(line.get("Amount", 0))),
-                    qbo_id=str(payment["Id"]),
-                    qbo_invoice_id=inv.qbo_id,
-                    at=scope.now,
-                )
-            )
-
-
-def _removed_on(found: QboChanges, known: Known) -> set[str]:
-    """The QBO invoices whose payments were removed in QBO (syncd's own removals aside)."""
-    return {
-        str(r.qbo_invoice_id)
-        for r in known.removed
-        if r.state == MoneyState.RECORDED and r.qbo_id in found.removed_payments
-    }
+def _paid_how(
+    event: str | None,
+    how: str,
+    obj: dict[str, Any] | None,
+    machine: InvoiceMachine,
+    now: datetime,
+) -> str | None:
+    """The event, once what its payments went through is known (issue 26)."""
+    if how == "removed" and obj is not None:
+        return _after_removal(obj, now) or event
+    if how == "credited" and event in _PAYMENTS:
+        # a credit memo applied in QBO: as `[qbo_events] credit_applied` maps, else as
+        # the payment it is
+        mapped = machine.rules.qbo_events.get("credit_applied")
+        return "credit_applied" if mapped else event
+    return event
 
 
 def _after_removal(obj: dict[str, Any], now: datetime) -> str | None:

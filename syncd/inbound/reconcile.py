@@ -200,7 +200,9 @@ async def _changes(
     if since < now - timedelta(days=CDC_DAYS - 1):
         log.warning("reconcile_gap_beyond_cdc", since=since.isoformat())
         return await _by_queries(client, since), None
-    answer = await client.cdc(["Invoice", "Payment", "Customer"], _stamp(since))
+    answer = await client.cdc(
+        ["Invoice", "Payment", "Customer", "RefundReceipt", "CreditMemo"], _stamp(since)
+    )
     found = QboChanges(
         invoices={
             str(o["Id"]): o
@@ -217,6 +219,12 @@ async def _changes(
         removed_payments={
             str(o["Id"]): r for o in answer.get("Payment", []) if (r := _removed(o))
         },
+        refunds=[
+            o for o in answer.get("RefundReceipt", []) if _created_since(o, since)
+        ],
+        credit_memos=[
+            o for o in answer.get("CreditMemo", []) if _created_since(o, since)
+        ],
     )
     everything = [o for objs in answer.values() for o in objs]
     newest = None

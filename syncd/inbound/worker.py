@@ -222,6 +222,11 @@ class InboundWorker(LoopWorker):
         found.customers = list(
             (await by_ids(client, "Customer", ids("Customer", "Create"))).values()
         )
+        for entity, into in (
+            ("RefundReceipt", found.refunds),
+            ("CreditMemo", found.credit_memos),
+        ):
+            into += (await by_ids(client, entity, ids(entity, "Create"))).values()
         # a payment moves its invoices' balances: fetch those too (one more query at most)
         linked = {
             t["TxnId"]

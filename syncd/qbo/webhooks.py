@@ -27,6 +27,10 @@ _ENTITIES = {
     "salesreceipt": "SalesReceipt",
     "item": "Item",
     "account": "Account",
+    "creditmemo": "CreditMemo",
+    "refundreceipt": "RefundReceipt",
+    "purchase": "Purchase",
+    "deposit": "Deposit",
 }
 
 

@@ -358,3 +358,116 @@ async def test_the_customers_balance_agrees_to_the_cent(setup: Setup):
     [refund] = await setup.qbo_rows("select * from RefundReceipt")
     assert refund["TotalAmt"] == Decimal("30.00")
     assert _refusals(setup) == []
+
+
+async def test_refunds_and_credits_made_in_qbo_reach_the_crm(wired: Setup):
+    """HS7 back: a person's refund receipt and credit memo go to the CRM once.
+
+    For a synced customer; a credit applied to a synced invoice moves it as a payment
+    would (`credit_applied = ""`), and is no money received.
+    """
+    invoice = await _synced_invoice(wired)
+    customer = invoice["CustomerRef"]["value"]
+    [line] = [ln for ln in invoice["Line"] if ln["DetailType"] == "SalesItemLineDetail"]
+    item = line["SalesItemLineDetail"]["ItemRef"]["value"]
+    sale = {
+        "DetailType": "SalesItemLineDetail",
+        "Amount": Decimal("60.00"),
+        "SalesItemLineDetail": {"ItemRef": {"value": item}},
+    }
+    base = f"realms/{wired.realm}"
+    memo = (
+        await wired.qbo.admin(
+            "POST",
+            f"{base}/creditmemo",
+            {"CustomerRef": {"value": customer}, "Line": [sale]},
+            expect=201,
+        )
+    )["CreditMemo"]
+    link = {
+        "CustomerRef": {"value": customer},
+        "TotalAmt": 0,
+        "Line": [
+            {
+                "Amount": 60,
+                "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
+            },
+            {
+                "Amount": 60,
+                "LinkedTxn": [{"TxnId": memo["Id"], "TxnType": "CreditMemo"}],
+            },
+        ],
+    }
+    await wired.qbo.admin("POST", f"{base}/payment", link, expect=201)
+    accounts = await wired.qbo_rows("select * from Account where Name = 'Checking'")
+    refund = {
+        "CustomerRef": {"value": customer},
+        "DepositToAccountRef": {"value": accounts[0]["Id"]},
+        "Line": [sale | {"Amount": Decimal("15.00")}],
+    }
+    made = (await wired.qbo.admin("POST", f"{base}/refundreceipt", refund, expect=201))[
+        "RefundReceipt"
+    ]
+    await wired.crm.wait_for(
+        lambda r: (
+            bool(wired.crm.on("acme/out/payment/refunded"))
+            and bool(wired.crm.on("acme/out/credit_note/imported"))
+        )
+    )
+    state = await wired.state("INV-1", lambda d: d["status"] == "partially_paid")
+    assert state["balance"] == "140.00"
+    await wired.settled()
+    [told] = [m.body["data"] for m in wired.crm.on("acme/out/payment/refunded")]
+    assert (told["qbo_refund_id"], told["amount"], told["invoice_id"]) == (
+        made["Id"],
+        "15.00",
+        None,
+    )
+    [imported] = [m.body["data"] for m in wired.crm.on("acme/out/credit_note/imported")]
+    assert (imported["qbo_id"], imported["total"], imported["applied_to"]) == (
+        memo["Id"],
+        "60.00",
+        ["INV-1"],
+    )
+    assert _moves(wired) == [("open", "partially_paid")]
+    assert wired.crm.on("acme/out/payment/received") == []  # a credit is no money in
+
+
+@pytest.mark.rules('credit_applied = ""', 'credit_applied = "paid"')
+async def test_a_credit_applied_in_qbo_moves_as_the_rules_map(wired: Setup):
+    """`[qbo_events] credit_applied` set: the credit's move is its own (here: paid)."""
+    invoice = await _synced_invoice(wired)
+    customer = invoice["CustomerRef"]["value"]
+    item = next(
+        ln["SalesItemLineDetail"]["ItemRef"]["value"]
+        for ln in invoice["Line"]
+        if ln["DetailType"] == "SalesItemLineDetail"
+    )
+    base = f"realms/{wired.realm}"
+    sale = {
+        "DetailType": "SalesItemLineDetail",
+        "Amount": Decimal("20.00"),
+        "SalesItemLineDetail": {"ItemRef": {"value": item}},
+    }
+    body = {"CustomerRef": {"value": customer}, "Line": [sale]}
+    memo = (await wired.qbo.admin("POST", f"{base}/creditmemo", body, expect=201))[
+        "CreditMemo"
+    ]
+    link = {
+        "CustomerRef": {"value": customer},
+        "TotalAmt": 0,
+        "Line": [
+            {
+                "Amount": 20,
+                "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
+            },
+            {
+                "Amount": 20,
+                "LinkedTxn": [{"TxnId": memo["Id"], "TxnType": "CreditMemo"}],
+            },
+        ],
+    }
+    await wired.qbo.admin("POST", f"{base}/payment", link, expect=201)
+    state = await wired.state("INV-1", lambda d: d["status"] == "paid")
+    assert (state["qbo_status"], state["balance"]) == ("partially_paid", "180.00")
+    assert _moves(wired) == [("open", "paid")]
