@@ -34,6 +34,7 @@ __all__ = [
     "PaymentReceived",
     "PaymentRefunded",
     "PaymentRemoved",
+    "PaymentUnapplied",
     "ReviewRequested",
     "StateChanged",
     "StatusSet",
@@ -151,6 +152,14 @@ class PaymentRemoved(Message):
 
     type: ClassVar[str] = "payment.removed"
     below: ClassVar[str] = "out/payment/removed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentUnapplied(Message):
+    """A CRM payment larger than its invoice's balance: the surplus QBO keeps unapplied."""
+
+    type: ClassVar[str] = "payment.unapplied"
+    below: ClassVar[str] = "out/payment/unapplied"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,7 @@ from typing import Any
 from syncd.engine import qbo_events
 from syncd.engine.qbo_events import qbo_status
 from syncd.exceptions import QboTransientError
+from syncd.messages import PaymentUnapplied
 from syncd.models import LinkKind, MoneyKind, MoneyState, PaymentRecord, SyncState
 from syncd.outbound import mapping, resolve
 from syncd.outbound.push import JobContext, apply_answer
@@ -45,6 +46,7 @@ async def push_payment(ctx: JobContext) -> None:
         await balance_from_qbo(ctx)
         _see_settled(ctx, before)
         return
+    applied = await _applicable(ctx, amount)
     body: dict[str, Any] = {
         "CustomerRef": {"value": customer_id},
         "TotalAmt": amount,
@@ -54,10 +56,12 @@ async def push_payment(ctx: JobContext) -> None:
         "DepositToAccountRef": {"value": await _account(ctx, ctx.rules)},
         "Line": [
             {
-                "Amount": amount,
+                "Amount": applied,
                 "LinkedTxn": [{"TxnId": inv.qbo_id, "TxnType": "Invoice"}],
             }
-        ],
+        ]
+        if applied
+        else [],
     }
     written = await ctx.client.create(
         "Payment",
@@ -70,8 +74,41 @@ async def push_payment(ctx: JobContext) -> None:
         # webhook already set the balance: read it rather than subtract the amount again
         await balance_from_qbo(ctx)
     else:
-        _apply_to_invoice(ctx, amount)
+        _apply_to_invoice(ctx, applied)
     _see_settled(ctx, before)
+    if applied < amount:
+        _tell_unapplied(ctx, written, amount, applied)
+
+
+async def _applicable(ctx: JobContext, amount: Decimal) -> Decimal:
+    """What of the payment the invoice can take: all of it, or its open balance.
+
+    An overpayment's surplus stays on the QBO Payment as its unapplied amount (a credit
+    of the customer's, qbo.md §11.4), and the CRM is told: never silently lost.
+    """
+    known = mapping.money(ctx.invoice.balance or "0")
+    if amount <= known:
+        return amount
+    current = await ctx.client.read("Invoice", str(ctx.invoice.qbo_id))
+    return min(amount, mapping.money(current.get("Balance") or "0"))
+
+
+def _tell_unapplied(
+    ctx: JobContext, written: dict[str, Any], amount: Decimal, applied: Decimal
+) -> None:
+    pay = ctx.job.payload
+    data = {
+        "payment_id": pay["payment_id"],
+        "invoice_id": ctx.invoice.invoice_id,
+        "qbo_payment_id": str(written["Id"]),
+        "amount": str(amount),
+        "applied": str(applied),
+        "unapplied": str(mapping.money(written.get("UnappliedAmt", amount - applied))),
+        "currency": pay.get("currency"),
+    }
+    ctx.changes.outbox.append(
+        PaymentUnapplied(tenant=ctx.job.tenant, at=ctx.now, data=data)
+    )
 
 
 def _see_settled(ctx: JobContext, before: str | None) -> None:

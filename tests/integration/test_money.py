@@ -471,3 +471,31 @@ async def test_a_credit_applied_in_qbo_moves_as_the_rules_map(wired: Setup):
     state = await wired.state("INV-1", lambda d: d["status"] == "paid")
     assert (state["qbo_status"], state["balance"]) == ("partially_paid", "180.00")
     assert _moves(wired) == [("open", "paid")]
+
+
+async def test_an_overpayment_keeps_its_surplus_unapplied_and_says_so(setup: Setup):
+    """QBO's unapplied amount is reported back, never silently lost (qbo.md §11.4)."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.crm.send("acme", "payment.recorded", _payment(amount="250.00"))
+    await setup.crm.wait_for(lambda r: bool(setup.crm.on("acme/out/payment/unapplied")))
+    [told] = [m.body["data"] for m in setup.crm.on("acme/out/payment/unapplied")]
+    [payment] = await setup.qbo_rows("select * from Payment")
+    assert told == {
+        "payment_id": "P-1",
+        "invoice_id": "INV-1",
+        "qbo_payment_id": payment["Id"],
+        "amount": "250.00",
+        "applied": "200.00",
+        "unapplied": "50.00",
+        "currency": "USD",
+    }
+    assert (payment["TotalAmt"], payment["UnappliedAmt"]) == (
+        Decimal("250.00"),
+        Decimal("50.00"),
+    )
+    state = await _now(setup, lambda d: d.get("qbo_status") == "paid")
+    assert state["balance"] == "0.00"
+    customer = (
+        await setup.qbo.call("GET", f"customer/{payment['CustomerRef']['value']}")
+    )["Customer"]
+    assert Decimal(str(customer["Balance"])) == Decimal("-50.00")
