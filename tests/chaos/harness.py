@@ -37,6 +37,7 @@ from tests.syncd_process import QBO_ENV, RULES, SyncdProcess, write_config
 
 TODAY = datetime.now(UTC).date().isoformat()
 SYNC_ON = {"open", "sent"}
+CENT = Decimal("0.01")
 SENDS_PER_TENANT = 30  # a sandbox company e-mails 40 invoices a day
 RECONCILE_SECONDS = 4
 LEASE_SECONDS = 6  # replicas: a realm's lease, so a dead replica's realms move soon
@@ -61,6 +62,11 @@ FATES = (
     "crm_void",
     "crm_delete",
     "qbo_edit",
+    # issue 26: the money after the invoice
+    "crm_refund",
+    "crm_unpay",
+    "crm_credit",
+    "qbo_unpay",
 )
 
 
@@ -162,6 +168,12 @@ class Chaos:
         self.published: dict[str, list[str]] = {t: [] for t in self.tenants}
         self.hostile: dict[str, list[str]] = {t: [] for t in self.tenants}
         self.crm_payments: dict[str, dict[str, Decimal]] = {t: {} for t in self.tenants}
+        # issue 26: refunds, deleted payments, credit notes (their last status), and
+        # payments a bookkeeper removed in QBO
+        self.crm_refunds: dict[str, dict[str, Decimal]] = {t: {} for t in self.tenants}
+        self.crm_deleted: dict[str, set[str]] = {t: set() for t in self.tenants}
+        self.credit_notes: dict[str, dict[str, str]] = {t: {} for t in self.tenants}
+        self.hand_removed: dict[str, set[str]] = {t: set() for t in self.tenants}
         self.hand_invoices: dict[str, set[str]] = {t: set() for t in self.tenants}
         self.sends: Counter[str] = Counter()
         self.realms: dict[str, str] = {}
@@ -403,6 +415,102 @@ class Chaos:
             self.f["payments recorded in the CRM"] += 1
             paid = k == len(parts) - 1
             await self._upsert(s, "paid" if paid else "partially_paid")
+
+    async def _crm_payment(self, s: Story, payment_id: str, amount: Decimal) -> None:
+        data = {
+            "payment_id": payment_id,
+            "invoice_id": s.invoice_id,
+            "customer": {"name": s.customer["name"]},
+            "amount": str(amount),
+            "currency": "USD",
+            "date": TODAY,
+            "method": "card",
+            "kind": "invoice",
+        }
+        await self._send(s.tenant, "payment.recorded", data)
+        self.crm_payments[s.tenant][payment_id] = amount
+        self.f["payments recorded in the CRM"] += 1
+
+    async def _fate_crm_refund(self, s: Story) -> None:
+        """Paid in the CRM, then part of it paid back: one refund receipt in QBO."""
+        if await self._until_synced(s) is None:
+            return
+        payment_id = f"{s.invoice_id}-P0"
+        await self._crm_payment(s, payment_id, s.total)
+        await self._upsert(s, "paid")
+        await self._pause()
+        refund_id, amount = f"{s.invoice_id}-R", (s.total / 3).quantize(CENT)
+        data = {
+            "refund_id": refund_id,
+            "payment_id": payment_id,
+            "invoice_id": s.invoice_id,
+            "customer": {"name": s.customer["name"]},
+            "amount": str(amount),
+            "currency": "USD",
+            "date": TODAY,
+            "reason": "partly returned",
+        }
+        await self._send(s.tenant, "payment.refunded", data)
+        self.crm_refunds[s.tenant][refund_id] = amount
+        self.f["refunds in the CRM"] += 1
+
+    async def _fate_crm_unpay(self, s: Story) -> None:
+        """Paid in the CRM, then the payment deleted there: gone from QBO too."""
+        if await self._until_synced(s) is None:
+            return
+        payment_id = f"{s.invoice_id}-P0"
+        await self._crm_payment(s, payment_id, s.total)
+        await self._upsert(s, "paid")
+        await self._pause()
+        await self._send(s.tenant, "payment.deleted", {"payment_id": payment_id})
+        self.crm_deleted[s.tenant].add(payment_id)
+        self.f["payments deleted in the CRM"] += 1
+        await self._upsert(s, "open")
+
+    async def _fate_crm_credit(self, s: Story) -> None:
+        """A credit note for a quarter of it, applied; voided again half the time."""
+        if await self._until_synced(s) is None:
+            return
+        note_id = f"{s.invoice_id}-CN"
+        amount = (s.total / 4).quantize(CENT)
+        note = {
+            "credit_note_id": note_id,
+            "status": "open",
+            "invoice_id": s.invoice_id,
+            "customer": s.customer,
+            "lines": [
+                {"description": "Goodwill", "item": "Consulting", "amount": str(amount)}
+            ],
+            "total": str(amount),
+            "currency": "USD",
+            "issue_date": TODAY,
+        }
+        await self._send(s.tenant, "credit_note.upserted", {**note, "version": 1})
+        self.credit_notes[s.tenant][note_id] = "open"
+        self.f["credit notes in the CRM"] += 1
+        if self.rng.random() < 0.5:
+            await self._pause()
+            voided = {**note, "version": 2, "status": "voided"}
+            await self._send(s.tenant, "credit_note.upserted", voided)
+            self.credit_notes[s.tenant][note_id] = "voided"
+            self.f["credit notes voided in the CRM"] += 1
+
+    async def _fate_qbo_unpay(self, s: Story) -> None:
+        """A bookkeeper records the payment in QBO, then deletes or voids it."""
+        if (synced := await self._until_synced(s)) is None:
+            return
+        realm, qbo_id = self.realms[s.tenant], str(synced["qbo_id"])
+        invoice = await self._qbo_invoice(realm, qbo_id)
+        balance = Decimal(str(invoice["Balance"]))
+        if balance <= 0:
+            return
+        paid = await self.admin.pay_by_hand(realm, invoice, balance)
+        self.f["QBO by hand: payments"] += 1
+        await asyncio.sleep(self.rng.uniform(0, 3))
+        how = self.rng.choice(("delete", "void"))
+        await self.admin.admin("POST", f"realms/{realm}/payment/{paid['Id']}/{how}")
+        self.hand_removed[s.tenant].add(str(paid["Id"]))
+        self.f[f"QBO by hand: payments {how}d"] += 1
 
     async def _fate_qbo_paid(self, s: Story) -> None:
         synced = await self._until_synced(s)
@@ -689,9 +797,12 @@ class Chaos:
             )
             invoices = await _all(reader, "Invoice")
             payments = await _all(reader, "Payment")
+            refunds = await _all(reader, "RefundReceipt")
+            memos = await _all(reader, "CreditMemo")
             self._check_inputs(tenant)
             self._check_books(tenant, invoices)
             self._check_payments(tenant, payments)
+            self._check_money(tenant, refunds, memos)
             self._check_delivered(tenant)
             self._check_isolation(tenant, invoices)
         tokens = await self.admin.admin("GET", "tokens")
@@ -842,12 +953,14 @@ class Chaos:
             if mark in n
         }
         for payment_id, amount in self.crm_payments[tenant].items():
-            if marked[payment_id] != 1:
+            expected = 0 if payment_id in self.crm_deleted[tenant] else 1
+            if marked[payment_id] != expected:
                 self.report.breach(
-                    f"{tenant}: CRM payment {payment_id} is in QBO {marked[payment_id]} times"
+                    f"{tenant}: CRM payment {payment_id} is in QBO {marked[payment_id]} "
+                    f"times, not {expected}"
                 )
-                self.f["duplicated" if marked[payment_id] > 1 else "lost"] += 1
-            elif amounts[payment_id] != amount:
+                self.f["duplicated" if marked[payment_id] > expected else "lost"] += 1
+            elif expected and amounts[payment_id] != amount:
                 self.report.breach(
                     f"{tenant}: payment {payment_id} {amounts[payment_id]}"
                 )
@@ -864,8 +977,55 @@ class Chaos:
                 self.report.breach(
                     f"{tenant}: QBO payment {payment_id} told to the CRM {told[payment_id]} times"
                 )
-        for payment_id in set(told) - by_hand:
+        for payment_id in set(told) - by_hand - self.hand_removed[tenant]:
             self.report.breach(f"{tenant}: the CRM was told of payment {payment_id}")
+        self._check_removed(tenant, told)
+
+    def _check_removed(self, tenant: str, told: Counter[str]) -> None:
+        """Each payment removed in QBO by hand told removed once, if it was told paid."""
+        removed = Counter(
+            str(m["data"].get("qbo_payment_id"))
+            for m in self._heard_on(tenant, "/out/payment/removed")
+        )
+        for payment_id in self.hand_removed[tenant]:
+            # told of its removal once if, and only if, it was told of the payment
+            if removed[payment_id] != min(told[payment_id], 1) or told[payment_id] > 1:
+                self.report.breach(
+                    f"{tenant}: QBO payment {payment_id} removed by hand: told "
+                    f"{told[payment_id]} times received, {removed[payment_id]} removed"
+                )
+            self.f["payments removed in QBO told once"] += removed[payment_id] == 1
+        for payment_id in set(removed) - self.hand_removed[tenant]:
+            self.report.breach(f"{tenant}: the CRM was told {payment_id} was removed")
+
+    def _check_money(
+        self, tenant: str, refunds: list[dict[str, Any]], memos: list[dict[str, Any]]
+    ) -> None:
+        """Each CRM refund once in QBO; each open credit note once, a voided one gone."""
+        for what, rows, expected in (
+            ("refund", refunds, dict.fromkeys(self.crm_refunds[tenant], 1)),
+            (
+                "credit_note",
+                memos,
+                {k: int(v == "open") for k, v in self.credit_notes[tenant].items()},
+            ),
+        ):
+            mark = f"syncd:{tenant}:{what}:"
+            found = Counter(
+                str(r.get("PrivateNote")).split(mark, 1)[1]
+                for r in rows
+                if mark in str(r.get("PrivateNote"))
+            )
+            for crm_id, count in expected.items():
+                if found[crm_id] != count:
+                    self.report.breach(
+                        f"{tenant}: {what} {crm_id} is in QBO {found[crm_id]} times, "
+                        f"not {count}"
+                    )
+                    self.f["duplicated" if found[crm_id] > count else "lost"] += 1
+                self.f[f"{what}s checked against QBO"] += 1
+            for crm_id in set(found) - set(expected):
+                self.report.breach(f"{tenant}: QBO holds {what} {crm_id}, never sent")
 
     def _check_delivered(self, tenant: str) -> None:
         """The CRM heard the latest state of every invoice and every QBO-made move."""
