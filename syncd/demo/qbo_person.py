@@ -1,4 +1,4 @@
-"""A person working in QuickBooks: records payments, voids invoices, adds items.
+"""A person working in QuickBooks: records and deletes payments, voids, adds items.
 
 They use the sandbox's API with a token of their own on the tenant's company (as QBO's
 own web app would), through syncd's QBO client library; syncd hears of it by webhook.
@@ -71,6 +71,16 @@ class QboPerson:
             ],
         }
         return await self.client.create("Payment", body, _once())
+
+    async def rows(self, statement: str, entity: str) -> list[dict[str, Any]]:
+        """What a query finds."""
+        return await self.client.query_all(statement, entity)
+
+    async def delete_payment(self, qbo_id: str) -> dict[str, Any]:
+        """Delete a payment (the invoice it paid is open again)."""
+        payment = await self.client.read("Payment", qbo_id)
+        key = {"Id": qbo_id, "SyncToken": str(payment["SyncToken"])}
+        return await self.client.delete("Payment", key, _once())
 
     async def void(self, qbo_id: str) -> dict[str, Any]:
         """Void the invoice."""

@@ -4,7 +4,9 @@ Told from the seed products' help pages: an invoice finalised in the CRM is copi
 QBO, QBO e-mails it, the customer pays part then all of it in QBO and the CRM hears
 each time; an invoice voided in QBO is voided in the CRM; a move the rules do not allow
 is refused with the reason; a sync that fails (an item QBO does not have, with
-`on_missing = "fail"`) is fixed in QBO and retried by the admin.
+`on_missing = "fail"`) is fixed in QBO and retried by the admin; the money after the
+invoice (issue 26): a payment made in the CRM, part of it refunded there (a refund
+receipt in QBO), then the payment deleted in QBO by the bookkeeper (the CRM told).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ async def play(services: Services, http: aiohttp.ClientSession, table: Table) ->
         await _voided_in_qbo(services, http, crm, table)
         await _refused(crm, table)
         await _failed_and_retried(services, http, crm, table)
+        await _refunded_and_removed(services, http, crm, table)
 
 
 def _state(invoice_id: str, test: Callable[[dict[str, Any]], bool]) -> tuple[str, Any]:
@@ -200,6 +203,73 @@ async def _failed_and_retried(
         r.raise_for_status()
     synced = await crm.wait(*_state("INV-2001", lambda d: d["sync_state"] == "synced"))
     table.row(name, "admin: retry", f"copied to QBO as #{synced['qbo_doc_number']}")
+
+
+async def _refunded_and_removed(
+    services: Services, http: aiohttp.ClientSession, crm: Crm, table: Table
+) -> None:
+    name = "INV-1003 (acme)"
+    await crm.send(
+        ACME, "invoice.upserted", _invoice("INV-1003", 1, "open", "Consulting", "60.00")
+    )
+    synced = await crm.wait(*_state("INV-1003", lambda d: d["sync_state"] == "synced"))
+    table.row(
+        name, "CRM: created open", f"copied to QBO as #{synced['qbo_doc_number']}"
+    )
+    payment = {
+        "payment_id": "P-1003",
+        "invoice_id": "INV-1003",
+        "customer": {"name": "Acme Ltd"},
+        "amount": "120.00",
+        "currency": "USD",
+        "date": str(synced["last_synced_at"])[:10],
+        "method": "card",
+        "kind": "invoice",
+    }
+    await crm.send(ACME, "payment.recorded", payment)
+    await crm.send(
+        ACME, "invoice.upserted", _invoice("INV-1003", 2, "paid", "Consulting", "60.00")
+    )
+    paid = await crm.wait(*_state("INV-1003", lambda d: d["qbo_status"] == "paid"))
+    table.row(
+        name, "CRM: 120.00 paid", f"QBO payment applied, balance {paid['balance']}"
+    )
+    refund = {
+        "refund_id": "R-1003",
+        "payment_id": "P-1003",
+        "invoice_id": "INV-1003",
+        "customer": {"name": "Acme Ltd"},
+        "amount": "40.00",
+        "currency": "USD",
+        "date": payment["date"],
+        "reason": "one hour not worked",
+    }
+    await crm.send(ACME, "payment.refunded", refund)
+    person = await QboPerson.sign_in(http, services, services.realms[ACME])
+    receipts = await _until(
+        lambda: person.rows("select * from RefundReceipt", "RefundReceipt"), bool
+    )
+    table.row(
+        name,
+        "CRM: 40.00 refunded",
+        f"QBO refund receipt #{receipts[0]['DocNumber']} ({receipts[0]['TotalAmt']})",
+    )
+    rows = await person.rows("select * from Payment", "Payment")
+    [ours] = [p for p in rows if p.get("PaymentRefNum") == "P-1003"]
+    await person.delete_payment(str(ours["Id"]))
+    removed = await crm.wait(
+        "out/payment/removed", lambda d: d["payment_id"] == "P-1003"
+    )
+    moved = await crm.wait(
+        "out/invoice/set_status",
+        lambda d: d["invoice_id"] == "INV-1003" and d["to"] == "open",
+    )
+    table.row(
+        name,
+        "QBO: the payment deleted",
+        f"CRM told: {removed['how']}, balance {removed['balance']}; "
+        f"{moved['from']} → {moved['to']}",
+    )
 
 
 async def _until(

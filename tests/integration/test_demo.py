@@ -27,7 +27,10 @@ def test_the_demo_plays_every_story_and_ends(tmp_path):
         "failed: QBO has no item named 'Gold Plan'",
         "admin: retry",
         "copied to QBO as #2001",
-        "11 steps in",
+        "QBO payment applied, balance 0.00",  # issue 26: the money after the invoice
+        "QBO refund receipt #",
+        "CRM told: deleted, balance 120.00; paid → open",
+        "15 steps in",
     ]:
         assert expected in out, f"{expected!r} missing from:\n{out}"
     # everything it started is stopped: the store is closed and can be opened again
