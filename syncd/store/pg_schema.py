@@ -138,7 +138,9 @@ MIGRATIONS: Final[list[str]] = [
         status TEXT NOT NULL, data BYTEA NOT NULL, sync_state TEXT NOT NULL,
         qbo_id TEXT, qbo_sync_token TEXT, qbo_doc_number TEXT, qbo_status TEXT,
         remaining_credit TEXT, applied_payment TEXT, pushed_body BYTEA, error TEXT,
-        last_synced_at TIMESTAMPTZ, updated_at TIMESTAMPTZ NOT NULL,
+        last_synced_at TIMESTAMPTZ, updated_at TIMESTAMPTZ NOT NULL, invoice_id TEXT,
         PRIMARY KEY (tenant, credit_note_id));
+    CREATE INDEX credit_notes_invoice ON credit_notes (tenant, invoice_id);
+    CREATE INDEX payments_invoice ON payments (tenant, invoice_id);
     """,
 ]

@@ -103,6 +103,11 @@ class Payments(Protocol):
     ) -> dict[str, CreditNote]:
         """These credit notes as syncd keeps them, by id."""
 
+    async def money_of_invoice(
+        self, tenant: str, invoice_id: str
+    ) -> tuple[list[PaymentRecord], list[CreditNote]]:
+        """An invoice's payments (with their refunds) and credit notes, for the admin."""
+
 
 class Intake(Committer, Payments, Protocol):
     """The CRM inbox: which messages are known, the invoices and payments a batch names."""

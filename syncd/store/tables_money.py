@@ -84,6 +84,33 @@ class MoneyTables:
         notes = [_note(row) for row in found]
         return {n.credit_note_id: n for n in notes}
 
+    async def money_of_invoice(
+        self, tenant: str, invoice_id: str
+    ) -> tuple[list[PaymentRecord], list[CreditNote]]:
+        """An invoice's payments (with their refunds) and credit notes, for the admin."""
+        async with self._db.read() as db:
+            async with db.execute(
+                f"SELECT {_COLS} FROM payments WHERE tenant = ? AND invoice_id = ?",
+                (tenant, invoice_id),
+            ) as cur:
+                paid = [_record(r) for r in await cur.fetchall()]
+            ids = [p.payment_id for p in paid if p.kind != MoneyKind.QBO_PAYMENT]
+            refunds = await rows_among(
+                db,
+                f"SELECT {_COLS} FROM payments WHERE tenant = ? AND kind = 'refund' "
+                "AND refunds IN ({among})",
+                [tenant],
+                ids,
+            )
+            async with db.execute(
+                f"SELECT {_NOTE_COLS} FROM credit_notes WHERE tenant = ? "
+                "AND invoice_id = ? ORDER BY credit_note_id",
+                (tenant, invoice_id),
+            ) as cur:
+                notes = [_note(r) for r in await cur.fetchall()]
+        records = paid + [_record(r) for r in refunds]
+        return sorted(records, key=lambda r: r.at), notes
+
 
 async def write_payments(db: Sql, records: list[PaymentRecord]) -> None:
     """Add or update payment records; a known QBO copy is never forgotten."""
@@ -143,7 +170,7 @@ def _record(row: Any) -> PaymentRecord:
 _NOTE_COLS = (
     "tenant, credit_note_id, version, status, data, sync_state, qbo_id, "
     "qbo_sync_token, qbo_doc_number, qbo_status, remaining_credit, applied_payment, "
-    "pushed_body, error, last_synced_at, updated_at"
+    "pushed_body, error, last_synced_at, updated_at, invoice_id"
 )
 
 
@@ -154,7 +181,7 @@ async def write_credit_notes(
     await many(
         db,
         f"INSERT INTO credit_notes ({_NOTE_COLS}) VALUES "
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (tenant, credit_note_id) DO UPDATE SET version = excluded.version, "
         "status = excluded.status, data = excluded.data, "
         "sync_state = excluded.sync_state, updated_at = excluded.updated_at "
@@ -207,12 +234,13 @@ def _note_row(n: CreditNote) -> tuple[Any, ...]:
         n.error,
         n.last_synced_at.isoformat() if n.last_synced_at else None,
         n.updated_at.isoformat(),
+        n.invoice_id,
     )
 
 
 def _note(row: Any) -> CreditNote:
     (tenant, note_id, version, status, data, state, qbo_id, token, doc, view, left,
-     applied, pushed, error, synced, updated) = row  # fmt: skip
+     applied, pushed, error, synced, updated, _) = row  # fmt: skip
     return CreditNote(
         tenant=tenant,
         credit_note_id=note_id,

@@ -13,11 +13,13 @@ from aiohttp import web
 
 from syncd.daemon import Daemon
 from syncd.exceptions import QboError
-from syncd.messages import invoice_view
+from syncd.messages import CreditNoteState, invoice_view
 from syncd.models import (
     ChangeSet,
     Failure,
     Invoice,
+    MoneyKind,
+    PaymentRecord,
 )
 from syncd.outbound import retry as retrying
 from syncd.outbound.retry import NotRetried
@@ -147,7 +149,25 @@ async def get_invoice(request: web.Request) -> web.Response:
         }
         for h in await store.history(tenant, invoice_id)
     ]
-    return web.json_response({**_state(inv), "history": history})
+    paid, notes = await store.money_of_invoice(tenant, invoice_id)
+    money = {
+        "payments": [payment_view(p) for p in paid],
+        "credit_notes": [CreditNoteState.of(n, n.updated_at).data for n in notes],
+    }
+    return web.json_response({**_state(inv), "history": history, **money})
+
+
+def payment_view(p: PaymentRecord) -> dict[str, Any]:
+    """A payment, receipt or refund as the admin API and page show it (issue 26)."""
+    return {
+        "kind": p.kind.value,
+        "payment_id": p.payment_id if p.kind is not MoneyKind.QBO_PAYMENT else None,
+        "refunds": p.refunds,
+        "amount": str(p.amount),
+        "state": p.state.value,
+        "qbo_id": p.qbo_id,
+        "at": p.at.isoformat(),
+    }
 
 
 async def invoice_pdf(request: web.Request) -> web.StreamResponse:

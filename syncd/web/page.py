@@ -258,7 +258,16 @@ async def invoice(request: web.Request) -> web.Response:
     if inv is None:
         raise web.HTTPNotFound(text="no such invoice")
     history = await store.history(tenant, inv.invoice_id)
-    return _render("invoice.html", session, tenant=tenant, invoice=inv, history=history)
+    payments, notes = await store.money_of_invoice(tenant, inv.invoice_id)
+    return _render(
+        "invoice.html",
+        session,
+        tenant=tenant,
+        invoice=inv,
+        history=history,
+        payments=payments,
+        credit_notes=notes,
+    )
 
 
 async def failures(request: web.Request, message: str | None = None) -> web.Response:

@@ -175,3 +175,37 @@ async def test_small_edges_answer_as_documented(setup: Setup, browser, http):
         assert r.status == 400
         assert "needs HTTPS" in await r.text()
         assert "Set-Cookie" not in r.headers
+
+
+async def test_an_invoices_payments_and_credit_notes_show_beside_it(
+    setup: Setup, browser, http
+):
+    """Issue 26: the admin page and API list an invoice's payments, refunds and credits."""
+    from tests.integration.test_money import _credit_note, _note, _refund
+    from tests.integration.test_outbound import _payment
+
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.crm.send("acme", "payment.recorded", _payment())
+    await setup.crm.send("acme", "payment.refunded", _refund(amount="10.00"))
+    await setup.crm.send("acme", "credit_note.upserted", _credit_note(1, "open"))
+    await _note(setup, lambda d: d.get("qbo_status") == "applied")
+    await setup.settled()
+    url = f"http://127.0.0.1:{setup.syncd.http_port}/api/tenants/acme/invoices/INV-1"
+    async with http.get(url, headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+        body = await r.json()
+    assert [(p["kind"], p["payment_id"], p["amount"]) for p in body["payments"]] == [
+        ("payment", "P-1", "50.00"),
+        ("refund", "R-1", "10.00"),
+    ]
+    [note] = body["credit_notes"]
+    assert (note["credit_note_id"], note["qbo_status"], note["remaining_credit"]) == (
+        "CN-1",
+        "applied",
+        "0.00",
+    )
+    await _log_in(browser)
+    async with browser.get("/tenants/acme/invoices/INV-1") as r:
+        page = await r.text()
+    assert "Payments and credits" in page
+    assert "refund</td>" not in page and "refund of P-1" in page
+    assert "credit note (open)" in page and "0.00 credit left" in page
