@@ -217,7 +217,17 @@ class JobKind(StrEnum):
         """What a job of this kind is about."""
         return _SUBJECTS.get(self, Subject.INVOICE)
 
+    @property
+    def writes_invoice(self) -> bool:
+        """Whether it changes QBO's copy of its invoice.
 
+        Its retries and failures show on the invoice; a fee or a refund in an invoice's
+        queue changes nothing there.
+        """
+        return self.subject is Subject.INVOICE or self in _INVOICE_MONEY
+
+
+_INVOICE_MONEY = frozenset({"payment.push", "payment.remove"})
 _SUBJECTS = {
     JobKind.PAYMENT_PUSH: Subject.PAYMENT,
     JobKind.RECEIPT_PUSH: Subject.RECEIPT,

@@ -301,3 +301,42 @@ def test_a_credit_note_keeps_its_invoice_and_names_a_known_one():
     assert _rejections(unknown) == [
         "unknown invoice 'I-9': a credit note names a known one"
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "shows"),
+    [
+        (JobKind.REFUND_PUSH, False),
+        (JobKind.FEE_PUSH, False),
+        (JobKind.PAYMENT_PUSH, True),
+    ],
+)
+def test_only_a_write_of_the_invoice_shows_its_retries_on_it(kind, shows):
+    """A refund retried in its invoice's queue left the invoice pending for good.
+
+    Found by the replicas' chaos run: nothing of the refund's sets it synced again.
+    """
+    from syncd.exceptions import QboTransientError
+    from syncd.models import ChangeSet, Job, SyncState
+    from syncd.outbound import outcomes
+    from syncd.outbound.push import JobContext
+
+    invoice = _invoice()
+    job = Job(
+        tenant="acme", kind=kind, subject="R-1", invoice_id="I-1", next_attempt_at=NOW
+    )
+    ctx = JobContext(
+        job=job,
+        invoice=invoice,
+        client=None,  # type: ignore[arg-type]
+        connection=None,  # type: ignore[arg-type]
+        rules=RULES,
+        store=None,  # type: ignore[arg-type]
+        now=NOW,
+        unclear=False,
+        changes=ChangeSet(),
+    )
+    outcomes.retry(ctx, QboTransientError("QBO 3001: throttled"), 1.0, now=NOW)
+    assert (invoice.sync_state is SyncState.PENDING) is shows
+    outcomes.fail(ctx, "6000", "refused", retryable=False, now=NOW)
+    assert (invoice.sync_state is SyncState.FAILED) is shows

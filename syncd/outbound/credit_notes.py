@@ -35,7 +35,7 @@ async def push_credit_note(ctx: JobContext) -> None:
         await ctx.store.invoice(tenant, note.invoice_id) if note.invoice_id else None
     )
     if note.status == "voided":
-        await _remove(ctx, note)
+        await _remove(ctx, note, invoice)
     elif note.status == "open":
         if invoice is not None and invoice.qbo_id is None:
             raise QboTransientError(f"invoice {invoice.invoice_id} is not in QBO yet")
@@ -87,7 +87,9 @@ async def _copy(ctx: JobContext, note: CreditNote, customer_id: str) -> None:
     )
     body = mapping.credit_memo_body(tenant, note.data, ctx.rules, resolved)
     if note.qbo_id is None:
-        answer = ctx.unclear and await already_written(
+        # an earlier job of this note may have written it, its answer lost (it was in
+        # doubt, then the note changed): look for its marker before writing
+        answer = await already_written(
             ctx, "CreditMemo", customer_id, body["PrivateNote"]
         )
         if not answer:
@@ -153,8 +155,8 @@ async def _apply(
     if amount <= 0:
         ctx.note = f"invoice {invoice.invoice_id} has no open balance to apply it to"
         return
-    marker = f"syncd:{ctx.job.tenant}:credit_apply:{note.credit_note_id}"
-    found = ctx.unclear and await already_written(ctx, "Payment", customer_id, marker)
+    marker = _apply_marker(ctx, note)
+    found = await already_written(ctx, "Payment", customer_id, marker)
     if not found:
         body = {
             "CustomerRef": {"value": customer_id},
@@ -180,9 +182,28 @@ async def _apply(
     log.info("credit_applied", credit_note=note.credit_note_id, amount=str(amount))
 
 
-async def _remove(ctx: JobContext, note: CreditNote) -> None:
-    """Voided in the CRM: the link payment, then the memo, deleted (each at most once)."""
+def _apply_marker(ctx: JobContext, note: CreditNote) -> str:
+    return f"syncd:{ctx.job.tenant}:credit_apply:{note.credit_note_id}"
+
+
+async def _remove(ctx: JobContext, note: CreditNote, invoice: Invoice | None) -> None:
+    """Voided in the CRM: the link payment, then the memo, deleted (each at most once).
+
+    What an earlier job may have written with its answer lost (the chaos run found a
+    memo left in QBO: its create timed out, then the note was voided) is looked for by
+    its marker first.
+    """
     tenant = ctx.job.tenant
+    if note.qbo_id is None or note.applied_payment is None:
+        customer_id = await _customer(ctx, note, invoice)
+        if note.qbo_id is None:
+            memo = f"syncd:{tenant}:credit_note:{note.credit_note_id}"
+            found = await already_written(ctx, "CreditMemo", customer_id, memo)
+            note.qbo_id = str(found["Id"]) if found else None
+        if note.qbo_id is not None and note.applied_payment is None:
+            marker = _apply_marker(ctx, note)
+            link = await already_written(ctx, "Payment", customer_id, marker)
+            note.applied_payment = str(link["Id"]) if link else None
     if note.applied_payment is not None:
         await _delete(ctx, "Payment", note.applied_payment, "credit_unapply", note)
         note.applied_payment = None

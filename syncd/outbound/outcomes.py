@@ -87,10 +87,11 @@ def retry(
     job.status = JobStatus.IN_FLIGHT if in_doubt else JobStatus.PENDING
     job.last_error = exc.message
     job.next_attempt_at = now + timedelta(seconds=delay)
-    ctx.invoice.sync_state, ctx.invoice.error = (
-        SyncState.PENDING,
-        f"retrying: {exc.message}",
-    )
+    if job.kind.writes_invoice:
+        ctx.invoice.sync_state, ctx.invoice.error = (
+            SyncState.PENDING,
+            f"retrying: {exc.message}",
+        )
     ctx.changes.jobs.append(job)
     metrics.JOB_RETRIES.labels(job.kind.value).inc()
     log.warning(
@@ -111,7 +112,8 @@ def postpone(
     job.status = JobStatus.IN_FLIGHT if in_doubt else JobStatus.PENDING
     job.last_error = reason
     job.next_attempt_at = now + WAIT_FOR_CONNECTION
-    invoice.sync_state, invoice.error = SyncState.PENDING, reason
+    if job.kind.writes_invoice:
+        invoice.sync_state, invoice.error = SyncState.PENDING, reason
     changes.jobs.append(job)
 
 
@@ -125,7 +127,8 @@ def fail(
 ) -> None:
     """A failure record and an `…/out/sync/failed` message (HS2)."""
     inv = ctx.invoice
-    inv.sync_state, inv.error = SyncState.FAILED, message
+    if ctx.job.kind.writes_invoice:
+        inv.sync_state, inv.error = SyncState.FAILED, message
     say(ctx, code, message, retryable=retryable, now=now, record=True)
     log.error("job_failed", code=code, error=message)
 

@@ -114,7 +114,7 @@ class ChaosCrm:
         except (ValueError, KeyError, TypeError):
             self.undecodable += 1
             return
-        if "/sync/invoice/" in topic:
+        if "/sync/invoice/" in topic or "/sync/credit_note/" in topic:
             self.heard.retained[topic] = body
         if message_id in self.heard.messages:
             return

@@ -489,11 +489,39 @@ class Chaos:
         self.credit_notes[s.tenant][note_id] = "open"
         self.f["credit notes in the CRM"] += 1
         if self.rng.random() < 0.5:
+            # voided once QBO holds it applied (and the CRM heard what that did to its
+            # invoice); the invoice is the CRM's to reopen once QBO has let it go
+            applied = await self._until_note(s, note_id, "applied")
             await self._pause()
             voided = {**note, "version": 2, "status": "voided"}
             await self._send(s.tenant, "credit_note.upserted", voided)
             self.credit_notes[s.tenant][note_id] = "voided"
             self.f["credit notes voided in the CRM"] += 1
+            if applied and await self._until_note(s, note_id, "deleted"):
+                await self._upsert(s, "open")
+
+    async def _until_note(
+        self, s: Story, note_id: str, qbo_status: str, timeout: float = 60
+    ) -> bool:
+        """Until syncd says the credit note is `qbo_status` in QBO (False: gave up)."""
+        topic = f"syncd/{s.tenant}/sync/credit_note/{note_id}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = (self.crm.heard.retained.get(topic) or {}).get("data") or {}
+            if data.get("qbo_status") == qbo_status:
+                await self._settled_moves(s)
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    async def _settled_moves(self, s: Story) -> None:
+        """Until the CRM has heard the QBO view of the invoice its last moves led to."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = self._synced(s) or {}
+            if found.get("status") == s.status:
+                return
+            await asyncio.sleep(0.2)
 
     async def _fate_qbo_unpay(self, s: Story) -> None:
         """A bookkeeper records the payment in QBO, then deletes or voids it."""
@@ -510,7 +538,7 @@ class Chaos:
         how = self.rng.choice(("delete", "void"))
         await self.admin.admin("POST", f"realms/{realm}/payment/{paid['Id']}/{how}")
         self.hand_removed[s.tenant].add(str(paid["Id"]))
-        self.f[f"QBO by hand: payments {how}d"] += 1
+        self.f[f"QBO by hand: payments {how.replace('void', 'voide')}d"] += 1
 
     async def _fate_qbo_paid(self, s: Story) -> None:
         synced = await self._until_synced(s)
@@ -964,9 +992,10 @@ class Chaos:
                 self.report.breach(
                     f"{tenant}: payment {payment_id} {amounts[payment_id]}"
                 )
+        # a payment voided by hand stays in QBO, zeroed: it is checked as removed
         by_hand = {
             str(p["Id"]) for p in payments if "syncd:" not in str(p.get("PrivateNote"))
-        }
+        } - self.hand_removed[tenant]
         told = Counter(
             str(m["data"].get("payment_id"))
             for m in self._heard_on(tenant, "/out/payment/received")
