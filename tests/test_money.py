@@ -340,3 +340,53 @@ def test_only_a_write_of_the_invoice_shows_its_retries_on_it(kind, shows):
     assert (invoice.sync_state is SyncState.PENDING) is shows
     outcomes.fail(ctx, "6000", "refused", retryable=False, now=NOW)
     assert (invoice.sync_state is SyncState.FAILED) is shows
+
+
+def test_a_payment_of_several_invoices_is_one_job_in_its_own_queue():
+    shares = [
+        {"invoice_id": "I-1", "amount": "30.00"},
+        {"invoice_id": "I-2", "amount": "20.00"},
+    ]
+    known = {
+        "I-1": _invoice(),
+        "I-2": dataclasses.replace(_invoice(), invoice_id="I-2"),
+    }
+    ctx = _ctx("payment.recorded", {**PAYMENT, "invoices": shares})
+    money.apply_recorded(ctx, None, [], known)
+    [job] = ctx.changes.jobs
+    assert (job.kind, job.queue) == (JobKind.PAYMENT_PUSH, "payment:P-1")
+    assert [(r.invoice_id, r.amount) for r in ctx.changes.payments] == [
+        ("I-1", Decimal("30.00")),
+        ("I-2", Decimal("20.00")),
+    ]
+    deleted = dataclasses.replace(
+        _ctx("payment.deleted", {"payment_id": "P-1"}), changes=ctx.changes
+    )
+    money.apply_deleted(deleted, [])
+    assert ctx.changes.jobs[-1].queue == "payment:P-1"  # behind its push
+    assert {r.state for r in ctx.changes.payments[-2:]} == {MoneyState.REMOVING}
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (
+            {"invoice_id": "I-1"},
+            "a payment names invoice_id or invoices, not both",
+        ),
+        (
+            {"invoices": [{"invoice_id": "I-1", "amount": "1.00"}] * 2},
+            "a payment names each of its invoices once",
+        ),
+        (
+            {"invoices": [{"invoice_id": "I-9", "amount": "1.00"}]},
+            "unknown invoice 'I-9': the payment needs its invoices first",
+        ),
+    ],
+)
+def test_a_payment_of_several_invoices_names_each_known_one_once(extra, reason):
+    data = {**PAYMENT, "invoices": [{"invoice_id": "I-1", "amount": "1.00"}], **extra}
+    ctx = _ctx("payment.recorded", data)
+    money.apply_recorded(ctx, _invoice(), [], {"I-1": _invoice()})
+    assert ctx.changes.jobs == []
+    assert _rejections(ctx) == [reason]

@@ -349,6 +349,11 @@ class Inbox:
         for env in fresh:
             if invoice_id := _invoice_id(env):
                 wanted.setdefault(env.tenant, []).append(invoice_id)
+            if env.type == "payment.recorded":  # a payment of several invoices
+                shares = env.data.get("invoices") or []
+                wanted.setdefault(env.tenant, []).extend(
+                    str(a["invoice_id"]) for a in shares
+                )
         loaded = _Loaded()
         for tenant, ids in wanted.items():
             found = await self._store.load_invoices(tenant, sorted(set(ids)))
@@ -445,7 +450,12 @@ _MONEY_TYPES = (
 def _route_money(ctx: decide.Context, loaded: _Loaded, invoice: Invoice | None) -> None:
     env = ctx.envelope
     if env.type == "payment.recorded":
-        money.apply_recorded(ctx, invoice, loaded.payments)
+        mine = None
+        if env.data.get("invoices"):
+            mine = {
+                i: inv for (t, i), inv in loaded.invoices.items() if t == env.tenant
+            }
+        money.apply_recorded(ctx, invoice, loaded.payments, mine)
     elif env.type == "payment.deleted":
         money.apply_deleted(ctx, loaded.payments)
     elif env.type == "credit_note.upserted":

@@ -275,6 +275,11 @@ DATA_SPECS: Mapping[str, Spec] = {
         "date": (day, True),
         "method": (text, False),
         "kind": (one_of(*_PAYMENT_KINDS), True),
+        # one payment across several invoices (issue 26): what it pays of each
+        "invoices": (
+            items(table({"invoice_id": (ident, True), "amount": (amount, True)})),
+            False,
+        ),
         # the processor's fee, booked as an expense (issue 26, HS6)
         "fee": (
             table(

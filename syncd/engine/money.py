@@ -30,11 +30,15 @@ _PAID = (MoneyKind.PAYMENT, MoneyKind.RECEIPT)
 
 
 def apply_recorded(
-    ctx: Context, invoice: Invoice | None, known: Iterable[PaymentRecord]
+    ctx: Context,
+    invoice: Invoice | None,
+    known: Iterable[PaymentRecord],
+    invoices: Mapping[str, Invoice] | None = None,
 ) -> None:
     """`payment.recorded`: a QBO Payment for an invoice (HL5), else a Sales Receipt (HL3).
 
-    With a `fee`, the processor's fee is booked as an expense too (HS6), its own job.
+    With a `fee`, the processor's fee is booked as an expense too (HS6), its own job;
+    with `invoices`, one QBO Payment pays several (`invoices`: the ones loaded).
     """
     data, tenant = ctx.envelope.data, ctx.envelope.tenant
     payment_id, amount = str(data["payment_id"]), Decimal(data["amount"])
@@ -45,6 +49,9 @@ def apply_recorded(
     fee = data.get("fee")
     if fee is not None and (problem := _fee_problem(data, fee)):
         reject(ctx, problem)
+        return
+    if data.get("invoices"):
+        _split(ctx, invoices or {})
         return
     if data.get("invoice_id"):
         if invoice is None:
@@ -79,6 +86,56 @@ def apply_recorded(
     ledger_row(ctx, Outcome.APPLIED, said)
 
 
+def _split(ctx: Context, invoices: Mapping[str, Invoice]) -> None:
+    """One payment across several invoices: one QBO Payment, a line per invoice.
+
+    Its own queue (`payment:<id>`): each invoice must be in QBO first, and it waits
+    for the last; what is left over stays unapplied in QBO, as an overpayment's.
+    """
+    data, tenant = ctx.envelope.data, ctx.envelope.tenant
+    payment_id, amount = str(data["payment_id"]), Decimal(data["amount"])
+    shares = [(str(a["invoice_id"]), Decimal(a["amount"])) for a in data["invoices"]]
+    ids = [i for i, _ in shares]
+    problem = None
+    if data.get("invoice_id"):
+        problem = "a payment names invoice_id or invoices, not both"
+    elif len(set(ids)) != len(ids):
+        problem = "a payment names each of its invoices once"
+    elif (applied := sum((a for _, a in shares), Decimal(0))) > amount:
+        problem = (
+            f"the amounts applied to its invoices ({applied}) are more than the "
+            f"payment ({amount})"
+        )
+    if problem:
+        reject(ctx, problem)
+        return
+    if missing := [i for i in ids if i not in invoices]:
+        reject_or_wait(
+            ctx, f"unknown invoice {missing[0]!r}: the payment needs its invoices first"
+        )
+        return
+    jobs = [_job(ctx, JobKind.PAYMENT_PUSH, payment_id, None, data)]
+    if data.get("fee") is not None and ctx.machine.rules.payments.fee_account:
+        jobs.append(_job(ctx, JobKind.FEE_PUSH, payment_id, None, data))
+    ctx.changes.jobs += jobs
+    ctx.changes.payments += [
+        PaymentRecord(
+            tenant=tenant,
+            kind=MoneyKind.PAYMENT,
+            payment_id=payment_id,
+            invoice_id=invoice_id,
+            amount=share,
+            at=ctx.now,
+        )
+        for invoice_id, share in shares
+    ]
+    ledger_row(
+        ctx,
+        Outcome.APPLIED,
+        ", ".join(f"{j.kind} queued" for j in jobs) + f" ({len(shares)} invoices)",
+    )
+
+
 def apply_deleted(ctx: Context, known: Iterable[PaymentRecord]) -> None:
     """`payment.deleted`: its QBO copy deleted or voided, as `[payments] on_delete` says."""
     payment_id = str(ctx.envelope.data["payment_id"])
@@ -96,13 +153,14 @@ def apply_deleted(ctx: Context, known: Iterable[PaymentRecord]) -> None:
         if record.kind == MoneyKind.PAYMENT
         else JobKind.RECEIPT_REMOVE
     )
+    every = _all_of(ctx, known, payment_id)
     payload = {"payment_id": payment_id, "amount": str(record.amount)}
-    ctx.changes.jobs.append(
-        _job(ctx, kind, payment_id, record.invoice_id or None, payload)
-    )
-    ctx.changes.payments.append(
-        dataclasses.replace(record, state=MoneyState.REMOVING, at=ctx.now)
-    )
+    # a payment of several invoices has its own queue, as its push had
+    queue = record.invoice_id or None if len(every) == 1 else None
+    ctx.changes.jobs.append(_job(ctx, kind, payment_id, queue, payload))
+    ctx.changes.payments += [
+        dataclasses.replace(r, state=MoneyState.REMOVING, at=ctx.now) for r in every
+    ]
     ledger_row(ctx, Outcome.APPLIED, f"{kind} queued")
 
 
@@ -258,6 +316,17 @@ def latest(
         ):
             return record
     return None
+
+
+def _all_of(
+    ctx: Context, known: Iterable[PaymentRecord], payment_id: str
+) -> list[PaymentRecord]:
+    """Each invoice's record of one CRM payment (one, unless it paid several)."""
+    found: dict[str, PaymentRecord] = {}
+    for record in [*known, *ctx.changes.payments]:
+        if record.kind in _PAID and record.payment_id == payment_id:
+            found[record.invoice_id] = record
+    return list(found.values())
 
 
 def _fee_problem(data: dict[str, object], fee: dict[str, object]) -> str | None:

@@ -34,8 +34,13 @@ from syncd.models import (
 )
 from syncd.outbound import batch, outcomes, record
 from syncd.outbound.credit_notes import push_credit_note
-from syncd.outbound.money import push_fee, push_refund, remove_payment
-from syncd.outbound.payments import push_customer, push_payment, push_receipt
+from syncd.outbound.money import (
+    push_any_payment,
+    push_fee,
+    push_refund,
+    remove_payment,
+)
+from syncd.outbound.payments import push_customer, push_receipt
 from syncd.outbound.push import (
     JobContext,
     Prepared,
@@ -67,7 +72,7 @@ HANDLERS: dict[JobKind, Handler] = {
     JobKind.INVOICE_SEND: send_invoice,
     JobKind.INVOICE_VOID: void_invoice,
     JobKind.INVOICE_DELETE: delete_invoice,
-    JobKind.PAYMENT_PUSH: push_payment,
+    JobKind.PAYMENT_PUSH: push_any_payment,
     JobKind.RECEIPT_PUSH: push_receipt,
     JobKind.CUSTOMER_PUSH: push_customer,
     JobKind.PAYMENT_REMOVE: remove_payment,

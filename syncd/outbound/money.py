@@ -10,18 +10,34 @@ leaves in the memo before writing again after an unclear outcome.
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 from typing import Any
 
 import structlog
 
-from syncd.exceptions import QboNotFoundError
-from syncd.models import JobKind, MoneyKind, MoneyState, PaymentRecord
+from syncd.exceptions import QboNotFoundError, QboTransientError
+from syncd.models import Invoice, JobKind, MoneyKind, MoneyState, PaymentRecord
 from syncd.outbound import mapping, resolve
-from syncd.outbound.payments import already_written, balance_from_qbo
+from syncd.outbound.payments import (
+    already_written,
+    balance_from_qbo,
+    deposit_account,
+    payment_marker,
+    push_payment,
+    tell_unapplied,
+)
 from syncd.outbound.push import JobContext
 from syncd.qbo import queries
 
 log = structlog.get_logger(__name__)
+
+
+async def push_any_payment(ctx: JobContext) -> None:
+    """A CRM payment: of one invoice, or of several."""
+    if ctx.job.payload.get("invoices"):
+        await push_split(ctx)
+    else:
+        await push_payment(ctx)
 
 
 def marker(tenant: str, what: str, crm_id: str) -> str:
@@ -43,16 +59,16 @@ async def remove_payment(ctx: JobContext) -> None:
     payment = ctx.job.kind is JobKind.PAYMENT_REMOVE
     entity = "Payment" if payment else "SalesReceipt"
     kind = MoneyKind.PAYMENT if payment else MoneyKind.RECEIPT
-    record = await record_of(ctx, kind, pid)
-    if record is None or record.qbo_id is None:
+    # one record per invoice it paid (several for a payment of several invoices)
+    records = await ctx.store.payment_records(ctx.job.tenant, (kind,), [pid])
+    qbo_id = next((r.qbo_id for r in records if r.qbo_id), None)
+    ctx.changes.payments += [_removed(r, ctx) for r in records]
+    if qbo_id is None:
         # its push never wrote (it failed, or the books changed): nothing is in QBO
         ctx.note = f"payment {pid} was never written to QBO: nothing to remove"
-        if record is not None:
-            ctx.changes.payments.append(_removed(record, ctx))
         return
-    how = await _remove(ctx, entity, record.qbo_id, pid)
-    ctx.changes.payments.append(_removed(record, ctx))
-    log.info("payment_removed", payment=pid, qbo_id=record.qbo_id, how=how)
+    how = await _remove(ctx, entity, qbo_id, pid)
+    log.info("payment_removed", payment=pid, qbo_id=qbo_id, how=how)
     if payment and ctx.invoice.qbo_id is not None:
         await balance_from_qbo(ctx)  # QBO gave the invoice its balance back
 
@@ -76,6 +92,64 @@ async def _remove(ctx: JobContext, entity: str, qbo_id: str, pid: str) -> str:
 
 def _removed(record: PaymentRecord, ctx: JobContext) -> PaymentRecord:
     return dataclasses.replace(record, state=MoneyState.REMOVED, at=ctx.now)
+
+
+async def push_split(ctx: JobContext) -> None:
+    """One CRM payment across several invoices: one QBO Payment, a line per invoice.
+
+    Each invoice must be in QBO first (it waits); what the lines leave of the amount
+    stays unapplied in QBO and the CRM is told, as for an overpayment. The invoices'
+    new balances come back as QBO's events on them (webhooks, CDC).
+    """
+    pay, tenant = ctx.job.payload, ctx.job.tenant
+    pid, amount = str(pay["payment_id"]), mapping.money(pay["amount"])
+    records = await ctx.store.payment_records(tenant, (MoneyKind.PAYMENT,), [pid])
+    if any(r.state != MoneyState.RECORDED for r in records):
+        ctx.note = f"payment {pid} was deleted in the CRM before it reached QBO"
+        return
+    shares: list[tuple[Invoice, Decimal]] = []
+    customers: list[str] = []
+    for share in pay["invoices"]:
+        inv = await ctx.store.invoice(tenant, str(share["invoice_id"]))
+        if inv is None or inv.qbo_id is None or inv.pushed_body is None:
+            raise QboTransientError(f"invoice {share['invoice_id']} is not in QBO yet")
+        shares.append((inv, mapping.money(share["amount"])))
+        customers.append(str(inv.pushed_body["CustomerRef"]["value"]))
+    customer_id = customers[0]  # QBO refuses lines of another customer's invoices
+    memo = payment_marker(tenant, pid)
+    written = await already_written(ctx, "Payment", customer_id, memo)
+    if not written:
+        body: dict[str, Any] = {
+            "CustomerRef": {"value": customer_id},
+            "TotalAmt": amount,
+            "TxnDate": pay["date"],
+            "PaymentRefNum": pid[:21],
+            "PrivateNote": memo,
+            "DepositToAccountRef": {"value": await deposit_account(ctx)},
+            "Line": [
+                {
+                    "Amount": paid,
+                    "LinkedTxn": [{"TxnId": inv.qbo_id, "TxnType": "Invoice"}],
+                }
+                for inv, paid in shares
+            ],
+        }
+        rid = resolve.request_id(tenant, "payment", pid)
+        written = await ctx.client.create("Payment", body, rid)
+    by_invoice = {inv.invoice_id: inv for inv, _ in shares}
+    ctx.changes.payments += [
+        dataclasses.replace(
+            r,
+            qbo_id=str(written["Id"]),
+            qbo_invoice_id=by_invoice[r.invoice_id].qbo_id,
+            at=ctx.now,
+        )
+        for r in records
+        if r.invoice_id in by_invoice
+    ]
+    applied = sum((paid for _, paid in shares), Decimal(0))
+    if applied < amount:
+        tell_unapplied(ctx, written, amount, applied, None)
 
 
 async def push_fee(ctx: JobContext) -> None:

@@ -77,7 +77,7 @@ async def push_payment(ctx: JobContext) -> None:
         _apply_to_invoice(ctx, applied)
     _see_settled(ctx, before)
     if applied < amount:
-        _tell_unapplied(ctx, written, amount, applied)
+        tell_unapplied(ctx, written, amount, applied, ctx.invoice.invoice_id)
 
 
 async def _applicable(ctx: JobContext, amount: Decimal) -> Decimal:
@@ -93,13 +93,18 @@ async def _applicable(ctx: JobContext, amount: Decimal) -> Decimal:
     return min(amount, mapping.money(current.get("Balance") or "0"))
 
 
-def _tell_unapplied(
-    ctx: JobContext, written: dict[str, Any], amount: Decimal, applied: Decimal
+def tell_unapplied(
+    ctx: JobContext,
+    written: dict[str, Any],
+    amount: Decimal,
+    applied: Decimal,
+    invoice_id: str | None,
 ) -> None:
+    """The CRM is told what of its payment QBO keeps unapplied (never silently lost)."""
     pay = ctx.job.payload
     data = {
         "payment_id": pay["payment_id"],
-        "invoice_id": ctx.invoice.invoice_id,
+        "invoice_id": invoice_id,
         "qbo_payment_id": str(written["Id"]),
         "amount": str(amount),
         "applied": str(applied),
@@ -241,6 +246,11 @@ def _written(ctx: JobContext, record: PaymentRecord, written: dict[str, Any]) ->
             at=ctx.now,
         )
     )
+
+
+async def deposit_account(ctx: JobContext) -> str:
+    """The rules' deposit account's Id (RO4)."""
+    return await _account(ctx, ctx.rules)
 
 
 async def _account(ctx: JobContext, rules: Rules) -> str:

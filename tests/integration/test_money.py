@@ -33,11 +33,13 @@ def _moves(s: Setup) -> list[tuple[str, str]]:
     ]
 
 
-async def _now(s: Setup, predicate: Any, timeout: float = 15) -> dict[str, Any]:
+async def _now(
+    s: Setup, predicate: Any, timeout: float = 15, invoice_id: str = "INV-1"
+) -> dict[str, Any]:
     """Wait until the invoice's latest state message satisfies `predicate`."""
 
     def latest() -> dict[str, Any] | None:
-        found = s.crm.on("acme/sync/invoice/INV-1")
+        found = s.crm.on(f"acme/sync/invoice/{invoice_id}")
         return found[-1].body["data"] if found else None
 
     await s.crm.wait_for(lambda r: predicate(latest() or {}), timeout)
@@ -499,3 +501,47 @@ async def test_an_overpayment_keeps_its_surplus_unapplied_and_says_so(setup: Set
         await setup.qbo.call("GET", f"customer/{payment['CustomerRef']['value']}")
     )["Customer"]
     assert Decimal(str(customer["Balance"])) == Decimal("-50.00")
+
+
+async def test_one_payment_across_two_invoices_is_one_qbo_payment(wired: Setup):
+    """A line per invoice, the rest unapplied and told; deleted, both balances return."""
+    second = _invoice(1, "open", number="1002")
+    second["invoice_id"] = "INV-2"
+    await wired.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await wired.crm.send("acme", "invoice.upserted", second)
+    for invoice_id in ("INV-1", "INV-2"):
+        await wired.state(invoice_id, lambda d: d["sync_state"] == "synced")
+    shares = [
+        {"invoice_id": "INV-1", "amount": "200.00"},
+        {"invoice_id": "INV-2", "amount": "100.00"},
+    ]
+    payment = _payment(payment_id="P-9", amount="330.00", invoices=shares)
+    del payment["invoice_id"]
+    await wired.crm.send("acme", "payment.recorded", payment)
+    await wired.crm.wait_for(lambda r: bool(wired.crm.on("acme/out/payment/unapplied")))
+    [told] = [m.body["data"] for m in wired.crm.on("acme/out/payment/unapplied")]
+    assert (told["invoice_id"], told["applied"], told["unapplied"]) == (
+        None,
+        "300.00",
+        "30.00",
+    )
+    [qbo_payment] = await wired.qbo_rows("select * from Payment")
+    assert [ln["Amount"] for ln in qbo_payment["Line"]] == [200, 100]
+    await wired.state("INV-1", lambda d: d["qbo_status"] == "paid")
+    await wired.state("INV-2", lambda d: d["balance"] == "100.00")
+    await wired.crm.send("acme", "payment.deleted", {"payment_id": "P-9"})
+    for invoice_id in ("INV-1", "INV-2"):
+        state = await _now(
+            wired, lambda d: d.get("balance") == "200.00", invoice_id=invoice_id
+        )
+        assert state["qbo_status"] == "open"
+    assert await wired.qbo_rows("select * from Payment") == []
+    await wired.settled()
+    assert _removed(wired) == []  # syncd's own removal is no news
+    refused = _payment(payment_id="P-10", amount="100.00", invoices=shares)
+    del refused["invoice_id"]
+    await wired.crm.send("acme", "payment.recorded", refused)
+    await wired.crm.wait_for(lambda r: bool(_refusals(wired)))
+    assert _refusals(wired) == [
+        "the amounts applied to its invoices (300.00) are more than the payment (100.00)"
+    ]
