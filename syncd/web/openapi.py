@@ -99,6 +99,38 @@ _READS = {
         },
     },
 }
+# issue 26: what paid, refunded or credited an invoice
+_PAYMENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["kind", "amount", "state"],
+    "properties": {
+        "kind": {"enum": ["payment", "receipt", "qbo_payment", "refund"]},
+        "payment_id": {"type": ["string", "null"]},
+        "refunds": {"type": ["string", "null"]},
+        "amount": {"type": "string"},
+        "state": {"enum": ["recorded", "removing", "removed"]},
+        "qbo_id": {"type": ["string", "null"]},
+        "at": {"type": "string", "format": "date-time"},
+    },
+}
+_CREDIT_NOTE: dict[str, Any] = {
+    "type": "object",
+    "required": ["credit_note_id", "sync_state", "status"],
+    "properties": {
+        "credit_note_id": {"type": "string"},
+        "sync_state": {"type": "string"},
+        "status": {"enum": ["draft", "open", "voided"]},
+        "version": {"type": "integer"},
+        "invoice_id": {"type": ["string", "null"]},
+        "qbo_id": {"type": ["string", "null"]},
+        "qbo_doc_number": {"type": ["string", "null"]},
+        "qbo_status": {"type": ["string", "null"]},
+        "total": {"type": ["string", "null"]},
+        "remaining_credit": {"type": ["string", "null"]},
+        "last_synced_at": {"type": ["string", "null"]},
+        "error": {"type": ["string", "null"]},
+    },
+}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -190,7 +222,7 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/tenants/{tenant}/invoices/{invoice}": {
             "get": _op(
-                "One invoice and its transition history",
+                "One invoice, its transition history, payments and credit notes",
                 {
                     "200": _json(
                         {
@@ -198,9 +230,17 @@ DOCUMENT: dict[str, Any] = {
                                 _STATE,
                                 {
                                     "type": "object",
-                                    "required": ["history"],
+                                    "required": ["history", "payments", "credit_notes"],
                                     "properties": {
-                                        "history": {"type": "array", "items": _HISTORY}
+                                        "history": {"type": "array", "items": _HISTORY},
+                                        "payments": {
+                                            "type": "array",
+                                            "items": _PAYMENT,
+                                        },
+                                        "credit_notes": {
+                                            "type": "array",
+                                            "items": _CREDIT_NOTE,
+                                        },
                                     },
                                 },
                             ]
