@@ -20,6 +20,7 @@ from syncd.models import CreditNote, Invoice, SyncState
 from syncd.outbound import mapping, resolve
 from syncd.outbound.payments import already_written
 from syncd.outbound.push import JobContext
+from syncd.qbo.steps import Step, next_step
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +32,30 @@ async def push_credit_note(ctx: JobContext) -> None:
     if note is None:
         ctx.note = f"credit note {note_id} is not kept any more"
         return
+    try:
+        await _bring(ctx, note)
+    except Exception as exc:
+        # the job's failure shows on the credit note too (its retained state)
+        then = next_step(exc)
+        if then.step is not Step.STORE:
+            gave_up = then.step in (Step.FAIL, Step.DEFECT)
+            note.sync_state = SyncState.FAILED if gave_up else SyncState.PENDING
+            note.error = then.message if gave_up else f"retrying: {then.message}"
+            ctx.changes.credit_notes_synced.append(note)
+            ctx.changes.outbox.append(CreditNoteState.of(note, ctx.now))
+        raise
+    if note.qbo_id is not None or note.qbo_status == "deleted":
+        note.sync_state, note.error, note.last_synced_at = (
+            SyncState.SYNCED,
+            None,
+            ctx.now,
+        )
+    ctx.changes.credit_notes_synced.append(note)
+    ctx.changes.outbox.append(CreditNoteState.of(note, ctx.now))
+
+
+async def _bring(ctx: JobContext, note: CreditNote) -> None:
+    tenant = ctx.job.tenant
     invoice = (
         await ctx.store.invoice(tenant, note.invoice_id) if note.invoice_id else None
     )
@@ -43,14 +68,6 @@ async def push_credit_note(ctx: JobContext) -> None:
         await _copy(ctx, note, customer_id)
         if invoice is not None and note.applied_payment is None:
             await _apply(ctx, note, invoice, customer_id)
-    if note.qbo_id is not None or note.qbo_status == "deleted":
-        note.sync_state, note.error, note.last_synced_at = (
-            SyncState.SYNCED,
-            None,
-            ctx.now,
-        )
-    ctx.changes.credit_notes_synced.append(note)
-    ctx.changes.outbox.append(CreditNoteState.of(note, ctx.now))
 
 
 async def _customer(ctx: JobContext, note: CreditNote, invoice: Invoice | None) -> str:

@@ -545,3 +545,25 @@ async def test_one_payment_across_two_invoices_is_one_qbo_payment(wired: Setup):
     assert _refusals(wired) == [
         "the amounts applied to its invoices (300.00) are more than the payment (100.00)"
     ]
+
+
+@pytest.mark.rules("create_missing = true", "create_missing = false")
+async def test_a_credit_note_for_an_unknown_customer_fails_clearly_and_alone(
+    setup: Setup,
+):
+    """Bad input is refused with a reason a person reads; what follows goes on."""
+    stranger = _credit_note(1, "open", customer={"name": "Nobody Inc"})
+    del stranger["invoice_id"]
+    await setup.crm.send("acme", "credit_note.upserted", stranger)
+    await setup.crm.wait_for(lambda r: bool(setup.crm.on("acme/out/sync/failed")))
+    [failed] = [m.body["data"] for m in setup.crm.on("acme/out/sync/failed")]
+    assert failed["operation"] == "credit_note.push"
+    assert "no QBO customer matches 'Nobody Inc'" in failed["message"]
+    state = await _note(setup, lambda d: d.get("sync_state") == "failed")
+    assert state["error"] == failed["message"]
+    # the invoice and its payment behind it are not held up (its customer is in QBO)
+    customer = {"DisplayName": "Acme Ltd"}
+    await setup.qbo.admin(
+        "POST", f"realms/{setup.realm}/customer", customer, expect=201
+    )
+    await _paid_in_crm(setup)
