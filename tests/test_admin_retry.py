@@ -95,3 +95,27 @@ def test_the_plan_queues_resolves_and_says_pending_in_one_changeset():
     assert isinstance(state, StateChanged)
     assert state.subtopic() == "sync/invoice/I-1"
     assert state.data["error"] == "retry requested by the admin"
+
+
+def test_a_refund_retried_in_an_invoices_queue_leaves_the_invoice_as_it_is():
+    """Issue 26: nothing of a refund's sets its invoice synced again; none made pending."""
+    invoice = Invoice(
+        tenant="acme",
+        invoice_id="I-1",
+        status="paid",
+        version=1,
+        data={},
+        updated_at=NOW,
+        sync_state=SyncState.SYNCED,
+    )
+    job = Job(
+        tenant="acme",
+        kind=JobKind.REFUND_PUSH,
+        subject="R-1",
+        invoice_id="I-1",
+        next_attempt_at=NOW,
+    )
+    changes = retry.plan(_failure("refund.push"), job, invoice, now=NOW)
+    assert changes.jobs == [job] and changes.resolved == [("acme", 4, NOW)]
+    assert invoice.sync_state is SyncState.SYNCED
+    assert (changes.invoices, changes.outbox) == ({}, [])

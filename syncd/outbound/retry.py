@@ -75,7 +75,7 @@ def plan(
     """The job and the failure's resolution together: never one without the other."""
     assert failure.id is not None  # noqa: S101 -- retry() checked it
     changes = ChangeSet(jobs=[job], resolved=[(failure.tenant, failure.id, now)])
-    if invoice is not None:
+    if invoice is not None and job.kind.writes_invoice:
         invoice.sync_state, invoice.error = (
             SyncState.PENDING,
             "retry requested by the admin",
