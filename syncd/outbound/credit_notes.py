@@ -44,7 +44,9 @@ async def push_credit_note(ctx: JobContext) -> None:
             ctx.changes.credit_notes_synced.append(note)
             ctx.changes.outbox.append(CreditNoteState.of(note, ctx.now))
         raise
-    if note.qbo_id is not None or note.qbo_status == "deleted":
+    if ctx.problem is not None:  # written, but QBO's books differ (HL6)
+        note.sync_state, note.error = SyncState.FAILED, ctx.problem[1]
+    elif note.qbo_id is not None or note.qbo_status == "deleted":
         note.sync_state, note.error, note.last_synced_at = (
             SyncState.SYNCED,
             None,

@@ -567,3 +567,18 @@ async def test_a_credit_note_for_an_unknown_customer_fails_clearly_and_alone(
         "POST", f"realms/{setup.realm}/customer", customer, expect=201
     )
     await _paid_in_crm(setup)
+
+
+async def test_a_credit_note_whose_total_qbo_disagrees_with_is_failed_with_both(
+    setup: Setup,
+):
+    """HL6 for credit notes: never silently different books."""
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1, "open"))
+    await setup.crm.send(
+        "acme", "credit_note.upserted", _credit_note(1, "open", total="49.00")
+    )
+    state = await _note(setup, lambda d: d.get("sync_state") == "failed")
+    assert state["error"] == (
+        "QBO computed a credit memo total of 50.00 but the CRM total is 49.00: "
+        "check the tax codes mapped for this credit note"
+    )
