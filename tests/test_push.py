@@ -361,3 +361,47 @@ async def test_the_payment_that_settles_an_invoice_is_seen_as_qbos_payment():
     inv.qbo_status, inv.balance, ctx.seen = "open", "100.00", []
     await push_payment(ctx)
     assert (inv.qbo_status, ctx.seen) == ("partially_paid", [])
+
+
+async def test_an_update_after_a_payment_moved_the_token_reads_it_first():
+    """An update never goes out without a SyncToken (QBO 2020, failed for good).
+
+    Issue 26's long chaos run: a payment syncd removed left the token unknown.
+    """
+    inv = _invoice(
+        qbo_id="4157",
+        qbo_sync_token=None,  # a payment syncd wrote or removed moved it
+        qbo_status="open",
+        balance="200.00",
+        sync_state=SyncState.PENDING,
+        pushed_body={"Line": []},
+    )
+    inv.data = {**inv.data, "customer": {"contact_id": "C-1", "name": "Acme"}}
+
+    class Linked:
+        async def link(self, tenant: str, kind: Any, key: str) -> str:
+            return RESOLVED.customer_id if key == "C-1" else RESOLVED.items[key]
+
+    class Qbo:
+        async def read(self, entity: str, entity_id: str) -> dict[str, Any]:
+            return {
+                "Id": entity_id,
+                "SyncToken": "7",
+                "TotalAmt": Decimal("200.00"),
+                "Balance": Decimal("200.00"),
+            }
+
+    ctx = JobContext(
+        job=Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW),
+        invoice=inv,
+        client=Qbo(),  # type: ignore[arg-type]
+        connection=_conn(),
+        rules=RULES,
+        store=Linked(),  # type: ignore[arg-type]
+        now=NOW,
+        unclear=False,
+        changes=ChangeSet(),
+    )
+    prepared = await prepare_push(ctx)
+    assert prepared is not None and isinstance(prepared.plan, Update)
+    assert inv.qbo_sync_token == "7"  # what the update (single or batched) will carry

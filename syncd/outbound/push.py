@@ -125,6 +125,11 @@ async def prepare_push(ctx: JobContext) -> Prepared | None:
     if inv.qbo_id is None and ctx.unclear:
         await _adopt_earlier_write(ctx, resolved.customer_id)
     plan = plan_write(tenant, inv, body, ctx.unclear)
+    # a payment syncd wrote (or removed) moved it, and its SyncToken with it: read it,
+    # or the update goes out without one (QBO 2020: found by the long chaos run)
+    stale = isinstance(plan, Update) and inv.qbo_sync_token is None
+    if stale and not await current_token(ctx):
+        return None
     if plan is None:
         # an unchanged snapshot makes no call: QBO holds this very body, so a push that
         # was waiting is done (a snapshot that only moved the status, e.g. to `paid`,
@@ -290,14 +295,25 @@ async def _sparse_update(
                 raise
             # someone changed it in QBO since our last write: what they did is a QBO
             # event of its own (a payment, a void), then ours goes on top
-            current = await ctx.client.read("Invoice", str(inv.qbo_id))
-            if (seen := qbo_events.classify(inv, current, ctx.now)) is not None:
-                ctx.seen.append(seen)
-            apply_answer(inv, current, ctx.now)
-            if inv.qbo_status == "voided":
-                ctx.note = "not updated: the invoice was voided in QBO meanwhile"
+            if not await current_token(ctx):
                 return None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def current_token(ctx: JobContext) -> bool:
+    """QBO's invoice read for its SyncToken: False when it was voided meanwhile.
+
+    What changed since syncd's last write is a QBO event of its own (seen).
+    """
+    inv = ctx.invoice
+    current = await ctx.client.read("Invoice", str(inv.qbo_id))
+    if (seen := qbo_events.classify(inv, current, ctx.now)) is not None:
+        ctx.seen.append(seen)
+    apply_answer(inv, current, ctx.now)
+    if inv.qbo_status == "voided":
+        ctx.note = "not updated: the invoice was voided in QBO meanwhile"
+        return False
+    return True
 
 
 def record(
@@ -415,6 +431,15 @@ def adopt_send(inv: Invoice, sent: dict[str, Any], now: datetime) -> None:
         inv.sync_state, inv.error, inv.last_synced_at = SyncState.SYNCED, None, now
 
 
+async def _token(ctx: JobContext) -> str:
+    """The invoice's SyncToken, read from QBO when syncd no longer knows it."""
+    inv = ctx.invoice
+    if inv.qbo_sync_token is None:
+        current = await ctx.client.read("Invoice", str(inv.qbo_id))
+        return str(current["SyncToken"])
+    return inv.qbo_sync_token
+
+
 async def void_invoice(ctx: JobContext) -> None:
     """Void the QBO invoice (final, PD7)."""
     inv = ctx.invoice
@@ -423,7 +448,7 @@ async def void_invoice(ctx: JobContext) -> None:
     if inv.qbo_status == "voided":  # QBO's view says it is (its webhook came first)
         inv.sync_state, inv.error, inv.last_synced_at = SyncState.SYNCED, None, ctx.now
         return
-    key = {"Id": inv.qbo_id, "SyncToken": str(inv.qbo_sync_token)}
+    key = {"Id": inv.qbo_id, "SyncToken": await _token(ctx)}
     voided = await ctx.client.void(
         "Invoice", key, resolve.request_id(ctx.job.tenant, inv.invoice_id, "void")
     )
@@ -435,7 +460,7 @@ async def delete_invoice(ctx: JobContext) -> None:
     inv = ctx.invoice
     if inv.qbo_id is None:
         return
-    key = {"Id": inv.qbo_id, "SyncToken": str(inv.qbo_sync_token)}
+    key = {"Id": inv.qbo_id, "SyncToken": await _token(ctx)}
     await ctx.client.delete(
         "Invoice", key, resolve.request_id(ctx.job.tenant, inv.invoice_id, "delete")
     )
