@@ -82,6 +82,9 @@ class Invoice:
     # the stored row's revision this copy was read at (0: not stored yet); a write of a
     # copy the store has moved past is refused (StaleWriteError)
     rev: int = 0
+    # a job's copy: its QBO side as loaded, so that recording it writes back only what
+    # the job changed (a webhook may have moved the rest meanwhile); never stored
+    loaded_qbo: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def total(self) -> str | None:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.exceptions import QboTransientError, StaleWriteError
-from syncd.models import ChangeSet, Invoice, Job, JobKind, JobStatus
+from syncd.models import ChangeSet, Invoice, Job, JobKind, JobStatus, SyncState
 from syncd.outbound import record
 from syncd.outbound.jobs import JobWorker
 from syncd.outbound.outcomes import BASE_SECONDS, CAP_SECONDS, MAX_ATTEMPTS, retry_delay
@@ -358,3 +358,22 @@ async def test_a_jobs_results_win_their_race_against_busy_crm_traffic():
         recording, [(job, replace(inv), ChangeSet(), [])], None, clock=lambda: NOW
     )
     assert (store.lost, store.kept) == (5, 1)
+
+
+async def test_a_job_writes_back_only_what_it_changed_of_qbos_side():
+    """Issue 26's long chaos run: a job with nothing to write put an older balance back.
+
+    A webhook moved the invoice's balance and SyncToken while the job ran; recording
+    the job copied its whole (older) QBO side onto the row.
+    """
+    worked = record.loaded(_open_invoice())
+    worked.sync_state = SyncState.SYNCED  # all the job changed
+    stored = replace(worked, balance="264.30", qbo_sync_token="9", loaded_qbo=None)
+    job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
+    changes = await record.onto_fresh(job, worked, stored, ChangeSet(), None, [], NOW)
+    [kept] = changes.invoices.values()
+    assert (kept.balance, kept.qbo_sync_token, kept.sync_state) == (
+        "264.30",
+        "9",
+        SyncState.SYNCED,
+    )

@@ -213,6 +213,8 @@ class JobWorker(LoopWorker):
             invoice: Invoice | None = _no_invoice(job, self._clock())
         else:
             invoice = await self._store.invoice(job.tenant, job.invoice_id)
+            if invoice is not None:
+                record.loaded(invoice)
         machine = self._rulebook.machine(job.tenant)
         changes = ChangeSet()
         seen: list[str] = []
@@ -296,6 +298,7 @@ class JobWorker(LoopWorker):
             if invoice is None:
                 await self._run(job)  # gone: the single path records it
                 continue
+            record.loaded(invoice)
             job.status, job.attempts = JobStatus.IN_FLIGHT, job.attempts + 1
             contexts.append(
                 self._context(job, invoice, client, conn, machine, False, ChangeSet())

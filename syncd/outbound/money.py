@@ -20,7 +20,7 @@ from syncd.models import Invoice, JobKind, MoneyKind, MoneyState, PaymentRecord
 from syncd.outbound import mapping, resolve
 from syncd.outbound.payments import (
     already_written,
-    balance_from_qbo,
+    balance_after_own_write,
     deposit_account,
     payment_marker,
     push_payment,
@@ -69,8 +69,14 @@ async def remove_payment(ctx: JobContext) -> None:
         return
     how = await _remove(ctx, entity, qbo_id, pid)
     log.info("payment_removed", payment=pid, qbo_id=qbo_id, how=how)
-    if payment and ctx.invoice.qbo_id is not None:
-        await balance_from_qbo(ctx)  # QBO gave the invoice its balance back
+    inv = ctx.invoice
+    if payment and inv.qbo_id is not None:
+        # QBO gave the invoice its balance back
+        mine = sum(
+            (r.amount for r in records if r.invoice_id == inv.invoice_id), Decimal(0)
+        )
+        known = mapping.money(inv.balance or "0")
+        await balance_after_own_write(ctx, known + mine)
 
 
 async def _remove(ctx: JobContext, entity: str, qbo_id: str, pid: str) -> str:

@@ -136,6 +136,22 @@ async def balance_from_qbo(ctx: JobContext) -> None:
     inv.qbo_sync_token = None  # a change of someone else's may hide in it
 
 
+async def balance_after_own_write(ctx: JobContext, expected: Decimal) -> None:
+    """The invoice read after syncd's own payment write, its SyncToken kept.
+
+    Kept, a webhook's older read is known as older (with none kept, a read taken before
+    syncd removed its payment moved the CRM back to paid: the long chaos run). A balance
+    other than the one syncd's write leaves means someone changed it too: a QBO event.
+    """
+    inv = ctx.invoice
+    current = await ctx.client.read("Invoice", str(inv.qbo_id))
+    if mapping.money(current.get("Balance") or "0") != expected and (
+        seen := qbo_events.classify(inv, current, ctx.now)
+    ):
+        ctx.seen.append(seen)
+    apply_answer(inv, current, ctx.now)
+
+
 def _apply_to_invoice(ctx: JobContext, amount: Decimal) -> None:
     """No read after write: the invoice's balance is known from the payment applied."""
     inv = ctx.invoice

@@ -10,6 +10,7 @@ committed one job at a time: one bad result never holds back the others'.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import random
 from collections.abc import Callable
@@ -51,6 +52,14 @@ _QBO_SIDE = (
     "last_synced_at",
     "pushed_body",
 )
+
+
+def loaded(invoice: Invoice) -> Invoice:
+    """Mark a job's copy as loaded: its QBO side is what recording compares against."""
+    invoice.loaded_qbo = {
+        name: copy.deepcopy(getattr(invoice, name)) for name in _QBO_SIDE
+    }
+    return invoice
 
 
 class Recording(Committer, InvoiceReads, Protocol):
@@ -130,8 +139,13 @@ async def onto_fresh(
     if worked is None or job.invoice_id is None:
         return changes
     fresh = stored or worked
+    base = worked.loaded_qbo
     for name in _QBO_SIDE:
-        setattr(fresh, name, getattr(worked, name))
+        value = getattr(worked, name)
+        # only what the job changed: a webhook may have moved the rest since it loaded
+        # (a job with nothing to write put an older balance back: the long chaos run)
+        if base is None or base.get(name) != value:
+            setattr(fresh, name, value)
     moved = ChangeSet()
     if machine is not None:  # a job ran: its tenant has rules
         for event in seen:

@@ -468,11 +468,16 @@ class Chaos:
         await self._upsert(s, "open")
 
     async def _fate_crm_credit(self, s: Story) -> None:
-        """A credit note for a quarter of it, applied; voided again half the time."""
+        """A credit note for all of it, applied; voided again half the time.
+
+        All of it: the credit moves the CRM to paid (as a payment would), and once it
+        is voided the CRM may reopen the invoice (the rules allow paid → open, not
+        partially_paid → open).
+        """
         if await self._until_synced(s) is None:
             return
         note_id = f"{s.invoice_id}-CN"
-        amount = (s.total / 4).quantize(CENT)
+        amount = s.total
         note = {
             "credit_note_id": note_id,
             "status": "open",

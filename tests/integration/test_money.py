@@ -67,6 +67,10 @@ async def _paid_in_crm(s: Setup, **extra: Any) -> dict[str, Any]:
     return payment
 
 
+@pytest.mark.rules(
+    'partially_paid = ["paid", "overdue", "voided"]',
+    'partially_paid = ["paid", "open", "overdue", "voided"]',
+)
 async def test_a_payment_removed_in_qbo_reaches_the_crm(wired: Setup):
     """Voided (one payment left: partly paid), then deleted (open again), each told once."""
     invoice = await _synced_invoice(wired)
