@@ -249,12 +249,20 @@ def _note_data(version: int, status: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def test_an_open_credit_note_is_kept_and_queued_on_its_own():
+def test_an_open_credit_note_is_kept_and_queued_behind_its_invoice():
     ctx = _ctx("credit_note.upserted", _note_data(1, "open"))
     note = money.apply_credit_note(ctx, None, _invoice())
     assert note is not None and note.sync_state.value == "pending"
     [job] = ctx.changes.jobs
-    assert (job.kind, job.queue) == (JobKind.CREDIT_NOTE_PUSH, "credit_note:CN-1")
+    # behind its invoice's own jobs: the credit it applies is syncd's own write
+    assert (job.kind, job.queue, job.payload) == (
+        JobKind.CREDIT_NOTE_PUSH,
+        "I-1",
+        {"version": 1, "amount": "20.00"},
+    )
+    alone = _ctx("credit_note.upserted", _note_data(1, "open", invoice_id=None))
+    money.apply_credit_note(alone, None, None)
+    assert [j.queue for j in alone.changes.jobs] == ["credit_note:CN-1"]
     assert [n.version for n in ctx.changes.credit_notes] == [1]
     [state] = ctx.changes.outbox
     assert state.subtopic() == "sync/credit_note/CN-1"

@@ -288,9 +288,13 @@ def apply_credit_note(
     )
     said = "kept (a draft stays in the CRM)"
     if note.status == "open" or (note.status == "voided" and in_qbo):
-        # its own queue: an invoice not in QBO yet makes it wait, its failures its own
+        # behind its invoice's own jobs (in QBO first; the credit it applies is syncd's
+        # own write, as a CRM payment is), else a queue of its own
+        queue = invoice.invoice_id if invoice is not None else None
+        crediting = str(data["total"]) if note.status == "open" else "0"
+        payload = {"version": version, "amount": crediting}
         ctx.changes.jobs.append(
-            _job(ctx, JobKind.CREDIT_NOTE_PUSH, note_id, None, {"version": version})
+            _job(ctx, JobKind.CREDIT_NOTE_PUSH, note_id, queue, payload)
         )
         note.sync_state = SyncState.PENDING
         said = f"{JobKind.CREDIT_NOTE_PUSH} queued"

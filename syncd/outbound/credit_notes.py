@@ -18,7 +18,11 @@ from syncd.exceptions import QboNotFoundError, QboStaleError, QboTransientError
 from syncd.messages import CreditNoteState
 from syncd.models import CreditNote, Invoice, SyncState
 from syncd.outbound import mapping, resolve
-from syncd.outbound.payments import already_written
+from syncd.outbound.payments import (
+    already_written,
+    balance_after_own_write,
+    see_settled,
+)
 from syncd.outbound.push import JobContext
 from syncd.qbo.steps import Step, next_step
 
@@ -58,9 +62,12 @@ async def push_credit_note(ctx: JobContext) -> None:
 
 async def _bring(ctx: JobContext, note: CreditNote) -> None:
     tenant = ctx.job.tenant
-    invoice = (
-        await ctx.store.invoice(tenant, note.invoice_id) if note.invoice_id else None
-    )
+    if note.invoice_id and ctx.job.invoice_id == note.invoice_id:
+        invoice: Invoice | None = ctx.invoice  # its queue's: what it does to it is kept
+    elif note.invoice_id:  # queued on its own by an earlier syncd
+        invoice = await ctx.store.invoice(tenant, note.invoice_id)
+    else:
+        invoice = None
     if note.status == "voided":
         await _remove(ctx, note, invoice)
     elif note.status == "open":
@@ -199,6 +206,11 @@ async def _apply(
     note.qbo_status = "applied"
     note.qbo_sync_token = None  # QBO moved the memo when it applied its credit
     log.info("credit_applied", credit_note=note.credit_note_id, amount=str(amount))
+    if invoice is ctx.invoice:
+        # its balance as QBO has it now, its SyncToken kept (older reads known as older)
+        before = invoice.qbo_status
+        await balance_after_own_write(ctx, mapping.money(current["Balance"]) - amount)
+        see_settled(ctx, before)
 
 
 def _apply_marker(ctx: JobContext, note: CreditNote) -> str:
@@ -213,6 +225,12 @@ async def _remove(ctx: JobContext, note: CreditNote, invoice: Invoice | None) ->
     its marker first.
     """
     tenant = ctx.job.tenant
+    applied = (
+        mapping.money(note.data.get("total") or "0")
+        - mapping.money(note.remaining_credit or note.data.get("total") or "0")
+        if note.applied_payment is not None
+        else Decimal(0)
+    )
     if note.qbo_id is None or note.applied_payment is None:
         customer_id = await _customer(ctx, note, invoice)
         if note.qbo_id is None:
@@ -226,6 +244,9 @@ async def _remove(ctx: JobContext, note: CreditNote, invoice: Invoice | None) ->
     if note.applied_payment is not None:
         await _delete(ctx, "Payment", note.applied_payment, "credit_unapply", note)
         note.applied_payment = None
+        if invoice is ctx.invoice and invoice.qbo_id is not None:
+            known = mapping.money(invoice.balance or "0")
+            await balance_after_own_write(ctx, known + applied)
     if note.qbo_id is not None:
         await _delete(ctx, "CreditMemo", note.qbo_id, "credit_note_delete", note)
     note.qbo_status, note.remaining_credit, note.qbo_sync_token = "deleted", "0", None

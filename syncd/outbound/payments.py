@@ -44,7 +44,7 @@ async def push_payment(ctx: JobContext) -> None:
     ):
         _written(ctx, record, found)
         await balance_from_qbo(ctx)
-        _see_settled(ctx, before)
+        see_settled(ctx, before)
         return
     applied = await _applicable(ctx, amount)
     body: dict[str, Any] = {
@@ -75,7 +75,7 @@ async def push_payment(ctx: JobContext) -> None:
         await balance_from_qbo(ctx)
     else:
         _apply_to_invoice(ctx, applied)
-    _see_settled(ctx, before)
+    see_settled(ctx, before)
     if applied < amount:
         tell_unapplied(ctx, written, amount, applied, ctx.invoice.invoice_id)
 
@@ -116,7 +116,7 @@ def tell_unapplied(
     )
 
 
-def _see_settled(ctx: JobContext, before: str | None) -> None:
+def see_settled(ctx: JobContext, before: str | None) -> None:
     """The payment that settles the invoice is seen as QBO's `payment_created`.
 
     The webhook of an earlier partial payment, read before this one was in QBO, may

@@ -146,11 +146,12 @@ class QboTables:
         return {str(q): str(d) for q, d in found}
 
     async def writes_under_way(self, tenant: str, invoice_ids: list[str]) -> UnderWay:
-        """The deletes, voids and CRM payments queued for these invoices, unfinished."""
+        """The deletes, voids, CRM payments and credits queued for these invoices."""
         sql = (
             "SELECT queue, kind, payload FROM jobs INDEXED BY jobs_invoice "
             f"WHERE tenant = ? AND kind IN ('{JobKind.INVOICE_DELETE}', "
-            f"'{JobKind.INVOICE_VOID}', '{JobKind.PAYMENT_PUSH}') "
+            f"'{JobKind.INVOICE_VOID}', '{JobKind.PAYMENT_PUSH}', "
+            f"'{JobKind.CREDIT_NOTE_PUSH}') "
             f"AND status IN {UNFINISHED} AND queue IN ({{among}})"
         )
         async with self._db.read() as db:
@@ -158,7 +159,7 @@ class QboTables:
         removing: set[str] = set()
         paying: dict[str, Decimal] = {}
         for queue, kind, payload in found:
-            if kind != JobKind.PAYMENT_PUSH:
+            if kind not in (JobKind.PAYMENT_PUSH, JobKind.CREDIT_NOTE_PUSH):
                 removing.add(str(queue))
                 continue
             amount = Decimal(str(orjson.loads(payload).get("amount", "0")))

@@ -470,9 +470,9 @@ class Chaos:
     async def _fate_crm_credit(self, s: Story) -> None:
         """A credit note for all of it, applied; voided again half the time.
 
-        All of it: the credit moves the CRM to paid (as a payment would), and once it
-        is voided the CRM may reopen the invoice (the rules allow paid → open, not
-        partially_paid → open).
+        All of it: the CRM marks the invoice paid itself (syncd's credit is its own
+        write, as a CRM payment is), and once the note is voided reopens it (the rules
+        allow paid → open, not partially_paid → open).
         """
         if await self._until_synced(s) is None:
             return
@@ -493,6 +493,7 @@ class Chaos:
         await self._send(s.tenant, "credit_note.upserted", {**note, "version": 1})
         self.credit_notes[s.tenant][note_id] = "open"
         self.f["credit notes in the CRM"] += 1
+        await self._upsert(s, "paid")  # credited in full: the CRM says so itself
         if self.rng.random() < 0.5:
             # voided once QBO holds it applied (and the CRM heard what that did to its
             # invoice); the invoice is the CRM's to reopen once QBO has let it go
