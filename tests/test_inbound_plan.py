@@ -243,6 +243,25 @@ async def test_a_qbo_view_read_before_syncds_recorded_change_is_not_taken():
     assert [(h.from_status, h.to_status) for h in newer.history] == [("open", "paid")]
 
 
+async def test_a_read_from_before_syncds_own_payment_is_older_than_its_floor():
+    """Issue 26's long chaos run: a read from before syncd's payment came back after.
+
+    The payment left the invoice's SyncToken unknown; the older read (balance back up)
+    was taken, and the next read (paid) moved the CRM to paid after it had said open.
+    Syncd now knows a floor ("3+": at least 3) and an older read is known as older.
+    """
+    paid = _synced(qbo_sync_token="3+", balance="0.00", qbo_status="paid")
+    older = _qbo(version="2", balance="100.00")
+    changes = await _plan(QboChanges(invoices={"7": older}), _known(paid))
+    assert changes.invoices == {} and changes.outbox == []
+    echo = await _plan(
+        QboChanges(invoices={"7": _qbo(version="3", balance="0.00")}), _known(paid)
+    )
+    assert echo.history == [] and echo.failures == []
+    [kept] = echo.invoices.values()
+    assert kept.qbo_sync_token == "3"  # known exactly again
+
+
 async def test_syncds_own_payments_under_way_are_no_qbo_event():
     """RO6: the balance syncd's own CRM payments will leave is what QBO is compared with.
 

@@ -352,6 +352,7 @@ async def test_the_payment_that_settles_an_invoice_is_seen_as_qbos_payment():
         "99",
         "3761",
     )
+    assert inv.qbo_sync_token == "3+"  # the payment moved it: at least one more
     assert (inv.balance, inv.qbo_status, ctx.seen) == (
         "0.00",
         "paid",

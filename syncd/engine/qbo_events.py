@@ -40,6 +40,33 @@ def qbo_status(obj: dict[str, Any], today: date) -> str:
     return "open"
 
 
+def token_floor(token: str | None) -> int | None:
+    """The lowest SyncToken QBO's copy can have, as syncd knows it.
+
+    `"7"`: exactly 7 (a write's answer, a read); `"7+"`: at least 7 (syncd's payment
+    moved it by one without an answer naming it); None: not known at all.
+    """
+    if not token:
+        return None
+    digits = token.removesuffix("+")
+    return int(digits) if digits.isdigit() else None
+
+
+def exact_token(token: str | None) -> str | None:
+    """The SyncToken to write with, when syncd knows it exactly."""
+    return token if token and token.isdigit() else None
+
+
+def moved_by_one(token: str | None) -> str | None:
+    """What syncd knows after its own write moved the copy without reading it back.
+
+    A webhook read from before that write (SyncToken below the floor) is then known as
+    older; without a floor, one moved the CRM back to paid (the long chaos run).
+    """
+    floor = token_floor(token)
+    return None if floor is None else f"{floor + 1}+"
+
+
 def classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | None:
     """What happened in QBO, as a `[qbo_events]` key; None for syncd's own write."""
     if obj is None:

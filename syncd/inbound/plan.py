@@ -458,12 +458,12 @@ def older_than_known(inv: Invoice, obj: dict[str, Any]) -> bool:
     Webhooks are read outside the write lock, so a copy fetched just before syncd's own
     delete, void or update may arrive after that job recorded its answer; taking it
     would put an older QBO view back (a deleted invoice "open" again). A deletion is
-    final, and SyncTokens only grow.
+    final, and SyncTokens only grow (syncd may know only a floor: `token_floor`).
     """
     if inv.qbo_status == "deleted":
         return True
-    known, seen = inv.qbo_sync_token, str(obj.get("SyncToken"))
-    return bool(known and known.isdigit() and seen.isdigit() and int(seen) < int(known))
+    floor, seen = qbo_events.token_floor(inv.qbo_sync_token), str(obj.get("SyncToken"))
+    return floor is not None and seen.isdigit() and int(seen) < floor
 
 
 def take_qbo_view(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> None:

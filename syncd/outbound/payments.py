@@ -159,7 +159,8 @@ def _apply_to_invoice(ctx: JobContext, amount: Decimal) -> None:
     inv.balance = str(balance)
     total = mapping.money(inv.data.get("total") or str(balance + amount))
     inv.qbo_status = qbo_status({"TotalAmt": total, "Balance": balance}, ctx.now.date())
-    inv.qbo_sync_token = None  # QBO bumped it when the payment moved the balance
+    # QBO bumped it when the payment moved the balance: at least one more than known
+    inv.qbo_sync_token = qbo_events.moved_by_one(inv.qbo_sync_token)
     inv.sync_state, inv.error = SyncState.SYNCED, None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from syncd.engine import qbo_events
-from syncd.engine.qbo_events import qbo_status
+from syncd.engine.qbo_events import exact_token, qbo_status
 from syncd.exceptions import QboStaleError
 from syncd.models import ChangeSet, Connection, Invoice, Job, SyncState
 from syncd.outbound import mapping, resolve
@@ -126,8 +126,8 @@ async def prepare_push(ctx: JobContext) -> Prepared | None:
         await _adopt_earlier_write(ctx, resolved.customer_id)
     plan = plan_write(tenant, inv, body, ctx.unclear)
     # a payment syncd wrote (or removed) moved it, and its SyncToken with it: read it,
-    # or the update goes out without one (QBO 2020: found by the long chaos run)
-    stale = isinstance(plan, Update) and inv.qbo_sync_token is None
+    # or the update goes out without a true one (QBO 2020: found by the long chaos run)
+    stale = isinstance(plan, Update) and exact_token(inv.qbo_sync_token) is None
     if stale and not await current_token(ctx):
         return None
     if plan is None:
@@ -434,10 +434,10 @@ def adopt_send(inv: Invoice, sent: dict[str, Any], now: datetime) -> None:
 async def _token(ctx: JobContext) -> str:
     """The invoice's SyncToken, read from QBO when syncd no longer knows it."""
     inv = ctx.invoice
-    if inv.qbo_sync_token is None:
+    if (token := exact_token(inv.qbo_sync_token)) is None:
         current = await ctx.client.read("Invoice", str(inv.qbo_id))
         return str(current["SyncToken"])
-    return inv.qbo_sync_token
+    return token
 
 
 async def void_invoice(ctx: JobContext) -> None:
