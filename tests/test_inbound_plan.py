@@ -243,6 +243,22 @@ async def test_a_qbo_view_read_before_syncds_recorded_change_is_not_taken():
     assert [(h.from_status, h.to_status) for h in newer.history] == [("open", "paid")]
 
 
+def test_a_balance_back_with_the_total_kept_is_a_payment_removed():
+    """Issue 26's long chaos run: a payment made and deleted by hand before syncd read it.
+
+    The Payment's own events found nothing to read; the invoice's balance came back
+    with its total unchanged: a payment (or credit) removed, not an edit.
+    """
+    paid = _synced("paid", balance="0.00", qbo_status="paid")
+    back = _qbo(version="3", balance="100.00")
+    assert classify(paid, back, NOW) == "payment_removed"
+    partly = _qbo(version="3", balance="40.00")
+    assert classify(paid, partly, NOW) == "payment_created_partial"
+    raised = _qbo(version="3", balance="120.00", TotalAmt=Decimal("120.00"))
+    assert classify(paid, raised, NOW) == "invoice_updated"  # an edit in QBO
+    assert classify(_synced(), _qbo(version="3"), NOW) == "invoice_updated"
+
+
 async def test_a_read_from_before_syncds_own_payment_is_older_than_its_floor():
     """Issue 26's long chaos run: a read from before syncd's payment came back after.
 

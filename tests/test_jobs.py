@@ -183,6 +183,15 @@ async def test_payments_under_way_sum_the_unfinished_payment_jobs(store):
     under_way = await store.writes_under_way("acme", ["I-1", "I-9"])
     assert under_way.paying == {"I-1": Decimal("100.00")}
     assert under_way.removing == set()
+    # issue 26: a removal under way gives its amount back
+    removal = replace(
+        _payment("P-1"),
+        kind=JobKind.PAYMENT_REMOVE,
+        payload={"payment_id": "P-1", "amount": "60.00"},
+    )
+    await store.commit(ChangeSet(jobs=[removal]))
+    under_way = await store.writes_under_way("acme", ["I-1"])
+    assert under_way.paying == {"I-1": Decimal("40.00")}
 
 
 async def test_an_event_applied_meanwhile_is_a_stale_write(store):

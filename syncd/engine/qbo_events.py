@@ -67,8 +67,18 @@ def moved_by_one(token: str | None) -> str | None:
     return None if floor is None else f"{floor + 1}+"
 
 
-def classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | None:
-    """What happened in QBO, as a `[qbo_events]` key; None for syncd's own write."""
+def classify(
+    inv: Invoice,
+    obj: dict[str, Any] | None,
+    now: datetime,
+    *,
+    removals: bool = True,
+) -> str | None:
+    """What happened in QBO, as a `[qbo_events]` key; None for syncd's own write.
+
+    `removals=False` while syncd's own payments are under way: a balance above the one
+    they will leave is theirs not applied yet, not a payment removed.
+    """
     if obj is None:
         return "invoice_deleted" if inv.qbo_status != "deleted" else None
     if str(obj.get("SyncToken")) == str(inv.qbo_sync_token):
@@ -82,11 +92,24 @@ def classify(inv: Invoice, obj: dict[str, Any] | None, now: datetime) -> str | N
     )
     if balance < known:
         return "payment_created" if balance == 0 else "payment_created_partial"
+    kept = removals and _total_kept(inv, obj)
+    if balance > known and kept and inv.qbo_status in _PAID:
+        # the balance came back with the total as the CRM has it: a payment (or a
+        # credit) was removed, even when the payment's own event never reached syncd
+        # (deleted before it was read: the long chaos run)
+        return (
+            "payment_created_partial" if view == "partially_paid" else "payment_removed"
+        )
     if view in _PAID and inv.qbo_status not in _PAID:
         # paid though the balance did not drop: a payment and a raised total (syncd's
         # own write of a CRM edit, its record lost) came back as one object
         return "payment_created" if view == "paid" else "payment_created_partial"
     return "invoice_updated"
+
+
+def _total_kept(inv: Invoice, obj: dict[str, Any]) -> bool:
+    total = inv.total
+    return total is not None and Decimal(str(obj.get("TotalAmt", 0))) == Decimal(total)
 
 
 def view_changed(before: str | None, after: str | None) -> str | None:

@@ -313,12 +313,14 @@ def _event(
     """What happened to a synced invoice in QBO, syncd's own writes under way aside."""
     paying = known.paying.get(inv.invoice_id)
     if paying and inv.balance is not None:
-        # syncd's own payments under way are not QBO events: compare with the balance
-        # they will leave (a payment made by hand besides still shows)
+        # syncd's own payments (made or removed) and credits under way are not QBO
+        # events: compare with the balance they will leave (a payment made by hand
+        # besides still shows)
         expected = Decimal(inv.balance) - paying
-        view = "paid" if expected <= 0 else "partially_paid"
+        total = (obj or {}).get("TotalAmt", inv.total or expected)
+        view = qbo_status({"TotalAmt": total, "Balance": expected}, scope.now.date())
         after = dataclasses.replace(inv, balance=str(expected), qbo_status=view)
-        event = classify(after, obj, scope.now)
+        event = classify(after, obj, scope.now, removals=False)
     else:
         event = classify(inv, obj, scope.now)
     if event in _REMOVALS:

@@ -146,12 +146,12 @@ class QboTables:
         return {str(q): str(d) for q, d in found}
 
     async def writes_under_way(self, tenant: str, invoice_ids: list[str]) -> UnderWay:
-        """The deletes, voids, CRM payments and credits queued for these invoices."""
+        """The deletes, voids, CRM payments (made or removed) and credits under way."""
         sql = (
             "SELECT queue, kind, payload FROM jobs INDEXED BY jobs_invoice "
             f"WHERE tenant = ? AND kind IN ('{JobKind.INVOICE_DELETE}', "
             f"'{JobKind.INVOICE_VOID}', '{JobKind.PAYMENT_PUSH}', "
-            f"'{JobKind.CREDIT_NOTE_PUSH}') "
+            f"'{JobKind.CREDIT_NOTE_PUSH}', '{JobKind.PAYMENT_REMOVE}') "
             f"AND status IN {UNFINISHED} AND queue IN ({{among}})"
         )
         async with self._db.read() as db:
@@ -159,10 +159,12 @@ class QboTables:
         removing: set[str] = set()
         paying: dict[str, Decimal] = {}
         for queue, kind, payload in found:
-            if kind not in (JobKind.PAYMENT_PUSH, JobKind.CREDIT_NOTE_PUSH):
+            if kind in (JobKind.INVOICE_DELETE, JobKind.INVOICE_VOID):
                 removing.add(str(queue))
                 continue
             amount = Decimal(str(orjson.loads(payload).get("amount", "0")))
+            if kind == JobKind.PAYMENT_REMOVE:  # the balance it will give back
+                amount = -amount
             paying[str(queue)] = paying.get(str(queue), Decimal(0)) + amount
         return UnderWay(removing=removing, paying=paying)
 
