@@ -532,7 +532,9 @@ class UnderWay:
     """syncd's own QBO writes queued and not recorded yet, for some invoices."""
 
     removing: set[str]  # invoices with a delete or void
-    paying: dict[str, Decimal]  # invoices with CRM payments: their total
+    paying: dict[str, Decimal]  # invoices with CRM payments (and credits): their total
+    # invoices with a CRM payment's removal under way: a balance coming back is that
+    unpaying: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,6 +60,7 @@ def _known(*invoices: Invoice, fresh: set[str] | None = None, **kw: Any) -> Know
         fresh=fresh if fresh is not None else set(),
         removing=kw.get("removing", set()),
         paying=kw.get("paying", {}),
+        unpaying=kw.get("unpaying", set()),
     )
 
 
@@ -257,6 +258,24 @@ def test_a_balance_back_with_the_total_kept_is_a_payment_removed():
     raised = _qbo(version="3", balance="120.00", TotalAmt=Decimal("120.00"))
     assert classify(paid, raised, NOW) == "invoice_updated"  # an edit in QBO
     assert classify(_synced(), _qbo(version="3"), NOW) == "invoice_updated"
+
+
+async def test_syncds_own_payment_removal_under_way_is_no_qbo_event():
+    """Issue 26's 10-minute chaos run: reads around syncd's own removal moved nothing.
+
+    The CRM deleted its payment and said open; reads from before the removal (still
+    paid) and after it (balance back) must move the CRM neither way.
+    """
+    for status in ("open", "paid"):
+        paid = _synced(status, balance="0.00", qbo_status="paid", qbo_sync_token="2+")
+        own = _known(paid, unpaying={"I-1"})
+        for read in (_qbo(version="2", balance="0.00"), _qbo(version="3")):
+            changes = await _plan(QboChanges(invoices={"7": read}), own)
+            assert changes.history == [] and changes.failures == []
+    # the same balance back with no removal of syncd's under way: a payment removed
+    someone = _known(_synced("paid", balance="0.00", qbo_status="paid"))
+    changes = await _plan(QboChanges(invoices={"7": _qbo(version="3")}), someone)
+    assert [(h.from_status, h.to_status) for h in changes.history] == [("paid", "open")]
 
 
 async def test_a_read_from_before_syncds_own_payment_is_older_than_its_floor():

@@ -183,7 +183,7 @@ async def test_payments_under_way_sum_the_unfinished_payment_jobs(store):
     under_way = await store.writes_under_way("acme", ["I-1", "I-9"])
     assert under_way.paying == {"I-1": Decimal("100.00")}
     assert under_way.removing == set()
-    # issue 26: a removal under way gives its amount back
+    # issue 26: a removal under way is said apart (a balance coming back is its own)
     removal = replace(
         _payment("P-1"),
         kind=JobKind.PAYMENT_REMOVE,
@@ -191,7 +191,10 @@ async def test_payments_under_way_sum_the_unfinished_payment_jobs(store):
     )
     await store.commit(ChangeSet(jobs=[removal]))
     under_way = await store.writes_under_way("acme", ["I-1"])
-    assert under_way.paying == {"I-1": Decimal("40.00")}
+    assert (under_way.paying, under_way.unpaying) == (
+        {"I-1": Decimal("100.00")},
+        {"I-1"},
+    )
 
 
 async def test_an_event_applied_meanwhile_is_a_stale_write(store):

@@ -52,6 +52,8 @@ class Known:
     removing: set[str] = field(default_factory=set)
     # CRM invoices with CRM payments syncd queued and has not recorded yet: their total
     paying: dict[str, Decimal] = field(default_factory=dict)
+    # CRM invoices with a CRM payment's removal under way (syncd's own)
+    unpaying: set[str] = field(default_factory=set)
     # syncd's records of the payments QBO says were deleted or voided (issue 26)
     removed: list[PaymentRecord] = field(default_factory=list)
 
@@ -102,6 +104,7 @@ async def load(store: Loading, tenant: str, realm: str, found: QboChanges) -> Kn
         invoices=invoices,
         removing=under_way.removing,
         paying=under_way.paying,
+        unpaying=under_way.unpaying,
         deals=await store.deals(tenant, sorted(found.invoices)),
         customers=await store.linked_customers(tenant, _customer_ids(found)),
         fresh=await store.new_events(realm, news_keys(found)),
@@ -313,16 +316,17 @@ def _event(
     """What happened to a synced invoice in QBO, syncd's own writes under way aside."""
     paying = known.paying.get(inv.invoice_id)
     if paying and inv.balance is not None:
-        # syncd's own payments (made or removed) and credits under way are not QBO
-        # events: compare with the balance they will leave (a payment made by hand
-        # besides still shows)
+        # syncd's own payments and credits under way are not QBO events: compare with
+        # the balance they will leave (a payment made by hand besides still shows)
         expected = Decimal(inv.balance) - paying
         total = (obj or {}).get("TotalAmt", inv.total or expected)
         view = qbo_status({"TotalAmt": total, "Balance": expected}, scope.now.date())
         after = dataclasses.replace(inv, balance=str(expected), qbo_status=view)
         event = classify(after, obj, scope.now, removals=False)
     else:
-        event = classify(inv, obj, scope.now)
+        # a balance coming back while syncd removes a payment is that removal
+        own_removal = inv.invoice_id in known.unpaying
+        event = classify(inv, obj, scope.now, removals=not own_removal)
     if event in _REMOVALS:
         own = inv.invoice_id in known.removing
         log.info(

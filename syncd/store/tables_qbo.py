@@ -158,15 +158,16 @@ class QboTables:
             found = await rows_among(db, sql, [tenant], invoice_ids)
         removing: set[str] = set()
         paying: dict[str, Decimal] = {}
+        unpaying: set[str] = set()
         for queue, kind, payload in found:
             if kind in (JobKind.INVOICE_DELETE, JobKind.INVOICE_VOID):
                 removing.add(str(queue))
-                continue
-            amount = Decimal(str(orjson.loads(payload).get("amount", "0")))
-            if kind == JobKind.PAYMENT_REMOVE:  # the balance it will give back
-                amount = -amount
-            paying[str(queue)] = paying.get(str(queue), Decimal(0)) + amount
-        return UnderWay(removing=removing, paying=paying)
+            elif kind == JobKind.PAYMENT_REMOVE:
+                unpaying.add(str(queue))
+            else:
+                amount = Decimal(str(orjson.loads(payload).get("amount", "0")))
+                paying[str(queue)] = paying.get(str(queue), Decimal(0)) + amount
+        return UnderWay(removing=removing, paying=paying, unpaying=unpaying)
 
     async def linked_customers(self, tenant: str, qbo_ids: list[str]) -> set[str]:
         """Which of these QBO customers syncd created or matched (linked)."""
