@@ -825,6 +825,7 @@ class Chaos:
     async def check(self) -> None:
         """Every invariant, per tenant; figures into the report."""
         await self._faults_injected()
+        await self._outbox_drains()
         for tenant in self.tenants:
             reader = await Connection(self.http, self.sandbox.origin).connect(
                 realm=self.realms[tenant]
@@ -1062,10 +1063,27 @@ class Chaos:
             for crm_id in set(found) - set(expected):
                 self.report.breach(f"{tenant}: QBO holds {what} {crm_id}, never sent")
 
+    async def _outbox_drains(self, timeout: float = 20) -> None:
+        """Everything syncd had to say goes out.
+
+        Drains, not "is empty at one instant": a reconciliation pass republishes the
+        retained state of what changed in its overlap window, idempotently (a check
+        one instant after quiet once found a row of that in flight).
+        """
+        deadline, waited = time.monotonic() + timeout, False
+        while self.db.outbox_size():
+            if time.monotonic() > deadline:
+                self.report.breach(
+                    f"outbox holds {self.db.outbox_size()} rows at the end"
+                )
+                return
+            waited = True
+            await asyncio.sleep(0.2)
+        if waited:
+            await asyncio.sleep(1)  # what went out last reaches the CRM
+
     def _check_delivered(self, tenant: str) -> None:
         """The CRM heard the latest state of every invoice and every QBO-made move."""
-        if self.db.outbox_size():
-            self.report.breach(f"outbox holds {self.db.outbox_size()} rows at the end")
         rows = self.db.query(
             "SELECT invoice_id, status, sync_state, qbo_id FROM invoices WHERE tenant = ?",
             tenant,
