@@ -437,6 +437,14 @@ async def test_a_big_store_is_checked_after_start_and_damage_stops_its_writes(
         await db.open()
 
 
+def _ready_status(syncd: SyncdProcess) -> int | None:
+    """/readyz's status, or None while nothing listens yet."""
+    try:
+        return syncd.get("/readyz")[0]
+    except OSError:
+        return None
+
+
 async def test_damage_found_after_start_pauses_intake_and_is_said(
     tmp_path, broker: Broker
 ):
@@ -455,6 +463,8 @@ async def test_damage_found_after_start_pauses_intake_and_is_said(
     syncd.start(wait_ready=False)
     try:
         await _until(lambda: "store_check_failed" in syncd.log(), 30)
+        # the check may finish before the HTTP server listens (a fresh-clone CI run)
+        await _until(lambda: _ready_status(syncd) is not None, 20)
         status, body = syncd.get("/readyz")
         assert status == 503
         assert "integrity check" in json.loads(body)["reason"]
