@@ -399,20 +399,7 @@ class Chaos:
         parts = [p.quantize(Decimal("0.01")) for p in parts]
         parts[-1] = s.total - sum(parts[:-1])
         for k, amount in enumerate(parts):
-            payment_id = f"{s.invoice_id}-P{k}"
-            data = {
-                "payment_id": payment_id,
-                "invoice_id": s.invoice_id,
-                "customer": {"name": s.customer["name"]},
-                "amount": str(amount),
-                "currency": "USD",
-                "date": TODAY,
-                "method": "card",
-                "kind": "invoice",
-            }
-            await self._send(s.tenant, "payment.recorded", data)
-            self.crm_payments[s.tenant][payment_id] = amount
-            self.f["payments recorded in the CRM"] += 1
+            await self._crm_payment(s, f"{s.invoice_id}-P{k}", amount)
             paid = k == len(parts) - 1
             await self._upsert(s, "paid" if paid else "partially_paid")
 
