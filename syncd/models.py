@@ -427,6 +427,8 @@ class ChangeSet:
     # job left it (never over a newer snapshot's state)
     credit_notes: list[CreditNote] = field(default_factory=list)
     credit_notes_synced: list[CreditNote] = field(default_factory=list)
+    # tenant → its latest drift report (issue 27), a JSON document
+    drift: dict[str, bytes] = field(default_factory=dict)
 
     def merge(self, other: ChangeSet) -> None:
         """Add what `other` changes (later changes of one invoice win)."""
@@ -455,6 +457,7 @@ class ChangeSet:
         self.payments += other.payments
         self.credit_notes += other.credit_notes
         self.credit_notes_synced += other.credit_notes_synced
+        self.drift.update(other.drift)
 
 
 class MoneyKind(StrEnum):

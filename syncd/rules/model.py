@@ -23,7 +23,7 @@ MAX_DUE_DAYS = (
     3650  # ten years of terms: beyond, no business, and date arithmetic fails
 )
 _SECTIONS = {"statuses", "moves", "sync", "qbo_events", "customers", "items", "taxes"}
-_SECTIONS |= {"payments", "refunds", "fields", "reviews"}
+_SECTIONS |= {"payments", "refunds", "fields", "reviews", "drift"}
 _SYNC_LISTS = ("on", "send_on", "void_on", "delete_on")
 _MATCH = ("display_name", "email", "display_name_then_email")
 
@@ -102,6 +102,31 @@ class ReviewRules:
     on_first_payment: bool = False
 
 
+# issue 27: who wins, per field group, where the CRM and QBO disagree; the owners each
+# group can have ("crm": QBO is set back; "qbo": the CRM is told; "report": listed only)
+DRIFT_OWNERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "lines": ("report", "crm", "qbo"),  # lines, total, tax
+        "due_date": ("report", "crm", "qbo"),
+        "customer": ("report", "crm", "qbo"),
+        "status": ("report", "qbo"),  # QBO's payments and voids are not undone
+        "payments": ("report", "qbo"),  # balance, payments, credits
+        "existence": ("report", "qbo"),  # missing on one side (a delete is not undone)
+    }
+)
+MAX_DRIFT_INTERVAL = 366 * 86400
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriftRules:
+    """The drift check (issue 27): how often, and who owns each field group."""
+
+    interval: int = 0  # seconds between checks; 0 = on demand only
+    owner: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType(dict.fromkeys(DRIFT_OWNERS, "report"))
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rules:
     """One tenant's validated rules."""
@@ -120,6 +145,7 @@ class Rules:
     refunds: RefundRules = field(default_factory=RefundRules)
     fields: FieldRules = field(default_factory=FieldRules)
     reviews: ReviewRules = field(default_factory=ReviewRules)
+    drift: DriftRules = field(default_factory=DriftRules)
 
     def allows(self, source: str, dest: str) -> bool:
         """Tell whether the rules allow the move `source` → `dest`."""
@@ -269,6 +295,8 @@ def _plain_sections(r: TableReader, data: dict[str, Any]) -> dict[str, Any]:
     u = r.sub(data, "", "refunds", {"as", "account"})
     f = r.sub(data, "", "fields", {"due_days", "custom"})
     v = r.sub(data, "", "reviews", {"on_first_payment"})
+    d = r.sub(data, "", "drift", {"interval", "owner"})
+    owners = r.sub(d, "drift", "owner", set(DRIFT_OWNERS))
     cd, idf, td = CustomerRules(), ItemRules(), TaxRules()
     pd, fd, vd, ud = PaymentRules(), FieldRules(), ReviewRules(), RefundRules()
     return {
@@ -312,6 +340,15 @@ def _plain_sections(r: TableReader, data: dict[str, Any]) -> dict[str, Any]:
             on_first_payment=r.flag(
                 v, "reviews", "on_first_payment", vd.on_first_payment
             )
+        ),
+        "drift": DriftRules(
+            interval=r.integer(d, "drift", "interval", 0, high=MAX_DRIFT_INTERVAL),
+            owner=MappingProxyType(
+                {
+                    group: r.text(owners, "drift.owner", group, "report", choices)
+                    for group, choices in DRIFT_OWNERS.items()
+                }
+            ),
         ),
     }
 

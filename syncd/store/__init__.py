@@ -20,6 +20,7 @@ from syncd.exceptions import StaleWriteError
 from syncd.store.roles import (
     AdminSessions,
     Committer,
+    DriftReports,
     Health,
     Intake,
     InvoiceReads,
@@ -42,6 +43,7 @@ STALE_TRIES = 3  # another writer came first: decide again this many times at mo
 __all__ = [
     "AdminSessions",
     "Committer",
+    "DriftReports",
     "Health",
     "Intake",
     "InvoiceReads",
@@ -107,6 +109,7 @@ class Store(
     AdminSessions,
     Leases,
     WakeUps,
+    DriftReports,
     Protocol,
 ):
     """Every role at once: what an implementation fills (SQLite today)."""

@@ -41,6 +41,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "refreshes": ("seq",),
     "payments": ("tenant", "kind", "payment_id", "invoice_id"),
     "credit_notes": ("tenant", "credit_note_id"),
+    "drift": ("tenant",),
 }
 # identity columns: their sequences start after the copied rows
 _IDENTITY = {"history": "seq", "failures": "seq", "outbox": "seq", "jobs": "id",

@@ -143,4 +143,9 @@ MIGRATIONS: Final[list[str]] = [
     CREATE INDEX credit_notes_invoice ON credit_notes (tenant, invoice_id);
     CREATE INDEX payments_invoice ON payments (tenant, invoice_id);
     """,
+    # 7: SQLite's 20, each tenant's latest drift report (issue 27)
+    """
+    CREATE TABLE drift (
+        tenant TEXT PRIMARY KEY, report BYTEA, checked_at TEXT, requested_at TEXT);
+    """,
 ]

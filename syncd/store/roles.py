@@ -134,6 +134,19 @@ class Outbox(Committer, Protocol):
         """Forget published messages."""
 
 
+class DriftReports(Committer, Protocol):
+    """Each tenant's latest drift report (issue 27); a check commits it with its mends."""
+
+    async def drift_report(self, tenant: str) -> bytes | None:
+        """The tenant's latest drift report (JSON), if a check has run."""
+
+    async def request_drift_check(self, tenant: str, at: datetime) -> None:
+        """Ask for a check now (whichever replica holds the company runs it)."""
+
+    async def drift_requests(self) -> dict[str, datetime]:
+        """The tenants whose check was asked for and has not started since."""
+
+
 class InvoiceReads(Protocol):
     """What the admin side, reconciliation and the workers read of invoices."""
 

@@ -226,4 +226,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX credit_notes_invoice ON credit_notes (tenant, invoice_id);
     CREATE INDEX payments_invoice ON payments (tenant, invoice_id);
     """,
+    # 20: each tenant's latest drift report (issue 27)
+    """
+    CREATE TABLE drift (
+        tenant TEXT PRIMARY KEY, report BLOB, checked_at TEXT, requested_at TEXT);
+    """,
 )

@@ -28,6 +28,7 @@ from syncd.store import rows
 from syncd.store.database import GroupCommit, many, rows_among
 from syncd.store.outbox import render
 from syncd.store.sql import CONFLICT, Db, Sql
+from syncd.store.tables_drift import DriftTables, write_drift
 from syncd.store.tables_jobs import JobTables, write_jobs
 from syncd.store.tables_leases import LeaseTables, check_fence
 from syncd.store.tables_money import MoneyTables, write_credit_notes, write_payments
@@ -47,6 +48,7 @@ class SqlStore(
     SessionTables,
     LeaseTables,
     MoneyTables,
+    DriftTables,
 ):
     """The Store on a `Db`.
 
@@ -247,6 +249,7 @@ class SqlStore(
             await write_credit_notes(
                 db, changes.credit_notes, changes.credit_notes_synced
             )
+            await write_drift(db, changes.drift)
             await write_inbound(
                 db,
                 changes.inbound_done,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
 from syncd.exceptions import FencedError, RealmTakenError, StaleWriteError, StoreError
@@ -588,6 +589,28 @@ class StoreContract:
         await store.commit(ChangeSet(credit_notes_synced=[replace(pushed, version=3)]))
         found = (await store.credit_notes("acme", ["CN-1"]))["CN-1"]
         assert found.sync_state is SyncState.SYNCED
+
+    async def test_a_drift_report_is_the_tenants_latest_and_ends_the_request_before_it(
+        self, store: Store
+    ) -> None:
+        """Issue 27: a check's report replaces the one before, tenant by tenant; a check
+        asked for while one runs is still asked for after it."""
+        assert await store.drift_report("acme") is None
+        await store.request_drift_check("acme", NOW)
+        await store.request_drift_check("globex", NOW + timedelta(minutes=5))
+        assert await store.drift_requests() == {
+            "acme": NOW,
+            "globex": NOW + timedelta(minutes=5),
+        }
+        ran = {"started_at": NOW.isoformat(), "checked_at": NOW.isoformat()}
+        first = {**ran, "differences": [{"field": "total"}]}
+        later = {**ran, "differences": []}
+        await store.commit(ChangeSet(drift={"acme": orjson.dumps(first)}))
+        await store.commit(ChangeSet(drift={"globex": orjson.dumps(later)}))
+        assert orjson.loads(await store.drift_report("acme") or b"") == first
+        assert list(await store.drift_requests()) == ["globex"]  # asked after it began
+        await store.commit(ChangeSet(drift={"acme": orjson.dumps(later)}))
+        assert orjson.loads(await store.drift_report("acme") or b"") == later
 
     async def test_a_closed_store_says_so(self, store: Store) -> None:
         states = [(store.is_open, store.problem)]

@@ -1,0 +1,72 @@
+"""Each tenant's latest drift report (issue 27): one JSON document, replaced whole.
+
+A check asked for (the API, the page) is a row's `requested_at`; whichever replica holds
+the company sees it and runs the check, whose report clears a request made before it
+started. Times are kept as fixed-width UTC text, so they compare as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import orjson
+
+from syncd.store.database import many
+from syncd.store.sql import Db, Sql
+
+
+def stamp(at: datetime) -> str:
+    """A time as fixed-width UTC text."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class DriftTables:
+    """A SqlStore's drift reports and check requests."""
+
+    _db: Db
+
+    async def drift_report(self, tenant: str) -> bytes | None:
+        """The tenant's latest drift report (JSON), if a check has run."""
+        async with self._db.read() as db:
+            cur = await db.execute("SELECT report FROM drift WHERE tenant = ?", (tenant,))
+            row = await cur.fetchone()
+        return bytes(row[0]) if row is not None and row[0] is not None else None
+
+    async def request_drift_check(self, tenant: str, at: datetime) -> None:
+        """Ask for a check now (whichever replica holds the company runs it)."""
+        async with self._db.tx() as db:
+            await db.execute(
+                "INSERT INTO drift (tenant, requested_at) VALUES (?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET requested_at = excluded.requested_at",
+                (tenant, stamp(at)),
+            )
+
+    async def drift_requests(self) -> dict[str, datetime]:
+        """The tenants whose check was asked for and has not started since."""
+        async with self._db.read() as db:
+            cur = await db.execute(
+                "SELECT tenant, requested_at FROM drift WHERE requested_at IS NOT NULL"
+            )
+            found = await cur.fetchall()
+        return {str(t): datetime.fromisoformat(str(at)) for t, at in found}
+
+
+async def write_drift(db: Sql, reports: Mapping[str, bytes]) -> None:
+    """Replace the tenants' reports; a request made before a check started is done."""
+    await many(
+        db,
+        "INSERT INTO drift (tenant, report, checked_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (tenant) DO UPDATE SET report = excluded.report, "
+        "checked_at = excluded.checked_at, requested_at = CASE WHEN "
+        "drift.requested_at <= ? THEN NULL ELSE drift.requested_at END",
+        [
+            (tenant, report, stamp(_at(report, "checked_at")),
+             stamp(_at(report, "started_at")))
+            for tenant, report in reports.items()
+        ],  # fmt: skip
+    )
+
+
+def _at(report: bytes, key: str) -> datetime:
+    return datetime.fromisoformat(orjson.loads(report)[key])
