@@ -22,6 +22,7 @@ from syncd.backfill.handover import Handover, Report
 from syncd.backfill.history import read_history
 from syncd.config import Config, load_config
 from syncd.daemon import open_store
+from syncd.drift import follow as drift_check
 from syncd.engine import rules_try
 from syncd.engine.machine import mermaid
 from syncd.exceptions import ConfigError, StoreError
@@ -210,6 +211,45 @@ def backfill(
         click.echo(f"refused by syncd: {refusal}", err=True)
     click.echo(_backfill_summary(report))
     sys.exit(0 if report.clean and not history.refused else 1)
+
+
+@main.command()
+@_CONFIG
+@click.option("--tenant", required=True, help="The tenant whose books to check.")
+@click.option(
+    "--heal/--no-heal",
+    default=False,
+    show_default=True,
+    help="Mend what [drift.owner] gives a side (else only list).",
+)
+@click.option(
+    "--timeout", default=900, show_default=True, help="Seconds to wait for the check."
+)
+def drift(config_path: Path, tenant: str, heal: bool, timeout: int) -> None:
+    """Check where the CRM and QBO disagree (issue 27), beside the running daemon.
+
+    The replica that holds the tenant's company runs the check; this follows its
+    progress and prints the report. Exit 0 when nothing differs, 1 when something does.
+    """
+    config = _load(config_path, exit_code=2)
+    if tenant not in config.tenants:
+        click.echo(f"error: tenant {tenant!r} is not in {config_path}", err=True)
+        sys.exit(2)
+    try:
+        report = asyncio.run(
+            drift_check.follow(
+                open_store(config, check="schema"),
+                tenant,
+                heal,
+                timeout,
+                lambda line: click.echo(line, err=True),
+            )
+        )
+    except (StoreError, TimeoutError) as exc:
+        click.echo(f"syncd: drift check: {exc}", err=True)
+        sys.exit(2)
+    click.echo(drift_check.text(report))
+    sys.exit(1 if report.differences else 0)
 
 
 def _backfill_summary(report: Report) -> str:

@@ -17,6 +17,7 @@ from syncd.bus.link import MqttLink
 from syncd.bus.publisher import Publisher
 from syncd.clock import Clock, utc_now
 from syncd.config import Config, reload_rules
+from syncd.drift.check import DriftChecker
 from syncd.engine.rulebook import RuleBook
 from syncd.exceptions import ConfigError, StoreError
 from syncd.housekeeping import Housekeeper
@@ -126,6 +127,16 @@ class Daemon:
             self.publisher.wake,
             ownership=self.replica,
         )
+        self.drift = DriftChecker(
+            config,
+            self.store,
+            self.connections,
+            self.inbound,
+            self.rulebook,
+            self.clock,
+            self.publisher.wake,
+            ownership=self.replica,
+        )
         self.housekeeper = Housekeeper(
             self.store, config.retention, self.clock, ownership=self.replica
         )
@@ -181,6 +192,7 @@ class Daemon:
             asyncio.create_task(self.jobs.run(), name="syncd.outbound.jobs"),
             asyncio.create_task(self.inbound.run(), name="syncd.inbound.worker"),
             asyncio.create_task(self.reconciler.run(), name="syncd.inbound.reconcile"),
+            asyncio.create_task(self.drift.run(), name="syncd.drift"),
             asyncio.create_task(self.housekeeper.run(), name="syncd.housekeeping"),
             asyncio.create_task(self.meter.run(), name="syncd.reads_meter"),
         ]
@@ -210,6 +222,7 @@ class Daemon:
         self.jobs.stop()
         self.inbound.stop()
         self.reconciler.stop()
+        self.drift.stop()
         self.housekeeper.stop()
         self.meter.stop()
         self.publisher.stop()
@@ -300,7 +313,8 @@ class Daemon:
         """Realms (or the lead) came or went: the workers look again now."""
         if not self._tasks:
             return  # the first beat, before they start: their first round is now
-        for worker in (self.jobs, self.inbound, self.reconciler, self.publisher):
+        workers = (self.jobs, self.inbound, self.reconciler, self.drift, self.publisher)
+        for worker in workers:
             worker.wake()
 
     def _exit_if_crashed(self, task: asyncio.Task[None]) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "ContactCreated",
     "CreditNoteImported",
     "CreditNoteState",
+    "DriftFound",
     "InputRejected",
     "InvoiceImported",
     "InvoiceLinked",
@@ -192,6 +193,14 @@ class InvoiceImported(Message):
 
     type: ClassVar[str] = "invoice.imported"
     below: ClassVar[str] = "out/invoice/imported"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriftFound(Message):
+    """A difference between the CRM and QBO a drift check found (issue 27)."""
+
+    type: ClassVar[str] = "drift.found"
+    below: ClassVar[str] = "out/drift/found"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

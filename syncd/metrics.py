@@ -32,6 +32,18 @@ WEBHOOKS_GIVEN_UP = Counter(
     "Webhook notifications whose fetch kept failing, left to reconciliation (CDC)",
     registry=REGISTRY,
 )
+DRIFT_OPEN = Gauge(
+    "syncd_drift_open",
+    "Differences between the CRM and QBO the tenant's latest drift check found",
+    ["tenant"],
+    registry=REGISTRY,
+)
+DRIFT_CHECKED = Counter(
+    "syncd_drift_checked",
+    "Drift checks run, by tenant",
+    ["tenant"],
+    registry=REGISTRY,
+)
 RECONCILE_ROUNDS = Counter(
     "syncd_reconcile_rounds",
     "Reconciliation rounds run (each one over every tenant it can reach)",

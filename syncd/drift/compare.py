@@ -33,8 +33,7 @@ GROUP = {
     "lines": "lines",
     "due_date": "due_date",
     "customer": "customer",
-    "balance": "payments",
-    "payments": "payments",
+    "balance": "payments",  # what payments and credits left open
 }
 # cause → what the report says
 CAUSES = {
@@ -74,7 +73,6 @@ class Seen:
     now: datetime
     rules: Rules
     gone_customers: frozenset[str] = frozenset()  # QBO customers merged away or deleted
-    recorded_payments: frozenset[str] = frozenset()  # QBO payments syncd knows of
     paying: frozenset[str] = frozenset()  # invoices with syncd's own payments under way
 
 
@@ -84,7 +82,7 @@ def drift(inv: Invoice, obj: dict[str, Any] | None, seen: Seen) -> list[Found]:
         return []  # syncd's own write is under way: nothing has settled to compare
     if obj is None:
         return _missing(inv, seen)
-    found = _status(inv, obj, seen) + _balance(inv, obj, seen)
+    found = _status(inv, obj, seen) + _balance(inv, obj)
     if inv.pushed_body is not None and inv.sync_state is SyncState.SYNCED:
         found += _content(inv, obj, seen)
     return found
@@ -115,7 +113,9 @@ def _status_against(inv: Invoice, qbo: str, known: str, seen: Seen) -> list[Foun
     """The CRM's status against the one [qbo_events] gives QBO's state."""
     rules = seen.rules
     event = _EVENT_OF.get(qbo)
-    paid = {rules.qbo_events.get(e) for e in ("payment_created", "payment_created_partial")}
+    paid = {
+        rules.qbo_events.get(e) for e in ("payment_created", "payment_created_partial")
+    }
     if event is None and qbo == "open" and inv.status in paid - {""}:
         event = "payment_removed"  # paid in the CRM, not (any more) in QBO
     target = rules.qbo_events.get(event, "") if event else ""
@@ -135,24 +135,12 @@ def _plain(status: str | None) -> str:
     return "open" if status == "overdue" else (status or "")
 
 
-def _balance(inv: Invoice, obj: dict[str, Any], seen: Seen) -> list[Found]:
-    found: list[Found] = []
+def _balance(inv: Invoice, obj: dict[str, Any]) -> list[Found]:
+    """The balance the CRM was last told (payments and credits in QBO) against QBO's."""
     told, now = _money(inv.balance), _money(obj.get("Balance"))
-    if told is not None and now is not None and told != now:
-        found.append(Found(field="balance", crm=str(told), qbo=str(now), cause="missed"))
-    linked = sorted(_linked(obj, "Payment") - seen.recorded_payments)
-    if linked:
-        unknown = ", ".join(linked)
-        found.append(Found(field="payments", crm=None, qbo=unknown, cause="missed"))
-    return found
-
-
-def _linked(obj: dict[str, Any], kind: str) -> set[str]:
-    return {
-        str(t.get("TxnId"))
-        for t in obj.get("LinkedTxn") or []
-        if t.get("TxnType") == kind
-    }
+    if told is None or now is None or told == now:
+        return []
+    return [Found(field="balance", crm=str(told), qbo=str(now), cause="missed")]
 
 
 def _content(inv: Invoice, obj: dict[str, Any], seen: Seen) -> list[Found]:
@@ -213,7 +201,13 @@ def _edit_cause(inv: Invoice, obj: dict[str, Any], now: datetime) -> str:
 
 # a line as compared: kind, amount, item, quantity, unit price, description, discount
 _Line = tuple[
-    str, Decimal | None, str | None, Decimal | None, Decimal | None, str | None, str | None
+    str,
+    Decimal | None,
+    str | None,
+    Decimal | None,
+    Decimal | None,
+    str | None,
+    str | None,
 ]
 
 
@@ -244,8 +238,10 @@ def _lines(lines: Any) -> list[_Line]:
 
 
 def _same_lines(ours: list[_Line], theirs: list[_Line]) -> bool:
-    """Each line as syncd wrote it; what syncd left out (a quantity, a discount's
-    amount) QBO fills in, and that is no difference."""
+    """Each line as syncd wrote it.
+
+    What syncd left out (a quantity, a discount's amount) QBO fills in: no difference.
+    """
     if len(ours) != len(theirs):
         return False
     return all(
@@ -255,14 +251,16 @@ def _same_lines(ours: list[_Line], theirs: list[_Line]) -> bool:
 
 
 def _said(lines: list[_Line]) -> str:
-    """Lines for a person: `item × qty = amount "description"`, one per line."""
+    """Lines for a person: `item x qty = amount "description"`, one per line."""
     said = []
     for kind, amount, item, qty, _price, text, discount in lines:
         if kind == "DiscountLineDetail":
             said.append(f"discount {discount or amount}")
             continue
-        qty_part = f" × {qty.normalize()}" if qty is not None else ""
-        said.append(f"item {item}{qty_part} = {amount}" + (f' "{text}"' if text else ""))
+        qty_part = f" x {qty.normalize()}" if qty is not None else ""
+        said.append(
+            f"item {item}{qty_part} = {amount}" + (f' "{text}"' if text else "")
+        )
     return "; ".join(said)
 
 

@@ -113,6 +113,11 @@ async def _create_customer(
     return str(created["Id"])
 
 
+def customer_key(crm: dict[str, Any]) -> str:
+    """What a CRM customer's link is keyed by (its contact id, else name, else e-mail)."""
+    return _identity(crm)[2]
+
+
 def _identity(crm: dict[str, Any]) -> tuple[str, str, str]:
     """The CRM customer's name, e-mail and key (its contact id, else name, else e-mail)."""
     name = str(crm.get("name") or crm.get("contact_id") or "").strip()

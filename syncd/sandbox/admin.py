@@ -17,8 +17,6 @@ from typing import Any
 from aiohttp import web
 
 from syncd.sandbox import faults, operations, transactions
-from syncd.sandbox.clock import local_time
-from syncd.sandbox.company import Company
 from syncd.sandbox.api import (
     SANDBOX,
     body_of,
@@ -27,6 +25,8 @@ from syncd.sandbox.api import (
     envelope,
     json_response,
 )
+from syncd.sandbox.clock import local_time
+from syncd.sandbox.company import Company
 
 PREFIX = "/_sandbox"
 
@@ -188,9 +188,11 @@ def _act(
 
 @contextmanager
 def unheard(request: web.Request, company: Company) -> Iterator[None]:
-    """A bookkeeper's change that no webhook tells (`?webhook=0`), or that happened
-    `?age_days=N` days ago (no webhook either, and dated back: past CDC's 30 days, only
-    a query finds it). Issue 27 plays the drift a sync meets this way."""
+    """A bookkeeper's change no webhook tells (`?webhook=0`), or made N days ago.
+
+    `?age_days=N`: no webhook either, and dated back (past CDC's 30 days, only a query
+    finds it). Issue 27 plays the drift a sync meets this way.
+    """
     try:
         age = timedelta(days=float(request.query.get("age_days", "0")))
     except ValueError:

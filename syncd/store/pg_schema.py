@@ -146,6 +146,7 @@ MIGRATIONS: Final[list[str]] = [
     # 7: SQLite's 20, each tenant's latest drift report (issue 27)
     """
     CREATE TABLE drift (
-        tenant TEXT PRIMARY KEY, report BYTEA, checked_at TEXT, requested_at TEXT);
+        tenant TEXT PRIMARY KEY, report BYTEA, checked_at TEXT, requested_at TEXT,
+        heal INTEGER NOT NULL DEFAULT 0, progress TEXT);
     """,
 ]

@@ -140,11 +140,17 @@ class DriftReports(Committer, Protocol):
     async def drift_report(self, tenant: str) -> bytes | None:
         """The tenant's latest drift report (JSON), if a check has run."""
 
-    async def request_drift_check(self, tenant: str, at: datetime) -> None:
+    async def request_drift_check(self, tenant: str, at: datetime, heal: bool) -> None:
         """Ask for a check now (whichever replica holds the company runs it)."""
 
-    async def drift_requests(self) -> dict[str, datetime]:
-        """The tenants whose check was asked for and has not started since."""
+    async def drift_requests(self) -> dict[str, tuple[datetime, bool]]:
+        """The checks asked for and not started since: tenant → (when, heal?)."""
+
+    async def drift_progress(self, tenant: str) -> str | None:
+        """How far the running check is (a line for a person), if one runs."""
+
+    async def set_drift_progress(self, tenant: str, progress: str | None) -> None:
+        """Say how far the tenant's check is (None: none runs)."""
 
 
 class InvoiceReads(Protocol):

@@ -229,6 +229,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 20: each tenant's latest drift report (issue 27)
     """
     CREATE TABLE drift (
-        tenant TEXT PRIMARY KEY, report BLOB, checked_at TEXT, requested_at TEXT);
+        tenant TEXT PRIMARY KEY, report BLOB, checked_at TEXT, requested_at TEXT,
+        heal INTEGER NOT NULL DEFAULT 0, progress TEXT);
     """,
 )

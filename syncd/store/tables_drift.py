@@ -29,27 +29,52 @@ class DriftTables:
     async def drift_report(self, tenant: str) -> bytes | None:
         """The tenant's latest drift report (JSON), if a check has run."""
         async with self._db.read() as db:
-            cur = await db.execute("SELECT report FROM drift WHERE tenant = ?", (tenant,))
+            cur = await db.execute(
+                "SELECT report FROM drift WHERE tenant = ?", (tenant,)
+            )
             row = await cur.fetchone()
         return bytes(row[0]) if row is not None and row[0] is not None else None
 
-    async def request_drift_check(self, tenant: str, at: datetime) -> None:
+    async def request_drift_check(self, tenant: str, at: datetime, heal: bool) -> None:
         """Ask for a check now (whichever replica holds the company runs it)."""
         async with self._db.tx() as db:
             await db.execute(
-                "INSERT INTO drift (tenant, requested_at) VALUES (?, ?) "
-                "ON CONFLICT (tenant) DO UPDATE SET requested_at = excluded.requested_at",
-                (tenant, stamp(at)),
+                "INSERT INTO drift (tenant, requested_at, heal) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET requested_at = "
+                "excluded.requested_at, heal = excluded.heal",
+                (tenant, stamp(at), int(heal)),
             )
 
-    async def drift_requests(self) -> dict[str, datetime]:
-        """The tenants whose check was asked for and has not started since."""
+    async def drift_requests(self) -> dict[str, tuple[datetime, bool]]:
+        """The checks asked for and not started since: tenant → (when, heal?)."""
         async with self._db.read() as db:
             cur = await db.execute(
-                "SELECT tenant, requested_at FROM drift WHERE requested_at IS NOT NULL"
+                "SELECT tenant, requested_at, heal FROM drift "
+                "WHERE requested_at IS NOT NULL"
             )
             found = await cur.fetchall()
-        return {str(t): datetime.fromisoformat(str(at)) for t, at in found}
+        return {
+            str(t): (datetime.fromisoformat(str(at)), bool(heal))
+            for t, at, heal in found
+        }
+
+    async def drift_progress(self, tenant: str) -> str | None:
+        """How far the running check is (a line for a person), if one runs."""
+        async with self._db.read() as db:
+            cur = await db.execute(
+                "SELECT progress FROM drift WHERE tenant = ?", (tenant,)
+            )
+            row = await cur.fetchone()
+        return str(row[0]) if row is not None and row[0] is not None else None
+
+    async def set_drift_progress(self, tenant: str, progress: str | None) -> None:
+        """Say how far the tenant's check is (None: none runs)."""
+        async with self._db.tx() as db:
+            await db.execute(
+                "INSERT INTO drift (tenant, progress) VALUES (?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET progress = excluded.progress",
+                (tenant, progress),
+            )
 
 
 async def write_drift(db: Sql, reports: Mapping[str, bytes]) -> None:
@@ -58,13 +83,17 @@ async def write_drift(db: Sql, reports: Mapping[str, bytes]) -> None:
         db,
         "INSERT INTO drift (tenant, report, checked_at) VALUES (?, ?, ?) "
         "ON CONFLICT (tenant) DO UPDATE SET report = excluded.report, "
-        "checked_at = excluded.checked_at, requested_at = CASE WHEN "
+        "checked_at = excluded.checked_at, progress = NULL, requested_at = CASE WHEN "
         "drift.requested_at <= ? THEN NULL ELSE drift.requested_at END",
         [
-            (tenant, report, stamp(_at(report, "checked_at")),
-             stamp(_at(report, "started_at")))
+            (
+                tenant,
+                report,
+                stamp(_at(report, "checked_at")),
+                stamp(_at(report, "started_at")),
+            )
             for tenant, report in reports.items()
-        ],  # fmt: skip
+        ],
     )
 
 

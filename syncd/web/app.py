@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from syncd import metrics
 from syncd.config import Config
 from syncd.daemon import Daemon
-from syncd.web import admin, guard, oauth, openapi, page, webhook
+from syncd.web import admin, drift, guard, oauth, openapi, page, webhook
 from syncd.web.keys import CONFIG, DAEMON
 
 
@@ -30,6 +30,7 @@ def build_app(config: Config) -> web.Application:
     app[oauth.NOW] = daemon.clock
     oauth.routes(app)
     admin.routes(app)
+    drift.routes(app)
     webhook.routes(app)
     page.routes(app)
     app.cleanup_ctx.append(_daemon)

@@ -596,18 +596,21 @@ class StoreContract:
         """Issue 27: a check's report replaces the one before, tenant by tenant; a check
         asked for while one runs is still asked for after it."""
         assert await store.drift_report("acme") is None
-        await store.request_drift_check("acme", NOW)
-        await store.request_drift_check("globex", NOW + timedelta(minutes=5))
+        await store.request_drift_check("acme", NOW, heal=False)
+        await store.request_drift_check("globex", NOW + timedelta(minutes=5), heal=True)
         assert await store.drift_requests() == {
-            "acme": NOW,
-            "globex": NOW + timedelta(minutes=5),
+            "acme": (NOW, False),
+            "globex": (NOW + timedelta(minutes=5), True),
         }
+        await store.set_drift_progress("acme", "page 1 of 3")
+        assert await store.drift_progress("acme") == "page 1 of 3"
         ran = {"started_at": NOW.isoformat(), "checked_at": NOW.isoformat()}
         first = {**ran, "differences": [{"field": "total"}]}
         later = {**ran, "differences": []}
         await store.commit(ChangeSet(drift={"acme": orjson.dumps(first)}))
         await store.commit(ChangeSet(drift={"globex": orjson.dumps(later)}))
         assert orjson.loads(await store.drift_report("acme") or b"") == first
+        assert await store.drift_progress("acme") is None  # the check is over
         assert list(await store.drift_requests()) == ["globex"]  # asked after it began
         await store.commit(ChangeSet(drift={"acme": orjson.dumps(later)}))
         assert orjson.loads(await store.drift_report("acme") or b"") == later
