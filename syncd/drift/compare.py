@@ -193,8 +193,10 @@ def _edit_cause(inv: Invoice, obj: dict[str, Any], now: datetime) -> str:
     unseen = floor is not None and _int(obj.get("SyncToken")) > floor
     if changed is not None and unseen and changed < now - CDC_WINDOW:
         return "missed"  # past CDC's window, and syncd never heard of it
+    # QBO keeps whole seconds: a change within them of syncd's write is after it (what
+    # syncd wrote is what QBO answered, so a write alone leaves no difference)
     written = inv.last_synced_at
-    if changed is not None and (written is None or changed > written + SAFETY):
+    if changed is not None and (written is None or changed >= written - SAFETY):
         return "qbo_edited"
     return "unknown"
 

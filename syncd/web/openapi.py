@@ -133,6 +133,49 @@ _CREDIT_NOTE: dict[str, Any] = {
 }
 
 
+_DRIFT: dict[str, Any] = {
+    "type": "object",
+    "required": ["checked_at", "invoices_checked", "qbo_reads", "differences"],
+    "properties": {
+        "checked_at": _NULLABLE_STR,
+        "started_at": {"type": "string"},
+        "invoices_checked": {"type": "integer"},
+        "qbo_invoices": {"type": "integer"},
+        "qbo_reads": {"type": "integer"},
+        "reads_target": {"type": "integer"},
+        "healed": {"type": "boolean"},
+        "running": _NULLABLE_STR,
+        "requested_at": _NULLABLE_STR,
+        "differences": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "invoice_id",
+                    "qbo_id",
+                    "field",
+                    "crm",
+                    "qbo",
+                    "cause",
+                    "action",
+                    "found_at",
+                ],
+                "properties": {
+                    "invoice_id": _NULLABLE_STR,
+                    "qbo_id": _NULLABLE_STR,
+                    "field": {"type": "string"},
+                    "crm": _NULLABLE_STR,
+                    "qbo": _NULLABLE_STR,
+                    "cause": {"type": "string"},
+                    "action": {"type": "string"},
+                    "found_at": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -270,6 +313,32 @@ DOCUMENT: dict[str, Any] = {
                 "QBO reads of the tenant's company by month, and the app's this month "
                 "(Intuit meters reads, qbo.md §10)",
                 {"200": _json(_READS, "the counts")},
+            ),
+        },
+        "/api/tenants/{tenant}/drift": {
+            "get": _op(
+                "The latest drift check (issue 27): each difference between the CRM "
+                "and QBO with its cause and action; ?field=, ?cause=, ?invoice_id= "
+                "filter",
+                {"200": _json(_DRIFT, "the report")},
+            ),
+        },
+        "/api/tenants/{tenant}/drift/check": {
+            "post": _op(
+                "Ask for a drift check now (?heal=0: list only, mend nothing)",
+                {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["tenant", "heal"],
+                            "properties": {
+                                "tenant": {"type": "string"},
+                                "heal": {"type": "boolean"},
+                            },
+                        },
+                        "asked for",
+                    )
+                },
             ),
         },
         "/api/tenants/{tenant}/failures": {

@@ -22,6 +22,8 @@ import jinja2
 from aiohttp import web
 
 from syncd.daemon import Daemon
+from syncd.drift.compare import CAUSES, GROUP
+from syncd.drift.report import Report
 from syncd.engine import rules_try
 from syncd.exceptions import ConfigError, ConnectError, StoreError
 from syncd.models import SyncState
@@ -29,6 +31,7 @@ from syncd.outbound.retry import NotRetried, can_retry
 from syncd.rules.model import Rules, parse_rules
 from syncd.rules.tables import parse_toml, shown
 from syncd.web import admin, diagram, guard
+from syncd.web import drift as drift_api
 from syncd.web.keys import DAEMON
 from syncd.web.oauth import ADMIN_TOKEN, ATTEMPTS, TRUSTED_PROXIES
 from syncd.web.session import Session, Sessions, csrf_ok
@@ -57,6 +60,8 @@ def routes(app: web.Application) -> None:
     r.add_get("/tenants/{tenant}/invoices", invoices)
     r.add_get("/tenants/{tenant}/invoices/{invoice}", invoice)
     r.add_get("/tenants/{tenant}/failures", failures)
+    r.add_get("/tenants/{tenant}/drift", drift)
+    r.add_post("/tenants/{tenant}/drift/check", check_drift)
     r.add_post("/tenants/{tenant}/failures/retry-all", retry_all)
     r.add_post("/tenants/{tenant}/failures/{failure}/{action}", act_on_failure)
     r.add_get("/tenants/{tenant}/rules", rules)
@@ -182,7 +187,14 @@ async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
         "jobs_waiting": counts.jobs_waiting,
         "counts": sorted(counts.sync_states.items()),
         "open_failures": counts.open_failures,
+        "drift": await _drift_count(daemon, tenant),
     }
+
+
+async def _drift_count(daemon: Daemon, tenant: str) -> int | None:
+    """Differences the latest drift check found (None: no check yet)."""
+    raw = await daemon.store.drift_report(tenant)
+    return len(Report.from_json(raw).differences) if raw else None
 
 
 def _when(moment: datetime) -> str:
@@ -284,6 +296,42 @@ async def failures(request: web.Request, message: str | None = None) -> web.Resp
         open=[f for f in found if f.resolved_at is None],
         can_retry=can_retry,
         resolved=[f for f in found if f.resolved_at is not None][:50],
+    )
+
+
+async def drift(request: web.Request, message: str | None = None) -> web.Response:
+    """A tenant's latest drift report (issue 27), filtered by field and cause."""
+    session = await _required(request)
+    tenant = _tenant(request)
+    report = await drift_api.report_of(request, tenant)
+    wanted = {k: request.query.get(k, "") for k in ("field", "cause")}
+    shown = [
+        d
+        for d in report["differences"]
+        if all(not v or d.get(k) == v for k, v in wanted.items())
+    ]
+    return _render(
+        "drift.html",
+        session,
+        tenant=tenant,
+        message=message or request.query.get("message"),
+        report=report,
+        differences=shown,
+        wanted=wanted,
+        fields=sorted(GROUP),
+        causes=CAUSES,
+    )
+
+
+async def check_drift(request: web.Request) -> web.StreamResponse:
+    """The page's "Check now": a check asked for (mending per the owners)."""
+    await _posted(request)
+    tenant = _tenant(request)
+    daemon = request.app[DAEMON]
+    await daemon.store.request_drift_check(tenant, daemon.clock(), heal=True)
+    daemon.drift.wake()
+    raise web.HTTPSeeOther(
+        f"/tenants/{tenant}/drift?message=Check+asked+for:+this+page+shows+it+when+done"
     )
 
 

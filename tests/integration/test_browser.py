@@ -66,4 +66,23 @@ async def test_an_admin_retries_a_failure_in_a_browser(setup: Setup):
         await page.goto(origin + "/tenants/acme/rules")
         await expect(page.locator("svg g.status")).to_have_count(8)
         await page.screenshot(path=str(SHOTS / "admin-rules.png"), full_page=True)
+        # issue 27: a bookkeeper edits the invoice's lines; the drift page finds it
+        [row] = await setup.qbo_rows("select * from Invoice")
+        line = {**row["Line"][0], "Amount": "300.00"}
+        line["SalesItemLineDetail"] = {**line["SalesItemLineDetail"], "Qty": 3}
+        await setup.qbo.admin(
+            "POST", f"realms/{setup.realm}/invoice/{row['Id']}", {"Line": [line]}
+        )
+        await page.goto(origin + "/")
+        await page.get_by_role("link", name="Drift (not checked)").click()
+        await page.get_by_role("button", name="Check now").click()
+        found = page.locator("tr.drift", has_text="lines")
+        for _ in range(30):  # the check runs within seconds: reload until it shows
+            if await found.count():
+                break
+            await page.wait_for_timeout(500)
+            await page.reload()
+        await expect(found).to_contain_text("edited in QBO by hand")
+        await expect(page.locator("tr.drift", has_text="total")).to_contain_text("300")
+        await page.screenshot(path=str(SHOTS / "admin-drift.png"), full_page=True)
         await browser.close()
