@@ -12,11 +12,15 @@ duplicate in QBO, and the next check finds only what the rules refuse.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.crm import Crm, invoice
 from tests.dbview import DbView
@@ -192,6 +196,35 @@ async def test_a_check_over_1000_invoices_finds_each_drift_and_mends_it(
     assert len(numbers) == len(set(numbers)) == COUNT - 5 + 3
     history = await _api(s, "GET", "invoices/D-10")
     assert any("drift check" in h["cause"] for h in history["history"])
+    metrics = await _metrics(s)
+    assert metrics[("syncd_drift_open", (("tenant", "acme"),))] == len(refused)
+    assert metrics[("syncd_drift_checked_total", (("tenant", "acme"),))] == 3
+
+    # the command line: the same report, followed, listed only; exit 1 as some differ
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "syncd", "drift", "--config", str(s.syncd.config),
+         "--tenant", "acme"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, **QBO_ENV},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    for invoice_id, _field, _cause in refused:
+        assert f"{invoice_id}  qbo" in done.stdout
+    assert "a move the rules refused" in done.stdout
+    assert "would" not in done.stdout  # refusals are reported, never mended
+    assert f"{len(refused)} differences" in done.stdout.splitlines()[-1]
+
+
+async def _metrics(s: Setup) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://127.0.0.1:{s.syncd.http_port}/metrics"
+    async with s.qbo.session.get(url) as r:
+        text = await r.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 async def _all_invoices(s: Setup) -> list[dict[str, Any]]:
