@@ -178,6 +178,8 @@ class Daemon:
             metrics.RECONCILED_AGE.labels(tenant).set((now - at).total_seconds())
         for tenant, expires in self.connections.refresh_expiries().items():
             metrics.TOKEN_EXPIRY.labels(tenant).set(expires - now.timestamp())
+        for tenant, count in (await self.store.drift_open()).items():
+            metrics.DRIFT_OPEN.labels(tenant).set(count)  # whichever replica checked
 
     async def start(self) -> None:
         """Open the store, then connect and start publishing."""

@@ -271,3 +271,23 @@ def test_the_money_after_the_invoice_rules_are_checked():
     assert any(p.startswith("r.toml: refunds.as:") for p in problems)
     assert any(p.startswith("r.toml: refunds.acount: unknown key") for p in problems)
     assert "r.toml: qbo_events.payment_removed: unknown status 'reopened'" in problems
+
+
+def test_the_drift_rules_are_checked():
+    """Issue 27: `[drift] interval`, and each group's owner among those it can have."""
+    rules = load_rules(DEFAULT)
+    assert rules.drift.interval == 86400
+    assert set(rules.drift.owner.values()) == {"report"}
+    data = _default()
+    data["drift"]["interval"] = -1
+    data["drift"]["owner"]["status"] = "crm"  # QBO's payments are not undone
+    data["drift"]["owner"]["lines"] = "qbo"
+    data["drift"]["owner"]["notes"] = "crm"
+    problems = _problems(data)
+    assert any(
+        p.startswith("r.toml: drift.interval: must be at least 0") for p in problems
+    )
+    assert any(p.startswith("r.toml: drift.owner.status:") for p in problems)
+    assert any(p.startswith("r.toml: drift.owner.notes: unknown key") for p in problems)
+    assert not any("drift.owner.lines" in p for p in problems)
+    assert parse_rules(_default() | {"drift": {}}, "x").drift.interval == 0

@@ -249,8 +249,12 @@ class DriftChecker:
     async def _confirm_absent(self, p: _Pass, invoices: list[Invoice]) -> None:
         """The invoices syncd knows that no page held: asked for by Id."""
         absent = sorted(
-            {i.qbo_id for i in invoices if i.qbo_id and i.qbo_id not in p.qbo}
-        )
+            {
+                i.qbo_id
+                for i in invoices
+                if i.qbo_id and i.qbo_id not in p.qbo and i.qbo_status != "deleted"
+            }
+        )  # a delete syncd saw is not asked about again at every check
         for n in range(0, len(absent), AMONG):
             answer = await p.client.query(
                 queries.by_ids("Invoice", absent[n : n + AMONG])
@@ -462,6 +466,8 @@ def _told(
     if f.field == "customer" and obj is not None:
         return _adopt_customer(inv, obj, changes, now)
     if f.field in ("status", "balance", "invoice"):
+        if f.cause not in ("missed", "deleted_in_qbo"):
+            return "reported: the CRM was told QBO's state; its status is the CRM's to move"
         if obj is None:
             to_apply.deleted.add(inv.qbo_id or "")
         else:

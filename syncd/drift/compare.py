@@ -83,7 +83,12 @@ def drift(inv: Invoice, obj: dict[str, Any] | None, seen: Seen) -> list[Found]:
     if obj is None:
         return _missing(inv, seen)
     found = _status(inv, obj, seen) + _balance(inv, obj)
-    if inv.pushed_body is not None and inv.sync_state is SyncState.SYNCED:
+    voided = qbo_status(obj, seen.now.date()) == "voided"  # its amounts are zeroed
+    if (
+        inv.pushed_body is not None
+        and inv.sync_state is SyncState.SYNCED
+        and not voided
+    ):
         found += _content(inv, obj, seen)
     return found
 
@@ -95,8 +100,10 @@ def _missing(inv: Invoice, seen: Seen) -> list[Found]:
         if inv.sync_state is SyncState.FAILED and inv.status in seen.rules.sync.on:
             return [_gone(inv, "not_synced")]
         return []  # never meant for QBO (a draft, filtered out, before `since`)
-    if inv.qbo_status == "deleted":  # syncd saw the delete: the CRM was told
-        return _status_against(inv, "deleted", "deleted", seen)
+    if inv.qbo_status == "deleted":
+        # syncd deleted it (the CRM asked), or saw QBO's delete and told the CRM on its
+        # state, with a move through the rules (a refused one is an open failure)
+        return []
     return [_gone(inv, "deleted_in_qbo")]
 
 

@@ -147,6 +147,7 @@ MIGRATIONS: Final[list[str]] = [
     """
     CREATE TABLE drift (
         tenant TEXT PRIMARY KEY, report BYTEA, checked_at TEXT, requested_at TEXT,
-        heal INTEGER NOT NULL DEFAULT 0, progress TEXT);
+        heal INTEGER NOT NULL DEFAULT 0, progress TEXT,
+        open INTEGER);
     """,
 ]

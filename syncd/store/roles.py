@@ -140,6 +140,9 @@ class DriftReports(Committer, Protocol):
     async def drift_report(self, tenant: str) -> bytes | None:
         """The tenant's latest drift report (JSON), if a check has run."""
 
+    async def drift_open(self) -> dict[str, int]:
+        """Each checked tenant's differences in its latest report."""
+
     async def request_drift_check(self, tenant: str, at: datetime, heal: bool) -> None:
         """Ask for a check now (whichever replica holds the company runs it)."""
 

@@ -230,6 +230,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE drift (
         tenant TEXT PRIMARY KEY, report BLOB, checked_at TEXT, requested_at TEXT,
-        heal INTEGER NOT NULL DEFAULT 0, progress TEXT);
+        heal INTEGER NOT NULL DEFAULT 0, progress TEXT,
+        open INTEGER);
     """,
 )

@@ -35,6 +35,15 @@ class DriftTables:
             row = await cur.fetchone()
         return bytes(row[0]) if row is not None and row[0] is not None else None
 
+    async def drift_open(self) -> dict[str, int]:
+        """Each checked tenant's differences in its latest report."""
+        async with self._db.read() as db:
+            cur = await db.execute(
+                "SELECT tenant, open FROM drift WHERE open IS NOT NULL"
+            )
+            found = await cur.fetchall()
+        return {str(t): int(n) for t, n in found}
+
     async def request_drift_check(self, tenant: str, at: datetime, heal: bool) -> None:
         """Ask for a check now (whichever replica holds the company runs it)."""
         async with self._db.tx() as db:
@@ -81,8 +90,9 @@ async def write_drift(db: Sql, reports: Mapping[str, bytes]) -> None:
     """Replace the tenants' reports; a request made before a check started is done."""
     await many(
         db,
-        "INSERT INTO drift (tenant, report, checked_at) VALUES (?, ?, ?) "
+        "INSERT INTO drift (tenant, report, checked_at, open) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (tenant) DO UPDATE SET report = excluded.report, "
+        "open = excluded.open, "
         "checked_at = excluded.checked_at, progress = NULL, requested_at = CASE WHEN "
         "drift.requested_at <= ? THEN NULL ELSE drift.requested_at END",
         [
@@ -90,6 +100,7 @@ async def write_drift(db: Sql, reports: Mapping[str, bytes]) -> None:
                 tenant,
                 report,
                 stamp(_at(report, "checked_at")),
+                len(orjson.loads(report)["differences"]),
                 stamp(_at(report, "started_at")),
             )
             for tenant, report in reports.items()

@@ -23,7 +23,6 @@ from aiohttp import web
 
 from syncd.daemon import Daemon
 from syncd.drift.compare import CAUSES, GROUP
-from syncd.drift.report import Report
 from syncd.engine import rules_try
 from syncd.exceptions import ConfigError, ConnectError, StoreError
 from syncd.models import SyncState
@@ -193,8 +192,7 @@ async def _card(daemon: Daemon, tenant: str) -> dict[str, Any]:
 
 async def _drift_count(daemon: Daemon, tenant: str) -> int | None:
     """Differences the latest drift check found (None: no check yet)."""
-    raw = await daemon.store.drift_report(tenant)
-    return len(Report.from_json(raw).differences) if raw else None
+    return (await daemon.store.drift_open()).get(tenant)
 
 
 def _when(moment: datetime) -> str:

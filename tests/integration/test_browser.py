@@ -67,11 +67,11 @@ async def test_an_admin_retries_a_failure_in_a_browser(setup: Setup):
         await expect(page.locator("svg g.status")).to_have_count(8)
         await page.screenshot(path=str(SHOTS / "admin-rules.png"), full_page=True)
         # issue 27: a bookkeeper edits the invoice's lines; the drift page finds it
-        [row] = await setup.qbo_rows("select * from Invoice")
-        line = {**row["Line"][0], "Amount": "300.00"}
+        [copy] = await setup.qbo_rows("select * from Invoice")
+        line = {**copy["Line"][0], "Amount": "300.00"}
         line["SalesItemLineDetail"] = {**line["SalesItemLineDetail"], "Qty": 3}
         await setup.qbo.admin(
-            "POST", f"realms/{setup.realm}/invoice/{row['Id']}", {"Line": [line]}
+            "POST", f"realms/{setup.realm}/invoice/{copy['Id']}", {"Line": [line]}
         )
         await page.goto(origin + "/")
         await page.get_by_role("link", name="Drift (not checked)").click()

@@ -593,8 +593,10 @@ class StoreContract:
     async def test_a_drift_report_is_the_tenants_latest_and_ends_the_request_before_it(
         self, store: Store
     ) -> None:
-        """Issue 27: a check's report replaces the one before, tenant by tenant; a check
-        asked for while one runs is still asked for after it."""
+        """Issue 27: a report replaces the one before, tenant by tenant.
+
+        A check asked for while one runs is still asked for after it.
+        """
         assert await store.drift_report("acme") is None
         await store.request_drift_check("acme", NOW, heal=False)
         await store.request_drift_check("globex", NOW + timedelta(minutes=5), heal=True)
@@ -610,6 +612,7 @@ class StoreContract:
         await store.commit(ChangeSet(drift={"acme": orjson.dumps(first)}))
         await store.commit(ChangeSet(drift={"globex": orjson.dumps(later)}))
         assert orjson.loads(await store.drift_report("acme") or b"") == first
+        assert await store.drift_open() == {"acme": 1, "globex": 0}
         assert await store.drift_progress("acme") is None  # the check is over
         assert list(await store.drift_requests()) == ["globex"]  # asked after it began
         await store.commit(ChangeSet(drift={"acme": orjson.dumps(later)}))
