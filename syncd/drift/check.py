@@ -159,15 +159,18 @@ class DriftChecker:
         return 0
 
     async def _due(self, tenant: str, interval: int) -> bool:
+        """An interval since the last check; the first, an interval after connecting."""
         if not interval:
             return False
         if tenant not in self._last:
             raw = await self._store.drift_report(tenant)
-            self._last[tenant] = (
-                Report.from_json(raw).checked_at
-                if raw
-                else datetime.min.replace(tzinfo=self._clock().tzinfo)
-            )
+            conn = await self._store.connection(tenant)
+            if raw is not None:
+                self._last[tenant] = Report.from_json(raw).checked_at
+            elif conn is not None:
+                self._last[tenant] = conn.connected_at
+            else:
+                return False  # not connected: nothing to compare with
         return self._clock() - self._last[tenant] >= timedelta(seconds=interval)
 
     async def _failed(self, tenant: str, exc: Exception) -> None:
