@@ -182,10 +182,12 @@ def test_a_change_older_than_cdc_never_heard_of_is_missed():
 
 
 def test_a_payment_syncd_never_heard_of_is_missed_balance_and_status():
-    qbo = _qbo(Balance=0, SyncToken="3")
+    qbo = _qbo(
+        Balance=0, SyncToken="3", LinkedTxn=[{"TxnId": "77", "TxnType": "Payment"}]
+    )
     found = drift(_inv(), qbo, _seen())
     assert {(f.field, f.crm, f.qbo, f.cause) for f in found} == {
-        ("balance", "200.00", "0.00", "missed"),
+        ("balance", "200.00", "0.00 (payments 77)", "missed"),
         ("status", "open", "paid", "missed"),
     }
 

@@ -147,7 +147,13 @@ def _balance(inv: Invoice, obj: dict[str, Any]) -> list[Found]:
     told, now = _money(inv.balance), _money(obj.get("Balance"))
     if told is None or now is None or told == now:
         return []
-    return [Found(field="balance", crm=str(told), qbo=str(now), cause="missed")]
+    paid_by = sorted(
+        str(t.get("TxnId"))
+        for t in obj.get("LinkedTxn") or []
+        if t.get("TxnType") == "Payment"
+    )  # which QBO payments (and credits, applied by payments) make QBO's balance
+    qbo = f"{now} (payments {', '.join(paid_by)})" if paid_by else str(now)
+    return [Found(field="balance", crm=str(told), qbo=qbo, cause="missed")]
 
 
 def _content(inv: Invoice, obj: dict[str, Any], seen: Seen) -> list[Found]:

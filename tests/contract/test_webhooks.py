@@ -338,3 +338,63 @@ async def _told(qbo: Connection) -> None:
 
 async def _deliveries(qbo: Connection) -> int:
     return len(await qbo.admin("GET", "webhooks"))
+
+
+async def test_a_bookkeeper_change_can_go_unheard_or_be_dated_past_cdc(
+    tmp_path, receiver, http
+):
+    """Issue 27's bookkeeper: a change no webhook tells, or one dated 40 days back.
+
+    `?webhook=0` tells no webhook; `?age_days=40` dates the change (and what it touched)
+    back: no webhook, CDC (30 days deep) misses it, a query by LastUpdatedTime finds it.
+    """
+    hook, url = receiver
+    process = await _sandbox(tmp_path, url, "legacy")
+    try:
+        qbo = await Connection(http, process.origin).connect()
+        invoice = await qbo.invoice(await qbo.customer(), await qbo.item(), "80.00")
+        await hook.wait(1)
+        await _told(qbo)
+        heard = len(hook.calls)
+        since = (datetime.now(UTC) - timedelta(days=29)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        path = f"realms/{qbo.realm}/invoice/{invoice['Id']}"
+        due = (datetime.now(UTC) + timedelta(days=60)).date().isoformat()
+        quiet = await qbo.admin("POST", path + "?webhook=0", {"DueDate": due})
+        assert quiet["Invoice"]["SyncToken"] == "1"
+        payment = {
+            "CustomerRef": invoice["CustomerRef"],
+            "TotalAmt": 80,
+            "Line": [
+                {
+                    "Amount": 80,
+                    "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
+                }
+            ],
+        }
+        aged = await qbo.admin(
+            "POST", f"realms/{qbo.realm}/payment?age_days=40", payment, expect=201
+        )
+        old = datetime.fromisoformat(aged["Payment"]["MetaData"]["LastUpdatedTime"])
+        assert datetime.now(UTC) - old > timedelta(days=39)
+        paid = (await qbo.call("GET", f"invoice/{invoice['Id']}"))["Invoice"]
+        assert paid["Balance"] == 0  # the change happened, dated back with the invoice
+        assert datetime.fromisoformat(paid["MetaData"]["LastUpdatedTime"]) == old
+        await _told(qbo)
+        assert len(hook.calls) == heard  # neither was told
+        cdc = await qbo.call(
+            "GET", "cdc", params={"entities": "Invoice,Payment", "changedSince": since}
+        )
+        assert cdc["CDCResponse"][0]["QueryResponse"] == [{}, {}]
+        stamp = (old - timedelta(seconds=1)).isoformat()
+        found = await qbo.call(
+            "GET",
+            "query",
+            params={
+                "query": f"select * from Payment where MetaData.LastUpdatedTime >= '{stamp}'"
+            },
+        )
+        assert [p["Id"] for p in found["QueryResponse"]["Payment"]] == [
+            aged["Payment"]["Id"]
+        ]
+    finally:
+        process.stop()
