@@ -14,10 +14,13 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from syncd.config import load_config
+from syncd.drift.check import DriftChecker
 from syncd.drift.compare import Found, Seen, drift
 from syncd.drift.report import Difference, Report
-from syncd.models import Invoice, SyncState
+from syncd.models import ChangeSet, Connection, Invoice, SyncState
 from syncd.rules.model import load_rules
+from syncd.store.sqlite import SqliteStore
 
 RULES = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.toml")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -280,3 +283,40 @@ def test_a_voided_invoices_zeroed_lines_are_no_difference():
     still_open = drift(_inv(qbo_status="voided", balance="0"), qbo, _seen())
     # syncd saw the void and the rules allow the move: no cause it can tell
     assert _fields(still_open) == {("status", "unknown")}
+
+
+async def test_a_scheduled_check_comes_an_interval_after_connecting_or_the_last(
+    tmp_path,
+):
+    """Not at every start: a day after the connection, then a day after each check."""
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    clock = {"now": NOW}
+    none: Any = None
+    config = load_config(Path(__file__).resolve().parent.parent / "syncd.toml", {})
+    checker = DriftChecker(
+        config, store, none, none, none, lambda: clock["now"], lambda: None
+    )
+    assert not await checker._due("acme", 86400)  # not connected: nothing to compare
+    await store.save_connection(
+        Connection(
+            tenant="acme",
+            realm_id="9130",
+            status="connected",
+            sealed_token=b"x",
+            connected_at=NOW - timedelta(hours=3),
+        )
+    )
+    assert not await checker._due("acme", 86400)
+    assert not await checker._due("acme", 0)  # 0: only when asked
+    clock["now"] = NOW + timedelta(hours=21, minutes=1)
+    assert await checker._due("acme", 86400)
+    checked = Report(tenant="acme", started_at=NOW, checked_at=clock["now"])
+    await store.commit(ChangeSet(drift={"acme": checked.to_json()}))
+    fresh = DriftChecker(
+        config, store, none, none, none, lambda: clock["now"], lambda: None
+    )
+    assert not await fresh._due("acme", 86400)  # a restart counts from the last check
+    clock["now"] += timedelta(days=1)
+    assert await fresh._due("acme", 86400)
+    await store.close()
