@@ -15,7 +15,13 @@ import pytest
 
 from tests.dbview import DbView
 from tests.eventually import eventually
-from tests.integration.test_inbound import _pay, _synced_invoice, unwired, wired
+from tests.integration.test_inbound import (
+    BOTH_FORMATS,
+    _pay,
+    _synced_invoice,
+    unwired,
+    wired,
+)
 from tests.integration.test_outbound import Setup, _invoice, _payment
 from tests.integration.test_outbound import setup as setup  # the fixture
 
@@ -67,6 +73,7 @@ async def _paid_in_crm(s: Setup, **extra: Any) -> dict[str, Any]:
     return payment
 
 
+@BOTH_FORMATS
 @pytest.mark.rules(
     'partially_paid = ["paid", "overdue", "voided"]',
     'partially_paid = ["paid", "open", "overdue", "voided"]',
@@ -366,6 +373,7 @@ async def test_the_customers_balance_agrees_to_the_cent(setup: Setup):
     assert _refusals(setup) == []
 
 
+@BOTH_FORMATS
 async def test_refunds_and_credits_made_in_qbo_reach_the_crm(wired: Setup):
     """HS7 back: a person's refund receipt and credit memo go to the CRM once.
 
