@@ -245,7 +245,7 @@ def drift(config_path: Path, tenant: str, heal: bool, timeout: int) -> None:
                 lambda line: click.echo(line, err=True),
             )
         )
-    except (StoreError, TimeoutError) as exc:
+    except (StoreError, TimeoutError, drift_check.DriftFailed) as exc:
         click.echo(f"syncd: drift check: {exc}", err=True)
         sys.exit(2)
     click.echo(drift_check.text(report))

@@ -150,12 +150,13 @@ class DriftChecker:
                 continue
             heal = asked[tenant][1] if tenant in asked else True
             if tenant in asked or await self._due(tenant, machine.rules.drift.interval):
+                started = self._clock()
                 try:
                     await self.check(tenant, heal=heal)
                 except FencedError as exc:  # taken over mid-check: the holder checks
                     log.warning("realm_lease_lost", tenant=tenant, reason=str(exc))
                 except Exception as exc:  # noqa: BLE001 -- one tenant's, never the rest's
-                    await self._failed(tenant, exc)
+                    await self._failed(tenant, started, exc)
         return 0
 
     async def _due(self, tenant: str, interval: int) -> bool:
@@ -173,11 +174,15 @@ class DriftChecker:
                 return False  # not connected: nothing to compare with
         return self._clock() - self._last[tenant] >= timedelta(seconds=interval)
 
-    async def _failed(self, tenant: str, exc: Exception) -> None:
-        self._last[tenant] = self._clock()  # tried again at the next interval
-        await self._store.set_drift_progress(tenant, f"failed: {exc}")
+    async def _failed(self, tenant: str, started: datetime, exc: Exception) -> None:
+        """Said on the report and in the log; the next try is the next interval's."""
+        self._last[tenant] = self._clock()
         then = next_step(exc)
-        if then.step is Step.RECONNECT:
+        reason = str(exc) if isinstance(exc, DriftError) else then.message
+        await self._store.drift_failed(tenant, started, reason)
+        if isinstance(exc, DriftError):
+            log.warning("drift_not_checked", tenant=tenant, reason=reason)
+        elif then.step is Step.RECONNECT:
             await self._connections.needs_reconnect(tenant, str(exc))
         elif then.step is Step.DEFECT:
             log.error("drift_crashed", tenant=tenant, exc_info=exc)

@@ -10,8 +10,13 @@ from typing import Protocol
 from syncd.drift.compare import CAUSES
 from syncd.drift.report import Report
 from syncd.store import DriftReports, Health
+from syncd.store.tables_drift import FAILED
 
 POLL = 0.5  # seconds between looks at the check's progress
+
+
+class DriftFailed(Exception):
+    """The check asked for ran and failed (the reason is the syncd's)."""
 
 
 class Following(DriftReports, Health, Protocol):
@@ -38,6 +43,9 @@ async def follow(
                 if report is not None and report.started_at >= asked:
                     return report
                 progress = await store.drift_progress(tenant)
+                asked_still = tenant in await store.drift_requests()
+                if progress and progress.startswith(FAILED) and not asked_still:
+                    raise DriftFailed(f"the check of {tenant!r} {progress}")
                 if progress and progress != said:
                     say(f"drift: {_bar(progress)} {progress}")
                     said = progress

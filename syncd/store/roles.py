@@ -155,6 +155,9 @@ class DriftReports(Committer, Protocol):
     async def set_drift_progress(self, tenant: str, progress: str | None) -> None:
         """Say how far the tenant's check is (None: none runs)."""
 
+    async def drift_failed(self, tenant: str, started: datetime, reason: str) -> None:
+        """A check that began at `started` failed: said, and the requests before it end."""
+
 
 class InvoiceReads(Protocol):
     """What the admin side, reconciliation and the workers read of invoices."""

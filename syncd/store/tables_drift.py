@@ -15,6 +15,8 @@ import orjson
 from syncd.store.database import many
 from syncd.store.sql import Db, Sql
 
+FAILED = "failed: "  # a progress line that says the last check failed, and why
+
 
 def stamp(at: datetime) -> str:
     """A time as fixed-width UTC text."""
@@ -34,6 +36,15 @@ class DriftTables:
             )
             row = await cur.fetchone()
         return bytes(row[0]) if row is not None and row[0] is not None else None
+
+    async def drift_failed(self, tenant: str, started: datetime, reason: str) -> None:
+        """A check that began at `started` failed: said, and the requests before it end."""
+        async with self._db.tx() as db:
+            await db.execute(
+                "UPDATE drift SET progress = ?, requested_at = CASE WHEN "
+                "requested_at <= ? THEN NULL ELSE requested_at END WHERE tenant = ?",
+                (f"{FAILED}{reason}", stamp(started), tenant),
+            )
 
     async def drift_open(self) -> dict[str, int]:
         """Each checked tenant's differences in its latest report."""

@@ -67,6 +67,10 @@ async def start_check(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     if tenant not in daemon.config.tenants:
         return web.json_response({"error": f"unknown tenant {tenant!r}"}, status=404)
+    conn = await daemon.store.connection(tenant)
+    if conn is None or conn.status != "connected":
+        reason = conn.error if conn and conn.error else "not connected to QuickBooks"
+        return web.json_response({"error": f"{tenant}: {reason}"}, status=409)
     heal = request.query.get("heal", "1") not in ("0", "false")
     await daemon.store.request_drift_check(tenant, daemon.clock(), heal)
     daemon.drift.wake()

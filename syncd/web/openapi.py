@@ -337,7 +337,8 @@ DOCUMENT: dict[str, Any] = {
                             },
                         },
                         "asked for",
-                    )
+                    ),
+                    "409": _json(_ERROR, "the tenant is not connected to QuickBooks"),
                 },
             ),
         },

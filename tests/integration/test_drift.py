@@ -27,6 +27,7 @@ from tests.dbview import DbView
 from tests.eventually import eventually
 from tests.integration.test_connect import connect
 from tests.integration.test_outbound import TODAY, Setup
+from tests.integration.test_outbound import setup as setup  # the fixture
 from tests.sandbox_process import Connection, SandboxProcess
 from tests.syncd_process import ADMIN, QBO_ENV, RULES, SyncdProcess, write_config
 
@@ -321,3 +322,30 @@ def _payment(obj: dict[str, Any], amount: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+async def test_a_check_that_cannot_run_says_why_and_is_not_retried_at_once(
+    setup: Setup,
+):
+    """A revoked grant: the check fails, says so, and its request ends.
+
+    No loop of retries every few seconds; then the tenant, not connected any more, is
+    refused at the door (409).
+    """
+    await setup.crm.send("acme", "invoice.upserted", _invoice(1))
+    await setup.state("D-1", lambda d: d["sync_state"] == "synced")
+    await setup.qbo.admin("POST", "tokens/revoke-all", {"realm": setup.realm})
+    await _api(setup, "POST", "drift/check", expect=202)
+
+    async def failed() -> bool:
+        report = await _api(setup, "GET", "drift")
+        return bool(
+            (report["running"] or "").startswith("failed: ")
+            and report["requested_at"] is None
+        )
+
+    await eventually(failed, timeout=30)
+    report = await _api(setup, "GET", "drift")
+    assert report["checked_at"] is None and "reconnect" in report["running"]
+    refused = await _api(setup, "POST", "drift/check", expect=409)
+    assert "acme" in refused["error"]

@@ -617,6 +617,10 @@ class StoreContract:
         assert list(await store.drift_requests()) == ["globex"]  # asked after it began
         await store.commit(ChangeSet(drift={"acme": orjson.dumps(later)}))
         assert orjson.loads(await store.drift_report("acme") or b"") == later
+        # a check that fails ends the requests made before it began, and says why
+        await store.drift_failed("globex", NOW + timedelta(minutes=6), "not connected")
+        assert await store.drift_requests() == {}
+        assert await store.drift_progress("globex") == "failed: not connected"
 
     async def test_a_closed_store_says_so(self, store: Store) -> None:
         states = [(store.is_open, store.problem)]
