@@ -54,6 +54,10 @@ from syncd.store import JobQueue, Realms, TokenTurn
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
+# how long the callback waits to read QBO's settings: a replica that gave the company's
+# lease away sends nothing for it until granted, which it never is again (the holder reads
+# them before the first sync)
+SETTINGS_WAIT = 10.0
 
 
 class _SealedTokens:
@@ -206,14 +210,19 @@ class Connections:
         self._said.pop(tenant, None)  # a new grant: its health is said afresh
         await self._open_books(tenant, realm_id, conn.connected_at)
         try:
-            conn.preferences = await self._read_settings(tenant)
-        except QboTransientError as exc:
-            # connected all the same: the settings are read before the first sync
-            conn.error = (
-                f"QBO's settings are not read yet ({exc.message}); syncs wait for them"
+            conn.preferences = await asyncio.wait_for(
+                self._read_settings(tenant), SETTINGS_WAIT
             )
+        except (QboTransientError, TimeoutError) as exc:
+            # connected all the same: the settings are read before the first sync
+            why = (
+                exc.message
+                if isinstance(exc, QboTransientError)
+                else "another replica holds the company's QBO quota"
+            )
+            conn.error = f"QBO's settings are not read yet ({why}); syncs wait for them"
             await self._store.set_connection_status(tenant, "connected", conn.error)
-            log.warning("qbo_settings_deferred", tenant=tenant, error=exc.message)
+            log.warning("qbo_settings_deferred", tenant=tenant, error=why)
         self._forget(tenant)  # the client cached while reading them holds none
         await self._store.jobs_due_now(tenant, self._clock())
         if await self.client(tenant) is not None:
