@@ -202,6 +202,32 @@ async def test_a_void_already_seen_in_qbo_leaves_the_invoice_synced():
     )
 
 
+async def test_a_push_never_writes_over_an_invoice_voided_in_qbo():
+    """PD7: a CRM edit's push queued before a bookkeeper's void was seen writes nothing.
+
+    Found by issue 27's CI chaos run: the push wrote the lines back over the voided
+    invoice, and QBO (the sandbox, as its UI) showed it unpaid again.
+    """
+    for final in ("voided", "deleted"):
+        inv = _invoice(qbo_id="2855", qbo_sync_token="4", qbo_status=final)
+        inv.data = {**inv.data, "total": "999.00"}  # a changed snapshot
+        job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
+        nobody: Any = None  # no QBO call may happen
+        ctx = JobContext(
+            job=job,
+            invoice=inv,
+            client=nobody,
+            connection=_conn(),
+            rules=RULES,
+            store=nobody,
+            now=NOW,
+            unclear=False,
+            changes=ChangeSet(),
+        )
+        assert await prepare_push(ctx) is None
+        assert ctx.note == f"not updated: the invoice is {final} in QBO"
+
+
 async def test_a_snapshot_that_changes_nothing_in_qbo_leaves_the_invoice_synced():
     """Issue 25's 30-minute run: 4 invoices stayed `pending` with their QBO copy right.
 

@@ -116,6 +116,12 @@ async def write_alone(ctx: JobContext, prepared: Prepared) -> None:
 async def prepare_push(ctx: JobContext) -> Prepared | None:
     """Everything before the write: None when nothing is to be written."""
     inv, tenant = ctx.invoice, ctx.job.tenant
+    if inv.qbo_id is not None and inv.qbo_status in ("voided", "deleted"):
+        # final in QBO (PD7): a push queued before QBO's void or delete was seen must not
+        # write over it (the sandbox, as QBO's UI, would bring a voided invoice's amounts
+        # back: issue 27's CI chaos run, a CRM edit's push after a bookkeeper's void)
+        ctx.note = f"not updated: the invoice is {inv.qbo_status} in QBO"
+        return None
     reason = ineligible(inv, ctx.rules, ctx.connection) if inv.qbo_id is None else None
     if reason:
         ctx.skipped = reason  # filters decide what enters QBO, not what stays current
