@@ -182,9 +182,7 @@ def backfill(
     Run it again after a crash: it hands over only what syncd has not applied.
     """
     config = _load(config_path, exit_code=2)
-    if tenant not in config.tenants:
-        click.echo(f"error: tenant {tenant!r} is not in {config_path}", err=True)
-        sys.exit(2)
+    _served(config, config_path, tenant)
     if not config.store_url and not config.store_path.exists():
         click.echo(
             f"error: no store at {config.store_path}: start syncd first", err=True
@@ -232,9 +230,7 @@ def drift(config_path: Path, tenant: str, heal: bool, timeout: int) -> None:
     progress and prints the report. Exit 0 when nothing differs, 1 when something does.
     """
     config = _load(config_path, exit_code=2)
-    if tenant not in config.tenants:
-        click.echo(f"error: tenant {tenant!r} is not in {config_path}", err=True)
-        sys.exit(2)
+    _served(config, config_path, tenant)
     try:
         report = asyncio.run(
             drift_check.follow(
@@ -479,6 +475,13 @@ async def _replay(
         return await rules_try.replay(store, tenant, old, new)
     finally:
         await store.close()
+
+
+def _served(config: Config, config_path: Path, tenant: str) -> None:
+    """Exit 2 when `tenant` is not one of the config's."""
+    if tenant not in config.tenants:
+        click.echo(f"error: tenant {tenant!r} is not in {config_path}", err=True)
+        sys.exit(2)
 
 
 def _load(path: Path, exit_code: int) -> Config:

@@ -166,6 +166,23 @@ def test_qbos_view_of_an_invoice_follows_its_balance(total, paid, late):
         assert status == "open"
 
 
+def _offline(
+    inv: Invoice, kind: JobKind, client: Any = None, store: Any = None
+) -> JobContext:
+    """A job's context with no QBO (or only the fake given) and the rules as shipped."""
+    return JobContext(
+        job=Job.for_invoice("acme", kind, "I-1", NOW),
+        invoice=inv,
+        client=client,
+        connection=_conn(),
+        rules=RULES,
+        store=store,
+        now=NOW,
+        unclear=False,
+        changes=ChangeSet(),
+    )
+
+
 async def test_a_void_already_seen_in_qbo_leaves_the_invoice_synced():
     """PD7: the void's own webhook came back before its retry: nothing to write, synced.
 
@@ -181,19 +198,7 @@ async def test_a_void_already_seen_in_qbo_leaves_the_invoice_synced():
         error="retrying: QBO 3001",
     )
     inv.status = "voided"
-    job = Job.for_invoice("acme", JobKind.INVOICE_VOID, "I-1", NOW)
-    nobody: Any = None  # no QBO call may happen
-    ctx = JobContext(
-        job=job,
-        invoice=inv,
-        client=nobody,
-        connection=_conn(),
-        rules=RULES,
-        store=nobody,
-        now=NOW,
-        unclear=False,
-        changes=ChangeSet(),
-    )
+    ctx = _offline(inv, JobKind.INVOICE_VOID)  # no QBO call may happen
     await void_invoice(ctx)
     assert (inv.sync_state, inv.error, inv.last_synced_at) == (
         SyncState.SYNCED,
@@ -211,19 +216,7 @@ async def test_a_push_never_writes_over_an_invoice_voided_in_qbo():
     for final in ("voided", "deleted"):
         inv = _invoice(qbo_id="2855", qbo_sync_token="4", qbo_status=final)
         inv.data = {**inv.data, "total": "999.00"}  # a changed snapshot
-        job = Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW)
-        nobody: Any = None  # no QBO call may happen
-        ctx = JobContext(
-            job=job,
-            invoice=inv,
-            client=nobody,
-            connection=_conn(),
-            rules=RULES,
-            store=nobody,
-            now=NOW,
-            unclear=False,
-            changes=ChangeSet(),
-        )
+        ctx = _offline(inv, JobKind.INVOICE_PUSH)  # no QBO call may happen
         assert await prepare_push(ctx) is None
         assert ctx.note == f"not updated: the invoice is {final} in QBO"
 
@@ -241,18 +234,7 @@ async def test_a_snapshot_that_changes_nothing_in_qbo_leaves_the_invoice_synced(
         async def link(self, tenant: str, kind: Any, key: str) -> str:
             return RESOLVED.customer_id if key == "C-1" else RESOLVED.items[key]
 
-    nobody: Any = None  # no QBO call may happen
-    ctx = JobContext(
-        job=Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW),
-        invoice=inv,
-        client=nobody,
-        connection=_conn(),
-        rules=RULES,
-        store=Linked(),  # type: ignore[arg-type]
-        now=NOW,
-        unclear=False,
-        changes=ChangeSet(),
-    )
+    ctx = _offline(inv, JobKind.INVOICE_PUSH, store=Linked())  # no QBO call may happen
     first = await prepare_push(ctx)  # QBO's copy was written by another body
     assert first is not None and inv.sync_state is SyncState.PENDING
     inv.pushed_body = mapping.canonical(first.body)  # … and now holds this one
@@ -418,17 +400,7 @@ async def test_an_update_after_a_payment_moved_the_token_reads_it_first():
                 "Balance": Decimal("200.00"),
             }
 
-    ctx = JobContext(
-        job=Job.for_invoice("acme", JobKind.INVOICE_PUSH, "I-1", NOW),
-        invoice=inv,
-        client=Qbo(),  # type: ignore[arg-type]
-        connection=_conn(),
-        rules=RULES,
-        store=Linked(),  # type: ignore[arg-type]
-        now=NOW,
-        unclear=False,
-        changes=ChangeSet(),
-    )
+    ctx = _offline(inv, JobKind.INVOICE_PUSH, client=Qbo(), store=Linked())
     prepared = await prepare_push(ctx)
     assert prepared is not None and isinstance(prepared.plan, Update)
     assert inv.qbo_sync_token == "7"  # what the update (single or batched) will carry

@@ -100,6 +100,7 @@ class _Pass:
     client: QboClient
     started: datetime
     heal: bool
+    connected_at: datetime
     reads: int = 0
     qbo: dict[str, dict[str, Any]] = field(default_factory=dict)  # Id → invoice
     gone_customers: set[str] = field(default_factory=set)
@@ -203,6 +204,7 @@ class DriftChecker:
             client=client,
             started=self._clock(),
             heal=heal,
+            connected_at=conn.connected_at,
         )
         log.info("drift_check_started", tenant=tenant, heal=heal)
         await self._read_qbo(p)
@@ -337,10 +339,10 @@ class DriftChecker:
         Only those made since the connection, and within how long syncd remembers
         what it told (`[store] keep_finished_days`): older ones cannot be told apart.
         """
-        conn = await self._store.connection(p.tenant)
-        horizon = p.started - timedelta(days=self._config.retention.finished_days)
-        if conn is not None:
-            horizon = max(horizon, conn.connected_at)
+        horizon = max(
+            p.started - timedelta(days=self._config.retention.finished_days),
+            p.connected_at,
+        )
         candidates = {
             f"invoice-imported:{qbo_id}": obj
             for qbo_id, obj in p.qbo.items()
